@@ -1,0 +1,112 @@
+//! Encoding of server→client events and of client→server message bodies.
+//!
+//! A message is always one `data:` line because JSON escapes newlines; the
+//! per-connection `id:` line is written separately so that one encoded
+//! payload can be shared by every connection of a broadcast.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+/// `event: control` + `data: close`: the package:sse client stops for good.
+pub const CONTROL_CLOSE: &[u8] = b"event: control\ndata: close\n\n";
+
+/// A comment event that keeps proxies from closing an idle stream.
+pub const HEARTBEAT: &[u8] = b": ping\n\n";
+
+/// The `retry:` field sent once at stream start. A lone field and a blank
+/// line dispatch nothing, so plain EventSource clients see no event.
+pub fn retry_event(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n\n"))
+}
+
+/// Encodes `message` as the shareable tail of a message event:
+/// `data: <JSON string>\n\n`.
+pub fn encode_data(message: &str) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 10);
+    out.extend_from_slice(b"data: ");
+    write_json_string(&mut out, message);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Appends `id: N\n` to `buf`.
+pub fn put_id_line(buf: &mut BytesMut, id: u64) {
+    let mut digits = itoa::Buffer::new();
+    buf.put_slice(b"id: ");
+    buf.put_slice(digits.format(id).as_bytes());
+    buf.put_u8(b'\n');
+}
+
+/// Upper bound of the bytes [`put_id_line`] writes.
+pub const ID_LINE_MAX: usize = 4 + 20 + 1;
+
+/// Encodes a client→server message as the POST body: one JSON string.
+pub fn encode_message_body(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 2);
+    write_json_string(&mut out, message);
+    out
+}
+
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail: serde_json only errors on I/O
+    // failures and on non-string map keys.
+    serde_json::to_writer(out, s).expect("encoding a str into a Vec cannot fail");
+}
+
+/// Why a message body (POST body, or the data of a message event) was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is JSON but not a string (expected a JSON-encoded string such as \"hello\")")]
+    NotString,
+}
+
+/// Decodes one JSON-encoded string, as a POST body or an event's data.
+pub fn decode_message_body(body: &[u8]) -> Result<String, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(_) => Err(BodyError::NotString),
+        Err(e) => Err(BodyError::NotJson(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_one_line_json() {
+        assert_eq!(&encode_data("a\nb\"c")[..], b"data: \"a\\nb\\\"c\"\n\n");
+        assert_eq!(&encode_data("")[..], b"data: \"\"\n\n");
+    }
+
+    #[test]
+    fn id_line() {
+        let mut b = BytesMut::new();
+        put_id_line(&mut b, 0);
+        put_id_line(&mut b, u64::MAX);
+        assert_eq!(&b[..], b"id: 0\nid: 18446744073709551615\n");
+        assert!(b.len() - 6 <= ID_LINE_MAX);
+    }
+
+    #[test]
+    fn body_round_trip() {
+        for s in ["", "hello", "line1\nline2", "ünï \u{2028} 😀", "\0"] {
+            assert_eq!(decode_message_body(&encode_message_body(s)).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn body_errors() {
+        assert_eq!(decode_message_body(b"\xff"), Err(BodyError::NotUtf8));
+        assert!(matches!(decode_message_body(b"hello"), Err(BodyError::NotJson(_))));
+        assert!(matches!(decode_message_body(b"\"open"), Err(BodyError::NotJson(_))));
+        assert_eq!(decode_message_body(b"42"), Err(BodyError::NotString));
+        assert_eq!(decode_message_body(b"[\"a\"]"), Err(BodyError::NotString));
+        assert_eq!(decode_message_body(b" \"x\" ").unwrap(), "x");
+    }
+}

@@ -1,0 +1,110 @@
+//! The query string of channel requests: `sseClientId` and `messageId`.
+
+use thiserror::Error;
+
+use super::{CLIENT_ID_PARAM, MESSAGE_ID_PARAM};
+
+/// Why a channel request's query was refused (HTTP 400).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("missing sseClientId query parameter")]
+    MissingClientId,
+    #[error("sseClientId is empty")]
+    EmptyClientId,
+    #[error("sseClientId is {len} bytes, over the limit of {max}")]
+    ClientIdTooLong { len: usize, max: usize },
+    #[error("messageId {0:?} is not a non-negative integer")]
+    BadMessageId(String),
+}
+
+/// The parsed query of a channel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelQuery {
+    /// The percent-decoded client id, opaque otherwise.
+    pub client_id: String,
+    /// `messageId`, 0 when absent as package:sse does.
+    pub message_id: u64,
+}
+
+impl ChannelQuery {
+    /// Parses `query` (the part after `?`, without it). The first occurrence
+    /// of each parameter wins.
+    pub fn parse(query: Option<&str>, max_client_id_len: usize) -> Result<Self, QueryError> {
+        let mut client_id = None;
+        let mut message_id = None;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if k == CLIENT_ID_PARAM && client_id.is_none() {
+                client_id = Some(v.into_owned());
+            } else if k == MESSAGE_ID_PARAM && message_id.is_none() {
+                message_id = Some(v.into_owned());
+            }
+        }
+        let client_id = client_id.ok_or(QueryError::MissingClientId)?;
+        if client_id.is_empty() {
+            return Err(QueryError::EmptyClientId);
+        }
+        if client_id.len() > max_client_id_len {
+            return Err(QueryError::ClientIdTooLong {
+                len: client_id.len(),
+                max: max_client_id_len,
+            });
+        }
+        let message_id = match message_id {
+            None => 0,
+            Some(s) => parse_u64(&s).ok_or(QueryError::BadMessageId(s))?,
+        };
+        Ok(Self { client_id, message_id })
+    }
+}
+
+/// Digits only: `u64::from_str` would also take a leading `+`.
+fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Builds `path?sseClientId=ID[&messageId=N]` with `id` percent-encoded.
+pub fn channel_query(client_id: &str, message_id: Option<u64>) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    ser.append_pair(CLIENT_ID_PARAM, client_id);
+    if let Some(n) = message_id {
+        ser.append_pair(MESSAGE_ID_PARAM, itoa::Buffer::new().format(n));
+    }
+    ser.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_decodes() {
+        let q = ChannelQuery::parse(Some("sseClientId=a%20b%2Fc&messageId=7"), 256).unwrap();
+        assert_eq!(q, ChannelQuery { client_id: "a b/c".into(), message_id: 7 });
+        let q = ChannelQuery::parse(Some("x=1&sseClientId=z"), 256).unwrap();
+        assert_eq!(q.message_id, 0);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(ChannelQuery::parse(None, 256), Err(QueryError::MissingClientId));
+        assert_eq!(ChannelQuery::parse(Some("sseClientId="), 256), Err(QueryError::EmptyClientId));
+        assert_eq!(
+            ChannelQuery::parse(Some("sseClientId=abcd"), 3),
+            Err(QueryError::ClientIdTooLong { len: 4, max: 3 })
+        );
+        for bad in ["-1", "+1", "x", "", "99999999999999999999999"] {
+            let q = format!("sseClientId=a&messageId={bad}");
+            assert!(matches!(ChannelQuery::parse(Some(&q), 256), Err(QueryError::BadMessageId(_))));
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let q = channel_query("id with spaces&=", Some(3));
+        let p = ChannelQuery::parse(Some(&q), 256).unwrap();
+        assert_eq!((p.client_id.as_str(), p.message_id), ("id with spaces&=", 3));
+    }
+}

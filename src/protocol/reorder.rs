@@ -1,0 +1,222 @@
+//! Client→server ordering and exactly-once delivery (PROTOCOL.md §3).
+//!
+//! POSTs race each other, so messages arrive out of order. The buffer hands
+//! them on strictly by `messageId`, each once, and refuses to hold more than a
+//! bounded window of the future. Unlike package:sse, a duplicate never moves
+//! the counter backwards, which is what makes a client's retry safe.
+
+use std::collections::VecDeque;
+
+/// What [`ReorderBuffer::offer`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// The message was the next expected one: it and any now-contiguous
+    /// successors are ready in [`ReorderBuffer::pop_ready`].
+    Ready,
+    /// A message from the future, held until the gap before it fills.
+    Buffered,
+    /// Already delivered or already buffered: acknowledge and drop it.
+    Duplicate,
+    /// Further ahead than the window allows.
+    TooFarAhead,
+    /// Within the window, but buffering it would pass the byte bound.
+    BufferFull,
+}
+
+/// Limits of a [`ReorderBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReorderLimits {
+    /// How many ids past the next expected one may be buffered.
+    pub window: u64,
+    /// How many bytes of out-of-order messages may be buffered.
+    pub max_bytes: usize,
+}
+
+impl Default for ReorderLimits {
+    fn default() -> Self {
+        Self { window: 4096, max_bytes: 16 << 20 }
+    }
+}
+
+/// Re-orders messages numbered 0, 1, 2… (or from any starting id).
+#[derive(Debug)]
+pub struct ReorderBuffer<T = String> {
+    /// The id the application expects next.
+    next: u64,
+    /// Slot `i` holds message `next + i`, once it has arrived.
+    pending: VecDeque<Option<T>>,
+    pending_bytes: usize,
+    /// Messages released in order, not yet taken by `pop_ready`.
+    ready: VecDeque<T>,
+    limits: ReorderLimits,
+}
+
+/// What a buffered message weighs against [`ReorderLimits::max_bytes`].
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for String {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Weigh for Vec<u8> {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<T: Weigh> ReorderBuffer<T> {
+    /// A buffer that expects `first` next (0 for a new client id).
+    pub fn new(first: u64, limits: ReorderLimits) -> Self {
+        Self {
+            next: first,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            ready: VecDeque::new(),
+            limits,
+        }
+    }
+
+    /// The id expected next: everything below it has been released.
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Number of out-of-order messages held.
+    pub fn buffered(&self) -> usize {
+        self.pending.iter().filter(|m| m.is_some()).count()
+    }
+
+    /// Bytes of out-of-order messages held.
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Offers message `id`. See [`Offer`] for the outcomes.
+    pub fn offer(&mut self, id: u64, message: T) -> Offer {
+        if id < self.next {
+            return Offer::Duplicate;
+        }
+        let offset = id - self.next;
+        if offset == 0 {
+            self.ready.push_back(message);
+            self.next += 1;
+            if !self.pending.is_empty() {
+                self.pending.pop_front();
+                while let Some(Some(_)) = self.pending.front() {
+                    if let Some(Some(m)) = self.pending.pop_front() {
+                        self.pending_bytes -= m.weight();
+                        self.ready.push_back(m);
+                        self.next += 1;
+                    }
+                }
+            }
+            return Offer::Ready;
+        }
+        if offset > self.limits.window {
+            return Offer::TooFarAhead;
+        }
+        let slot = offset as usize;
+        if let Some(Some(_)) = self.pending.get(slot) {
+            return Offer::Duplicate;
+        }
+        let weight = message.weight();
+        if self.pending_bytes + weight > self.limits.max_bytes {
+            return Offer::BufferFull;
+        }
+        if self.pending.len() <= slot {
+            self.pending.resize_with(slot + 1, || None);
+        }
+        self.pending[slot] = Some(message);
+        self.pending_bytes += weight;
+        Offer::Buffered
+    }
+
+    /// Takes the next message released in order.
+    pub fn pop_ready(&mut self) -> Option<T> {
+        self.ready.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf() -> ReorderBuffer {
+        ReorderBuffer::new(0, ReorderLimits { window: 8, max_bytes: 10 })
+    }
+
+    fn drain(b: &mut ReorderBuffer) -> Vec<String> {
+        std::iter::from_fn(|| b.pop_ready()).collect()
+    }
+
+    #[test]
+    fn in_order_passes_through() {
+        let mut b = buf();
+        assert_eq!(b.offer(0, "a".into()), Offer::Ready);
+        assert_eq!(b.offer(1, "b".into()), Offer::Ready);
+        assert_eq!(drain(&mut b), ["a", "b"]);
+        assert_eq!(b.next_id(), 2);
+    }
+
+    #[test]
+    fn gap_fills_release_successors() {
+        let mut b = buf();
+        assert_eq!(b.offer(2, "c".into()), Offer::Buffered);
+        assert_eq!(b.offer(1, "b".into()), Offer::Buffered);
+        assert!(drain(&mut b).is_empty());
+        assert_eq!(b.buffered(), 2);
+        assert_eq!(b.offer(0, "a".into()), Offer::Ready);
+        assert_eq!(drain(&mut b), ["a", "b", "c"]);
+        assert_eq!((b.buffered(), b.buffered_bytes(), b.next_id()), (0, 0, 3));
+    }
+
+    #[test]
+    fn duplicates_never_move_backwards() {
+        let mut b = buf();
+        b.offer(0, "a".into());
+        b.offer(2, "c".into());
+        assert_eq!(b.offer(0, "a".into()), Offer::Duplicate);
+        assert_eq!(b.offer(2, "c".into()), Offer::Duplicate);
+        assert_eq!(drain(&mut b), ["a"]);
+        assert_eq!(b.next_id(), 1);
+    }
+
+    #[test]
+    fn window_and_bytes_are_bounded() {
+        let mut b = buf();
+        assert_eq!(b.offer(9, "x".into()), Offer::TooFarAhead);
+        assert_eq!(b.offer(8, "123456789".into()), Offer::Buffered);
+        assert_eq!(b.offer(7, "12".into()), Offer::BufferFull);
+        assert_eq!(b.offer(7, "1".into()), Offer::Buffered);
+    }
+
+    #[test]
+    fn starts_anywhere() {
+        let mut b: ReorderBuffer = ReorderBuffer::new(57, ReorderLimits::default());
+        assert_eq!(b.offer(3, "old".into()), Offer::Duplicate);
+        assert_eq!(b.offer(58, "b".into()), Offer::Buffered);
+        assert_eq!(b.offer(57, "a".into()), Offer::Ready);
+        assert_eq!(drain(&mut b), ["a", "b"]);
+    }
+
+    #[test]
+    fn every_permutation_comes_out_in_order() {
+        // A deterministic shuffle of 200 ids (multiplicative step, coprime).
+        let n = 200u64;
+        let mut b: ReorderBuffer =
+            ReorderBuffer::new(0, ReorderLimits { window: n, max_bytes: usize::MAX });
+        let mut out = Vec::new();
+        for i in 0..n {
+            let id = (i * 73) % n;
+            b.offer(id, id.to_string());
+            b.offer(id, id.to_string());
+            out.extend(std::iter::from_fn(|| b.pop_ready()));
+        }
+        let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(out, want);
+    }
+}
