@@ -5,4 +5,31 @@
 //! numbered by `messageId`. [`protocol`] is the wire format without I/O,
 //! [`server`] hosts channels, [`client`] connects to them.
 
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod connect;
+pub mod generate;
+pub mod lines;
+pub mod logging;
 pub mod protocol;
+pub mod serve;
+pub mod server;
+
+use std::process::ExitCode;
+
+/// A usage error found after parsing: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line; the exit status follows the documented codes
+/// (0 fine, 1 failed, 2 usage error or unreachable target).
+pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        cli::Command::Connect(args) => connect::run(args).await,
+        cli::Command::Bench(args) => bench::run(args).await,
+        cli::Command::Generate(args) => generate::run(&args).map(|()| ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,1 @@
+//! The channel client: event-stream reader, POST sender, reconnect policy.

@@ -1,0 +1,169 @@
+//! `ssechan serve`: a channel endpoint wired to stdin/stdout, an echo, or a
+//! process per client.
+
+mod exec;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Notify, mpsc};
+use tracing::info;
+
+use crate::cli::{Format, ServeArgs};
+use crate::server::{Limits, Server, ServerConfig};
+
+/// How long to wait for the last output lines after shutdown began.
+const FLUSH_GRACE: Duration = Duration::from_millis(400);
+
+impl ServeArgs {
+    /// The server settings these flags describe.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            path: self.path.clone(),
+            keep_alive: self.keep_alive,
+            heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
+            retry: self.retry,
+            allowed_origins: (!self.allow_origins.is_empty()).then(|| self.allow_origins.clone()),
+            limits: Limits {
+                max_message_bytes: self.max_message_size,
+                reorder_window: self.reorder_window,
+                reorder_bytes: self.reorder_bytes,
+                outgoing_messages: self.max_queue,
+                outgoing_bytes: self.max_queue_bytes,
+                replay_events: self.replay,
+                replay_bytes: self.replay_bytes,
+                max_clients: self.max_clients,
+                max_client_id_len: self.max_client_id,
+                incoming_messages: self.max_incoming,
+            },
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Runs `serve` until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.path.starts_with('/') {
+        return Err(
+            crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
+        );
+    }
+    let server = Server::bind(args.listen, args.config())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let url = server.url();
+    eprintln!("ssechan: listening on {url}");
+    let (out_tx, out_rx) = mpsc::channel::<String>(1024);
+    if args.format == Format::Json && !args.echo {
+        let _ =
+            out_tx.send(serde_json::json!({"event": "listening", "url": url}).to_string()).await;
+    }
+    let writer = tokio::spawn(stdio::write_stdout(out_rx));
+    let mode = if args.echo {
+        Mode::Echo
+    } else if !args.command.is_empty() {
+        Mode::Exec(args.command.clone())
+    } else {
+        let handle = server.handle();
+        let max = args.max_message_size;
+        tokio::spawn(stdio::read_stdin(handle, args.format, max));
+        Mode::Stdio(args.format)
+    };
+    let stop = Arc::new(Notify::new());
+    let serving = tokio::spawn(serve_connections(
+        server,
+        mode,
+        out_tx.clone(),
+        args.max_message_size,
+        stop.clone(),
+    ));
+    drop(out_tx);
+    let mut writer = writer;
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down"),
+        r = &mut writer => {
+            result = match r {
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+                _ => Ok(()),
+            };
+        }
+    }
+    // serve_connections owns the server: tell it to stop, then wait for it.
+    stop.notify_one();
+    let _ = serving.await;
+    let _ = tokio::time::timeout(FLUSH_GRACE, writer).await;
+    result
+}
+
+#[derive(Clone)]
+enum Mode {
+    Echo,
+    Stdio(Format),
+    Exec(Vec<String>),
+}
+
+async fn serve_connections(
+    mut server: Server,
+    mode: Mode,
+    out: mpsc::Sender<String>,
+    max_line: usize,
+    stop: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            conn = server.accept() => {
+                let Some(conn) = conn else { break };
+                match &mode {
+                    Mode::Echo => { tokio::spawn(echo(conn)); }
+                    Mode::Stdio(format) => { tokio::spawn(stdio::forward(conn, *format, out.clone())); }
+                    Mode::Exec(cmd) => { tokio::spawn(exec::run(conn, cmd.clone(), max_line)); }
+                }
+            }
+            _ = stop.notified() => break,
+        }
+    }
+    let handle = server.handle();
+    handle.begin_shutdown();
+    // Keep accepting so that the close events of connections opened during
+    // shutdown still reach stdout.
+    let drain = async {
+        while let Some(conn) = server.accept().await {
+            if let Mode::Stdio(format) = &mode {
+                tokio::spawn(stdio::forward(conn, *format, out.clone()));
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
+    server.shutdown().await;
+}
+
+async fn echo(mut conn: crate::server::Connection) {
+    while let Some(m) = conn.recv_message().await {
+        if conn.send(&m).is_err() {
+            break;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

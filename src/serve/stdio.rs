@@ -1,0 +1,149 @@
+//! `serve`'s stdin/stdout wiring, text and JSON.
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::cli::Format;
+use crate::lines::{Line, read_line};
+use crate::server::{Connection, ConnectionEvent, ServerHandle};
+
+/// Forwards one connection's events to the stdout writer.
+pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sender<String>) {
+    let id = conn.id().to_owned();
+    if format == Format::Json {
+        let remote = conn.remote_addr().to_string();
+        let line = json!({"event": "connect", "client": id, "remote": remote}).to_string();
+        if out.send(line).await.is_err() {
+            return;
+        }
+    }
+    while let Some(ev) = conn.recv().await {
+        let line = match (format, ev) {
+            (Format::Text, ConnectionEvent::Message(m)) => m,
+            (Format::Text, _) => continue,
+            (Format::Json, ConnectionEvent::Message(m)) => {
+                json!({"event": "message", "client": id, "data": m}).to_string()
+            }
+            (Format::Json, ConnectionEvent::Suspended) => {
+                json!({"event": "suspend", "client": id}).to_string()
+            }
+            (Format::Json, ConnectionEvent::Resumed) => {
+                json!({"event": "resume", "client": id}).to_string()
+            }
+            (Format::Json, ConnectionEvent::Closed(info)) => json!({
+                "event": "close",
+                "client": id,
+                "undelivered": info.undelivered,
+                "reason": info.reason.to_string(),
+            })
+            .to_string(),
+        };
+        if out.send(line).await.is_err() {
+            warn!(client = %id, "stdout is gone; message not written");
+            return;
+        }
+    }
+}
+
+/// Writes lines to stdout, flushing whenever no more are waiting, so a
+/// burst costs few writes.
+pub(super) async fn write_stdout(mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
+    while let Some(line) = rx.recv().await {
+        w.write_all(line.as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        while let Ok(line) = rx.try_recv() {
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+        }
+        w.flush().await?;
+    }
+    w.flush().await
+}
+
+/// One stdin command in JSON mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    client: Option<String>,
+    data: Option<String>,
+    #[serde(default)]
+    close: bool,
+    #[serde(default)]
+    drop: bool,
+}
+
+/// Reads stdin until EOF (which does not stop the server) and sends what
+/// it says. Bad lines get a one-line error on stderr.
+pub(super) async fn read_stdin(server: ServerHandle, format: Format, max: usize) {
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let line = match read_line(&mut stdin, &mut buf, max).await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("ssechan: cannot read stdin: {e}");
+                break;
+            }
+        };
+        n += 1;
+        let line = match line {
+            Line::Text(t) => t,
+            Line::TooLong(len) => {
+                eprintln!(
+                    "ssechan: stdin line {n}: {len} bytes is over the message limit of {max}; not sent"
+                );
+                continue;
+            }
+        };
+        let result = match format {
+            Format::Text => broadcast(&server, &line),
+            Format::Json => json_command(&server, &line),
+        };
+        if let Err(e) = result {
+            eprintln!("ssechan: stdin line {n}: {e}");
+        }
+    }
+    tracing::info!("stdin closed; still serving");
+}
+
+fn broadcast(server: &ServerHandle, message: &str) -> Result<(), String> {
+    match server.broadcast(message) {
+        0 => Err("no client connected; message dropped".into()),
+        _ => Ok(()),
+    }
+}
+
+fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
+    if line.trim().is_empty() {
+        return Ok(());
+    }
+    let cmd: Command = serde_json::from_str(line).map_err(|e| format!("bad JSON command: {e}"))?;
+    let actions = usize::from(cmd.data.is_some()) + usize::from(cmd.close) + usize::from(cmd.drop);
+    if actions != 1 {
+        return Err(
+            "a command needs exactly one of \"data\", \"close\": true, \"drop\": true".into()
+        );
+    }
+    let Some(client) = cmd.client else {
+        return match cmd.data {
+            Some(data) => broadcast(server, &data),
+            None => Err("\"close\" and \"drop\" need a \"client\"".into()),
+        };
+    };
+    let conn = server.connection(&client).ok_or_else(|| format!("no client {client:?}"))?;
+    if let Some(data) = cmd.data {
+        conn.send(&data).map_err(|e| format!("client {client:?}: {e}"))
+    } else if cmd.close {
+        conn.close();
+        Ok(())
+    } else {
+        conn.drop_stream();
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Server settings. Every bound of PROTOCOL.md §6 lives here with its default.
+
+use std::time::Duration;
+
+/// How a [`crate::server::Server`] behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The channel endpoint's path.
+    pub path: String,
+    /// How long a connection outlives its stream; `None` closes at once.
+    pub keep_alive: Option<Duration>,
+    /// Idle time after which a `: ping` comment is sent; `None` for never.
+    pub heartbeat: Option<Duration>,
+    /// The `retry:` sent at stream start. Keep it well under 5 s: the
+    /// package:sse client gives up for good 5 s after an error.
+    pub retry: Duration,
+    /// Origins allowed to use the channel; `None` allows every origin, as
+    /// package:sse does.
+    pub allowed_origins: Option<Vec<String>>,
+    /// How long the next expected messageId of a closed client id is kept,
+    /// so that a client that comes back keeps counting where it was.
+    pub closed_id_memory: Duration,
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            path: "/sse".into(),
+            keep_alive: None,
+            heartbeat: Some(Duration::from_secs(15)),
+            retry: Duration::from_millis(1000),
+            allowed_origins: None,
+            closed_id_memory: Duration::from_secs(300),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Bounds on everything a peer can make the server hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest POST body; bigger ones get 413 without being read.
+    pub max_message_bytes: usize,
+    /// How far past the next expected messageId a POST may be (else 429).
+    pub reorder_window: u64,
+    /// Bytes of out-of-order messages held per connection (else 429).
+    pub reorder_bytes: usize,
+    /// Messages queued for a connection's stream before it counts as a slow
+    /// consumer and is disconnected.
+    pub outgoing_messages: usize,
+    /// Bytes queued for a connection's stream, likewise.
+    pub outgoing_bytes: usize,
+    /// Recent events kept per connection for `Last-Event-ID` replay.
+    pub replay_events: usize,
+    /// Bytes of recent events kept per connection for replay.
+    pub replay_bytes: usize,
+    /// Connections at once, suspended ones included (else 503).
+    pub max_clients: usize,
+    /// Longest accepted `sseClientId`, in bytes.
+    pub max_client_id_len: usize,
+    /// Received messages waiting for the application per connection; POSTs
+    /// wait (backpressure) while it is full.
+    pub incoming_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            reorder_window: 4096,
+            reorder_bytes: 16 << 20,
+            outgoing_messages: 65_536,
+            outgoing_bytes: 16 << 20,
+            replay_events: 1024,
+            replay_bytes: 1 << 20,
+            max_clients: 100_000,
+            max_client_id_len: 256,
+            incoming_messages: 4096,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The channel server: accept loop, routing, connections and keep-alive.
+//!
+//! [`Server::bind`] starts serving at once; the application takes new
+//! connections with [`Server::accept`] and talks to each through its
+//! [`Connection`], or to all at once through a [`ServerHandle`].
+
+mod body;
+mod config;
+mod connection;
+mod http;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use config::{Limits, ServerConfig};
+pub use connection::{
+    CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, SendError,
+};
+
+use connection::Conn;
+
+/// How long shutdown waits for streams to flush their close event.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// A running channel server.
+pub struct Server {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    accept_rx: mpsc::UnboundedReceiver<Connection>,
+    accept_task: JoinHandle<()>,
+}
+
+/// Shared access to a running server: broadcast, look up, shut down.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+}
+
+pub(crate) struct ServerShared {
+    pub(crate) config: ServerConfig,
+    pub(crate) runtime: tokio::runtime::Handle,
+    registry: Mutex<Registry>,
+    accept_tx: mpsc::UnboundedSender<Connection>,
+    shutdown: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+}
+
+#[derive(Default)]
+struct Registry {
+    live: HashMap<Arc<str>, Arc<Conn>>,
+    /// Next expected messageId of recently closed client ids (PROTOCOL §3).
+    closed: HashMap<Arc<str>, u64>,
+    closed_order: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and starts serving.
+    pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::from_listener(listener, config)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> std::io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let (accept_tx, accept_rx) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(ServerShared {
+            config,
+            runtime: tokio::runtime::Handle::current(),
+            registry: Mutex::new(Registry::default()),
+            accept_tx,
+            shutdown,
+            shutting_down: AtomicBool::new(false),
+        });
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        Ok(Server { handle: ServerHandle { shared }, local_addr, accept_rx, accept_task })
+    }
+
+    /// The bound address, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://HOST:PORT/PATH` of the channel endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.local_addr, self.handle.shared.config.path)
+    }
+
+    /// The next new connection; `None` after shutdown.
+    pub async fn accept(&mut self) -> Option<Connection> {
+        self.accept_rx.recv().await
+    }
+
+    /// A handle for use from other tasks.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Control-closes every connection, ignoring keep-alive, lets the streams
+    /// flush the close event (bounded wait) and stops listening.
+    pub async fn shutdown(self) {
+        self.handle.begin_shutdown();
+        let _ = self.accept_task.await;
+    }
+}
+
+impl ServerHandle {
+    /// Connections at the moment, suspended ones included.
+    pub fn client_count(&self) -> usize {
+        self.shared.lock_registry().live.len()
+    }
+
+    /// Queues `message` for every live connection; returns how many took it.
+    pub fn broadcast(&self, message: &str) -> usize {
+        let data = crate::protocol::event::encode_data(message);
+        let conns: Vec<Arc<Conn>> = self.shared.lock_registry().live.values().cloned().collect();
+        conns.iter().filter(|c| c.send_encoded(data.clone()).is_ok()).count()
+    }
+
+    /// The live connection of `client_id`, if any.
+    pub fn connection(&self, client_id: &str) -> Option<ConnectionHandle> {
+        let conn = self.shared.lock_registry().live.get(client_id).cloned()?;
+        Some(ConnectionHandle { conn })
+    }
+
+    /// Starts shutdown without waiting for it; see [`Server::shutdown`].
+    pub fn begin_shutdown(&self) {
+        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let conns: Vec<Arc<Conn>> = self.shared.lock_registry().live.values().cloned().collect();
+        for c in &conns {
+            c.close(CloseReason::Shutdown);
+        }
+        let _ = self.shared.shutdown.send(true);
+    }
+}
+
+impl ServerShared {
+    fn lock_registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes a closing connection and remembers where its messageIds were.
+    fn unregister(&self, conn: &Conn) {
+        let mut reg = self.lock_registry();
+        let Some(current) = reg.live.get(&conn.id) else { return };
+        if !std::ptr::eq(Arc::as_ptr(current), conn) {
+            return;
+        }
+        let id = conn.id.clone();
+        reg.live.remove(&id);
+        let now = Instant::now();
+        let memory = self.config.closed_id_memory;
+        while let Some((at, old)) = reg.closed_order.front() {
+            // Bounded by time, and by count so that id churn cannot grow it.
+            if now.duration_since(*at) < memory
+                && reg.closed_order.len() < self.config.limits.max_clients
+            {
+                break;
+            }
+            let old = old.clone();
+            reg.closed_order.pop_front();
+            reg.closed.remove(&old);
+        }
+        if !memory.is_zero() {
+            reg.closed.insert(id.clone(), conn.next_message_id());
+            reg.closed_order.push_back((now, id));
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<ServerShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let svc = hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%remote, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    drop(shared.accept_tx.clone());
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        info!("shutdown: some connections did not finish in time");
+    }
+}
