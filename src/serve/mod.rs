@@ -140,7 +140,8 @@ async fn serve_connections(
     server.shutdown().await;
 }
 
-async fn echo(mut conn: crate::server::Connection) {
+/// Sends every message back to its sender until the connection closes.
+pub async fn echo(mut conn: crate::server::Connection) {
     while let Some(m) = conn.recv_message().await {
         if conn.send(&m).is_err() {
             break;
