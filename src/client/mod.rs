@@ -1,1 +1,371 @@
 //! The channel client: event-stream reader, POST sender, reconnect policy.
+//!
+//! [`ChannelClient::start`] spawns two tasks: the stream task (`stream.rs`)
+//! keeps one GET open, reconnecting with `Last-Event-ID` per the WHATWG
+//! model, and reports every state change as a [`ClientEvent`]; the sender
+//! task (`sender.rs`) numbers messages from 0 and POSTs them, pipelined and
+//! retried. The caller holds a cheap, cloneable [`ChannelClient`] handle and
+//! the receiving end of the (bounded) event channel.
+
+pub mod config;
+pub mod reconnect;
+mod sender;
+mod stream;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+pub use config::{ClientConfig, Mode, client_id, parse_header, parse_headers, parse_url};
+pub use reconnect::RetryPolicy;
+
+/// Events the caller may fall behind on before the stream stops reading.
+const EVENT_BUFFER: usize = 1024;
+
+/// Why a client could not be built or a message not be queued.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("bad URL {0}")]
+    BadUrl(String),
+    #[error("bad header {0}")]
+    BadHeader(String),
+    #[error("bad client id: {0}")]
+    BadClientId(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("a plain SSE reader (--raw) sends no messages")]
+    RawMode,
+    #[error("message of {len} bytes is over the client's limit of {max}")]
+    MessageTooLarge { len: usize, max: usize },
+    #[error("the client has stopped")]
+    Stopped,
+}
+
+/// Where the stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Opening the first stream.
+    Connecting,
+    /// A stream is open: events arrive and POSTs go out.
+    Open,
+    /// Between streams, waiting or retrying.
+    Reconnecting,
+    /// For good: closed by either side, failed, or gave up.
+    Closed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::Reconnecting => "reconnecting",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// Everything that happens to a client, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Opening a stream; `attempt` counts from 1 since the last open stream.
+    Connecting { attempt: u32 },
+    /// The first stream is open.
+    Open,
+    /// A later stream is open, sent with this `Last-Event-ID` (if any).
+    Resumed { last_event_id: Option<String> },
+    /// A message (channel mode: the decoded JSON string).
+    Message(String),
+    /// An event of a plain SSE stream (raw mode).
+    Event(crate::protocol::Event),
+    /// An open stream ended; a reconnect follows.
+    Disconnected { reason: String },
+    /// Opening a stream failed; a retry or [`ClientEvent::GaveUp`] follows.
+    AttemptFailed { attempt: u32, reason: String },
+    /// The next attempt starts after `delay`.
+    Reconnecting { attempt: u32, delay: Duration },
+    /// The server refused a message for good (e.g. 413), or retries ran out.
+    SendFailed { message_id: u64, reason: String },
+    // Terminal events: nothing follows.
+    /// `event: control` + `data: close`.
+    ClosedByServer,
+    /// HTTP 204: the server says "stop reconnecting" (WHATWG).
+    NoContent,
+    /// Not an event stream (status or content type), or a broken one: no retry.
+    Failed { reason: String },
+    /// Too many failed attempts in a row.
+    GaveUp { attempts: u32, reason: String },
+    /// [`ChannelClient::close`] was called.
+    Closed,
+}
+
+impl ClientEvent {
+    /// Whether this is the last event.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::ClosedByServer
+                | ClientEvent::NoContent
+                | ClientEvent::Failed { .. }
+                | ClientEvent::GaveUp { .. }
+                | ClientEvent::Closed
+        )
+    }
+}
+
+/// The answer to a raw POST ([`ChannelClient::post_raw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostOutcome {
+    pub message_id: u64,
+    pub status: u16,
+    /// The first line of the response body (bounded), e.g. the 400 reason.
+    pub reason: String,
+}
+
+/// A snapshot for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub url: String,
+    pub client_id: Option<String>,
+    pub state: State,
+    /// Messages accepted by `send`.
+    pub sent: u64,
+    /// Messages the server answered 200.
+    pub acked: u64,
+    /// Messages refused for good.
+    pub failed: u64,
+    /// Messages (or raw events) received.
+    pub received: u64,
+    pub last_event_id: String,
+    /// Streams re-opened after the first.
+    pub reconnects: u64,
+}
+
+/// One item for the sender task.
+enum Outgoing {
+    Message { body: Vec<u8>, _permit: tokio::sync::OwnedSemaphorePermit },
+    Raw { body: Vec<u8>, reply: oneshot::Sender<Result<PostOutcome, String>> },
+}
+
+/// State shared by the handle and both tasks.
+struct Shared {
+    config: ClientConfig,
+    http: reqwest::Client,
+    state: watch::Sender<State>,
+    /// Set once the client is done for good: both tasks stop.
+    stopped: watch::Sender<bool>,
+    /// Bumped by `drop_stream`; the stream task ends its current stream.
+    drop_requests: watch::Sender<u64>,
+    /// acked + failed, watched by `wait_settled`.
+    settled: watch::Sender<u64>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    failed: AtomicU64,
+    received: AtomicU64,
+    reconnects: AtomicU64,
+    last_event_id: Mutex<String>,
+    /// Bytes of messages queued or in flight.
+    queued_bytes: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn stop(&self) {
+        self.stopped.send_replace(true);
+        self.state.send_replace(State::Closed);
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    /// Resolves once the client has stopped.
+    async fn until_stopped(&self) {
+        let mut rx = self.stopped.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn settle(&self, acked: bool) {
+        let counter = if acked { &self.acked } else { &self.failed };
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.settled.send_modify(|n| *n += 1);
+    }
+}
+
+/// A handle on a running client; clones share it.
+#[derive(Clone)]
+pub struct ChannelClient {
+    shared: Arc<Shared>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl ChannelClient {
+    /// Starts connecting at once (inside a tokio runtime). Events, starting
+    /// with [`ClientEvent::Connecting`], arrive on the returned receiver,
+    /// which ends after a terminal event.
+    pub fn start(config: ClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ClientError> {
+        let http = reqwest::Client::builder()
+            .default_headers(config.headers.clone())
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let max_bytes = max_permits(&config);
+        let shared = Arc::new(Shared {
+            http,
+            state: watch::Sender::new(State::Connecting),
+            stopped: watch::Sender::new(false),
+            drop_requests: watch::Sender::new(0),
+            settled: watch::Sender::new(0),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            last_event_id: Mutex::new(String::new()),
+            queued_bytes: Arc::new(Semaphore::new(max_bytes)),
+            config,
+        });
+        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let outgoing = match shared.config.mode {
+            Mode::Channel { .. } => {
+                let (tx, rx) = mpsc::channel(shared.config.max_queued.max(1));
+                tokio::spawn(sender::run(shared.clone(), rx, events_tx.clone()));
+                Some(tx)
+            }
+            Mode::Raw => None,
+        };
+        tokio::spawn(stream::run(shared.clone(), events_tx));
+        Ok((Self { shared, outgoing }, events_rx))
+    }
+
+    /// The client id (`None` in raw mode).
+    pub fn client_id(&self) -> Option<&str> {
+        self.shared.config.client_id()
+    }
+
+    /// Queues a message; waits while the queue is full (back-pressure).
+    pub async fn send(&self, message: &str) -> Result<(), ClientError> {
+        let outgoing = self.outgoing.as_ref().ok_or(ClientError::RawMode)?;
+        let body = crate::protocol::encode_message_body(message);
+        let max = max_permits(&self.shared.config);
+        if body.len() > max {
+            return Err(ClientError::MessageTooLarge { len: body.len(), max });
+        }
+        // `max` fits in u32 (see `max_permits`), so the cast is exact.
+        let weight = body.len().max(1) as u32;
+        let permit = tokio::select! {
+            p = self.shared.queued_bytes.clone().acquire_many_owned(weight) => {
+                p.map_err(|_| ClientError::Stopped)?
+            }
+            _ = self.shared.until_stopped() => return Err(ClientError::Stopped),
+        };
+        self.shared.sent.fetch_add(1, Ordering::SeqCst);
+        if outgoing.send(Outgoing::Message { body, _permit: permit }).await.is_err() {
+            self.shared.sent.fetch_sub(1, Ordering::SeqCst);
+            return Err(ClientError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` verbatim as the next message, once the messages queued
+    /// before it are settled, and returns the server's answer. Not retried:
+    /// it probes a server's error handling. Only a 2xx uses up the id, so a
+    /// refused body leaves no gap in the server's message order.
+    pub async fn post_raw(&self, body: Vec<u8>) -> Result<PostOutcome, ClientError> {
+        let outgoing = self.outgoing.as_ref().ok_or(ClientError::RawMode)?;
+        let (reply, rx) = oneshot::channel();
+        outgoing.send(Outgoing::Raw { body, reply }).await.map_err(|_| ClientError::Stopped)?;
+        match rx.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(reason)) => Ok(PostOutcome { message_id: 0, status: 0, reason }),
+            Err(_) => Err(ClientError::Stopped),
+        }
+    }
+
+    /// Ends the current stream on purpose (to exercise resume); the client
+    /// reconnects at once with `Last-Event-ID`. No effect while not open.
+    pub fn drop_stream(&self) {
+        self.shared.drop_requests.send_modify(|n| *n += 1);
+    }
+
+    /// Stops for good: the stream ends (the server sees the client leave)
+    /// and unsent messages are abandoned. A [`ClientEvent::Closed`] follows.
+    pub fn close(&self) {
+        self.shared.stop();
+    }
+
+    /// Waits until every message sent so far is acknowledged or refused, or
+    /// the client has stopped.
+    pub async fn wait_settled(&self) {
+        let mut settled = self.shared.settled.subscribe();
+        let mut stopped = self.shared.stopped.subscribe();
+        loop {
+            let sent = self.shared.sent.load(Ordering::SeqCst);
+            if *settled.borrow_and_update() >= sent || *stopped.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                r = settled.changed() => if r.is_err() { return },
+                r = stopped.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Counts and state for `/status`.
+    pub fn status(&self) -> Status {
+        let s = &self.shared;
+        Status {
+            url: s.config.url.to_string(),
+            client_id: s.config.client_id().map(str::to_owned),
+            state: *s.state.borrow(),
+            sent: s.sent.load(Ordering::SeqCst),
+            acked: s.acked.load(Ordering::SeqCst),
+            failed: s.failed.load(Ordering::SeqCst),
+            received: s.received.load(Ordering::SeqCst),
+            last_event_id: s.last_event_id.lock().map(|g| g.clone()).unwrap_or_default(),
+            reconnects: s.reconnects.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The byte bound of queued messages as semaphore permits, which count in
+/// u32 when acquired in bulk; at least 1 so an empty message can queue.
+fn max_permits(config: &ClientConfig) -> usize {
+    config.max_queued_bytes.clamp(1, u32::MAX as usize).min(Semaphore::MAX_PERMITS)
+}
+
+/// A reqwest error with its innermost cause, e.g. "cannot connect:
+/// Connection refused (os error 111)", instead of only the outer "error
+/// sending request for url (...)".
+fn describe(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    let root = inner.to_string();
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else if e.is_body() || e.is_decode() {
+        format!("reading the response failed: {root}")
+    } else {
+        format!("request failed: {root}")
+    }
+}
+
+/// Reads at most `max` bytes of a response body and returns its first
+/// line, so a huge or endless error body cannot grow memory.
+async fn first_line(mut resp: reqwest::Response, max: usize) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < max {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(max - buf.len())]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().next().unwrap_or("").trim().to_owned()
+}

@@ -1,10 +1,76 @@
 //! `ssechan connect`: REPL on a terminal, pipe client otherwise, plain SSE reader.
 
+mod output;
+mod pipe;
+mod repl;
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
+
+use crate::UsageError;
 use crate::cli::ConnectArgs;
+use crate::client::{
+    ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, client_id,
+    parse_headers,
+};
+
+/// Longest stdin line (and so message) in pipe mode.
+const MAX_LINE: usize = 16 << 20;
 
 /// Runs `connect`; exit 0 done or closed by the server, 1 failed or gave up.
-pub async fn run(_args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    Err(crate::UsageError("connect is not built yet".into()).into())
+pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let config = config(&args)?;
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (client, events) = ChannelClient::start(config)?;
+    if interactive {
+        repl::run(&args, client, events).await
+    } else {
+        pipe::run(&args, client, events).await
+    }
+}
+
+/// The client settings the flags describe; bad input is a usage error.
+fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
+    let usage = |e: ClientError| anyhow::Error::new(UsageError(e.to_string()));
+    let mode = if args.raw {
+        if args.client_id.is_some() || args.debug_key.is_some() || !args.send.is_empty() {
+            return Err(UsageError(
+                "--raw reads plain SSE: --client-id, --debug-key and --send do not apply".into(),
+            )
+            .into());
+        }
+        Mode::Raw
+    } else {
+        Mode::Channel {
+            client_id: client_id(args.client_id.as_deref(), args.debug_key.as_deref())
+                .map_err(usage)?,
+        }
+    };
+    let mut config = ClientConfig::new(&args.url, mode).map_err(usage)?;
+    config.headers = parse_headers(&args.headers).map_err(usage)?;
+    config.retry = RetryPolicy {
+        initial: args.retry_initial,
+        max: args.retry_max.max(args.retry_initial),
+        max_failures: args.max_retries,
+    };
+    if args.in_flight == 0 {
+        return Err(UsageError("--in-flight must be at least 1".into()).into());
+    }
+    config.in_flight = args.in_flight;
+    config.timeout = args.timeout;
+    Ok(config)
+}
+
+/// The exit status a terminal event stands for; `Err` carries the one-line
+/// message for stderr (exit 1).
+fn exit_status(ev: &ClientEvent) -> anyhow::Result<ExitCode> {
+    match ev {
+        ClientEvent::GaveUp { attempts, reason } => {
+            Err(anyhow!("gave up after {attempts} failed attempts in a row: {reason}"))
+        }
+        ClientEvent::Failed { reason } => Err(anyhow!("connection failed: {reason}")),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }

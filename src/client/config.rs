@@ -1,0 +1,147 @@
+//! What a client connects to and how: URL, identity, headers, limits.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Url;
+
+use super::ClientError;
+use super::reconnect::RetryPolicy;
+
+/// Channel client (package:sse protocol) or plain SSE reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `?sseClientId=ID` on every request, messages POSTed, data JSON-decoded.
+    Channel { client_id: String },
+    /// Any SSE endpoint: the URL as given, no POSTs, data passed on as is.
+    Raw,
+}
+
+/// Everything a [`ChannelClient`](super::ChannelClient) needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub url: Url,
+    pub mode: Mode,
+    /// Sent on every request (`-H`).
+    pub headers: HeaderMap,
+    pub retry: RetryPolicy,
+    /// POSTs in flight at once; the server re-orders them.
+    pub in_flight: usize,
+    /// Limit for connecting (until response headers) and for each POST.
+    pub timeout: Duration,
+    /// Messages accepted by `send` but not yet acknowledged.
+    pub max_queued: usize,
+    /// Bytes accepted by `send` but not yet acknowledged; also the largest message.
+    pub max_queued_bytes: usize,
+    /// Longest event-stream line and largest event the parser accepts.
+    pub max_event_bytes: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `url` in `mode`; the URL must be http or https.
+    pub fn new(url: &str, mode: Mode) -> Result<Self, ClientError> {
+        Ok(Self {
+            url: parse_url(url)?,
+            mode,
+            headers: HeaderMap::new(),
+            retry: RetryPolicy::default(),
+            in_flight: 64,
+            timeout: Duration::from_secs(10),
+            max_queued: 4096,
+            max_queued_bytes: 32 << 20,
+            max_event_bytes: 16 << 20,
+        })
+    }
+
+    /// The client id in channel mode.
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Channel { client_id } => Some(client_id),
+            Mode::Raw => None,
+        }
+    }
+}
+
+/// Parses an http(s) URL; other schemes cannot carry an event stream.
+pub fn parse_url(url: &str) -> Result<Url, ClientError> {
+    let parsed = Url::parse(url).map_err(|e| ClientError::BadUrl(format!("{url:?}: {e}")))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
+        other => {
+            Err(ClientError::BadUrl(format!("{url:?}: scheme {other:?} is not http or https")))
+        }
+    }
+}
+
+/// Parses `-H 'Name: value'` (curl syntax): the value is trimmed.
+pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), ClientError> {
+    let bad = |why: &str| ClientError::BadHeader(format!("{s:?}: {why} (expected 'Name: value')"));
+    let (name, value) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let name =
+        HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad("bad header name"))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| bad("bad header value"))?;
+    Ok((name, value))
+}
+
+/// Parses every `-H` into one map; a repeated name adds a value.
+pub fn parse_headers<S: AsRef<str>>(list: &[S]) -> Result<HeaderMap, ClientError> {
+    let mut map = HeaderMap::new();
+    for h in list {
+        let (name, value) = parse_header(h.as_ref())?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The client id: `explicit` as given, else `KEY-<uuid>` for a debug key (as
+/// package:sse's `debugKey`), else a random v4 UUID (the uuid crate draws it
+/// from the OS CSPRNG, so ids cannot be guessed and hijacked).
+pub fn client_id(explicit: Option<&str>, debug_key: Option<&str>) -> Result<String, ClientError> {
+    match (explicit, debug_key) {
+        (Some(""), _) => Err(ClientError::BadClientId("--client-id is empty".into())),
+        (Some(id), _) => Ok(id.to_owned()),
+        (None, Some(key)) => Ok(format!("{key}-{}", uuid::Uuid::new_v4())),
+        (None, None) => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_parse_like_curl() {
+        let (n, v) = parse_header("Authorization:  Bearer x ").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("authorization", "Bearer x"));
+        let (n, v) = parse_header("X-Empty:").unwrap();
+        assert_eq!((n.as_str(), v.as_bytes()), ("x-empty", &b""[..]));
+        let map = parse_headers(&["A: 1", "a: 2"]).unwrap();
+        assert_eq!(map.get_all("a").iter().count(), 2);
+        for bad in ["NoColon", ": value", "Bad Name: v", "X: a\nb", ""] {
+            assert!(matches!(parse_header(bad), Err(ClientError::BadHeader(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(parse_url("http://127.0.0.1:1/sse").is_ok());
+        assert!(parse_url("https://example.com/sse?x=1").is_ok());
+        for bad in ["localhost:8080/sse", "ftp://x/", "not a url", ""] {
+            assert!(matches!(parse_url(bad), Err(ClientError::BadUrl(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(client_id(Some("me"), None).unwrap(), "me");
+        assert!(client_id(Some(""), None).is_err());
+        let a = client_id(None, None).unwrap();
+        let b = client_id(None, None).unwrap();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+        let d = client_id(None, Some("dbg")).unwrap();
+        let rest = d.strip_prefix("dbg-").unwrap();
+        assert_eq!(uuid::Uuid::parse_str(rest).unwrap().get_version_num(), 4);
+    }
+}

@@ -1,0 +1,178 @@
+//! The client→server side: messages numbered from 0, POSTed in parallel up
+//! to `in_flight`, each retried with its own messageId until the server
+//! takes it. Retrying is safe because the server drops duplicates
+//! (PROTOCOL.md §3); it is also why ids are never reused or skipped.
+
+use std::sync::Arc;
+
+use http::header::CONTENT_TYPE;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use super::reconnect::{Backoff, Next};
+use super::stream::with_query;
+use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, describe, first_line};
+use crate::protocol::query::channel_query;
+
+/// Bytes of a POST response body kept as the reason.
+const REASON_MAX: usize = 1024;
+
+/// What a POST's answer means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Accepted,
+    /// Try again later: overloaded (429, 5xx, 408), or the server does not
+    /// know the client yet / any more (404 around a reconnect).
+    Retry,
+    /// The server will never take this body (400, 413…).
+    Refused,
+}
+
+pub(super) fn verdict(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Accepted,
+        404 | 408 | 429 | 500..=599 => Verdict::Retry,
+        _ => Verdict::Refused,
+    }
+}
+
+/// The sender task: runs until the queue closes or the client stops.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    events: mpsc::Sender<ClientEvent>,
+) {
+    let in_flight = shared.config.in_flight.max(1);
+    let mut next_id = 0u64;
+    let mut posts: JoinSet<(u64, Result<(), String>)> = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(done) = posts.join_next(), if !posts.is_empty() => {
+                settle(&shared, &events, done).await;
+            }
+            item = rx.recv(), if posts.len() < in_flight => {
+                let Some(item) = item else { break };
+                match item {
+                    Outgoing::Message { body, _permit } => {
+                        let id = next_id;
+                        next_id += 1;
+                        let shared = shared.clone();
+                        posts.spawn(async move {
+                            let r = post_with_retry(&shared, id, body).await;
+                            drop(_permit);
+                            (id, r)
+                        });
+                    }
+                    Outgoing::Raw { body, reply } => {
+                        // A barrier: the raw body gets the next id only if
+                        // the server takes it, so nothing may be in flight.
+                        while let Some(done) = posts.join_next().await {
+                            settle(&shared, &events, done).await;
+                        }
+                        let r = post(&shared, next_id, body).await;
+                        if let Ok(o) = &r && verdict(o.status) == Verdict::Accepted {
+                            next_id += 1;
+                            shared.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            shared.settle(true);
+                        }
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            _ = shared.until_stopped() => return,
+        }
+    }
+    while let Some(done) = posts.join_next().await {
+        settle(&shared, &events, done).await;
+    }
+}
+
+async fn settle(
+    shared: &Shared,
+    events: &mpsc::Sender<ClientEvent>,
+    done: Result<(u64, Result<(), String>), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((_, Ok(()))) => shared.settle(true),
+        Ok((message_id, Err(reason))) => {
+            shared.settle(false);
+            let _ = events.send(ClientEvent::SendFailed { message_id, reason }).await;
+        }
+        // Only aborted at shutdown; nothing to count.
+        Err(e) => debug!("POST task ended: {e}"),
+    }
+}
+
+/// POSTs message `id` until the server accepts or refuses it for good.
+/// Waits while no stream is open: a server only knows open clients.
+async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), String> {
+    let mut backoff = Backoff::new(shared.config.retry);
+    let mut state = shared.state.subscribe();
+    loop {
+        if state.wait_for(|s| matches!(s, State::Open | State::Closed)).await.is_err()
+            || shared.is_stopped()
+        {
+            return Err("the client stopped".into());
+        }
+        let reason = match post(shared, id, body.clone()).await {
+            Ok(o) => match verdict(o.status) {
+                Verdict::Accepted => return Ok(()),
+                Verdict::Refused => {
+                    return Err(format!("server answered {}: {}", o.status, o.reason));
+                }
+                Verdict::Retry => format!("server answered {}: {}", o.status, o.reason),
+            },
+            Err(e) => e,
+        };
+        debug!(message_id = id, "POST failed, will retry: {reason}");
+        match backoff.failed() {
+            Next::GiveUp => {
+                return Err(format!("gave up after {} attempts: {reason}", backoff.failures()));
+            }
+            Next::RetryIn(delay) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.until_stopped() => return Err("the client stopped".into()),
+                }
+            }
+        }
+    }
+}
+
+/// One POST of message `id`; `Err` only for network trouble.
+async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, String> {
+    let Mode::Channel { client_id } = &shared.config.mode else {
+        return Err("a plain SSE reader sends no messages".into());
+    };
+    let url = with_query(&shared.config.url, &channel_query(client_id, Some(id)));
+    let req = shared
+        .http
+        .post(url)
+        // What browsers send; servers must not depend on it.
+        .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .timeout(shared.config.timeout)
+        .body(body);
+    let resp = req.send().await.map_err(|e| describe(&e))?;
+    let status = resp.status().as_u16();
+    let reason = first_line(resp, REASON_MAX).await;
+    Ok(PostOutcome { message_id: id, status, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let v = verdict;
+        assert_eq!(v(200), Verdict::Accepted);
+        assert_eq!(v(204), Verdict::Accepted);
+        for n in [404, 408, 429, 500, 502, 503] {
+            assert_eq!(v(n), Verdict::Retry, "{n}");
+        }
+        for n in [400, 403, 405, 413, 301] {
+            assert_eq!(v(n), Verdict::Refused, "{n}");
+        }
+    }
+}

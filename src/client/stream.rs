@@ -1,0 +1,329 @@
+//! The server→client side: one GET at a time, fed through the event-stream
+//! parser, re-opened with `Last-Event-ID` until the client stops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use reqwest::Url;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::reconnect::{Backoff, Next};
+use super::{ClientEvent, Mode, Shared, State, describe, first_line};
+use crate::protocol::parser::{EventStreamParser, Parsed};
+use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
+
+/// Bytes of an error response body kept for the message.
+const REASON_MAX: usize = 1024;
+
+/// Why opening a stream did not give an event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum OpenError {
+    /// 204: stop for good, quietly.
+    NoContent,
+    /// Not an event stream: WHATWG "fail the connection", no retry.
+    Fatal(String),
+    /// Network trouble: retry.
+    Retry(String),
+}
+
+/// How an open stream ended.
+#[derive(Debug)]
+enum End {
+    /// EOF or a read error: reconnect after the reconnection time.
+    Lost(String),
+    /// `drop_stream`: reconnect at once.
+    Dropped,
+    /// `event: control` / `data: close`.
+    ControlClose,
+    /// The client was closed by its owner.
+    Stopped,
+    /// The stream broke a parser bound: retrying would only repeat it.
+    Broken(String),
+}
+
+/// The GET URL: the given URL, plus `sseClientId` in channel mode (kept
+/// after any query the URL already has).
+pub(super) fn stream_url(url: &Url, mode: &Mode) -> Url {
+    let Mode::Channel { client_id } = mode else { return url.clone() };
+    with_query(url, &query::channel_query(client_id, None))
+}
+
+/// `url` with `extra` appended to its query string.
+pub(super) fn with_query(url: &Url, extra: &str) -> Url {
+    let mut u = url.clone();
+    let q = match url.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{extra}"),
+        _ => extra.to_owned(),
+    };
+    u.set_query(Some(&q));
+    u
+}
+
+/// Whether a `Content-Type` is `text/event-stream` (parameters allowed).
+pub(super) fn is_event_stream(content_type: Option<&HeaderValue>) -> bool {
+    content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream")
+    })
+}
+
+/// Sorts a response per the WHATWG rules: 200 + event stream is good, 204
+/// stops, anything else fails without a retry.
+pub(super) fn check_response(
+    status: StatusCode,
+    content_type: Option<&HeaderValue>,
+) -> Result<(), OpenError> {
+    if status == StatusCode::NO_CONTENT {
+        return Err(OpenError::NoContent);
+    }
+    if status != StatusCode::OK {
+        return Err(OpenError::Fatal(format!("server answered {status}")));
+    }
+    if !is_event_stream(content_type) {
+        let got = content_type.and_then(|v| v.to_str().ok()).unwrap_or("none");
+        return Err(OpenError::Fatal(format!(
+            "not an event stream: Content-Type is {got:?}, not text/event-stream"
+        )));
+    }
+    Ok(())
+}
+
+async fn open(
+    shared: &Shared,
+    url: &Url,
+    last_event_id: &str,
+) -> Result<reqwest::Response, OpenError> {
+    let mut req = shared
+        .http
+        .get(url.clone())
+        .header(ACCEPT, "text/event-stream")
+        .header(CACHE_CONTROL, "no-cache");
+    if !last_event_id.is_empty() {
+        match HeaderValue::from_str(last_event_id) {
+            Ok(v) => req = req.header("last-event-id", v),
+            Err(_) => debug!("last event id {last_event_id:?} cannot be a header; not sent"),
+        }
+    }
+    let timeout = shared.config.timeout;
+    let resp = match tokio::time::timeout(timeout, req.send()).await {
+        Err(_) => {
+            return Err(OpenError::Retry(format!(
+                "no response within {}",
+                humantime::format_duration(timeout)
+            )));
+        }
+        Ok(Err(e)) => return Err(OpenError::Retry(describe(&e))),
+        Ok(Ok(r)) => r,
+    };
+    match check_response(resp.status(), resp.headers().get(CONTENT_TYPE)) {
+        Ok(()) => Ok(resp),
+        Err(OpenError::Fatal(why)) if resp.status() != StatusCode::OK => {
+            let reason = first_line(resp, REASON_MAX).await;
+            Err(OpenError::Fatal(if reason.is_empty() { why } else { format!("{why}: {reason}") }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The stream task: runs until a terminal event, then stops the client.
+pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<ClientEvent>) {
+    let terminal = drive(&shared, &events).await;
+    shared.stop();
+    let _ = events.send(terminal).await;
+}
+
+/// Opens, reads and re-opens streams; returns the terminal event.
+async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEvent {
+    let url = stream_url(&shared.config.url, &shared.config.mode);
+    let mut parser = EventStreamParser::with_limit(shared.config.max_event_bytes);
+    let mut backoff = Backoff::new(shared.config.retry);
+    let mut drops = shared.drop_requests.subscribe();
+    let mut opened_before = false;
+    loop {
+        if shared.is_stopped() {
+            return ClientEvent::Closed;
+        }
+        let attempt = backoff.failures() + 1;
+        let _ = events.send(ClientEvent::Connecting { attempt }).await;
+        let opened = tokio::select! {
+            r = open(shared, &url, parser.last_event_id()) => r,
+            _ = shared.until_stopped() => return ClientEvent::Closed,
+        };
+        let resp = match opened {
+            Ok(r) => r,
+            Err(OpenError::NoContent) => return ClientEvent::NoContent,
+            Err(OpenError::Fatal(reason)) => return ClientEvent::Failed { reason },
+            Err(OpenError::Retry(reason)) => {
+                let _ = events
+                    .send(ClientEvent::AttemptFailed { attempt, reason: reason.clone() })
+                    .await;
+                match backoff.failed() {
+                    Next::GiveUp => {
+                        return ClientEvent::GaveUp { attempts: backoff.failures(), reason };
+                    }
+                    Next::RetryIn(delay) => {
+                        shared.state.send_replace(State::Reconnecting);
+                        let _ = events
+                            .send(ClientEvent::Reconnecting { attempt: attempt + 1, delay })
+                            .await;
+                        if !sleep_unless_stopped(shared, delay).await {
+                            return ClientEvent::Closed;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        backoff.opened();
+        let opened_event = if opened_before {
+            shared.reconnects.fetch_add(1, Ordering::SeqCst);
+            let id = parser.last_event_id();
+            ClientEvent::Resumed { last_event_id: (!id.is_empty()).then(|| id.to_owned()) }
+        } else {
+            ClientEvent::Open
+        };
+        opened_before = true;
+        shared.state.send_replace(State::Open);
+        let _ = events.send(opened_event).await;
+        // A drop asked for while no stream was open does not count.
+        drops.borrow_and_update();
+        let end = read(shared, resp, &mut parser, &mut backoff, &mut drops, events).await;
+        parser.reset_stream();
+        let delay = match end {
+            End::ControlClose => return ClientEvent::ClosedByServer,
+            End::Stopped => return ClientEvent::Closed,
+            End::Broken(reason) => return ClientEvent::Failed { reason },
+            End::Dropped => {
+                let reason = "stream dropped on purpose".to_owned();
+                shared.state.send_replace(State::Reconnecting);
+                let _ = events.send(ClientEvent::Disconnected { reason }).await;
+                std::time::Duration::ZERO
+            }
+            End::Lost(reason) => {
+                shared.state.send_replace(State::Reconnecting);
+                let _ = events.send(ClientEvent::Disconnected { reason }).await;
+                backoff.stream_ended()
+            }
+        };
+        let _ = events.send(ClientEvent::Reconnecting { attempt: 1, delay }).await;
+        if !sleep_unless_stopped(shared, delay).await {
+            return ClientEvent::Closed;
+        }
+    }
+}
+
+/// Sleeps `delay`; false if the client stopped meanwhile.
+async fn sleep_unless_stopped(shared: &Shared, delay: std::time::Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shared.until_stopped() => false,
+    }
+}
+
+/// Reads one open stream to its end.
+async fn read(
+    shared: &Shared,
+    mut resp: reqwest::Response,
+    parser: &mut EventStreamParser,
+    backoff: &mut Backoff,
+    drops: &mut tokio::sync::watch::Receiver<u64>,
+    events: &mpsc::Sender<ClientEvent>,
+) -> End {
+    loop {
+        let chunk = tokio::select! {
+            c = resp.chunk() => c,
+            _ = drops.changed() => return End::Dropped,
+            _ = shared.until_stopped() => return End::Stopped,
+        };
+        match chunk {
+            Ok(Some(bytes)) => parser.feed(&bytes),
+            Ok(None) => return End::Lost("the server ended the stream".into()),
+            Err(e) => return End::Lost(describe(&e)),
+        }
+        loop {
+            let item = match parser.next_item() {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => return End::Broken(e.to_string()),
+            };
+            match item {
+                Parsed::Retry(ms) => backoff.set_server_retry(ms),
+                Parsed::Comment(c) => debug!("comment {c:?}"),
+                Parsed::Event(ev) => {
+                    if let Ok(mut id) = shared.last_event_id.lock() {
+                        id.clone_from(&ev.last_event_id);
+                    }
+                    if let Some(end) = dispatch(shared, ev, events).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands one event to the caller; `Some` when it ends the stream.
+async fn dispatch(
+    shared: &Shared,
+    ev: crate::protocol::Event,
+    events: &mpsc::Sender<ClientEvent>,
+) -> Option<End> {
+    let out = match &shared.config.mode {
+        Mode::Raw => ClientEvent::Event(ev),
+        Mode::Channel { .. } if ev.event == CONTROL_EVENT => {
+            if ev.data == CONTROL_CLOSE_DATA {
+                return Some(End::ControlClose);
+            }
+            // package:sse clients throw here; a probe should say and go on.
+            warn!("ignoring unknown control event {:?}", ev.data);
+            return None;
+        }
+        Mode::Channel { .. } if ev.event == "message" => {
+            match decode_message_body(ev.data.as_bytes()) {
+                Ok(text) => ClientEvent::Message(text),
+                Err(e) => {
+                    warn!("ignoring event whose data is not a JSON string ({e}): {:?}", ev.data);
+                    return None;
+                }
+            }
+        }
+        Mode::Channel { .. } => {
+            debug!("ignoring event of type {:?}", ev.event);
+            return None;
+        }
+    };
+    shared.received.fetch_add(1, Ordering::SeqCst);
+    let _ = events.send(out).await;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_their_query() {
+        let mode = Mode::Channel { client_id: "a b".into() };
+        let u = Url::parse("http://h/sse").unwrap();
+        assert_eq!(stream_url(&u, &mode).as_str(), "http://h/sse?sseClientId=a+b");
+        let u = Url::parse("http://h/sse?token=x").unwrap();
+        assert_eq!(stream_url(&u, &mode).as_str(), "http://h/sse?token=x&sseClientId=a+b");
+        assert_eq!(stream_url(&u, &Mode::Raw).as_str(), "http://h/sse?token=x");
+    }
+
+    #[test]
+    fn responses_sorted_the_whatwg_way() {
+        let es = HeaderValue::from_static("text/event-stream; charset=utf-8");
+        let html = HeaderValue::from_static("text/html");
+        assert_eq!(check_response(StatusCode::OK, Some(&es)), Ok(()));
+        assert_eq!(check_response(StatusCode::NO_CONTENT, None), Err(OpenError::NoContent));
+        assert!(matches!(check_response(StatusCode::OK, Some(&html)), Err(OpenError::Fatal(_))));
+        assert!(matches!(check_response(StatusCode::OK, None), Err(OpenError::Fatal(_))));
+        for s in [400, 404, 500, 503] {
+            let status = StatusCode::from_u16(s).unwrap();
+            assert!(matches!(check_response(status, Some(&es)), Err(OpenError::Fatal(_))), "{s}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! How client events look: data lines, JSON lines, human status lines.
+
+use serde::Serialize;
+
+use crate::client::ClientEvent;
+
+/// One `--format json` line; `event` comes first so lines read well.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(super) enum JsonLine<'a> {
+    Message {
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        kind: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        data: &'a str,
+    },
+    Connecting {
+        attempt: u32,
+    },
+    Open {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client: Option<&'a str>,
+    },
+    Resumed {
+        last_event_id: Option<&'a str>,
+    },
+    Disconnected {
+        reason: &'a str,
+    },
+    AttemptFailed {
+        attempt: u32,
+        reason: &'a str,
+    },
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+    },
+    SendFailed {
+        message_id: u64,
+        reason: &'a str,
+    },
+    Closed {
+        by: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+    Failed {
+        reason: &'a str,
+    },
+    GaveUp {
+        attempts: u32,
+        reason: &'a str,
+    },
+}
+
+/// The event as one JSON line (`--format json`); every event has one.
+pub(super) fn json_line(ev: &ClientEvent, client_id: Option<&str>) -> String {
+    let line = match ev {
+        ClientEvent::Message(data) => JsonLine::Message { kind: None, id: None, data },
+        ClientEvent::Event(e) => {
+            JsonLine::Message { kind: Some(&e.event), id: Some(&e.last_event_id), data: &e.data }
+        }
+        ClientEvent::Connecting { attempt } => JsonLine::Connecting { attempt: *attempt },
+        ClientEvent::Open => JsonLine::Open { client: client_id },
+        ClientEvent::Resumed { last_event_id } => {
+            JsonLine::Resumed { last_event_id: last_event_id.as_deref() }
+        }
+        ClientEvent::Disconnected { reason } => JsonLine::Disconnected { reason },
+        ClientEvent::AttemptFailed { attempt, reason } => {
+            JsonLine::AttemptFailed { attempt: *attempt, reason }
+        }
+        ClientEvent::Reconnecting { attempt, delay } => JsonLine::Reconnecting {
+            attempt: *attempt,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        },
+        ClientEvent::SendFailed { message_id, reason } => {
+            JsonLine::SendFailed { message_id: *message_id, reason }
+        }
+        ClientEvent::ClosedByServer => JsonLine::Closed { by: "server", status: None },
+        ClientEvent::NoContent => JsonLine::Closed { by: "server", status: Some(204) },
+        ClientEvent::Failed { reason } => JsonLine::Failed { reason },
+        ClientEvent::GaveUp { attempts, reason } => {
+            JsonLine::GaveUp { attempts: *attempts, reason }
+        }
+        ClientEvent::Closed => JsonLine::Closed { by: "client", status: None },
+    };
+    // Strings and numbers only: serializing cannot fail.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// A status line for people; `None` for data events.
+pub(super) fn status_line(ev: &ClientEvent, client_id: Option<&str>) -> Option<String> {
+    Some(match ev {
+        ClientEvent::Message(_) | ClientEvent::Event(_) => return None,
+        ClientEvent::Connecting { attempt: 1 } => "connecting…".into(),
+        ClientEvent::Connecting { attempt } => format!("connecting (attempt {attempt})…"),
+        ClientEvent::Open => match client_id {
+            Some(id) => format!("connected as {id}"),
+            None => "connected".into(),
+        },
+        ClientEvent::Resumed { last_event_id: Some(id) } => format!("resumed after event {id}"),
+        ClientEvent::Resumed { last_event_id: None } => "resumed".into(),
+        ClientEvent::Disconnected { reason } => format!("disconnected: {reason}"),
+        ClientEvent::AttemptFailed { attempt, reason } => {
+            format!("attempt {attempt} failed: {reason}")
+        }
+        ClientEvent::Reconnecting { delay, .. } if delay.is_zero() => "reconnecting now".into(),
+        ClientEvent::Reconnecting { delay, .. } => {
+            format!("reconnecting in {}", humantime::format_duration(*delay))
+        }
+        ClientEvent::SendFailed { message_id, reason } => {
+            format!("message {message_id} not delivered: {reason}")
+        }
+        ClientEvent::ClosedByServer => "closed by the server".into(),
+        ClientEvent::NoContent => "the server answered 204 No Content: not reconnecting".into(),
+        ClientEvent::Failed { reason } => format!("connection failed: {reason}"),
+        ClientEvent::GaveUp { attempts, reason } => {
+            format!("gave up after {attempts} failed attempts in a row: {reason}")
+        }
+        ClientEvent::Closed => "closed".into(),
+    })
+}
+
+/// What a data event prints in text mode: the message, or a raw event's data.
+pub(super) fn data_text(ev: &ClientEvent) -> Option<&str> {
+    match ev {
+        ClientEvent::Message(m) => Some(m),
+        ClientEvent::Event(e) => Some(&e.data),
+        _ => None,
+    }
+}
+
+/// Makes server-sent text safe for a terminal: control characters other
+/// than tab and newline become caret notation (`^[`), so a message cannot
+/// move the cursor, clear the screen or retitle the window.
+pub(super) fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
+    if !text.chars().any(bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 && bad(c) => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn json_lines() {
+        let m = json_line(&ClientEvent::Message("a\nb".into()), Some("x"));
+        assert_eq!(m, r#"{"event":"message","data":"a\nb"}"#);
+        let ev = crate::protocol::Event {
+            event: "tick".into(),
+            data: "1".into(),
+            last_event_id: "7".into(),
+        };
+        assert_eq!(
+            json_line(&ClientEvent::Event(ev), None),
+            r#"{"event":"message","type":"tick","id":"7","data":"1"}"#
+        );
+        let r = json_line(
+            &ClientEvent::Reconnecting { attempt: 2, delay: Duration::from_millis(250) },
+            None,
+        );
+        assert_eq!(r, r#"{"event":"reconnecting","attempt":2,"delay_ms":250}"#);
+        assert_eq!(json_line(&ClientEvent::Open, Some("x")), r#"{"event":"open","client":"x"}"#);
+        assert_eq!(
+            json_line(&ClientEvent::ClosedByServer, None),
+            r#"{"event":"closed","by":"server"}"#
+        );
+    }
+
+    #[test]
+    fn terminal_text_is_defused() {
+        assert_eq!(sanitize("plain\ttext\nok"), "plain\ttext\nok");
+        assert_eq!(sanitize("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
+        assert_eq!(sanitize("\u{9b}x"), "\\u{9b}x");
+    }
+}

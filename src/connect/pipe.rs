@@ -1,0 +1,186 @@
+//! Pipe mode: stdin lines out as messages, received messages to stdout.
+//!
+//! The run ends when the server closes (0), the client gives up (1),
+//! `--count` messages arrived (0), or stdin ended, every message was
+//! acknowledged and `--wait` passed without anything else to do (0).
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter, Stdout};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::output::{data_text, json_line, status_line};
+use super::{MAX_LINE, exit_status};
+use crate::cli::{ConnectArgs, Format};
+use crate::client::{ChannelClient, ClientError, ClientEvent};
+use crate::lines::{Line, read_line};
+
+/// Where the run stands on the way to a clean exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Still reading stdin (or `--raw`: reading until the stream ends).
+    Sending,
+    /// stdin ended: waiting for every message to be acknowledged.
+    Settling,
+    /// Acknowledged: receiving until this moment.
+    Waiting(Instant),
+}
+
+pub(super) async fn run(
+    args: &ConnectArgs,
+    client: ChannelClient,
+    mut events: mpsc::Receiver<ClientEvent>,
+) -> anyhow::Result<ExitCode> {
+    let json = args.format == Format::Json;
+    let client_id = client.client_id().map(str::to_owned);
+    let mut out = BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
+    let (eof_tx, mut eof_rx) = oneshot::channel::<()>();
+    if !args.raw {
+        tokio::spawn(feed(client.clone(), args.send.clone(), eof_tx));
+    }
+    let mut phase = Phase::Sending;
+    let mut opened = false;
+    let mut received = 0u64;
+    loop {
+        let deadline = match phase {
+            Phase::Waiting(at) => Some(at),
+            _ => None,
+        };
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { return Ok(ExitCode::SUCCESS) };
+                opened |= matches!(ev, ClientEvent::Open | ClientEvent::Resumed { .. });
+                if !write_event(&mut out, &ev, json, client_id.as_deref()).await? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if data_text(&ev).is_some() {
+                    received += 1;
+                }
+                let count_done = args.count.is_some_and(|n| received >= n);
+                let send_failed = matches!(ev, ClientEvent::SendFailed { .. });
+                if ev.is_terminal() || count_done || send_failed || events.is_empty() {
+                    flush(&mut out).await?;
+                }
+                if ev.is_terminal() {
+                    return exit_status(&ev);
+                }
+                if count_done {
+                    client.close();
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if let ClientEvent::SendFailed { message_id, reason } = &ev {
+                    // Later messages wait behind it at the server, in order:
+                    // carrying on would only look like success.
+                    client.close();
+                    return Err(anyhow!("message {message_id} not delivered: {reason}"));
+                }
+            }
+            _ = &mut eof_rx, if phase == Phase::Sending => phase = Phase::Settling,
+            _ = client.wait_settled(), if phase == Phase::Settling && opened => {
+                phase = Phase::Waiting(Instant::now() + args.wait);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                flush(&mut out).await?;
+                client.close();
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+/// Writes one event; `false` when stdout is gone (a closed pipe ends the
+/// run quietly, as `head` expects).
+async fn write_event(
+    out: &mut BufWriter<Stdout>,
+    ev: &ClientEvent,
+    json: bool,
+    client_id: Option<&str>,
+) -> anyhow::Result<bool> {
+    let line = if json {
+        Some(json_line(ev, client_id))
+    } else {
+        if let Some(text) = status_line(ev, client_id) {
+            log_status(ev, &text);
+        }
+        data_text(ev).map(str::to_owned)
+    };
+    let Some(line) = line else { return Ok(true) };
+    let r = async {
+        out.write_all(line.as_bytes()).await?;
+        out.write_all(b"\n").await
+    }
+    .await;
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+async fn flush(out: &mut BufWriter<Stdout>) -> anyhow::Result<()> {
+    match out.flush().await {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Text mode keeps stdout for data: state changes are logs on stderr.
+/// Terminal failures are left to the caller's one-line error.
+fn log_status(ev: &ClientEvent, text: &str) {
+    match ev {
+        ClientEvent::Disconnected { .. }
+        | ClientEvent::AttemptFailed { .. }
+        | ClientEvent::Reconnecting { .. } => warn!("{text}"),
+        ClientEvent::GaveUp { .. }
+        | ClientEvent::Failed { .. }
+        | ClientEvent::SendFailed { .. } => {}
+        _ => info!("{text}"),
+    }
+}
+
+/// Sends `--send` messages, then every stdin line; signals stdin's end.
+async fn feed(client: ChannelClient, first: Vec<String>, eof: oneshot::Sender<()>) {
+    for m in &first {
+        if !send(&client, m).await {
+            return;
+        }
+    }
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        match read_line(&mut stdin, &mut buf, MAX_LINE).await {
+            Ok(Some(Line::Text(line))) => {
+                if !send(&client, &line).await {
+                    return;
+                }
+            }
+            Ok(Some(Line::TooLong(len))) => {
+                warn!("stdin line {n}: {len} bytes is over the limit of {MAX_LINE}; not sent");
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!("cannot read stdin: {e}");
+                break;
+            }
+        }
+    }
+    let _ = eof.send(());
+}
+
+/// Queues one message; `false` once the client has stopped.
+async fn send(client: &ChannelClient, message: &str) -> bool {
+    match client.send(message).await {
+        Ok(()) => true,
+        Err(ClientError::Stopped) => false,
+        Err(e) => {
+            warn!("not sent: {e}");
+            true
+        }
+    }
+}

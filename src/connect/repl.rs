@@ -1,0 +1,415 @@
+//! The interactive REPL: rustyline on its own thread, the client on the
+//! runtime. Incoming messages and state changes reach the screen through
+//! rustyline's external printer, which redraws the line being typed below
+//! them instead of cutting through it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustyline::completion::Completer;
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
+use rustyline::{Editor, ExternalPrinter, Helper};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::exit_status;
+use super::output::{data_text, sanitize, status_line};
+use crate::cli::ConnectArgs;
+use crate::client::{ChannelClient, ClientEvent, Status};
+
+const PROMPT: &str = "> ";
+
+/// Slash commands, for `/help` and completion.
+const COMMANDS: &[(&str, &str)] = &[
+    ("/help", "this list"),
+    ("/status", "client id, state, counts, last event id, reconnects"),
+    ("/drop", "end the stream on purpose; the client reconnects and resumes"),
+    ("/json", "/json BODY: POST BODY verbatim (e.g. /json 42) and show the answer"),
+    ("/close", "close the channel and leave at once"),
+    ("/quit", "leave once sent messages are acknowledged (also Ctrl-D)"),
+];
+
+/// A typed line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Command {
+    /// Nothing to do (an empty line).
+    Nothing,
+    Send(String),
+    Help,
+    Status,
+    Drop,
+    Json(String),
+    Close,
+    Quit,
+    Unknown(String),
+}
+
+/// Parses a typed line: `/cmd` is a command, `//text` sends `/text`.
+pub(super) fn parse(line: &str) -> Command {
+    if line.is_empty() {
+        return Command::Nothing;
+    }
+    let Some(rest) = line.strip_prefix('/') else { return Command::Send(line.to_owned()) };
+    if rest.starts_with('/') {
+        return Command::Send(rest.to_owned());
+    }
+    let (name, arg) = match rest.split_once(' ') {
+        Some((n, a)) => (n, a),
+        None => (rest.trim_end(), ""),
+    };
+    match name {
+        "help" | "?" => Command::Help,
+        "status" => Command::Status,
+        "drop" => Command::Drop,
+        "json" => Command::Json(arg.to_owned()),
+        "close" => Command::Close,
+        "quit" | "exit" => Command::Quit,
+        _ => Command::Unknown(format!("/{name}")),
+    }
+}
+
+/// Completes slash commands at the start of the line.
+struct ReplHelper;
+
+impl Completer for ReplHelper {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok((0, complete(&line[..pos.min(line.len())])))
+    }
+}
+
+/// Candidates for the typed prefix; `/json` keeps a space for its body.
+pub(super) fn complete(prefix: &str) -> Vec<String> {
+    if !prefix.starts_with('/') || prefix.contains(' ') {
+        return Vec::new();
+    }
+    COMMANDS
+        .iter()
+        .filter(|(c, _)| c.starts_with(prefix))
+        .map(|(c, _)| if *c == "/json" { format!("{c} ") } else { (*c).to_owned() })
+        .collect()
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+impl Highlighter for ReplHelper {}
+impl Validator for ReplHelper {}
+impl Helper for ReplHelper {}
+
+/// What the line editor thread asks of the runtime.
+enum Input {
+    Send(String),
+    Json(String),
+    Close,
+    Quit,
+}
+
+/// Screen styling: dim status lines unless colour is off.
+#[derive(Clone, Copy)]
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn dim(self, text: &str) -> String {
+        if self.color { format!("\x1b[2m{text}\x1b[0m\n") } else { format!("{text}\n") }
+    }
+}
+
+pub(super) async fn run(
+    args: &ConnectArgs,
+    client: ChannelClient,
+    mut events: mpsc::Receiver<ClientEvent>,
+) -> anyhow::Result<ExitCode> {
+    let style = Style { color: crate::logging::use_color(&std::io::stdout()) };
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor: Editor<ReplHelper, FileHistory> =
+        Editor::with_config(config).context("cannot start the line editor")?;
+    editor.set_helper(Some(ReplHelper));
+    let history = history_path();
+    if let Some(path) = &history
+        && path.exists()
+        && let Err(e) = editor.load_history(path)
+    {
+        warn!("cannot read history {}: {e}", path.display());
+    }
+    let printer = editor.create_external_printer().context("cannot print above the prompt")?;
+    let (print_tx, print_rx) = mpsc::channel::<String>(256);
+    std::thread::spawn(move || print_loop(printer, print_rx));
+    // Saved before rustyline's raw mode, to restore if we leave while it
+    // is still reading (the server closed, the client gave up).
+    let saved = terminal::save();
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(16);
+    let editor_client = client.clone();
+    std::thread::spawn(move || edit_loop(editor, editor_client, input_tx, history, style));
+    let id = client.client_id().map(str::to_owned);
+    let result = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break Ok(ExitCode::SUCCESS) };
+                let text = match (data_text(&ev), status_line(&ev, id.as_deref())) {
+                    (Some(data), _) => format!("{}\n", sanitize(data)),
+                    (None, Some(status)) => style.dim(&status),
+                    (None, None) => continue,
+                };
+                let _ = print_tx.send(text).await;
+                if ev.is_terminal() {
+                    break exit_status(&ev);
+                }
+            }
+            input = input_rx.recv() => match input {
+                Some(Input::Send(text)) => {
+                    if let Err(e) = client.send(&text).await {
+                        let _ = print_tx.send(style.dim(&format!("not sent: {e}"))).await;
+                    }
+                }
+                Some(Input::Json(body)) => {
+                    let (client, print_tx) = (client.clone(), print_tx.clone());
+                    tokio::spawn(async move {
+                        let line = match client.post_raw(body.into_bytes()).await {
+                            Ok(o) if o.status == 0 => format!("POST failed: {}", o.reason),
+                            Ok(o) => format!("POST messageId={} → {} {}", o.message_id, o.status, o.reason),
+                            Err(e) => format!("POST failed: {e}"),
+                        };
+                        let _ = print_tx.send(style.dim(&line)).await;
+                    });
+                }
+                Some(Input::Quit) | None => {
+                    let grace = args.timeout;
+                    if tokio::time::timeout(grace, client.wait_settled()).await.is_err() {
+                        warn!("leaving with messages not yet acknowledged");
+                    }
+                    client.close();
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(Input::Close) => {
+                    client.close();
+                    return Ok(ExitCode::SUCCESS);
+                }
+            },
+        }
+    };
+    // Leaving while the editor thread still reads: let the printer finish,
+    // then give the terminal back in the state we found it.
+    drop(print_tx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    terminal::restore(saved);
+    println!();
+    result
+}
+
+/// Prints on the external printer, which may block while the editor
+/// redraws, so it gets its own thread.
+fn print_loop(mut printer: impl ExternalPrinter, mut rx: mpsc::Receiver<String>) {
+    while let Some(text) = rx.blocking_recv() {
+        if let Err(e) = printer.print(text) {
+            debug!("external print failed: {e}");
+            return;
+        }
+    }
+}
+
+/// The editor thread: reads lines until /quit, /close, Ctrl-D or an error.
+fn edit_loop(
+    mut editor: Editor<ReplHelper, FileHistory>,
+    client: ChannelClient,
+    tx: mpsc::Sender<Input>,
+    history: Option<PathBuf>,
+    style: Style,
+) {
+    let mut history_warned = false;
+    loop {
+        let line = match editor.readline(PROMPT) {
+            Ok(line) => line,
+            // Ctrl-C: the line is gone, the REPL stays.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => {
+                let _ = tx.blocking_send(Input::Quit);
+                return;
+            }
+            Err(e) => {
+                warn!("cannot read the terminal: {e}");
+                let _ = tx.blocking_send(Input::Quit);
+                return;
+            }
+        };
+        if !line.trim().is_empty() {
+            let _ = editor.add_history_entry(line.as_str());
+            if let Some(path) = &history
+                && let Err(e) = editor.save_history(path)
+                && !history_warned
+            {
+                history_warned = true;
+                warn!("cannot save history to {}: {e}", path.display());
+            }
+        }
+        let input = match parse(&line) {
+            Command::Nothing => continue,
+            Command::Send(text) => Input::Send(text),
+            Command::Json(body) => Input::Json(body),
+            Command::Close => Input::Close,
+            Command::Quit => Input::Quit,
+            Command::Help => {
+                print!("{}", help(style));
+                continue;
+            }
+            Command::Status => {
+                print!("{}", status_text(&client.status()));
+                continue;
+            }
+            Command::Drop => {
+                client.drop_stream();
+                continue;
+            }
+            Command::Unknown(name) => {
+                print!("{}", style.dim(&format!("unknown command {name}; /help lists them")));
+                continue;
+            }
+        };
+        let last = matches!(input, Input::Close | Input::Quit);
+        if tx.blocking_send(input).is_err() || last {
+            return;
+        }
+    }
+}
+
+fn help(style: Style) -> String {
+    let mut s = String::from("Type a line to send it. Commands:\n");
+    for (c, what) in COMMANDS {
+        s.push_str(&format!("  {c:<8} {what}\n"));
+    }
+    s.push_str(
+        &style
+            .dim("  A line starting with // sends it with one / removed. Ctrl-C clears the line."),
+    );
+    s
+}
+
+/// The `/status` block.
+pub(super) fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    if let Some(id) = &s.client_id {
+        out.push_str(&format!("client id:     {id}\n"));
+    }
+    out.push_str(&format!("url:           {}\n", s.url));
+    out.push_str(&format!("state:         {}\n", s.state.as_str()));
+    out.push_str(&format!(
+        "sent:          {} (acknowledged {}, refused {})\n",
+        s.sent, s.acked, s.failed
+    ));
+    out.push_str(&format!("received:      {}\n", s.received));
+    let last = if s.last_event_id.is_empty() { "none" } else { &s.last_event_id };
+    out.push_str(&format!("last event id: {last}\n"));
+    out.push_str(&format!("reconnects:    {}\n", s.reconnects));
+    out
+}
+
+/// `<data dir>/ssechan/history`, its folder created; `None` (logged) when
+/// there is no data dir or it cannot be made: history is a nicety.
+fn history_path() -> Option<PathBuf> {
+    let dir = dirs::data_dir()?.join("ssechan");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!("cannot create {}: {e}; history not kept", dir.display());
+        return None;
+    }
+    Some(dir.join("history"))
+}
+
+/// Saving and restoring the terminal mode of stdin.
+mod terminal {
+    #[cfg(unix)]
+    pub(super) type Saved = Option<libc::termios>;
+    #[cfg(not(unix))]
+    pub(super) type Saved = ();
+
+    #[cfg(unix)]
+    pub(super) fn save() -> Saved {
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr fills the struct when it returns 0.
+        let ok = unsafe { libc::tcgetattr(libc::STDIN_FILENO, t.as_mut_ptr()) } == 0;
+        // SAFETY: initialised by the successful call above.
+        ok.then(|| unsafe { t.assume_init() })
+    }
+
+    #[cfg(unix)]
+    pub(super) fn restore(saved: Saved) {
+        if let Some(t) = saved {
+            // SAFETY: `t` came from tcgetattr on the same descriptor.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, &t) };
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn save() -> Saved {}
+
+    #[cfg(not(unix))]
+    pub(super) fn restore(_: Saved) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(parse(""), Command::Nothing);
+        assert_eq!(parse("hello"), Command::Send("hello".into()));
+        assert_eq!(parse(" /status"), Command::Send(" /status".into()));
+        assert_eq!(parse("//status"), Command::Send("/status".into()));
+        assert_eq!(parse("/status"), Command::Status);
+        assert_eq!(parse("/quit"), Command::Quit);
+        assert_eq!(parse("/json {\"a\": 1}"), Command::Json("{\"a\": 1}".into()));
+        assert_eq!(parse("/json"), Command::Json(String::new()));
+        assert_eq!(parse("/nope x"), Command::Unknown("/nope".into()));
+    }
+
+    #[test]
+    fn completion() {
+        assert_eq!(complete("/q"), ["/quit"]);
+        assert_eq!(complete("/j"), ["/json "]);
+        assert_eq!(
+            complete("/"),
+            COMMANDS
+                .iter()
+                .map(|(c, _)| if *c == "/json" { "/json " } else { c })
+                .collect::<Vec<_>>()
+        );
+        assert!(complete("hello").is_empty());
+        assert!(complete("/json x").is_empty());
+    }
+
+    #[test]
+    fn status_block() {
+        let s = Status {
+            url: "http://h/sse".into(),
+            client_id: Some("abc".into()),
+            state: crate::client::State::Open,
+            sent: 3,
+            acked: 2,
+            failed: 0,
+            received: 5,
+            last_event_id: "5".into(),
+            reconnects: 1,
+        };
+        let t = status_text(&s);
+        assert!(t.contains("client id:     abc\n"), "{t}");
+        assert!(t.contains("state:         open\n"), "{t}");
+        assert!(t.contains("last event id: 5\n"), "{t}");
+    }
+}
