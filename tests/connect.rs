@@ -1,0 +1,345 @@
+//! `ssechan connect` end to end: the real binary against the real `ssechan
+//! serve` (or a tiny plain SSE server for `--raw`), over real HTTP.
+
+#[path = "support/client_procs.rs"]
+mod procs;
+
+use procs::{Serve, SseServer, connect};
+use serde_json::{Value, json};
+
+/// Fast reconnects for tests; the server's `retry: 1000` is capped by these.
+const FAST: &[&str] = &["--retry-initial", "20ms", "--retry-max", "100ms"];
+
+fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(more).copied().collect()
+}
+
+#[test]
+fn round_trip_text() {
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&["--wait", "100ms", &serve.url]);
+    let id = serve.client();
+    c.write("hello from the client\n");
+    assert_eq!(serve.messages(1), ["hello from the client"]);
+    serve.command(json!({"client": id, "data": "hello from the server"}));
+    assert_eq!(c.line().as_deref(), Some("hello from the server"));
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    assert_eq!(c.line(), None, "nothing else on stdout");
+}
+
+#[test]
+fn round_trip_json() {
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&["--format", "json", "--wait", "100ms", &serve.url]);
+    let id = serve.client();
+    let open = c.json_event("open");
+    assert_eq!(open["client"], id.as_str());
+    c.write("json mode, \"quoted\"\n");
+    assert_eq!(serve.messages(1), ["json mode, \"quoted\""]);
+    serve.command(json!({"client": id, "data": "two\nlines"}));
+    let msg = c.json_event("message");
+    assert_eq!(msg, json!({"event": "message", "data": "two\nlines"}));
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn send_flag_and_client_id() {
+    let serve = Serve::start(&[]);
+    let mut c = connect(&[
+        "--client-id",
+        "fixed-id",
+        "--send",
+        "first",
+        "--send",
+        "second",
+        "--wait",
+        "0s",
+        &serve.url,
+    ]);
+    assert_eq!(serve.client(), "fixed-id");
+    c.write("third\n");
+    c.close_stdin();
+    assert_eq!(serve.messages(3), ["first", "second", "third"]);
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn debug_key_prefixes_the_client_id() {
+    let serve = Serve::start(&[]);
+    let mut c = connect(&["--debug-key", "dbg", "--wait", "0s", &serve.url]);
+    let id = serve.client();
+    let uuid = id.strip_prefix("dbg-").unwrap_or_else(|| panic!("{id}"));
+    assert_eq!(uuid.len(), 36, "{id}");
+    c.close_stdin();
+    assert!(c.wait().success());
+}
+
+#[test]
+fn thousand_messages_client_to_server_in_order() {
+    let serve = Serve::start(&[]);
+    let mut c = connect(&["--wait", "0s", "--in-flight", "32", &serve.url]);
+    let input: String = (0..1000).map(|i| format!("m{i}\n")).collect();
+    c.write(&input);
+    c.close_stdin();
+    let want: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    assert_eq!(serve.messages(1000), want);
+    // Exit only after every message was acknowledged.
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn thousand_messages_server_to_client_in_order() {
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&["--count", "1000", &serve.url]);
+    let id = serve.client();
+    let cmds: String = (0..1000)
+        .map(|i| format!("{}\n", json!({"client": id, "data": format!("s{i}")})))
+        .collect();
+    serve.proc.write(&cmds);
+    let got: Vec<String> = (0..1000).map(|_| c.line().expect("a line")).collect();
+    let want: Vec<String> = (0..1000).map(|i| format!("s{i}")).collect();
+    assert_eq!(got, want);
+    assert!(c.wait().success(), "--count exits 0; stderr:\n{}", c.stderr());
+    assert_eq!(c.line(), None);
+}
+
+#[test]
+fn resumes_after_a_drop_without_loss_or_duplicate() {
+    let mut serve = Serve::start(&["--keep-alive", "30s"]);
+    let args = with(FAST, &["--format", "json", "--wait", "200ms", &serve.url]);
+    let mut c = connect(&args);
+    let id = serve.client();
+    c.json_event("open");
+    // Both directions in flight around the drop.
+    let out: String = (0..200).map(|i| format!("up{i}\n")).collect();
+    c.write(&out[..out.len() / 2]);
+    for i in 0..100 {
+        serve.command(json!({"client": id, "data": format!("down{i}")}));
+    }
+    serve.command(json!({"client": id, "drop": true}));
+    c.write(&out[out.len() / 2..]);
+    for i in 100..200 {
+        serve.command(json!({"client": id, "data": format!("down{i}")}));
+    }
+    let mut down = Vec::new();
+    let mut resumed = false;
+    while down.len() < 200 {
+        let line = c.line().expect("connect output");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("message") => down.push(v["data"].as_str().unwrap().to_owned()),
+            Some("resumed") => resumed = true,
+            _ => {}
+        }
+    }
+    let want: Vec<String> = (0..200).map(|i| format!("down{i}")).collect();
+    assert_eq!(down, want, "server→client: in order, none lost, none twice");
+    let up: Vec<String> = (0..200).map(|i| format!("up{i}")).collect();
+    let (mut got_up, mut server_saw) = (Vec::new(), Vec::new());
+    while got_up.len() < 200 {
+        let line = serve.proc.line().expect("serve output");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("message") => got_up.push(v["data"].as_str().unwrap().to_owned()),
+            Some(other) => server_saw.push(other.to_owned()),
+            None => {}
+        }
+    }
+    assert_eq!(got_up, up, "client→server: in order, none lost, none twice");
+    if !resumed {
+        c.json_event("resumed");
+    }
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    // One connection throughout: suspended and resumed, never closed.
+    if !server_saw.iter().any(|e| e == "resume") {
+        serve.proc.json_event("resume");
+    }
+    assert!(!server_saw.iter().any(|e| e == "close"), "{server_saw:?}");
+}
+
+#[test]
+fn control_close_exits_zero() {
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&["--format", "json", &serve.url]);
+    let id = serve.client();
+    c.json_event("open");
+    serve.command(json!({"client": id, "close": true}));
+    assert_eq!(c.json_event("closed"), json!({"event": "closed", "by": "server"}));
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn server_gone_retries_then_exits_1() {
+    let mut serve = Serve::start(&[]);
+    let args = with(FAST, &["--max-retries", "3", "--format", "json", &serve.url]);
+    let mut c = connect(&args);
+    serve.client();
+    c.json_event("open");
+    serve.proc.kill();
+    c.json_event("disconnected");
+    for attempt in 1..=3 {
+        let failed = c.json_event("attempt_failed");
+        assert_eq!(failed["attempt"], attempt, "{failed}");
+    }
+    let gave_up = c.json_event("gave_up");
+    assert_eq!(gave_up["attempts"], 3);
+    let status = c.wait();
+    assert_eq!(status.code(), Some(1), "stderr:\n{}", c.stderr());
+    let err = c.stderr();
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("ssechan: gave up after 3 failed attempts in a row: cannot connect"),
+        "one clear line on stderr, got:\n{err}"
+    );
+}
+
+#[test]
+fn unreachable_server_exits_1() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/sse");
+    let args = with(FAST, &["--max-retries", "2", &url]);
+    let mut c = connect(&args);
+    assert_eq!(c.wait().code(), Some(1));
+    assert!(c.stderr().contains("gave up after 2 failed attempts"), "{}", c.stderr());
+}
+
+#[test]
+fn reconnects_after_the_server_restarts() {
+    let mut a = Serve::start(&[]);
+    let port = a.port;
+    let args =
+        with(FAST, &["--client-id", "again", "--max-retries", "1000", "--format", "json", &a.url]);
+    let mut c = connect(&args);
+    assert_eq!(a.client(), "again");
+    a.command(json!({"data": "before"}));
+    assert_eq!(c.json_event("message")["data"], "before");
+    a.proc.kill();
+    c.json_event("disconnected");
+    let mut b = Serve::start_on(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(b.client(), "again");
+    c.json_event("resumed");
+    b.command(json!({"client": "again", "data": "after"}));
+    assert_eq!(c.json_event("message")["data"], "after");
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn raw_reads_plain_sse_and_resumes_with_last_event_id() {
+    let server = SseServer::start(vec![
+        SseServer::stream(
+            "retry: 10\n\nevent: tick\nid: 1\ndata: one\n\n: a comment\nevent: tock\nid: 2\ndata: two\ndata: lines\n\n",
+        ),
+        SseServer::stream("id: 3\ndata: three\n\nid: 4\ndata: unfinished"),
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into(),
+    ]);
+    let mut c = connect(&["--raw", "--format", "json", "--retry-max", "50ms", &server.url]);
+    let mut messages = Vec::new();
+    loop {
+        let line = c.line().expect("connect output");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("message") => messages.push(v),
+            Some("closed") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        messages,
+        [
+            json!({"event": "message", "type": "tick", "id": "1", "data": "one"}),
+            json!({"event": "message", "type": "tock", "id": "2", "data": "two\nlines"}),
+            json!({"event": "message", "type": "message", "id": "3", "data": "three"}),
+        ]
+    );
+    assert!(c.wait().success(), "204 ends the run with 0; stderr:\n{}", c.stderr());
+    let seen = server.requests();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].request_line.starts_with("GET /events "), "no client id: {seen:?}");
+    assert_eq!(seen[0].header("accept"), Some("text/event-stream"));
+    assert_eq!(seen[0].header("last-event-id"), None);
+    assert_eq!(seen[1].header("last-event-id"), Some("2"));
+    // The unfinished event's id never counted.
+    assert_eq!(seen[2].header("last-event-id"), Some("3"));
+}
+
+#[test]
+fn raw_text_prints_data() {
+    let server = SseServer::start(vec![
+        SseServer::stream("data: a\n\nevent: named\ndata: b\n\n"),
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into(),
+    ]);
+    let mut c = connect(&["--raw", "--retry-max", "10ms", &server.url]);
+    assert_eq!(c.line().as_deref(), Some("a"));
+    assert_eq!(c.line().as_deref(), Some("b"));
+    assert!(c.wait().success());
+    assert_eq!(c.line(), None);
+}
+
+#[test]
+fn no_content_stops_reconnecting() {
+    let server =
+        SseServer::start(vec!["HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into()]);
+    let mut c = connect(&with(FAST, &[&server.url]));
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn wrong_content_type_fails_without_retry() {
+    let server = SseServer::start(vec![SseServer::status("200 OK", "text/html", "<p>hi</p>")]);
+    let mut c = connect(&with(FAST, &[&server.url]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(err.contains("text/html"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(server.requests().len(), 1, "no retry");
+}
+
+#[test]
+fn error_status_fails_without_retry() {
+    let server = SseServer::start(vec![SseServer::status(
+        "503 Service Unavailable",
+        "text/plain",
+        "busy\n",
+    )]);
+    let mut c = connect(&with(FAST, &["--raw", &server.url]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(err.contains("503") && err.contains("busy"), "{err}");
+    assert_eq!(server.requests().len(), 1, "no retry");
+}
+
+#[test]
+fn headers_are_sent() {
+    let server =
+        SseServer::start(vec!["HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into()]);
+    let mut c = connect(&["-H", "Authorization: Bearer t0k", "-H", "X-A:b", &server.url]);
+    assert!(c.wait().success());
+    let seen = server.requests();
+    assert_eq!(seen[0].header("authorization"), Some("Bearer t0k"));
+    assert_eq!(seen[0].header("x-a"), Some("b"));
+    assert!(seen[0].request_line.contains("sseClientId="), "{seen:?}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["-H", "NoColon", "http://127.0.0.1:1/sse"][..],
+        &["-H", "Bad Name: x", "http://127.0.0.1:1/sse"],
+        &["localhost:8080/sse"],
+        &["not a url"],
+        &["--client-id", "", "http://127.0.0.1:1/sse"],
+        &["--raw", "--send", "x", "http://127.0.0.1:1/sse"],
+    ] {
+        let mut c = connect(args);
+        assert_eq!(c.wait().code(), Some(2), "{args:?}: {}", c.stderr());
+        let err = c.stderr();
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.starts_with("ssechan: "), "{err}");
+    }
+}
