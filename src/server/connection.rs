@@ -501,7 +501,6 @@ impl Conn {
         }
     }
 
-
     /// Hands a POSTed message to the re-order buffer and, in order, to the
     /// application. Waits while the application's queue is full.
     pub(crate) async fn deliver(
