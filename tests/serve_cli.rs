@@ -247,3 +247,24 @@ async fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn verbose_logs_connects_and_refusals_quiet_hides_them() {
+    let mut serve = Serve::spawn(&["-v"]).await;
+    let _s = open(&serve.url, "logged", None).await;
+    assert!(serve.err_line_with("connected").await.contains("client=logged"));
+    let (status, _) = post_raw(&serve.url, "sseClientId=ghost", "\"x\"").await;
+    assert_eq!(status, 404);
+    assert!(serve.err_line_with("rejected").await.contains("404 unknown client id"));
+
+    let mut quiet = Serve::spawn(&["-q"]).await;
+    let (status, _) = post_raw(&quiet.url, "sseClientId=ghost", "\"x\"").await;
+    assert_eq!(status, 404);
+    quiet.signal(libc::SIGTERM);
+    let _ = quiet.child.wait().await;
+    let mut rest = Vec::new();
+    while let Some(l) = quiet.stderr.recv().await {
+        rest.push(l);
+    }
+    assert!(rest.is_empty(), "quiet printed {rest:?}");
+}
