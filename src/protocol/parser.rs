@@ -57,8 +57,8 @@ const KEEP_CAPACITY: usize = 64 << 10;
 ///
 /// Call [`next_item`](Self::next_item) until it returns `Ok(None)` after each
 /// [`feed`](Self::feed): the parser then holds at most one partial line, of
-/// at most `max` bytes (plus a few). An error is sticky: `next_item` repeats it and `feed`
-/// drops bytes until [`reset_stream`](Self::reset_stream).
+/// at most `max` bytes (plus a few). An error is sticky: `next_item` repeats
+/// it and `feed` drops bytes until [`reset_stream`](Self::reset_stream).
 #[derive(Debug)]
 pub struct EventStreamParser {
     /// Received bytes; `..pos` is consumed and compacted away lazily in
