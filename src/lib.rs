@@ -15,6 +15,7 @@ pub mod logging;
 pub mod protocol;
 pub mod serve;
 pub mod server;
+pub mod sys;
 
 use std::process::ExitCode;
 

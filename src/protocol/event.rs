@@ -67,6 +67,11 @@ pub enum BodyError {
 /// Decodes one JSON-encoded string, as a POST body or an event's data.
 pub fn decode_message_body(body: &[u8]) -> Result<String, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    // The common case without building a `Value`; the slow path only words
+    // the error.
+    if let Ok(s) = serde_json::from_str::<String>(text) {
+        return Ok(s);
+    }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         Ok(_) => Err(BodyError::NotString),

@@ -50,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
         );
     }
+    crate::sys::raise_open_file_limit();
     let server = Server::bind(args.listen, args.config())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
-use super::ServerShared;
+use super::{Counters, Limits, ServerShared};
 use crate::protocol::event::{self, CONTROL_CLOSE, ID_LINE_MAX};
 use crate::protocol::reorder::{Offer, ReorderBuffer, ReorderLimits};
 
@@ -135,6 +136,9 @@ pub(crate) struct Conn {
     pub(crate) id: Arc<str>,
     pub(crate) remote: SocketAddr,
     server: Weak<ServerShared>,
+    limits: Limits,
+    keep_alive: Option<Duration>,
+    stats: Arc<Counters>,
     out: Mutex<Outbound>,
     inbound: tokio::sync::Mutex<ReorderBuffer<String>>,
     /// The id the re-order buffer expects next, readable without its lock.
@@ -157,6 +161,9 @@ impl Conn {
             id,
             remote,
             server: Arc::downgrade(server),
+            limits,
+            keep_alive: server.config.keep_alive,
+            stats: server.stats.clone(),
             out: Mutex::new(Outbound {
                 phase: Phase::Open,
                 next_event_id: 1,
@@ -284,9 +291,10 @@ impl Conn {
     }
 
     fn drain_batch(&self, out: &mut Outbound) -> Bytes {
-        let limits = self.limits();
+        let limits = self.limits;
         let want = out.queue_bytes + out.queue.len() * ID_LINE_MAX;
         let mut buf = BytesMut::with_capacity(want.min(MAX_FRAME));
+        let mut batched = 0u64;
         while let Some((_, data)) = out.queue.front() {
             if !buf.is_empty() && buf.len() + data.len() + ID_LINE_MAX > MAX_FRAME {
                 break;
@@ -297,7 +305,10 @@ impl Conn {
             out.queue_bytes -= data.len();
             out.replay_bytes += data.len();
             out.replay.push_back((id, data));
+            batched += 1;
         }
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.events.fetch_add(batched, Ordering::Relaxed);
         while out.replay.len() > limits.replay_events || out.replay_bytes > limits.replay_bytes {
             match out.replay.pop_front() {
                 Some((_, d)) => out.replay_bytes -= d.len(),
@@ -321,7 +332,7 @@ impl Conn {
 
     /// The attached stream is gone: suspend under keep-alive, else close.
     fn lose_stream(self: &Arc<Self>, mut out: MutexGuard<'_, Outbound>) {
-        let keep_alive = self.server.upgrade().and_then(|s| s.config.keep_alive);
+        let keep_alive = self.keep_alive;
         match (out.phase, keep_alive) {
             (Phase::Open, Some(period)) => {
                 out.suspensions += 1;
@@ -366,7 +377,7 @@ impl Conn {
 
     /// Queues an encoded `data:` tail (see [`event::encode_data`]).
     pub(crate) fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
-        let limits = self.limits();
+        let limits = self.limits;
         let mut out = self.lock();
         match out.phase {
             Phase::Closing | Phase::Closed => return Err(SendError::Closed),
@@ -490,10 +501,6 @@ impl Conn {
         }
     }
 
-    fn limits(&self) -> super::Limits {
-        self.server.upgrade().map(|s| s.config.limits).unwrap_or_default()
-    }
-
     /// Hands a POSTed message to the re-order buffer and, in order, to the
     /// application. Waits while the application's queue is full.
     pub(crate) async fn deliver(
@@ -519,7 +526,7 @@ impl Conn {
             Offer::Buffered | Offer::Duplicate => Ok(offer),
             Offer::TooFarAhead => Err(DeliverError::TooFarAhead {
                 next: inbound.next_id(),
-                window: self.limits().reorder_window,
+                window: self.limits.reorder_window,
             }),
             Offer::BufferFull => Err(DeliverError::BufferFull { bytes: inbound.buffered_bytes() }),
         }

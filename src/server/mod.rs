@@ -11,7 +11,7 @@ mod http;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,22 @@ pub(crate) struct ServerShared {
     accept_tx: mpsc::UnboundedSender<Connection>,
     shutdown: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    pub(crate) stats: Arc<Counters>,
+}
+
+/// Totals since the server started, for tests and reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Message events handed to streams (replays count again).
+    pub events: u64,
+    /// Body frames (batches) handed to hyper: few per burst, not one per event.
+    pub frames: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) events: AtomicU64,
+    pub(crate) frames: AtomicU64,
 }
 
 #[derive(Default)]
@@ -83,6 +99,7 @@ impl Server {
             accept_tx,
             shutdown,
             shutting_down: AtomicBool::new(false),
+            stats: Arc::default(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
         Ok(Server { handle: ServerHandle { shared }, local_addr, accept_rx, accept_task })
@@ -120,6 +137,14 @@ impl ServerHandle {
     /// Connections at the moment, suspended ones included.
     pub fn client_count(&self) -> usize {
         self.shared.lock_registry().live.len()
+    }
+
+    /// Totals since start.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            events: self.shared.stats.events.load(Ordering::Relaxed),
+            frames: self.shared.stats.frames.load(Ordering::Relaxed),
+        }
     }
 
     /// Queues `message` for every live connection; returns how many took it.

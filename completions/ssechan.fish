@@ -1,0 +1,110 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ssechan_global_optspecs
+    string join \n v/verbose q/quiet h/help V/version
+end
+
+function __fish_ssechan_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ssechan_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ssechan_using_subcommand
+    set -l cmd (__fish_ssechan_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ssechan -n "__fish_ssechan_needs_command" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_needs_command" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_needs_command" -s h -l help -d 'Print help'
+complete -c ssechan -n "__fish_ssechan_needs_command" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d 'Idle time before a `: ping` heartbeat comment; 0 disables' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reconnect delay told to clients with `retry:` at stream start' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
+json\t'One JSON object per line, with lifecycle events'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed CORS origin (repeatable); every origin is allowed when none is given' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-bytes -d 'Bytes of out-of-order messages held per client (else 429)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-queue -d 'Messages queued per client before it is disconnected as a slow consumer' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-queue-bytes -d 'Bytes queued per client before it is disconnected as a slow consumer' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay -d 'Recent events kept per client for Last-Event-ID replay' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay-bytes -d 'Bytes of recent events kept per client for replay' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-clients -d 'Clients at once (suspended ones count); more get 503' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-client-id -d 'Longest accepted sseClientId, in bytes' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-incoming -d 'Received messages waiting for stdout (or the process) per client; POSTs wait while full' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l client-id -d 'Client id to use instead of a random UUID' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l debug-key -d 'Use the client id KEY-<uuid>, as package:sse\'s debugKey does' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l format -d 'Output format in pipe mode' -r -f -a "text\t'One line per message'
+json\t'One JSON object per line, with lifecycle events'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l send -d 'Send this message first (repeatable)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l wait -d 'After stdin ends and every message is acknowledged, keep receiving this long' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-initial -d 'First reconnect delay; doubles per failure up to --retry-max' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d 'Longest reconnect delay' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Give up after this many failed attempts in a row' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l in-flight -d 'POSTs in flight at once (the server re-orders them)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timeout -d 'Time limit for connecting and for each POST' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
+listen\t'Only read streams; count events, rate and id gaps'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s c -l clients -d 'Concurrent clients' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s m -l messages -d 'Messages per client (ignored with --duration)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s d -l duration -d 'Run for this long instead of a message count' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s r -l rate -d 'Open loop: this many messages per second in total (default: closed loop)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l window -d 'Messages each client keeps in flight in closed loop' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s s -l size -d 'Payload size in bytes (at least the verification header)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s H -l header -d 'Extra request header (repeatable)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-lost -d 'Fail when more messages than this are lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-p99 -d 'Fail when the p99 round trip is slower than this' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for outstanding echoes at the end before counting them lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

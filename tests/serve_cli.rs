@@ -1,0 +1,270 @@
+//! The real `ssechan serve` binary: stdin/stdout piping in both formats,
+//! echo, a process per client, signals, usage errors, and a third-party
+//! EventSource client reading its stream.
+
+mod util;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use util::*;
+
+#[tokio::test]
+async fn text_mode_pipes_both_ways_in_order() {
+    let mut serve = Serve::spawn(&[]).await;
+    assert!(serve.url.starts_with("http://127.0.0.1:") && serve.url.ends_with("/sse"));
+    assert!(!serve.url.contains(":0/"), "real port: {}", serve.url);
+    let mut s = open(&serve.url, "t1", None).await;
+    // The 200 came after the server registered the client: stdin reaches it.
+    let client = http();
+    for i in 0..1000 {
+        assert_eq!(post(&client, &serve.url, "t1", i, &format!("up {i}")).await, 200);
+    }
+    for i in 0..1000 {
+        assert_eq!(serve.out_line().await, format!("up {i}"));
+    }
+    for i in 0..1000 {
+        serve.send_line(&format!("down {i}\r")).await;
+    }
+    for i in 0..1000u64 {
+        assert_eq!(s.next_msg().await, Msg { id: i + 1, data: format!("down {i}") });
+    }
+}
+
+#[tokio::test]
+async fn json_mode_events_and_commands() {
+    let mut serve = Serve::spawn(&["--format", "json", "--keep-alive", "10s"]).await;
+    let first = serve.out_json().await;
+    assert_eq!(first, json!({"event": "listening", "url": serve.url}));
+    let mut a = open(&serve.url, "a", None).await;
+    let ev = serve.out_json().await;
+    assert_eq!((ev["event"].as_str(), ev["client"].as_str()), (Some("connect"), Some("a")));
+    assert!(ev["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let mut b = open(&serve.url, "b", None).await;
+    assert_eq!(serve.out_json().await["event"], "connect");
+
+    assert_eq!(post(&http(), &serve.url, "a", 0, "hello\nworld").await, 200);
+    assert_eq!(
+        serve.out_json().await,
+        json!({"event": "message", "client": "a", "data": "hello\nworld"})
+    );
+
+    serve.send_line(r#"{"data":"to all"}"#).await;
+    serve.send_line(r#"{"client":"b","data":"to b"}"#).await;
+    assert_eq!(a.next_msg().await.data, "to all");
+    assert_eq!(b.next_msg().await.data, "to all");
+    assert_eq!(b.next_msg().await.data, "to b");
+
+    // Bad lines: one-line errors, and the server keeps going.
+    serve.send_line("not json").await;
+    assert!(serve.err_line_with("stdin line 3").await.contains("bad JSON command"));
+    serve.send_line(r#"{"client":"nobody","data":"x"}"#).await;
+    assert!(serve.err_line_with("stdin line 4").await.contains("no client \"nobody\""));
+    serve.send_line(r#"{"client":"a","data":"x","close":true}"#).await;
+    assert!(serve.err_line_with("stdin line 5").await.contains("exactly one of"));
+
+    // Drop: the stream ends without control; with keep-alive, suspend/resume.
+    serve.send_line(r#"{"client":"a","drop":true}"#).await;
+    assert!(a.until_end().await.is_empty());
+    assert_eq!(serve.out_json().await, json!({"event": "suspend", "client": "a"}));
+    serve.send_line(r#"{"client":"a","data":"while away"}"#).await;
+    let mut a = open(&serve.url, "a", Some(1)).await;
+    assert_eq!(serve.out_json().await, json!({"event": "resume", "client": "a"}));
+    assert_eq!(a.next_msg().await, Msg { id: 2, data: "while away".into() });
+
+    // Close: control event, then a close event with nothing undelivered.
+    serve.send_line(r#"{"client":"b","close":true}"#).await;
+    let events = b.until_end().await;
+    assert_eq!(
+        events.last().map(|e| (e.event.as_str(), e.data.as_str())),
+        Some(("control", "close"))
+    );
+    let close = serve.out_json().await;
+    assert_eq!((close["event"].as_str(), close["client"].as_str()), (Some("close"), Some("b")));
+    assert_eq!(close["undelivered"], 0);
+}
+
+#[tokio::test]
+async fn json_mode_reports_undelivered_on_expiry() {
+    let mut serve = Serve::spawn(&["--format", "json", "--keep-alive", "300ms"]).await;
+    serve.out_json().await; // listening
+    let s = open(&serve.url, "x", None).await;
+    serve.out_json().await; // connect
+    drop(s);
+    assert_eq!(serve.out_json().await["event"], "suspend");
+    serve.send_line(r#"{"client":"x","data":"1"}"#).await;
+    serve.send_line(r#"{"client":"x","data":"2"}"#).await;
+    let close = serve.out_json().await;
+    assert_eq!(close["event"], "close");
+    assert_eq!(close["undelivered"], 2);
+    assert_eq!(close["reason"], "keep-alive expired");
+}
+
+#[tokio::test]
+async fn echo_mode() {
+    let mut serve = Serve::spawn(&["--echo"]).await;
+    let mut s = open(&serve.url, "e", None).await;
+    let client = http();
+    for i in 0..100 {
+        assert_eq!(post(&client, &serve.url, "e", i, &format!("echo {i}")).await, 200);
+    }
+    for i in 0..100 {
+        assert_eq!(s.next_msg().await.data, format!("echo {i}"));
+    }
+    // stdout carries no data in echo mode.
+    assert!(tokio::time::timeout(Duration::from_millis(200), serve.stdout.recv()).await.is_err());
+}
+
+#[tokio::test]
+async fn stdin_eof_does_not_stop_the_server_and_sigterm_closes_clients() {
+    let mut serve = Serve::spawn(&["--keep-alive", "30s"]).await;
+    drop(serve.stdin.take()); // EOF
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = open(&serve.url, "still", None).await;
+    assert_eq!(post(&http(), &serve.url, "still", 0, "alive").await, 200);
+    assert_eq!(serve.out_line().await, "alive");
+    let started = std::time::Instant::now();
+    serve.signal(libc::SIGTERM);
+    let events = s.until_end().await;
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("control"));
+    let status =
+        tokio::time::timeout(Duration::from_secs(3), serve.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn sigint_exits_zero() {
+    let mut serve = Serve::spawn(&[]).await;
+    serve.signal(libc::SIGINT);
+    let status =
+        tokio::time::timeout(Duration::from_secs(3), serve.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_process_per_client() {
+    let script = r#"echo "hello $SSECHAN_CLIENT_ID"; while read -r l; do echo "got $l"; done"#;
+    let mut serve = Serve::spawn(&["--", "sh", "-c", script]).await;
+    let mut a = open(&serve.url, "pa", None).await;
+    let mut b = open(&serve.url, "pb", None).await;
+    assert_eq!(a.next_msg().await.data, "hello pa");
+    assert_eq!(b.next_msg().await.data, "hello pb");
+    assert_eq!(post(&http(), &serve.url, "pa", 0, "x").await, 200);
+    assert_eq!(post(&http(), &serve.url, "pb", 0, "y").await, 200);
+    assert_eq!(a.next_msg().await.data, "got x");
+    assert_eq!(b.next_msg().await.data, "got y");
+    let _ = serve.stdout.try_recv();
+}
+
+#[tokio::test]
+async fn process_exit_closes_the_client() {
+    let mut serve = Serve::spawn(&["--", "sh", "-c", "read -r l; echo \"bye $l\""]).await;
+    let mut s = open(&serve.url, "p", None).await;
+    assert_eq!(post(&http(), &serve.url, "p", 0, "now").await, 200);
+    let events = s.until_end().await;
+    let got: Vec<(&str, &str)> =
+        events.iter().map(|e| (e.event.as_str(), e.data.as_str())).collect();
+    assert_eq!(got, [("message", "\"bye now\""), ("control", "close")]);
+    let _ = serve.stdout.try_recv();
+}
+
+#[tokio::test]
+async fn a_third_party_eventsource_reads_the_stream() {
+    use eventsource_client::{Client, ClientBuilder, SSE};
+    let mut serve = Serve::spawn(&[]).await;
+    let url = format!("{}?sseClientId=es", serve.url);
+    let transport = launchdarkly_sdk_transport::HyperTransport::new().unwrap();
+    let client = ClientBuilder::for_url(&url).unwrap().build_with_transport(transport);
+    let mut stream = client.stream();
+    // The first item is the connection itself.
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut sent = false;
+    while events.len() < 3 {
+        let item = tokio::time::timeout_at(deadline, stream.next()).await.expect("in time");
+        match item {
+            Some(Ok(SSE::Connected(_))) => {
+                // Headers arrive after the client is registered.
+                if !sent {
+                    for l in ["one", "two\\n", "three"] {
+                        serve.send_line(l).await;
+                    }
+                    sent = true;
+                }
+            }
+            Some(Ok(SSE::Event(e))) => events.push((e.event_type, e.data, e.id)),
+            Some(Ok(SSE::Comment(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            ("message".to_string(), "\"one\"".to_string(), Some("1".to_string())),
+            ("message".into(), "\"two\\\\n\"".into(), Some("2".into())),
+            ("message".into(), "\"three\"".into(), Some("3".into())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    for args in [
+        vec!["serve", "--listen", "nonsense"],
+        vec!["serve", "--keep-alive", "forever"],
+        vec!["serve", "--format", "xml"],
+        vec!["serve", "--path", "sse"],
+        vec!["serve", "--echo", "--", "cat"],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--listen", &addr])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn verbose_logs_connects_and_refusals_quiet_hides_them() {
+    let mut serve = Serve::spawn(&["-v"]).await;
+    let _s = open(&serve.url, "logged", None).await;
+    assert!(serve.err_line_with("connected").await.contains("client=logged"));
+    let (status, _) = post_raw(&serve.url, "sseClientId=ghost", "\"x\"").await;
+    assert_eq!(status, 404);
+    assert!(serve.err_line_with("rejected").await.contains("404 unknown client id"));
+
+    let mut quiet = Serve::spawn(&["-q"]).await;
+    let (status, _) = post_raw(&quiet.url, "sseClientId=ghost", "\"x\"").await;
+    assert_eq!(status, 404);
+    quiet.signal(libc::SIGTERM);
+    let _ = quiet.child.wait().await;
+    let mut rest = Vec::new();
+    while let Some(l) = quiet.stderr.recv().await {
+        rest.push(l);
+    }
+    assert!(rest.is_empty(), "quiet printed {rest:?}");
+}

@@ -1,0 +1,560 @@
+//! The server library on loopback, driven over real HTTP (PROTOCOL.md §1–6).
+
+mod util;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ssechan::protocol::query::channel_query;
+use ssechan::server::{CloseReason, ConnectionEvent, Limits, ServerConfig};
+use util::*;
+
+fn keep_alive(period_ms: u64) -> ServerConfig {
+    ServerConfig { keep_alive: Some(Duration::from_millis(period_ms)), ..ServerConfig::default() }
+}
+
+async fn next_event(conn: &mut ssechan::server::Connection) -> ConnectionEvent {
+    tokio::time::timeout(WAIT, conn.recv()).await.expect("event in time").expect("not closed")
+}
+
+#[tokio::test]
+async fn stream_headers_cors_and_retry() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let r = http()
+        .get(format!("{url}?sseClientId=a"))
+        .header("accept", "text/html, text/event-stream;q=0.9")
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["access-control-allow-origin"], "http://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let conn = server.accept().await.unwrap();
+    assert_eq!(conn.id(), "a");
+    conn.send("hi").unwrap();
+    let mut s = Stream::new(r);
+    assert_eq!(s.next_msg().await, Msg { id: 1, data: "hi".into() });
+    assert_eq!(s.retry, Some(1000));
+    assert!(s.raw.starts_with(b"retry: 1000\n\nid: 1\ndata: \"hi\"\n\n"), "{:?}", s.raw);
+}
+
+#[tokio::test]
+async fn host_is_the_origin_when_origin_is_missing() {
+    let server = server(ServerConfig::default()).await;
+    let (status, _) = post_raw(&server.url(), "sseClientId=nobody", "\"x\"").await;
+    assert_eq!(status, 404);
+    let r =
+        http().post(format!("{}?sseClientId=n", server.url())).body("\"x\"").send().await.unwrap();
+    let host = server.local_addr().to_string();
+    assert_eq!(r.headers()["access-control-allow-origin"], host.as_str());
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+}
+
+#[tokio::test]
+async fn origin_allow_list() {
+    let config = ServerConfig {
+        allowed_origins: Some(vec!["http://good.example".into()]),
+        ..ServerConfig::default()
+    };
+    let server = server(config).await;
+    let url = server.url();
+    let get = |origin: &'static str| {
+        http().get(format!("{url}?sseClientId=a")).header("origin", origin).send()
+    };
+    let bad = get("http://evil.example").await.unwrap();
+    assert_eq!(bad.status(), 403);
+    assert!(bad.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(bad.text().await.unwrap(), "origin not allowed\n");
+    let good = get("http://good.example").await.unwrap();
+    assert_eq!(good.status(), 200);
+    assert_eq!(good.headers()["access-control-allow-origin"], "http://good.example");
+    let pre = http()
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 403);
+}
+
+#[tokio::test]
+async fn preflight() {
+    let server = server(ServerConfig::default()).await;
+    let r = http()
+        .request(reqwest::Method::OPTIONS, format!("{}?sseClientId=a", server.url()))
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type, x-custom")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-allow-headers"], "content-type, x-custom");
+    assert_eq!(h["access-control-allow-origin"], "http://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+}
+
+#[tokio::test]
+async fn routing_errors() {
+    let server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let base = url.trim_end_matches("/sse");
+    let r = http().get(format!("{base}/other?sseClientId=a")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let r = http().request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(r.headers()["allow"], "GET, POST, OPTIONS");
+    }
+    let r = http()
+        .get(format!("{url}?sseClientId=a"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    for (q, reason) in [
+        ("", "missing sseClientId"),
+        ("sseClientId=", "sseClientId is empty"),
+        (&format!("sseClientId={}", "x".repeat(257)), "over the limit of 256"),
+    ] {
+        let r = http().get(format!("{url}?{q}")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(reason) && body.ends_with('\n') && body.lines().count() == 1,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_errors() {
+    let mut server = server(ServerConfig {
+        limits: Limits {
+            max_message_bytes: 100,
+            reorder_window: 10,
+            reorder_bytes: 20,
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let _s = open(&url, "c", None).await;
+    let _conn = server.accept().await.unwrap();
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        ("sseClientId=c&messageId=x".into(), b"\"a\"".to_vec(), 400, "messageId"),
+        ("sseClientId=c&messageId=-1".into(), b"\"a\"".to_vec(), 400, "messageId"),
+        ("messageId=0".into(), b"\"a\"".to_vec(), 400, "missing sseClientId"),
+        ("sseClientId=c".into(), b"\xff\xfe".to_vec(), 400, "UTF-8"),
+        ("sseClientId=c".into(), b"hello".to_vec(), 400, "not JSON"),
+        ("sseClientId=c".into(), b"{\"a\":1}".to_vec(), 400, "not a string"),
+        ("sseClientId=zz".into(), b"\"a\"".to_vec(), 404, "unknown client id"),
+        ("sseClientId=c".into(), vec![b'"'; 101], 413, "over the limit of 100"),
+        ("sseClientId=c&messageId=11".into(), b"\"a\"".to_vec(), 429, "more than 10 ahead"),
+        (
+            "sseClientId=c&messageId=5".into(),
+            format!("\"{}\"", "y".repeat(25)).into_bytes(),
+            429,
+            "re-order buffer full",
+        ),
+    ];
+    for (q, body, status, reason) in cases {
+        let (got, text) = post_raw(&url, &q, body).await;
+        assert_eq!(got, status, "{q}: {text}");
+        assert!(text.contains(reason), "{q}: {text:?} lacks {reason:?}");
+        assert_eq!(text.lines().count(), 1, "one-line reason: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_refused_while_reading() {
+    let mut server = server(ServerConfig {
+        limits: Limits { max_message_bytes: 1000, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let _s = open(&url, "c", None).await;
+    let _conn = server.accept().await.unwrap();
+    // A stream body has no Content-Length: the limit applies while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..100).map(|_| Ok(vec![b'a'; 100])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let (status, text) = post_raw(&url, "sseClientId=c", body).await;
+    assert_eq!(status, 413, "{text}");
+}
+
+#[tokio::test]
+async fn shuffled_concurrent_posts_arrive_in_order_once() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let _s = open(&url, "order", None).await;
+    let mut conn = server.accept().await.unwrap();
+    let client = http();
+    let n = 1000u64;
+    let mut ids: Vec<u64> = (0..n).collect();
+    fastrand::seed(7);
+    fastrand::shuffle(&mut ids);
+    // Every message twice, all at once: duplicates are accepted and dropped.
+    let posts = ids.iter().chain(ids.iter().rev()).map(|&i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, "order", i, &format!("m{i}")).await }
+    });
+    let statuses = join_all(posts).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    for i in 0..n {
+        assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message(format!("m{i}")));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), conn.recv()).await.is_err(),
+        "a duplicate came through"
+    );
+}
+
+#[tokio::test]
+async fn a_returning_client_id_keeps_counting() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let client = http();
+    let s = open(&url, "back", None).await;
+    let mut conn = server.accept().await.unwrap();
+    for i in 0..3 {
+        assert_eq!(post(&client, &url, "back", i, &format!("m{i}")).await, 200);
+    }
+    for i in 0..3 {
+        assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message(format!("m{i}")));
+    }
+    drop(s); // no keep-alive: the connection closes
+    assert!(matches!(next_event(&mut conn).await, ConnectionEvent::Closed(_)));
+    let _s = open(&url, "back", None).await;
+    let mut conn = server.accept().await.unwrap();
+    // package:sse never resets its counter: 3 is delivered, not held for 0.
+    assert_eq!(post(&client, &url, "back", 3, "m3").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m3".into()));
+}
+
+#[tokio::test]
+async fn a_thousand_messages_in_order_with_ids() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let mut s = open(&url, "big", None).await;
+    let conn = server.accept().await.unwrap();
+    for i in 0..1000 {
+        conn.send(&format!("line {i}\nwith newline")).unwrap();
+    }
+    let got = s.msgs(1000).await;
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, &Msg { id: i as u64 + 1, data: format!("line {i}\nwith newline") });
+    }
+    // Batching: the burst went out in far fewer writes than events.
+    let stats = server.handle().stats();
+    assert_eq!(stats.events, 1000);
+    assert!(stats.frames <= 50, "{stats:?}");
+}
+
+#[tokio::test]
+async fn resume_within_keep_alive_replays_from_last_event_id() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut s = open(&url, "r", None).await;
+    let mut conn = server.accept().await.unwrap();
+    for i in 1..=5 {
+        conn.send(&format!("m{i}")).unwrap();
+    }
+    // The client processed only up to id 3 before its connection died.
+    let got = s.msgs(5).await;
+    assert_eq!(got[2].id, 3);
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    conn.send("m6").unwrap(); // queued while suspended
+    let mut s = open(&url, "r", Some(3)).await;
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
+    let got: Vec<(u64, String)> = s.msgs(3).await.into_iter().map(|m| (m.id, m.data)).collect();
+    assert_eq!(got, [(4, "m4".into()), (5, "m5".into()), (6, "m6".into())]);
+    // POSTs go on as before.
+    assert_eq!(post(&http(), &url, "r", 0, "up").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("up".into()));
+}
+
+#[tokio::test]
+async fn resume_without_last_event_id_continues_with_the_queue() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut s = open(&url, "r2", None).await;
+    let mut conn = server.accept().await.unwrap();
+    conn.send("a").unwrap();
+    assert_eq!(s.next_msg().await.data, "a");
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    conn.send("b").unwrap();
+    conn.send("c").unwrap();
+    let mut s = open(&url, "r2", None).await;
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
+    let got = s.msgs(2).await;
+    assert_eq!(got, [Msg { id: 2, data: "b".into() }, Msg { id: 3, data: "c".into() }]);
+}
+
+#[tokio::test]
+async fn last_event_id_on_a_new_connection_is_ignored() {
+    let mut server = server(keep_alive(5000)).await;
+    let mut s = open(&server.url(), "fresh", Some(40)).await;
+    let conn = server.accept().await.unwrap();
+    conn.send("x").unwrap();
+    assert_eq!(s.next_msg().await, Msg { id: 1, data: "x".into() });
+}
+
+#[tokio::test]
+async fn a_second_stream_takes_over() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut old = open(&url, "t", None).await;
+    let mut conn = server.accept().await.unwrap();
+    conn.send("one").unwrap();
+    assert_eq!(old.next_msg().await.data, "one");
+    let mut new = open(&url, "t", Some(1)).await;
+    assert!(old.until_end().await.is_empty(), "old stream ends without events");
+    conn.send("two").unwrap();
+    assert_eq!(new.next_msg().await, Msg { id: 2, data: "two".into() });
+    // The application saw no disconnect.
+    assert!(tokio::time::timeout(Duration::from_millis(200), conn.recv()).await.is_err());
+}
+
+#[tokio::test]
+async fn expiry_reports_undelivered() {
+    let mut server = server(keep_alive(300)).await;
+    let url = server.url();
+    let s = open(&url, "gone", None).await;
+    let mut conn = server.accept().await.unwrap();
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    conn.send("lost 1").unwrap();
+    conn.send("lost 2").unwrap();
+    match next_event(&mut conn).await {
+        ConnectionEvent::Closed(info) => {
+            assert_eq!(info.reason, CloseReason::KeepAliveExpired);
+            assert_eq!(info.undelivered, 2);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(conn.recv().await.is_none());
+    let (status, _) = post_raw(&url, "sseClientId=gone&messageId=0", "\"late\"").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn without_keep_alive_a_lost_stream_closes_at_once() {
+    let mut server = server(ServerConfig::default()).await;
+    let s = open(&server.url(), "short", None).await;
+    let mut conn = server.accept().await.unwrap();
+    drop(s);
+    match next_event(&mut conn).await {
+        ConnectionEvent::Closed(info) => assert_eq!(info.reason, CloseReason::StreamEnded),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn peer_eof_is_noticed_without_writes() {
+    // No heartbeat and nothing to send: only the read side can tell.
+    let mut server = server(ServerConfig { heartbeat: None, ..keep_alive(60_000) }).await;
+    let addr = server.local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(
+        b"GET /sse?sseClientId=eof HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut conn = server.accept().await.unwrap();
+    drop(tcp);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+}
+
+#[tokio::test]
+async fn control_close_ends_the_connection() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut s = open(&url, "cc", None).await;
+    let mut conn = server.accept().await.unwrap();
+    conn.send("bye soon").unwrap();
+    conn.close();
+    let events = s.until_end().await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].event, "control");
+    assert_eq!(events[1].data, "close");
+    match next_event(&mut conn).await {
+        ConnectionEvent::Closed(info) => assert_eq!(
+            info,
+            ssechan::server::CloseInfo { reason: CloseReason::Closed, undelivered: 0 }
+        ),
+        e => panic!("{e:?}"),
+    }
+    let (status, _) = post_raw(&url, "sseClientId=cc", "\"x\"").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn drop_stream_ends_without_control_and_resumes() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut s = open(&url, "dr", None).await;
+    let mut conn = server.accept().await.unwrap();
+    conn.send("a").unwrap();
+    assert_eq!(s.next_msg().await.data, "a");
+    conn.drop_stream();
+    assert!(s.until_end().await.is_empty(), "no control event");
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    conn.send("b").unwrap();
+    let mut s = open(&url, "dr", Some(1)).await;
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
+    assert_eq!(s.next_msg().await, Msg { id: 2, data: "b".into() });
+}
+
+#[tokio::test]
+async fn heartbeat_on_idle_streams() {
+    let mut server = server(ServerConfig {
+        heartbeat: Some(Duration::from_millis(100)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut s = open(&server.url(), "hb", None).await;
+    let _conn = server.accept().await.unwrap();
+    assert!(s.next_event(Duration::from_millis(600)).await.is_none());
+    assert!(s.comments.len() >= 2, "{:?}", s.comments);
+    assert!(s.comments.iter().all(|c| c == " ping"));
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_stream_with_control() {
+    let mut server = server(keep_alive(30_000)).await;
+    let url = server.url();
+    let mut a = open(&url, "a", None).await;
+    let mut b = open(&url, "b", None).await;
+    let _ca = server.accept().await.unwrap();
+    let _cb = server.accept().await.unwrap();
+    let started = std::time::Instant::now();
+    server.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    for s in [&mut a, &mut b] {
+        let events = s.until_end().await;
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some("control"));
+    }
+}
+
+#[tokio::test]
+async fn max_clients_is_enforced() {
+    let mut server = server(ServerConfig {
+        limits: Limits { max_clients: 2, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let _a = open(&url, "a", None).await;
+    let _b = open(&url, "b", None).await;
+    let r = http().get(format!("{url}?sseClientId=c")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("too many clients"));
+    let _ = (server.accept().await, server.accept().await);
+    assert_eq!(server.handle().client_count(), 2);
+}
+
+#[tokio::test]
+async fn a_suspended_client_past_its_queue_bound_is_dropped() {
+    let mut server = server(ServerConfig {
+        limits: Limits { outgoing_messages: 10, ..Limits::default() },
+        ..keep_alive(30_000)
+    })
+    .await;
+    let s = open(&server.url(), "slow", None).await;
+    let mut conn = server.accept().await.unwrap();
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    for i in 0..10 {
+        conn.send(&format!("{i}")).unwrap();
+    }
+    assert_eq!(conn.send("one too many"), Err(ssechan::server::SendError::SlowConsumer));
+    match next_event(&mut conn).await {
+        ConnectionEvent::Closed(info) => {
+            assert_eq!(info.reason, CloseReason::SlowConsumer);
+            assert_eq!(info.undelivered, 11);
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_disconnected() {
+    let mut server = server(ServerConfig {
+        limits: Limits { outgoing_bytes: 1 << 20, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    tcp.write_all(b"GET /sse?sseClientId=stuck HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut conn = server.accept().await.unwrap();
+    let big = "z".repeat(64 * 1024);
+    let mut sent = 0usize;
+    let outcome = loop {
+        match conn.send(&big) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 10_000, "640 MB queued without a disconnect");
+        if sent.is_multiple_of(16) {
+            tokio::task::yield_now().await; // let hyper write what the socket takes
+        }
+    };
+    assert_eq!(outcome, ssechan::server::SendError::SlowConsumer);
+    loop {
+        if let ConnectionEvent::Closed(info) = next_event(&mut conn).await {
+            assert_eq!(info.reason, CloseReason::SlowConsumer);
+            assert!(info.undelivered >= 1);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_live_client() {
+    let mut server = server(keep_alive(5000)).await;
+    let url = server.url();
+    let mut a = open(&url, "a", None).await;
+    let mut b = open(&url, "b", None).await;
+    let _ = (server.accept().await.unwrap(), server.accept().await.unwrap());
+    assert_eq!(server.handle().broadcast("all"), 2);
+    assert_eq!(a.next_msg().await.data, "all");
+    assert_eq!(b.next_msg().await.data, "all");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(format!("{url}?{}", channel_query("h2", None))).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let mut s = Stream::new(r);
+    let mut conn = server.accept().await.unwrap();
+    let body = ssechan::protocol::encode_message_body("over h2");
+    let p =
+        h2.post(format!("{url}?{}", channel_query("h2", Some(0)))).body(body).send().await.unwrap();
+    assert_eq!(p.status(), 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("over h2".into()));
+    conn.send("back").unwrap();
+    assert_eq!(s.next_msg().await.data, "back");
+}
