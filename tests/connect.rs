@@ -161,6 +161,37 @@ fn resumes_after_a_drop_without_loss_or_duplicate() {
 }
 
 #[test]
+fn drop_without_keep_alive_loses_no_client_message() {
+    // The server forgets the connection at once: POSTs racing the drop get
+    // 404 and are retried, with the same ids, on the next stream.
+    let mut serve = Serve::start(&[]);
+    let args = with(FAST, &["--format", "json", "--wait", "0s", &serve.url]);
+    let mut c = connect(&args);
+    let id = serve.client();
+    c.json_event("open");
+    let out: String = (0..300).map(|i| format!("up{i}\n")).collect();
+    c.write(&out[..out.len() / 3]);
+    serve.command(json!({"client": id, "drop": true}));
+    c.write(&out[out.len() / 3..]);
+    c.close_stdin();
+    let want: Vec<String> = (0..300).map(|i| format!("up{i}")).collect();
+    assert_eq!(serve.messages(300), want);
+    c.json_event("resumed");
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+#[test]
+fn refused_message_exits_1() {
+    let serve = Serve::start(&["--max-message-size", "16"]);
+    let mut c = connect(&[&serve.url]);
+    serve.client();
+    c.write("this message is longer than sixteen bytes\n");
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(err.contains("message 0 not delivered: server answered 413"), "{err}");
+}
+
+#[test]
 fn control_close_exits_zero() {
     let mut serve = Serve::start(&[]);
     let mut c = connect(&["--format", "json", &serve.url]);
@@ -219,9 +250,12 @@ fn reconnects_after_the_server_restarts() {
     assert_eq!(c.json_event("message")["data"], "before");
     a.proc.kill();
     c.json_event("disconnected");
+    // Typed while no server runs: held, then POSTed once a stream is open.
+    c.write("while down\n");
     let mut b = Serve::start_on(&format!("127.0.0.1:{port}"), &[]);
     assert_eq!(b.client(), "again");
     c.json_event("resumed");
+    assert_eq!(b.messages(1), ["while down"]);
     b.command(json!({"client": "again", "data": "after"}));
     assert_eq!(c.json_event("message")["data"], "after");
     c.close_stdin();

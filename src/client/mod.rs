@@ -313,6 +313,11 @@ impl ChannelClient {
         }
     }
 
+    /// Whether the client is done for good.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
     /// Counts and state for `/status`.
     pub fn status(&self) -> Status {
         let s = &self.shared;

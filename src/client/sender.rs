@@ -48,6 +48,8 @@ pub(super) async fn run(
     let mut posts: JoinSet<(u64, Result<(), String>)> = JoinSet::new();
     loop {
         tokio::select! {
+            biased;
+            _ = shared.until_stopped() => return,
             Some(done) = posts.join_next(), if !posts.is_empty() => {
                 settle(&shared, &events, done).await;
             }
@@ -80,7 +82,6 @@ pub(super) async fn run(
                     }
                 }
             }
-            _ = shared.until_stopped() => return,
         }
     }
     while let Some(done) = posts.join_next().await {
@@ -95,6 +96,9 @@ async fn settle(
 ) {
     match done {
         Ok((_, Ok(()))) => shared.settle(true),
+        // Abandoned because the client stopped: the terminal event says
+        // why; a failure here would only race it.
+        Ok((_, Err(_))) if shared.is_stopped() => {}
         Ok((message_id, Err(reason))) => {
             shared.settle(false);
             let _ = events.send(ClientEvent::SendFailed { message_id, reason }).await;

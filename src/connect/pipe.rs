@@ -164,6 +164,8 @@ async fn feed(client: ChannelClient, first: Vec<String>, eof: oneshot::Sender<()
                 warn!("stdin line {n}: {len} bytes is over the limit of {MAX_LINE}; not sent");
             }
             Ok(None) => break,
+            // At exit the runtime cancels the blocked read: not worth a word.
+            Err(_) if client.is_stopped() => return,
             Err(e) => {
                 warn!("cannot read stdin: {e}");
                 break;

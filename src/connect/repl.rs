@@ -159,6 +159,11 @@ pub(super) async fn run(
     let editor_client = client.clone();
     std::thread::spawn(move || edit_loop(editor, editor_client, input_tx, history, style));
     let id = client.client_id().map(str::to_owned);
+    for m in &args.send {
+        if let Err(e) = client.send(m).await {
+            let _ = print_tx.send(style.dim(&format!("not sent: {e}"))).await;
+        }
+    }
     let result = loop {
         tokio::select! {
             ev = events.recv() => {

@@ -27,6 +27,8 @@ pub struct Proc {
     lines: Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
     stderr_lines: Receiver<String>,
+    /// Ends at stderr's EOF: joined so an exited child's stderr is complete.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -55,7 +57,7 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let (etx, stderr_lines) = channel();
         let sink = stderr.clone();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(stderr_pipe).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
@@ -63,7 +65,7 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        Proc { child, stdin, lines, stderr, stderr_lines }
+        Proc { child, stdin, lines, stderr, stderr_lines, stderr_reader: Some(stderr_reader) }
     }
 
     /// The next stdout line, or `None` at EOF; panics after `WAIT`.
@@ -130,6 +132,9 @@ impl Proc {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return s;
             }
             if Instant::now() > deadline {
