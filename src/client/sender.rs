@@ -4,6 +4,7 @@
 //! (PROTOCOL.md §3); it is also why ids are never reused or skipped.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use http::header::CONTENT_TYPE;
 use tokio::sync::mpsc;
@@ -75,7 +76,7 @@ pub(super) async fn run(
                         let r = post(&shared, next_id, body).await;
                         if let Ok(o) = &r && verdict(o.status) == Verdict::Accepted {
                             next_id += 1;
-                            shared.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            shared.sent.fetch_add(1, Ordering::SeqCst);
                             shared.settle(true);
                         }
                         let _ = reply.send(r);
@@ -109,9 +110,13 @@ async fn settle(
 }
 
 /// POSTs message `id` until the server accepts or refuses it for good.
-/// Waits while no stream is open: a server only knows open clients.
+/// Waits while no stream is open: a server only knows open clients. The
+/// retry budget counts failures while one stream is open, so POSTs that
+/// raced a reconnect (404 from a server that already forgot the client)
+/// start afresh on the next stream rather than giving up.
 async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), String> {
     let mut backoff = Backoff::new(shared.config.retry);
+    let mut stream_generation = shared.reconnects.load(Ordering::SeqCst);
     let mut state = shared.state.subscribe();
     loop {
         if state.wait_for(|s| matches!(s, State::Open | State::Closed)).await.is_err()
@@ -130,6 +135,11 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
             Err(e) => e,
         };
         debug!(message_id = id, "POST failed, will retry: {reason}");
+        let generation = shared.reconnects.load(Ordering::SeqCst);
+        if generation != stream_generation {
+            stream_generation = generation;
+            backoff = Backoff::new(shared.config.retry);
+        }
         match backoff.failed() {
             Next::GiveUp => {
                 return Err(format!("gave up after {} attempts: {reason}", backoff.failures()));

@@ -27,6 +27,8 @@ pub struct Proc {
     lines: Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
     stderr_lines: Receiver<String>,
+    /// The command line, for failure reports.
+    args: String,
     /// Ends at stderr's EOF: joined so an exited child's stderr is complete.
     stderr_reader: Option<thread::JoinHandle<()>>,
 }
@@ -65,7 +67,15 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        Proc { child, stdin, lines, stderr, stderr_lines, stderr_reader: Some(stderr_reader) }
+        Proc {
+            child,
+            stdin,
+            lines,
+            stderr,
+            stderr_lines,
+            args: args.join(" "),
+            stderr_reader: Some(stderr_reader),
+        }
     }
 
     /// The next stdout line, or `None` at EOF; panics after `WAIT`.
@@ -155,6 +165,10 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what every process it ran said.
+        if thread::panicking() {
+            eprintln!("--- stderr of {}:\n{}", self.args, self.stderr());
+        }
     }
 }
 
