@@ -24,6 +24,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
                 lim.rlim_cur = old;
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
         Some(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]

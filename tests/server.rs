@@ -558,3 +558,50 @@ async fn http2_prior_knowledge() {
     conn.send("back").unwrap();
     assert_eq!(s.next_msg().await.data, "back");
 }
+
+#[tokio::test]
+async fn acknowledged_out_of_order_messages_survive_a_close() {
+    let mut server = server(ServerConfig::default()).await;
+    let url = server.url();
+    let client = http();
+    let s = open(&url, "ooo", None).await;
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(post(&client, &url, "ooo", 0, "m0").await, 200);
+    assert_eq!(post(&client, &url, "ooo", 2, "m2").await, 200);
+    assert_eq!(post(&client, &url, "ooo", 3, "m3").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m0".into()));
+    drop(s); // no keep-alive: closed, with 2 and 3 acknowledged but held
+    assert!(matches!(next_event(&mut conn).await, ConnectionEvent::Closed(_)));
+    assert_eq!(post(&client, &url, "ooo", 1, "m1").await, 404, "no connection now");
+    let _s = open(&url, "ooo", None).await;
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(post(&client, &url, "ooo", 1, "m1").await, 200);
+    for m in ["m1", "m2", "m3"] {
+        assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message(m.into()));
+    }
+}
+
+#[tokio::test]
+async fn posts_wait_while_the_application_is_behind() {
+    let mut server = server(ServerConfig {
+        limits: Limits { incoming_messages: 2, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let client = http();
+    let _s = open(&url, "bp", None).await;
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(post(&client, &url, "bp", 0, "a").await, 200);
+    assert_eq!(post(&client, &url, "bp", 1, "b").await, 200);
+    let third = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, "bp", 2, "c").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "the third POST must wait for room");
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("a".into()));
+    assert_eq!(tokio::time::timeout(WAIT, third).await.unwrap().unwrap(), 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("b".into()));
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("c".into()));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -140,11 +140,14 @@ pub(crate) struct Conn {
     keep_alive: Option<Duration>,
     stats: Arc<Counters>,
     out: Mutex<Outbound>,
-    inbound: tokio::sync::Mutex<ReorderBuffer<String>>,
-    /// The id the re-order buffer expects next, readable without its lock.
-    next_message_id: AtomicU64,
+    /// `None` once retired: the state moved to the server's memory of
+    /// closed ids, and POSTs get 404 (a client then retries elsewhere).
+    inbound: Mutex<Option<ReorderBuffer<String>>>,
     /// Free places in the application's incoming queue.
     incoming_room: Semaphore,
+    /// Messages handed to the application beyond the permits taken for them
+    /// (one POST can release many buffered successors); paid back first.
+    incoming_debt: AtomicUsize,
     events: mpsc::UnboundedSender<ConnectionEvent>,
 }
 
@@ -153,7 +156,7 @@ impl Conn {
         id: Arc<str>,
         remote: SocketAddr,
         server: &Arc<ServerShared>,
-        first_message_id: u64,
+        inbound: Option<ReorderBuffer<String>>,
     ) -> (Arc<Conn>, Connection) {
         let limits = server.config.limits;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -176,12 +179,17 @@ impl Conn {
                 suspensions: 0,
                 waker: None,
             }),
-            inbound: tokio::sync::Mutex::new(ReorderBuffer::new(
-                first_message_id,
-                ReorderLimits { window: limits.reorder_window, max_bytes: limits.reorder_bytes },
-            )),
-            next_message_id: AtomicU64::new(first_message_id),
+            inbound: Mutex::new(Some(inbound.unwrap_or_else(|| {
+                ReorderBuffer::new(
+                    0,
+                    ReorderLimits {
+                        window: limits.reorder_window,
+                        max_bytes: limits.reorder_bytes,
+                    },
+                )
+            }))),
             incoming_room: Semaphore::new(limits.incoming_messages.max(1)),
+            incoming_debt: AtomicUsize::new(0),
             events: tx,
         });
         let app = Connection { conn: conn.clone(), events: rx, done: false };
@@ -193,8 +201,8 @@ impl Conn {
         self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn next_message_id(&self) -> u64 {
-        self.next_message_id.load(Ordering::Acquire)
+    fn lock_inbound(&self) -> MutexGuard<'_, Option<ReorderBuffer<String>>> {
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn is_live(&self) -> bool {
@@ -424,7 +432,7 @@ impl Conn {
                 let waker = out.waker.take();
                 drop(out);
                 // Gone from the registry at once: a new GET starts afresh.
-                self.unregister();
+                self.retire();
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -485,8 +493,7 @@ impl Conn {
     }
 
     fn report_closed(&self, info: CloseInfo) {
-        self.unregister();
-        self.incoming_room.close();
+        self.retire();
         if info.undelivered > 0 {
             warn!(client = %self.id, undelivered = info.undelivered, "closed ({}) with undelivered messages", info.reason);
         } else {
@@ -495,9 +502,14 @@ impl Conn {
         let _ = self.events.send(ConnectionEvent::Closed(info));
     }
 
-    fn unregister(&self) {
+    /// Stops taking POSTs and hands the re-order state (next id and any
+    /// acknowledged out-of-order messages) to the server's memory of closed
+    /// ids, so a client that comes back loses nothing. Idempotent.
+    fn retire(&self) {
+        let Some(state) = self.lock_inbound().take() else { return };
+        self.incoming_room.close();
         if let Some(server) = self.server.upgrade() {
-            server.unregister(self);
+            server.retire(self, state);
         }
     }
 
@@ -508,19 +520,24 @@ impl Conn {
         message_id: u64,
         message: String,
     ) -> Result<Offer, DeliverError> {
-        let mut inbound = self.inbound.lock().await;
+        // Backpressure: wait for room in the application's queue first.
+        let permit = self.incoming_room.acquire().await.map_err(|_| DeliverError::Closed)?;
+        let mut guard = self.lock_inbound();
+        let inbound = guard.as_mut().ok_or(DeliverError::Closed)?;
         let offer = inbound.offer(message_id, message);
         match offer {
             Offer::Ready => {
+                // Sent under the lock: retiring takes it too, so no message
+                // can follow the Closed event.
+                let mut released = 0usize;
                 while let Some(m) = inbound.pop_ready() {
-                    let permit =
-                        self.incoming_room.acquire().await.map_err(|_| DeliverError::Closed)?;
-                    permit.forget();
-                    if self.events.send(ConnectionEvent::Message(m)).is_err() {
-                        return Err(DeliverError::Closed);
-                    }
+                    let _ = self.events.send(ConnectionEvent::Message(m));
+                    released += 1;
                 }
-                self.next_message_id.store(inbound.next_id(), Ordering::Release);
+                permit.forget();
+                if released > 1 {
+                    self.incoming_debt.fetch_add(released - 1, Ordering::Relaxed);
+                }
                 Ok(offer)
             }
             Offer::Buffered | Offer::Duplicate => Ok(offer),
@@ -564,7 +581,15 @@ impl Connection {
         }
         let ev = self.events.recv().await?;
         match &ev {
-            ConnectionEvent::Message(_) => self.conn.incoming_room.add_permits(1),
+            ConnectionEvent::Message(_) => {
+                let debt = &self.conn.incoming_debt;
+                if debt
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+                    .is_err()
+                {
+                    self.conn.incoming_room.add_permits(1);
+                }
+            }
             ConnectionEvent::Closed(_) => self.done = true,
             _ => {}
         }

@@ -187,8 +187,12 @@ fn attach_or_create(
         ));
     }
     let id: Arc<str> = Arc::from(client_id);
-    let first = reg.closed.remove(&id).unwrap_or(0);
-    let (conn, app) = Conn::new(id.clone(), remote, shared, first);
+    let remembered = reg.closed.remove(&id).map(|(_, r)| r);
+    if let Some(r) = &remembered {
+        reg.closed_bytes -= r.buffered_bytes();
+    }
+    let first = remembered.as_ref().map_or(0, |r| r.next_id());
+    let (conn, app) = Conn::new(id.clone(), remote, shared, remembered);
     let Some((generation, _)) = conn.attach(None) else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "connection closed".into()));
     };

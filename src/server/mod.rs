@@ -28,6 +28,7 @@ pub use connection::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, SendError,
 };
 
+use crate::protocol::reorder::ReorderBuffer;
 use connection::Conn;
 
 /// How long shutdown waits for streams to flush their close event.
@@ -75,9 +76,12 @@ pub(crate) struct Counters {
 #[derive(Default)]
 struct Registry {
     live: HashMap<Arc<str>, Arc<Conn>>,
-    /// Next expected messageId of recently closed client ids (PROTOCOL §3).
-    closed: HashMap<Arc<str>, u64>,
+    /// Re-order state of recently closed client ids (PROTOCOL §3): the next
+    /// expected messageId and any acknowledged out-of-order messages.
+    closed: HashMap<Arc<str>, (Instant, ReorderBuffer<String>)>,
     closed_order: VecDeque<(Instant, Arc<str>)>,
+    /// Bytes of messages held in `closed`.
+    closed_bytes: usize,
 }
 
 impl Server {
@@ -178,32 +182,47 @@ impl ServerShared {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes a closing connection and remembers where its messageIds were.
-    fn unregister(&self, conn: &Conn) {
+    /// Removes a closing connection and remembers its re-order state.
+    fn retire(&self, conn: &Conn, state: ReorderBuffer<String>) {
         let mut reg = self.lock_registry();
-        let Some(current) = reg.live.get(&conn.id) else { return };
-        if !std::ptr::eq(Arc::as_ptr(current), conn) {
-            return;
+        let current = reg.live.get(&conn.id).is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), conn));
+        if current {
+            reg.live.remove(&conn.id);
         }
-        let id = conn.id.clone();
-        reg.live.remove(&id);
         let now = Instant::now();
         let memory = self.config.closed_id_memory;
-        while let Some((at, old)) = reg.closed_order.front() {
-            // Bounded by time, and by count so that id churn cannot grow it.
-            if now.duration_since(*at) < memory
-                && reg.closed_order.len() < self.config.limits.max_clients
-            {
+        let max_bytes = self.config.limits.reorder_bytes;
+        let incoming = state.buffered_bytes();
+        // Bounded by time, by count (id churn) and by the bytes it holds.
+        while let Some((at, old)) = reg.closed_order.front().cloned() {
+            let full = reg.closed_order.len() >= self.config.limits.max_clients
+                || reg.closed_bytes + incoming > max_bytes;
+            if now.duration_since(at) < memory && !full {
                 break;
             }
-            let old = old.clone();
             reg.closed_order.pop_front();
-            reg.closed.remove(&old);
+            // A stale entry: the id came back (and maybe closed again since).
+            if reg.closed.get(&old).is_none_or(|(t, _)| *t != at) {
+                continue;
+            }
+            if let Some((_, gone)) = reg.closed.remove(&old) {
+                reg.closed_bytes -= gone.buffered_bytes();
+                if gone.buffered() > 0 {
+                    warn!(client = %old, messages = gone.buffered(), "forgot acknowledged out-of-order messages of a closed client id");
+                }
+            }
         }
-        if !memory.is_zero() {
-            reg.closed.insert(id.clone(), conn.next_message_id());
-            reg.closed_order.push_back((now, id));
+        if !current || memory.is_zero() {
+            if state.buffered() > 0 {
+                warn!(client = %conn.id, messages = state.buffered(), "acknowledged out-of-order messages dropped with their connection");
+            }
+            return;
         }
+        reg.closed_bytes += incoming;
+        if let Some((_, old)) = reg.closed.insert(conn.id.clone(), (now, state)) {
+            reg.closed_bytes -= old.buffered_bytes();
+        }
+        reg.closed_order.push_back((now, conn.id.clone()));
     }
 }
 
