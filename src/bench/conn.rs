@@ -197,15 +197,13 @@ pub async fn open_stream(
         let resp = sender.send_request(target.stream_request(uri, last_event_id));
         tokio::pin!(resp);
         // The connection must be polled for the response to arrive.
-        let resp = loop {
-            tokio::select! {
-                r = &mut resp => break r?,
-                r = &mut conn => {
-                    r?;
-                    // Closed before answering: the response future now
-                    // fails; take its error.
-                    break resp.await?;
-                }
+        let resp = tokio::select! {
+            r = &mut resp => r?,
+            r = &mut conn => {
+                r?;
+                // Closed before answering: the response future now fails;
+                // take its error.
+                resp.await?
             }
         };
         match resp.status() {

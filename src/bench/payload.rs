@@ -1,10 +1,10 @@
 //! The bench message: who sent it, its sequence number and send time, padded
 //! to `--size` and sealed with a checksum so that any corruption shows.
 //!
-//! Layout (ASCII, so JSON string encoding never escapes it):
-//! `b` + client index (6 hex) + sequence (12 hex) + send time in µs (12 hex)
-//! + checksum (8 hex) + padding `abc…z` repeated. The checksum covers every
-//! byte but its own field.
+//! Layout (ASCII, so JSON string encoding never escapes it): `b`, client
+//! index (6 hex), sequence (12 hex), send time in µs (12 hex), checksum
+//! (8 hex), then padding `abc…z` repeated. The checksum covers every byte
+//! but its own field.
 
 use thiserror::Error;
 
