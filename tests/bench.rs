@@ -30,12 +30,25 @@ impl Run {
 }
 
 async fn bench(args: &[&str]) -> Run {
-    let child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    bench_with_files(args, None).await
+}
+
+/// Runs bench with its open-file limit (soft and hard) set to `files`.
+async fn bench_with_files(args: &[&str], files: Option<u64>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    if let Some(n) = files {
+        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.arg("bench").args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     let out = tokio::time::timeout(RUN_LIMIT, child)
         .await
         .expect("bench finished in time")
@@ -412,5 +425,38 @@ async fn usage_errors_exit_2() {
         let r = bench(args).await;
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
         assert!(!r.stderr.is_empty(), "{args:?} explains itself");
+    }
+}
+
+/// Whether this process may raise its hard open-file limit (then bench may
+/// too, and needs no shared POST connections).
+fn can_raise_hard_file_limit() -> bool {
+    // SAFETY: reads and writes only the struct passed.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return false;
+        }
+        let raised = libc::rlimit { rlim_cur: lim.rlim_cur, rlim_max: lim.rlim_max + 1 };
+        let ok = libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0;
+        if ok {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        ok
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_file_limit_shares_post_connections() {
+    // 60 clients against the embedded server want 4 files each (240 + 256
+    // spare); 400 leave room for the streams and a dozen shared POST lanes.
+    let r = bench_with_files(&["-c", "60", "-m", "10", "--json", "-"], Some(400)).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "errors")), (600, 600, 0), "{v}");
+    if !can_raise_hard_file_limit() {
+        let lanes = u(&v, "post_connections");
+        assert!((1..60).contains(&lanes), "{v}");
+        assert!(r.stderr.contains("shared POST connections"), "{}", r.stderr);
     }
 }

@@ -6,6 +6,7 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod lanes;
 mod listen;
 pub mod payload;
 mod progress;
@@ -54,6 +55,9 @@ pub(crate) struct Plan {
     pub connect_timeout: Duration,
     pub drain: Duration,
     pub raw: bool,
+    /// Shared POST connections, when the open-file limit is too low for one
+    /// per client.
+    pub lanes: Option<lanes::Lanes>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
 }
@@ -62,7 +66,7 @@ pub(crate) struct Plan {
 /// or unreachable target.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
-    raise_open_file_limit();
+    let files = raise_open_file_limit(FileBudget::new(&args).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -70,7 +74,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (s.url.clone(), Some(s))
         }
     };
-    let result = bench(&args, &url, embedded.is_some()).await;
+    let result = bench(&args, &url, embedded.is_some(), files).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
@@ -137,7 +141,12 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the workload; `None` when the target cannot be reached (already
 /// said on stderr).
-async fn bench(args: &BenchArgs, url: &str, embedded: bool) -> anyhow::Result<Option<Report>> {
+async fn bench(
+    args: &BenchArgs,
+    url: &str,
+    embedded: bool,
+    files: u64,
+) -> anyhow::Result<Option<Report>> {
     let target = Target::parse(url, &args.headers).map_err(|e| usage(e.to_string()))?;
     let unreachable = |why: String| {
         eprintln!("ssechan: cannot reach {url}: {why}");
@@ -153,6 +162,18 @@ async fn bench(args: &BenchArgs, url: &str, embedded: bool) -> anyhow::Result<Op
         Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
     }
     let listen = args.mode == BenchMode::Listen;
+    let lanes = (!listen).then(|| FileBudget::new(args).lanes(files)).flatten().map(|n| {
+        warn!(
+            "open-file limit {files} is too low for a POST connection per client: \
+                 {n} shared POST connections instead"
+        );
+        lanes::Lanes::start(n, args.clients, addr, args.connect_timeout)
+    });
+    let post_connections = match (&lanes, listen) {
+        (_, true) => 0,
+        (Some(l), _) => l.len() as u64,
+        (None, _) => args.clients as u64,
+    };
     let stats = Stats::new();
     let plan = Arc::new(Plan {
         target,
@@ -168,13 +189,15 @@ async fn bench(args: &BenchArgs, url: &str, embedded: bool) -> anyhow::Result<Op
         connect_timeout: args.connect_timeout,
         drain: args.drain,
         raw: args.raw,
+        lanes,
         clock: Clock::new(),
         stats: stats.clone(),
     });
     info!(clients = args.clients, %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
-    let cpu0 = stats::process_cpu();
-    let mut report = if listen { run_listen(&plan).await } else { run_echo(&plan).await };
+    let mut cpu0 = stats::process_cpu();
+    let mut report =
+        if listen { run_listen(&plan).await } else { run_echo(&plan, &mut cpu0).await };
     progress.finish();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
     if report.connected == 0 {
@@ -186,6 +209,7 @@ async fn bench(args: &BenchArgs, url: &str, embedded: bool) -> anyhow::Result<Op
     report.mode = if listen { "listen" } else { "echo" };
     report.url = url.to_string();
     report.embedded = embedded;
+    report.post_connections = post_connections;
     report.clients = args.clients as u64;
     report.latency_ms = h.latency.summary();
     report.recovery_ms = h.recovery.summary();
@@ -197,7 +221,9 @@ async fn bench(args: &BenchArgs, url: &str, embedded: bool) -> anyhow::Result<Op
     Ok(Some(report))
 }
 
-async fn run_echo(plan: &Arc<Plan>) -> Report {
+/// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
+/// so that connecting thousands of clients does not count per message.
+async fn run_echo(plan: &Arc<Plan>, cpu0: &mut Duration) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
@@ -212,6 +238,7 @@ async fn run_echo(plan: &Arc<Plan>) -> Report {
     let n = u32::try_from(plan.clients).unwrap_or(u32::MAX);
     let _ = ready.acquire_many(n).await;
     let start_us = plan.clock.now_us();
+    *cpu0 = stats::process_cpu();
     let _ = start_tx.send(Some(start_us));
     info!("all clients connected; load started");
     let mut r = Report::default();
@@ -336,23 +363,69 @@ fn write_report(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-file limit to the hard limit: each client holds two
-/// sockets, and 10,000 clients pass any usual soft limit.
-fn raise_open_file_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                info!(from = old, to = lim.rlim_max, "raised the open-file limit");
-            }
+/// Open files a run needs: each client's stream (and, by default, its own
+/// POST connection); the embedded server holds the other ends.
+struct FileBudget {
+    clients: u64,
+    per_socket: u64,
+    listen: bool,
+}
+
+/// Files kept for everything but client sockets.
+const SPARE_FILES: u64 = 256;
+/// Most shared POST connections (lanes) a run uses.
+const MAX_LANES: u64 = 1024;
+
+impl FileBudget {
+    fn new(a: &BenchArgs) -> Self {
+        Self {
+            clients: a.clients as u64,
+            per_socket: if a.url.is_none() { 2 } else { 1 },
+            listen: a.mode == BenchMode::Listen,
         }
     }
+
+    /// Files for a POST connection per client.
+    fn own(&self) -> u64 {
+        let sockets = if self.listen { 1 } else { 2 };
+        self.clients * sockets * self.per_socket + SPARE_FILES
+    }
+
+    /// `None` when `limit` allows a POST connection per client; else how
+    /// many shared ones fit (at least 1).
+    fn lanes(&self, limit: u64) -> Option<usize> {
+        if self.listen || limit >= self.own() {
+            return None;
+        }
+        let left = limit.saturating_sub(self.clients * self.per_socket + SPARE_FILES);
+        Some((left / self.per_socket).clamp(1, MAX_LANES.min(self.clients)) as usize)
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit, and past it when the
+/// process may (root) and `need` files are more: each client holds two
+/// sockets, and 10,000 clients pass any usual limit.
+fn raise_open_file_limit(need: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return u64::MAX;
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_max < need {
+        let want = libc::rlimit { rlim_cur: need, rlim_max: need };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            info!(from = old, to = need, "raised the open-file limit");
+            return need;
+        }
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            info!(from = old, to = lim.rlim_max, "raised the open-file limit");
+        }
+    }
+    lim.rlim_cur
 }
 
 /// The in-process `serve --echo` used when no URL is given.
@@ -390,5 +463,41 @@ impl EmbeddedServer {
     async fn stop(self) {
         self.stop.notify_one();
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(clients: u64, embedded: bool, listen: bool) -> FileBudget {
+        FileBudget { clients, per_socket: if embedded { 2 } else { 1 }, listen }
+    }
+
+    #[test]
+    fn own_post_connections_when_the_limit_allows() {
+        let b = budget(100, false, false);
+        assert_eq!(b.own(), 200 + SPARE_FILES);
+        assert_eq!(b.lanes(200 + SPARE_FILES), None);
+        assert_eq!(budget(100, true, false).own(), 400 + SPARE_FILES);
+    }
+
+    #[test]
+    fn shared_lanes_fill_what_is_left() {
+        // 10,000 clients under 20,000 files: streams take 10,000.
+        let b = budget(10_000, false, false);
+        assert_eq!(b.lanes(20_000), Some(MAX_LANES as usize));
+        assert_eq!(b.lanes(10_000 + SPARE_FILES + 10), Some(10));
+        // Not even the streams fit: one lane, clients will fail and say so.
+        assert_eq!(b.lanes(100), Some(1));
+        // The embedded server holds the other end of every socket.
+        assert_eq!(budget(100, true, false).lanes(200 + SPARE_FILES + 20), Some(10));
+    }
+
+    #[test]
+    fn listen_needs_no_post_connections() {
+        let b = budget(1000, false, true);
+        assert_eq!(b.own(), 1000 + SPARE_FILES);
+        assert_eq!(b.lanes(10), None);
     }
 }

@@ -49,6 +49,9 @@ pub struct Report {
     pub post_errors: u64,
     /// Closed-loop messages given up on after `--drain` without an echo.
     pub timeouts: u64,
+    /// Connections the POSTs went over: one per client, or fewer shared
+    /// ones when the open-file limit is too low.
+    pub post_connections: u64,
     /// Clients that could not connect or stopped early.
     pub errors: u64,
     /// The first few error messages.
@@ -60,8 +63,9 @@ pub struct Report {
     pub latency_ms: Percentiles,
     pub recovery_ms: Percentiles,
     pub connect_ms: Percentiles,
-    /// CPU time of this process (user + system) during the run; includes the
-    /// embedded server when there is one.
+    /// CPU time of this process (user + system) during the load (echo: from
+    /// the common start, after connecting); includes the embedded server
+    /// when there is one.
     pub bench_cpu_s: f64,
     pub bench_cpu_us_per_msg: f64,
     /// Listen mode: events delivered in total.
@@ -205,6 +209,13 @@ impl Report {
                 self.drops, self.resumes, self.failed_resumes, self.stream_ends
             );
             let _ = writeln!(s, "  recovery    {}", pct(&self.recovery_ms));
+        }
+        if self.mode == "echo" && self.post_connections < self.clients {
+            let _ = writeln!(
+                s,
+                "  posts       over {} shared connections (open-file limit)",
+                self.post_connections
+            );
         }
         if self.post_errors + self.timeouts > 0 {
             let _ = writeln!(

@@ -12,8 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Response, StatusCode, Uri};
+use http::{StatusCode, Uri};
 use hyper::body::{Body, Incoming};
+
+use super::lanes::{PostOutcome, read_response};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -81,16 +83,21 @@ pub async fn run(
         {
             Ok(s) => {
                 plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
-                match open_post(plan.addr, plan.connect_timeout).await {
-                    Ok(p) => Ok((s, p)),
-                    Err(e) => Err(e),
+                if plan.lanes.is_some() {
+                    // POSTs go over the shared lanes.
+                    Ok((s, None))
+                } else {
+                    match open_post(plan.addr, plan.connect_timeout).await {
+                        Ok(p) => Ok((s, Some(p))),
+                        Err(e) => Err(e),
+                    }
                 }
             }
             Err(e) => Err(e),
         }
     };
     ready.add_permits(1);
-    let (stream, (sender, post_conn)) = match opened {
+    let (stream, post) = match opened {
         Ok(x) => x,
         Err(e) => {
             result.refused = e.is_refused();
@@ -106,6 +113,10 @@ pub async fn run(
         Err(_) => return result,
     };
     let post_prefix = plan.target.post_prefix(&id);
+    let (sender, post_conn) = match post {
+        Some((s, c)) => (Some(s), Some(c)),
+        None => (None, None),
+    };
     let mut client = Client {
         index,
         plan,
@@ -121,8 +132,8 @@ pub async fn run(
         recovering_since: None,
         resume_backoff: RETRY_MIN,
         resuming_since: None,
-        sender: Some(sender),
-        post_conn: Some(post_conn),
+        sender,
+        post_conn,
         connecting_post: None,
         post_backoff: RETRY_MIN,
         post_failing_since: None,
@@ -173,7 +184,7 @@ struct Client {
     post_failing_since: Option<Instant>,
     /// A POST waits for the connection to take a request.
     want_ready: bool,
-    inflight: Option<Boxed<hyper::Result<Response<Incoming>>>>,
+    inflight: Option<Boxed<PostOutcome>>,
     /// The message being POSTed: sequence number and send time.
     current: Option<(u64, u64)>,
     next_seq: u64,
@@ -195,7 +206,7 @@ enum Wake {
     Data(Bytes),
     StreamEnd(Option<hyper::Error>),
     Resumed(Result<OpenStream, ConnectError>),
-    PostDone(hyper::Result<Response<Incoming>>),
+    PostDone(PostOutcome),
     PostConnected(Result<(PostSender, PostConn), ConnectError>),
     /// Something may now be sendable: the connection is ready or lost, a
     /// send time, retry time or stall timeout came.
@@ -558,17 +569,21 @@ impl Client {
 
     fn post_current(&mut self) {
         let Some((seq, sent_us)) = self.current else { return };
-        let Some(sender) = &mut self.sender else {
-            if self.connecting_post.is_none() {
-                let plan = self.plan.clone();
-                self.connecting_post =
-                    Some(Box::pin(async move { open_post(plan.addr, plan.connect_timeout).await }));
+        if self.plan.lanes.is_none() {
+            let Some(sender) = &mut self.sender else {
+                if self.connecting_post.is_none() {
+                    let plan = self.plan.clone();
+                    self.connecting_post =
+                        Some(Box::pin(
+                            async move { open_post(plan.addr, plan.connect_timeout).await },
+                        ));
+                }
+                return;
+            };
+            if !sender.is_ready() {
+                self.want_ready = true;
+                return;
             }
-            return;
-        };
-        if !sender.is_ready() {
-            self.want_ready = true;
-            return;
         }
         self.body_buf.clear();
         self.body_buf.push(b'"');
@@ -586,23 +601,27 @@ impl Client {
             }
         };
         let req = self.plan.target.post_request(uri, Bytes::copy_from_slice(&self.body_buf));
-        self.inflight = Some(Box::pin(sender.send_request(req)));
+        match (&self.plan.lanes, &mut self.sender) {
+            (Some(lanes), _) => self.inflight = Some(Box::pin(lanes.post(self.index, req))),
+            // The response's body is read in the same future: this task
+            // polls the connection too, so the connection stays reusable.
+            (None, Some(sender)) => {
+                self.inflight = Some(Box::pin(read_response(sender.send_request(req))))
+            }
+            (None, None) => {}
+        }
     }
 
-    fn on_post_done(&mut self, r: hyper::Result<Response<Incoming>>) {
-        let status = match r {
-            Ok(resp) if resp.status().is_success() => {
-                if !resp.body().is_end_stream() {
-                    // A body we will not read: the connection cannot be
-                    // reused, start afresh.
-                    self.close_post();
-                }
+    fn on_post_done(&mut self, r: PostOutcome) {
+        let seq = self.current.map_or(0, |c| c.0);
+        let (status, body) = match r {
+            Ok((status, _)) if status.is_success() => {
                 self.current = None;
                 self.post_backoff = RETRY_MIN;
                 self.post_failing_since = None;
                 return;
             }
-            Ok(resp) => resp.status(),
+            Ok(x) => x,
             Err(e) => {
                 debug!(client = self.index, "POST failed: {e}");
                 self.close_post();
@@ -610,17 +629,14 @@ impl Client {
                 return;
             }
         };
-        self.close_post();
+        let why = if body.is_empty() { status.to_string() } else { format!("{status} {body}") };
         match status {
             StatusCode::NOT_FOUND
             | StatusCode::TOO_MANY_REQUESTS
             | StatusCode::REQUEST_TIMEOUT
-            | StatusCode::SERVICE_UNAVAILABLE => self.retry_post(&status),
-            s if s.is_server_error() => self.retry_post(&s),
-            s => {
-                let seq = self.current.map_or(0, |c| c.0);
-                self.fail(format!("POST of message {seq} refused: {s}"));
-            }
+            | StatusCode::SERVICE_UNAVAILABLE => self.retry_post(&why),
+            s if s.is_server_error() => self.retry_post(&why),
+            _ => self.fail(format!("POST of message {seq} refused: {why}")),
         }
     }
 
