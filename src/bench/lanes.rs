@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{PostSender, open_post};
+use super::runtimes::Runtimes;
 
 /// The longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 1024;
@@ -52,12 +53,18 @@ pub struct Lanes {
 impl Lanes {
     /// Starts `n` lanes for `clients` clients; each client has at most one
     /// POST in flight, so a lane's queue never holds more than its clients.
-    pub fn start(n: usize, clients: usize, addr: SocketAddr, timeout: Duration) -> Self {
+    pub fn start(
+        n: usize,
+        clients: usize,
+        addr: SocketAddr,
+        timeout: Duration,
+        rts: &Runtimes,
+    ) -> Self {
         let per_lane = clients.div_ceil(n.max(1)) + 1;
         let lanes = (0..n.max(1))
-            .map(|_| {
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(per_lane);
-                tokio::spawn(lane(addr, timeout, rx));
+                rts.spawn(i, lane(addr, timeout, rx));
                 tx
             })
             .collect();

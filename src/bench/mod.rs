@@ -11,6 +11,7 @@ mod listen;
 pub mod payload;
 mod progress;
 pub mod report;
+mod runtimes;
 pub mod stats;
 mod timer;
 pub mod verify;
@@ -162,12 +163,13 @@ async fn bench(
         Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
     }
     let listen = args.mode == BenchMode::Listen;
+    let rts = runtimes::Runtimes::start().context("cannot start the client threads")?;
     let lanes = (!listen).then(|| FileBudget::new(args).lanes(files)).flatten().map(|n| {
         warn!(
             "open-file limit {files} is too low for a POST connection per client: \
                  {n} shared POST connections instead"
         );
-        lanes::Lanes::start(n, args.clients, addr, args.connect_timeout)
+        lanes::Lanes::start(n, args.clients, addr, args.connect_timeout, &rts)
     });
     let post_connections = match (&lanes, listen) {
         (_, true) => 0,
@@ -197,8 +199,9 @@ async fn bench(
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
     let mut report =
-        if listen { run_listen(&plan).await } else { run_echo(&plan, &mut cpu0).await };
+        if listen { run_listen(&plan, &rts).await } else { run_echo(&plan, &rts, &mut cpu0).await };
     progress.finish();
+    rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
     if report.connected == 0 {
         let why =
@@ -223,7 +226,7 @@ async fn bench(
 
 /// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
 /// so that connecting thousands of clients does not count per message.
-async fn run_echo(plan: &Arc<Plan>, cpu0: &mut Duration) -> Report {
+async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
@@ -231,7 +234,7 @@ async fn run_echo(plan: &Arc<Plan>, cpu0: &mut Duration) -> Report {
         .map(|i| {
             let (plan, gate, ready, start) =
                 (plan.clone(), gate.clone(), ready.clone(), start_rx.clone());
-            tokio::spawn(worker::run(i, plan, gate, ready, start))
+            rts.spawn(i, worker::run(i, plan, gate, ready, start))
         })
         .collect();
     // Everyone connected (or failed): start the load at one instant.
@@ -281,10 +284,10 @@ async fn run_echo(plan: &Arc<Plan>, cpu0: &mut Duration) -> Report {
     r
 }
 
-async fn run_listen(plan: &Arc<Plan>) -> Report {
+async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let tasks: Vec<_> = (0..plan.clients)
-        .map(|i| tokio::spawn(listen::run(i, plan.clone(), gate.clone())))
+        .map(|i| rts.spawn(i, listen::run(i, plan.clone(), gate.clone())))
         .collect();
     let mut r = Report::default();
     let (mut first, mut last) = (u64::MAX, 0u64);
