@@ -49,8 +49,7 @@ async fn host_is_the_origin_when_origin_is_missing() {
     let server = server(ServerConfig::default()).await;
     let (status, _) = post_raw(&server.url(), "sseClientId=nobody", "\"x\"").await;
     assert_eq!(status, 404);
-    let r =
-        http().post(format!("{}?sseClientId=n", server.url())).body("\"x\"").send().await.unwrap();
+    let r = http().post(format!("{}?sseClientId=n", server.url())).body("\"x\"").send().await.unwrap();
     let host = server.local_addr().to_string();
     assert_eq!(r.headers()["access-control-allow-origin"], host.as_str());
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
@@ -129,22 +128,14 @@ async fn routing_errors() {
         let r = http().get(format!("{url}?{q}")).send().await.unwrap();
         assert_eq!(r.status(), 400, "{q}");
         let body = r.text().await.unwrap();
-        assert!(
-            body.contains(reason) && body.ends_with('\n') && body.lines().count() == 1,
-            "{body}"
-        );
+        assert!(body.contains(reason) && body.ends_with('\n') && body.lines().count() == 1, "{body}");
     }
 }
 
 #[tokio::test]
 async fn post_errors() {
     let mut server = server(ServerConfig {
-        limits: Limits {
-            max_message_bytes: 100,
-            reorder_window: 10,
-            reorder_bytes: 20,
-            ..Limits::default()
-        },
+        limits: Limits { max_message_bytes: 100, reorder_window: 10, reorder_bytes: 20, ..Limits::default() },
         ..ServerConfig::default()
     })
     .await;
@@ -161,12 +152,7 @@ async fn post_errors() {
         ("sseClientId=zz".into(), b"\"a\"".to_vec(), 404, "unknown client id"),
         ("sseClientId=c".into(), vec![b'"'; 101], 413, "over the limit of 100"),
         ("sseClientId=c&messageId=11".into(), b"\"a\"".to_vec(), 429, "more than 10 ahead"),
-        (
-            "sseClientId=c&messageId=5".into(),
-            format!("\"{}\"", "y".repeat(25)).into_bytes(),
-            429,
-            "re-order buffer full",
-        ),
+        ("sseClientId=c&messageId=5".into(), format!("\"{}\"", "y".repeat(25)).into_bytes(), 429, "re-order buffer full"),
     ];
     for (q, body, status, reason) in cases {
         let (got, text) = post_raw(&url, &q, body).await;
@@ -187,8 +173,7 @@ async fn oversized_chunked_body_is_refused_while_reading() {
     let _s = open(&url, "c", None).await;
     let _conn = server.accept().await.unwrap();
     // A stream body has no Content-Length: the limit applies while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..100).map(|_| Ok(vec![b'a'; 100])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..100).map(|_| Ok(vec![b'a'; 100])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let (status, text) = post_raw(&url, "sseClientId=c", body).await;
     assert_eq!(status, 413, "{text}");
@@ -215,10 +200,7 @@ async fn shuffled_concurrent_posts_arrive_in_order_once() {
     for i in 0..n {
         assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message(format!("m{i}")));
     }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), conn.recv()).await.is_err(),
-        "a duplicate came through"
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), conn.recv()).await.is_err(), "a duplicate came through");
 }
 
 #[tokio::test]
@@ -370,11 +352,9 @@ async fn peer_eof_is_noticed_without_writes() {
     let addr = server.local_addr();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(
-        b"GET /sse?sseClientId=eof HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    tcp.write_all(b"GET /sse?sseClientId=eof HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 512];
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
@@ -396,10 +376,7 @@ async fn control_close_ends_the_connection() {
     assert_eq!(events[1].event, "control");
     assert_eq!(events[1].data, "close");
     match next_event(&mut conn).await {
-        ConnectionEvent::Closed(info) => assert_eq!(
-            info,
-            ssechan::server::CloseInfo { reason: CloseReason::Closed, undelivered: 0 }
-        ),
+        ConnectionEvent::Closed(info) => assert_eq!(info, ssechan::server::CloseInfo { reason: CloseReason::Closed, undelivered: 0 }),
         e => panic!("{e:?}"),
     }
     let (status, _) = post_raw(&url, "sseClientId=cc", "\"x\"").await;
@@ -425,11 +402,8 @@ async fn drop_stream_ends_without_control_and_resumes() {
 
 #[tokio::test]
 async fn heartbeat_on_idle_streams() {
-    let mut server = server(ServerConfig {
-        heartbeat: Some(Duration::from_millis(100)),
-        ..ServerConfig::default()
-    })
-    .await;
+    let mut server =
+        server(ServerConfig { heartbeat: Some(Duration::from_millis(100)), ..ServerConfig::default() }).await;
     let mut s = open(&server.url(), "hb", None).await;
     let _conn = server.accept().await.unwrap();
     assert!(s.next_event(Duration::from_millis(600)).await.is_none());
@@ -551,8 +525,7 @@ async fn http2_prior_knowledge() {
     let mut s = Stream::new(r);
     let mut conn = server.accept().await.unwrap();
     let body = ssechan::protocol::encode_message_body("over h2");
-    let p =
-        h2.post(format!("{url}?{}", channel_query("h2", Some(0)))).body(body).send().await.unwrap();
+    let p = h2.post(format!("{url}?{}", channel_query("h2", Some(0)))).body(body).send().await.unwrap();
     assert_eq!(p.status(), 200);
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("over h2".into()));
     conn.send("back").unwrap();

@@ -217,9 +217,7 @@ impl Serve {
     }
 }
 
-fn lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    r: R,
-) -> mpsc::UnboundedReceiver<String> {
+fn lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut r = BufReader::new(r).lines();
