@@ -98,6 +98,8 @@ const FIELDS: &[&str] = &[
     "latency_ms",
     "recovery_ms",
     "connect_ms",
+    "resume_ms",
+    "post_connections",
     "bench_cpu_s",
     "bench_cpu_us_per_msg",
     "events",
@@ -113,7 +115,7 @@ fn assert_schema(v: &Value) {
     for k in FIELDS {
         assert!(v.get(k).is_some(), "JSON report lacks {k}: {v}");
     }
-    for h in ["latency_ms", "recovery_ms", "connect_ms", "first_event_ms"] {
+    for h in ["latency_ms", "recovery_ms", "resume_ms", "connect_ms", "first_event_ms"] {
         for p in ["p50", "p90", "p99", "p999", "max"] {
             assert!(v[h][p].is_number(), "{h}.{p} missing: {v}");
         }
@@ -145,8 +147,11 @@ async fn embedded_default_passes() {
     assert!(lat["p50"].as_f64() <= lat["p99"].as_f64());
     assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
     assert!(v["connect_ms"]["max"].as_f64().unwrap() > 0.0);
-    // With --json - the human report goes to stderr.
+    assert_eq!(u(&v, "post_connections"), 4);
+    // With --json - the human report goes to stderr, and no progress
+    // display when stderr is not a terminal.
     assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "no progress bar off a terminal: {:?}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,6 +322,9 @@ async fn chaos_against_keep_alive_loses_nothing() {
         assert_eq!(u(&v, k), 0, "{k}: {v}");
     }
     assert!(v["recovery_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
+    let resume = &v["resume_ms"];
+    assert!(resume["p50"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(resume["max"].as_f64() <= v["recovery_ms"]["max"].as_f64(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,4 +467,43 @@ async fn low_file_limit_shares_post_connections() {
         assert!((1..60).contains(&lanes), "{v}");
         assert!(r.stderr.contains("shared POST connections"), "{}", r.stderr);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_to_a_broadcasting_serve_child() {
+    // `ssechan serve` (text mode) sends each stdin line to every client:
+    // the fan-out that listen mode measures, over the channel protocol.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
+        if let Some(i) = line.find("http://") {
+            break line[i..].trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut stdin = serve.stdin.take().unwrap();
+    let feeder = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for i in 0.. {
+            if stdin.write_all(format!("line {i}\n").as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let r = bench(&["--mode", "listen", &url, "-c", "3", "-m", "5", "--json", "-"]).await;
+    feeder.abort();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 15, "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "errors")), (0, 0), "{v}");
+    assert!(v["events_per_s"].as_f64().unwrap() > 0.0, "{v}");
 }

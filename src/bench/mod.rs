@@ -216,6 +216,7 @@ async fn bench(
     report.clients = args.clients as u64;
     report.latency_ms = h.latency.summary();
     report.recovery_ms = h.recovery.summary();
+    report.resume_ms = h.resume.summary();
     report.connect_ms = h.connect.summary();
     report.first_event_ms = h.first_event.summary();
     report.bench_cpu_s = cpu;

@@ -62,6 +62,8 @@ pub struct Report {
     pub throughput_msgs_per_s: f64,
     pub latency_ms: Percentiles,
     pub recovery_ms: Percentiles,
+    /// Drop (or unexpected end) to the resumed stream's response headers.
+    pub resume_ms: Percentiles,
     pub connect_ms: Percentiles,
     /// CPU time of this process (user + system) during the load (echo: from
     /// the common start, after connecting); includes the embedded server
@@ -208,6 +210,7 @@ impl Report {
                 "  streams     drops {}, resumes {}, failed resumes {}, ended by server {}",
                 self.drops, self.resumes, self.failed_resumes, self.stream_ends
             );
+            let _ = writeln!(s, "  resume      {}", pct(&self.resume_ms));
             let _ = writeln!(s, "  recovery    {}", pct(&self.recovery_ms));
         }
         if self.mode == "echo" && self.post_connections < self.clients {

@@ -70,7 +70,7 @@ impl Hist {
         if self.0.is_empty() {
             return Percentiles::default();
         }
-        let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+        let ms = |us: u64| us as f64 / 1000.0;
         Percentiles {
             p50: ms(self.0.value_at_quantile(0.50)),
             p90: ms(self.0.value_at_quantile(0.90)),
@@ -104,6 +104,8 @@ pub struct Histograms {
     pub latency: Hist,
     /// Chaos drop (or unexpected end) to the first event after the resume.
     pub recovery: Hist,
+    /// Chaos drop (or unexpected end) to the resumed stream's headers.
+    pub resume: Hist,
     /// TCP connect to the stream's response headers.
     pub connect: Hist,
     /// Stream opened to its first event (listen mode).
@@ -114,6 +116,7 @@ impl Histograms {
     pub fn merge(&mut self, o: &Histograms) {
         self.latency.merge(&o.latency);
         self.recovery.merge(&o.recovery);
+        self.resume.merge(&o.resume);
         self.connect.merge(&o.connect);
         self.first_event.merge(&o.first_event);
     }

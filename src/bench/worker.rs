@@ -426,6 +426,10 @@ impl Client {
         match r {
             Ok(s) => {
                 self.result.resumes += 1;
+                if let Some(since) = self.recovering_since {
+                    let took = self.now_us().saturating_sub(since);
+                    self.plan.stats.local().resume.record_us(took);
+                }
                 self.resume_backoff = RETRY_MIN;
                 self.stream_conn = Some(s.conn);
                 self.body = Some(s.body);
