@@ -33,6 +33,9 @@ use crate::protocol::parser::{EventStreamParser, Parsed};
 /// [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
+/// are woken this much early.
+const TIMER_SLACK_US: u64 = 1000;
 
 /// What one client did; summed into the report.
 #[derive(Debug, Default, Clone)]
@@ -517,11 +520,15 @@ impl Client {
                     self.stop_sending();
                     return;
                 }
-                if due > now {
-                    self.send_timer.arm(self.at(due));
+                if due > now + TIMER_SLACK_US {
+                    self.send_timer.arm(self.at(due - TIMER_SLACK_US));
                     return;
                 }
-                due
+                // Late: measured from the intended time (no coordinated
+                // omission). Early by less than the timer's granularity:
+                // measured from now, so timer lateness never counts as
+                // server latency.
+                due.min(now)
             }
             None => {
                 if end_us.is_some_and(|end| now >= end) {
