@@ -507,3 +507,15 @@ async fn listen_to_a_broadcasting_serve_child() {
     assert_eq!((u(&v, "id_gaps"), u(&v, "errors")), (0, 0), "{v}");
     assert!(v["events_per_s"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn progress_shows_on_a_terminal() {
+    use expectrl::{Expect, Session};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    cmd.args(["bench", "-c", "2", "--duration", "1500ms"]);
+    let mut s = Session::spawn(cmd).expect("spawn bench on a pty");
+    s.set_expect_timeout(Some(RUN_LIMIT));
+    // Only the live line names reconnects and a rate; the report does not.
+    s.expect("reconnects 0").expect("a progress line on the terminal");
+    s.expect("verdict     PASSED").expect("the report after it");
+}
