@@ -1,12 +1,507 @@
 //! `ssechan bench`: load generation, verification, statistics and report.
+//!
+//! [`run`] checks the flags, raises the open-file limit, starts the embedded
+//! echo server when no URL is given, connects every client (bounded
+//! concurrency, so the accept backlog is not overrun), starts the load at
+//! one instant, and judges the merged results against the gates.
 
+mod conn;
+mod lanes;
+mod listen;
+pub mod payload;
+mod progress;
+pub mod report;
+mod runtimes;
+pub mod stats;
+mod timer;
+pub mod verify;
+mod worker;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::cli::BenchArgs;
+use anyhow::Context as _;
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{info, warn};
+
+use crate::UsageError;
+use crate::cli::{BenchArgs, BenchMode};
+use crate::server::{Server, ServerConfig};
+use conn::Target;
+use report::{Gates, Report, StreamRates};
+use stats::{Clock, Stats};
+
+/// Clients connecting at once: well under the usual accept backlog (4096)
+/// and SYN queue, so 10,000 clients connect without drops and retries.
+const CONNECT_CONCURRENCY: usize = 128;
+/// Error messages kept for the report.
+const ERROR_SAMPLES: usize = 5;
+
+/// What every client of a run shares (read-only but for the stats).
+pub(crate) struct Plan {
+    pub target: Target,
+    pub addr: SocketAddr,
+    pub clients: usize,
+    pub run_id: String,
+    pub size: usize,
+    pub messages: u64,
+    pub duration: Option<Duration>,
+    /// Open loop: messages per second of each client.
+    pub rate_per_client: Option<f64>,
+    pub window: u64,
+    pub drop_every: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub drain: Duration,
+    pub raw: bool,
+    /// Shared POST connections, when the open-file limit is too low for one
+    /// per client.
+    pub lanes: Option<lanes::Lanes>,
+    pub clock: Clock,
+    pub stats: Arc<Stats>,
+}
 
 /// Runs `bench`; exit 0 all checks passed, 1 a check failed, 2 usage error
 /// or unreachable target.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<ExitCode> {
-    eprintln!("ssechan: bench is not built yet; see the README");
-    Ok(ExitCode::from(2))
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    validate(&args)?;
+    let files = raise_open_file_limit(FileBudget::new(&args).own());
+    let (url, embedded) = match &args.url {
+        Some(u) => (u.clone(), None),
+        None => {
+            let s = EmbeddedServer::start(args.keep_alive).await?;
+            (s.url.clone(), Some(s))
+        }
+    };
+    let result = bench(&args, &url, embedded.is_some(), files).await;
+    if let Some(s) = embedded {
+        s.stop().await;
+    }
+    let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
+    report.judge(&Gates {
+        max_lost: args.max_lost,
+        max_duplicated: args.max_duplicated,
+        max_p99: args.max_p99,
+        min_throughput: args.min_throughput,
+    });
+    write_report(&args, &report)?;
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn validate(a: &BenchArgs) -> anyhow::Result<()> {
+    let listen = a.mode == BenchMode::Listen;
+    if a.raw && !listen {
+        return Err(usage("--raw needs --mode listen (echo mode speaks the channel protocol)"));
+    }
+    if listen && a.url.is_none() {
+        return Err(usage("--mode listen needs a URL (the embedded server only echoes)"));
+    }
+    if listen && (a.rate.is_some() || a.drop_every.is_some()) {
+        return Err(usage("--rate and --drop-every apply to echo mode only"));
+    }
+    if a.clients == 0 || a.clients > payload::MAX_CLIENTS {
+        return Err(usage(format!("--clients must be between 1 and {}", payload::MAX_CLIENTS)));
+    }
+    if a.window == 0 {
+        return Err(usage("--window must be at least 1"));
+    }
+    if a.duration.is_none() && a.messages == 0 {
+        return Err(usage("--messages must be at least 1 (or give --duration)"));
+    }
+    if a.duration.is_some_and(|d| d.is_zero()) {
+        return Err(usage("--duration must be more than 0"));
+    }
+    if let Some(r) = a.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(usage("--rate must be a positive number of messages per second"));
+    }
+    if a.drop_every.is_some_and(|d| d < Duration::from_millis(1)) {
+        return Err(usage("--drop-every must be at least 1ms"));
+    }
+    if !listen && a.size < payload::HEADER_LEN {
+        return Err(usage(format!(
+            "--size {} is too small: a bench message needs at least {} bytes for its header",
+            a.size,
+            payload::HEADER_LEN
+        )));
+    }
+    if let Some(t) = a.min_throughput
+        && !t.is_finite()
+    {
+        return Err(usage("--min-throughput must be a number"));
+    }
+    Ok(())
+}
+
+/// Runs the workload; `None` when the target cannot be reached (already
+/// said on stderr).
+async fn bench(
+    args: &BenchArgs,
+    url: &str,
+    embedded: bool,
+    files: u64,
+) -> anyhow::Result<Option<Report>> {
+    let target = Target::parse(url, &args.headers).map_err(|e| usage(e.to_string()))?;
+    let unreachable = |why: String| {
+        eprintln!("ssechan: cannot reach {url}: {why}");
+        Ok(None)
+    };
+    let addr = match target.resolve().await {
+        Ok(a) => a,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    match tokio::time::timeout(args.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return unreachable(e.to_string()),
+        Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
+    }
+    let listen = args.mode == BenchMode::Listen;
+    let rts = runtimes::Runtimes::start().context("cannot start the client threads")?;
+    let lanes = (!listen).then(|| FileBudget::new(args).lanes(files)).flatten().map(|n| {
+        warn!(
+            "open-file limit {files} is too low for a POST connection per client: \
+                 {n} shared POST connections instead"
+        );
+        lanes::Lanes::start(n, args.clients, addr, args.connect_timeout, &rts)
+    });
+    let post_connections = match (&lanes, listen) {
+        (_, true) => 0,
+        (Some(l), _) => l.len() as u64,
+        (None, _) => args.clients as u64,
+    };
+    let stats = Stats::new();
+    let plan = Arc::new(Plan {
+        target,
+        addr,
+        clients: args.clients,
+        run_id: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        size: args.size,
+        messages: args.messages,
+        duration: args.duration,
+        rate_per_client: args.rate.map(|r| r / args.clients as f64),
+        window: args.window as u64,
+        drop_every: args.drop_every,
+        connect_timeout: args.connect_timeout,
+        drain: args.drain,
+        raw: args.raw,
+        lanes,
+        clock: Clock::new(),
+        stats: stats.clone(),
+    });
+    info!(clients = args.clients, %url, "connecting");
+    let progress = progress::Progress::start(stats.clone(), listen);
+    let mut cpu0 = stats::process_cpu();
+    let mut report =
+        if listen { run_listen(&plan, &rts).await } else { run_echo(&plan, &rts, &mut cpu0).await };
+    progress.finish();
+    rts.stop();
+    let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
+    if report.connected == 0 {
+        let why =
+            report.error_samples.first().cloned().unwrap_or_else(|| "no client connected".into());
+        return unreachable(why);
+    }
+    let h = stats.merged();
+    report.mode = if listen { "listen" } else { "echo" };
+    report.url = url.to_string();
+    report.embedded = embedded;
+    report.post_connections = post_connections;
+    report.clients = args.clients as u64;
+    report.latency_ms = h.latency.summary();
+    report.recovery_ms = h.recovery.summary();
+    report.resume_ms = h.resume.summary();
+    report.connect_ms = h.connect.summary();
+    report.first_event_ms = h.first_event.summary();
+    report.bench_cpu_s = cpu;
+    let units = if listen { report.events } else { report.received };
+    report.bench_cpu_us_per_msg = if units > 0 { cpu * 1e6 / units as f64 } else { 0.0 };
+    Ok(Some(report))
+}
+
+/// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
+/// so that connecting thousands of clients does not count per message.
+async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let ready = Arc::new(Semaphore::new(0));
+    let (start_tx, start_rx) = watch::channel(None);
+    let tasks: Vec<_> = (0..plan.clients)
+        .map(|i| {
+            let (plan, gate, ready, start) =
+                (plan.clone(), gate.clone(), ready.clone(), start_rx.clone());
+            rts.spawn(i, worker::run(i, plan, gate, ready, start))
+        })
+        .collect();
+    // Everyone connected (or failed): start the load at one instant.
+    let n = u32::try_from(plan.clients).unwrap_or(u32::MAX);
+    let _ = ready.acquire_many(n).await;
+    let start_us = plan.clock.now_us();
+    *cpu0 = stats::process_cpu();
+    let _ = start_tx.send(Some(start_us));
+    info!("all clients connected; load started");
+    let mut r = Report::default();
+    let mut last_us = start_us;
+    for t in tasks {
+        let c = match t.await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("client task failed: {e}");
+                r.errors += 1;
+                continue;
+            }
+        };
+        r.connected += u64::from(c.connected);
+        r.sent += c.sent;
+        r.received += c.received;
+        r.lost += c.lost;
+        r.duplicated += c.duplicated;
+        r.out_of_order += c.out_of_order;
+        r.corrupted += c.corrupted;
+        r.drops += c.drops;
+        r.resumes += c.resumes;
+        r.failed_resumes += c.failed_resumes;
+        r.stream_ends += c.stream_ends;
+        r.post_errors += c.post_errors;
+        r.timeouts += c.timeouts;
+        if c.closed_by_server && c.error.is_none() && (c.lost > 0 || c.sent < plan.messages) {
+            r.errors += 1;
+            push_sample(&mut r, "closed by the server before the end".into());
+        }
+        if let Some(e) = c.error {
+            r.errors += 1;
+            push_sample(&mut r, e);
+        }
+        last_us = last_us.max(c.last_receive_us);
+    }
+    let end = if r.received > 0 { last_us } else { plan.clock.now_us() };
+    r.duration_s = end.saturating_sub(start_us) as f64 / 1e6;
+    r.throughput_msgs_per_s = per_second(r.received, r.duration_s);
+    r
+}
+
+async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let tasks: Vec<_> = (0..plan.clients)
+        .map(|i| rts.spawn(i, listen::run(i, plan.clone(), gate.clone())))
+        .collect();
+    let mut r = Report::default();
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut rates = Vec::with_capacity(plan.clients);
+    for t in tasks {
+        let s = match t.await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("stream task failed: {e}");
+                r.errors += 1;
+                continue;
+            }
+        };
+        r.connected += u64::from(s.connected);
+        r.events += s.events;
+        r.lost += s.missing;
+        r.id_gaps += s.id_gaps;
+        r.out_of_order += s.out_of_order;
+        r.resumes += s.resumes;
+        r.failed_resumes += s.failed_resumes;
+        r.stream_ends += s.stream_ends;
+        if let Some(f) = s.first_event_us {
+            first = first.min(f);
+            last = last.max(s.last_event_us);
+            let span = s.last_event_us.saturating_sub(f) as f64 / 1e6;
+            if s.events > 1 && span > 0.0 {
+                rates.push((s.events - 1) as f64 / span);
+            }
+        }
+        if let Some(e) = s.error {
+            r.errors += 1;
+            push_sample(&mut r, e);
+        }
+    }
+    r.received = r.events;
+    r.duration_s = if first <= last { (last - first) as f64 / 1e6 } else { 0.0 };
+    // One event is the start of the span, not a rate.
+    r.events_per_s = per_second(r.events.saturating_sub(1), r.duration_s);
+    r.throughput_msgs_per_s = r.events_per_s;
+    if !rates.is_empty() {
+        let (min, max) = rates.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        r.stream_events_per_s = StreamRates { min, mean, max };
+    }
+    r
+}
+
+fn per_second(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+fn push_sample(r: &mut Report, e: String) {
+    if r.error_samples.len() < ERROR_SAMPLES {
+        r.error_samples.push(e);
+    }
+}
+
+/// `--json -`: JSON on stdout, the text on stderr; otherwise the text on
+/// stdout and the JSON in the file.
+fn write_report(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
+    let human = report.human();
+    match &args.json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprint!("{human}");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", report.to_json()).context("cannot write the report to stdout")?;
+        }
+        Some(p) => {
+            std::fs::write(p, report.to_json() + "\n")
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            print!("{human}");
+        }
+        None => print!("{human}"),
+    }
+    std::io::stdout().flush().context("cannot write the report to stdout")?;
+    Ok(())
+}
+
+/// Open files a run needs: each client's stream (and, by default, its own
+/// POST connection); the embedded server holds the other ends.
+struct FileBudget {
+    clients: u64,
+    per_socket: u64,
+    listen: bool,
+}
+
+/// Files kept for everything but client sockets.
+const SPARE_FILES: u64 = 256;
+/// Most shared POST connections (lanes) a run uses.
+const MAX_LANES: u64 = 1024;
+
+impl FileBudget {
+    fn new(a: &BenchArgs) -> Self {
+        Self {
+            clients: a.clients as u64,
+            per_socket: if a.url.is_none() { 2 } else { 1 },
+            listen: a.mode == BenchMode::Listen,
+        }
+    }
+
+    /// Files for a POST connection per client.
+    fn own(&self) -> u64 {
+        let sockets = if self.listen { 1 } else { 2 };
+        self.clients * sockets * self.per_socket + SPARE_FILES
+    }
+
+    /// `None` when `limit` allows a POST connection per client; else how
+    /// many shared ones fit (at least 1).
+    fn lanes(&self, limit: u64) -> Option<usize> {
+        if self.listen || limit >= self.own() {
+            return None;
+        }
+        let left = limit.saturating_sub(self.clients * self.per_socket + SPARE_FILES);
+        Some((left / self.per_socket).clamp(1, MAX_LANES.min(self.clients)) as usize)
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit, and past it when the
+/// process may (root) and `need` files are more: each client holds two
+/// sockets, and 10,000 clients pass any usual limit.
+fn raise_open_file_limit(need: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return u64::MAX;
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_max < need {
+        let want = libc::rlimit { rlim_cur: need, rlim_max: need };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            info!(from = old, to = need, "raised the open-file limit");
+            return need;
+        }
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            info!(from = old, to = lim.rlim_max, "raised the open-file limit");
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The in-process `serve --echo` used when no URL is given.
+struct EmbeddedServer {
+    url: String,
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedServer {
+    async fn start(keep_alive: Duration) -> anyhow::Result<Self> {
+        let config = ServerConfig { keep_alive: Some(keep_alive), ..ServerConfig::default() };
+        let mut server = Server::bind("127.0.0.1:0", config)
+            .await
+            .context("cannot start the embedded echo server")?;
+        let url = server.url();
+        info!(%url, "embedded echo server");
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    c = server.accept() => match c {
+                        Some(c) => { tokio::spawn(crate::serve::echo(c)); }
+                        None => break,
+                    },
+                    _ = stopped.notified() => break,
+                }
+            }
+            server.shutdown().await;
+        });
+        Ok(Self { url, stop, task })
+    }
+
+    async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(clients: u64, embedded: bool, listen: bool) -> FileBudget {
+        FileBudget { clients, per_socket: if embedded { 2 } else { 1 }, listen }
+    }
+
+    #[test]
+    fn own_post_connections_when_the_limit_allows() {
+        let b = budget(100, false, false);
+        assert_eq!(b.own(), 200 + SPARE_FILES);
+        assert_eq!(b.lanes(200 + SPARE_FILES), None);
+        assert_eq!(budget(100, true, false).own(), 400 + SPARE_FILES);
+    }
+
+    #[test]
+    fn shared_lanes_fill_what_is_left() {
+        // 10,000 clients under 20,000 files: streams take 10,000.
+        let b = budget(10_000, false, false);
+        assert_eq!(b.lanes(20_000), Some(MAX_LANES as usize));
+        assert_eq!(b.lanes(10_000 + SPARE_FILES + 10), Some(10));
+        // Not even the streams fit: one lane, clients will fail and say so.
+        assert_eq!(b.lanes(100), Some(1));
+        // The embedded server holds the other end of every socket.
+        assert_eq!(budget(100, true, false).lanes(200 + SPARE_FILES + 20), Some(10));
+    }
+
+    #[test]
+    fn listen_needs_no_post_connections() {
+        let b = budget(1000, false, true);
+        assert_eq!(b.own(), 1000 + SPARE_FILES);
+        assert_eq!(b.lanes(10), None);
+    }
 }

@@ -1,0 +1,271 @@
+//! The target and its HTTP/1.1 connections: one for a client's event stream,
+//! one keep-alive connection for its POSTs, both straight over a
+//! `TcpStream` (no pool: each client owns its sockets).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+use crate::protocol::query::channel_query;
+
+pub type Io = TokioIo<TcpStream>;
+/// The connection that carries one event stream.
+pub type StreamConn = http1::Connection<Io, Empty<Bytes>>;
+/// The keep-alive connection that carries a client's POSTs.
+pub type PostConn = http1::Connection<Io, Full<Bytes>>;
+pub type PostSender = http1::SendRequest<Full<Bytes>>;
+
+/// Why a connection or a stream could not be opened.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("connect to {addr}: {source}")]
+    Tcp { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// 204: the server says stop reconnecting (WHATWG).
+    #[error("server answered 204 No Content: stop")]
+    NoContent,
+    #[error("server answered {0}")]
+    Status(StatusCode),
+    #[error("content type is {0:?}, not text/event-stream")]
+    ContentType(String),
+}
+
+impl ConnectError {
+    /// True when the target refused the TCP connection.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectError::Tcp { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
+/// Why the command line's URL or headers cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("bad URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("bad header {0:?}: expected 'Name: value'")]
+    Header(String),
+}
+
+/// Where the bench sends its requests.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value.
+    host_header: HeaderValue,
+    /// The path and any query of the URL.
+    path_and_query: String,
+    /// `path?query&` or `path?`, ready for the channel query.
+    channel_base: String,
+    headers: HeaderMap,
+}
+
+impl Target {
+    /// Parses an `http://` URL and `Name: value` headers.
+    pub fn parse(url: &str, headers: &[String]) -> Result<Self, TargetError> {
+        let bad = |why: &str| TargetError::Url(url.to_string(), why.to_string());
+        let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(bad("https is not supported by bench; use http://")),
+            _ => return Err(bad("expected http://HOST[:PORT]/PATH")),
+        }
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+        let host_header = HeaderValue::from_str(authority).map_err(|_| bad("bad host"))?;
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let channel_base = match uri.query() {
+            Some(q) if !q.is_empty() => format!("{}?{q}&", uri.path()),
+            _ => format!("{}?", uri.path()),
+        };
+        let mut map = HeaderMap::new();
+        for h in headers {
+            let (name, value) = h.split_once(':').ok_or_else(|| TargetError::Header(h.clone()))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| TargetError::Header(h.clone()))?;
+            let value =
+                HeaderValue::from_str(value.trim()).map_err(|_| TargetError::Header(h.clone()))?;
+            map.append(name, value);
+        }
+        Ok(Self {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            host_header,
+            path_and_query,
+            channel_base,
+            headers: map,
+        })
+    }
+
+    /// The stream URI of channel client `id`, or of the raw URL.
+    pub fn stream_uri(&self, client_id: Option<&str>) -> Uri {
+        let s = match client_id {
+            Some(id) => format!("{}{}", self.channel_base, channel_query(id, None)),
+            None => self.path_and_query.clone(),
+        };
+        // Built from a URI that parsed and a form-encoded query: valid.
+        s.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// `path?[query&]sseClientId=` + the encoded id + `&messageId=`: the
+    /// fixed part of a client's POST URIs, so each POST only appends digits.
+    pub fn post_prefix(&self, client_id: &str) -> String {
+        let q = channel_query(client_id, None);
+        format!("{}{q}&{}=", self.channel_base, crate::protocol::MESSAGE_ID_PARAM)
+    }
+
+    /// A POST of `body` (already a JSON string) to `uri`.
+    pub fn post_request(&self, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host_header.clone());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain;charset=UTF-8"));
+        for (k, v) in &self.headers {
+            h.append(k, v.clone());
+        }
+        req
+    }
+
+    fn stream_request(&self, uri: Uri, last_event_id: Option<&str>) -> Request<Empty<Bytes>> {
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host_header.clone());
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(id) = last_event_id.filter(|id| !id.is_empty())
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            h.insert("last-event-id", v);
+        }
+        for (k, v) in &self.headers {
+            h.append(k, v.clone());
+        }
+        req
+    }
+
+    /// Resolves the host to the first address (once, at start).
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"))
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> Result<Io, ConnectError> {
+    let s = TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
+    // Small requests and events: never wait for Nagle.
+    let _ = s.set_nodelay(true);
+    Ok(TokioIo::new(s))
+}
+
+/// An open event stream: the connection to poll and the body to read.
+pub struct OpenStream {
+    pub conn: StreamConn,
+    pub body: Incoming,
+}
+
+/// Connects and sends the stream GET (with `Last-Event-ID` when resuming);
+/// returns once the 200 response headers are in, within `timeout`.
+pub async fn open_stream(
+    target: &Target,
+    addr: SocketAddr,
+    uri: Uri,
+    last_event_id: Option<&str>,
+    timeout: Duration,
+) -> Result<OpenStream, ConnectError> {
+    let work = async {
+        let io = tcp(addr).await?;
+        let (mut sender, mut conn) = http1::handshake::<_, Empty<Bytes>>(io).await?;
+        let resp = sender.send_request(target.stream_request(uri, last_event_id));
+        tokio::pin!(resp);
+        // The connection must be polled for the response to arrive.
+        let resp = tokio::select! {
+            r = &mut resp => r?,
+            r = &mut conn => {
+                r?;
+                // Closed before answering: the response future now fails;
+                // take its error.
+                resp.await?
+            }
+        };
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NO_CONTENT => return Err(ConnectError::NoContent),
+            s => return Err(ConnectError::Status(s)),
+        }
+        let ct = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !ct
+            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        {
+            return Err(ConnectError::ContentType(ct.unwrap_or("").to_string()));
+        }
+        Ok(OpenStream { conn, body: resp.into_body() })
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+/// Opens the keep-alive connection a client's POSTs go over.
+pub async fn open_post(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(PostSender, PostConn), ConnectError> {
+    let work = async {
+        let io = tcp(addr).await?;
+        Ok(http1::Builder::new().handshake::<_, Full<Bytes>>(io).await?)
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let t = Target::parse("http://127.0.0.1:8080/sse", &[]).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
+        assert_eq!(t.stream_uri(Some("a b")).to_string(), "/sse?sseClientId=a+b");
+        assert_eq!(t.stream_uri(None).to_string(), "/sse");
+        assert_eq!(t.post_prefix("x"), "/sse?sseClientId=x&messageId=");
+        let t = Target::parse("http://h/p?token=1", &["X-A: b".into()]).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("h", 80));
+        assert_eq!(t.stream_uri(Some("x")).to_string(), "/p?token=1&sseClientId=x");
+        assert_eq!(t.stream_uri(None).to_string(), "/p?token=1");
+        assert_eq!(t.headers["x-a"], "b");
+        let t = Target::parse("http://[::1]:9/", &[]).unwrap();
+        assert_eq!(t.host, "::1");
+    }
+
+    #[test]
+    fn refuses_bad_urls_and_headers() {
+        for bad in ["", "ftp://h/", "https://h/", "127.0.0.1:80/sse", "http:///x", "not a url"] {
+            assert!(Target::parse(bad, &[]).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            Target::parse("http://h/", &["nocolon".into()]),
+            Err(TargetError::Header(_))
+        ));
+        assert!(matches!(
+            Target::parse("http://h/", &["bad name: v".into()]),
+            Err(TargetError::Header(_))
+        ));
+    }
+}

@@ -1,0 +1,346 @@
+//! The bench report: one struct, written as JSON (the schema in the README)
+//! or as text for people; and the gates that decide pass or fail.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::stats::Percentiles;
+
+/// Events per second of single streams (listen mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StreamRates {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+/// Everything a run found. Counts are totals over all clients.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `echo` or `listen`.
+    pub mode: &'static str,
+    pub url: String,
+    /// The target was the embedded echo server (no URL given).
+    pub embedded: bool,
+    pub clients: u64,
+    /// Clients whose stream opened at start.
+    pub connected: u64,
+    /// Messages POSTed (echo mode).
+    pub sent: u64,
+    /// Distinct messages whose echo arrived intact (echo mode).
+    pub received: u64,
+    /// Echo: sent but never echoed. Listen: ids skipped in the streams.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Echoes that did not decode, failed their checksum, or were not ours.
+    pub corrupted: u64,
+    /// Streams cut on purpose (`--drop-every`).
+    pub drops: u64,
+    /// Streams re-opened (after a drop or an unexpected end).
+    pub resumes: u64,
+    /// Re-open attempts that failed (each retried).
+    pub failed_resumes: u64,
+    /// Streams the server ended without a control close.
+    pub stream_ends: u64,
+    /// POST attempts that failed (each retried with the same messageId).
+    pub post_errors: u64,
+    /// Closed-loop messages given up on after `--drain` without an echo.
+    pub timeouts: u64,
+    /// Connections the POSTs went over: one per client, or fewer shared
+    /// ones when the open-file limit is too low.
+    pub post_connections: u64,
+    /// Clients that could not connect or stopped early.
+    pub errors: u64,
+    /// The first few error messages.
+    pub error_samples: Vec<String>,
+    /// From the start of the load to the last delivery.
+    pub duration_s: f64,
+    /// Verified round trips (echo) or events (listen) per second.
+    pub throughput_msgs_per_s: f64,
+    pub latency_ms: Percentiles,
+    pub recovery_ms: Percentiles,
+    /// Drop (or unexpected end) to the resumed stream's response headers.
+    pub resume_ms: Percentiles,
+    pub connect_ms: Percentiles,
+    /// CPU time of this process (user + system) during the load (echo: from
+    /// the common start, after connecting); includes the embedded server
+    /// when there is one.
+    pub bench_cpu_s: f64,
+    pub bench_cpu_us_per_msg: f64,
+    /// Listen mode: events delivered in total.
+    pub events: u64,
+    pub events_per_s: f64,
+    pub stream_events_per_s: StreamRates,
+    pub first_event_ms: Percentiles,
+    /// Listen mode: jumps forward in `id:` sequences.
+    pub id_gaps: u64,
+    pub passed: bool,
+    /// One line per failed check, each starting with the check's name.
+    pub failures: Vec<String>,
+}
+
+/// The thresholds of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    pub max_lost: u64,
+    pub max_duplicated: u64,
+    pub max_p99: Option<Duration>,
+    pub min_throughput: Option<f64>,
+}
+
+impl Report {
+    /// Applies the gates: fills `failures` and `passed`.
+    pub fn judge(&mut self, g: &Gates) {
+        let mut f = Vec::new();
+        let listen = self.mode == "listen";
+        if self.lost > g.max_lost {
+            let what = if listen { "events missing from id sequences" } else { "messages lost" };
+            f.push(format!("lost: {} {what} (allowed {})", self.lost, g.max_lost));
+        }
+        if self.duplicated > g.max_duplicated {
+            f.push(format!(
+                "duplicated: {} messages delivered more than once (allowed {})",
+                self.duplicated, g.max_duplicated
+            ));
+        }
+        if self.out_of_order > 0 {
+            f.push(format!(
+                "out_of_order: {} delivered out of order (allowed 0)",
+                self.out_of_order
+            ));
+        }
+        if self.corrupted > 0 {
+            f.push(format!(
+                "corrupted: {} echoes corrupted or not ours (allowed 0)",
+                self.corrupted
+            ));
+        }
+        if self.errors > 0 {
+            let first = self.error_samples.first().map_or("", String::as_str);
+            f.push(format!(
+                "errors: {} of {} clients failed (first: {first})",
+                self.errors, self.clients
+            ));
+        }
+        if let Some(max) = g.max_p99 {
+            let (name, p99) = if listen {
+                ("first_event_p99", self.first_event_ms.p99)
+            } else {
+                ("p99", self.latency_ms.p99)
+            };
+            let max_ms = max.as_secs_f64() * 1000.0;
+            if p99 > max_ms {
+                f.push(format!("{name}: {p99:.3} ms over the limit of {max_ms:.3} ms"));
+            }
+        }
+        if let Some(min) = g.min_throughput
+            && self.throughput_msgs_per_s < min
+        {
+            f.push(format!(
+                "throughput: {:.0}/s below the minimum of {min}/s",
+                self.throughput_msgs_per_s
+            ));
+        }
+        self.passed = f.is_empty();
+        self.failures = f;
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain numbers, strings and vectors: serialising cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The report for people.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let target = if self.embedded { " (embedded echo server)" } else { "" };
+        let _ = writeln!(
+            s,
+            "ssechan bench: {} mode, {} clients ({} connected), {}{target}",
+            self.mode, self.clients, self.connected, self.url
+        );
+        let pct = |p: &Percentiles| {
+            format!(
+                "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms",
+                p.p50, p.p90, p.p99, p.p999, p.max
+            )
+        };
+        if self.mode == "listen" {
+            let _ = writeln!(
+                s,
+                "  events      {} in {:.2} s: {:.0}/s in total; per stream min {:.0}, mean {:.0}, max {:.0}/s",
+                self.events,
+                self.duration_s,
+                self.events_per_s,
+                self.stream_events_per_s.min,
+                self.stream_events_per_s.mean,
+                self.stream_events_per_s.max
+            );
+            let _ = writeln!(
+                s,
+                "  ids         {} gaps, {} missing, {} out of order",
+                self.id_gaps, self.lost, self.out_of_order
+            );
+            let _ = writeln!(s, "  first event {}", pct(&self.first_event_ms));
+        } else {
+            let _ = writeln!(
+                s,
+                "  messages    sent {}, received {}, lost {}, duplicated {}, out of order {}, corrupted {}",
+                self.sent,
+                self.received,
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.corrupted
+            );
+            let _ = writeln!(
+                s,
+                "  throughput  {:.0} verified round trips/s over {:.2} s",
+                self.throughput_msgs_per_s, self.duration_s
+            );
+            let _ = writeln!(s, "  latency     {}", pct(&self.latency_ms));
+        }
+        let _ = writeln!(s, "  connect     {}", pct(&self.connect_ms));
+        if self.drops + self.resumes + self.failed_resumes + self.stream_ends > 0 {
+            let _ = writeln!(
+                s,
+                "  streams     drops {}, resumes {}, failed resumes {}, ended by server {}",
+                self.drops, self.resumes, self.failed_resumes, self.stream_ends
+            );
+            let _ = writeln!(s, "  resume      {}", pct(&self.resume_ms));
+            let _ = writeln!(s, "  recovery    {}", pct(&self.recovery_ms));
+        }
+        if self.mode == "echo" && self.post_connections < self.clients {
+            let _ = writeln!(
+                s,
+                "  posts       over {} shared connections (open-file limit)",
+                self.post_connections
+            );
+        }
+        if self.post_errors + self.timeouts > 0 {
+            let _ = writeln!(
+                s,
+                "  retries     {} failed POST attempts, {} echoes timed out",
+                self.post_errors, self.timeouts
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  bench cpu   {:.2} s ({:.1} µs per {})",
+            self.bench_cpu_s,
+            self.bench_cpu_us_per_msg,
+            if self.mode == "listen" { "event" } else { "message" }
+        );
+        for e in &self.error_samples {
+            let _ = writeln!(s, "  error       {e}");
+        }
+        if self.passed {
+            let _ = writeln!(s, "  verdict     PASSED");
+        } else {
+            let _ = writeln!(s, "  verdict     FAILED");
+            for f in &self.failures {
+                let _ = writeln!(s, "    - {f}");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_report() -> Report {
+        Report {
+            mode: "echo",
+            clients: 2,
+            connected: 2,
+            sent: 10,
+            received: 10,
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn clean_run_passes() {
+        let mut r = ok_report();
+        r.judge(&Gates::default());
+        assert!(r.passed);
+        assert!(r.failures.is_empty());
+        assert!(r.human().contains("PASSED"));
+    }
+
+    #[test]
+    fn each_check_is_named() {
+        let mut r = ok_report();
+        r.lost = 1;
+        r.duplicated = 2;
+        r.out_of_order = 3;
+        r.corrupted = 4;
+        r.errors = 1;
+        r.error_samples = vec!["boom".into()];
+        r.latency_ms.p99 = 7.0;
+        r.throughput_msgs_per_s = 10.0;
+        r.judge(&Gates {
+            max_lost: 0,
+            max_duplicated: 1,
+            max_p99: Some(Duration::from_millis(5)),
+            min_throughput: Some(100.0),
+        });
+        assert!(!r.passed);
+        let names: Vec<&str> =
+            r.failures.iter().map(|f| f.split(':').next().unwrap_or("")).collect();
+        assert_eq!(
+            names,
+            ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"]
+        );
+        assert!(r.human().contains("FAILED"));
+    }
+
+    #[test]
+    fn gates_allow_up_to_their_limit() {
+        let mut r = ok_report();
+        r.lost = 3;
+        r.duplicated = 3;
+        r.judge(&Gates { max_lost: 3, max_duplicated: 3, ..Gates::default() });
+        assert!(r.passed, "{:?}", r.failures);
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let v: serde_json::Value = serde_json::from_str(&ok_report().to_json()).unwrap();
+        for k in [
+            "clients",
+            "sent",
+            "received",
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "drops",
+            "resumes",
+            "throughput_msgs_per_s",
+            "latency_ms",
+            "recovery_ms",
+            "passed",
+            "failures",
+            "corrupted",
+            "failed_resumes",
+            "connect_ms",
+            "duration_s",
+            "bench_cpu_s",
+            "mode",
+            "events",
+            "events_per_s",
+            "first_event_ms",
+            "id_gaps",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        for k in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(v["latency_ms"].get(k).is_some(), "missing latency_ms.{k}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Timing and statistics: a monotonic µs clock, latency histograms sharded
+//! by thread (no lock shared by all clients on the hot path), and the
+//! percentile summaries of the report.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Microseconds since the bench started; what payloads carry as send time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self { base: Instant::now() }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.base.elapsed().as_micros() as u64
+    }
+
+    pub fn instant_at(&self, us: u64) -> Instant {
+        self.base + Duration::from_micros(us)
+    }
+
+    pub fn us_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_micros() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Highest value the histograms hold (1 h in µs); larger values saturate.
+const MAX_US: u64 = 3_600_000_000;
+
+/// A histogram of microseconds, 3 significant figures.
+#[derive(Debug, Clone)]
+pub struct Hist(Histogram<u64>);
+
+impl Hist {
+    pub fn new() -> Self {
+        // 1..=MAX_US with 3 significant figures is always a valid range.
+        Self(Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds"))
+    }
+
+    pub fn record_us(&mut self, us: u64) {
+        self.0.saturating_record(us.clamp(1, MAX_US));
+    }
+
+    pub fn merge(&mut self, other: &Hist) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// p50/p90/p99/p99.9/max in milliseconds; zeros when empty.
+    pub fn summary(&self) -> Percentiles {
+        if self.0.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50: ms(self.0.value_at_quantile(0.50)),
+            p90: ms(self.0.value_at_quantile(0.90)),
+            p99: ms(self.0.value_at_quantile(0.99)),
+            p999: ms(self.0.value_at_quantile(0.999)),
+            max: ms(self.0.max()),
+        }
+    }
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// The histograms one shard collects.
+#[derive(Debug, Default, Clone)]
+pub struct Histograms {
+    /// Round trip (echo) or, nothing in listen mode.
+    pub latency: Hist,
+    /// Chaos drop (or unexpected end) to the first event after the resume.
+    pub recovery: Hist,
+    /// Chaos drop (or unexpected end) to the resumed stream's headers.
+    pub resume: Hist,
+    /// TCP connect to the stream's response headers.
+    pub connect: Hist,
+    /// Stream opened to its first event (listen mode).
+    pub first_event: Hist,
+}
+
+impl Histograms {
+    pub fn merge(&mut self, o: &Histograms) {
+        self.latency.merge(&o.latency);
+        self.recovery.merge(&o.recovery);
+        self.resume.merge(&o.resume);
+        self.connect.merge(&o.connect);
+        self.first_event.merge(&o.first_event);
+    }
+}
+
+/// Live counters for the progress display; relaxed, per shard.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// One thread's share; padded so shards never share a cache line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Shard {
+    hist: Mutex<Histograms>,
+    counters: Counters,
+}
+
+/// Statistics shared by every client, sharded by thread: a client records
+/// into the shard of the thread it runs on, so the locks are uncontended
+/// and the counters' cache lines stay on one core.
+#[derive(Debug)]
+pub struct Stats {
+    shards: Box<[Shard]>,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn new() -> Arc<Self> {
+        let n = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, 32) * 2;
+        Arc::new(Self { shards: (0..n).map(|_| Shard::default()).collect() })
+    }
+
+    fn shard(&self) -> &Shard {
+        let i = THREAD_INDEX.with(|i| *i);
+        &self.shards[i % self.shards.len()]
+    }
+
+    /// The histograms of the calling thread's shard.
+    pub fn local(&self) -> MutexGuard<'_, Histograms> {
+        self.shard().hist.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters of the calling thread's shard.
+    pub fn counters(&self) -> &Counters {
+        &self.shard().counters
+    }
+
+    /// Sums of the live counters: (sent, received, reconnects).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.shards.iter().fold((0, 0, 0), |(s, r, c), sh| {
+            (
+                s + sh.counters.sent.load(Ordering::Relaxed),
+                r + sh.counters.received.load(Ordering::Relaxed),
+                c + sh.counters.reconnects.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// All shards merged.
+    pub fn merged(&self) -> Histograms {
+        let mut all = Histograms::default();
+        for s in self.shards.iter() {
+            all.merge(&s.hist.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        all
+    }
+}
+
+/// CPU time (user + system) this process used so far.
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut h = Hist::new();
+        for us in 1..=10_000 {
+            h.record_us(us);
+        }
+        let p = h.summary();
+        assert!((p.p50 - 5.0).abs() < 0.01, "{p:?}");
+        assert!((p.p90 - 9.0).abs() < 0.01, "{p:?}");
+        assert!((p.p99 - 9.9).abs() < 0.01, "{p:?}");
+        assert!((p.p999 - 9.99).abs() < 0.01, "{p:?}");
+        assert!((p.max - 10.0).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn empty_is_zero_and_huge_values_saturate() {
+        assert_eq!(Hist::new().summary(), Percentiles::default());
+        let mut h = Hist::new();
+        h.record_us(u64::MAX);
+        h.record_us(0);
+        assert_eq!(h.count(), 2);
+        assert!(h.summary().max >= 3_600_000.0);
+    }
+
+    #[test]
+    fn shards_merge() {
+        let stats = Stats::new();
+        stats.local().latency.record_us(100);
+        let s2 = stats.clone();
+        std::thread::spawn(move || s2.local().latency.record_us(200)).join().unwrap();
+        stats.counters().sent.fetch_add(3, Ordering::Relaxed);
+        assert_eq!(stats.merged().latency.count(), 2);
+        assert_eq!(stats.totals(), (3, 0, 0));
+    }
+
+    #[test]
+    fn cpu_time_moves() {
+        let a = process_cpu();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu() >= a);
+    }
+}

@@ -1,0 +1,747 @@
+//! One echo-mode client: its event stream and its POSTs, driven by a single
+//! task that polls both HTTP connections itself (no task per connection, no
+//! channel between reader and sender), so an echo and the POST it releases
+//! cost no cross-task wake-up.
+
+use std::borrow::Cow;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{StatusCode, Uri};
+use hyper::body::{Body, Incoming};
+
+use super::lanes::{PostOutcome, read_response};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::Plan;
+use super::conn::{
+    ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream,
+};
+use super::payload::{self, Header};
+use super::timer::{Timer, poll_slot};
+use super::verify::{Arrival, Verifier};
+use crate::protocol::parser::{EventStreamParser, Parsed};
+
+/// First wait before retrying a failed resume or POST; doubles up to
+/// [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
+/// are woken this much early.
+const TIMER_SLACK_US: u64 = 1000;
+
+/// What one client did; summed into the report.
+#[derive(Debug, Default, Clone)]
+pub struct ClientResult {
+    pub connected: bool,
+    /// Connecting at start failed because the target refused it.
+    pub refused: bool,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub corrupted: u64,
+    pub drops: u64,
+    pub resumes: u64,
+    pub failed_resumes: u64,
+    /// Streams the server ended without a control close.
+    pub stream_ends: u64,
+    /// POST attempts that failed (each retried).
+    pub post_errors: u64,
+    /// Closed-loop window slots released because an echo never came.
+    pub timeouts: u64,
+    pub closed_by_server: bool,
+    /// Why this client stopped early, if it did.
+    pub error: Option<String>,
+    /// When the last new echo arrived (clock µs).
+    pub last_receive_us: u64,
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Connects client `index`, waits for the common start, runs its workload.
+pub async fn run(
+    index: usize,
+    plan: Arc<Plan>,
+    gate: Arc<Semaphore>,
+    ready: Arc<Semaphore>,
+    mut start: watch::Receiver<Option<u64>>,
+) -> ClientResult {
+    let mut result = ClientResult::default();
+    let id = format!("{}-{index}", plan.run_id);
+    let stream_uri = plan.target.stream_uri(Some(&id));
+    let opened = {
+        let _permit = gate.acquire().await;
+        let t0 = std::time::Instant::now();
+        match open_stream(&plan.target, plan.addr, stream_uri.clone(), None, plan.connect_timeout)
+            .await
+        {
+            Ok(s) => {
+                plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
+                if plan.lanes.is_some() {
+                    // POSTs go over the shared lanes.
+                    Ok((s, None))
+                } else {
+                    match open_post(plan.addr, plan.connect_timeout).await {
+                        Ok(p) => Ok((s, Some(p))),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    };
+    ready.add_permits(1);
+    let (stream, post) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            result.refused = e.is_refused();
+            result.error = Some(format!("connect: {e}"));
+            // Still take part in the start so that the count adds up.
+            let _ = start.wait_for(Option::is_some).await;
+            return result;
+        }
+    };
+    result.connected = true;
+    let start_us = match start.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or(0),
+        Err(_) => return result,
+    };
+    let post_prefix = plan.target.post_prefix(&id);
+    let (sender, post_conn) = match post {
+        Some((s, c)) => (Some(s), Some(c)),
+        None => (None, None),
+    };
+    let mut client = Client {
+        index,
+        plan,
+        stream_uri,
+        post_prefix,
+        start_us,
+        result,
+        parser: EventStreamParser::new(),
+        verifier: Verifier::new(),
+        stream_conn: Some(stream.conn),
+        body: Some(stream.body),
+        resuming: None,
+        recovering_since: None,
+        resume_backoff: RETRY_MIN,
+        resuming_since: None,
+        sender,
+        post_conn,
+        connecting_post: None,
+        post_backoff: RETRY_MIN,
+        post_failing_since: None,
+        want_ready: false,
+        inflight: None,
+        current: None,
+        next_seq: 0,
+        released: 0,
+        sending_done: false,
+        last_progress_us: start_us,
+        body_buf: Vec::new(),
+        uri_buf: String::new(),
+        send_timer: Timer::default(),
+        drop_timer: Timer::default(),
+        post_retry: Timer::default(),
+        resume_retry: Timer::default(),
+        stall_timer: Timer::default(),
+        drain_timer: Timer::default(),
+        finished: false,
+    };
+    client.run().await;
+    client.result
+}
+
+struct Client {
+    index: usize,
+    plan: Arc<Plan>,
+    stream_uri: Uri,
+    post_prefix: String,
+    start_us: u64,
+    result: ClientResult,
+    parser: EventStreamParser,
+    verifier: Verifier,
+    stream_conn: Option<StreamConn>,
+    /// The event stream's body; `None` while it is down.
+    body: Option<Incoming>,
+    resuming: Option<Boxed<Result<OpenStream, ConnectError>>>,
+    /// Clock µs of the drop or stream end a resume is recovering from.
+    recovering_since: Option<u64>,
+    resume_backoff: Duration,
+    /// When the resumes started failing in a row.
+    resuming_since: Option<Instant>,
+    sender: Option<PostSender>,
+    post_conn: Option<PostConn>,
+    connecting_post: Option<Boxed<Result<(PostSender, PostConn), ConnectError>>>,
+    post_backoff: Duration,
+    /// When the POSTs started failing in a row.
+    post_failing_since: Option<Instant>,
+    /// A POST waits for the connection to take a request.
+    want_ready: bool,
+    inflight: Option<Boxed<PostOutcome>>,
+    /// The message being POSTed: sequence number and send time.
+    current: Option<(u64, u64)>,
+    next_seq: u64,
+    released: u64,
+    sending_done: bool,
+    last_progress_us: u64,
+    body_buf: Vec<u8>,
+    uri_buf: String,
+    send_timer: Timer,
+    drop_timer: Timer,
+    post_retry: Timer,
+    resume_retry: Timer,
+    stall_timer: Timer,
+    drain_timer: Timer,
+    finished: bool,
+}
+
+enum Wake {
+    Data(Bytes),
+    StreamEnd(Option<hyper::Error>),
+    Resumed(Result<OpenStream, ConnectError>),
+    PostDone(PostOutcome),
+    PostConnected(Result<(PostSender, PostConn), ConnectError>),
+    /// Something may now be sendable: the connection is ready or lost, a
+    /// send time, retry time or stall timeout came.
+    Send,
+    Drop,
+    Resume,
+    Stall,
+    Drain,
+}
+
+impl Client {
+    async fn run(&mut self) {
+        self.arm_drop();
+        self.pump();
+        while !self.finished {
+            let wake = poll_fn(|cx| self.poll_wake(cx)).await;
+            match wake {
+                Wake::Data(chunk) => self.on_data(&chunk),
+                Wake::StreamEnd(err) => self.on_stream_end(err),
+                Wake::Resumed(r) => self.on_resumed(r),
+                Wake::PostDone(r) => self.on_post_done(r),
+                Wake::PostConnected(r) => self.on_post_connected(r),
+                Wake::Send => {}
+                Wake::Drop => self.on_drop(),
+                Wake::Resume => self.start_resume(),
+                Wake::Stall => self.on_stall(),
+                Wake::Drain => self.finished = true,
+            }
+            self.pump();
+        }
+        self.finish();
+    }
+
+    /// Everything this client waits for, in one poll: the connections first
+    /// (they move the bytes), then what they deliver, then the timers.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Some(c) = &mut self.stream_conn
+            && Pin::new(c).poll(cx).is_ready()
+        {
+            // The body still yields what the connection delivered, then
+            // ends: dropping the connection tells it at once.
+            self.stream_conn = None;
+        }
+        if let Some(body) = &mut self.body {
+            loop {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Poll::Ready(Wake::Data(data));
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Wake::StreamEnd(Some(e))),
+                    Poll::Ready(None) => return Poll::Ready(Wake::StreamEnd(None)),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Poll::Ready(r) = poll_slot(&mut self.resuming, cx) {
+            return Poll::Ready(Wake::Resumed(r));
+        }
+        if let Some(c) = &mut self.post_conn
+            && Pin::new(c).poll(cx).is_ready()
+        {
+            self.post_conn = None;
+            self.sender = None;
+            if self.want_ready {
+                return Poll::Ready(Wake::Send);
+            }
+        }
+        if let Poll::Ready(r) = poll_slot(&mut self.inflight, cx) {
+            return Poll::Ready(Wake::PostDone(r));
+        }
+        if let Poll::Ready(r) = poll_slot(&mut self.connecting_post, cx) {
+            return Poll::Ready(Wake::PostConnected(r));
+        }
+        if self.want_ready
+            && let Some(s) = &mut self.sender
+            && s.poll_ready(cx).is_ready()
+        {
+            self.want_ready = false;
+            return Poll::Ready(Wake::Send);
+        }
+        if self.send_timer.poll_fired(cx) || self.post_retry.poll_fired(cx) {
+            return Poll::Ready(Wake::Send);
+        }
+        if self.drop_timer.poll_fired(cx) {
+            return Poll::Ready(Wake::Drop);
+        }
+        if self.resume_retry.poll_fired(cx) {
+            return Poll::Ready(Wake::Resume);
+        }
+        if self.stall_timer.poll_fired(cx) {
+            return Poll::Ready(Wake::Stall);
+        }
+        if self.drain_timer.poll_fired(cx) {
+            return Poll::Ready(Wake::Drain);
+        }
+        Poll::Pending
+    }
+
+    fn now_us(&self) -> u64 {
+        self.plan.clock.now_us()
+    }
+
+    fn at(&self, us: u64) -> Instant {
+        Instant::from_std(self.plan.clock.instant_at(us))
+    }
+
+    // ----- receiving
+
+    fn on_data(&mut self, chunk: &[u8]) {
+        let now = self.now_us();
+        self.parser.feed(chunk);
+        loop {
+            match self.parser.next_item() {
+                Ok(Some(Parsed::Event(ev))) => {
+                    if let Some(since) = self.recovering_since.take() {
+                        self.plan.stats.local().recovery.record_us(now.saturating_sub(since));
+                    }
+                    if ev.event == crate::protocol::CONTROL_EVENT {
+                        if ev.data == crate::protocol::CONTROL_CLOSE_DATA {
+                            debug!(client = self.index, "closed by the server");
+                            self.result.closed_by_server = true;
+                            self.finished = true;
+                            return;
+                        }
+                        continue;
+                    }
+                    self.on_message(&ev.data, now);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(client = self.index, "event stream: {e}");
+                    self.result.error.get_or_insert_with(|| format!("event stream: {e}"));
+                    self.drop_stream();
+                    self.start_resume();
+                    break;
+                }
+            }
+        }
+        if self.sending_done && self.outstanding() == 0 {
+            self.finished = true;
+        }
+    }
+
+    fn on_message(&mut self, data: &str, now: u64) {
+        let Some(text) = json_string(data) else {
+            self.result.corrupted += 1;
+            return;
+        };
+        let h = match payload::decode(text.as_bytes(), self.plan.size) {
+            Ok(h) if h.client as usize == self.index && h.seq < self.next_seq => h,
+            Ok(h) => {
+                debug!(client = self.index, ?h, "echo of a message this client never sent");
+                self.result.corrupted += 1;
+                return;
+            }
+            Err(e) => {
+                debug!(client = self.index, "corrupted echo: {e}");
+                self.result.corrupted += 1;
+                return;
+            }
+        };
+        if self.verifier.record(h.seq) == Arrival::Duplicate {
+            return;
+        }
+        self.plan.stats.local().latency.record_us(now.saturating_sub(h.sent_us));
+        self.plan.stats.counters().received.fetch_add(1, Ordering::Relaxed);
+        self.result.last_receive_us = now;
+        self.last_progress_us = now;
+    }
+
+    fn on_stream_end(&mut self, err: Option<hyper::Error>) {
+        debug!(client = self.index, ?err, "stream ended");
+        self.drop_stream();
+        if self.finished {
+            return;
+        }
+        self.result.stream_ends += 1;
+        self.recovering_since.get_or_insert(self.now_us());
+        self.start_resume();
+    }
+
+    fn drop_stream(&mut self) {
+        self.stream_conn = None;
+        self.body = None;
+        self.drop_timer.disarm();
+        self.parser.reset_stream();
+    }
+
+    /// Chaos: cut the stream as a network failure would, then resume.
+    fn on_drop(&mut self) {
+        if self.body.is_none() || self.sending_done {
+            return;
+        }
+        self.result.drops += 1;
+        self.drop_stream();
+        self.recovering_since = Some(self.now_us());
+        self.start_resume();
+    }
+
+    fn start_resume(&mut self) {
+        if self.resuming.is_some() || self.body.is_some() || self.finished {
+            return;
+        }
+        self.plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
+        let plan = self.plan.clone();
+        let uri = self.stream_uri.clone();
+        let last = self.parser.last_event_id().to_string();
+        self.resuming = Some(Box::pin(async move {
+            open_stream(&plan.target, plan.addr, uri, Some(&last), plan.connect_timeout).await
+        }));
+    }
+
+    fn on_resumed(&mut self, r: Result<OpenStream, ConnectError>) {
+        match r {
+            Ok(s) => {
+                self.result.resumes += 1;
+                if let Some(since) = self.recovering_since {
+                    let took = self.now_us().saturating_sub(since);
+                    self.plan.stats.local().resume.record_us(took);
+                }
+                self.resume_backoff = RETRY_MIN;
+                self.stream_conn = Some(s.conn);
+                self.body = Some(s.body);
+                self.resuming_since = None;
+                self.arm_drop();
+            }
+            Err(ConnectError::NoContent) => {
+                self.result.failed_resumes += 1;
+                self.result.error.get_or_insert_with(|| "resume: server answered 204".into());
+                self.finished = true;
+            }
+            Err(e) => {
+                debug!(client = self.index, "resume failed: {e}");
+                self.result.failed_resumes += 1;
+                let since = *self.resuming_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.give_up_after() {
+                    self.fail(format!("resume failed for {:?}: {e}", since.elapsed()));
+                    self.finished = true;
+                    return;
+                }
+                let at = Instant::now() + self.resume_backoff;
+                self.resume_backoff = (self.resume_backoff * 2).min(RETRY_MAX);
+                self.resume_retry.arm(at);
+            }
+        }
+    }
+
+    fn arm_drop(&mut self) {
+        if let Some(every) = self.plan.drop_every
+            && !self.sending_done
+        {
+            // Uniform in [D/2, 3D/2]: drops land at every phase of the load.
+            let us = every.as_micros() as u64;
+            let wait = us / 2 + fastrand::u64(0..=us);
+            self.drop_timer.arm(Instant::now() + Duration::from_micros(wait));
+        }
+    }
+
+    // ----- sending
+
+    /// Messages sent whose echo has not come (nor been given up on).
+    fn outstanding(&self) -> u64 {
+        self.next_seq.saturating_sub(self.verifier.unique + self.released)
+    }
+
+    /// Sends what can be sent now, arms the timer for what comes later, and
+    /// notices when the client is done.
+    fn pump(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.inflight.is_none() && !self.post_retry.is_armed() {
+            if self.current.is_none() && !self.sending_done {
+                self.next_message();
+            }
+            if self.current.is_some() {
+                self.post_current();
+            }
+        }
+        if self.sending_done && self.current.is_none() && self.inflight.is_none() {
+            if self.outstanding() == 0 {
+                self.finished = true;
+            } else if !self.drain_timer.is_armed() {
+                self.drain_timer.arm(Instant::now() + self.plan.drain);
+            }
+        }
+    }
+
+    /// Decides whether the next message is due, and when.
+    fn next_message(&mut self) {
+        let plan = &self.plan;
+        let seq = self.next_seq;
+        if plan.duration.is_none() && seq >= plan.messages {
+            self.stop_sending();
+            return;
+        }
+        let end_us = plan.duration.map(|d| self.start_us + d.as_micros() as u64);
+        let now = self.now_us();
+        let sent_us = match plan.rate_per_client {
+            Some(rate) => {
+                let interval = 1e6 / rate;
+                let offset = interval * self.index as f64 / plan.clients as f64;
+                let due = self.start_us + (offset + interval * seq as f64) as u64;
+                if end_us.is_some_and(|end| due >= end) {
+                    self.stop_sending();
+                    return;
+                }
+                if due > now + TIMER_SLACK_US {
+                    self.send_timer.arm(self.at(due - TIMER_SLACK_US));
+                    return;
+                }
+                // Late: measured from the intended time (no coordinated
+                // omission). Early by less than the timer's granularity:
+                // measured from now, so timer lateness never counts as
+                // server latency.
+                due.min(now)
+            }
+            None => {
+                if end_us.is_some_and(|end| now >= end) {
+                    self.stop_sending();
+                    return;
+                }
+                if self.outstanding() >= plan.window {
+                    if !self.stall_timer.is_armed() {
+                        self.stall_timer.arm(self.at(self.last_progress_us) + plan.drain);
+                    }
+                    return;
+                }
+                now
+            }
+        };
+        if end_us.is_some() && plan.rate_per_client.is_none() && !self.send_timer.is_armed() {
+            // Closed loop for a duration: wake at the end even when idle.
+            if let Some(end) = end_us {
+                self.send_timer.arm(self.at(end));
+            }
+        }
+        self.current = Some((seq, sent_us));
+        self.next_seq += 1;
+        self.plan.stats.counters().sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stop_sending(&mut self) {
+        self.sending_done = true;
+        self.send_timer.disarm();
+        self.stall_timer.disarm();
+        self.drop_timer.disarm();
+    }
+
+    /// A full window that saw no echo for `--drain`: give that message up.
+    fn on_stall(&mut self) {
+        let now = self.now_us();
+        let stall = self.plan.drain.as_micros() as u64;
+        if self.outstanding() < self.plan.window {
+            return;
+        }
+        if now.saturating_sub(self.last_progress_us) >= stall {
+            self.released += 1;
+            self.result.timeouts += 1;
+            self.last_progress_us = now;
+        } else {
+            self.stall_timer.arm(self.at(self.last_progress_us) + self.plan.drain);
+        }
+    }
+
+    fn post_current(&mut self) {
+        let Some((seq, sent_us)) = self.current else { return };
+        if self.plan.lanes.is_none() {
+            let Some(sender) = &mut self.sender else {
+                if self.connecting_post.is_none() {
+                    let plan = self.plan.clone();
+                    self.connecting_post =
+                        Some(Box::pin(
+                            async move { open_post(plan.addr, plan.connect_timeout).await },
+                        ));
+                }
+                return;
+            };
+            if !sender.is_ready() {
+                self.want_ready = true;
+                return;
+            }
+        }
+        self.body_buf.clear();
+        self.body_buf.push(b'"');
+        let h = Header { client: self.index as u32, seq, sent_us };
+        payload::encode(&mut self.body_buf, h, self.plan.size);
+        self.body_buf.push(b'"');
+        self.uri_buf.clear();
+        self.uri_buf.push_str(&self.post_prefix);
+        self.uri_buf.push_str(itoa::Buffer::new().format(seq));
+        let uri = match Uri::try_from(self.uri_buf.as_str()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.fail(format!("cannot build POST URI: {e}"));
+                return;
+            }
+        };
+        let req = self.plan.target.post_request(uri, Bytes::copy_from_slice(&self.body_buf));
+        match (&self.plan.lanes, &mut self.sender) {
+            (Some(lanes), _) => self.inflight = Some(Box::pin(lanes.post(self.index, req))),
+            // The response's body is read in the same future: this task
+            // polls the connection too, so the connection stays reusable.
+            (None, Some(sender)) => {
+                self.inflight = Some(Box::pin(read_response(sender.send_request(req))))
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn on_post_done(&mut self, r: PostOutcome) {
+        let seq = self.current.map_or(0, |c| c.0);
+        let (status, body) = match r {
+            Ok((status, _)) if status.is_success() => {
+                self.current = None;
+                self.post_backoff = RETRY_MIN;
+                self.post_failing_since = None;
+                return;
+            }
+            Ok(x) => x,
+            Err(e) => {
+                debug!(client = self.index, "POST failed: {e}");
+                self.close_post();
+                self.retry_post(&e);
+                return;
+            }
+        };
+        let why = if body.is_empty() { status.to_string() } else { format!("{status} {body}") };
+        match status {
+            StatusCode::NOT_FOUND
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::SERVICE_UNAVAILABLE => self.retry_post(&why),
+            s if s.is_server_error() => self.retry_post(&why),
+            _ => self.fail(format!("POST of message {seq} refused: {why}")),
+        }
+    }
+
+    fn retry_post(&mut self, why: &dyn std::fmt::Display) {
+        self.result.post_errors += 1;
+        let since = *self.post_failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.give_up_after() {
+            let seq = self.current.map_or(0, |c| c.0);
+            self.fail(format!("POST of message {seq} failed for {:?}: {why}", since.elapsed()));
+            return;
+        }
+        let at = Instant::now() + self.post_backoff;
+        self.post_backoff = (self.post_backoff * 2).min(RETRY_MAX);
+        self.post_retry.arm(at);
+    }
+
+    fn close_post(&mut self) {
+        self.sender = None;
+        self.post_conn = None;
+        self.want_ready = false;
+    }
+
+    fn on_post_connected(&mut self, r: Result<(PostSender, PostConn), ConnectError>) {
+        match r {
+            Ok((s, c)) => {
+                self.sender = Some(s);
+                self.post_conn = Some(c);
+            }
+            Err(e) => {
+                debug!(client = self.index, "POST connection failed: {e}");
+                self.retry_post(&e);
+            }
+        }
+    }
+
+    /// A message cannot be sent at all: stop sending, keep receiving.
+    fn fail(&mut self, why: String) {
+        warn!(client = self.index, "{why}");
+        self.result.error.get_or_insert(why);
+        self.current = None;
+        self.post_retry.disarm();
+        self.stop_sending();
+    }
+
+    /// How long a POST or a resume keeps failing before the client gives up.
+    fn give_up_after(&self) -> Duration {
+        self.plan.drain.max(self.plan.connect_timeout)
+    }
+
+    fn finish(&mut self) {
+        self.stream_conn = None;
+        self.body = None;
+        self.resuming = None;
+        self.inflight = None;
+        self.close_post();
+        let r = &mut self.result;
+        // A message still being POSTed at the end counts as sent: it may be
+        // lost, never quietly forgotten.
+        r.sent = self.next_seq;
+        r.received = self.verifier.unique;
+        r.lost = self.verifier.lost(self.next_seq);
+        r.duplicated = self.verifier.duplicated;
+        r.out_of_order = self.verifier.out_of_order;
+        if self.verifier.abandoned > 0 {
+            debug!(
+                client = self.index,
+                abandoned = self.verifier.abandoned,
+                "verifier window overflowed"
+            );
+        }
+    }
+}
+
+/// The string a message event's data encodes: borrowed when it holds no
+/// escapes (always so for bench payloads), decoded otherwise.
+fn json_string(data: &str) -> Option<Cow<'_, str>> {
+    let inner = data.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains(['\\', '"']) {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(data).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings() {
+        assert_eq!(json_string("\"abc\"").as_deref(), Some("abc"));
+        assert_eq!(json_string("\"a\\u0062c\"").as_deref(), Some("abc"));
+        assert_eq!(json_string("\"a\\\"\"").as_deref(), Some("a\""));
+        assert_eq!(json_string("abc"), None);
+        assert_eq!(json_string("\"a\"b\""), None);
+        assert_eq!(json_string("\""), None);
+    }
+}

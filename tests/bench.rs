@@ -1,0 +1,521 @@
+//! `ssechan bench` end to end: the real binary against the embedded server,
+//! a real `ssechan serve --echo` child, and faulty servers written here.
+
+#[path = "support/bench_servers.rs"]
+mod bench_servers;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bench_servers::Fault;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// A generous limit for one bench run on a slow, busy machine.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}):\n{}\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+async fn bench(args: &[&str]) -> Run {
+    bench_with_files(args, None).await
+}
+
+/// Runs bench with its open-file limit (soft and hard) set to `files`.
+async fn bench_with_files(args: &[&str], files: Option<u64>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    if let Some(n) = files {
+        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.arg("bench").args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+    let out = tokio::time::timeout(RUN_LIMIT, child)
+        .await
+        .expect("bench finished in time")
+        .expect("run bench");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} is not a count: {v}"))
+}
+
+fn failure_names(v: &Value) -> Vec<String> {
+    v["failures"]
+        .as_array()
+        .expect("failures is a list")
+        .iter()
+        .map(|f| f.as_str().unwrap_or("").split(':').next().unwrap_or("").to_string())
+        .collect()
+}
+
+const FIELDS: &[&str] = &[
+    "mode",
+    "url",
+    "embedded",
+    "clients",
+    "connected",
+    "sent",
+    "received",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "corrupted",
+    "drops",
+    "resumes",
+    "failed_resumes",
+    "stream_ends",
+    "post_errors",
+    "timeouts",
+    "errors",
+    "error_samples",
+    "duration_s",
+    "throughput_msgs_per_s",
+    "latency_ms",
+    "recovery_ms",
+    "connect_ms",
+    "resume_ms",
+    "post_connections",
+    "bench_cpu_s",
+    "bench_cpu_us_per_msg",
+    "events",
+    "events_per_s",
+    "stream_events_per_s",
+    "first_event_ms",
+    "id_gaps",
+    "passed",
+    "failures",
+];
+
+fn assert_schema(v: &Value) {
+    for k in FIELDS {
+        assert!(v.get(k).is_some(), "JSON report lacks {k}: {v}");
+    }
+    for h in ["latency_ms", "recovery_ms", "resume_ms", "connect_ms", "first_event_ms"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(v[h][p].is_number(), "{h}.{p} missing: {v}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_default_passes() {
+    let r = bench(&["--clients", "4", "--messages", "50", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_schema(&v);
+    assert_eq!(v["mode"], "echo");
+    assert_eq!(v["embedded"], true);
+    assert_eq!(u(&v, "clients"), 4);
+    assert_eq!(u(&v, "connected"), 4);
+    assert_eq!(u(&v, "sent"), 200);
+    assert_eq!(u(&v, "received"), 200);
+    for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors", "drops", "timeouts"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0));
+    assert!(v["throughput_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["duration_s"].as_f64().unwrap() > 0.0);
+    assert!(v["bench_cpu_s"].as_f64().unwrap() > 0.0);
+    let lat = &v["latency_ms"];
+    assert!(lat["p50"].as_f64().unwrap() > 0.0);
+    assert!(lat["p50"].as_f64() <= lat["p99"].as_f64());
+    assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
+    assert!(v["connect_ms"]["max"].as_f64().unwrap() > 0.0);
+    assert_eq!(u(&v, "post_connections"), 4);
+    // With --json - the human report goes to stderr, and no progress
+    // display when stderr is not a terminal.
+    assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "no progress bar off a terminal: {:?}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn human_report_on_stdout_and_json_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.json");
+    let r = bench(&[
+        "--clients",
+        "2",
+        "--messages",
+        "20",
+        "--window",
+        "4",
+        "--json",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("verdict     PASSED"), "{}", r.stdout);
+    assert!(r.stdout.contains("latency"), "{}", r.stdout);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_schema(&v);
+    assert_eq!((u(&v, "sent"), u(&v, "received")), (40, 40));
+}
+
+/// `ssechan serve --echo` as a child process; returns it and its URL.
+async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--echo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(RUN_LIMIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("http://") {
+                return line[i..].trim().to_string();
+            }
+        }
+        panic!("serve ended without printing its URL");
+    })
+    .await
+    .expect("serve printed its URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn against_a_real_serve_child() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let r =
+        bench(&[&url, "--clients", "3", "--messages", "40", "--size", "200", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["embedded"], false);
+    assert_eq!(v["url"], url.as_str());
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "lost")), (120, 120, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_loop_against_a_real_serve_child() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench(&[&url, "-c", "4", "--rate", "400", "--duration", "1s", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    // 400/s for 1 s: 400 messages, each client's share scheduled exactly.
+    assert_eq!(u(&v, "sent"), 400, "{v}");
+    assert_eq!(u(&v, "received"), 400, "{v}");
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!((0.9..3.0).contains(&d), "open loop keeps its schedule: {d}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn correct_test_server_passes() {
+    // Guards the faulty-server tests: the harness itself is sound.
+    let url = bench_servers::faulty_echo(Fault::None).await;
+    let r = bench(&[&url, "-c", "3", "-m", "30", "--window", "4", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "received"), 90);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_that_drops_messages_fails_lost() {
+    let url = bench_servers::faulty_echo(Fault::DropEvery(10)).await;
+    let r = bench(&[&url, "-c", "3", "-m", "30", "--drain", "200ms", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    // messageIds 9, 19 and 29 of each client are never echoed.
+    assert_eq!(u(&v, "sent"), 90);
+    assert_eq!(u(&v, "lost"), 9, "{v}");
+    assert_eq!(u(&v, "received"), 81);
+    assert_eq!(v["passed"], false);
+    assert_eq!(failure_names(&v), ["lost"], "{v}");
+    // The same run passes once that loss is allowed.
+    let r =
+        bench(&[&url, "-c", "3", "-m", "30", "--drain", "200ms", "--max-lost", "9", "--json", "-"])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_that_reorders_fails_out_of_order() {
+    let url = bench_servers::faulty_echo(Fault::SwapPairs).await;
+    let r = bench(&[&url, "-c", "2", "-m", "20", "--window", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "out_of_order"), 20, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "duplicated")), (0, 0));
+    assert_eq!(failure_names(&v), ["out_of_order"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_that_duplicates_fails_duplicated() {
+    let url = bench_servers::faulty_echo(Fault::DuplicateEvery(5)).await;
+    let r = bench(&[&url, "-c", "2", "-m", "20", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "duplicated"), 8, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "received")), (0, 40));
+    assert_eq!(failure_names(&v), ["duplicated"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_that_corrupts_fails_corrupted() {
+    let url = bench_servers::faulty_echo(Fault::Corrupt).await;
+    let r = bench(&[&url, "-c", "1", "-m", "5", "--drain", "200ms", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "corrupted"), 5, "{v}");
+    assert_eq!(u(&v, "lost"), 5, "{v}");
+    assert_eq!(failure_names(&v), ["lost", "corrupted"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_gate_fails() {
+    let r = bench(&["-c", "2", "-m", "20", "--max-p99", "1us", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(failure_names(&v), ["p99"], "{v}");
+    assert_eq!(u(&v, "lost"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throughput_gate_fails_and_passes() {
+    let r = bench(&["-c", "2", "-m", "20", "--min-throughput", "1e12", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(failure_names(&r.json()), ["throughput"]);
+    let r =
+        bench(&["-c", "2", "-m", "20", "--min-throughput", "1", "--max-p99", "10s", "--json", "-"])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_against_keep_alive_loses_nothing() {
+    let r = bench(&["-c", "4", "--duration", "2s", "--drop-every", "100ms", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert!(u(&v, "drops") > 4, "{v}");
+    assert!(u(&v, "resumes") >= u(&v, "drops"), "{v}");
+    assert!(u(&v, "received") > 0);
+    assert_eq!(u(&v, "sent"), u(&v, "received"), "{v}");
+    for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+    assert!(v["recovery_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
+    let resume = &v["resume_ms"];
+    assert!(resume["p50"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(resume["max"].as_f64() <= v["recovery_ms"]["max"].as_f64(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_without_keep_alive_reports_the_loss() {
+    // No keep-alive: an echo written while the stream is cut has nowhere to
+    // go. Open loop keeps messages in flight at every drop.
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench(&[
+        &url,
+        "-c",
+        "4",
+        "--rate",
+        "400",
+        "--duration",
+        "2s",
+        "--drop-every",
+        "50ms",
+        "--drain",
+        "500ms",
+        "--json",
+        "-",
+    ])
+    .await;
+    let v = r.json();
+    assert!(u(&v, "drops") > 0, "{v}");
+    assert!(u(&v, "lost") > 0, "{v}");
+    assert_eq!(u(&v, "lost") + u(&v, "received"), u(&v, "sent"), "{v}");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(failure_names(&v).contains(&"lost".to_string()), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_counts_a_known_stream_exactly() {
+    let url = bench_servers::known_stream((1..=25).collect()).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "6", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_schema(&v);
+    assert_eq!(v["mode"], "listen");
+    assert_eq!(u(&v, "events"), 150, "{v}");
+    assert_eq!(u(&v, "id_gaps"), 0, "{v}");
+    assert_eq!(u(&v, "lost"), 0, "{v}");
+    assert_eq!(u(&v, "connected"), 6);
+    assert!(v["first_event_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_reports_id_gaps() {
+    let ids = vec![1, 2, 3, 5, 6, 10, 11];
+    let url = bench_servers::known_stream(ids).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "3", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 21);
+    assert_eq!(u(&v, "id_gaps"), 6, "{v}");
+    assert_eq!(u(&v, "lost"), 12, "{v}");
+    assert_eq!(failure_names(&v), ["lost"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_stops_after_messages_per_stream() {
+    let url = bench_servers::known_stream((1..=50).collect()).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "-m", "10", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "events"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_target_exits_2() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/sse");
+    let r = bench(&[&url, "-c", "2", "-m", "5"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+    assert!(r.stderr.contains("cannot reach"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_path_is_unreachable() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let url = url.replace("/sse", "/nope");
+    let r = bench(&[&url, "-c", "2", "-m", "5"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("404"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_errors_exit_2() {
+    for args in [
+        &["--raw", "-m", "1"][..],
+        &["--size", "10"],
+        &["ftp://127.0.0.1/sse"],
+        &["https://127.0.0.1/sse"],
+        &["not a url"],
+        &["--mode", "listen"],
+        &["--window", "0"],
+        &["--clients", "0"],
+        &["--rate", "0"],
+        &["-H", "no colon here"],
+        &["--messages", "x"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.is_empty(), "{args:?} explains itself");
+    }
+}
+
+/// Whether this process may raise its hard open-file limit (then bench may
+/// too, and needs no shared POST connections).
+fn can_raise_hard_file_limit() -> bool {
+    // SAFETY: reads and writes only the struct passed.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return false;
+        }
+        let raised = libc::rlimit { rlim_cur: lim.rlim_cur, rlim_max: lim.rlim_max + 1 };
+        let ok = libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0;
+        if ok {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        ok
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_file_limit_shares_post_connections() {
+    // 60 clients against the embedded server want 4 files each (240 + 256
+    // spare); 400 leave room for the streams and a dozen shared POST lanes.
+    let r = bench_with_files(&["-c", "60", "-m", "10", "--json", "-"], Some(400)).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "errors")), (600, 600, 0), "{v}");
+    if !can_raise_hard_file_limit() {
+        let lanes = u(&v, "post_connections");
+        assert!((1..60).contains(&lanes), "{v}");
+        assert!(r.stderr.contains("shared POST connections"), "{}", r.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_to_a_broadcasting_serve_child() {
+    // `ssechan serve` (text mode) sends each stdin line to every client:
+    // the fan-out that listen mode measures, over the channel protocol.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
+        if let Some(i) = line.find("http://") {
+            break line[i..].trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut stdin = serve.stdin.take().unwrap();
+    let feeder = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for i in 0.. {
+            if stdin.write_all(format!("line {i}\n").as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let r = bench(&["--mode", "listen", &url, "-c", "3", "-m", "5", "--json", "-"]).await;
+    feeder.abort();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 15, "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "errors")), (0, 0), "{v}");
+    assert!(v["events_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn progress_shows_on_a_terminal() {
+    use expectrl::{Expect, Session};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    cmd.args(["bench", "-c", "2", "--duration", "1500ms"]);
+    let mut s = Session::spawn(cmd).expect("spawn bench on a pty");
+    s.set_expect_timeout(Some(RUN_LIMIT));
+    // Only the live line names reconnects and a rate; the report does not.
+    s.expect("reconnects 0").expect("a progress line on the terminal");
+    s.expect("verdict     PASSED").expect("the report after it");
+}

@@ -1,0 +1,216 @@
+//! Test servers for `tests/bench.rs`: a deliberately faulty channel echo
+//! server and a plain SSE server that sends a known stream, both real hyper
+//! servers on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// A response body fed from a channel: an event stream that ends when the
+/// sender is dropped.
+pub struct ChannelBody {
+    rx: Option<mpsc::UnboundedReceiver<Bytes>>,
+    full: Option<Bytes>,
+}
+
+impl ChannelBody {
+    fn stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Self {
+        Self { rx: Some(rx), full: None }
+    }
+    fn full(b: impl Into<Bytes>) -> Self {
+        Self { rx: None, full: Some(b.into()) }
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(b) = self.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match &mut self.rx {
+            Some(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// How the faulty echo server misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Echo everything: a correct server.
+    None,
+    /// Never echo messages whose messageId % n == n - 1.
+    DropEvery(u64),
+    /// Hold each even messageId until the next one came, then echo both
+    /// swapped.
+    SwapPairs,
+    /// Echo messages whose messageId % n == n - 1 twice.
+    DuplicateEvery(u64),
+    /// Echo every message with one byte changed.
+    Corrupt,
+}
+
+#[derive(Default)]
+struct Client {
+    tx: Option<mpsc::UnboundedSender<Bytes>>,
+    next_event_id: u64,
+    held: Option<Bytes>,
+}
+
+type Clients = Arc<Mutex<HashMap<String, Client>>>;
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    form_urlencoded_parse(req.uri().query().unwrap_or("")).remove(name)
+}
+
+fn form_urlencoded_parse(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace('+', " ")))
+        .collect()
+}
+
+fn respond(status: StatusCode, body: ChannelBody) -> Response<ChannelBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r
+}
+
+fn event_stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Response<ChannelBody> {
+    let mut r = Response::new(ChannelBody::stream(rx));
+    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r
+}
+
+/// Serves `handler` on a free loopback port; returns the channel URL.
+async fn serve<F, Fut>(handler: F) -> String
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ChannelBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}/sse")
+}
+
+/// A channel echo server (no keep-alive, no replay) with a fault.
+pub async fn faulty_echo(fault: Fault) -> String {
+    let clients: Clients = Arc::default();
+    serve(move |req| {
+        let clients = clients.clone();
+        async move {
+            let Some(id) = query_param(&req, "sseClientId") else {
+                return respond(StatusCode::BAD_REQUEST, ChannelBody::full("no id"));
+            };
+            if req.method() == http::Method::GET {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(Bytes::from_static(b"retry: 1000\n\n"));
+                clients.lock().unwrap().entry(id).or_default().tx = Some(tx);
+                return event_stream(rx);
+            }
+            let n: u64 = query_param(&req, "messageId").and_then(|m| m.parse().ok()).unwrap_or(0);
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let mut all = clients.lock().unwrap();
+            let Some(c) = all.get_mut(&id) else {
+                return respond(StatusCode::NOT_FOUND, ChannelBody::full("unknown"));
+            };
+            let mut out: Vec<Bytes> = Vec::new();
+            match fault {
+                Fault::None => out.push(body),
+                Fault::DropEvery(k) => {
+                    if n % k != k - 1 {
+                        out.push(body);
+                    }
+                }
+                Fault::SwapPairs => {
+                    if n.is_multiple_of(2) {
+                        c.held = Some(body);
+                    } else {
+                        out.push(body);
+                        out.extend(c.held.take());
+                    }
+                }
+                Fault::DuplicateEvery(k) => {
+                    out.push(body.clone());
+                    if n % k == k - 1 {
+                        out.push(body);
+                    }
+                }
+                Fault::Corrupt => {
+                    let mut v = body.to_vec();
+                    if v.len() > 10 {
+                        v[10] = if v[10] == b'z' { b'y' } else { b'z' };
+                    }
+                    out.push(Bytes::from(v));
+                }
+            }
+            for data in out {
+                c.next_event_id += 1;
+                let mut ev = format!("id: {}\ndata: ", c.next_event_id).into_bytes();
+                ev.extend_from_slice(&data);
+                ev.extend_from_slice(b"\n\n");
+                if let Some(tx) = &c.tx {
+                    let _ = tx.send(Bytes::from(ev));
+                }
+            }
+            respond(StatusCode::OK, ChannelBody::full(Bytes::new()))
+        }
+    })
+    .await
+}
+
+/// A plain SSE server: each stream gets `ids` as `id:` + `data:` events,
+/// then ends; a reconnect (it carries `Last-Event-ID`) gets 204, which
+/// tells the client to stop.
+pub async fn known_stream(ids: Vec<u64>) -> String {
+    let ids = Arc::new(ids);
+    serve(move |req| {
+        let ids = ids.clone();
+        async move {
+            if req.headers().contains_key("last-event-id") {
+                return respond(StatusCode::NO_CONTENT, ChannelBody::full(Bytes::new()));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut all = String::from(": hello\n\n");
+            for id in ids.iter() {
+                all.push_str(&format!("id: {id}\ndata: event {id}\n\n"));
+            }
+            let _ = tx.send(Bytes::from(all));
+            drop(tx);
+            event_stream(rx)
+        }
+    })
+    .await
+}
