@@ -2,19 +2,30 @@
 
 use tracing::{info, warn};
 
-/// Raises the soft open-file limit to the hard limit: every client holds two
-/// sockets (its stream and its POSTs), and 10,000 clients pass any usual
-/// soft limit. Returns the limit in force.
-pub fn raise_open_file_limit() -> Option<u64> {
+/// Raises the soft open-file limit to the hard limit, and past it to `need`
+/// when the process may (root with CAP_SYS_RESOURCE): every client holds a
+/// socket or two, and 10,000 clients pass any usual soft limit. Returns the
+/// limit in force (`u64::MAX` where it cannot be read).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+pub fn raise_open_file_limit(need: u64) -> u64 {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return None;
+            return u64::MAX;
+        }
+        let old = lim.rlim_cur;
+        if (lim.rlim_max as u64) < need {
+            let want =
+                libc::rlimit { rlim_cur: need as libc::rlim_t, rlim_max: need as libc::rlim_t };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+                info!(from = old, to = need, "raised the open-file limit");
+                return need;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
             lim.rlim_cur = lim.rlim_max;
             // SAFETY: as above.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
@@ -24,9 +35,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
                 lim.rlim_cur = old;
             }
         }
-        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
-        Some(lim.rlim_cur as u64)
+        lim.rlim_cur as u64
     }
     #[cfg(not(unix))]
-    None
+    u64::MAX
 }

@@ -67,7 +67,7 @@ pub(crate) struct Plan {
 /// or unreachable target.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
-    let files = raise_open_file_limit(FileBudget::new(&args).own());
+    let files = crate::sys::raise_open_file_limit(FileBudget::new(&args).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -404,32 +404,6 @@ impl FileBudget {
         let left = limit.saturating_sub(self.clients * self.per_socket + SPARE_FILES);
         Some((left / self.per_socket).clamp(1, MAX_LANES.min(self.clients)) as usize)
     }
-}
-
-/// Raises the soft open-file limit to the hard limit, and past it when the
-/// process may (root) and `need` files are more: each client holds two
-/// sockets, and 10,000 clients pass any usual limit.
-fn raise_open_file_limit(need: u64) -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return u64::MAX;
-    }
-    let old = lim.rlim_cur;
-    if lim.rlim_max < need {
-        let want = libc::rlimit { rlim_cur: need, rlim_max: need };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            info!(from = old, to = need, "raised the open-file limit");
-            return need;
-        }
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
-            info!(from = old, to = lim.rlim_max, "raised the open-file limit");
-        }
-    }
-    lim.rlim_cur
 }
 
 /// The in-process `serve --echo` used when no URL is given.

@@ -50,7 +50,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
         );
     }
-    crate::sys::raise_open_file_limit();
+    // A stream and a POST connection per client, and some to spare.
+    crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
     let server = Server::bind(args.listen, args.config())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
