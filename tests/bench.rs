@@ -269,12 +269,14 @@ async fn server_that_reorders_fails_out_of_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_that_duplicates_fails_duplicated() {
+    // Ids 4, 9 and 14 come twice; not the last one, whose copy could
+    // arrive after the run ends.
     let url = bench_servers::faulty_echo(Fault::DuplicateEvery(5)).await;
-    let r = bench(&[&url, "-c", "2", "-m", "20", "--json", "-"]).await;
+    let r = bench(&[&url, "-c", "2", "-m", "18", "--json", "-"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!(u(&v, "duplicated"), 8, "{v}");
-    assert_eq!((u(&v, "lost"), u(&v, "received")), (0, 40));
+    assert_eq!(u(&v, "duplicated"), 6, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "received")), (0, 36));
     assert_eq!(failure_names(&v), ["duplicated"], "{v}");
 }
 

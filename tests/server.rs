@@ -605,3 +605,95 @@ async fn posts_wait_while_the_application_is_behind() {
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("b".into()));
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("c".into()));
 }
+
+/// Reads from `tcp` until `needle` shows up; returns everything read.
+async fn read_until(tcp: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "EOF before {needle:?}: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn a_fresh_connection_streams_close_delimited() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = server(ServerConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(
+        b"GET /sse?sseClientId=d HTTP/1.1\r\nHost: h\r\nOrigin: http://o.example\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let conn = server.accept().await.unwrap();
+    conn.send("x").unwrap();
+    let got = read_until(&mut tcp, "data: \"x\"\n\n").await;
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for h in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "connection: close",
+        "access-control-allow-origin: http://o.example",
+        "access-control-allow-credentials: true",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(body, "retry: 1000\n\nid: 1\ndata: \"x\"\n\n");
+    conn.close();
+    let rest = read_until(&mut tcp, "data: close\n\n").await;
+    assert_eq!(rest, "event: control\ndata: close\n\n");
+}
+
+#[tokio::test]
+async fn a_stream_after_a_post_on_a_kept_alive_connection() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = server(ServerConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(b"POST /sse?sseClientId=k HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n\"a\"")
+        .await
+        .unwrap();
+    let reply = read_until(&mut tcp, "unknown client id \"k\"\n").await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    // Same connection, now a stream: served chunked, as any HTTP/1.1 response.
+    tcp.write_all(b"GET /sse?sseClientId=k HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    let conn = server.accept().await.unwrap();
+    conn.send("y").unwrap();
+    let got = read_until(&mut tcp, "data: \"y\"\n\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{got}");
+}
+
+#[tokio::test]
+async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = server(ServerConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    for part in ["GET /sse?sse", "ClientId=split HT", "TP/1.1\r\nHost: h\r", "\n\r\n"] {
+        tcp.write_all(part.as_bytes()).await.unwrap();
+        tcp.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let conn = server.accept().await.unwrap();
+    assert_eq!(conn.id(), "split");
+    conn.send("z").unwrap();
+    read_until(&mut tcp, "data: \"z\"\n\n").await;
+    // A head with bytes after it goes to hyper, which handles both requests.
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(
+        b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /sse?sseClientId=p HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let conn = server.accept().await.unwrap();
+    conn.send("p").unwrap();
+    let got = read_until(&mut tcp, "data: \"p\"\n\n").await;
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+}

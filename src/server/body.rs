@@ -44,6 +44,16 @@ impl EventStreamBody {
         Self { conn, generation, prelude: Some(prelude), heartbeat, ended: false }
     }
 
+    /// Whether the last frame (the control close) has been handed out.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// See [`Conn::poll_detached`].
+    pub(crate) fn poll_detached(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.poll_detached(self.generation, cx)
+    }
+
     fn wrote(&mut self) {
         if let Some(hb) = &mut self.heartbeat {
             hb.last_write = Instant::now();

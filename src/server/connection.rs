@@ -298,6 +298,20 @@ impl Conn {
         Poll::Pending
     }
 
+    /// Ready once this stream is no longer the attached one (taken over,
+    /// dropped, closed): a writer blocked on a slow socket stops then.
+    pub(crate) fn poll_detached(&self, generation: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut out = self.lock();
+        if out.attached != Some(generation) {
+            return Poll::Ready(());
+        }
+        match &out.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => out.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     fn drain_batch(&self, out: &mut Outbound) -> Bytes {
         let limits = self.limits;
         let want = out.queue_bytes + out.queue.len() * ID_LINE_MAX;

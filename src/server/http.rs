@@ -36,7 +36,7 @@ pub(crate) async fn handle(
         }
     };
     let res = match *req.method() {
-        Method::GET | Method::HEAD => open_stream(&shared, remote, &req, origin.as_ref()),
+        Method::GET | Method::HEAD => open_stream(&shared, remote, &req),
         Method::POST => post_message(&shared, remote, req, origin.as_ref()).await,
         Method::OPTIONS => Ok(preflight(&req, origin.as_ref())),
         _ => {
@@ -128,18 +128,30 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
     })
 }
 
-fn open_stream(
+/// A stream request that passed every check and is attached to its
+/// connection: what either stream path needs to start writing.
+pub(crate) struct StreamStart {
+    pub(crate) body: EventStreamBody,
+    pub(crate) origin: Option<HeaderValue>,
+}
+
+/// Decides on a `GET` of the channel path, for both stream paths: checks
+/// origin, `Accept` and query, then attaches (resume, takeover) or creates
+/// the connection. No side effect unless it returns `Ok`.
+pub(crate) fn start_stream(
     shared: &Arc<ServerShared>,
     remote: SocketAddr,
-    req: &Request<Incoming>,
-    origin: Option<&HeaderValue>,
-) -> Result<Response<ResponseBody>, Rejection> {
-    if !accepts_event_stream(req.headers()) {
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<StreamStart, Rejection> {
+    let origin = cors_origin(shared, headers)
+        .map_err(|()| (StatusCode::FORBIDDEN, "origin not allowed".to_string()))?;
+    if !accepts_event_stream(headers) {
         return Err((StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream".into()));
     }
-    let q = ChannelQuery::parse(req.uri().query(), shared.config.limits.max_client_id_len)
-        .map_err(bad_request)?;
-    let last_event_id = req.headers().get("last-event-id").and_then(|v| {
+    let q =
+        ChannelQuery::parse(query, shared.config.limits.max_client_id_len).map_err(bad_request)?;
+    let last_event_id = headers.get("last-event-id").and_then(|v| {
         let v = v.to_str().ok()?.trim();
         let parsed = v.parse::<u64>().ok();
         if parsed.is_none() {
@@ -157,12 +169,22 @@ fn open_stream(
         retry_event(shared.config.retry.as_millis() as u64),
         shared.config.heartbeat,
     );
+    Ok(StreamStart { body, origin })
+}
+
+fn open_stream(
+    shared: &Arc<ServerShared>,
+    remote: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let StreamStart { body, origin } =
+        start_stream(shared, remote, req.headers(), req.uri().query())?;
     let mut r = Response::new(Either::Right(body));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    with_cors(h, origin);
+    with_cors(h, origin.as_ref());
     Ok(r)
 }
 

@@ -7,6 +7,7 @@
 mod body;
 mod config;
 mod connection;
+mod direct;
 mod http;
 
 use std::collections::{HashMap, VecDeque};
@@ -255,12 +256,16 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let svc = hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Some(direct::Routed::Hyper(io)) = direct::route(stream, remote, &shared).await
+            else {
+                return;
+            };
+            let svc =
+                hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
+            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 debug!(%remote, "connection ended: {e}");
             }
         });

@@ -1,0 +1,238 @@
+//! Streams served without hyper.
+//!
+//! An HTTP/1.1 connection in hyper keeps two 8 KiB buffers for its whole
+//! life; for tens of thousands of long-lived, write-only event streams that
+//! is most of the memory. So the accept loop reads each new connection's
+//! first request head itself: a valid channel `GET` is answered here with a
+//! close-delimited `text/event-stream` and written from the connection's
+//! queue directly; anything else (POSTs, refusals, h2c, other paths) is
+//! handed to hyper with the bytes already read put back in front.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::ServerShared;
+use super::http::{StreamStart, start_stream};
+
+/// Longest request head read here; a longer one goes to hyper, which
+/// answers it properly.
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers parsed at most; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// Time a client has to send its first request head.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time the control close event may take to go out.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
+/// What became of a new connection.
+pub(crate) enum Routed {
+    /// Served here, and now finished.
+    Done,
+    /// For hyper: the socket with the bytes read so far.
+    Hyper(Rewind),
+}
+
+/// Reads the first request head and serves it here if it opens a stream.
+pub(crate) async fn route(
+    mut tcp: TcpStream,
+    remote: SocketAddr,
+    shared: &Arc<ServerShared>,
+) -> Option<Routed> {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp, &mut head)).await;
+    let complete = match read {
+        Err(_) | Ok(Err(_)) => return None,
+        Ok(Ok(0)) => return None, // closed before sending anything
+        Ok(Ok(len)) => len,
+    };
+    let start = match parse_stream_request(&head[..complete], &shared.config.path) {
+        Some((headers, query)) if complete == head.len() => {
+            start_stream(shared, remote, &headers, query.as_deref()).ok()
+        }
+        _ => None,
+    };
+    let Some(start) = start else {
+        return Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: tcp }));
+    };
+    drop(head);
+    write_stream(tcp, start).await;
+    Some(Routed::Done)
+}
+
+/// Reads until the end of the first head (`\r\n\r\n`), EOF, or
+/// [`MAX_HEAD`]. Returns the head's length, or the bytes read when there is
+/// no complete head (then everything goes to hyper).
+async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut scanned = 0usize;
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(MAX_HEAD - buf.len()).max(1));
+        }
+        let n = tcp.read_buf(buf).await?;
+        if n == 0 {
+            return Ok(buf.len());
+        }
+        let from = scanned.saturating_sub(3);
+        if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(from + i + 4);
+        }
+        scanned = buf.len();
+        if buf.len() >= MAX_HEAD {
+            return Ok(buf.len());
+        }
+    }
+}
+
+/// The headers and query of `head` if it is a plain HTTP/1.x `GET` of
+/// `path` with no body and nothing after it; `None` sends the connection to
+/// hyper.
+fn parse_stream_request(head: &[u8], path: &str) -> Option<(HeaderMap, Option<String>)> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(n)) if n == head.len()) {
+        return None; // incomplete, or pipelined bytes follow
+    }
+    if req.method != Some("GET") {
+        return None;
+    }
+    let (req_path, query) = match req.path?.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (req.path?, None),
+    };
+    if req_path != path {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let has = |name: &str| headers.contains_key(name);
+    if has("upgrade") || has("content-length") || has("transfer-encoding") || has("expect") {
+        return None;
+    }
+    Some((headers, query))
+}
+
+/// The response head: like hyper's, but close-delimited, since the stream
+/// is the last thing on this connection.
+fn response_head(origin: Option<&HeaderValue>) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+          x-accel-buffering: no\r\nconnection: close\r\n",
+    );
+    if let Some(origin) = origin {
+        h.extend_from_slice(
+            b"access-control-allow-credentials: true\r\naccess-control-allow-origin: ",
+        );
+        h.extend_from_slice(origin.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// Writes the stream until it ends (closed, dropped, taken over) or the
+/// client goes away, which the read side tells at once.
+async fn write_stream(mut tcp: TcpStream, start: StreamStart) {
+    let StreamStart { mut body, origin } = start;
+    let (mut rd, mut wr) = tcp.split();
+    let mut scratch = [0u8; 64];
+    if wr.write_all(&response_head(origin.as_ref())).await.is_err() {
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            f = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => f,
+            r = rd.read(&mut scratch) => match r {
+                Ok(0) | Err(_) => break, // the client is gone
+                Ok(_) => continue,       // nothing is expected: discard
+            },
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(mut data) = frame.into_data() else { continue };
+        if body.is_ended() {
+            // The control close: the stream is already detached, so write it
+            // without watching for that, but not forever.
+            let _ = tokio::time::timeout(FINAL_WRITE, wr.write_all_buf(&mut data)).await;
+            break;
+        }
+        while data.has_remaining() {
+            tokio::select! {
+                r = wr.write_buf(&mut data) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                // A stuck socket must not keep a detached stream alive.
+                _ = std::future::poll_fn(|cx| body.poll_detached(cx)) => return,
+                r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    debug!("direct stream ended");
+}
+
+/// A socket with bytes already read put back in front, for hyper.
+pub(crate) struct Rewind {
+    pre: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
