@@ -112,6 +112,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip is slower than this')
             [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting each client')
+            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Client threads; 0 uses half the cores, leaving the rest to a local server')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep-alive of the embedded server (without URL)')
             [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for outstanding echoes at the end before counting them lost')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Listen mode: URL is a plain SSE endpoint (no client id)')

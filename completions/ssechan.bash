@@ -67,7 +67,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --json --max-lost --max-duplicated --max-p99 --min-throughput --connect-timeout --keep-alive --drain --verbose --quiet --help --version"
+            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --json --max-lost --max-duplicated --max-p99 --min-throughput --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,10 @@ _ssechan() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

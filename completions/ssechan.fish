@@ -90,6 +90,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-duplicated
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-p99 -d 'Fail when the p99 round trip is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for outstanding echoes at the end before counting them lost' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'

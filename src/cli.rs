@@ -261,6 +261,9 @@ pub struct BenchArgs {
     /// Time limit for connecting each client.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// Client threads; 0 uses half the cores, leaving the rest to a local server.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
     /// Keep-alive of the embedded server (without URL).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,

@@ -129,6 +129,10 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
                 Some(Some(Err(e))) => break Some(e.to_string()),
                 Some(None) | None => break None,
             };
+            // A stream that is always ready never lets the timeout fire.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break 'run;
+            }
             let now = plan.clock.now_us();
             parser.feed(&chunk);
             let mut new = 0;

@@ -163,7 +163,7 @@ async fn bench(
         Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
     }
     let listen = args.mode == BenchMode::Listen;
-    let rts = runtimes::Runtimes::start().context("cannot start the client threads")?;
+    let rts = runtimes::Runtimes::start(args.threads).context("cannot start the client threads")?;
     let lanes = (!listen).then(|| FileBudget::new(args).lanes(files)).flatten().map(|n| {
         warn!(
             "open-file limit {files} is too low for a POST connection per client: \
