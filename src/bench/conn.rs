@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
@@ -55,7 +55,7 @@ impl ConnectError {
 pub enum TargetError {
     #[error("bad URL {0:?}: {1}")]
     Url(String, String),
-    #[error("bad header {0:?}: expected 'Name: value'")]
+    #[error("{0}")]
     Header(String),
 }
 
@@ -92,15 +92,8 @@ impl Target {
             Some(q) if !q.is_empty() => format!("{}?{q}&", uri.path()),
             _ => format!("{}?", uri.path()),
         };
-        let mut map = HeaderMap::new();
-        for h in headers {
-            let (name, value) = h.split_once(':').ok_or_else(|| TargetError::Header(h.clone()))?;
-            let name = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| TargetError::Header(h.clone()))?;
-            let value =
-                HeaderValue::from_str(value.trim()).map_err(|_| TargetError::Header(h.clone()))?;
-            map.append(name, value);
-        }
+        let map = crate::client::config::parse_headers(headers)
+            .map_err(|e| TargetError::Header(e.to_string()))?;
         Ok(Self {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port,

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The README's Performance figures: release builds, `ssechan serve` and
+# `ssechan bench` in separate processes on loopback. Prints each bench
+# report and the server's CPU time and resident memory beside it.
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout ...] (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+B=target/release/ssechan
+port=18300
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# start_server ARGS...: starts serve on the next port; sets PID and URL.
+start_server() {
+  port=$((port + 1))
+  "$B" serve --listen "127.0.0.1:$port" -q "$@" 2>/dev/null &
+  PID=$!
+  URL="http://127.0.0.1:$port/sse"
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+}
+
+# run_bench NAME MESSAGES ARGS...: bench against $URL, then server figures.
+run_bench() {
+  local name=$1 msgs=$2
+  shift 2
+  local t0 r0
+  t0=$(cpu_ticks "$PID")
+  r0=$(rss_kib "$PID")
+  echo "== $name: ssechan bench $* (server: ${SERVER_ARGS})"
+  "$B" bench "$URL" "$@" --json "/tmp/ssechan-perf-$name.json" || true
+  local t1 r1 hz
+  t1=$(cpu_ticks "$PID")
+  r1=$(rss_kib "$PID")
+  hz=$(getconf CLK_TCK)
+  python3 - "$name" "$t0" "$t1" "$hz" "$r0" "$r1" "$msgs" <<'PY'
+import json, sys
+name, t0, t1, hz, r0, r1, msgs = sys.argv[1:]
+rep = json.load(open(f"/tmp/ssechan-perf-{name}.json"))
+cpu = (int(t1) - int(t0)) / int(hz)
+n = rep.get(msgs) or 1
+print(f"   server cpu {cpu:.2f} s ({cpu / n * 1e6:.2f} µs per {msgs[:-1] if msgs.endswith('s') else msgs}), "
+      f"bench cpu {rep['bench_cpu_s']:.2f} s ({rep['bench_cpu_s'] / n * 1e6:.2f} µs)")
+print(f"   server rss {int(r0)} KiB before, {int(r1)} KiB after; clients {rep['clients']}")
+PY
+}
+
+want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
+SELECTED="${*:-throughput latency scale chaos fanout}"
+
+if want throughput; then
+  SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
+  run_bench throughput received --clients 100 --duration 30s
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+fi
+if want latency; then
+  SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
+  run_bench latency received --clients 100 --rate 5000 --duration 30s
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+fi
+if want scale; then
+  SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
+  idle=$(rss_kib "$PID")
+  ( sleep 15; echo "   server rss with 10000 clients connected, 15 s in: $(rss_kib "$PID") KiB (idle: $idle KiB)" ) &
+  probe=$!
+  run_bench scale received --clients 10000 --rate 10000 --duration 30s
+  wait "$probe"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+fi
+if want chaos; then
+  SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
+  run_bench chaos received --clients 100 --rate 2000 --drop-every 200ms --duration 60s
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+fi
+if want fanout; then
+  # stdin fed at 2,000 lines/s: every line goes to each of 1,000 clients.
+  SERVER_ARGS="(stdin at 2000 lines/s)"
+  port=$((port + 1))
+  python3 -c '
+import sys, time
+t0 = time.time(); n = 0
+while time.time() - t0 < 60:
+    due = int((time.time() - t0) * 2000)
+    if due > n:
+        sys.stdout.write("".join("fan-out message %08d ....................\n" % i for i in range(n, due)))
+        sys.stdout.flush(); n = due
+    time.sleep(0.005)
+' | "$B" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
+  sleep 0.5
+  PID=$(pgrep -f "ssechan serve --listen 127.0.0.1:$port")
+  URL="http://127.0.0.1:$port/sse"
+  run_bench fanout events --mode listen --clients 1000 --duration 20s
+  kill "$PID" 2>/dev/null || true
+fi
