@@ -697,3 +697,47 @@ async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     let got = read_until(&mut tcp, "data: \"p\"\n\n").await;
     assert!(got.starts_with("HTTP/1.1 404"), "{got}");
 }
+
+#[tokio::test]
+async fn a_client_that_outlived_a_server_restart_is_not_stuck() {
+    // It goes on counting from 7; this server never saw 0..6.
+    let mut server = server(ServerConfig {
+        first_message_wait: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let client = http();
+    let _s = open(&url, "survivor", None).await;
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(post(&client, &url, "survivor", 8, "m8").await, 200);
+    assert_eq!(post(&client, &url, "survivor", 7, "m7").await, 200);
+    assert!(tokio::time::timeout(Duration::from_millis(100), conn.recv()).await.is_err());
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m7".into()));
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m8".into()));
+    assert_eq!(post(&client, &url, "survivor", 0, "late").await, 200);
+    assert_eq!(post(&client, &url, "survivor", 9, "m9").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m9".into()));
+}
+
+#[tokio::test]
+async fn out_of_order_first_messages_still_wait_for_zero() {
+    let mut server = server(ServerConfig {
+        first_message_wait: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let url = server.url();
+    let client = http();
+    let _s = open(&url, "new", None).await;
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(post(&client, &url, "new", 1, "b").await, 200);
+    assert_eq!(post(&client, &url, "new", 0, "a").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("a".into()));
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("b".into()));
+    tokio::time::sleep(Duration::from_millis(400)).await; // the wait ran out: no effect
+    assert_eq!(post(&client, &url, "new", 3, "d").await, 200);
+    assert_eq!(post(&client, &url, "new", 2, "c").await, 200);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("c".into()));
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("d".into()));
+}

@@ -139,6 +139,24 @@ impl<T: Weigh> ReorderBuffer<T> {
     pub fn pop_ready(&mut self) -> Option<T> {
         self.ready.pop_front()
     }
+
+    /// Gives up on the gap before the first buffered message: it becomes the
+    /// next expected id and it and its contiguous successors are released.
+    /// Returns the id skipped to, `None` when nothing is buffered.
+    pub fn skip_gap(&mut self) -> Option<u64> {
+        let offset = self.pending.iter().position(Option::is_some)?;
+        self.pending.drain(..offset);
+        self.next += offset as u64;
+        let start = self.next;
+        while let Some(Some(_)) = self.pending.front() {
+            if let Some(Some(m)) = self.pending.pop_front() {
+                self.pending_bytes -= m.weight();
+                self.ready.push_back(m);
+                self.next += 1;
+            }
+        }
+        Some(start)
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +210,21 @@ mod tests {
         assert_eq!(b.offer(8, "123456789".into()), Offer::Buffered);
         assert_eq!(b.offer(7, "12".into()), Offer::BufferFull);
         assert_eq!(b.offer(7, "1".into()), Offer::Buffered);
+    }
+
+    #[test]
+    fn skipping_a_gap_releases_what_follows() {
+        let mut b = buf();
+        assert_eq!(b.skip_gap(), None);
+        b.offer(3, "d".into());
+        b.offer(4, "e".into());
+        b.offer(6, "g".into());
+        assert_eq!(b.skip_gap(), Some(3));
+        assert_eq!(drain(&mut b), ["d", "e"]);
+        assert_eq!((b.next_id(), b.buffered(), b.buffered_bytes()), (5, 1, 1));
+        assert_eq!(b.offer(1, "late".into()), Offer::Duplicate);
+        assert_eq!(b.offer(5, "f".into()), Offer::Ready);
+        assert_eq!(drain(&mut b), ["f", "g"]);
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub struct ServerConfig {
     /// How long the next expected messageId of a closed client id is kept,
     /// so that a client that comes back keeps counting where it was.
     pub closed_id_memory: Duration,
+    /// How long a new client id's out-of-order messages wait for the ones
+    /// before them when nothing has been delivered yet. A client that
+    /// outlived a server restart goes on counting from where it was, and
+    /// the new server would otherwise wait for messageId 0 forever; after
+    /// this it starts from the first message it has, and logs the gap.
+    pub first_message_wait: Duration,
     pub limits: Limits,
 }
 
@@ -32,6 +38,7 @@ impl Default for ServerConfig {
             retry: Duration::from_millis(1000),
             allowed_origins: None,
             closed_id_memory: Duration::from_secs(300),
+            first_message_wait: Duration::from_secs(5),
             limits: Limits::default(),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -148,6 +148,10 @@ pub(crate) struct Conn {
     /// Messages handed to the application beyond the permits taken for them
     /// (one POST can release many buffered successors); paid back first.
     incoming_debt: AtomicUsize,
+    /// A new client id, not one remembered from a closed connection, whose
+    /// first-message wait has not been started yet.
+    first_wait_pending: AtomicBool,
+    first_message_wait: Duration,
     events: mpsc::UnboundedSender<ConnectionEvent>,
 }
 
@@ -160,6 +164,7 @@ impl Conn {
     ) -> (Arc<Conn>, Connection) {
         let limits = server.config.limits;
         let (tx, rx) = mpsc::unbounded_channel();
+        let fresh = inbound.is_none();
         let conn = Arc::new(Conn {
             id,
             remote,
@@ -190,6 +195,8 @@ impl Conn {
             }))),
             incoming_room: Semaphore::new(limits.incoming_messages.max(1)),
             incoming_debt: AtomicUsize::new(0),
+            first_wait_pending: AtomicBool::new(fresh),
+            first_message_wait: server.config.first_message_wait,
             events: tx,
         });
         let app = Connection { conn: conn.clone(), events: rx, done: false };
@@ -530,7 +537,7 @@ impl Conn {
     /// Hands a POSTed message to the re-order buffer and, in order, to the
     /// application. Waits while the application's queue is full.
     pub(crate) async fn deliver(
-        &self,
+        self: &Arc<Self>,
         message_id: u64,
         message: String,
     ) -> Result<Offer, DeliverError> {
@@ -552,6 +559,15 @@ impl Conn {
                 if released > 1 {
                     self.incoming_debt.fetch_add(released - 1, Ordering::Relaxed);
                 }
+                self.first_wait_pending.store(false, Ordering::Relaxed);
+                Ok(offer)
+            }
+            Offer::Buffered if self.first_wait_pending.swap(false, Ordering::Relaxed) => {
+                let conn = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(conn.first_message_wait).await;
+                    conn.skip_first_gap();
+                });
                 Ok(offer)
             }
             Offer::Buffered | Offer::Duplicate => Ok(offer),
@@ -561,6 +577,30 @@ impl Conn {
             }),
             Offer::BufferFull => Err(DeliverError::BufferFull { bytes: inbound.buffered_bytes() }),
         }
+    }
+}
+
+impl Conn {
+    /// The first-message wait ran out: if nothing was delivered yet, start
+    /// from the first message there is (see `ServerConfig::first_message_wait`).
+    fn skip_first_gap(&self) {
+        let mut guard = self.lock_inbound();
+        let Some(inbound) = guard.as_mut() else { return };
+        if inbound.next_id() != 0 {
+            return; // messageId 0 came after all
+        }
+        let Some(start) = inbound.skip_gap() else { return };
+        warn!(
+            client = %self.id,
+            "messages 0..{start} never arrived in {:?} (a client that outlived a server restart?); starting from messageId {start}",
+            self.first_message_wait
+        );
+        let mut released = 0;
+        while let Some(m) = inbound.pop_ready() {
+            let _ = self.events.send(ConnectionEvent::Message(m));
+            released += 1;
+        }
+        self.incoming_debt.fetch_add(released, Ordering::Relaxed);
     }
 }
 
