@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Plan;
+use super::backoff::Backoff;
 use super::conn::{
     ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream,
 };
@@ -29,10 +30,9 @@ use super::timer::{Timer, poll_slot};
 use super::verify::{Arrival, Verifier};
 use crate::protocol::parser::{EventStreamParser, Parsed};
 
-/// First wait before retrying a failed resume or POST; doubles up to
-/// [`RETRY_MAX`].
+/// First wait before retrying a failed resume or POST: short, since a
+/// chaos drop is resumed at once and its recovery time is measured.
 const RETRY_MIN: Duration = Duration::from_millis(20);
-const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
 /// are woken this much early.
 const TIMER_SLACK_US: u64 = 1000;
@@ -116,6 +116,8 @@ pub async fn run(
         Err(_) => return result,
     };
     let post_prefix = plan.target.post_prefix(&id);
+    // A target that keeps failing for this long ends the client.
+    let give_up = plan.drain.max(plan.connect_timeout);
     let (sender, post_conn) = match post {
         Some((s, c)) => (Some(s), Some(c)),
         None => (None, None),
@@ -133,13 +135,11 @@ pub async fn run(
         body: Some(stream.body),
         resuming: None,
         recovering_since: None,
-        resume_backoff: RETRY_MIN,
-        resuming_since: None,
+        resume_backoff: Backoff::new(RETRY_MIN, give_up),
         sender,
         post_conn,
         connecting_post: None,
-        post_backoff: RETRY_MIN,
-        post_failing_since: None,
+        post_backoff: Backoff::new(RETRY_MIN, give_up),
         want_ready: false,
         inflight: None,
         current: None,
@@ -176,15 +176,11 @@ struct Client {
     resuming: Option<Boxed<Result<OpenStream, ConnectError>>>,
     /// Clock µs of the drop or stream end a resume is recovering from.
     recovering_since: Option<u64>,
-    resume_backoff: Duration,
-    /// When the resumes started failing in a row.
-    resuming_since: Option<Instant>,
+    resume_backoff: Backoff,
     sender: Option<PostSender>,
     post_conn: Option<PostConn>,
     connecting_post: Option<Boxed<Result<(PostSender, PostConn), ConnectError>>>,
-    post_backoff: Duration,
-    /// When the POSTs started failing in a row.
-    post_failing_since: Option<Instant>,
+    post_backoff: Backoff,
     /// A POST waits for the connection to take a request.
     want_ready: bool,
     inflight: Option<Boxed<PostOutcome>>,
@@ -433,10 +429,9 @@ impl Client {
                     let took = self.now_us().saturating_sub(since);
                     self.plan.stats.local().resume.record_us(took);
                 }
-                self.resume_backoff = RETRY_MIN;
+                self.resume_backoff.reset();
                 self.stream_conn = Some(s.conn);
                 self.body = Some(s.body);
-                self.resuming_since = None;
                 self.arm_drop();
             }
             Err(ConnectError::NoContent) => {
@@ -447,15 +442,13 @@ impl Client {
             Err(e) => {
                 debug!(client = self.index, "resume failed: {e}");
                 self.result.failed_resumes += 1;
-                let since = *self.resuming_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.give_up_after() {
-                    self.fail(format!("resume failed for {:?}: {e}", since.elapsed()));
+                let Some(wait) = self.resume_backoff.failed() else {
+                    let took = self.resume_backoff.failing_for();
+                    self.fail(format!("resume failed for {took:?}: {e}"));
                     self.finished = true;
                     return;
-                }
-                let at = Instant::now() + self.resume_backoff;
-                self.resume_backoff = (self.resume_backoff * 2).min(RETRY_MAX);
-                self.resume_retry.arm(at);
+                };
+                self.resume_retry.arm(Instant::now() + wait);
             }
         }
     }
@@ -628,8 +621,7 @@ impl Client {
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;
-                self.post_backoff = RETRY_MIN;
-                self.post_failing_since = None;
+                self.post_backoff.reset();
                 return;
             }
             Ok(x) => x,
@@ -653,15 +645,13 @@ impl Client {
 
     fn retry_post(&mut self, why: &dyn std::fmt::Display) {
         self.result.post_errors += 1;
-        let since = *self.post_failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > self.give_up_after() {
+        let Some(wait) = self.post_backoff.failed() else {
             let seq = self.current.map_or(0, |c| c.0);
-            self.fail(format!("POST of message {seq} failed for {:?}: {why}", since.elapsed()));
+            let took = self.post_backoff.failing_for();
+            self.fail(format!("POST of message {seq} failed for {took:?}: {why}"));
             return;
-        }
-        let at = Instant::now() + self.post_backoff;
-        self.post_backoff = (self.post_backoff * 2).min(RETRY_MAX);
-        self.post_retry.arm(at);
+        };
+        self.post_retry.arm(Instant::now() + wait);
     }
 
     fn close_post(&mut self) {
@@ -690,11 +680,6 @@ impl Client {
         self.current = None;
         self.post_retry.disarm();
         self.stop_sending();
-    }
-
-    /// How long a POST or a resume keeps failing before the client gives up.
-    fn give_up_after(&self) -> Duration {
-        self.plan.drain.max(self.plan.connect_timeout)
     }
 
     fn finish(&mut self) {

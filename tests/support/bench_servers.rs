@@ -214,3 +214,81 @@ pub async fn known_stream(ids: Vec<u64>) -> String {
     })
     .await
 }
+
+/// Event stream text for `ids`, one `id:` + `data:` event each.
+fn events(ids: &[u64]) -> String {
+    ids.iter().map(|id| format!("id: {id}\ndata: event {id}\n\n")).collect()
+}
+
+/// A plain SSE server whose streams end once: a first request (without
+/// `Last-Event-ID`) gets `first` and then the stream ends, as when a server
+/// drops a slow consumer; a reconnect gets `again` and stays open. With
+/// `again` starting at 1 the reconnect is a fresh connection; continuing
+/// `first`, it is a resume.
+pub async fn reopening_stream(first: Vec<u64>, again: Vec<u64>) -> String {
+    let (first, again) = (Arc::new(events(&first)), Arc::new(events(&again)));
+    let open: Arc<Mutex<Vec<mpsc::UnboundedSender<Bytes>>>> = Arc::default();
+    serve(move |req| {
+        let (first, again, open) = (first.clone(), again.clone(), open.clone());
+        async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if req.headers().contains_key("last-event-id") {
+                let _ = tx.send(Bytes::from(again.as_bytes().to_vec()));
+                open.lock().unwrap().push(tx);
+            } else {
+                let _ = tx.send(Bytes::from(first.as_bytes().to_vec()));
+            }
+            event_stream(rx)
+        }
+    })
+    .await
+}
+
+/// An endless event stream, always ready: each poll yields the same batch
+/// of events (cheap: a shared buffer), as fast as the client reads.
+struct FloodBody {
+    chunk: Bytes,
+}
+
+impl Body for FloodBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}
+
+/// A plain SSE server that floods every stream; every second connection
+/// waits `slow` before it answers (a server slow to accept).
+pub async fn flood(slow: std::time::Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let chunk = Bytes::from("data: flood\n\n".repeat(1024));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let chunk = chunk.clone();
+                    async move {
+                        if n % 2 == 1 {
+                            tokio::time::sleep(slow).await;
+                        }
+                        let mut r = Response::new(FloodBody { chunk });
+                        r.headers_mut()
+                            .insert("content-type", "text/event-stream".parse().unwrap());
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}/sse")
+}
