@@ -457,6 +457,49 @@ async fn listen_duration_is_one_deadline_for_all_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn unanswered_posts_end_the_run() {
+    // A server that never answers a POST must not hang bench: each POST
+    // times out, is retried, and the client gives up.
+    let url = bench_servers::faulty_echo(Fault::HangPosts).await;
+    let r = bench(&[
+        &url,
+        "-c",
+        "2",
+        "-m",
+        "3",
+        "--connect-timeout",
+        "300ms",
+        "--drain",
+        "300ms",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "errors")), (2, 2, 2), "{v}");
+    assert!(u(&v, "post_errors") >= 2, "{v}");
+    assert!(r.stderr.contains("no answer within"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_before_the_end_of_the_duration_fails() {
+    // The server closes after message 5 though the run is to last 2 s:
+    // that is a failure even though every message sent was echoed (and
+    // even though --messages, which --duration overrides, was reached).
+    let url = bench_servers::faulty_echo(Fault::CloseAfter(5)).await;
+    let r = bench(&[&url, "-c", "1", "-m", "3", "--duration", "2s", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "errors")), (6, 0, 1), "{v}");
+    assert!(r.stderr.contains("closed by the server before the end"), "{}", r.stderr);
+    // A close right after the last echo of a --messages run is the end.
+    let r = bench(&[&url, "-c", "1", "-m", "6", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((u(&r.json(), "received"), u(&r.json(), "errors")), (6, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn listen_stops_after_messages_per_stream() {
     let url = bench_servers::known_stream((1..=50).collect()).await;
     let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "-m", "10", "--json", "-"]).await;

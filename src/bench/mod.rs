@@ -270,11 +270,9 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
         r.stream_ends += c.stream_ends;
         r.post_errors += c.post_errors;
         r.timeouts += c.timeouts;
-        if c.closed_by_server && c.error.is_none() && (c.lost > 0 || c.sent < plan.messages) {
-            r.errors += 1;
-            push_sample(&mut r, "closed by the server before the end".into());
-        }
-        if let Some(e) = c.error {
+        if let Some(e) = c.error.or_else(|| {
+            c.closed_early.then(|| "closed by the server before the end of the run".to_string())
+        }) {
             r.errors += 1;
             push_sample(&mut r, e);
         }

@@ -58,7 +58,8 @@ pub struct ClientResult {
     pub post_errors: u64,
     /// Closed-loop window slots released because an echo never came.
     pub timeouts: u64,
-    pub closed_by_server: bool,
+    /// The server sent a control close before this client was done.
+    pub closed_early: bool,
     /// Why this client stopped early, if it did.
     pub error: Option<String>,
     /// When the last new echo arrived (clock µs).
@@ -142,6 +143,7 @@ pub async fn run(
         post_backoff: Backoff::new(RETRY_MIN, give_up),
         want_ready: false,
         inflight: None,
+        inflight_since: 0,
         current: None,
         next_seq: 0,
         released: 0,
@@ -155,6 +157,7 @@ pub async fn run(
         resume_retry: Timer::default(),
         stall_timer: Timer::default(),
         drain_timer: Timer::default(),
+        post_timer: Timer::default(),
         finished: false,
     };
     client.run().await;
@@ -184,6 +187,8 @@ struct Client {
     /// A POST waits for the connection to take a request.
     want_ready: bool,
     inflight: Option<Boxed<PostOutcome>>,
+    /// Clock µs at which the POST in flight was sent.
+    inflight_since: u64,
     /// The message being POSTed: sequence number and send time.
     current: Option<(u64, u64)>,
     next_seq: u64,
@@ -198,6 +203,10 @@ struct Client {
     resume_retry: Timer,
     stall_timer: Timer,
     drain_timer: Timer,
+    /// Watches the POST in flight: a server that never answers must not
+    /// hold the client (and the run) forever. Re-armed once per timeout
+    /// period, not per POST, to keep the timer wheel off the hot path.
+    post_timer: Timer,
     finished: bool,
 }
 
@@ -214,6 +223,7 @@ enum Wake {
     Resume,
     Stall,
     Drain,
+    PostTimeout,
 }
 
 impl Client {
@@ -233,6 +243,7 @@ impl Client {
                 Wake::Resume => self.start_resume(),
                 Wake::Stall => self.on_stall(),
                 Wake::Drain => self.finished = true,
+                Wake::PostTimeout => self.on_post_timer(),
             }
             self.pump();
         }
@@ -303,6 +314,9 @@ impl Client {
         if self.drain_timer.poll_fired(cx) {
             return Poll::Ready(Wake::Drain);
         }
+        if self.post_timer.poll_fired(cx) {
+            return Poll::Ready(Wake::PostTimeout);
+        }
         Poll::Pending
     }
 
@@ -328,7 +342,7 @@ impl Client {
                     if ev.event == crate::protocol::CONTROL_EVENT {
                         if ev.data == crate::protocol::CONTROL_CLOSE_DATA {
                             debug!(client = self.index, "closed by the server");
-                            self.result.closed_by_server = true;
+                            self.result.closed_early = self.more_to_do(now);
                             self.finished = true;
                             return;
                         }
@@ -465,6 +479,18 @@ impl Client {
     }
 
     // ----- sending
+
+    /// Whether the client still had messages to send or echoes to wait
+    /// for at `now`: a server's close then cuts the run short. (The last
+    /// echo may come before its POST's answer, so `sending_done` is not
+    /// yet set then.)
+    fn more_to_do(&self, now: u64) -> bool {
+        let to_send = match self.plan.duration {
+            Some(d) => !self.sending_done && now < self.start_us + d.as_micros() as u64,
+            None => self.next_seq < self.plan.messages,
+        };
+        to_send || self.outstanding() > 0
+    }
 
     /// Messages sent whose echo has not come (nor been given up on).
     fn outstanding(&self) -> u64 {
@@ -612,8 +638,29 @@ impl Client {
             (None, Some(sender)) => {
                 self.inflight = Some(Box::pin(read_response(sender.send_request(req))))
             }
-            (None, None) => {}
+            (None, None) => return,
         }
+        self.inflight_since = self.now_us();
+        if !self.post_timer.is_armed() {
+            self.post_timer.arm(Instant::now() + self.plan.connect_timeout);
+        }
+    }
+
+    /// The POST watch fired: give up a POST unanswered for the timeout
+    /// (its connection is then unusable) and retry it; else watch on.
+    fn on_post_timer(&mut self) {
+        if self.inflight.is_none() {
+            return;
+        }
+        let limit = self.plan.connect_timeout;
+        let due = self.inflight_since + limit.as_micros() as u64;
+        if self.now_us() < due {
+            self.post_timer.arm(self.at(due));
+            return;
+        }
+        self.inflight = None;
+        self.close_post();
+        self.retry_post(&format!("no answer within {limit:?}"));
     }
 
     fn on_post_done(&mut self, r: PostOutcome) {

@@ -67,6 +67,10 @@ pub enum Fault {
     DuplicateEvery(u64),
     /// Echo every message with one byte changed.
     Corrupt,
+    /// Never answer a POST (nor echo it).
+    HangPosts,
+    /// After echoing messageId n, send the control close and end the stream.
+    CloseAfter(u64),
 }
 
 #[derive(Default)]
@@ -140,6 +144,9 @@ pub async fn faulty_echo(fault: Fault) -> String {
                 clients.lock().unwrap().entry(id).or_default().tx = Some(tx);
                 return event_stream(rx);
             }
+            if let Fault::HangPosts = fault {
+                std::future::pending::<()>().await;
+            }
             let n: u64 = query_param(&req, "messageId").and_then(|m| m.parse().ok()).unwrap_or(0);
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let mut all = clients.lock().unwrap();
@@ -175,15 +182,29 @@ pub async fn faulty_echo(fault: Fault) -> String {
                     }
                     out.push(Bytes::from(v));
                 }
+                Fault::HangPosts => {}
+                Fault::CloseAfter(_) => out.push(body),
             }
+            let mut ev = Vec::new();
             for data in out {
                 c.next_event_id += 1;
-                let mut ev = format!("id: {}\ndata: ", c.next_event_id).into_bytes();
+                ev.extend_from_slice(format!("id: {}\ndata: ", c.next_event_id).as_bytes());
                 ev.extend_from_slice(&data);
                 ev.extend_from_slice(b"\n\n");
-                if let Some(tx) = &c.tx {
-                    let _ = tx.send(Bytes::from(ev));
-                }
+            }
+            let close = matches!(fault, Fault::CloseAfter(k) if k == n);
+            if close {
+                // In the same write as the last echo: the client sees both
+                // at once, before it can send another message.
+                ev.extend_from_slice(b"event: control\ndata: close\n\n");
+            }
+            if let Some(tx) = &c.tx
+                && !ev.is_empty()
+            {
+                let _ = tx.send(Bytes::from(ev));
+            }
+            if close {
+                c.tx = None;
             }
             respond(StatusCode::OK, ChannelBody::full(Bytes::new()))
         }
