@@ -107,6 +107,7 @@ const FIELDS: &[&str] = &[
     "stream_events_per_s",
     "first_event_ms",
     "id_gaps",
+    "id_restarts",
     "passed",
     "failures",
 ];
@@ -384,6 +385,118 @@ async fn listen_reports_id_gaps() {
     assert_eq!(u(&v, "id_gaps"), 6, "{v}");
     assert_eq!(u(&v, "lost"), 12, "{v}");
     assert_eq!(failure_names(&v), ["lost"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_counts_a_fresh_connection_as_an_id_restart() {
+    // Each stream ends after id 4 (as a slow consumer is dropped); the
+    // reconnect is a fresh connection whose ids begin again at 1.
+    let url = bench_servers::reopening_stream((1..=4).collect(), (1..=6).collect()).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "3", "-m", "10", "--json", "-"]).await;
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 30, "{v}");
+    assert_eq!(u(&v, "id_restarts"), 3, "{v}");
+    for k in ["out_of_order", "lost", "id_gaps", "errors"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+    // The end is counted and shown, and so is the time to come back.
+    assert_eq!((u(&v, "stream_ends"), u(&v, "resumes")), (3, 3), "{v}");
+    assert!(v["resume_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["recovery_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(r.stderr.contains("3 streams ended by the server"), "{}", r.stderr);
+    assert!(r.stderr.contains("events sent in between are unknown"), "{}", r.stderr);
+    // Events may have been missed, and bench cannot say how many.
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(failure_names(&v), ["id_restarts"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_counts_a_resume_as_a_continuation() {
+    let url = bench_servers::reopening_stream((1..=4).collect(), (5..=9).collect()).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "-m", "9", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "stream_ends"), u(&v, "resumes")), (18, 2, 2), "{v}");
+    for k in ["id_restarts", "out_of_order", "lost", "id_gaps"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_still_counts_disorder_within_a_stream() {
+    let url = bench_servers::known_stream(vec![1, 2, 3, 4, 2, 3, 4, 5]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "out_of_order"), u(&v, "id_restarts")), (2, 0), "{v}");
+    assert_eq!(failure_names(&v), ["out_of_order"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_duration_is_one_deadline_for_all_streams() {
+    // Every stream floods; half the connections are answered only after
+    // 8 s. The run still ends about 1 s after it started, and the clients
+    // that could not connect in that time are said to have failed.
+    let url = bench_servers::flood(Duration::from_secs(8)).await;
+    let t0 = std::time::Instant::now();
+    let r =
+        bench(&["--mode", "listen", "--raw", &url, "-c", "4", "--duration", "1s", "--json", "-"])
+            .await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}: {}", r.stderr);
+    let v = r.json();
+    // The slow half cannot connect; the others should have (on a busy
+    // machine one of them may not have managed within the second).
+    let connected = u(&v, "connected");
+    assert!((1..=2).contains(&connected), "{v}");
+    assert_eq!(u(&v, "errors"), 4 - connected, "{v}");
+    assert!(u(&v, "events") > 0, "{v}");
+    assert!(v["duration_s"].as_f64().unwrap() < 1.5, "{v}");
+    assert!(r.stderr.contains("not connected before the end of --duration"), "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_posts_end_the_run() {
+    // A server that never answers a POST must not hang bench: each POST
+    // times out, is retried, and the client gives up.
+    let url = bench_servers::faulty_echo(Fault::HangPosts).await;
+    let r = bench(&[
+        &url,
+        "-c",
+        "2",
+        "-m",
+        "3",
+        "--connect-timeout",
+        "300ms",
+        "--drain",
+        "300ms",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "errors")), (2, 2, 2), "{v}");
+    assert!(u(&v, "post_errors") >= 2, "{v}");
+    assert!(r.stderr.contains("no answer within"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_before_the_end_of_the_duration_fails() {
+    // The server closes after message 5 though the run is to last 2 s:
+    // that is a failure even though every message sent was echoed (and
+    // even though --messages, which --duration overrides, was reached).
+    let url = bench_servers::faulty_echo(Fault::CloseAfter(5)).await;
+    let r = bench(&[&url, "-c", "1", "-m", "3", "--duration", "2s", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "errors")), (6, 0, 1), "{v}");
+    assert!(r.stderr.contains("closed by the server before the end"), "{}", r.stderr);
+    // A close right after the last echo of a --messages run is the end.
+    let r = bench(&[&url, "-c", "1", "-m", "6", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((u(&r.json(), "received"), u(&r.json(), "errors")), (6, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,7 +95,10 @@ impl Lanes {
 async fn lane(addr: SocketAddr, timeout: Duration, mut rx: mpsc::Receiver<Job>) {
     let mut sender: Option<PostSender> = None;
     while let Some(job) = rx.recv().await {
-        let out = send(&mut sender, addr, timeout, job.req).await;
+        // A POST that is never answered would stall every client of the lane.
+        let out = tokio::time::timeout(timeout, send(&mut sender, addr, timeout, job.req))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         if out.is_err() {
             sender = None;
         }

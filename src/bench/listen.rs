@@ -15,11 +15,9 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::Plan;
+use super::backoff::Backoff;
 use super::conn::{ConnectError, OpenStream, StreamConn, open_stream};
 use crate::protocol::parser::{EventStreamParser, Parsed};
-
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// What one stream saw.
 #[derive(Debug, Default, Clone)]
@@ -30,8 +28,10 @@ pub struct StreamResult {
     /// Ids skipped by forward jumps.
     pub missing: u64,
     pub id_gaps: u64,
-    /// Ids that went backwards.
+    /// Ids that went backwards within one stream.
     pub out_of_order: u64,
+    /// Re-opened streams whose ids began again (fresh connections).
+    pub id_restarts: u64,
     pub resumes: u64,
     pub failed_resumes: u64,
     pub stream_ends: u64,
@@ -42,20 +42,32 @@ pub struct StreamResult {
 }
 
 /// Follows the id sequence of one stream across reconnects.
+///
+/// A stream that is re-opened either resumes (its first id follows the last
+/// one seen, or jumps past it: a gap) or is a fresh connection whose ids
+/// begin again (at or below the last one seen). A fresh connection is not
+/// disorder, and the events sent while it was down are unknowable from
+/// here, so it is counted as a restart and the sequence starts over.
 #[derive(Debug, Default)]
 pub struct IdTracker {
     last: Option<u64>,
+    /// The next id is the first of a re-opened stream.
+    reopened: bool,
     pub missing: u64,
     pub gaps: u64,
     pub backwards: u64,
+    pub restarts: u64,
 }
 
 impl IdTracker {
-    /// Notes the stream's last event id at an event. An unchanged id means
-    /// the event had no `id:` field; non-numeric ids are not tracked.
+    /// Notes the stream's last event id at an event. The caller gives each
+    /// stream a fresh parser, so within a stream an unchanged id means the
+    /// event had no `id:` field; non-numeric ids are not tracked.
     pub fn observe(&mut self, id: &str) {
         let Ok(id) = id.parse::<u64>() else { return };
+        let first_of_stream = std::mem::take(&mut self.reopened);
         match self.last {
+            Some(last) if first_of_stream && id <= last => self.restarts += 1,
             Some(last) if id == last => return,
             Some(last) if id < last => self.backwards += 1,
             Some(last) if id > last + 1 => {
@@ -66,14 +78,27 @@ impl IdTracker {
         }
         self.last = Some(id);
     }
+
+    /// A new stream begins: its first id tells a resume from a restart.
+    pub fn reopen(&mut self) {
+        self.reopened = true;
+    }
 }
 
-pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamResult {
+/// Runs stream `index` until `deadline` (the load's common end, for
+/// `--duration`), `--messages` events, a control close or a 204.
+pub async fn run(
+    index: usize,
+    plan: Arc<Plan>,
+    gate: Arc<Semaphore>,
+    deadline: Option<Instant>,
+) -> StreamResult {
     let mut r = StreamResult::default();
     let id = format!("{}-{index}", plan.run_id);
     let uri = plan.target.stream_uri((!plan.raw).then_some(id.as_str()));
-    let deadline = plan.duration.map(|d| Instant::now() + d);
-    let (first, opened_at) = {
+    // Waiting for a connect permit and connecting both count against the
+    // deadline: late clients must not stretch the run.
+    let connect = async {
         let _permit = gate.acquire().await;
         let opened_at = plan.clock.now_us();
         let t0 = std::time::Instant::now();
@@ -82,6 +107,13 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
             plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
         }
         (s, opened_at)
+    };
+    let (first, opened_at) = match until(deadline, connect).await {
+        Some(x) => x,
+        None => {
+            r.error = Some("connect: not connected before the end of --duration".into());
+            return r;
+        }
     };
     let mut stream = match first {
         Ok(s) => Some(s),
@@ -93,10 +125,13 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
     };
     r.connected = true;
     let mut parser = EventStreamParser::new();
+    // The Last-Event-ID to send: each stream gets a fresh parser (see
+    // `IdTracker::observe`), so the id is carried over here.
+    let mut last_id = String::new();
     let mut ids = IdTracker::default();
-    let mut backoff = RETRY_MIN;
-    let mut failing_since: Option<Instant> = None;
-    let give_up = plan.drain.max(plan.connect_timeout);
+    let mut backoff = Backoff::new(RETRY_MIN, plan.drain.max(plan.connect_timeout));
+    // Clock µs of the last stream end, until the first event after it.
+    let mut ended_at: Option<u64> = None;
     'run: loop {
         let Some(OpenStream { conn, body }) = stream.take() else { break };
         let mut conn: Option<StreamConn> = Some(conn);
@@ -114,13 +149,7 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
                 }
                 Poll::Pending
             });
-            let frame = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, next).await {
-                    Ok(f) => f,
-                    Err(_) => break 'run,
-                },
-                None => next.await,
-            };
+            let Some(frame) = until(deadline, next).await else { break 'run };
             let chunk = match frame {
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(d) => d,
@@ -136,14 +165,13 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
             let now = plan.clock.now_us();
             parser.feed(&chunk);
             let mut new = 0;
-            loop {
+            let done = loop {
                 match parser.next_item() {
                     Ok(Some(Parsed::Event(ev))) => {
                         if ev.event == crate::protocol::CONTROL_EVENT
                             && ev.data == crate::protocol::CONTROL_CLOSE_DATA
                         {
-                            plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
-                            break 'run;
+                            break true;
                         }
                         ids.observe(&ev.last_event_id);
                         new += 1;
@@ -152,52 +180,59 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
                             r.first_event_us = Some(now);
                             plan.stats.local().first_event.record_us(now - opened_at);
                         }
+                        if let Some(at) = ended_at.take() {
+                            plan.stats.local().recovery.record_us(now.saturating_sub(at));
+                        }
                         r.last_event_us = now;
                         if plan.duration.is_none() && r.events >= plan.messages {
-                            plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
-                            break 'run;
+                            break true;
                         }
                     }
                     Ok(Some(_)) => {}
-                    Ok(None) => break,
+                    Ok(None) => break false,
                     Err(e) => {
                         r.error.get_or_insert_with(|| format!("event stream: {e}"));
-                        break 'run;
+                        break true;
                     }
                 }
-            }
+            };
             plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
+            if done {
+                break 'run;
+            }
         };
+        // No control close came: the server ended the stream (this is how
+        // a server disconnects a slow consumer) or the connection broke.
         debug!(stream = index, ?ended, "stream ended");
         drop(body);
-        parser.reset_stream();
         r.stream_ends += 1;
+        ended_at = Some(plan.clock.now_us());
+        if !parser.last_event_id().is_empty() {
+            last_id = parser.last_event_id().to_string();
+        }
+        parser = EventStreamParser::new();
+        ids.reopen();
         // Reconnect as EventSource does, resuming after the last id.
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break 'run;
             }
             plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
-            let last = parser.last_event_id().to_string();
             let res = open_stream(
                 &plan.target,
                 plan.addr,
                 uri.clone(),
-                Some(&last),
+                Some(&last_id),
                 plan.connect_timeout,
             );
-            let res = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, res).await {
-                    Ok(x) => x,
-                    Err(_) => break 'run,
-                },
-                None => res.await,
-            };
+            let Some(res) = until(deadline, res).await else { break 'run };
             match res {
                 Ok(s) => {
                     r.resumes += 1;
-                    backoff = RETRY_MIN;
-                    failing_since = None;
+                    if let Some(at) = ended_at {
+                        plan.stats.local().resume.record_us(plan.clock.now_us().saturating_sub(at));
+                    }
+                    backoff.reset();
                     stream = Some(s);
                     continue 'run;
                 }
@@ -205,13 +240,14 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
                 Err(ConnectError::NoContent) => break 'run,
                 Err(e) => {
                     r.failed_resumes += 1;
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > give_up {
-                        r.error = Some(format!("reconnect failed for {:?}: {e}", since.elapsed()));
+                    let Some(wait) = backoff.failed() else {
+                        r.error =
+                            Some(format!("reconnect failed for {:?}: {e}", backoff.failing_for()));
+                        break 'run;
+                    };
+                    if until(deadline, tokio::time::sleep(wait)).await.is_none() {
                         break 'run;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -219,7 +255,19 @@ pub async fn run(index: usize, plan: Arc<Plan>, gate: Arc<Semaphore>) -> StreamR
     r.missing = ids.missing;
     r.id_gaps = ids.gaps;
     r.out_of_order = ids.backwards;
+    r.id_restarts = ids.restarts;
     r
+}
+
+/// First wait before re-opening a stream that failed to re-open.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+
+/// `fut`'s output, or `None` when `deadline` passes first.
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
 }
 
 #[cfg(test)]
@@ -229,38 +277,63 @@ mod tests {
     fn track(ids: &[&str]) -> IdTracker {
         let mut t = IdTracker::default();
         for id in ids {
-            t.observe(id);
+            if *id == "|" {
+                t.reopen();
+            } else {
+                t.observe(id);
+            }
         }
         t
     }
 
+    fn counts(t: &IdTracker) -> (u64, u64, u64, u64) {
+        (t.gaps, t.missing, t.backwards, t.restarts)
+    }
+
     #[test]
     fn contiguous_ids_have_no_gaps() {
-        let t = track(&["1", "2", "3", "4"]);
-        assert_eq!((t.gaps, t.missing, t.backwards), (0, 0, 0));
+        assert_eq!(counts(&track(&["1", "2", "3", "4"])), (0, 0, 0, 0));
     }
 
     #[test]
     fn counts_gaps_and_missing_ids() {
-        let t = track(&["1", "2", "5", "6", "8"]);
-        assert_eq!((t.gaps, t.missing, t.backwards), (2, 3, 0));
+        assert_eq!(counts(&track(&["1", "2", "5", "6", "8"])), (2, 3, 0, 0));
     }
 
     #[test]
     fn repeated_id_is_an_event_without_id() {
-        let t = track(&["3", "3", "3", "4"]);
-        assert_eq!((t.gaps, t.missing, t.backwards), (0, 0, 0));
+        assert_eq!(counts(&track(&["3", "3", "3", "4"])), (0, 0, 0, 0));
     }
 
     #[test]
     fn first_id_may_be_anything_and_non_numeric_is_ignored() {
-        let t = track(&["", "abc", "100", "101", "x", "102"]);
-        assert_eq!((t.gaps, t.missing, t.backwards), (0, 0, 0));
+        assert_eq!(counts(&track(&["", "abc", "100", "101", "x", "102"])), (0, 0, 0, 0));
     }
 
     #[test]
-    fn backwards_ids() {
-        let t = track(&["5", "6", "2", "3"]);
-        assert_eq!(t.backwards, 1);
+    fn backwards_ids_within_a_stream_are_out_of_order() {
+        assert_eq!(counts(&track(&["5", "6", "2", "3"])), (0, 0, 1, 0));
+    }
+
+    #[test]
+    fn a_resumed_stream_continues_the_sequence() {
+        // Resumed after 3: contiguous, or with a known gap.
+        assert_eq!(counts(&track(&["1", "2", "3", "|", "4", "5"])), (0, 0, 0, 0));
+        assert_eq!(counts(&track(&["1", "2", "3", "|", "6", "7"])), (1, 2, 0, 0));
+    }
+
+    #[test]
+    fn a_fresh_connection_is_a_restart_not_disorder() {
+        // The new connection's ids begin again; the tracker starts over, so
+        // neither its first id nor the ones after count as out of order.
+        let t = track(&["1", "2", "3", "4", "|", "1", "2", "3", "5"]);
+        assert_eq!(counts(&t), (1, 1, 0, 1));
+        // At the very id last seen (one event before the restart): still a
+        // restart, not an event without an id.
+        assert_eq!(counts(&track(&["1", "|", "1", "2"])), (0, 0, 0, 1));
+        // An event without id first: the restart shows at the first id.
+        assert_eq!(counts(&track(&["7", "8", "|", "", "2", "3"])), (0, 0, 0, 1));
+        // Disorder inside the new stream still counts.
+        assert_eq!(counts(&track(&["9", "|", "1", "2", "1"])), (0, 0, 1, 1));
     }
 }

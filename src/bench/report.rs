@@ -77,6 +77,11 @@ pub struct Report {
     pub first_event_ms: Percentiles,
     /// Listen mode: jumps forward in `id:` sequences.
     pub id_gaps: u64,
+    /// Listen mode: re-opened streams whose ids began again at or below the
+    /// last one seen, i.e. fresh connections (the server closed the old
+    /// one, e.g. as a slow consumer): the events sent in between are
+    /// unknown, so they are neither in `lost` nor in `out_of_order`.
+    pub id_restarts: u64,
     pub passed: bool,
     /// One line per failed check, each starting with the check's name.
     pub failures: Vec<String>,
@@ -110,6 +115,13 @@ impl Report {
             f.push(format!(
                 "out_of_order: {} delivered out of order (allowed 0)",
                 self.out_of_order
+            ));
+        }
+        if self.id_restarts > 0 {
+            f.push(format!(
+                "id_restarts: {} streams came back as fresh connections; events sent in \
+                 between are unknown (allowed 0)",
+                self.id_restarts
             ));
         }
         if self.corrupted > 0 {
@@ -181,9 +193,26 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "  ids         {} gaps, {} missing, {} out of order",
-                self.id_gaps, self.lost, self.out_of_order
+                "  ids         {} gaps, {} missing, {} out of order, {} restarts",
+                self.id_gaps, self.lost, self.out_of_order, self.id_restarts
             );
+            if self.stream_ends > 0 {
+                let _ = writeln!(
+                    s,
+                    "  ended       {} streams ended by the server without a close event \
+                     (a server disconnects a slow consumer so)",
+                    self.stream_ends
+                );
+            }
+            if self.id_restarts > 0 {
+                let _ = writeln!(
+                    s,
+                    "  restarts    {} re-opened streams began their ids again: fresh \
+                     connections, not resumes; events sent in between are unknown and \
+                     not counted as lost",
+                    self.id_restarts
+                );
+            }
             let _ = writeln!(s, "  first event {}", pct(&self.first_event_ms));
         } else {
             let _ = writeln!(

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Plan;
+use super::backoff::Backoff;
 use super::conn::{
     ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream,
 };
@@ -29,10 +30,9 @@ use super::timer::{Timer, poll_slot};
 use super::verify::{Arrival, Verifier};
 use crate::protocol::parser::{EventStreamParser, Parsed};
 
-/// First wait before retrying a failed resume or POST; doubles up to
-/// [`RETRY_MAX`].
+/// First wait before retrying a failed resume or POST: short, since a
+/// chaos drop is resumed at once and its recovery time is measured.
 const RETRY_MIN: Duration = Duration::from_millis(20);
-const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
 /// are woken this much early.
 const TIMER_SLACK_US: u64 = 1000;
@@ -58,7 +58,8 @@ pub struct ClientResult {
     pub post_errors: u64,
     /// Closed-loop window slots released because an echo never came.
     pub timeouts: u64,
-    pub closed_by_server: bool,
+    /// The server sent a control close before this client was done.
+    pub closed_early: bool,
     /// Why this client stopped early, if it did.
     pub error: Option<String>,
     /// When the last new echo arrived (clock µs).
@@ -116,6 +117,8 @@ pub async fn run(
         Err(_) => return result,
     };
     let post_prefix = plan.target.post_prefix(&id);
+    // A target that keeps failing for this long ends the client.
+    let give_up = plan.drain.max(plan.connect_timeout);
     let (sender, post_conn) = match post {
         Some((s, c)) => (Some(s), Some(c)),
         None => (None, None),
@@ -133,15 +136,14 @@ pub async fn run(
         body: Some(stream.body),
         resuming: None,
         recovering_since: None,
-        resume_backoff: RETRY_MIN,
-        resuming_since: None,
+        resume_backoff: Backoff::new(RETRY_MIN, give_up),
         sender,
         post_conn,
         connecting_post: None,
-        post_backoff: RETRY_MIN,
-        post_failing_since: None,
+        post_backoff: Backoff::new(RETRY_MIN, give_up),
         want_ready: false,
         inflight: None,
+        inflight_since: 0,
         current: None,
         next_seq: 0,
         released: 0,
@@ -155,6 +157,7 @@ pub async fn run(
         resume_retry: Timer::default(),
         stall_timer: Timer::default(),
         drain_timer: Timer::default(),
+        post_timer: Timer::default(),
         finished: false,
     };
     client.run().await;
@@ -176,18 +179,16 @@ struct Client {
     resuming: Option<Boxed<Result<OpenStream, ConnectError>>>,
     /// Clock µs of the drop or stream end a resume is recovering from.
     recovering_since: Option<u64>,
-    resume_backoff: Duration,
-    /// When the resumes started failing in a row.
-    resuming_since: Option<Instant>,
+    resume_backoff: Backoff,
     sender: Option<PostSender>,
     post_conn: Option<PostConn>,
     connecting_post: Option<Boxed<Result<(PostSender, PostConn), ConnectError>>>,
-    post_backoff: Duration,
-    /// When the POSTs started failing in a row.
-    post_failing_since: Option<Instant>,
+    post_backoff: Backoff,
     /// A POST waits for the connection to take a request.
     want_ready: bool,
     inflight: Option<Boxed<PostOutcome>>,
+    /// Clock µs at which the POST in flight was sent.
+    inflight_since: u64,
     /// The message being POSTed: sequence number and send time.
     current: Option<(u64, u64)>,
     next_seq: u64,
@@ -202,6 +203,10 @@ struct Client {
     resume_retry: Timer,
     stall_timer: Timer,
     drain_timer: Timer,
+    /// Watches the POST in flight: a server that never answers must not
+    /// hold the client (and the run) forever. Re-armed once per timeout
+    /// period, not per POST, to keep the timer wheel off the hot path.
+    post_timer: Timer,
     finished: bool,
 }
 
@@ -218,6 +223,7 @@ enum Wake {
     Resume,
     Stall,
     Drain,
+    PostTimeout,
 }
 
 impl Client {
@@ -237,6 +243,7 @@ impl Client {
                 Wake::Resume => self.start_resume(),
                 Wake::Stall => self.on_stall(),
                 Wake::Drain => self.finished = true,
+                Wake::PostTimeout => self.on_post_timer(),
             }
             self.pump();
         }
@@ -307,6 +314,9 @@ impl Client {
         if self.drain_timer.poll_fired(cx) {
             return Poll::Ready(Wake::Drain);
         }
+        if self.post_timer.poll_fired(cx) {
+            return Poll::Ready(Wake::PostTimeout);
+        }
         Poll::Pending
     }
 
@@ -332,7 +342,7 @@ impl Client {
                     if ev.event == crate::protocol::CONTROL_EVENT {
                         if ev.data == crate::protocol::CONTROL_CLOSE_DATA {
                             debug!(client = self.index, "closed by the server");
-                            self.result.closed_by_server = true;
+                            self.result.closed_early = self.more_to_do(now);
                             self.finished = true;
                             return;
                         }
@@ -433,10 +443,9 @@ impl Client {
                     let took = self.now_us().saturating_sub(since);
                     self.plan.stats.local().resume.record_us(took);
                 }
-                self.resume_backoff = RETRY_MIN;
+                self.resume_backoff.reset();
                 self.stream_conn = Some(s.conn);
                 self.body = Some(s.body);
-                self.resuming_since = None;
                 self.arm_drop();
             }
             Err(ConnectError::NoContent) => {
@@ -447,15 +456,13 @@ impl Client {
             Err(e) => {
                 debug!(client = self.index, "resume failed: {e}");
                 self.result.failed_resumes += 1;
-                let since = *self.resuming_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.give_up_after() {
-                    self.fail(format!("resume failed for {:?}: {e}", since.elapsed()));
+                let Some(wait) = self.resume_backoff.failed() else {
+                    let took = self.resume_backoff.failing_for();
+                    self.fail(format!("resume failed for {took:?}: {e}"));
                     self.finished = true;
                     return;
-                }
-                let at = Instant::now() + self.resume_backoff;
-                self.resume_backoff = (self.resume_backoff * 2).min(RETRY_MAX);
-                self.resume_retry.arm(at);
+                };
+                self.resume_retry.arm(Instant::now() + wait);
             }
         }
     }
@@ -472,6 +479,18 @@ impl Client {
     }
 
     // ----- sending
+
+    /// Whether the client still had messages to send or echoes to wait
+    /// for at `now`: a server's close then cuts the run short. (The last
+    /// echo may come before its POST's answer, so `sending_done` is not
+    /// yet set then.)
+    fn more_to_do(&self, now: u64) -> bool {
+        let to_send = match self.plan.duration {
+            Some(d) => !self.sending_done && now < self.start_us + d.as_micros() as u64,
+            None => self.next_seq < self.plan.messages,
+        };
+        to_send || self.outstanding() > 0
+    }
 
     /// Messages sent whose echo has not come (nor been given up on).
     fn outstanding(&self) -> u64 {
@@ -619,8 +638,29 @@ impl Client {
             (None, Some(sender)) => {
                 self.inflight = Some(Box::pin(read_response(sender.send_request(req))))
             }
-            (None, None) => {}
+            (None, None) => return,
         }
+        self.inflight_since = self.now_us();
+        if !self.post_timer.is_armed() {
+            self.post_timer.arm(Instant::now() + self.plan.connect_timeout);
+        }
+    }
+
+    /// The POST watch fired: give up a POST unanswered for the timeout
+    /// (its connection is then unusable) and retry it; else watch on.
+    fn on_post_timer(&mut self) {
+        if self.inflight.is_none() {
+            return;
+        }
+        let limit = self.plan.connect_timeout;
+        let due = self.inflight_since + limit.as_micros() as u64;
+        if self.now_us() < due {
+            self.post_timer.arm(self.at(due));
+            return;
+        }
+        self.inflight = None;
+        self.close_post();
+        self.retry_post(&format!("no answer within {limit:?}"));
     }
 
     fn on_post_done(&mut self, r: PostOutcome) {
@@ -628,8 +668,7 @@ impl Client {
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;
-                self.post_backoff = RETRY_MIN;
-                self.post_failing_since = None;
+                self.post_backoff.reset();
                 return;
             }
             Ok(x) => x,
@@ -653,15 +692,13 @@ impl Client {
 
     fn retry_post(&mut self, why: &dyn std::fmt::Display) {
         self.result.post_errors += 1;
-        let since = *self.post_failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > self.give_up_after() {
+        let Some(wait) = self.post_backoff.failed() else {
             let seq = self.current.map_or(0, |c| c.0);
-            self.fail(format!("POST of message {seq} failed for {:?}: {why}", since.elapsed()));
+            let took = self.post_backoff.failing_for();
+            self.fail(format!("POST of message {seq} failed for {took:?}: {why}"));
             return;
-        }
-        let at = Instant::now() + self.post_backoff;
-        self.post_backoff = (self.post_backoff * 2).min(RETRY_MAX);
-        self.post_retry.arm(at);
+        };
+        self.post_retry.arm(Instant::now() + wait);
     }
 
     fn close_post(&mut self) {
@@ -690,11 +727,6 @@ impl Client {
         self.current = None;
         self.post_retry.disarm();
         self.stop_sending();
-    }
-
-    /// How long a POST or a resume keeps failing before the client gives up.
-    fn give_up_after(&self) -> Duration {
-        self.plan.drain.max(self.plan.connect_timeout)
     }
 
     fn finish(&mut self) {

@@ -67,6 +67,10 @@ pub enum Fault {
     DuplicateEvery(u64),
     /// Echo every message with one byte changed.
     Corrupt,
+    /// Never answer a POST (nor echo it).
+    HangPosts,
+    /// After echoing messageId n, send the control close and end the stream.
+    CloseAfter(u64),
 }
 
 #[derive(Default)]
@@ -140,6 +144,9 @@ pub async fn faulty_echo(fault: Fault) -> String {
                 clients.lock().unwrap().entry(id).or_default().tx = Some(tx);
                 return event_stream(rx);
             }
+            if let Fault::HangPosts = fault {
+                std::future::pending::<()>().await;
+            }
             let n: u64 = query_param(&req, "messageId").and_then(|m| m.parse().ok()).unwrap_or(0);
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let mut all = clients.lock().unwrap();
@@ -175,15 +182,29 @@ pub async fn faulty_echo(fault: Fault) -> String {
                     }
                     out.push(Bytes::from(v));
                 }
+                Fault::HangPosts => {}
+                Fault::CloseAfter(_) => out.push(body),
             }
+            let mut ev = Vec::new();
             for data in out {
                 c.next_event_id += 1;
-                let mut ev = format!("id: {}\ndata: ", c.next_event_id).into_bytes();
+                ev.extend_from_slice(format!("id: {}\ndata: ", c.next_event_id).as_bytes());
                 ev.extend_from_slice(&data);
                 ev.extend_from_slice(b"\n\n");
-                if let Some(tx) = &c.tx {
-                    let _ = tx.send(Bytes::from(ev));
-                }
+            }
+            let close = matches!(fault, Fault::CloseAfter(k) if k == n);
+            if close {
+                // In the same write as the last echo: the client sees both
+                // at once, before it can send another message.
+                ev.extend_from_slice(b"event: control\ndata: close\n\n");
+            }
+            if let Some(tx) = &c.tx
+                && !ev.is_empty()
+            {
+                let _ = tx.send(Bytes::from(ev));
+            }
+            if close {
+                c.tx = None;
             }
             respond(StatusCode::OK, ChannelBody::full(Bytes::new()))
         }
@@ -213,4 +234,82 @@ pub async fn known_stream(ids: Vec<u64>) -> String {
         }
     })
     .await
+}
+
+/// Event stream text for `ids`, one `id:` + `data:` event each.
+fn events(ids: &[u64]) -> String {
+    ids.iter().map(|id| format!("id: {id}\ndata: event {id}\n\n")).collect()
+}
+
+/// A plain SSE server whose streams end once: a first request (without
+/// `Last-Event-ID`) gets `first` and then the stream ends, as when a server
+/// drops a slow consumer; a reconnect gets `again` and stays open. With
+/// `again` starting at 1 the reconnect is a fresh connection; continuing
+/// `first`, it is a resume.
+pub async fn reopening_stream(first: Vec<u64>, again: Vec<u64>) -> String {
+    let (first, again) = (Arc::new(events(&first)), Arc::new(events(&again)));
+    let open: Arc<Mutex<Vec<mpsc::UnboundedSender<Bytes>>>> = Arc::default();
+    serve(move |req| {
+        let (first, again, open) = (first.clone(), again.clone(), open.clone());
+        async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if req.headers().contains_key("last-event-id") {
+                let _ = tx.send(Bytes::from(again.as_bytes().to_vec()));
+                open.lock().unwrap().push(tx);
+            } else {
+                let _ = tx.send(Bytes::from(first.as_bytes().to_vec()));
+            }
+            event_stream(rx)
+        }
+    })
+    .await
+}
+
+/// An endless event stream, always ready: each poll yields the same batch
+/// of events (cheap: a shared buffer), as fast as the client reads.
+struct FloodBody {
+    chunk: Bytes,
+}
+
+impl Body for FloodBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}
+
+/// A plain SSE server that floods every stream; every second connection
+/// waits `slow` before it answers (a server slow to accept).
+pub async fn flood(slow: std::time::Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let chunk = Bytes::from("data: flood\n\n".repeat(1024));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let chunk = chunk.clone();
+                    async move {
+                        if n % 2 == 1 {
+                            tokio::time::sleep(slow).await;
+                        }
+                        let mut r = Response::new(FloodBody { chunk });
+                        r.headers_mut()
+                            .insert("content-type", "text/event-stream".parse().unwrap());
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}/sse")
 }
