@@ -19,7 +19,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-pub use config::{ClientConfig, Mode, client_id, parse_header, parse_headers, parse_url};
+pub use config::{
+    ClientConfig, Mode, client_id, load_ca_certs, parse_header, parse_headers, parse_url,
+};
 pub use reconnect::RetryPolicy;
 
 /// Events the caller may fall behind on before the stream stops reading.
@@ -34,6 +36,8 @@ pub enum ClientError {
     BadHeader(String),
     #[error("bad client id: {0}")]
     BadClientId(String),
+    #[error("bad --cacert {0}")]
+    BadCaCert(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("a plain SSE reader (--raw) sends no messages")]
@@ -206,11 +210,15 @@ impl ChannelClient {
     /// with [`ClientEvent::Connecting`], arrive on the returned receiver,
     /// which ends after a terminal event.
     pub fn start(config: ClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ClientError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .default_headers(config.headers.clone())
             .connect_timeout(config.timeout)
             .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .danger_accept_invalid_certs(config.insecure);
+        for cert in &config.ca_certs {
+            http = http.add_root_certificate(cert.clone());
+        }
+        let http = http.build()?;
         let max_bytes = max_permits(&config);
         let shared = Arc::new(Shared {
             http,
@@ -345,13 +353,11 @@ fn max_permits(config: &ClientConfig) -> usize {
 /// Connection refused (os error 111)", instead of only the outer "error
 /// sending request for url (...)".
 fn describe(e: &reqwest::Error) -> String {
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(s) = inner.source() {
-        inner = s;
-    }
-    let root = inner.to_string();
+    let root = config::root_cause(e);
     if e.is_timeout() {
         "timed out".into()
+    } else if is_tls_failure(e) {
+        format!("TLS handshake failed: {root}")
     } else if e.is_connect() {
         format!("cannot connect: {root}")
     } else if e.is_body() || e.is_decode() {
@@ -359,6 +365,28 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         format!("request failed: {root}")
     }
+}
+
+/// Whether connecting failed in the TLS handshake: an untrusted or wrong
+/// certificate, or a peer that does not speak TLS. Retrying cannot fix
+/// that, so the stream fails at once instead of backing off for a minute.
+/// reqwest hides rustls's error type; tokio-rustls reports every handshake
+/// error as an `io::Error` of kind `InvalidData` (which a plain TCP connect
+/// never produces), and hyper-rustls wraps that in `io::Error::other`,
+/// whose `source()` skips it: so look inside io errors with `get_ref`.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// Reads at most `max` bytes of a response body and returns its first

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::reconnect::{Backoff, Next};
-use super::{ClientEvent, Mode, Shared, State, describe, first_line};
+use super::{ClientEvent, Mode, Shared, State, describe, first_line, is_tls_failure};
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
 
@@ -113,6 +113,13 @@ async fn open(
                 "no response within {}",
                 humantime::format_duration(timeout)
             )));
+        }
+        Ok(Err(e)) if is_tls_failure(&e) => {
+            let mut why = describe(&e);
+            if why.contains("certificate") {
+                why.push_str(" (--cacert FILE trusts it, -k skips the check)");
+            }
+            return Err(OpenError::Fatal(why));
         }
         Ok(Err(e)) => return Err(OpenError::Retry(describe(&e))),
         Ok(Ok(r)) => r,

@@ -8,12 +8,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
+use tracing::warn;
 
 use crate::UsageError;
 use crate::cli::ConnectArgs;
 use crate::client::{
     ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, client_id,
-    parse_headers,
+    load_ca_certs, parse_headers,
 };
 
 /// Longest stdin line (and so message) in pipe mode.
@@ -60,6 +61,15 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     }
     config.in_flight = args.in_flight;
     config.timeout = args.timeout;
+    if let Some(path) = &args.cacert {
+        config.ca_certs = load_ca_certs(path).map_err(usage)?;
+    }
+    if args.insecure {
+        warn!(
+            "--insecure: the server's certificate is not checked; anyone in between can read and change the traffic"
+        );
+        config.insecure = true;
+    }
     Ok(config)
 }
 
