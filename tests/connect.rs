@@ -355,6 +355,21 @@ fn error_status_fails_without_retry() {
 }
 
 #[test]
+fn server_text_cannot_drive_the_terminal() {
+    // A hostile error body: clear the screen, retitle the window, ring.
+    let server = SseServer::start(vec![SseServer::status(
+        "403 Forbidden",
+        "text/plain",
+        "no\x1b[2J\x1b]0;pwned\x07 entry\n",
+    )]);
+    let mut c = connect(&with(FAST, &["--raw", &server.url]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "raw control bytes: {err:?}");
+    assert!(err.contains("403 Forbidden: no^[[2J^[]0;pwned^G entry"), "{err:?}");
+}
+
+#[test]
 fn headers_are_sent() {
     let server =
         SseServer::start(vec!["HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into()]);

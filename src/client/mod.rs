@@ -389,16 +389,56 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
     false
 }
 
-/// Reads at most `max` bytes of a response body and returns its first
-/// line, so a huge or endless error body cannot grow memory.
-async fn first_line(mut resp: reqwest::Response, max: usize) -> String {
+/// Bytes of an error response body kept for a reason.
+const REASON_MAX: usize = 1024;
+
+/// The first line of a response body, for a reason: at most [`REASON_MAX`]
+/// bytes are read, so a huge or endless error body cannot grow memory, and
+/// control characters are escaped, since the text ends up on a terminal.
+async fn first_line(mut resp: reqwest::Response) -> String {
     let mut buf = Vec::new();
-    while buf.len() < max {
+    while buf.len() < REASON_MAX {
         match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(max - buf.len())]),
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(REASON_MAX - buf.len())]),
             _ => break,
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    text.lines().next().unwrap_or("").trim().to_owned()
+    escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
+}
+
+/// Makes server-sent text safe for a terminal: control characters other
+/// than tab and newline become caret notation (`^[`), so a message or an
+/// error body cannot move the cursor, clear the screen or retitle the
+/// window of whoever reads it.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
+    if !text.chars().any(bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 && bad(c) => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_text_is_defused() {
+        assert_eq!(escape_controls("plain\ttext\nok"), "plain\ttext\nok");
+        assert_eq!(escape_controls("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
+        assert_eq!(escape_controls("\u{9b}x"), "\\u{9b}x");
+    }
 }

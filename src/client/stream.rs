@@ -15,9 +15,6 @@ use super::{ClientEvent, Mode, Shared, State, describe, first_line, is_tls_failu
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
 
-/// Bytes of an error response body kept for the message.
-const REASON_MAX: usize = 1024;
-
 /// Why opening a stream did not give an event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum OpenError {
@@ -127,7 +124,7 @@ async fn open(
     match check_response(resp.status(), resp.headers().get(CONTENT_TYPE)) {
         Ok(()) => Ok(resp),
         Err(OpenError::Fatal(why)) if resp.status() != StatusCode::OK => {
-            let reason = first_line(resp, REASON_MAX).await;
+            let reason = first_line(resp).await;
             Err(OpenError::Fatal(if reason.is_empty() { why } else { format!("{why}: {reason}") }))
         }
         Err(e) => Err(e),
