@@ -245,6 +245,19 @@ fn unreachable_server_exits_1() {
 }
 
 #[test]
+fn retry_max_caps_the_first_delay_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/sse");
+    // --retry-initial stays at its default, 250ms.
+    let mut c = connect(&["--retry-max", "10ms", "--max-retries", "3", "--format", "json", &url]);
+    for _ in 0..2 {
+        let r = c.json_event("reconnecting");
+        assert_eq!(r["delay_ms"], 10, "{r}");
+    }
+    assert_eq!(c.wait().code(), Some(1));
+}
+
+#[test]
 fn reconnects_after_the_server_restarts() {
     let mut a = Serve::start(&[]);
     let port = a.port;
@@ -390,6 +403,8 @@ fn usage_errors_exit_2() {
         &["not a url"],
         &["--client-id", "", "http://127.0.0.1:1/sse"],
         &["--raw", "--send", "x", "http://127.0.0.1:1/sse"],
+        &["--timeout", "0s", "http://127.0.0.1:1/sse"],
+        &["--in-flight", "0", "http://127.0.0.1:1/sse"],
     ] {
         let mut c = connect(args);
         assert_eq!(c.wait().code(), Some(2), "{args:?}: {}", c.stderr());
