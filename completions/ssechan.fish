@@ -69,7 +69,9 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Give up after this many failed attempts in a row' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l in-flight -d 'POSTs in flight at once (the server re-orders them)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timeout -d 'Time limit for connecting and for each POST' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l cacert -d 'PEM file of certificates (a CA, or a self-signed server\'s own) to trust in addition to the built-in roots' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -188,6 +188,14 @@ pub struct ConnectArgs {
     /// Time limit for connecting and for each POST.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
+    /// Accept any server certificate (like curl -k): encrypted but not
+    /// authenticated, for test servers only.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// PEM file of certificates (a CA, or a self-signed server's own) to
+    /// trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 /// What `bench` measures.

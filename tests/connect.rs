@@ -3,9 +3,15 @@
 
 #[path = "support/client_procs.rs"]
 mod procs;
+#[path = "support/client_tls.rs"]
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use procs::{Serve, SseServer, connect};
 use serde_json::{Value, json};
+use tls::{SelfSigned, TlsProxy};
 
 /// Fast reconnects for tests; the server's `retry: 1000` is capped by these.
 const FAST: &[&str] = &["--retry-initial", "20ms", "--retry-max", "100ms"];
@@ -239,6 +245,19 @@ fn unreachable_server_exits_1() {
 }
 
 #[test]
+fn retry_max_caps_the_first_delay_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/sse");
+    // --retry-initial stays at its default, 250ms.
+    let mut c = connect(&["--retry-max", "10ms", "--max-retries", "3", "--format", "json", &url]);
+    for _ in 0..2 {
+        let r = c.json_event("reconnecting");
+        assert_eq!(r["delay_ms"], 10, "{r}");
+    }
+    assert_eq!(c.wait().code(), Some(1));
+}
+
+#[test]
 fn reconnects_after_the_server_restarts() {
     let mut a = Serve::start(&[]);
     let port = a.port;
@@ -349,6 +368,21 @@ fn error_status_fails_without_retry() {
 }
 
 #[test]
+fn server_text_cannot_drive_the_terminal() {
+    // A hostile error body: clear the screen, retitle the window, ring.
+    let server = SseServer::start(vec![SseServer::status(
+        "403 Forbidden",
+        "text/plain",
+        "no\x1b[2J\x1b]0;pwned\x07 entry\n",
+    )]);
+    let mut c = connect(&with(FAST, &["--raw", &server.url]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "raw control bytes: {err:?}");
+    assert!(err.contains("403 Forbidden: no^[[2J^[]0;pwned^G entry"), "{err:?}");
+}
+
+#[test]
 fn headers_are_sent() {
     let server =
         SseServer::start(vec!["HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into()]);
@@ -369,11 +403,113 @@ fn usage_errors_exit_2() {
         &["not a url"],
         &["--client-id", "", "http://127.0.0.1:1/sse"],
         &["--raw", "--send", "x", "http://127.0.0.1:1/sse"],
+        &["--timeout", "0s", "http://127.0.0.1:1/sse"],
+        &["--in-flight", "0", "http://127.0.0.1:1/sse"],
     ] {
         let mut c = connect(args);
         assert_eq!(c.wait().code(), Some(2), "{args:?}: {}", c.stderr());
         let err = c.stderr();
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.starts_with("ssechan: "), "{err}");
+    }
+}
+
+/// `serve` behind a TLS proxy with a fresh self-signed certificate.
+fn https_serve() -> (Serve, SelfSigned, TlsProxy) {
+    let serve = Serve::start(&[]);
+    let cert = SelfSigned::new();
+    let proxy = TlsProxy::start(&cert, SocketAddr::from(([127, 0, 0, 1], serve.port)));
+    (serve, cert, proxy)
+}
+
+/// A message each way over HTTPS; returns connect's stderr.
+fn https_round_trip(serve: &mut Serve, url: &str, flags: &[&str]) -> String {
+    let mut c = connect(&with(flags, &["--wait", "100ms", url]));
+    serve.client();
+    c.write("up over tls\n");
+    assert_eq!(serve.messages(1), ["up over tls"]);
+    serve.command(json!({"data": "down over tls"}));
+    assert_eq!(c.line().as_deref(), Some("down over tls"), "stderr:\n{}", c.stderr());
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    c.stderr()
+}
+
+#[test]
+fn https_untrusted_certificate_fails_at_once() {
+    let (_serve, _cert, proxy) = https_serve();
+    let mut c = connect(&with(FAST, &[&proxy.url()]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with(
+            "ssechan: connection failed: TLS handshake failed: invalid peer certificate"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--cacert"), "says how to trust it: {err}");
+    assert_eq!(proxy.accepted.load(Ordering::SeqCst), 1, "no retry");
+}
+
+#[test]
+fn https_to_a_plain_http_server_fails_at_once() {
+    // What a plain HTTP server says to a TLS ClientHello: 400 at once.
+    let server =
+        SseServer::start_eager(vec![SseServer::status("400 Bad Request", "text/plain", "")]);
+    let url = server.url.replacen("http://", "https://", 1);
+    let mut c = connect(&with(FAST, &["--raw", &url]));
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert_eq!(err.lines().count(), 1, "one line, no retries: {err}");
+    assert!(err.starts_with("ssechan: connection failed: TLS handshake failed: "), "{err}");
+    assert!(!err.contains("--cacert"), "not a certificate problem: {err}");
+    assert_eq!(server.requests().len(), 1, "no retry");
+}
+
+#[test]
+fn https_with_cacert() {
+    let (mut serve, cert, proxy) = https_serve();
+    let pem = cert.pem_path.to_str().expect("UTF-8 temp path");
+    let err = https_round_trip(&mut serve, &proxy.url(), &["--cacert", pem]);
+    assert!(!err.contains("insecure"), "{err}");
+}
+
+#[test]
+fn https_with_cacert_by_host_name() {
+    let (mut serve, cert, proxy) = https_serve();
+    let pem = cert.pem_path.to_str().expect("UTF-8 temp path");
+    let url = format!("https://localhost:{}/sse", proxy.addr.port());
+    https_round_trip(&mut serve, &url, &["--cacert", pem]);
+}
+
+#[test]
+fn https_insecure_warns_once() {
+    let (mut serve, _cert, proxy) = https_serve();
+    let err = https_round_trip(&mut serve, &proxy.url(), &["-k"]);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("--insecure")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("not checked"), "{err}");
+}
+
+#[test]
+fn bad_cacert_is_a_usage_error() {
+    let cert = SelfSigned::new();
+    let not_pem = cert
+        .write_file("key.txt", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+    let broken = cert.write_file(
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    let missing = cert.pem_path.with_file_name("missing.pem");
+    for (path, why) in
+        [(missing, "No such file"), (not_pem, "no PEM certificate"), (broken, "certificate 1")]
+    {
+        let p = path.to_str().expect("UTF-8 temp path");
+        let mut c = connect(&["--cacert", p, "https://127.0.0.1:1/sse"]);
+        assert_eq!(c.wait().code(), Some(2), "{p}: {}", c.stderr());
+        let err = c.stderr();
+        assert_eq!(err.lines().count(), 1, "{p}: one line: {err}");
+        assert!(err.starts_with("ssechan: bad --cacert ") && err.contains(why), "{err}");
     }
 }

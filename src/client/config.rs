@@ -35,6 +35,12 @@ pub struct ClientConfig {
     pub max_queued_bytes: usize,
     /// Longest event-stream line and largest event the parser accepts.
     pub max_event_bytes: usize,
+    /// Accept any server certificate (`-k`). Encryption stays, authentication
+    /// goes: meant for test servers with throwaway certificates.
+    pub insecure: bool,
+    /// Trusted in addition to the built-in roots (`--cacert`), so a private
+    /// CA or a self-signed server works without turning checks off.
+    pub ca_certs: Vec<reqwest::Certificate>,
 }
 
 impl ClientConfig {
@@ -50,6 +56,8 @@ impl ClientConfig {
             max_queued: 4096,
             max_queued_bytes: 32 << 20,
             max_event_bytes: 16 << 20,
+            insecure: false,
+            ca_certs: Vec::new(),
         })
     }
 
@@ -91,6 +99,46 @@ pub fn parse_headers<S: AsRef<str>>(list: &[S]) -> Result<HeaderMap, ClientError
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// Reads the certificates of a PEM file for [`ClientConfig::ca_certs`].
+/// Each is checked here, not when the client starts, so a wrong file is
+/// reported as such (e.g. a key file holds no certificate).
+pub fn load_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let bad = |why: String| ClientError::BadCaCert(format!("{}: {why}", path.display()));
+    // A CA bundle is kilobytes; the bound keeps a wrong path (a device, a
+    // huge file) from being read whole.
+    const MAX: u64 = 16 << 20;
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX + 1), &mut pem)
+        .map_err(|e| bad(e.to_string()))?;
+    if pem.len() as u64 > MAX {
+        return Err(bad(format!("larger than {MAX} bytes, not a PEM certificate file")));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(root_cause(&e)))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
+    }
+    for (n, cert) in certs.iter().enumerate() {
+        // Parsing happens when a client is built: build a bare one per
+        // certificate to find the bad one now.
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert.clone())
+            .build()
+            .map_err(|e| bad(format!("certificate {}: {}", n + 1, root_cause(&e))))?;
+    }
+    Ok(certs)
+}
+
+/// The innermost cause of an error: the part that says what went wrong.
+pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    inner.to_string()
 }
 
 /// The client id: `explicit` as given, else `KEY-<uuid>` for a debug key (as

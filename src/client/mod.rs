@@ -19,7 +19,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-pub use config::{ClientConfig, Mode, client_id, parse_header, parse_headers, parse_url};
+pub use config::{
+    ClientConfig, Mode, client_id, load_ca_certs, parse_header, parse_headers, parse_url,
+};
 pub use reconnect::RetryPolicy;
 
 /// Events the caller may fall behind on before the stream stops reading.
@@ -34,6 +36,8 @@ pub enum ClientError {
     BadHeader(String),
     #[error("bad client id: {0}")]
     BadClientId(String),
+    #[error("bad --cacert {0}")]
+    BadCaCert(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("a plain SSE reader (--raw) sends no messages")]
@@ -206,11 +210,15 @@ impl ChannelClient {
     /// with [`ClientEvent::Connecting`], arrive on the returned receiver,
     /// which ends after a terminal event.
     pub fn start(config: ClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ClientError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .default_headers(config.headers.clone())
             .connect_timeout(config.timeout)
             .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .danger_accept_invalid_certs(config.insecure);
+        for cert in &config.ca_certs {
+            http = http.add_root_certificate(cert.clone());
+        }
+        let http = http.build()?;
         let max_bytes = max_permits(&config);
         let shared = Arc::new(Shared {
             http,
@@ -345,13 +353,11 @@ fn max_permits(config: &ClientConfig) -> usize {
 /// Connection refused (os error 111)", instead of only the outer "error
 /// sending request for url (...)".
 fn describe(e: &reqwest::Error) -> String {
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(s) = inner.source() {
-        inner = s;
-    }
-    let root = inner.to_string();
+    let root = config::root_cause(e);
     if e.is_timeout() {
         "timed out".into()
+    } else if is_tls_failure(e) {
+        format!("TLS handshake failed: {root}")
     } else if e.is_connect() {
         format!("cannot connect: {root}")
     } else if e.is_body() || e.is_decode() {
@@ -361,16 +367,78 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// Reads at most `max` bytes of a response body and returns its first
-/// line, so a huge or endless error body cannot grow memory.
-async fn first_line(mut resp: reqwest::Response, max: usize) -> String {
+/// Whether connecting failed in the TLS handshake: an untrusted or wrong
+/// certificate, or a peer that does not speak TLS. Retrying cannot fix
+/// that, so the stream fails at once instead of backing off for a minute.
+/// reqwest hides rustls's error type; tokio-rustls reports every handshake
+/// error as an `io::Error` of kind `InvalidData` (which a plain TCP connect
+/// never produces), and hyper-rustls wraps that in `io::Error::other`,
+/// whose `source()` skips it: so look inside io errors with `get_ref`.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => err.source(),
+        };
+    }
+    false
+}
+
+/// Bytes of an error response body kept for a reason.
+const REASON_MAX: usize = 1024;
+
+/// The first line of a response body, for a reason: at most [`REASON_MAX`]
+/// bytes are read, so a huge or endless error body cannot grow memory, and
+/// control characters are escaped, since the text ends up on a terminal.
+async fn first_line(mut resp: reqwest::Response) -> String {
     let mut buf = Vec::new();
-    while buf.len() < max {
+    while buf.len() < REASON_MAX {
         match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(max - buf.len())]),
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(REASON_MAX - buf.len())]),
             _ => break,
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    text.lines().next().unwrap_or("").trim().to_owned()
+    escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
+}
+
+/// Makes server-sent text safe for a terminal: control characters other
+/// than tab and newline become caret notation (`^[`), so a message or an
+/// error body cannot move the cursor, clear the screen or retitle the
+/// window of whoever reads it.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
+    if !text.chars().any(bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 && bad(c) => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_text_is_defused() {
+        assert_eq!(escape_controls("plain\ttext\nok"), "plain\ttext\nok");
+        assert_eq!(escape_controls("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
+        assert_eq!(escape_controls("\u{9b}x"), "\\u{9b}x");
+    }
 }

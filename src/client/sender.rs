@@ -16,9 +16,6 @@ use super::stream::with_query;
 use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, describe, first_line};
 use crate::protocol::query::channel_query;
 
-/// Bytes of a POST response body kept as the reason.
-const REASON_MAX: usize = 1024;
-
 /// What a POST's answer means for the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -169,7 +166,7 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
         .body(body);
     let resp = req.send().await.map_err(|e| describe(&e))?;
     let status = resp.status().as_u16();
-    let reason = first_line(resp, REASON_MAX).await;
+    let reason = first_line(resp).await;
     Ok(PostOutcome { message_id: id, status, reason })
 }
 

@@ -11,12 +11,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::reconnect::{Backoff, Next};
-use super::{ClientEvent, Mode, Shared, State, describe, first_line};
+use super::{ClientEvent, Mode, Shared, State, describe, first_line, is_tls_failure};
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
-
-/// Bytes of an error response body kept for the message.
-const REASON_MAX: usize = 1024;
 
 /// Why opening a stream did not give an event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,13 +111,20 @@ async fn open(
                 humantime::format_duration(timeout)
             )));
         }
+        Ok(Err(e)) if is_tls_failure(&e) => {
+            let mut why = describe(&e);
+            if why.contains("certificate") {
+                why.push_str(" (--cacert FILE trusts it, -k skips the check)");
+            }
+            return Err(OpenError::Fatal(why));
+        }
         Ok(Err(e)) => return Err(OpenError::Retry(describe(&e))),
         Ok(Ok(r)) => r,
     };
     match check_response(resp.status(), resp.headers().get(CONTENT_TYPE)) {
         Ok(()) => Ok(resp),
         Err(OpenError::Fatal(why)) if resp.status() != StatusCode::OK => {
-            let reason = first_line(resp, REASON_MAX).await;
+            let reason = first_line(resp).await;
             Err(OpenError::Fatal(if reason.is_empty() { why } else { format!("{why}: {reason}") }))
         }
         Err(e) => Err(e),

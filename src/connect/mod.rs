@@ -8,12 +8,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
+use tracing::warn;
 
 use crate::UsageError;
 use crate::cli::ConnectArgs;
 use crate::client::{
     ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, client_id,
-    parse_headers,
+    load_ca_certs, parse_headers,
 };
 
 /// Longest stdin line (and so message) in pipe mode.
@@ -50,16 +51,31 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     };
     let mut config = ClientConfig::new(&args.url, mode).map_err(usage)?;
     config.headers = parse_headers(&args.headers).map_err(usage)?;
+    // --retry-max is a promise that no wait is longer: it caps the first
+    // delay too (the default 250ms under `--retry-max 10ms`).
     config.retry = RetryPolicy {
-        initial: args.retry_initial,
-        max: args.retry_max.max(args.retry_initial),
+        initial: args.retry_initial.min(args.retry_max),
+        max: args.retry_max,
         max_failures: args.max_retries,
     };
     if args.in_flight == 0 {
         return Err(UsageError("--in-flight must be at least 1".into()).into());
     }
+    if args.timeout.is_zero() {
+        // Every request would time out before it is sent.
+        return Err(UsageError("--timeout must be more than 0".into()).into());
+    }
     config.in_flight = args.in_flight;
     config.timeout = args.timeout;
+    if let Some(path) = &args.cacert {
+        config.ca_certs = load_ca_certs(path).map_err(usage)?;
+    }
+    if args.insecure {
+        warn!(
+            "--insecure: the server's certificate is not checked; anyone in between can read and change the traffic"
+        );
+        config.insecure = true;
+    }
     Ok(config)
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::client::ClientEvent;
+use crate::client::{ClientEvent, escape_controls};
 
 /// One `--format json` line; `event` comes first so lines read well.
 #[derive(Debug, Serialize)]
@@ -99,7 +99,10 @@ pub(super) fn status_line(ev: &ClientEvent, client_id: Option<&str>) -> Option<S
             Some(id) => format!("connected as {id}"),
             None => "connected".into(),
         },
-        ClientEvent::Resumed { last_event_id: Some(id) } => format!("resumed after event {id}"),
+        // The id is the server's text, bound for a terminal.
+        ClientEvent::Resumed { last_event_id: Some(id) } => {
+            format!("resumed after event {}", escape_controls(id))
+        }
         ClientEvent::Resumed { last_event_id: None } => "resumed".into(),
         ClientEvent::Disconnected { reason } => format!("disconnected: {reason}"),
         ClientEvent::AttemptFailed { attempt, reason } => {
@@ -131,34 +134,17 @@ pub(super) fn data_text(ev: &ClientEvent) -> Option<&str> {
     }
 }
 
-/// Makes server-sent text safe for a terminal: control characters other
-/// than tab and newline become caret notation (`^[`), so a message cannot
-/// move the cursor, clear the screen or retitle the window.
-pub(super) fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
-    if !text.chars().any(bad) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\u{7f}' => out.push_str("^?"),
-            c if (c as u32) < 0x20 && bad(c) => {
-                out.push('^');
-                out.push(char::from(b'@' + c as u8));
-            }
-            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn status_lines_escape_server_text() {
+        let ev = ClientEvent::Resumed { last_event_id: Some("7\x1b[2J".into()) };
+        assert_eq!(status_line(&ev, None).as_deref(), Some("resumed after event 7^[[2J"));
+    }
 
     #[test]
     fn json_lines() {
@@ -183,12 +169,5 @@ mod tests {
             json_line(&ClientEvent::ClosedByServer, None),
             r#"{"event":"closed","by":"server"}"#
         );
-    }
-
-    #[test]
-    fn terminal_text_is_defused() {
-        assert_eq!(sanitize("plain\ttext\nok"), "plain\ttext\nok");
-        assert_eq!(sanitize("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
-        assert_eq!(sanitize("\u{9b}x"), "\\u{9b}x");
     }
 }

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::exit_status;
-use super::output::{data_text, sanitize, status_line};
+use super::output::{data_text, status_line};
 use crate::cli::ConnectArgs;
-use crate::client::{ChannelClient, ClientEvent, Status};
+use crate::client::{ChannelClient, ClientEvent, Status, escape_controls};
 
 const PROMPT: &str = "> ";
 
@@ -169,7 +169,7 @@ pub(super) async fn run(
             ev = events.recv() => {
                 let Some(ev) = ev else { break Ok(ExitCode::SUCCESS) };
                 let text = match (data_text(&ev), status_line(&ev, id.as_deref())) {
-                    (Some(data), _) => format!("{}\n", sanitize(data)),
+                    (Some(data), _) => format!("{}\n", escape_controls(data)),
                     (None, Some(status)) => style.dim(&status),
                     (None, None) => continue,
                 };

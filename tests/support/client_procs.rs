@@ -252,6 +252,16 @@ pub struct SseServer {
 
 impl SseServer {
     pub fn start(responses: Vec<String>) -> SseServer {
+        Self::start_with(responses, true)
+    }
+
+    /// Answers each connection at once, before any request arrives (what a
+    /// plain HTTP server does to bytes it cannot parse, e.g. a TLS hello).
+    pub fn start_eager(responses: Vec<String>) -> SseServer {
+        Self::start_with(responses, false)
+    }
+
+    fn start_with(responses: Vec<String>, read_first: bool) -> SseServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -259,7 +269,11 @@ impl SseServer {
         thread::spawn(move || {
             for (n, stream) in listener.incoming().enumerate() {
                 let Ok(mut stream) = stream else { break };
-                let head = read_head(&mut stream);
+                let head = if read_first {
+                    read_head(&mut stream)
+                } else {
+                    Seen { request_line: String::new(), headers: Vec::new() }
+                };
                 log.lock().unwrap().push(head);
                 let resp = responses.get(n).or(responses.last()).cloned().unwrap_or_default();
                 let _ = stream.write_all(resp.as_bytes());
