@@ -81,9 +81,8 @@ impl Repl {
     }
 
     /// Types `text` key by key, each after the echo of the one before (looked
-    /// for only in output that came after the key was sent), as a person does. (With an external printer, rustyline leaves keys that
-    /// came in one read with an earlier key unechoed until the next event,
-    /// so a test must not paste.)
+    /// for only in output that came after the key was sent), as a person
+    /// does. Keys sent in one write are covered by their own test.
     fn type_text(&mut self, text: &str) {
         for c in text.chars() {
             let key = c.to_string();
@@ -230,5 +229,25 @@ fn server_close_ends_the_repl_and_status_is_dim() {
     s.find(&format!("\x1b[2mconnected as {id}"), 0);
     serve.command(json!({"client": id, "close": true}));
     s.expect("\x1b[2mclosed by the server");
+    assert_eq!(s.exit_code(), 0);
+}
+
+#[test]
+fn keys_that_arrive_in_one_read_are_echoed_at_once() {
+    // Fast typing over ssh, or a terminal without bracketed paste: several
+    // keys in one read. Each must show without waiting for another event.
+    let home = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&[]);
+    let mut s = Repl::start(&serve.url, home.path(), false);
+    let id = serve.client();
+    s.until_connected(&id);
+    let mark = s.seen.len();
+    s.send_key("pasted at once");
+    s.find("pasted at once", mark);
+    let mark = s.seen.len();
+    s.send_key("\r");
+    s.find(READING, mark);
+    assert_eq!(serve.messages(1), ["pasted at once"]);
+    s.send_key("\x04");
     assert_eq!(s.exit_code(), 0);
 }
