@@ -741,3 +741,20 @@ async fn out_of_order_first_messages_still_wait_for_zero() {
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("c".into()));
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("d".into()));
 }
+
+#[tokio::test]
+async fn non_http_bytes_get_400_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server(ServerConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    // The start of a TLS ClientHello: no line ends, ever.
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut reply))
+        .await
+        .expect("an answer at once, not after the head timeout");
+    assert!(n.is_ok());
+    assert!(reply.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&reply));
+}

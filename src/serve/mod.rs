@@ -51,6 +51,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     // A stream and a POST connection per client, and some to spare.
+    let signalled = shutdown_signal().context("cannot listen for signals")?;
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
     let server = Server::bind(args.listen, args.config())
         .await
@@ -85,7 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut writer = writer;
     let mut result = Ok(());
     tokio::select! {
-        _ = shutdown_signal() => info!("shutting down"),
+        _ = signalled => info!("shutting down"),
         r = &mut writer => {
             result = match r {
                 Ok(Err(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
@@ -151,22 +152,24 @@ pub async fn echo(mut conn: crate::server::Connection) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. Registered before the listening line is printed, so
+/// a signal sent as soon as a script sees it is never the default (fatal)
+/// action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -87,10 +87,24 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> 
         if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
             return Ok(from + i + 4);
         }
+        if !could_be_http(buf) {
+            return Ok(buf.len()); // TLS, garbage: hyper answers 400 at once
+        }
         scanned = buf.len();
         if buf.len() >= MAX_HEAD {
             return Ok(buf.len());
         }
+    }
+}
+
+/// Whether `partial` may still become an HTTP/1 request head (or the h2c
+/// preface): not, once httparse rejects it.
+fn could_be_http(partial: &[u8]) -> bool {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut raw).parse(partial) {
+        Ok(_) => true,
+        Err(httparse::Error::TooManyHeaders) => true,
+        Err(_) => partial.starts_with(b"PRI * HTTP/2.0"),
     }
 }
 
