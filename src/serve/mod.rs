@@ -50,8 +50,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
         );
     }
-    // A stream and a POST connection per client, and some to spare.
     let signalled = shutdown_signal().context("cannot listen for signals")?;
+    // A stream and a POST connection per client, and some to spare.
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
     let server = Server::bind(args.listen, args.config())
         .await
@@ -63,7 +63,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ =
             out_tx.send(serde_json::json!({"event": "listening", "url": url}).to_string()).await;
     }
-    let writer = tokio::spawn(stdio::write_stdout(out_rx));
+    let mut writer = tokio::spawn(stdio::write_stdout(out_rx));
     let mode = if args.echo {
         Mode::Echo
     } else if !args.command.is_empty() {
@@ -83,7 +83,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     drop(out_tx);
-    let mut writer = writer;
     let mut result = Ok(());
     tokio::select! {
         _ = signalled => info!("shutting down"),
