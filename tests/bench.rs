@@ -634,3 +634,25 @@ fn progress_shows_on_a_terminal() {
     s.expect("reconnects 0").expect("a progress line on the terminal");
     s.expect("verdict     PASSED").expect("the report after it");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_and_connect_timeout_have_a_floor() {
+    for args in [
+        &["--drain", "0"][..],
+        &["--drain", "9ms"],
+        &["--connect-timeout", "0s"],
+        &["--mode", "listen", "http://127.0.0.1:1/sse", "--drain", "1ms"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+        assert!(r.stderr.contains("must be at least 10ms"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    // The floor itself is allowed, and a closed loop at it gives nothing up
+    // against a server that echoes.
+    let r = bench(&["-c", "2", "-m", "50", "--drain", "10ms", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "received"), u(&v, "timeouts")), (100, 0), "{v}");
+}
