@@ -341,8 +341,15 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
                 rates.push((s.events - 1) as f64 / span);
             }
         }
-        if let Some(e) = s.error {
+        if s.idle {
+            // Not a failed client: its server went quiet. It fails the run
+            // only by the events it lacks.
+            r.idle += 1;
+            r.events_short += plan.messages.saturating_sub(s.events);
+        } else if s.error.is_some() {
             r.errors += 1;
+        }
+        if let Some(e) = s.error {
             push_sample(&mut r, e);
         }
     }
