@@ -766,3 +766,48 @@ async fn drain_and_connect_timeout_have_a_floor() {
     let v = r.json();
     assert_eq!((u(&v, "received"), u(&v, "timeouts")), (100, 0), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_echoes_ends_the_run() {
+    // POSTs answered, nothing echoed. Closed loop used to give each of the
+    // 1,000 messages up after --drain in turn (200 s here); a client now
+    // stops when the message after one given up is not echoed either.
+    let url = bench_servers::faulty_echo(Fault::DropEvery(1)).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[&url, "-c", "2", "-m", "1000", "--drain", "200ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    // Each client: message 0 given up, message 1 not echoed either: stop.
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (4, 4, 2), "{v}");
+    assert_eq!(u(&v, "errors"), 2, "{v}");
+    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_stream_does_not_hold_the_run() {
+    // The event stream is always ready (comments as fast as bench reads):
+    // the POST answers and the timers behind it must still get their turn.
+    let url = bench_servers::faulty_echo(Fault::FloodStream).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[&url, "-c", "1", "--duration", "1s", "--drain", "300ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "received"), 0, "{v}");
+    assert!(u(&v, "sent") >= 1 && u(&v, "sent") == u(&v, "lost"), "{v}");
+    // Closed loop without --duration ends too, by the echoes that never come.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[&url, "-c", "1", "-m", "100", "--drain", "300ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (2, 1, 1), "{v}");
+}
