@@ -227,7 +227,7 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,
-    /// Messages per client (ignored with --duration).
+    /// Messages per client (listen mode: events per stream); ignored with --duration.
     #[arg(short, long, default_value_t = 1000, value_name = "N")]
     pub messages: u64,
     /// Run for this long instead of a message count.
