@@ -79,7 +79,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s c -l clients -d 'Concurrent clients' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s m -l messages -d 'Messages per client (ignored with --duration)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s m -l messages -d 'Messages per client (listen mode: events per stream); ignored with --duration' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s d -l duration -d 'Run for this long instead of a message count' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s r -l rate -d 'Open loop: this many messages per second in total (default: closed loop)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l window -d 'Messages each client keeps in flight in closed loop' -r
@@ -91,10 +91,10 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-lost -d 'F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-p99 -d 'Fail when the p99 round trip is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for outstanding echoes at the end before counting them lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'

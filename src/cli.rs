@@ -227,7 +227,7 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,
-    /// Messages per client (ignored with --duration).
+    /// Messages per client (listen mode: events per stream); ignored with --duration.
     #[arg(short, long, default_value_t = 1000, value_name = "N")]
     pub messages: u64,
     /// Run for this long instead of a message count.
@@ -266,7 +266,7 @@ pub struct BenchArgs {
     /// Fail below this many verified round trips (or, listen mode, events) per second.
     #[arg(long, value_name = "N")]
     pub min_throughput: Option<f64>,
-    /// Time limit for connecting each client.
+    /// Time limit for connecting each client and for each POST's answer (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
     /// Client threads; 0 uses half the cores, leaving the rest to a local server.
@@ -275,7 +275,9 @@ pub struct BenchArgs {
     /// Keep-alive of the embedded server (without URL).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,
-    /// How long to wait for outstanding echoes at the end before counting them lost.
+    /// How long to wait for an echo (closed loop: before giving a message up;
+    /// at the end: before counting it lost) and, in listen mode without
+    /// --duration, for a stream's next event (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub drain: Duration,
 }

@@ -108,6 +108,8 @@ const FIELDS: &[&str] = &[
     "first_event_ms",
     "id_gaps",
     "id_restarts",
+    "idle",
+    "events_short",
     "passed",
     "failures",
 ];
@@ -633,4 +635,179 @@ fn progress_shows_on_a_terminal() {
     // Only the live line names reconnects and a rate; the report does not.
     s.expect("reconnects 0").expect("a progress line on the terminal");
     s.expect("verdict     PASSED").expect("the report after it");
+}
+
+/// Runs bench and checks it ended within `limit` (well below RUN_LIMIT, so
+/// that a hang shows as a failure of this bound, not as a timeout).
+async fn bench_within(limit: Duration, args: &[&str]) -> Run {
+    let t0 = std::time::Instant::now();
+    let r = bench(args).await;
+    let took = t0.elapsed();
+    assert!(took < limit, "{args:?} took {took:?}, over {limit:?}: {}", r.stderr);
+    r
+}
+
+fn first_sample(v: &Value) -> String {
+    v["error_samples"][0].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_ends_a_stream_that_goes_silent() {
+    // 3 events, then the streams stay open and send nothing at all: with
+    // -m 10 and no --duration, each stream ends after --drain without an
+    // event; the 7 events each lacks fail the run.
+    let url = bench_servers::quiet_stream(vec![1, 2, 3], None).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[
+            "--mode", "listen", "--raw", &url, "-c", "3", "-m", "10", "--drain", "300ms", "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_schema(&v);
+    assert_eq!((u(&v, "events"), u(&v, "idle"), u(&v, "events_short")), (9, 3, 21), "{v}");
+    // Quiet is not a client failure, nor loss in the id sequence.
+    assert_eq!((u(&v, "errors"), u(&v, "lost"), u(&v, "connected")), (0, 0, 3), "{v}");
+    assert_eq!(failure_names(&v), ["idle"], "{v}");
+    let sample = first_sample(&v);
+    assert!(sample.contains("no event for 300ms (nothing at all) after 3 of 10 events"), "{v}");
+    assert!(r.stderr.contains("3 streams had no event for --drain"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_heartbeats_do_not_keep_a_quiet_stream_going() {
+    // Comments every 50 ms but no event after the 2nd: heartbeats alone
+    // must not hold the run (they would forever).
+    let url = bench_servers::quiet_stream(vec![1, 2], Some(Duration::from_millis(50))).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[
+            "--mode", "listen", "--raw", &url, "-c", "2", "-m", "5", "--drain", "400ms", "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "idle"), u(&v, "events_short")), (4, 2, 6), "{v}");
+    assert!(first_sample(&v).contains("bytes but no event) after 2 of 5 events"), "{v}");
+    assert_eq!(failure_names(&v), ["idle"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_quiet_is_no_failure_in_a_duration_run() {
+    // With --duration, -m does not apply and the deadline ends the run: a
+    // quiet stream is not ended early and lacks nothing.
+    let url = bench_servers::quiet_stream(vec![1, 2, 3], None).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[
+            "--mode",
+            "listen",
+            "--raw",
+            &url,
+            "-c",
+            "2",
+            "--duration",
+            "800ms",
+            "--drain",
+            "100ms",
+            "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "idle"), u(&v, "events_short")), (6, 0, 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_ends_when_every_reconnect_ends_at_once() {
+    // Each stream ends at once without an event and every reconnect
+    // succeeds: the quiet is measured across reconnects, so this ends too.
+    let url = bench_servers::empty_streams().await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[
+            "--mode", "listen", "--raw", &url, "-c", "2", "-m", "3", "--drain", "300ms", "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "idle"), u(&v, "events_short")), (0, 2, 6), "{v}");
+    assert!(u(&v, "stream_ends") >= 2, "{v}");
+    assert!(first_sample(&v).contains("no event for 300ms (nothing at all) after 0 of 3"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_and_connect_timeout_have_a_floor() {
+    for args in [
+        &["--drain", "0"][..],
+        &["--drain", "9ms"],
+        &["--connect-timeout", "0s"],
+        &["--mode", "listen", "http://127.0.0.1:1/sse", "--drain", "1ms"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+        assert!(r.stderr.contains("must be at least 10ms"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    // The floor itself is allowed, and a closed loop at it gives nothing up
+    // against a server that echoes.
+    let r = bench(&["-c", "2", "-m", "50", "--drain", "10ms", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "received"), u(&v, "timeouts")), (100, 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_echoes_ends_the_run() {
+    // POSTs answered, nothing echoed. Closed loop used to give each of the
+    // 1,000 messages up after --drain in turn (200 s here); a client now
+    // stops when the message after one given up is not echoed either.
+    let url = bench_servers::faulty_echo(Fault::DropEvery(1)).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[&url, "-c", "2", "-m", "1000", "--drain", "200ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    // Each client: message 0 given up, message 1 not echoed either: stop.
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (4, 4, 2), "{v}");
+    assert_eq!(u(&v, "errors"), 2, "{v}");
+    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_stream_does_not_hold_the_run() {
+    // The event stream is always ready (comments as fast as bench reads):
+    // the POST answers and the timers behind it must still get their turn.
+    let url = bench_servers::faulty_echo(Fault::FloodStream).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[&url, "-c", "1", "--duration", "1s", "--drain", "300ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "received"), 0, "{v}");
+    assert!(u(&v, "sent") >= 1 && u(&v, "sent") == u(&v, "lost"), "{v}");
+    // Closed loop without --duration ends too, by the echoes that never come.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[&url, "-c", "1", "-m", "100", "--drain", "300ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (2, 1, 1), "{v}");
 }

@@ -38,6 +38,9 @@ pub struct StreamResult {
     /// Clock µs of the first and the last event.
     pub first_event_us: Option<u64>,
     pub last_event_us: u64,
+    /// Without `--duration`: the stream ended for having no event for
+    /// `--drain` (and why, in `error`).
+    pub idle: bool,
     pub error: Option<String>,
 }
 
@@ -86,7 +89,9 @@ impl IdTracker {
 }
 
 /// Runs stream `index` until `deadline` (the load's common end, for
-/// `--duration`), `--messages` events, a control close or a 204.
+/// `--duration`), `--messages` events, a control close or a 204; without
+/// `--duration`, also until no event came for `--drain` (across reconnects:
+/// a server that ends every stream at once must not hold the run).
 pub async fn run(
     index: usize,
     plan: Arc<Plan>,
@@ -124,6 +129,7 @@ pub async fn run(
         }
     };
     r.connected = true;
+    let mut quiet = Quiet::new(plan.duration.is_none().then_some(plan.drain));
     let mut parser = EventStreamParser::new();
     // The Last-Event-ID to send: each stream gets a fresh parser (see
     // `IdTracker::observe`), so the id is carried over here.
@@ -149,7 +155,10 @@ pub async fn run(
                 }
                 Poll::Pending
             });
-            let Some(frame) = until(deadline, next).await else { break 'run };
+            let Some(frame) = until(quiet.limit(deadline), next).await else {
+                quiet.check(&mut r, plan.messages);
+                break 'run;
+            };
             let chunk = match frame {
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(d) => d,
@@ -159,9 +168,11 @@ pub async fn run(
                 Some(None) | None => break None,
             };
             // A stream that is always ready never lets the timeout fire.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
+                quiet.check(&mut r, plan.messages);
                 break 'run;
             }
+            quiet.bytes += chunk.len() as u64;
             let now = plan.clock.now_us();
             parser.feed(&chunk);
             let mut new = 0;
@@ -174,6 +185,7 @@ pub async fn run(
                             break true;
                         }
                         ids.observe(&ev.last_event_id);
+                        quiet.event();
                         new += 1;
                         r.events += 1;
                         if r.first_event_us.is_none() {
@@ -214,7 +226,8 @@ pub async fn run(
         ids.reopen();
         // Reconnect as EventSource does, resuming after the last id.
         loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
+                quiet.check(&mut r, plan.messages);
                 break 'run;
             }
             plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +238,10 @@ pub async fn run(
                 Some(&last_id),
                 plan.connect_timeout,
             );
-            let Some(res) = until(deadline, res).await else { break 'run };
+            let Some(res) = until(quiet.limit(deadline), res).await else {
+                quiet.check(&mut r, plan.messages);
+                break 'run;
+            };
             match res {
                 Ok(s) => {
                     r.resumes += 1;
@@ -245,7 +261,8 @@ pub async fn run(
                             Some(format!("reconnect failed for {:?}: {e}", backoff.failing_for()));
                         break 'run;
                     };
-                    if until(deadline, tokio::time::sleep(wait)).await.is_none() {
+                    if until(quiet.limit(deadline), tokio::time::sleep(wait)).await.is_none() {
+                        quiet.check(&mut r, plan.messages);
                         break 'run;
                     }
                 }
@@ -257,6 +274,55 @@ pub async fn run(
     r.out_of_order = ids.backwards;
     r.id_restarts = ids.restarts;
     r
+}
+
+/// How long a stream may go without an event (listen mode without
+/// `--duration`, where nothing else ends a stream that stays open but
+/// silent). Comments and heartbeats do not count: a server that only sends
+/// those delivers no events either, and must not hold the run.
+struct Quiet {
+    limit: Option<Duration>,
+    /// The last event, or the stream's opening before the first.
+    since: Instant,
+    /// Bytes read since then.
+    bytes: u64,
+}
+
+impl Quiet {
+    fn new(limit: Option<Duration>) -> Self {
+        Self { limit, since: Instant::now(), bytes: 0 }
+    }
+
+    fn event(&mut self) {
+        self.since = Instant::now();
+        self.bytes = 0;
+    }
+
+    /// The earlier of `deadline` and the end of the allowed quiet.
+    fn limit(&self, deadline: Option<Instant>) -> Option<Instant> {
+        let quiet = self.limit.map(|l| self.since + l);
+        match (deadline, quiet) {
+            (Some(d), Some(q)) => Some(d.min(q)),
+            (d, q) => d.or(q),
+        }
+    }
+
+    /// A wait ended at [`Quiet::limit`]: marks the stream idle if it was
+    /// the quiet (not the deadline) that ran out.
+    fn check(&self, r: &mut StreamResult, messages: u64) {
+        let Some(limit) = self.limit else { return };
+        if Instant::now() < self.since + limit {
+            return;
+        }
+        r.idle = true;
+        let what = match self.bytes {
+            0 => "nothing at all".to_string(),
+            n => format!("{n} bytes but no event"),
+        };
+        r.error.get_or_insert_with(|| {
+            format!("no event for {limit:?} ({what}) after {} of {messages} events", r.events)
+        });
+    }
 }
 
 /// First wait before re-opening a stream that failed to re-open.

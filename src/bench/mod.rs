@@ -38,6 +38,8 @@ use stats::{Clock, Stats};
 /// Clients connecting at once: well under the usual accept backlog (4096)
 /// and SYN queue, so 10,000 clients connect without drops and retries.
 const CONNECT_CONCURRENCY: usize = 128;
+/// Shortest `--drain` and `--connect-timeout`.
+const MIN_WAIT: Duration = Duration::from_millis(10);
 /// Error messages kept for the report.
 const ERROR_SAMPLES: usize = 5;
 
@@ -123,6 +125,16 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     {
         return Err(usage("--rate must be a positive number of messages per second"));
     }
+    // Below this a wait cannot tell a slow answer from none: with --drain 0
+    // every echo past the window would be given up at once.
+    if a.drain < MIN_WAIT {
+        return Err(usage(format!(
+            "--drain must be at least {MIN_WAIT:?} (how long an echo or a quiet stream is waited for)"
+        )));
+    }
+    if a.connect_timeout < MIN_WAIT {
+        return Err(usage(format!("--connect-timeout must be at least {MIN_WAIT:?}")));
+    }
     if a.drop_every.is_some_and(|d| d < Duration::from_millis(1)) {
         return Err(usage("--drop-every must be at least 1ms"));
     }
@@ -154,9 +166,16 @@ async fn bench(
         eprintln!("ssechan: cannot reach {url}: {why}");
         Ok(None)
     };
-    let addr = match target.resolve().await {
-        Ok(a) => a,
-        Err(e) => return unreachable(e.to_string()),
+    // A resolver that does not answer must not hold the run either.
+    let addr = match tokio::time::timeout(args.connect_timeout, target.resolve()).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return unreachable(e.to_string()),
+        Err(_) => {
+            return unreachable(format!(
+                "{} not resolved within {:?}",
+                target.host, args.connect_timeout
+            ));
+        }
     };
     match tokio::time::timeout(args.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => {}
@@ -322,8 +341,15 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
                 rates.push((s.events - 1) as f64 / span);
             }
         }
-        if let Some(e) = s.error {
+        if s.idle {
+            // Not a failed client: its server went quiet. It fails the run
+            // only by the events it lacks.
+            r.idle += 1;
+            r.events_short += plan.messages.saturating_sub(s.events);
+        } else if s.error.is_some() {
             r.errors += 1;
+        }
+        if let Some(e) = s.error {
             push_sample(&mut r, e);
         }
     }

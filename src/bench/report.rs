@@ -82,6 +82,11 @@ pub struct Report {
     /// one, e.g. as a slow consumer): the events sent in between are
     /// unknown, so they are neither in `lost` nor in `out_of_order`.
     pub id_restarts: u64,
+    /// Listen mode without `--duration`: streams ended for having no event
+    /// for `--drain`.
+    pub idle: u64,
+    /// Listen mode: events the idle streams lacked of `--messages` each.
+    pub events_short: u64,
     pub passed: bool,
     /// One line per failed check, each starting with the check's name.
     pub failures: Vec<String>,
@@ -122,6 +127,12 @@ impl Report {
                 "id_restarts: {} streams came back as fresh connections; events sent in \
                  between are unknown (allowed 0)",
                 self.id_restarts
+            ));
+        }
+        if self.events_short > 0 {
+            f.push(format!(
+                "idle: {} streams had no event for --drain, {} events short of --messages",
+                self.idle, self.events_short
             ));
         }
         if self.corrupted > 0 {
@@ -211,6 +222,14 @@ impl Report {
                      connections, not resumes; events sent in between are unknown and \
                      not counted as lost",
                     self.id_restarts
+                );
+            }
+            if self.idle > 0 {
+                let _ = writeln!(
+                    s,
+                    "  idle        {} streams had no event for --drain and were ended, {} \
+                     events short of --messages",
+                    self.idle, self.events_short
                 );
             }
             let _ = writeln!(s, "  first event {}", pct(&self.first_event_ms));

@@ -36,6 +36,8 @@ const RETRY_MIN: Duration = Duration::from_millis(20);
 /// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
 /// are woken this much early.
 const TIMER_SLACK_US: u64 = 1000;
+/// Stream chunks handled before everything else gets the first turn.
+const FAIR_STREAK: u32 = 64;
 
 /// What one client did; summed into the report.
 #[derive(Debug, Default, Clone)]
@@ -149,6 +151,9 @@ pub async fn run(
         released: 0,
         sending_done: false,
         last_progress_us: start_us,
+        gave_up_since_echo: false,
+        data_streak: 0,
+        fair_turn: false,
         body_buf: Vec::new(),
         uri_buf: String::new(),
         send_timer: Timer::default(),
@@ -195,6 +200,15 @@ struct Client {
     released: u64,
     sending_done: bool,
     last_progress_us: u64,
+    /// A message was given up (stall) and no message event (echo, even a
+    /// corrupted one) has come since.
+    gave_up_since_echo: bool,
+    /// Stream chunks handled since everything else last had the first
+    /// turn (not reset when the body is pending: that may be tokio's budget
+    /// running out, which leaves the rest unpolled too).
+    data_streak: u32,
+    /// The client yielded so that the rest goes first on a fresh budget.
+    fair_turn: bool,
     body_buf: Vec<u8>,
     uri_buf: String,
     send_timer: Timer,
@@ -253,6 +267,32 @@ impl Client {
     /// Everything this client waits for, in one poll: the connections first
     /// (they move the bytes), then what they deliver, then the timers.
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        // A stream that is always ready (a server flooding it) would starve
+        // everything polled after it: POST answers and every timer, so the
+        // run would never end. And after the stream spent tokio's budget,
+        // the rest reads Pending even when ready. So every FAIR_STREAK
+        // chunks the client yields, and then polls the rest first.
+        if self.data_streak >= FAIR_STREAK {
+            if !self.fair_turn {
+                self.fair_turn = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.fair_turn = false;
+            self.data_streak = 0;
+            if let Poll::Ready(w) = self.poll_rest(cx) {
+                return Poll::Ready(w);
+            }
+            return self.poll_stream(cx);
+        }
+        if let Poll::Ready(w) = self.poll_stream(cx) {
+            return Poll::Ready(w);
+        }
+        self.poll_rest(cx)
+    }
+
+    /// The event stream: its connection, then what it delivered.
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if let Some(c) = &mut self.stream_conn
             && Pin::new(c).poll(cx).is_ready()
         {
@@ -265,6 +305,7 @@ impl Client {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
+                            self.data_streak += 1;
                             return Poll::Ready(Wake::Data(data));
                         }
                     }
@@ -274,6 +315,11 @@ impl Client {
                 }
             }
         }
+        Poll::Pending
+    }
+
+    /// Everything but the event stream: resumes, POSTs, timers.
+    fn poll_rest(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if let Poll::Ready(r) = poll_slot(&mut self.resuming, cx) {
             return Poll::Ready(Wake::Resumed(r));
         }
@@ -367,6 +413,9 @@ impl Client {
     }
 
     fn on_message(&mut self, data: &str, now: u64) {
+        // The server still echoes, if badly: a corrupted echo is reported
+        // as such, not as an end of echoes.
+        self.gave_up_since_echo = false;
         let Some(text) = json_string(data) else {
             self.result.corrupted += 1;
             return;
@@ -582,6 +631,8 @@ impl Client {
     }
 
     /// A full window that saw no echo for `--drain`: give that message up.
+    /// If no echo came since the last one given up either, the server has
+    /// stopped echoing: stop sending (else `--messages` × `--drain`).
     fn on_stall(&mut self) {
         let now = self.now_us();
         let stall = self.plan.drain.as_micros() as u64;
@@ -589,6 +640,12 @@ impl Client {
             return;
         }
         if now.saturating_sub(self.last_progress_us) >= stall {
+            if self.gave_up_since_echo {
+                let waited = self.plan.drain * 2;
+                self.fail(format!("no echo for {waited:?}: the server stopped echoing"));
+                return;
+            }
+            self.gave_up_since_echo = true;
             self.released += 1;
             self.result.timeouts += 1;
             self.last_progress_us = now;

@@ -25,14 +25,16 @@ use tokio::sync::mpsc;
 pub struct ChannelBody {
     rx: Option<mpsc::UnboundedReceiver<Bytes>>,
     full: Option<Bytes>,
+    /// Always ready: this chunk on every poll, forever.
+    flood: Option<Bytes>,
 }
 
 impl ChannelBody {
     fn stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Self {
-        Self { rx: Some(rx), full: None }
+        Self { rx: Some(rx), full: None, flood: None }
     }
     fn full(b: impl Into<Bytes>) -> Self {
-        Self { rx: None, full: Some(b.into()) }
+        Self { rx: None, full: Some(b.into()), flood: None }
     }
 }
 
@@ -45,6 +47,9 @@ impl Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(b) = self.full.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if let Some(b) = &self.flood {
+            return Poll::Ready(Some(Ok(Frame::data(b.clone()))));
         }
         match &mut self.rx {
             Some(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -71,6 +76,9 @@ pub enum Fault {
     HangPosts,
     /// After echoing messageId n, send the control close and end the stream.
     CloseAfter(u64),
+    /// Flood every event stream with `: ping` comments, as fast as the
+    /// client reads; answer POSTs but echo nothing.
+    FloodStream,
 }
 
 #[derive(Default)]
@@ -142,7 +150,11 @@ pub async fn faulty_echo(fault: Fault) -> String {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let _ = tx.send(Bytes::from_static(b"retry: 1000\n\n"));
                 clients.lock().unwrap().entry(id).or_default().tx = Some(tx);
-                return event_stream(rx);
+                let mut r = event_stream(rx);
+                if let Fault::FloodStream = fault {
+                    r.body_mut().flood = Some(Bytes::from(": ping\n\n".repeat(512)));
+                }
+                return r;
             }
             if let Fault::HangPosts = fault {
                 std::future::pending::<()>().await;
@@ -182,7 +194,7 @@ pub async fn faulty_echo(fault: Fault) -> String {
                     }
                     out.push(Bytes::from(v));
                 }
-                Fault::HangPosts => {}
+                Fault::HangPosts | Fault::FloodStream => {}
                 Fault::CloseAfter(_) => out.push(body),
             }
             let mut ev = Vec::new();
@@ -234,6 +246,39 @@ pub async fn known_stream(ids: Vec<u64>) -> String {
         }
     })
     .await
+}
+
+/// A plain SSE server whose streams send `ids` and then stay open: silent,
+/// or with a `: ping` comment every `heartbeat`.
+pub async fn quiet_stream(ids: Vec<u64>, heartbeat: Option<std::time::Duration>) -> String {
+    let first = Arc::new(events(&ids));
+    serve(move |_req| {
+        let first = first.clone();
+        async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(Bytes::from(first.as_bytes().to_vec()));
+            // Holds the stream open until the client goes.
+            tokio::spawn(async move {
+                loop {
+                    match heartbeat {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => tx.closed().await,
+                    }
+                    if tx.send(Bytes::from_static(b": ping\n\n")).is_err() {
+                        break;
+                    }
+                }
+            });
+            event_stream(rx)
+        }
+    })
+    .await
+}
+
+/// A plain SSE server whose every stream ends at once, without an event:
+/// each reconnect succeeds and ends again.
+pub async fn empty_streams() -> String {
+    serve(|_req| async move { event_stream(mpsc::unbounded_channel().1) }).await
 }
 
 /// Event stream text for `ids`, one `id:` + `data:` event each.
