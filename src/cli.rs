@@ -188,6 +188,10 @@ pub struct ConnectArgs {
     /// Time limit for connecting and for each POST.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
+    /// Treat the stream as lost (and resume it) after this long without any
+    /// bytes, heartbeats included; 0 turns it off [default: 45s, off with --raw].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
     /// Accept any server certificate (like curl -k): encrypted but not
     /// authenticated, for test servers only.
     #[arg(short = 'k', long)]

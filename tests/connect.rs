@@ -3,14 +3,18 @@
 
 #[path = "support/client_procs.rs"]
 mod procs;
+#[path = "support/client_silent.rs"]
+mod silent;
 #[path = "support/client_tls.rs"]
 mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use procs::{Serve, SseServer, connect};
 use serde_json::{Value, json};
+use silent::SilentServer;
 use tls::{SelfSigned, TlsProxy};
 
 /// Fast reconnects for tests; the server's `retry: 1000` is capped by these.
@@ -279,6 +283,78 @@ fn reconnects_after_the_server_restarts() {
     assert_eq!(c.json_event("message")["data"], "after");
     c.close_stdin();
     assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+}
+
+/// A server that went silent without closing: `--idle-timeout` notices,
+/// says why, and resumes with `Last-Event-ID` (channel and raw mode alike).
+fn idle_timeout_resumes(raw: bool) {
+    let server = SilentServer::start();
+    let started = Instant::now();
+    let mut args = vec!["--idle-timeout", "300ms", "--format", "json", &server.url];
+    if raw {
+        args.insert(0, "--raw");
+    }
+    let c = connect(&with(FAST, &args));
+    c.json_event("open");
+    let first = c.json_event("message");
+    assert_eq!(first["data"], if raw { "\"event 1\"" } else { "event 1" }, "{first}");
+    let got_first = Instant::now();
+    let lost = c.json_event("disconnected");
+    let noticed = Instant::now();
+    assert_eq!(lost["reason"], "no data for 300ms", "{lost}");
+    // Not before 300 ms of silence, and not much after.
+    assert!(noticed - started >= Duration::from_millis(300), "{:?}", noticed - started);
+    assert!(noticed - got_first < Duration::from_secs(5), "{:?}", noticed - got_first);
+    let resumed = c.json_event("resumed");
+    assert_eq!(resumed["last_event_id"], "1", "{resumed}");
+    let gets = server.wait_for_gets(2, procs::WAIT);
+    assert!(gets.len() >= 2, "a second GET: {gets:?}");
+    assert_eq!(gets[0].header("last-event-id"), None, "{gets:?}");
+    assert_eq!(gets[1].header("last-event-id"), Some("1"), "{gets:?}");
+    assert!(gets[1].at - gets[0].at >= Duration::from_millis(300), "{gets:?}");
+    assert_eq!(gets[1].request_line.contains("sseClientId="), !raw, "{gets:?}");
+    // The second stream also goes silent: noticed again, resumed after event 2.
+    c.json_event("message");
+    assert_eq!(c.json_event("disconnected")["reason"], "no data for 300ms");
+    assert_eq!(c.json_event("resumed")["last_event_id"], "2");
+}
+
+#[test]
+fn idle_timeout_notices_a_silent_server() {
+    idle_timeout_resumes(false);
+}
+
+#[test]
+fn idle_timeout_notices_a_silent_server_raw() {
+    idle_timeout_resumes(true);
+}
+
+#[test]
+fn idle_timeout_zero_is_off() {
+    let server = SilentServer::start();
+    let c = connect(&with(FAST, &["--idle-timeout", "0", "--format", "json", &server.url]));
+    c.json_event("open");
+    c.json_event("message");
+    let later = c.lines_for(Duration::from_millis(1200));
+    assert!(later.is_empty(), "still open and quiet: {later:?}");
+    assert_eq!(server.gets().len(), 1);
+}
+
+#[test]
+fn heartbeats_count_as_data() {
+    let mut serve = Serve::start(&["--heartbeat", "100ms"]);
+    let args = with(FAST, &["--idle-timeout", "400ms", "--format", "json", &serve.url]);
+    let c = connect(&args);
+    let id = serve.client();
+    c.json_event("open");
+    // Nothing but heartbeats for well over three idle timeouts.
+    let quiet = c.lines_for(Duration::from_millis(1500));
+    assert!(quiet.is_empty(), "no disconnect while heartbeats flow: {quiet:?}");
+    serve.command(json!({"client": id, "data": "still here"}));
+    assert_eq!(c.json_event("message")["data"], "still here");
+    // One stream all along: the server saw no close and no second connect.
+    let server_side = serve.proc.lines_for(Duration::from_millis(100));
+    assert!(server_side.is_empty(), "{server_side:?}");
 }
 
 #[test]

@@ -29,6 +29,14 @@ pub struct ClientConfig {
     pub in_flight: usize,
     /// Limit for connecting (until response headers) and for each POST.
     pub timeout: Duration,
+    /// An open stream that delivers no bytes at all (no event, no comment or
+    /// heartbeat) for this long is treated as lost and re-opened with
+    /// `Last-Event-ID`: a server that died without closing the connection
+    /// (power loss, a cut network, a NAT that dropped its state) is noticed.
+    /// `None` waits forever. Default [`DEFAULT_IDLE_TIMEOUT`] in channel mode
+    /// (`ssechan serve` sends a heartbeat every 15 s when idle), `None` in
+    /// raw mode (a plain SSE server may rightly say nothing for hours).
+    pub idle_timeout: Option<Duration>,
     /// Messages accepted by `send` but not yet acknowledged.
     pub max_queued: usize,
     /// Bytes accepted by `send` but not yet acknowledged; also the largest message.
@@ -43,9 +51,26 @@ pub struct ClientConfig {
     pub ca_certs: Vec<reqwest::Certificate>,
 }
 
+/// [`ClientConfig::idle_timeout`] in channel mode: three of `ssechan
+/// serve`'s 15 s heartbeats missed in a row.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Idle time before the OS probes a client connection (`SO_KEEPALIVE`); with
+/// [`TCP_KEEPALIVE_INTERVAL`] and [`TCP_KEEPALIVE_RETRIES`] a dead peer is
+/// noticed about a minute after the last traffic, even without an idle timeout.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Time between unanswered keepalive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the OS drops the connection.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
 impl ClientConfig {
     /// Defaults for `url` in `mode`; the URL must be http or https.
     pub fn new(url: &str, mode: Mode) -> Result<Self, ClientError> {
+        let idle_timeout = match mode {
+            Mode::Channel { .. } => Some(DEFAULT_IDLE_TIMEOUT),
+            Mode::Raw => None,
+        };
         Ok(Self {
             url: parse_url(url)?,
             mode,
@@ -53,6 +78,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             in_flight: 64,
             timeout: Duration::from_secs(10),
+            idle_timeout,
             max_queued: 4096,
             max_queued_bytes: 32 << 20,
             max_event_bytes: 16 << 20,
@@ -177,6 +203,13 @@ mod tests {
         for bad in ["localhost:8080/sse", "ftp://x/", "not a url", ""] {
             assert!(matches!(parse_url(bad), Err(ClientError::BadUrl(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn idle_timeout_defaults_per_mode() {
+        let channel = ClientConfig::new("http://h/sse", Mode::Channel { client_id: "c".into() });
+        assert_eq!(channel.unwrap().idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(ClientConfig::new("http://h/sse", Mode::Raw).unwrap().idle_timeout, None);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use config::{
-    ClientConfig, Mode, client_id, load_ca_certs, parse_header, parse_headers, parse_url,
+    ClientConfig, DEFAULT_IDLE_TIMEOUT, Mode, client_id, load_ca_certs, parse_header,
+    parse_headers, parse_url,
 };
 pub use reconnect::RetryPolicy;
 
@@ -213,6 +214,12 @@ impl ChannelClient {
         let mut http = reqwest::Client::builder()
             .default_headers(config.headers.clone())
             .connect_timeout(config.timeout)
+            // A second line of defence after `idle_timeout`: the OS probes an
+            // idle connection and drops it when the peer is gone, so a POST
+            // or a stream without an idle timeout does not hang forever.
+            .tcp_keepalive(config::TCP_KEEPALIVE)
+            .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
+            .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
             .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(config.insecure);
         for cert in &config.ca_certs {

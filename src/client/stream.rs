@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::reconnect::{Backoff, Next};
@@ -203,7 +205,7 @@ async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEve
                 let reason = "stream dropped on purpose".to_owned();
                 shared.state.send_replace(State::Reconnecting);
                 let _ = events.send(ClientEvent::Disconnected { reason }).await;
-                std::time::Duration::ZERO
+                Duration::ZERO
             }
             End::Lost(reason) => {
                 shared.state.send_replace(State::Reconnecting);
@@ -219,7 +221,7 @@ async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEve
 }
 
 /// Sleeps `delay`; false if the client stopped meanwhile.
-async fn sleep_unless_stopped(shared: &Shared, delay: std::time::Duration) -> bool {
+async fn sleep_unless_stopped(shared: &Shared, delay: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shared.until_stopped() => false,
@@ -235,11 +237,25 @@ async fn read(
     drops: &mut tokio::sync::watch::Receiver<u64>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> End {
+    let idle = shared.config.idle_timeout;
+    // The idle timer: armed once, re-armed only when it fires early. Each
+    // chunk only stores the time it was handled (after its events were
+    // handed on, so a caller slow to take them does not count as silence).
+    let mut last_data = Instant::now();
+    let timer = tokio::time::sleep(idle.unwrap_or(Duration::ZERO));
+    tokio::pin!(timer);
     loop {
         let chunk = tokio::select! {
             c = resp.chunk() => c,
             _ = drops.changed() => return End::Dropped,
             _ = shared.until_stopped() => return End::Stopped,
+            () = &mut timer, if idle.is_some() => {
+                let idle = idle.unwrap_or_default();
+                if let Some(end) = idle_end(last_data, idle, timer.as_mut()) {
+                    return end;
+                }
+                continue;
+            }
         };
         match chunk {
             Ok(Some(bytes)) => parser.feed(&bytes),
@@ -265,7 +281,25 @@ async fn read(
                 }
             }
         }
+        if idle.is_some() {
+            last_data = Instant::now();
+        }
     }
+}
+
+/// The idle timer fired: the stream is lost when nothing came for `idle`
+/// since `last_data`; otherwise the timer is re-armed for `idle` after it.
+fn idle_end(
+    last_data: Instant,
+    idle: Duration,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Option<End> {
+    let silent = last_data.elapsed();
+    if silent >= idle {
+        return Some(End::Lost(format!("no data for {}", humantime::format_duration(idle))));
+    }
+    timer.reset(last_data + idle);
+    None
 }
 
 /// Hands one event to the caller; `Some` when it ends the stream.
@@ -306,6 +340,22 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_timer_fires_only_after_silence() {
+        let idle = Duration::from_secs(45);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        // Data came 10 s ago: not idle yet, re-armed for 35 s from now.
+        let last = Instant::now() - Duration::from_secs(10);
+        assert!(idle_end(last, idle, timer.as_mut()).is_none());
+        assert_eq!(timer.deadline(), last + idle);
+        let last = Instant::now() - Duration::from_secs(46);
+        match idle_end(last, idle, timer.as_mut()) {
+            Some(End::Lost(why)) => assert_eq!(why, "no data for 45s"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn urls_keep_their_query() {

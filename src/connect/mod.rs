@@ -67,6 +67,10 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     }
     config.in_flight = args.in_flight;
     config.timeout = args.timeout;
+    // Unset keeps the mode's default (45s for a channel, off for --raw).
+    if let Some(idle) = args.idle_timeout {
+        config.idle_timeout = (!idle.is_zero()).then_some(idle);
+    }
     if let Some(path) = &args.cacert {
         config.ca_certs = load_ca_certs(path).map_err(usage)?;
     }
@@ -88,5 +92,34 @@ fn exit_status(ev: &ClientEvent) -> anyhow::Result<ExitCode> {
         }
         ClientEvent::Failed { reason } => Err(anyhow!("connection failed: {reason}")),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn config_of(args: &[&str]) -> ClientConfig {
+        let all = ["ssechan", "connect"].iter().chain(args).chain(&["http://127.0.0.1:1/sse"]);
+        let Command::Connect(args) = Cli::try_parse_from(all).expect("valid flags").command else {
+            panic!("not connect");
+        };
+        config(&args).expect("valid config")
+    }
+
+    #[test]
+    fn idle_timeout_default_flag_and_zero() {
+        assert_eq!(config_of(&[]).idle_timeout, Some(Duration::from_secs(45)));
+        assert_eq!(config_of(&["--raw"]).idle_timeout, None);
+        let ms = Some(Duration::from_millis(300));
+        assert_eq!(config_of(&["--idle-timeout", "300ms"]).idle_timeout, ms);
+        assert_eq!(config_of(&["--raw", "--idle-timeout", "300ms"]).idle_timeout, ms);
+        assert_eq!(config_of(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert_eq!(config_of(&["--idle-timeout", "0s"]).idle_timeout, None);
     }
 }

@@ -102,6 +102,22 @@ impl Proc {
         }
     }
 
+    /// Every stdout line that arrives within `period` (ends early at EOF).
+    pub fn lines_for(&self, period: Duration) -> Vec<String> {
+        let deadline = Instant::now() + period;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return lines;
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return lines,
+            }
+        }
+    }
+
     /// Reads JSON stdout lines until one has `"event": event`.
     pub fn json_event(&self, event: &str) -> Value {
         let line = self.line_where(event, |l| {
