@@ -79,7 +79,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--max-retries', '--max-retries', [CompletionResultType]::ParameterName, 'Give up after this many failed attempts in a row')
             [CompletionResult]::new('--in-flight', '--in-flight', [CompletionResultType]::ParameterName, 'POSTs in flight at once (the server re-orders them)')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting and for each POST')
-            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included; 0 turns it off [default: 45s, off with --raw]')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s heartbeats); off by default and with 0 (TCP keepalive still ends dead connections in about a minute)')
             [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates (a CA, or a self-signed server''s own) to trust in addition to the built-in roots')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Read URL as a plain SSE endpoint: no client id, no POSTs')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')

@@ -189,7 +189,9 @@ pub struct ConnectArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Treat the stream as lost (and resume it) after this long without any
-    /// bytes, heartbeats included; 0 turns it off [default: 45s, off with --raw].
+    /// bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s
+    /// heartbeats); off by default and with 0 (TCP keepalive still ends dead
+    /// connections in about a minute).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
     /// Accept any server certificate (like curl -k): encrypted but not

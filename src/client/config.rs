@@ -33,9 +33,8 @@ pub struct ClientConfig {
     /// heartbeat) for this long is treated as lost and re-opened with
     /// `Last-Event-ID`: a server that died without closing the connection
     /// (power loss, a cut network, a NAT that dropped its state) is noticed.
-    /// `None` waits forever. Default [`DEFAULT_IDLE_TIMEOUT`] in channel mode
-    /// (`ssechan serve` sends a heartbeat every 15 s when idle), `None` in
-    /// raw mode (a plain SSE server may rightly say nothing for hours).
+    /// `None` (the default) waits, leaving dead peers to TCP keepalive; see
+    /// [`SUGGESTED_IDLE_TIMEOUT`].
     pub idle_timeout: Option<Duration>,
     /// Messages accepted by `send` but not yet acknowledged.
     pub max_queued: usize,
@@ -51,9 +50,11 @@ pub struct ClientConfig {
     pub ca_certs: Vec<reqwest::Certificate>,
 }
 
-/// [`ClientConfig::idle_timeout`] in channel mode: three of `ssechan
-/// serve`'s 15 s heartbeats missed in a row.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// A good [`ClientConfig::idle_timeout`] against `ssechan serve`: three of
+/// its 15 s heartbeats missed in a row. Not the default: package:sse's Dart
+/// server sends no heartbeat, so a quiet channel would be re-opened every
+/// time; TCP keepalive notices dead peers without it.
+pub const SUGGESTED_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Idle time before the OS probes a client connection (`SO_KEEPALIVE`); with
 /// [`TCP_KEEPALIVE_INTERVAL`] and [`TCP_KEEPALIVE_RETRIES`] a dead peer is
@@ -67,10 +68,6 @@ pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 impl ClientConfig {
     /// Defaults for `url` in `mode`; the URL must be http or https.
     pub fn new(url: &str, mode: Mode) -> Result<Self, ClientError> {
-        let idle_timeout = match mode {
-            Mode::Channel { .. } => Some(DEFAULT_IDLE_TIMEOUT),
-            Mode::Raw => None,
-        };
         Ok(Self {
             url: parse_url(url)?,
             mode,
@@ -78,7 +75,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             in_flight: 64,
             timeout: Duration::from_secs(10),
-            idle_timeout,
+            idle_timeout: None,
             max_queued: 4096,
             max_queued_bytes: 32 << 20,
             max_event_bytes: 16 << 20,
@@ -208,7 +205,7 @@ mod tests {
     #[test]
     fn idle_timeout_defaults_per_mode() {
         let channel = ClientConfig::new("http://h/sse", Mode::Channel { client_id: "c".into() });
-        assert_eq!(channel.unwrap().idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(channel.unwrap().idle_timeout, None);
         assert_eq!(ClientConfig::new("http://h/sse", Mode::Raw).unwrap().idle_timeout, None);
     }
 

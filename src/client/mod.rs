@@ -20,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use config::{
-    ClientConfig, DEFAULT_IDLE_TIMEOUT, Mode, client_id, load_ca_certs, parse_header,
+    ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, client_id, load_ca_certs, parse_header,
     parse_headers, parse_url,
 };
 pub use reconnect::RetryPolicy;

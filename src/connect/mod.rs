@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn idle_timeout_default_flag_and_zero() {
-        assert_eq!(config_of(&[]).idle_timeout, Some(Duration::from_secs(45)));
+        assert_eq!(config_of(&[]).idle_timeout, None);
         assert_eq!(config_of(&["--raw"]).idle_timeout, None);
         let ms = Some(Duration::from_millis(300));
         assert_eq!(config_of(&["--idle-timeout", "300ms"]).idle_timeout, ms);
