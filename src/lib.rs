@@ -4,6 +4,44 @@
 //! JSON-encoded strings down a `text/event-stream`, the client POSTs messages
 //! numbered by `messageId`. [`protocol`] is the wire format without I/O,
 //! [`server`] hosts channels, [`client`] connects to them.
+//!
+//! An echo server:
+//!
+//! ```no_run
+//! use ssechan::server::{ConnectionEvent, Server, ServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let mut server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//! while let Some(mut conn) = server.accept().await {
+//!     tokio::spawn(async move {
+//!         while let Some(ev) = conn.recv().await {
+//!             if let ConnectionEvent::Message(m) = ev {
+//!                 let _ = conn.send(&m);
+//!             }
+//!         }
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A client:
+//!
+//! ```no_run
+//! use ssechan::client::{ChannelClient, ClientConfig, ClientEvent, Mode, client_id};
+//!
+//! # async fn run(url: &str) -> Result<(), ssechan::client::ClientError> {
+//! let config = ClientConfig::new(url, Mode::Channel { client_id: client_id(None, None)? })?;
+//! let (client, mut events) = ChannelClient::start(config)?;
+//! client.send("hello").await?;
+//! while let Some(ev) = events.recv().await {
+//!     match ev {
+//!         ClientEvent::Message(m) => println!("{m}"),
+//!         ev if ev.is_terminal() => break,
+//!         _ => {} // Open, Disconnected, Reconnecting, Resumed…
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod bench;
 pub mod cli;
