@@ -87,9 +87,9 @@ pub(crate) enum DeliverError {
     Closed,
 }
 
-/// What attaching a new stream did.
+/// What attaching a new stream did, besides attaching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attach {
+enum Attach {
     /// The connection was suspended and is back.
     Resumed,
     /// The old stream was still open and has been ended.
@@ -129,6 +129,16 @@ struct Outbound {
     generations: u64,
     suspensions: u64,
     waker: Option<Waker>,
+}
+
+impl Outbound {
+    /// Makes the next send, close or detach wake the stream's task.
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
 }
 
 /// The shared state of one connection.
@@ -216,10 +226,11 @@ impl Conn {
         matches!(self.lock().phase, Phase::Open | Phase::Suspended { .. })
     }
 
-    /// Attaches a new stream; `None` if the connection is already closing.
+    /// Attaches a new stream and returns its generation; `None` if the
+    /// connection is already closing.
     /// With `last_event_id`, events after it still in the replay log go out
     /// again first.
-    pub(crate) fn attach(&self, last_event_id: Option<u64>) -> Option<(u64, Option<Attach>)> {
+    pub(crate) fn attach(&self, last_event_id: Option<u64>) -> Option<u64> {
         let mut out = self.lock();
         let kind = match out.phase {
             Phase::Closing | Phase::Closed => return None,
@@ -248,7 +259,7 @@ impl Conn {
             }
             None => {}
         }
-        Some((generation, kind))
+        Some(generation)
     }
 
     /// Moves replayable events with id > `last` back to the front of the queue.
@@ -298,10 +309,7 @@ impl Conn {
             self.report_closed(info);
             return Poll::Ready(StreamItem::Final(Bytes::from_static(CONTROL_CLOSE)));
         }
-        match &out.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => out.waker = Some(cx.waker().clone()),
-        }
+        out.register(cx);
         Poll::Pending
     }
 
@@ -312,10 +320,7 @@ impl Conn {
         if out.attached != Some(generation) {
             return Poll::Ready(());
         }
-        match &out.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => out.waker = Some(cx.waker().clone()),
-        }
+        out.register(cx);
         Poll::Pending
     }
 

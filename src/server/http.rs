@@ -26,32 +26,39 @@ pub(crate) async fn handle(
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    if req.uri().path() != shared.config.path {
-        return Ok(reject(&req, remote, StatusCode::NOT_FOUND, "not found", None));
-    }
-    let origin = match cors_origin(&shared, req.headers()) {
-        Ok(o) => o,
-        Err(()) => {
-            return Ok(reject(&req, remote, StatusCode::FORBIDDEN, "origin not allowed", None));
-        }
-    };
-    let res = match *req.method() {
-        Method::GET | Method::HEAD => open_stream(&shared, remote, &req),
-        Method::POST => post_message(&shared, remote, req, origin.as_ref()).await,
-        Method::OPTIONS => Ok(preflight(&req, origin.as_ref())),
-        _ => {
-            let mut r = reject(
-                &req,
-                remote,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-                origin.as_ref(),
-            );
+    let method = req.method().clone();
+    // Set once the request has passed the path and origin checks: only then
+    // do refusals carry the CORS headers.
+    let mut origin = None;
+    let res = route(&shared, remote, req, &mut origin).await;
+    Ok(res.unwrap_or_else(|(status, reason)| {
+        info!(%remote, %method, "rejected: {} {reason}", status.as_u16());
+        let mut r = text(status, format!("{reason}\n"), origin.as_ref());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            Ok(r)
         }
-    };
-    Ok(res.unwrap_or_else(|(status, reason)| reject_with(remote, status, &reason, origin.as_ref())))
+        r
+    }))
+}
+
+async fn route(
+    shared: &Arc<ServerShared>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+    origin: &mut Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Rejection> {
+    if req.uri().path() != shared.config.path {
+        return Err((StatusCode::NOT_FOUND, "not found".into()));
+    }
+    *origin = cors_origin(shared, req.headers())
+        .map_err(|()| (StatusCode::FORBIDDEN, "origin not allowed".to_string()))?;
+    let origin = origin.as_ref();
+    match *req.method() {
+        Method::GET | Method::HEAD => open_stream(shared, remote, &req),
+        Method::POST => post_message(shared, req, origin).await,
+        Method::OPTIONS => Ok(preflight(&req, origin)),
+        _ => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
+    }
 }
 
 type Rejection = (StatusCode, String);
@@ -88,27 +95,6 @@ fn text(status: StatusCode, body: String, origin: Option<&HeaderValue>) -> Respo
     }
     with_cors(r.headers_mut(), origin);
     r
-}
-
-fn reject(
-    req: &Request<Incoming>,
-    remote: SocketAddr,
-    status: StatusCode,
-    reason: &str,
-    origin: Option<&HeaderValue>,
-) -> Response<ResponseBody> {
-    info!(%remote, method = %req.method(), uri = %req.uri(), "rejected: {} {reason}", status.as_u16());
-    text(status, format!("{reason}\n"), origin)
-}
-
-fn reject_with(
-    remote: SocketAddr,
-    status: StatusCode,
-    reason: &str,
-    origin: Option<&HeaderValue>,
-) -> Response<ResponseBody> {
-    info!(%remote, "rejected: {} {reason}", status.as_u16());
-    text(status, format!("{reason}\n"), origin)
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Rejection {
@@ -196,7 +182,7 @@ fn attach_or_create(
 ) -> Result<(Arc<Conn>, u64), Rejection> {
     let mut reg = shared.lock_registry();
     if let Some(conn) = reg.live.get(client_id.as_str()).cloned() {
-        if let Some((generation, _)) = conn.attach(last_event_id) {
+        if let Some(generation) = conn.attach(last_event_id) {
             return Ok((conn, generation));
         }
         // Closing: it leaves the registry by itself; start afresh.
@@ -215,7 +201,7 @@ fn attach_or_create(
     }
     let first = remembered.as_ref().map_or(0, |r| r.next_id());
     let (conn, app) = Conn::new(id.clone(), remote, shared, remembered);
-    let Some((generation, _)) = conn.attach(None) else {
+    let Some(generation) = conn.attach(None) else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "connection closed".into()));
     };
     reg.live.insert(id.clone(), conn.clone());
@@ -229,7 +215,6 @@ fn attach_or_create(
 
 async fn post_message(
     shared: &Arc<ServerShared>,
-    _remote: SocketAddr,
     req: Request<Incoming>,
     origin: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Rejection> {
