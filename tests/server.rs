@@ -335,8 +335,10 @@ async fn expiry_reports_undelivered() {
     let url = server.url();
     let s = open(&url, "gone", None).await;
     let mut conn = server.accept().await.unwrap();
+    let handle = conn.handle();
     drop(s);
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    assert!(handle.is_live(), "suspended is still live");
     conn.send("lost 1").unwrap();
     conn.send("lost 2").unwrap();
     match next_event(&mut conn).await {
@@ -347,6 +349,8 @@ async fn expiry_reports_undelivered() {
         e => panic!("{e:?}"),
     }
     assert!(conn.recv().await.is_none());
+    assert!(!handle.is_live());
+    assert_eq!(handle.send("after"), Err(ssechan::server::SendError::Closed));
     let (status, _) = post_raw(&url, "sseClientId=gone&messageId=0", "\"late\"").await;
     assert_eq!(status, 404);
 }

@@ -172,3 +172,68 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         let _ = tokio::signal::ctrl_c().await;
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::server::Limits;
+
+    fn config(args: &[&str]) -> crate::server::ServerConfig {
+        let cli = Cli::try_parse_from([&["ssechan", "serve"], args].concat()).unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("not serve") };
+        serve.config()
+    }
+
+    #[test]
+    fn defaults_are_the_protocols() {
+        let c = config(&[]);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!((c.path.as_str(), c.keep_alive), ("/sse", None));
+        assert_eq!(c.heartbeat, Some(std::time::Duration::from_secs(15)));
+        assert_eq!(c.allowed_origins, None);
+    }
+
+    #[test]
+    fn every_limit_flag_reaches_the_server() {
+        let c = config(&[
+            "--path=/chan",
+            "--keep-alive=30s",
+            "--heartbeat=0",
+            "--retry=250ms",
+            "--allow-origin=http://a",
+            "--allow-origin=http://b",
+            "--max-message-size=2K",
+            "--reorder-window=7",
+            "--reorder-bytes=3K",
+            "--max-queue=11",
+            "--max-queue-bytes=4K",
+            "--replay=13",
+            "--replay-bytes=5K",
+            "--max-clients=17",
+            "--max-client-id=19",
+            "--max-incoming=23",
+        ]);
+        assert_eq!(c.path, "/chan");
+        assert_eq!(c.keep_alive, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(c.heartbeat, None);
+        assert_eq!(c.retry, std::time::Duration::from_millis(250));
+        assert_eq!(c.allowed_origins, Some(vec!["http://a".into(), "http://b".into()]));
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_message_bytes: 2048,
+                reorder_window: 7,
+                reorder_bytes: 3072,
+                outgoing_messages: 11,
+                outgoing_bytes: 4096,
+                replay_events: 13,
+                replay_bytes: 5120,
+                max_clients: 17,
+                max_client_id_len: 19,
+                incoming_messages: 23,
+            }
+        );
+    }
+}
