@@ -48,6 +48,7 @@ pub mod cli;
 pub mod client;
 pub mod connect;
 pub mod generate;
+pub mod junit;
 pub mod lines;
 pub mod logging;
 pub mod protocol;
