@@ -28,6 +28,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Load-test a channel server and verify exactly-once, in-order delivery.
     Bench(BenchArgs),
+    /// Run named conformance and proxy checks against a live endpoint, with the fix for each failure.
+    Check(CheckArgs),
     /// Write shell completions and the man page (used to refresh the committed copies).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -286,6 +288,73 @@ pub struct BenchArgs {
     /// --duration, for a stream's next event (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub drain: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(after_help = "\
+Exit status: 0 nothing failed (warnings allowed), 1 a check failed, 2 usage error or unreachable target.
+
+Examples:
+  ssechan check http://127.0.0.1:8080/sse                  # every channel and path check
+  ssechan check URL --only 'resume.*' --only path.buffering
+  ssechan check URL --skip path.idle-timeout --junit check.xml
+  ssechan check --raw https://example.com/events           # any plain SSE endpoint
+  ssechan check --list                                     # the checks and what each proves")]
+pub struct CheckArgs {
+    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    #[arg(required_unless_present = "list")]
+    pub url: Option<String>,
+    /// URL is a plain SSE endpoint: run the raw and path checks, not the channel ones.
+    #[arg(long)]
+    pub raw: bool,
+    /// List the checks (after --raw, --only and --skip) instead of running them.
+    #[arg(long)]
+    pub list: bool,
+    /// Run only the checks matching PATTERN: an id, a group (`resume`) or a
+    /// glob (`post.*`); repeatable, or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Leave out the checks matching PATTERN (as for --only).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Output: a line per check, or a JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the verdicts as JUnit XML to FILE, for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// How long to wait for each expected echo, event or stream end.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub wait: Duration,
+    /// Hold an idle stream open this long to find a proxy that cuts quiet
+    /// streams; 0 skips the probe.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub idle_probe: Duration,
+    /// Longest wait for a heartbeat comment on an idle channel stream.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub heartbeat_within: Duration,
+    /// Time limit for connecting and for each request's answer.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// The foreign origin of the CORS checks.
+    #[arg(long, default_value = "https://check.ssechan.invalid", value_name = "ORIGIN")]
+    pub origin: String,
+    /// Streams opened at once by path.streams (browsers open at most 6 per
+    /// origin over HTTP/1.1).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub streams: usize,
+    /// The server's message size limit: post.oversize sends one byte more.
+    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
+    pub message_limit: usize,
+    /// Extra request header (repeatable), e.g. -H 'Authorization: Bearer x'.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Accept any server certificate (like curl -k).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// PEM file of certificates to trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

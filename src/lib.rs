@@ -44,6 +44,7 @@
 //! ```
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod connect;
@@ -70,6 +71,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         cli::Command::Connect(args) => connect::run(args).await,
         cli::Command::Bench(args) => bench::run(args).await,
+        cli::Command::Check(args) => check::run(args).await,
         cli::Command::Generate(args) => generate::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
