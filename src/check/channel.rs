@@ -20,9 +20,14 @@ type Checked = Result<Verdict, Verdict>;
 const PAD_MESSAGES: u64 = 16;
 const PAD_BYTES: usize = 4096;
 
-/// An echo that came only once more bytes followed it.
+/// Bytes [`push`] sends.
+pub const PUSHED: usize = PAD_MESSAGES as usize * PAD_BYTES;
+
+/// Something that came only once more bytes followed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Burst {
+    /// "an echo", "the stream's headers".
+    pub what: &'static str,
     /// The read that finally brought it.
     pub bytes: usize,
     /// From its POST to its arrival.
@@ -36,10 +41,15 @@ impl Burst {
     pub fn verdict(&self) -> Verdict {
         Verdict::fail(
             format!(
-                "events arrive in bursts of {}: an echo came {:.1}s late, only after {} more were sent",
+                "events arrive in bursts of {}: {} came {:.1}s late{}",
                 kib(self.bytes),
+                self.what,
                 self.after.as_secs_f64(),
-                kib(self.pushed)
+                if self.pushed > 0 {
+                    format!(", only after {} more were sent", kib(self.pushed))
+                } else {
+                    String::new()
+                }
             ),
             "a proxy buffers the stream",
             "nginx: `proxy_buffering off` (or send `X-Accel-Buffering: no`); \
@@ -82,25 +92,30 @@ pub async fn echo_of(
             format!("no echo within {}", humantime::format_duration(cx.opts.wait))
         }
     };
-    let pad = "x".repeat(PAD_BYTES - 40);
-    for i in 0..PAD_MESSAGES {
-        let n = next + i;
-        if cx.send_ok(ch, n, &format!("{} {pad}", text("padding", n))).await.is_err() {
-            return Echoed::Not(miss);
-        }
+    if !push(cx, ch, next).await {
+        return Echoed::Not(miss);
     }
     match wait_for(s, message, cx.deadline()).await {
         Ok(m) => {
             let bytes = s.reads.iter().find(|r| r.at == m.at).map_or(0, |r| r.bytes);
-            let pushed = (PAD_MESSAGES as usize) * PAD_BYTES;
             let after = m.at.saturating_duration_since(sent);
-            Echoed::Came(m, Some(Burst { bytes, after, pushed }))
+            Echoed::Came(m, Some(Burst { what: "an echo", bytes, after, pushed: PUSHED }))
         }
-        Err(_) => Echoed::Not(format!(
-            "{miss}, nor after {} more",
-            kib(PAD_MESSAGES as usize * PAD_BYTES)
-        )),
+        Err(_) => Echoed::Not(format!("{miss}, nor after {} more", kib(PUSHED))),
     }
+}
+
+/// POSTs [`PUSHED`] bytes of padding as messages `next..`: an echo server
+/// sends as much down the stream, which pushes out whatever a buffer on the
+/// path holds. False when a POST is refused.
+pub async fn push(cx: &Ctx, ch: &Channel, next: u64) -> bool {
+    let pad = "x".repeat(PAD_BYTES - 40);
+    for n in next..next + PAD_MESSAGES {
+        if cx.send_ok(ch, n, &format!("{} {pad}", text("padding", n))).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The first message whose data is `message`.
@@ -828,7 +843,12 @@ mod tests {
 
     #[test]
     fn burst_text() {
-        let b = Burst { bytes: 4096, after: Duration::from_millis(2100), pushed: 65536 };
+        let b = Burst {
+            what: "an echo",
+            bytes: 4096,
+            after: Duration::from_millis(2100),
+            pushed: 65536,
+        };
         let v = b.verdict();
         assert_eq!(v.status, Status::Fail);
         assert!(v.seen.starts_with("events arrive in bursts of 4.0 KiB"), "{}", v.seen);

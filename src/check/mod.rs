@@ -118,6 +118,9 @@ pub struct Ctx {
     pub h2: reqwest::Client,
     /// Every `control` event's data seen on any stream of the run.
     pub controls: Arc<Mutex<Vec<String>>>,
+    /// The path held the first stream's headers back (a buffer waiting to
+    /// fill): every other stream would hang the same way.
+    pub held: Option<channel::Burst>,
     echo: OnceCell<Echo>,
 }
 
@@ -129,6 +132,7 @@ impl Ctx {
             http1: build(Flavour::Http1)?,
             h2: build(Flavour::H2)?,
             controls: Arc::new(Mutex::new(Vec::new())),
+            held: None,
             echo: OnceCell::new(),
             opts,
         })
@@ -152,7 +156,17 @@ impl Ctx {
         last_event_id: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Stream, Verdict> {
-        probe::get(client, &self.opts, url, last_event_id, origin, &self.controls)
+        let req = probe::stream_request(client, url, last_event_id, origin);
+        self.send_get(req, self.opts.timeout).await
+    }
+
+    /// Sends a stream request, waiting `within` for its headers.
+    pub async fn send_get(
+        &self,
+        req: reqwest::RequestBuilder,
+        within: Duration,
+    ) -> Result<Stream, Verdict> {
+        probe::open(req, within, &self.controls)
             .await
             .map_err(|e| Verdict::broken(format!("GET failed: {e}")))
     }
@@ -224,11 +238,15 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let opts = Options::from_args(&args)?;
     let url = opts.url.to_string();
     let mode = if opts.raw { "raw" } else { "channel" };
-    let cx = Arc::new(Ctx::new(opts)?);
-    if let Err(why) = reach(&cx).await {
-        eprintln!("ssechan: cannot reach {url}: {why}");
-        return Ok(ExitCode::from(2));
+    let mut cx = Ctx::new(opts)?;
+    match reach(&cx).await {
+        Ok(held) => cx.held = held,
+        Err(why) => {
+            eprintln!("ssechan: cannot reach {url}: {why}");
+            return Ok(ExitCode::from(2));
+        }
     }
+    let cx = Arc::new(cx);
     let started = SystemTime::now();
     let t0 = Instant::now();
     let mut tally = Tally::default();
@@ -251,15 +269,38 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if tally.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// One GET: a transport error or a 404 means nothing here is worth checking.
-async fn reach(cx: &Ctx) -> Result<(), String> {
-    let url = if cx.opts.raw { cx.opts.url.clone() } else { cx.channel("reach").stream_url() };
-    let s = probe::get(&cx.http, &cx.opts, url, None, None, &cx.controls).await?;
+/// One GET: a transport error or a 404 means nothing here is worth
+/// checking. Headers that take longer than `--wait` are pushed with an
+/// echo's padding (channel mode): a path that only lets them through then
+/// buffers, and is reported as such.
+async fn reach(cx: &Ctx) -> Result<Option<channel::Burst>, String> {
+    let ch = cx.channel("reach");
+    let url = if cx.opts.raw { cx.opts.url.clone() } else { ch.stream_url() };
+    let req = probe::stream_request(&cx.http, url, None, None);
+    let t0 = Instant::now();
+    let get = probe::open(req, cx.opts.timeout, &cx.controls);
+    tokio::pin!(get);
+    let (mut s, held) = match tokio::time::timeout(cx.opts.wait, &mut get).await {
+        Ok(r) => (r?, false),
+        Err(_) => {
+            if !cx.opts.raw {
+                let _ = channel::push(cx, &ch, 0).await;
+            }
+            (get.await?, true)
+        }
+    };
     if s.status == StatusCode::NOT_FOUND {
         let ct = s.header(CONTENT_TYPE.as_str());
         return Err(format!("GET answered 404 Not Found (Content-Type {ct}): wrong path?"));
     }
-    Ok(())
+    if !held {
+        return Ok(None);
+    }
+    let after = t0.elapsed();
+    let _ = s.next(cx.deadline()).await;
+    let bytes = s.reads.first().map_or(0, |r| r.bytes);
+    let pushed = if cx.opts.raw { 0 } else { channel::PUSHED };
+    Ok(Some(channel::Burst { what: "the stream's headers", bytes, after, pushed }))
 }
 
 /// Starts the checks and returns, in table order, where each outcome will
@@ -289,7 +330,11 @@ async fn execute(cx: &Arc<Ctx>, selected: &[&'static Check]) -> Vec<oneshot::Rec
 async fn one(cx: Arc<Ctx>, check: &'static Check, tx: oneshot::Sender<Outcome>) {
     let t0 = Instant::now();
     let budget = budget(&cx.opts, check);
-    let verdict = match skip_without_echo(&cx, check).await {
+    let early = match held_back(&cx, check) {
+        Some(v) => Some(v),
+        None => skip_without_echo(&cx, check).await,
+    };
+    let verdict = match early {
         Some(v) => v,
         None => match tokio::time::timeout(budget, (check.run)(cx.clone())).await {
             Ok(v) => v,
@@ -302,9 +347,20 @@ async fn one(cx: Arc<Ctx>, check: &'static Check, tx: oneshot::Sender<Outcome>) 
     let _ = tx.send(Outcome { check, verdict, elapsed: t0.elapsed() });
 }
 
+/// Every check but the two that judge it, when the path holds streams back.
+fn held_back(cx: &Ctx, check: &Check) -> Option<Verdict> {
+    let burst = cx.held.as_ref()?;
+    (!matches!(check.id, "path.buffering" | "path.idle-timeout")).then(|| {
+        Verdict::skip(
+            format!("{} came {:.1}s late", burst.what, burst.after.as_secs_f64()),
+            "the path holds every stream back until a buffer fills (see path.buffering)",
+        )
+    })
+}
+
 /// An echo check in channel mode, against a server that does not echo.
 async fn skip_without_echo(cx: &Ctx, check: &Check) -> Option<Verdict> {
-    if !check.needs_echo || cx.opts.raw {
+    if !check.needs_echo || cx.opts.raw || cx.held.is_some() {
         return None;
     }
     let echo = cx.echo().await;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::Ctx;
 use super::channel::{Echoed, echo_of};
-use super::probe::{Read, Stream};
+use super::probe::{self, Read, Stream};
 use super::verdict::Verdict;
 
 type Checked = Result<Verdict, Verdict>;
@@ -33,6 +33,9 @@ async fn open(cx: &Ctx, client: &reqwest::Client, check: &str) -> Result<Stream,
 }
 
 pub async fn buffering(cx: &Ctx) -> Checked {
+    if let Some(held) = &cx.held {
+        return Ok(held.verdict());
+    }
     if cx.opts.raw {
         return buffering_raw(cx).await;
     }
@@ -150,19 +153,9 @@ fn delay_ms(id: &str, at: SystemTime) -> Option<f64> {
 
 pub async fn headers(cx: &Ctx) -> Checked {
     let url = stream_url(cx, "path.headers");
-    let req = cx
-        .http
-        .get(url)
-        .header("accept", "text/event-stream")
+    let req = probe::stream_request(&cx.http, url, None, None)
         .header(ACCEPT_ENCODING, "gzip, deflate, br");
-    let resp = match tokio::time::timeout(cx.opts.timeout, req.send()).await {
-        Err(_) => return Ok(Verdict::broken("GET unanswered within --timeout")),
-        Ok(Err(e)) => {
-            return Ok(Verdict::broken(format!("GET failed: {}", super::probe::describe(&e))));
-        }
-        Ok(Ok(r)) => r,
-    };
-    let s = Stream::new(resp, cx.controls.clone()).expect_event_stream().await?;
+    let s = cx.send_get(req, cx.opts.timeout).await?.expect_event_stream().await?;
     Ok(judge_mangling(&s))
 }
 
@@ -281,8 +274,11 @@ pub async fn idle_timeout(cx: &Ctx) -> Checked {
     if probe.is_zero() {
         return Ok(Verdict::skip("--idle-probe 0", "the idle probe is off"));
     }
-    let mut s = open(cx, &cx.http, "path.idle-timeout").await?;
-    let deadline = Instant::now() + probe;
+    // Behind a path that holds streams back the headers may come only
+    // when the stream is cut: wait for them as long as the probe lasts.
+    let req = probe::stream_request(&cx.http, stream_url(cx, "path.idle-timeout"), None, None);
+    let mut s = cx.send_get(req, probe + cx.opts.timeout).await?.expect_event_stream().await?;
+    let deadline = s.requested + probe;
     let shown = humantime::format_duration(probe);
     Ok(match s.until_end(deadline).await {
         None => Verdict::pass(format!(
@@ -290,14 +286,16 @@ pub async fn idle_timeout(cx: &Ctx) -> Checked {
             s.bytes
         )),
         Some((why, at)) => {
-            let after = at.saturating_duration_since(s.opened);
-            let last = s.reads.last().map_or(s.opened, |r| r.at);
-            Verdict::fail(
-                format!(
-                    "the stream was cut after {:.1}s ({why}), {:.1}s after its last bytes",
-                    after.as_secs_f64(),
-                    at.saturating_duration_since(last).as_secs_f64()
+            let after = at.saturating_duration_since(s.requested);
+            let quiet = match s.reads.last() {
+                Some(r) => format!(
+                    "{:.1}s after its last bytes",
+                    at.saturating_duration_since(r.at).as_secs_f64()
                 ),
+                None => "before any bytes came".into(),
+            };
+            Verdict::fail(
+                format!("the stream was cut after {:.1}s ({why}), {quiet}", after.as_secs_f64()),
                 "a proxy or load balancer closes streams that are quiet that long \
                  (nginx: `proxy_read_timeout`, 60 s by default)",
                 "raise the read timeout (nginx: `proxy_read_timeout 1h;`) or send heartbeats \

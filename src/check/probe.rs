@@ -115,6 +115,8 @@ pub struct Stream {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub version: Version,
+    /// When the request was sent.
+    pub requested: Instant,
     /// When the response headers arrived.
     pub opened: Instant,
     resp: reqwest::Response,
@@ -131,8 +133,13 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(resp: reqwest::Response, controls: Arc<Mutex<Vec<String>>>) -> Self {
+    pub fn new(
+        resp: reqwest::Response,
+        requested: Instant,
+        controls: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
         Stream {
+            requested,
             status: resp.status(),
             headers: resp.headers().clone(),
             version: resp.version(),
@@ -347,16 +354,14 @@ pub struct Posted {
     pub reason: String,
 }
 
-/// Opens a GET as EventSource does, with `Last-Event-ID` and `Origin`
-/// when given. Any HTTP answer is a `Stream`; only transport errors fail.
-pub async fn get(
+/// A GET as EventSource sends it, with `Last-Event-ID` and `Origin` when
+/// given.
+pub fn stream_request(
     client: &reqwest::Client,
-    opts: &Options,
     url: Url,
     last_event_id: Option<&str>,
     origin: Option<&str>,
-    controls: &Arc<Mutex<Vec<String>>>,
-) -> Result<Stream, String> {
+) -> reqwest::RequestBuilder {
     let mut req =
         client.get(url).header(ACCEPT, "text/event-stream").header(CACHE_CONTROL, "no-cache");
     if let Some(id) = last_event_id {
@@ -365,10 +370,21 @@ pub async fn get(
     if let Some(o) = origin {
         req = req.header(ORIGIN, o);
     }
-    match tokio::time::timeout(opts.timeout, req.send()).await {
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(opts.timeout))),
+    req
+}
+
+/// Sends a stream request, waiting `within` for the response headers. Any
+/// HTTP answer is a `Stream`; only transport errors and silence fail.
+pub async fn open(
+    req: reqwest::RequestBuilder,
+    within: Duration,
+    controls: &Arc<Mutex<Vec<String>>>,
+) -> Result<Stream, String> {
+    let requested = Instant::now();
+    match tokio::time::timeout(within, req.send()).await {
+        Err(_) => Err(format!("no answer within {}", humantime::format_duration(within))),
         Ok(Err(e)) => Err(describe(&e)),
-        Ok(Ok(resp)) => Ok(Stream::new(resp, controls.clone())),
+        Ok(Ok(resp)) => Ok(Stream::new(resp, requested, controls.clone())),
     }
 }
 
