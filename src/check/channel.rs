@@ -382,7 +382,9 @@ pub async fn post_oversize(cx: &Ctx) -> Checked {
     let limit = cx.opts.message_limit;
     // A JSON string of n characters is n + 2 bytes: one byte over the limit.
     let body = crate::protocol::encode_message_body(&"x".repeat(limit.saturating_sub(1)));
-    let p = cx.post(&ch, 0, body, None).await?;
+    // A server refusing a body it did not read closes the connection, maybe
+    // without `Connection: close`: keep that connection out of the pool.
+    let p = cx.post_with(&cx.unpooled, &ch, 0, body, None).await?;
     let fix = "cap the body (e.g. 1 MiB) and answer 413 as soon as Content-Length passes it";
     let what = format!("a body of {} bytes (--message-limit + 1)", limit + 1);
     Ok(judge_refusal(&what, &p, StatusCode::PAYLOAD_TOO_LARGE, fix))
@@ -604,7 +606,8 @@ pub async fn resume_takeover(cx: &Ctx) -> Checked {
     Ok(match (ended, on_b) {
         (_, Some(false)) => Verdict::fail(
             "after a second GET for the client id, a message sent next never reached the new stream",
-            "messages go to a stream whose client is gone: lost",
+            "it went to the old stream, whose client is gone, or the server began a new connection \
+             whose message counter restarted at 0 (package:sse does) and holds it forever",
             fix,
         ),
         (Some((_, at)), _) => Verdict::pass(format!(

@@ -116,12 +116,16 @@ pub struct Ctx {
     pub http1: reqwest::Client,
     /// h2 with prior knowledge.
     pub h2: reqwest::Client,
+    /// A connection per request.
+    pub unpooled: reqwest::Client,
     /// Every `control` event's data seen on any stream of the run.
     pub controls: Arc<Mutex<Vec<String>>>,
     /// The path held the first stream's headers back (a buffer waiting to
     /// fill): every other stream would hang the same way.
     pub held: Option<channel::Burst>,
     echo: OnceCell<Echo>,
+    /// Whether h2 works (`path.h2`, `path.streams`).
+    h2_found: OnceCell<Result<(), String>>,
 }
 
 impl Ctx {
@@ -131,9 +135,11 @@ impl Ctx {
             http: build(Flavour::Browser)?,
             http1: build(Flavour::Http1)?,
             h2: build(Flavour::H2)?,
+            unpooled: build(Flavour::Unpooled)?,
             controls: Arc::new(Mutex::new(Vec::new())),
             held: None,
             echo: OnceCell::new(),
+            h2_found: OnceCell::new(),
             opts,
         })
     }
@@ -193,7 +199,19 @@ impl Ctx {
         body: Vec<u8>,
         origin: Option<&str>,
     ) -> Result<Posted, Verdict> {
-        probe::post(&self.http, &self.opts, ch, n, body, origin)
+        self.post_with(&self.http, ch, n, body, origin).await
+    }
+
+    /// [`Ctx::post`] through `client`.
+    pub async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        ch: &Channel,
+        n: u64,
+        body: Vec<u8>,
+        origin: Option<&str>,
+    ) -> Result<Posted, Verdict> {
+        probe::post(client, &self.opts, ch, n, body, origin)
             .await
             .map_err(|e| Verdict::broken(format!("POST messageId={n} failed: {e}")))
     }

@@ -196,14 +196,23 @@ fn tls(cx: &Ctx) -> bool {
 }
 
 /// The client that speaks h2 to this URL: ALPN's choice on https, prior
-/// knowledge on http; `Err` says why there is none.
+/// knowledge on http; `Err` says why there is none. Found once per run.
 async fn h2_client(cx: &Ctx) -> Result<&reqwest::Client, String> {
     let client = if tls(cx) { &cx.http } else { &cx.h2 };
-    match open(cx, client, "path.h2").await {
-        Ok(s) if s.version == Version::HTTP_2 => Ok(client),
-        Ok(s) => Err(format!("ALPN chose {:?}", s.version)),
-        Err(v) => Err(v.seen),
-    }
+    let found = cx
+        .h2_found
+        .get_or_init(|| async {
+            // A server that does not speak h2c may just wait for more bytes.
+            let req = probe::stream_request(client, stream_url(cx, "path.h2"), None, None);
+            match cx.send_get(req, cx.opts.wait).await {
+                Ok(s) if s.version == Version::HTTP_2 && s.is_event_stream() => Ok(()),
+                Ok(s) if s.version == Version::HTTP_2 => Err(format!("h2 answered {}", s.status)),
+                Ok(s) => Err(format!("ALPN chose {:?}", s.version)),
+                Err(v) => Err(v.seen),
+            }
+        })
+        .await;
+    found.clone().map(|()| client)
 }
 
 pub async fn h2(cx: &Ctx) -> Checked {

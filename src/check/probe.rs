@@ -33,6 +33,9 @@ pub enum Flavour {
     Http1,
     /// HTTP/2 with prior knowledge (h2c on http, h2-only ALPN on https).
     H2,
+    /// As `Browser`, with a new connection per request: for requests after
+    /// which a server may close the connection without saying so.
+    Unpooled,
 }
 
 /// A client for the checks: `-H`, `--cacert`, `-k` and `--timeout` (to
@@ -51,6 +54,7 @@ pub fn client(opts: &Options, flavour: Flavour) -> reqwest::Result<reqwest::Clie
         Flavour::Browser => b,
         Flavour::Http1 => b.http1_only(),
         Flavour::H2 => b.http2_prior_knowledge(),
+        Flavour::Unpooled => b.pool_max_idle_per_host(0),
     };
     b.build()
 }
