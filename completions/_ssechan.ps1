@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -130,6 +131,35 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'ssechan;check' {
+            [CompletionResult]::new('--only', '--only', [CompletionResultType]::ParameterName, 'Run only the checks matching PATTERN: an id, a group (`resume`) or a glob (`post.*`); repeatable, or comma-separated')
+            [CompletionResult]::new('--skip', '--skip', [CompletionResultType]::ParameterName, 'Leave out the checks matching PATTERN (as for --only)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output: a line per check, or a JSON object per line')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Also write the verdicts as JUnit XML to FILE, for CI')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'How long to wait for each expected echo, event or stream end')
+            [CompletionResult]::new('--idle-probe', '--idle-probe', [CompletionResultType]::ParameterName, 'Hold an idle stream open this long to find a proxy that cuts quiet streams; 0 skips the probe')
+            [CompletionResult]::new('--heartbeat-within', '--heartbeat-within', [CompletionResultType]::ParameterName, 'Longest wait for a heartbeat comment on an idle channel stream')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting and for each request''s answer')
+            [CompletionResult]::new('--origin', '--origin', [CompletionResultType]::ParameterName, 'The foreign origin of the CORS checks')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Streams opened at once by path.streams (browsers open at most 6 per origin over HTTP/1.1)')
+            [CompletionResult]::new('--message-limit', '--message-limit', [CompletionResultType]::ParameterName, 'The server''s message size limit: post.oversize sends one byte more')
+            [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
+            [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates to trust in addition to the built-in roots')
+            [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones')
+            [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the checks (after --raw, --only and --skip) instead of running them')
+            [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
+            [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'ssechan;generate' {
             [CompletionResult]::new('--completions', '--completions', [CompletionResultType]::ParameterName, 'Folder for shell completions')
             [CompletionResult]::new('--man', '--man', [CompletionResultType]::ParameterName, 'Folder for the man page')
@@ -147,6 +177,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -158,6 +189,9 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;help;bench' {
+            break
+        }
+        'ssechan;help;check' {
             break
         }
         'ssechan;help;generate' {

@@ -31,6 +31,7 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -s V -l version -d 'Print 
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port' -r
@@ -101,14 +102,36 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l only -d 'Run only the checks matching PATTERN: an id, a group (`resume`) or a glob (`post.*`); repeatable, or comma-separated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l skip -d 'Leave out the checks matching PATTERN (as for --only)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l format -d 'Output: a line per check, or a JSON object per line' -r -f -a "text\t'One line per message'
+json\t'One JSON object per line, with lifecycle events'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l junit -d 'Also write the verdicts as JUnit XML to FILE, for CI' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l wait -d 'How long to wait for each expected echo, event or stream end' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l idle-probe -d 'Hold an idle stream open this long to find a proxy that cuts quiet streams; 0 skips the probe' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l heartbeat-within -d 'Longest wait for a heartbeat comment on an idle channel stream' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l timeout -d 'Time limit for connecting and for each request\'s answer' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l origin -d 'The foreign origin of the CORS checks' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l streams -d 'Streams opened at once by path.streams (browsers open at most 6 per origin over HTTP/1.1)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l message-limit -d 'The server\'s message size limit: post.oversize sends one byte more' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l cacert -d 'PEM file of certificates to trust in addition to the built-in roots' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l raw -d 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l list -d 'List the checks (after --raw, --only and --skip) instead of running them'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s k -l insecure -d 'Accept any server certificate (like curl -k)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s V -l version -d 'Print version'
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use check_servers::{PkgLike, Plain, PlainOpts};
+use check_servers::{PlainOpts, pkg_like, plain};
 use serde_json::Value;
 use tokio::process::Command;
 use util::Serve;
@@ -184,7 +184,7 @@ async fn a_control_close_from_an_exiting_process_passes() {
 
 #[tokio::test]
 async fn a_package_sse_like_server_gets_exactly_its_faults() {
-    let server = PkgLike::start(Duration::from_secs(30)).await;
+    let server = pkg_like(Duration::from_secs(30)).await;
     let junit = tempfile::NamedTempFile::new().unwrap();
     let run = check(&[
         &server.url,
@@ -379,7 +379,7 @@ async fn nginx_configured_for_sse_passes() {
 
 #[tokio::test]
 async fn a_plain_stream_that_resumes_passes() {
-    let server = Plain::start(PlainOpts::default()).await;
+    let server = plain(PlainOpts::default()).await;
     let run = check(&["--raw", &server.url, "--format", "json", "--idle-probe", "1s"]).await;
     assert_verdicts(
         &run,
@@ -394,7 +394,7 @@ async fn a_plain_stream_that_resumes_passes() {
 #[tokio::test]
 async fn a_plain_stream_without_retry_or_resume_warns() {
     let opts = PlainOpts { retry: false, resume: false, ..PlainOpts::default() };
-    let server = Plain::start(opts).await;
+    let server = plain(opts).await;
     let only = "raw.retry,raw.last-event-id,raw.event-ids";
     let run = check(&["--raw", &server.url, "--format", "json", "--only", only]).await;
     let s = run.statuses();
@@ -404,7 +404,7 @@ async fn a_plain_stream_without_retry_or_resume_warns() {
     assert_eq!(s["raw.event-ids"], "pass");
     assert_eq!(run.code, 0, "warnings do not fail the run");
 
-    let server = Plain::start(PlainOpts { ids: false, ..PlainOpts::default() }).await;
+    let server = plain(PlainOpts { ids: false, ..PlainOpts::default() }).await;
     let run = check(&["--raw", &server.url, "--format", "json", "--only", only]).await;
     let s = run.statuses();
     assert_eq!((s["raw.event-ids"].as_str(), s["raw.last-event-id"].as_str()), ("warn", "skip"));
@@ -412,7 +412,7 @@ async fn a_plain_stream_without_retry_or_resume_warns() {
 
 #[tokio::test]
 async fn a_204_is_a_stop_signal() {
-    let server = Plain::start(PlainOpts { no_content: true, ..PlainOpts::default() }).await;
+    let server = plain(PlainOpts { no_content: true, ..PlainOpts::default() }).await;
     let run = check(&["--raw", &server.url, "--format", "json", "--only", "raw"]).await;
     let s = run.statuses();
     assert_eq!(s["raw.no-content"], "pass", "{}", run.stdout);
@@ -480,6 +480,17 @@ async fn list_shows_the_checks_of_the_mode() {
     let ids: Vec<&str> = run.lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
     assert_eq!(ids, RAW_CHECKS);
     assert!(run.lines.iter().all(|l| l["proves"].is_string()));
+    // The README's table is the catalogue's.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for mode in [&["--list", "--format", "json"][..], &["--list", "--raw", "--format", "json"]] {
+        for l in check(mode).await.lines {
+            let (id, proves) = (l["id"].as_str().unwrap(), l["proves"].as_str().unwrap());
+            let row = readme.lines().find(|r| r.starts_with(&format!("| `{id}` |")));
+            let row = row.unwrap_or_else(|| panic!("README has no row for {id}"));
+            assert!(row.ends_with(&format!("| {proves} |")), "README row of {id} is stale: {row}");
+        }
+    }
     let run = check(&["--list", "--only", "resume"]).await;
     assert_eq!(run.stdout.lines().count(), 3);
     assert!(run.stdout.contains("echo"));

@@ -122,10 +122,7 @@ impl Conn {
     fn incoming(&mut self, id: i64, message: String) -> Vec<String> {
         self.pending.push((id, message));
         let mut out = Vec::new();
-        loop {
-            let Some(i) = (0..self.pending.len()).min_by_key(|&i| self.pending[i].0) else {
-                break;
-            };
+        while let Some(i) = (0..self.pending.len()).min_by_key(|&i| self.pending[i].0) {
             if self.pending[i].0 - self.last > 1 {
                 break;
             }
@@ -139,32 +136,42 @@ impl Conn {
 
 type Conns = Arc<Mutex<HashMap<String, Arc<Mutex<Conn>>>>>;
 
-/// A package:sse-like echo server: 200 to every POST, no ids, no
-/// heartbeat, no `retry:`, no replay, 404 to OPTIONS, no takeover, and a
-/// keep-alive period like `SseHandler(keepAlive: …)`.
-pub struct PkgLike {
+/// A test server on 127.0.0.1:0: each accepted connection goes to
+/// `handle`; dropping it stops accepting.
+pub struct TestServer {
     pub url: String,
     task: JoinHandle<()>,
 }
 
-impl Drop for PkgLike {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl PkgLike {
-    pub async fn start(keep_alive: Duration) -> PkgLike {
+impl TestServer {
+    async fn start<F, Fut>(path: &str, handle: F) -> TestServer
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let conns: Conns = Arc::default();
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(pkg_connection(sock, conns.clone(), keep_alive));
+                tokio::spawn(handle(sock));
             }
         });
-        PkgLike { url: format!("http://{addr}/sse"), task }
+        TestServer { url: format!("http://{addr}{path}"), task }
     }
+}
+
+/// A package:sse-like echo server: 200 to every POST, no ids, no
+/// heartbeat, no `retry:`, no replay, 404 to OPTIONS, no takeover, and a
+/// keep-alive period like `SseHandler(keepAlive: …)`.
+pub async fn pkg_like(keep_alive: Duration) -> TestServer {
+    let conns: Conns = Arc::default();
+    TestServer::start("/sse", move |sock| pkg_connection(sock, conns.clone(), keep_alive)).await
 }
 
 async fn pkg_connection(mut sock: TcpStream, conns: Conns, keep_alive: Duration) {
@@ -279,10 +286,11 @@ async fn pkg_stream(
     tokio::time::sleep(keep_alive).await;
     let mut map = conns.lock().unwrap();
     let c = conn.lock().unwrap();
-    if c.generation == generation && c.suspended {
-        if map.get(&id).is_some_and(|x| Arc::ptr_eq(x, &conn)) {
-            map.remove(&id);
-        }
+    if c.generation == generation
+        && c.suspended
+        && map.get(&id).is_some_and(|x| Arc::ptr_eq(x, &conn))
+    {
+        map.remove(&id);
     }
 }
 
@@ -313,28 +321,8 @@ impl Default for PlainOpts {
 }
 
 /// A plain SSE server: `data: tick N` every `every`, close-delimited.
-pub struct Plain {
-    pub url: String,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Plain {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Plain {
-    pub async fn start(opts: PlainOpts) -> Plain {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(plain_stream(sock, opts));
-            }
-        });
-        Plain { url: format!("http://{addr}/events"), task }
-    }
+pub async fn plain(opts: PlainOpts) -> TestServer {
+    TestServer::start("/events", move |sock| plain_stream(sock, opts)).await
 }
 
 async fn plain_stream(mut sock: TcpStream, o: PlainOpts) {
