@@ -394,9 +394,5 @@ async fn skip_without_echo(cx: &Ctx, check: &Check) -> Option<Verdict> {
 /// requests and waits. Only a server that stops answering meets it.
 fn budget(o: &Options, check: &Check) -> Duration {
     let base = o.timeout * 4 + o.wait * 8;
-    match check.id {
-        "stream.heartbeat" => base + o.heartbeat_within,
-        "path.idle-timeout" => base + o.idle_probe,
-        _ => base,
-    }
+    if check.background { base + o.heartbeat_within.max(o.idle_probe) } else { base }
 }

@@ -21,6 +21,8 @@ use crate::protocol::{CONTROL_EVENT, Event, decode_message_body, query};
 const MAX_READS: usize = 4096;
 /// Longest event line a check accepts; larger ones break the stream.
 const MAX_EVENT: usize = 4 << 20;
+/// Control events remembered per run (a server could send them forever).
+const MAX_CONTROLS: usize = 64;
 /// Bytes of an error body kept for a reason.
 const REASON_MAX: usize = 512;
 
@@ -251,6 +253,7 @@ impl Stream {
                     events += 1;
                     if ev.event == CONTROL_EVENT
                         && let Ok(mut c) = self.controls.lock()
+                        && c.len() < MAX_CONTROLS
                     {
                         c.push(ev.data.clone());
                     }
