@@ -37,7 +37,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;serve' {
-            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on; port 0 picks a free port')
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port')
             [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'Path of the channel endpoint')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Idle time before a `: ping` heartbeat comment; 0 disables')

@@ -33,7 +33,7 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connec
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d 'Idle time before a `: ping` heartbeat comment; 0 disables' -r

@@ -1,6 +1,6 @@
 //! Every command-line definition, and nothing else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,6 +69,39 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Parses `--listen`: `HOST:PORT` with an IP address or `localhost` (the
+/// IPv4 loopback, so the address printed is the one bound), a bare `PORT`
+/// (loopback: the safe default), or `:PORT` (every IPv4 interface).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let bad = || "--listen takes HOST:PORT, e.g. 127.0.0.1:8080 (or a bare port: 8080)".to_string();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = |p: &str| {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        p.parse::<u16>()
+            .map_err(|_| format!("port {p} is out of range (0-65535; 0 picks a free port)"))
+    };
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(s)?));
+    }
+    match s.rsplit_once(':') {
+        Some(("", p)) => Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port(p)?)),
+        Some((host, p)) if host.eq_ignore_ascii_case("localhost") => {
+            Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(p)?))
+        }
+        Some((host, p)) if host.parse::<IpAddr>().is_ok() => {
+            // Not a socket address although the host is an IP: the port is
+            // out of range, or an IPv6 address lacks its brackets.
+            port(p)?;
+            Err(bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
 Examples:
@@ -77,8 +110,9 @@ Examples:
   ssechan serve --format json                  # JSON events out, JSON commands in
   ssechan serve -- ./handler.sh                # one process per client (websocketd-style)")]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
+    /// (every interface); port 0 picks a free port.
+    #[arg(long, value_parser = parse_listen, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub listen: SocketAddr,
     /// Path of the channel endpoint.
     #[arg(long, default_value = "/sse")]
@@ -306,6 +340,24 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(ok("8080").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(ok(":8080").as_deref(), Ok("0.0.0.0:8080"));
+        assert_eq!(ok("localhost:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(ok("LocalHost:9").as_deref(), Ok("127.0.0.1:9"));
+        assert_eq!(ok("10.1.2.3:80").as_deref(), Ok("10.1.2.3:80"));
+        assert_eq!(ok("[::1]:8080").as_deref(), Ok("[::1]:8080"));
+        for bad in ["", "nonsense", "host:80", "127.0.0.1", "::1:8080", "localhost", "80a", ":"] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.starts_with("--listen takes HOST:PORT, e.g. 127.0.0.1:8080"), "{bad:?}: {e}");
+        }
+        for big in ["70000", ":70000", "localhost:70000", "127.0.0.1:70000"] {
+            assert!(parse_listen(big).unwrap_err().contains("out of range"), "{big}");
+        }
     }
 
     #[test]
