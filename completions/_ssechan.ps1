@@ -32,7 +32,6 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
-            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -130,24 +129,10 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
-        'ssechan;generate' {
-            [CompletionResult]::new('--completions', '--completions', [CompletionResultType]::ParameterName, 'Folder for shell completions')
-            [CompletionResult]::new('--man', '--man', [CompletionResultType]::ParameterName, 'Folder for the man page')
-            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
-            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
-            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
-            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            break
-        }
         'ssechan;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
-            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -158,9 +143,6 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;help;bench' {
-            break
-        }
-        'ssechan;help;generate' {
             break
         }
         'ssechan;help;help' {

@@ -22,9 +22,6 @@ _ssechan() {
             ssechan,connect)
                 cmd="ssechan__subcmd__connect"
                 ;;
-            ssechan,generate)
-                cmd="ssechan__subcmd__generate"
-                ;;
             ssechan,help)
                 cmd="ssechan__subcmd__help"
                 ;;
@@ -36,9 +33,6 @@ _ssechan() {
                 ;;
             ssechan__subcmd__help,connect)
                 cmd="ssechan__subcmd__help__subcmd__connect"
-                ;;
-            ssechan__subcmd__help,generate)
-                cmd="ssechan__subcmd__help__subcmd__generate"
                 ;;
             ssechan__subcmd__help,help)
                 cmd="ssechan__subcmd__help__subcmd__help"
@@ -53,7 +47,7 @@ _ssechan() {
 
     case "${cmd}" in
         ssechan)
-            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,30 +244,8 @@ _ssechan() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ssechan__subcmd__generate)
-            opts="-v -q -h -V --completions --man --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --completions)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --man)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         ssechan__subcmd__help)
-            opts="serve connect bench generate help"
+            opts="serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,20 +273,6 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__connect)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

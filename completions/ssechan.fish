@@ -31,7 +31,6 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -s V -l version -d 'Print 
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
@@ -101,14 +100,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

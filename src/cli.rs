@@ -9,16 +9,33 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Serve, probe and benchmark bi-directional SSE channels (Dart package:sse).
 #[derive(Debug, Parser)]
 #[command(name = "ssechan", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  # a channel at http://127.0.0.1:8080/sse with stdin/stdout as its data
+  ssechan serve
+  # talk to it from a second terminal
+  ssechan connect http://127.0.0.1:8080/sse
+  # benchmark an embedded echo server
+  ssechan bench
+  # read any plain SSE endpoint
+  ssechan connect --raw https://example.com/events
+
+Environment:
+  RUST_LOG  log filter, overrides -v/-q (e.g. RUST_LOG=ssechan=debug)
+  NO_COLOR  when set, no colour on stderr")]
 pub struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Where `-v`/`-q` are listed: after a command's own options, not among them.
+const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,7 +45,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Load-test a channel server and verify exactly-once, in-order delivery.
     Bench(BenchArgs),
-    /// Write shell completions and the man page (used to refresh the committed copies).
+    /// Write shell completions into ./completions and man pages into ./man
+    /// (run from the repository root to refresh the committed copies).
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
@@ -104,11 +122,22 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
+Exit status:
+  0  stopped by SIGINT or SIGTERM (every client gets a control close first)
+  1  cannot listen, or stdout closed
+  2  usage error
+
 Examples:
-  ssechan serve --keep-alive 30s               # stdin lines to every client, messages to stdout
-  ssechan serve --echo --listen 127.0.0.1:0    # echo server on a free port (what bench measures)
-  ssechan serve --format json                  # JSON events out, JSON commands in
-  ssechan serve -- ./handler.sh                # one process per client (websocketd-style)")]
+  # stdin lines to every client, their messages to stdout; clients may resume
+  ssechan serve --keep-alive 30s
+  # an echo server on a free port (what bench measures)
+  ssechan serve --echo --listen 127.0.0.1:0
+  # on every interface, port 8080
+  ssechan serve --listen :8080
+  # JSON events out, JSON commands in
+  ssechan serve --format json
+  # one process per client (websocketd-style)
+  ssechan serve -- ./handler.sh")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.
@@ -174,12 +203,18 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
-Exit status: 0 done or closed by the server, 1 connection failed or gave up, 2 usage error.
+Exit status:
+  0  done, or closed by the server
+  1  connection failed or gave up
+  2  usage error
 
 Examples:
-  ssechan connect http://localhost:8080/sse                 # interactive REPL
-  echo hi | ssechan connect http://localhost:8080/sse       # pipe: stdin lines out, messages to stdout
-  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint")]
+  # interactive REPL on a terminal
+  ssechan connect http://localhost:8080/sse
+  # pipe: stdin lines out, messages to stdout
+  echo hi | ssechan connect http://localhost:8080/sse
+  # read any plain SSE endpoint
+  ssechan connect --raw https://example.com/events")]
 pub struct ConnectArgs {
     /// Channel endpoint (or, with --raw, any SSE endpoint).
     pub url: String,
@@ -250,13 +285,18 @@ pub enum BenchMode {
 
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
-Exit status: 0 every check passed, 1 a check failed (each named), 2 usage error or unreachable target.
+Exit status:
+  0  every check passed
+  1  a check failed (each is named)
+  2  usage error or unreachable target
 
 Examples:
-  ssechan bench                                          # embedded echo server, defaults
+  # embedded echo server, defaults
+  ssechan bench
   ssechan bench http://127.0.0.1:8080/sse --clients 100 --messages 10000
   ssechan bench URL --rate 5000 --duration 30s --max-p99 5ms --json report.json
-  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000   # chaos: resume under load")]
+  # chaos: resume under load
+  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000")]
 pub struct BenchArgs {
     /// Channel endpoint of a server that echoes (e.g. `ssechan serve --echo`);
     /// without it an embedded echo server with keep-alive is started.
@@ -324,11 +364,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct GenerateArgs {
-    /// Folder for shell completions.
-    #[arg(long, default_value = "completions")]
+    /// Folder for the shell completions (bash, zsh, fish, PowerShell).
+    #[arg(long, default_value = "completions", value_name = "DIR")]
     pub completions: PathBuf,
-    /// Folder for the man page.
-    #[arg(long, default_value = "man")]
+    /// Folder for the man pages (ssechan.1 and one per command).
+    #[arg(long, default_value = "man", value_name = "DIR")]
     pub man: PathBuf,
 }
 
