@@ -117,15 +117,23 @@ fn man_page(cmd: clap::Command) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Turns an `after_help` text into man sections. Blocks are separated by
-/// blank lines and start with a `Heading:` line. Under `Examples:` a
+/// blank lines; one that starts with a `Heading:` line is a section, any
+/// other a paragraph of the section before. Under `Examples:` a
 /// `# text` line describes the command lines after it, which are set
 /// verbatim (never filled or wrapped); elsewhere `  NAME  text` lines
 /// become tagged paragraphs and other lines plain text.
 fn after_help_roff(text: &str) -> String {
     let mut out = String::new();
     for block in text.split("\n\n") {
-        let mut lines = block.lines();
-        let Some(heading) = lines.next().and_then(|h| h.strip_suffix(':')) else { continue };
+        let mut lines = block.lines().peekable();
+        let heading = lines.peek().and_then(|h| h.strip_suffix(':')).map(str::to_owned);
+        let Some(heading) = heading else {
+            // A paragraph of the section before.
+            out.push_str(".PP\n");
+            lines.for_each(|l| out.push_str(&escape_line(l.trim())));
+            continue;
+        };
+        lines.next();
         out.push_str(&format!(".SH \"{}\"\n", heading.to_uppercase()));
         let examples = heading.eq_ignore_ascii_case("examples");
         let mut in_code = false;
@@ -201,7 +209,8 @@ mod tests {
         assert_eq!(
             roff,
             ".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nfine\n.TP\n\\fB2\\fR\nusage error\n\
-             .SH \"EXAMPLES\"\n.PP\na test\n.PP\n.RS 4\n.nf\necho \\*(Aqa\\-b\\*(Aq | x \\e\n\\&.dot\n.fi\n.RE\n"
+             .SH \"EXAMPLES\"\n.PP\na test\n.PP\n.RS 4\n.nf\necho \\*(Aqa\\-b\\*(Aq | x \\e\n\\&.dot\n.fi\n.RE\n\
+             .PP\nNote: not a section\n"
         );
     }
 }
