@@ -2,6 +2,7 @@
 
 mod output;
 mod pipe;
+pub mod record;
 mod repl;
 
 use std::io::IsTerminal;
