@@ -145,7 +145,8 @@ Exit status: 0 done or closed by the server, 1 connection failed or gave up, 2 u
 Examples:
   ssechan connect http://localhost:8080/sse                 # interactive REPL
   echo hi | ssechan connect http://localhost:8080/sse       # pipe: stdin lines out, messages to stdout
-  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint")]
+  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint
+  ssechan connect --raw -d @request.json -H 'Content-Type: application/json' URL   # POST-streaming API")]
 pub struct ConnectArgs {
     /// Channel endpoint (or, with --raw, any SSE endpoint).
     pub url: String,
@@ -207,6 +208,36 @@ pub struct ConnectArgs {
     /// trust in addition to the built-in roots.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// Follow redirects to other hosts with the -H headers too (by default
+    /// they go to the URL's own host only; no Referer is ever sent).
+    #[arg(long)]
+    pub location_trusted: bool,
+    /// With --raw: the request method (default GET, or POST with --data).
+    #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
+    pub method: Option<String>,
+    /// With --raw: the request body, sent again on each reconnect; @FILE
+    /// reads a file, @- stdin.
+    #[arg(short = 'd', long, value_name = "DATA", requires = "raw")]
+    pub data: Option<String>,
+    /// Start as if the stream had sent this id: the first GET carries it as
+    /// Last-Event-ID.
+    #[arg(long, value_name = "ID")]
+    pub last_event_id: Option<String>,
+    /// Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON
+    /// always has them as `comment` events).
+    #[arg(long)]
+    pub show_comments: bool,
+    /// Add the receive time (RFC 3339, UTC) to each output line.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Print only events of this type (repeatable; channel messages are
+    /// `message`).
+    #[arg(long = "event", value_name = "TYPE")]
+    pub events: Vec<String>,
+    /// Write every event, send and state change to FILE as timestamped JSON
+    /// lines (the format `bench --scenario` replays).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// What `bench` measures.

@@ -69,7 +69,7 @@ pub struct UsageError(pub String);
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
-        cli::Command::Connect(args) => connect::run(args).await,
+        cli::Command::Connect(args) => connect::run(args, cli.quiet).await,
         cli::Command::Bench(args) => bench::run(args).await,
         cli::Command::Generate(args) => generate::run(&args).map(|()| ExitCode::SUCCESS),
     }
