@@ -72,7 +72,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format in pipe mode')
             [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send this message first (repeatable)')
-            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after receiving this many messages')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after receiving this many messages (of the --event types, if given)')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'After stdin ends and every message is acknowledged, keep receiving this long')
             [CompletionResult]::new('--retry-initial', '--retry-initial', [CompletionResultType]::ParameterName, 'First reconnect delay; doubles per failure up to --retry-max')
             [CompletionResult]::new('--retry-max', '--retry-max', [CompletionResultType]::ParameterName, 'Longest reconnect delay')

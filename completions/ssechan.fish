@@ -62,7 +62,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header 
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l format -d 'Output format in pipe mode' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l send -d 'Send this message first (repeatable)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages (of the --event types, if given)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l wait -d 'After stdin ends and every message is acknowledged, keep receiving this long' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-initial -d 'First reconnect delay; doubles per failure up to --retry-max' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d 'Longest reconnect delay' -r

@@ -165,7 +165,7 @@ pub struct ConnectArgs {
     /// Send this message first (repeatable).
     #[arg(long = "send", value_name = "TEXT")]
     pub send: Vec<String>,
-    /// Exit after receiving this many messages.
+    /// Exit after receiving this many messages (of the --event types, if given).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// After stdin ends and every message is acknowledged, keep receiving this long.

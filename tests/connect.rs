@@ -882,6 +882,8 @@ fn comments_timestamps_and_event_filter() {
     assert_eq!(run(&[]), ["1", "2", "3"], "comments hidden in text mode");
     assert_eq!(run(&["--show-comments"]), [": hello", "1", "2", "3"]);
     assert_eq!(run(&["--event", "tick", "--event", "message"]), ["1", "3"]);
+    // --count counts what the filter lets through.
+    assert_eq!(run(&["--event", "tock", "--count", "1"]), ["2"]);
     let json = run(&["--format", "json", "--event", "tock"]);
     assert!(json.contains(&r#"{"event":"comment","text":" hello"}"#.to_string()), "{json:?}");
     let messages: Vec<_> = json.iter().filter(|l| l.contains(r#""message""#)).collect();

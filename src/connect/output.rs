@@ -171,7 +171,7 @@ pub(super) struct View {
 
 impl View {
     /// Whether `--event` lets a data event through.
-    fn wanted(&self, ev: &ClientEvent) -> bool {
+    pub fn wanted(&self, ev: &ClientEvent) -> bool {
         let kind = match ev {
             ClientEvent::Message(_) => "message",
             ClientEvent::Event(e) => &e.event,

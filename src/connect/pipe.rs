@@ -66,7 +66,8 @@ pub(super) async fn run(
                     client.stop();
                     return Ok(ExitCode::SUCCESS);
                 }
-                if data_text(&ev).is_some() {
+                // `--count` counts what `--event` lets through.
+                if data_text(&ev).is_some() && view.wanted(&ev) {
                     received += 1;
                 }
                 let count_done = args.count.is_some_and(|n| received >= n);
