@@ -145,8 +145,7 @@ Exit status: 0 done or closed by the server, 1 connection failed or gave up, 2 u
 Examples:
   ssechan connect http://localhost:8080/sse                 # interactive REPL
   echo hi | ssechan connect http://localhost:8080/sse       # pipe: stdin lines out, messages to stdout
-  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint
-  ssechan connect --raw -d @request.json -H 'Content-Type: application/json' URL   # POST-streaming API")]
+  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint")]
 pub struct ConnectArgs {
     /// Channel endpoint (or, with --raw, any SSE endpoint).
     pub url: String,
