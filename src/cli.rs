@@ -233,7 +233,7 @@ pub struct ConnectArgs {
     /// Send this message first (repeatable).
     #[arg(long = "send", value_name = "TEXT")]
     pub send: Vec<String>,
-    /// Exit after receiving this many messages.
+    /// Exit after receiving this many messages (of the --event types, if given).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// After stdin ends and every message is acknowledged, keep receiving this long.
@@ -248,9 +248,14 @@ pub struct ConnectArgs {
     /// Longest reconnect delay.
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub retry_max: Duration,
-    /// Give up after this many failed attempts in a row.
+    /// Reconnect attempts in a row that may fail before giving up (0: never
+    /// reconnect); a stream that ends within 1 s without an event counts as failed.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_retries: u32,
+    /// Retry the first connection too (by default a refused port, an unknown
+    /// host or a timeout on the first connection fails at once).
+    #[arg(long)]
+    pub retry_first: bool,
     /// POSTs in flight at once (the server re-orders them).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub in_flight: usize,
@@ -271,6 +276,36 @@ pub struct ConnectArgs {
     /// trust in addition to the built-in roots.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// Follow redirects to other hosts with the -H headers too (by default
+    /// they go to the URL's own host only; no Referer is ever sent).
+    #[arg(long)]
+    pub location_trusted: bool,
+    /// With --raw: the request method (default GET, or POST with --data).
+    #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
+    pub method: Option<String>,
+    /// With --raw: the request body, sent again on each reconnect; @FILE
+    /// reads a file, @- stdin.
+    #[arg(short = 'd', long, value_name = "DATA", requires = "raw")]
+    pub data: Option<String>,
+    /// Start as if the stream had sent this id: the first GET carries it as
+    /// Last-Event-ID.
+    #[arg(long, value_name = "ID")]
+    pub last_event_id: Option<String>,
+    /// Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON
+    /// always has them as `comment` events).
+    #[arg(long)]
+    pub show_comments: bool,
+    /// Add the receive time (RFC 3339, UTC) to each output line.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Print only events of this type (repeatable; channel messages are
+    /// `message`).
+    #[arg(long = "event", value_name = "TYPE")]
+    pub events: Vec<String>,
+    /// Write every event, send and state change to FILE as timestamped JSON
+    /// lines (the format `bench --scenario` replays).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// What `bench` measures.
