@@ -25,9 +25,6 @@ _ssechan() {
             ssechan,connect)
                 cmd="ssechan__subcmd__connect"
                 ;;
-            ssechan,generate)
-                cmd="ssechan__subcmd__generate"
-                ;;
             ssechan,help)
                 cmd="ssechan__subcmd__help"
                 ;;
@@ -43,9 +40,6 @@ _ssechan() {
             ssechan__subcmd__help,connect)
                 cmd="ssechan__subcmd__help__subcmd__connect"
                 ;;
-            ssechan__subcmd__help,generate)
-                cmd="ssechan__subcmd__help__subcmd__generate"
-                ;;
             ssechan__subcmd__help,help)
                 cmd="ssechan__subcmd__help__subcmd__help"
                 ;;
@@ -59,7 +53,7 @@ _ssechan() {
 
     case "${cmd}" in
         ssechan)
-            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench check generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,7 +247,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,25 +313,31 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__generate)
-            opts="-v -q -h -V --completions --man --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --completions)
+                --method)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --man)
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last-event-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --record)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -349,7 +349,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help)
-            opts="serve connect bench check generate help"
+            opts="serve connect bench check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,20 +391,6 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__connect)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
