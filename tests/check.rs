@@ -336,6 +336,35 @@ async fn nginx_that_buffers_and_cuts_idle_streams_is_caught() {
     assert!((2.5..7.5).contains(&after), "cut after {after}s, nginx's timeout is 3s: {seen}");
 }
 
+#[tokio::test]
+async fn nginx_that_buffers_events_but_not_headers_is_caught() {
+    let serve = Serve::spawn(&["--echo", "--keep-alive", "30s"]).await;
+    // `postpone_output 0` lets the headers through at once: only the
+    // events wait in the proxy's buffer, so the echoes are late.
+    let nginx = Nginx::start(
+        &serve.url,
+        "",
+        "postpone_output 0;",
+        "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;",
+    )
+    .await;
+    let args = [&nginx.url[..], "--format", "json", "--wait", "2s", "--idle-probe", "0"];
+    let run = check(&[&args[..], &["--heartbeat-within", "1s"]].concat()).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let buffering = run.check("path.buffering");
+    assert_eq!(buffering["status"], "fail", "{buffering}");
+    assert!(buffering["seen"].as_str().unwrap().contains("an echo came"), "{buffering}");
+    assert!(buffering["fix"].as_str().unwrap().contains("proxy_buffering off"), "{buffering}");
+    // Echoes that a buffer holds cannot be ordered or timed: skipped, each
+    // pointing at path.buffering, instead of failing for the wrong reason.
+    for id in ["stream.event-ids", "order.shuffled-posts", "resume.replay"] {
+        let v = run.check(id);
+        assert_eq!(v["status"], "skip", "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("path.buffering"), "{v}");
+    }
+    assert_eq!(run.statuses().values().filter(|s| *s == "fail").count(), 1, "{}", run.stdout);
+}
+
 /// PEM files of a self-signed certificate for 127.0.0.1.
 fn self_signed(dir: &Path) -> (String, String) {
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();

@@ -233,6 +233,12 @@ impl Ctx {
     pub async fn echo(&self) -> &Echo {
         self.echo.get_or_init(|| channel::detect_echo(self)).await
     }
+
+    /// Whether echoes come back promptly enough to watch where they go.
+    pub async fn echoes_promptly(&self) -> bool {
+        let e = self.echo().await;
+        e.echoes && e.buffered.is_none()
+    }
 }
 
 /// Runs `check`; exit 0 nothing failed, 1 a check failed, 2 usage error or
@@ -376,16 +382,24 @@ fn held_back(cx: &Ctx, check: &Check) -> Option<Verdict> {
     })
 }
 
-/// An echo check in channel mode, against a server that does not echo.
+/// An echo check in channel mode, against a server that does not echo or
+/// a path that holds its echoes back (all but `path.buffering`, which
+/// reports that).
 async fn skip_without_echo(cx: &Ctx, check: &Check) -> Option<Verdict> {
     if !check.needs_echo || cx.opts.raw || cx.held.is_some() {
         return None;
     }
     let echo = cx.echo().await;
-    (!echo.echoes).then(|| {
-        Verdict::skip(
+    if !echo.echoes {
+        return Some(Verdict::skip(
             echo.seen.clone(),
             "needs a server that echoes each message to its sender (e.g. `ssechan serve --echo`)",
+        ));
+    }
+    (echo.buffered.is_some() && check.id != "path.buffering").then(|| {
+        Verdict::skip(
+            echo.seen.clone(),
+            "the path holds events back until a buffer fills (see path.buffering)",
         )
     })
 }
