@@ -251,14 +251,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         colour: !json && crate::logging::use_color(&std::io::stdout()),
         id_width: catalogue::id_width(),
     };
-    let mut out = std::io::stdout().lock();
     if args.list {
+        let mut out = std::io::stdout().lock();
         for c in &selected {
             writeln!(out, "{}", printer.list_line(c))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    drop(out);
     let opts = Options::from_args(&args)?;
     let url = opts.url.to_string();
     let mode = if opts.raw { "raw" } else { "channel" };
