@@ -205,7 +205,7 @@ fn generate_says_what_it_writes_where() {
     said_sorted.sort();
     written.sort();
     assert_eq!(said_sorted, written);
-    assert_eq!(written.len(), 8, "4 completions, 4 man pages: {written:?}");
+    assert_eq!(written.len(), 9, "4 completions, 5 man pages: {written:?}");
 }
 
 /// The man pages have no page for `help` and, read with man(1) on an
