@@ -183,6 +183,25 @@ async fn a_control_close_from_an_exiting_process_passes() {
 }
 
 #[tokio::test]
+async fn echo_checks_skip_against_a_server_that_does_not_echo() {
+    // stdin/stdout mode: messages go to the operator, nothing comes back.
+    let mut serve = Serve::spawn(&["--keep-alive", "30s"]).await;
+    let only = "order,stream.event-ids,post.bad-json";
+    let run = check(&[&serve.url, "--format", "json", "--wait", "1s", "--only", only]).await;
+    for id in ["order.shuffled-posts", "order.duplicate-posts", "stream.event-ids"] {
+        let v = run.check(id);
+        assert_eq!(v["status"], "skip", "{v}");
+        assert!(v["seen"].as_str().unwrap().contains("does not echo"), "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("needs a server that echoes"), "{v}");
+    }
+    assert_eq!(run.check("post.bad-json")["status"], "pass");
+    assert_eq!(run.code, 0);
+    // The one message that looked for an echo reached the application,
+    // marked as check's; no padding followed it (the stream was not held).
+    assert_eq!(serve.out_line().await, "ssechan check: echo 0");
+}
+
+#[tokio::test]
 async fn a_package_sse_like_server_gets_exactly_its_faults() {
     let server = pkg_like(Duration::from_secs(30)).await;
     let junit = tempfile::NamedTempFile::new().unwrap();
