@@ -263,6 +263,10 @@ impl Nginx {
     /// address (e.g. `ssl http2`), `server` more server-level lines.
     async fn start(upstream: &str, listen: &str, server: &str, location: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
+        // Run as root, nginx's workers are `nobody`: they must reach the
+        // temp files a buffering proxy spills into.
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), mode).unwrap();
         let port = free_port();
         let d = dir.path().display();
         let upstream = upstream.trim_end_matches("/sse");
