@@ -22,9 +22,6 @@ _ssechan() {
             ssechan,connect)
                 cmd="ssechan__subcmd__connect"
                 ;;
-            ssechan,generate)
-                cmd="ssechan__subcmd__generate"
-                ;;
             ssechan,help)
                 cmd="ssechan__subcmd__help"
                 ;;
@@ -36,9 +33,6 @@ _ssechan() {
                 ;;
             ssechan__subcmd__help,connect)
                 cmd="ssechan__subcmd__help__subcmd__connect"
-                ;;
-            ssechan__subcmd__help,generate)
-                cmd="ssechan__subcmd__help__subcmd__generate"
                 ;;
             ssechan__subcmd__help,help)
                 cmd="ssechan__subcmd__help__subcmd__help"
@@ -53,7 +47,7 @@ _ssechan() {
 
     case "${cmd}" in
         ssechan)
-            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,7 +171,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,25 +237,31 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__generate)
-            opts="-v -q -h -V --completions --man --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --completions)
+                --method)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --man)
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last-event-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --record)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -273,7 +273,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help)
-            opts="serve connect bench generate help"
+            opts="serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,20 +301,6 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__connect)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -357,7 +343,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-client-id --max-incoming --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -388,6 +374,10 @@ _ssechan() {
                     return 0
                     ;;
                 --allow-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -423,11 +413,39 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-client-id)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --max-incoming)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-incoming-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-incoming-total)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-closed-ids-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --accept-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

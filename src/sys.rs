@@ -81,3 +81,14 @@ pub fn set_send_buffer(socket: &tokio::net::TcpStream, bytes: usize) {
         }
     }
 }
+
+/// Makes a read of the terminal from a background job fail (EIO) instead
+/// of stopping the whole process (SIGTTIN): for a reader of stdin that is
+/// not essential, such as `serve --echo`'s, run as `ssechan serve --echo &`.
+pub fn never_stop_on_terminal_read() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to "ignore"; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+}

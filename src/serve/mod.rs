@@ -101,9 +101,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fd_limit = crate::sys::raise_open_file_limit(need as u64);
     let config = args.config(fd_limit);
     let warnings = args.warnings(&config);
-    let server = Server::bind(args.listen, config)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = Server::bind(args.listen, config).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => " (use --listen 127.0.0.1:0 for a free port)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
+    })?;
     let url = server.url();
     eprintln!("ssechan: listening on {url}");
     for w in warnings {
@@ -126,6 +130,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
     let mode = if args.echo {
+        tokio::spawn(stdio::ignore_stdin());
         Mode::Echo
     } else if !args.command.is_empty() {
         Mode::Exec(args.command.clone())
