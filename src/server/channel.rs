@@ -178,6 +178,8 @@ pub(crate) struct Channel {
     /// Events that will never reach the client besides the queue: lost in gaps
     /// before resumes, or refused when the client turned out a slow consumer.
     lost: u64,
+    /// The highest event id reported lost in a gap.
+    gap_reported_through: u64,
     /// `Closed` has been taken by the application.
     done: bool,
 }
@@ -218,6 +220,7 @@ impl Channel {
             app_gone: false,
             retired: false,
             lost: 0,
+            gap_reported_through: 0,
             done: false,
         }
     }
@@ -302,10 +305,14 @@ impl Channel {
             return;
         }
         let oldest = self.replay.front().map_or(sent_up_to + 1, |(id, _)| *id);
-        if last + 1 < oldest {
-            let lost = oldest - last - 1;
+        // Each lost event is reported once, however often a client asks
+        // for it again.
+        let first = (last + 1).max(self.gap_reported_through + 1);
+        if first < oldest {
+            let lost = oldest - first;
             self.lost += lost;
-            fx.logs.push(Log::Gap { first: last + 1, last: oldest - 1 });
+            self.gap_reported_through = oldest - 1;
+            fx.logs.push(Log::Gap { first, last: oldest - 1 });
             match self.inbox.back_mut() {
                 Some(ConnectionEvent::Gap { lost: pending }) => *pending += lost,
                 _ => self.inbox.push_back(ConnectionEvent::Gap { lost }),

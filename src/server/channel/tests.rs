@@ -262,6 +262,27 @@ fn a_resume_older_than_the_replay_is_a_reported_gap() {
 }
 
 #[test]
+fn a_gap_asked_for_twice_is_reported_once() {
+    let l = Limits { replay_events: 1, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    for i in 0..4 {
+        let _ = send(&mut ch, &i.to_string());
+    }
+    let _ = batch(&mut ch, g);
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(0));
+    assert!(fx.logs.contains(&Log::Gap { first: 1, last: 3 }), "{fx:?}");
+    // The client saw nothing of the replay either and asks again.
+    let (g3, fx) = ch.attach(Some(0));
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })), "{fx:?}");
+    assert!(!ch.is_attached(g2.unwrap()));
+    assert_eq!(ids(&batch(&mut ch, g3.unwrap())), [4]);
+    let gaps: Vec<_> =
+        inbox(&mut ch).into_iter().filter(|e| matches!(e, ConnectionEvent::Gap { .. })).collect();
+    assert_eq!(gaps, [ConnectionEvent::Gap { lost: 3 }]);
+}
+
+#[test]
 fn a_second_stream_takes_over() {
     let (mut ch, g) = open(Some(KEEP));
     let _ = send(&mut ch, "a");
