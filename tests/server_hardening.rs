@@ -634,3 +634,25 @@ async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
         assert!(!matches!(ev, ConnectionEvent::Gap { .. }), "{ev:?}");
     }
 }
+
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
+    let server = server(ServerConfig::default()).await;
+    let addr = server.local_addr();
+    for req in [
+        "POST /sse?sseClientId=x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000000\r\n\r\n\"",
+        "POST /sse?sseClientId=nobody HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n",
+    ] {
+        let got = exchange(addr, req.as_bytes()).await.to_ascii_lowercase();
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
+    }
+    // A body that was read keeps the connection.
+    let _s = open(&server.url(), "known", None).await;
+    let got = exchange(
+        addr,
+        b"POST /sse?sseClientId=known HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nnot",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(!got.to_ascii_lowercase().contains("connection: close"), "{got}");
+}

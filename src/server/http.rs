@@ -44,6 +44,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let method = req.method().clone();
+    let http1 = req.version() < ::http::Version::HTTP_2;
     // Set once the request has passed the Host and Origin checks: only
     // then do refusals carry the CORS headers.
     let mut cors = None;
@@ -54,6 +55,11 @@ pub(crate) async fn handle(
         let mut resp = text(r.status, format!("{}\n", r.reason), cors.as_ref());
         if r.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        }
+        if r.body_unread && http1 {
+            // hyper closes such a connection after the answer; a client
+            // that pools connections must not send another request on it.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }))
@@ -247,8 +253,8 @@ async fn post_message(
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let limits = shared.config.limits;
-    let q =
-        ChannelQuery::parse(req.uri().query(), limits.max_client_id_len).map_err(bad_request)?;
+    let q = ChannelQuery::parse(req.uri().query(), limits.max_client_id_len)
+        .map_err(|e| bad_request(e).body_unread())?;
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -261,23 +267,23 @@ async fn post_message(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_message_bytes as u64) {
-        return Err(too_large());
+        return Err(too_large().body_unread());
     }
     // Room first, body second: a POST waiting for a slow application holds
     // its headers, not its body.
     let charge = declared.map_or(limits.max_message_bytes, |n| n as usize);
-    let slot = shared.store.reserve(&q.client_id, charge).await?;
+    let slot = shared.store.reserve(&q.client_id, charge).await.map_err(Refusal::body_unread)?;
     let timeout = shared.config.request_timeout;
     let read = Limited::new(req.into_body(), limits.max_message_bytes).collect();
     let body = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Ok(Err(e)) => return Err(bad_request(format!("failed to read body: {e}"))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(too_large().body_unread());
+        }
+        Ok(Err(e)) => return Err(bad_request(format!("failed to read body: {e}")).body_unread()),
         Err(_) => {
-            return Err(Refusal::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("body not received within {timeout:?}"),
-            ));
+            let why = format!("body not received within {timeout:?}");
+            return Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread());
         }
     };
     let message = decode_message_body(&body).map_err(bad_request)?;

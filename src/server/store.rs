@@ -23,11 +23,19 @@ pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>
 pub(crate) struct Refusal {
     pub status: StatusCode,
     pub reason: String,
+    /// The request's body was left unread: its HTTP/1 connection cannot
+    /// carry another request, and the answer must say so.
+    pub body_unread: bool,
 }
 
 impl Refusal {
     pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Self { status, reason: reason.into() }
+        Self { status, reason: reason.into(), body_unread: false }
+    }
+
+    pub(crate) fn body_unread(mut self) -> Self {
+        self.body_unread = true;
+        self
     }
 
     /// 503: the store or the application cannot take it now.
