@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::sync::{Semaphore, mpsc};
-use tracing::{info, warn};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, mpsc};
+use tracing::{debug, info, warn};
 
-use super::{Counters, Limits, ServerShared};
+use super::{Counters, Limits, ServerShared, StreamRequest};
 use crate::protocol::event::{self, CONTROL_CLOSE, ID_LINE_MAX};
 use crate::protocol::reorder::{Offer, ReorderBuffer, ReorderLimits};
 
@@ -163,12 +163,14 @@ pub(crate) struct Conn {
     first_wait_pending: AtomicBool,
     first_message_wait: Duration,
     events: mpsc::UnboundedSender<ConnectionEvent>,
+    /// Woken once the `Closed` event has been sent.
+    closed: Notify,
 }
 
 impl Conn {
     pub(crate) fn new(
         id: Arc<str>,
-        remote: SocketAddr,
+        request: StreamRequest,
         server: &Arc<ServerShared>,
         inbound: Option<ReorderBuffer<String>>,
     ) -> (Arc<Conn>, Connection) {
@@ -177,7 +179,7 @@ impl Conn {
         let fresh = inbound.is_none();
         let conn = Arc::new(Conn {
             id,
-            remote,
+            remote: request.remote,
             server: Arc::downgrade(server),
             limits,
             keep_alive: server.config.keep_alive,
@@ -208,8 +210,10 @@ impl Conn {
             first_wait_pending: AtomicBool::new(fresh),
             first_message_wait: server.config.first_message_wait,
             events: tx,
+            closed: Notify::new(),
         });
-        let app = Connection { conn: conn.clone(), events: rx, done: false };
+        let app =
+            Connection { conn: conn.clone(), events: rx, done: false, request: Box::new(request) };
         (conn, app)
     }
 
@@ -526,6 +530,7 @@ impl Conn {
             info!(client = %self.id, "closed ({})", info.reason);
         }
         let _ = self.events.send(ConnectionEvent::Closed(info));
+        self.closed.notify_waiters();
     }
 
     /// Stops taking POSTs and hands the re-order state (next id and any
@@ -547,7 +552,14 @@ impl Conn {
         message: String,
     ) -> Result<Offer, DeliverError> {
         // Backpressure: wait for room in the application's queue first.
-        let permit = self.incoming_room.acquire().await.map_err(|_| DeliverError::Closed)?;
+        let permit = match self.incoming_room.try_acquire() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(DeliverError::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                debug!(client = %self.id, message_id, "application queue full; POST waits");
+                self.incoming_room.acquire().await.map_err(|_| DeliverError::Closed)?
+            }
+        };
         let mut guard = self.lock_inbound();
         let inbound = guard.as_mut().ok_or(DeliverError::Closed)?;
         let offer = inbound.offer(message_id, message);
@@ -615,6 +627,7 @@ pub struct Connection {
     conn: Arc<Conn>,
     events: mpsc::UnboundedReceiver<ConnectionEvent>,
     done: bool,
+    request: Box<StreamRequest>,
 }
 
 impl Connection {
@@ -626,6 +639,11 @@ impl Connection {
     /// The peer address of the stream that opened the connection.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote
+    }
+
+    /// The request that opened the connection.
+    pub fn request(&self) -> &StreamRequest {
+        &self.request
     }
 
     /// A cloneable handle for sending from elsewhere.
@@ -712,5 +730,20 @@ impl ConnectionHandle {
     /// Whether the connection is still open or suspended.
     pub fn is_live(&self) -> bool {
         self.conn.is_live()
+    }
+
+    /// Resolves once the connection is closed (its
+    /// [`ConnectionEvent::Closed`] is queued), e.g. to stop waiting on a
+    /// process that does not read while the client is gone.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.conn.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.conn.lock().phase == Phase::Closed {
+                return;
+            }
+            notified.await;
+        }
     }
 }

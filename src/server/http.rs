@@ -14,6 +14,7 @@ use tracing::{debug, info};
 use super::ServerShared;
 use super::body::EventStreamBody;
 use super::connection::{Conn, DeliverError};
+use super::request::StreamRequest;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
 
@@ -148,7 +149,8 @@ pub(crate) fn start_stream(
     if shared.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down".into()));
     }
-    let (conn, generation) = attach_or_create(shared, remote, q.client_id, last_event_id)?;
+    let request = || StreamRequest::new(remote, &shared.config.path, query, headers);
+    let (conn, generation) = attach_or_create(shared, remote, q.client_id, last_event_id, request)?;
     let body = EventStreamBody::new(
         conn,
         generation,
@@ -179,6 +181,7 @@ fn attach_or_create(
     remote: SocketAddr,
     client_id: String,
     last_event_id: Option<u64>,
+    request: impl FnOnce() -> StreamRequest,
 ) -> Result<(Arc<Conn>, u64), Rejection> {
     let mut reg = shared.lock_registry();
     if let Some(conn) = reg.live.get(client_id.as_str()).cloned() {
@@ -200,7 +203,7 @@ fn attach_or_create(
         reg.closed_bytes -= r.buffered_bytes();
     }
     let first = remembered.as_ref().map_or(0, |r| r.next_id());
-    let (conn, app) = Conn::new(id.clone(), remote, shared, remembered);
+    let (conn, app) = Conn::new(id.clone(), request(), shared, remembered);
     let Some(generation) = conn.attach(None) else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "connection closed".into()));
     };

@@ -9,6 +9,7 @@ mod config;
 mod connection;
 mod direct;
 mod http;
+mod request;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use config::{Limits, ServerConfig};
 pub use connection::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, SendError,
 };
+pub use request::StreamRequest;
 
 use crate::protocol::reorder::ReorderBuffer;
 use connection::Conn;
