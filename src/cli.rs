@@ -132,6 +132,15 @@ pub struct ServeArgs {
     /// Received messages waiting for stdout (or the process) per client; POSTs wait while full.
     #[arg(long, default_value_t = 4096, value_name = "MESSAGES")]
     pub max_incoming: usize,
+    /// With COMMAND: pass this variable of the server's environment on to
+    /// the process (repeatable). Otherwise a process gets only PATH and the
+    /// CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…).
+    #[arg(long = "passenv", value_name = "NAME", requires = "command")]
+    pub passenv: Vec<String>,
+    /// With COMMAND: how long a process may run after its client left (its
+    /// stdin closed) before SIGTERM, and after SIGTERM before SIGKILL.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub kill_grace: Duration,
     /// Program (and arguments) to run for each client: its stdin gets the
     /// client's messages, one per line; each line it prints is sent to the client.
     #[arg(last = true, value_name = "COMMAND")]

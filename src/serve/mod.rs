@@ -2,13 +2,14 @@
 //! process per client.
 
 mod exec;
+pub mod guard;
 mod stdio;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::info;
 
 use crate::cli::{Format, ServeArgs};
@@ -50,6 +51,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
         );
     }
+    // A COMMAND that cannot run is a usage error, found before listening.
+    let exec = match args.command.is_empty() {
+        true => None,
+        false => Some(
+            exec::ExecSpec::new(
+                &args.command,
+                &args.passenv,
+                args.kill_grace,
+                args.max_message_size,
+            )
+            .map_err(crate::UsageError)?,
+        ),
+    };
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
@@ -66,8 +80,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut writer = tokio::spawn(stdio::write_stdout(out_rx));
     let mode = if args.echo {
         Mode::Echo
-    } else if !args.command.is_empty() {
-        Mode::Exec(args.command.clone())
+    } else if let Some(spec) = exec {
+        Mode::Exec(Arc::new(spec.listening_on(server.local_addr())))
     } else {
         let handle = server.handle();
         let max = args.max_message_size;
@@ -75,13 +89,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Mode::Stdio(args.format)
     };
     let stop = Arc::new(Notify::new());
-    let serving = tokio::spawn(serve_connections(
-        server,
-        mode,
-        out_tx.clone(),
-        args.max_message_size,
-        stop.clone(),
-    ));
+    let serving = tokio::spawn(serve_connections(server, mode, out_tx.clone(), stop.clone()));
     drop(out_tx);
     let mut result = Ok(());
     tokio::select! {
@@ -104,16 +112,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 enum Mode {
     Echo,
     Stdio(Format),
-    Exec(Vec<String>),
+    Exec(Arc<exec::ExecSpec>),
 }
 
 async fn serve_connections(
     mut server: Server,
     mode: Mode,
     out: mpsc::Sender<String>,
-    max_line: usize,
     stop: Arc<Notify>,
 ) {
+    // Exec tasks: told when the server stops, and waited for, so that no
+    // process outlives the server.
+    let (stopping, stopping_rx) = watch::channel(false);
+    let mut processes = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             conn = server.accept() => {
@@ -121,12 +132,16 @@ async fn serve_connections(
                 match &mode {
                     Mode::Echo => { tokio::spawn(echo(conn)); }
                     Mode::Stdio(format) => { tokio::spawn(stdio::forward(conn, *format, out.clone())); }
-                    Mode::Exec(cmd) => { tokio::spawn(exec::run(conn, cmd.clone(), max_line)); }
+                    Mode::Exec(spec) => {
+                        processes.spawn(exec::run(conn, spec.clone(), stopping_rx.clone()));
+                        while processes.try_join_next().is_some() {}
+                    }
                 }
             }
             _ = stop.notified() => break,
         }
     }
+    let _ = stopping.send(true);
     let handle = server.handle();
     handle.begin_shutdown();
     // Keep accepting so that the close events of connections opened during
@@ -140,6 +155,8 @@ async fn serve_connections(
     };
     let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
     server.shutdown().await;
+    // Each task bounds its own wait (see exec::run).
+    while processes.join_next().await.is_some() {}
 }
 
 /// Sends every message back to its sender until the connection closes.

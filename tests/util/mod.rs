@@ -150,7 +150,13 @@ pub struct Serve {
 
 impl Serve {
     pub async fn spawn(args: &[&str]) -> Serve {
+        Self::spawn_env(args, &[]).await
+    }
+
+    /// Like [`Serve::spawn`], with these variables added to its environment.
+    pub async fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
