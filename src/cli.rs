@@ -132,6 +132,14 @@ pub struct ServeArgs {
     /// Received messages waiting for stdout (or the process) per client; POSTs wait while full.
     #[arg(long, default_value_t = 4096, value_name = "MESSAGES")]
     pub max_incoming: usize,
+    /// Serve the files of DIR on every other path (GET/HEAD; index.html for
+    /// a directory, no listings, nothing outside DIR).
+    #[arg(long = "static", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// A browser opening the channel path gets a console page that connects,
+    /// shows every message in and out, and sends what you type.
+    #[arg(long)]
+    pub devconsole: bool,
     /// With COMMAND: pass this variable of the server's environment on to
     /// the process (repeatable). Otherwise a process gets only PATH and the
     /// CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…).

@@ -55,6 +55,7 @@ pub mod protocol;
 pub mod serve;
 pub mod server;
 pub mod sys;
+pub mod web;
 
 use std::process::ExitCode;
 

@@ -22,6 +22,8 @@ impl ServeArgs {
     /// The server settings these flags describe.
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
+            static_dir: self.static_dir.clone(),
+            devconsole: self.devconsole,
             path: self.path.clone(),
             keep_alive: self.keep_alive,
             heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
@@ -64,10 +66,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(crate::UsageError)?,
         ),
     };
+    let mut config = args.config();
+    if let Some(dir) = &args.static_dir {
+        config.static_dir =
+            Some(crate::web::static_files::check_root(dir).map_err(crate::UsageError)?);
+    }
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
-    let server = Server::bind(args.listen, args.config())
+    let server = Server::bind(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let url = server.url();

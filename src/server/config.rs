@@ -1,5 +1,6 @@
 //! Server settings. Every bound of PROTOCOL.md §6 lives here with its default.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a [`crate::server::Server`] behaves.
@@ -26,6 +27,12 @@ pub struct ServerConfig {
     /// the new server would otherwise wait for messageId 0 forever; after
     /// this it starts from the first message it has, and logs the gap.
     pub first_message_wait: Duration,
+    /// Serve other paths (GET/HEAD) from this directory, canonical (see
+    /// [`crate::web::static_files::check_root`]); `None` answers 404.
+    pub static_dir: Option<PathBuf>,
+    /// Answer a browser navigating to the channel path with the console
+    /// page ([`crate::web::devconsole`]) instead of 406.
+    pub devconsole: bool,
     pub limits: Limits,
 }
 
@@ -39,6 +46,8 @@ impl Default for ServerConfig {
             allowed_origins: None,
             closed_id_memory: Duration::from_secs(300),
             first_message_wait: Duration::from_secs(5),
+            static_dir: None,
+            devconsole: false,
             limits: Limits::default(),
         }
     }

@@ -17,8 +17,9 @@ use super::connection::{Conn, DeliverError};
 use super::request::StreamRequest;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
+use crate::web::{devconsole, static_files};
 
-pub(crate) type ResponseBody = Either<Full<Bytes>, EventStreamBody>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, crate::web::FileBody>>;
 
 const ALLOW: &str = "GET, POST, OPTIONS";
 
@@ -49,6 +50,18 @@ async fn route(
     origin: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     if req.uri().path() != shared.config.path {
+        if let Some(root) = &shared.config.static_dir {
+            return Ok(web_response(
+                static_files::serve(
+                    root,
+                    req.method(),
+                    req.uri().path(),
+                    req.uri().query(),
+                    req.headers(),
+                )
+                .await,
+            ));
+        }
         return Err((StatusCode::NOT_FOUND, "not found".into()));
     }
     *origin = cors_origin(shared, req.headers())
@@ -133,6 +146,10 @@ pub(crate) fn start_stream(
 ) -> Result<StreamStart, Rejection> {
     let origin = cors_origin(shared, headers)
         .map_err(|()| (StatusCode::FORBIDDEN, "origin not allowed".to_string()))?;
+    if shared.config.devconsole && devconsole::wants_console(headers) {
+        // Answered by open_stream (hyper path) with the console page.
+        return Err((StatusCode::NOT_ACCEPTABLE, "a browser page, not a stream".into()));
+    }
     if !accepts_event_stream(headers) {
         return Err((StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream".into()));
     }
@@ -165,9 +182,12 @@ fn open_stream(
     remote: SocketAddr,
     req: &Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Rejection> {
+    if shared.config.devconsole && devconsole::wants_console(req.headers()) {
+        return Ok(web_response(devconsole::page()));
+    }
     let StreamStart { body, origin } =
         start_stream(shared, remote, req.headers(), req.uri().query())?;
-    let mut r = Response::new(Either::Right(body));
+    let mut r = Response::new(Either::Right(Either::Left(body)));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -265,6 +285,13 @@ async fn post_message(
             Err((StatusCode::NOT_FOUND, format!("client id {:?} is closed", q.client_id)))
         }
     }
+}
+
+fn web_response(r: Response<static_files::WebBody>) -> Response<ResponseBody> {
+    r.map(|b| match b {
+        Either::Left(full) => Either::Left(full),
+        Either::Right(file) => Either::Right(Either::Right(file)),
+    })
 }
 
 fn preflight(req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<ResponseBody> {
