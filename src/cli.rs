@@ -132,6 +132,13 @@ pub struct ServeArgs {
     /// Received messages waiting for stdout (or the process) per client; POSTs wait while full.
     #[arg(long, default_value_t = 4096, value_name = "MESSAGES")]
     pub max_incoming: usize,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain,
+    /// leaf first; needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve the files of DIR on every other path (GET/HEAD; index.html for
     /// a directory, no listings, nothing outside DIR).
     #[arg(long = "static", value_name = "DIR")]

@@ -5,6 +5,8 @@
 
 #[path = "support/chromium.rs"]
 mod chromium;
+#[path = "support/tls_cert.rs"]
+mod tls_cert;
 mod util;
 
 use std::path::PathBuf;
@@ -264,6 +266,58 @@ async fn the_devconsole_loads_connects_sends_and_shows_a_message() {
     assert_eq!(browser.eval(&page, "document.getElementById('in').textContent").await, json!("1"));
     if let Some(dir) = std::env::var_os("SSECHAN_SCREENSHOTS") {
         browser.screenshot(&page, &PathBuf::from(dir).join("devconsole.png")).await;
+    }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn ten_tabs_at_once_over_https_h2() {
+    // Over HTTP/1.1 Chromium opens at most six connections per host, so
+    // the seventh tab's stream would wait; over h2 they share one.
+    let cert = tls_cert::Cert::new();
+    let tls = cert.args();
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.push("--keep-alive");
+    args.push("10s");
+    let mut serve = serve_page(&args).await;
+    assert!(serve.url.starts_with("https://"));
+    let mut browser = Browser::launch_with(&["--ignore-certificate-errors"]).await;
+    let site = origin(&serve);
+    let mut tabs = Vec::new();
+    for i in 0..10 {
+        let tab = browser.open(&format!("{site}/?id=h2-{i}")).await;
+        let proto = "performance.getEntriesByType('navigation')[0].nextHopProtocol";
+        assert_eq!(browser.eval(&tab, proto).await, json!("h2"));
+        tabs.push(tab);
+    }
+    for (i, tab) in tabs.iter().enumerate() {
+        browser.wait_for(tab, "window.sse.state === 'open'", &format!("tab {i} to open")).await;
+    }
+    for i in 0..10 {
+        serve
+            .send_line(&json!({"client": format!("h2-{i}"), "data": format!("to {i}")}).to_string())
+            .await;
+    }
+    for (i, tab) in tabs.iter().enumerate() {
+        browser
+            .wait_for(
+                tab,
+                &format!("window.sse.received[0] === 'to {i}'"),
+                &format!("tab {i}'s message"),
+            )
+            .await;
+        assert_eq!(browser.eval(tab, &format!("window.sse.send('from {i}')")).await, json!(200));
+        assert_eq!(
+            event(&mut serve, "message", &format!("h2-{i}")).await["data"],
+            format!("from {i}")
+        );
+    }
+    // All ten still open at once, each with exactly its own message.
+    for tab in &tabs {
+        let got = browser
+            .eval(tab, "[window.sse.state, window.sse.received.length, window.sse.opens]")
+            .await;
+        assert_eq!(got, json!(["open", 1, 1]));
     }
     browser.close().await;
 }

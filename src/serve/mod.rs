@@ -71,6 +71,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.static_dir =
             Some(crate::web::static_files::check_root(dir).map_err(crate::UsageError)?);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = crate::server::TlsConfig::from_pem_files(cert, key)
+            .map_err(|e| crate::UsageError(e.to_string()))?;
+        config.tls = Some(tls);
+    }
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     /// Answer a browser navigating to the channel path with the console
     /// page ([`crate::web::devconsole`]) instead of 406.
     pub devconsole: bool,
+    /// Serve HTTPS (h2 and HTTP/1.1) with this certificate.
+    pub tls: Option<super::TlsConfig>,
     pub limits: Limits,
 }
 
@@ -48,6 +50,7 @@ impl Default for ServerConfig {
             first_message_wait: Duration::from_secs(5),
             static_dir: None,
             devconsole: false,
+            tls: None,
             limits: Limits::default(),
         }
     }

@@ -185,8 +185,21 @@ fn open_stream(
     if shared.config.devconsole && devconsole::wants_console(req.headers()) {
         return Ok(web_response(devconsole::page()));
     }
-    let StreamStart { body, origin } =
-        start_stream(shared, remote, req.headers(), req.uri().query())?;
+    // h2 carries the host as :authority, not Host: what Host stands for
+    // (the CORS fallback, the process environment) reads it from there.
+    let with_host;
+    let headers = match req.uri().authority() {
+        Some(a) if !req.headers().contains_key(header::HOST) => {
+            let mut h = req.headers().clone();
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
+            with_host = h;
+            &with_host
+        }
+        _ => req.headers(),
+    };
+    let StreamStart { body, origin } = start_stream(shared, remote, headers, req.uri().query())?;
     let mut r = Response::new(Either::Right(Either::Left(body)));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -10,6 +10,7 @@ mod connection;
 mod direct;
 mod http;
 mod request;
+mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub use connection::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, SendError,
 };
 pub use request::StreamRequest;
+pub use tls::{TlsConfig, TlsError};
 
 use crate::protocol::reorder::ReorderBuffer;
 use connection::Conn;
@@ -117,9 +119,11 @@ impl Server {
         self.local_addr
     }
 
-    /// `http://HOST:PORT/PATH` of the channel endpoint.
+    /// `http://HOST:PORT/PATH` (`https://` with TLS) of the channel endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.local_addr, self.handle.shared.config.path)
+        let config = &self.handle.shared.config;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.local_addr, config.path)
     }
 
     /// The next new connection; `None` after shutdown.
@@ -260,6 +264,18 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            if let Some(tls) = shared.config.tls.clone() {
+                // HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+                let Some(io) = tls.accept(stream).await else { return };
+                let svc = hyper::service::service_fn(move |req| {
+                    http::handle(shared.clone(), remote, req)
+                });
+                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    debug!(%remote, "connection ended: {e}");
+                }
+                return;
+            }
             let Some(direct::Routed::Hyper(io)) = direct::route(stream, remote, &shared).await
             else {
                 return;
