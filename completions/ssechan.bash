@@ -357,7 +357,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-client-id --max-incoming --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-client-id --max-incoming --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -428,6 +428,26 @@ _ssechan() {
                     return 0
                     ;;
                 --max-incoming)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --static)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passenv)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
