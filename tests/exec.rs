@@ -64,6 +64,13 @@ fn proc_field(pid: i32, file: &str, field: &str) -> u64 {
 const SPAWNS_A_GRANDCHILD: &str =
     r#"echo "$$"; sleep 1000 & echo "$!"; while read -r l; do echo "got $l"; done"#;
 
+/// `ssechan serve FLAGS -- sh -c SCRIPT`.
+async fn serve_sh(flags: &[&str], script: &str) -> Serve {
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    Serve::spawn(&args).await
+}
+
 async fn pids_of(s: &mut Stream) -> (Pid, Pid) {
     let main = s.next_msg().await.data.parse().expect("pid");
     let bg = s.next_msg().await.data.parse().expect("pid");
@@ -130,16 +137,14 @@ async fn the_environment_is_cgi_like_and_nothing_else_leaks() {
 
 #[tokio::test]
 async fn stderr_goes_to_the_servers_prefixed_with_the_client_id() {
-    let mut serve =
-        Serve::spawn(&["--", "sh", "-c", r#"echo "warned $SSECHAN_CLIENT_ID" >&2; cat"#]).await;
+    let mut serve = serve_sh(&[], r#"echo "warned $SSECHAN_CLIENT_ID" >&2; cat"#).await;
     let _s = open(&serve.url, "err-me", None).await;
     assert_eq!(serve.err_line_with("warned").await, "[err-me] warned err-me");
 }
 
 #[tokio::test]
 async fn nothing_outlives_a_client_that_leaves_and_nothing_is_left_a_zombie() {
-    let mut serve =
-        Serve::spawn(&["--kill-grace", "300ms", "--", "sh", "-c", SPAWNS_A_GRANDCHILD]).await;
+    let mut serve = serve_sh(&["--kill-grace", "300ms"], SPAWNS_A_GRANDCHILD).await;
     let server_pid = serve.child.id().unwrap();
     let mut s = open(&serve.url, "leaves", None).await;
     let (main, bg) = pids_of(&mut s).await;
@@ -157,7 +162,7 @@ async fn nothing_outlives_a_client_that_leaves_and_nothing_is_left_a_zombie() {
 #[tokio::test]
 async fn a_process_that_exits_closes_its_client_and_takes_its_children_along() {
     let script = r#"echo "$$"; sleep 1000 & echo "$!"; read -r l; echo "bye $l""#;
-    let serve = Serve::spawn(&["--kill-grace", "300ms", "--", "sh", "-c", script]).await;
+    let serve = serve_sh(&["--kill-grace", "300ms"], script).await;
     let server_pid = serve.child.id().unwrap();
     let mut s = open(&serve.url, "exits", None).await;
     let (main, bg) = pids_of(&mut s).await;
@@ -175,7 +180,7 @@ async fn a_process_that_exits_closes_its_client_and_takes_its_children_along() {
 
 #[tokio::test]
 async fn nothing_outlives_a_server_stopped_by_sigterm() {
-    let mut serve = Serve::spawn(&["--", "sh", "-c", SPAWNS_A_GRANDCHILD]).await;
+    let mut serve = serve_sh(&[], SPAWNS_A_GRANDCHILD).await;
     let mut a = open(&serve.url, "t-a", None).await;
     let mut b = open(&serve.url, "t-b", None).await;
     let (a1, a2) = pids_of(&mut a).await;
@@ -191,7 +196,7 @@ async fn nothing_outlives_a_server_stopped_by_sigterm() {
 
 #[tokio::test]
 async fn nothing_outlives_a_server_killed_with_sigkill() {
-    let mut serve = Serve::spawn(&["--", "sh", "-c", SPAWNS_A_GRANDCHILD]).await;
+    let mut serve = serve_sh(&[], SPAWNS_A_GRANDCHILD).await;
     let mut s = open(&serve.url, "k", None).await;
     let (main, bg) = pids_of(&mut s).await;
     let guard = Pid::of(children(serve.child.id().unwrap())[0]);
@@ -207,20 +212,9 @@ async fn nothing_outlives_a_server_killed_with_sigkill() {
 async fn a_process_that_never_reads_and_ignores_sigterm_holds_posts_back_and_is_killed() {
     let grace = Duration::from_millis(400);
     let script = r#"trap "" TERM; echo "$$"; exec sleep 1000"#;
-    let mut serve = Serve::spawn(&[
-        "-vv",
-        "--kill-grace",
-        "400ms",
-        "--max-incoming",
-        "2",
-        "--max-message-size",
-        "64K",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .await;
+    let flags =
+        ["-vv", "--kill-grace", "400ms", "--max-incoming", "2", "--max-message-size", "64K"];
+    let mut serve = serve_sh(&flags, script).await;
     let mut s = open(&serve.url, "deaf", None).await;
     let pid = Pid::of(s.next_msg().await.data.parse().unwrap());
     // POSTs in order, one at a time, until one has to wait (-vv says so).
@@ -258,17 +252,7 @@ async fn a_process_that_never_reads_and_ignores_sigterm_holds_posts_back_and_is_
 #[tokio::test]
 async fn a_process_flooding_stdout_without_newlines_costs_bounded_memory() {
     let script = r#"echo "$$"; exec cat /dev/zero"#;
-    let serve = Serve::spawn(&[
-        "--kill-grace",
-        "300ms",
-        "--max-message-size",
-        "64K",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .await;
+    let serve = serve_sh(&["--kill-grace", "300ms", "--max-message-size", "64K"], script).await;
     let server_pid = serve.child.id().unwrap() as i32;
     let mut s = open(&serve.url, "flood", None).await;
     let cat = Pid::of(s.next_msg().await.data.parse().unwrap());
