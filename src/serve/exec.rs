@@ -189,6 +189,8 @@ impl Proc {
         unsafe {
             cmd.pre_exec(move || {
                 // The guard learns of the server's death, even by SIGKILL.
+                // (The signal comes when the spawning thread ends: tokio's
+                // workers live as long as the runtime, i.e. the server.)
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
                 if libc::getppid() != server_pid {
                     return Err(std::io::Error::other("the server is gone"));

@@ -733,8 +733,8 @@ impl ConnectionHandle {
     }
 
     /// Resolves once the connection is closed (its
-    /// [`ConnectionEvent::Closed`] is queued), e.g. to stop waiting on a
-    /// process that does not read while the client is gone.
+    /// [`ConnectionEvent::Closed`] follows at once), e.g. to stop waiting
+    /// on a process that does not read while the client is gone.
     pub async fn closed(&self) {
         loop {
             let notified = self.conn.closed.notified();
