@@ -22,9 +22,6 @@ _ssechan() {
             ssechan,connect)
                 cmd="ssechan__subcmd__connect"
                 ;;
-            ssechan,generate)
-                cmd="ssechan__subcmd__generate"
-                ;;
             ssechan,help)
                 cmd="ssechan__subcmd__help"
                 ;;
@@ -36,9 +33,6 @@ _ssechan() {
                 ;;
             ssechan__subcmd__help,connect)
                 cmd="ssechan__subcmd__help__subcmd__connect"
-                ;;
-            ssechan__subcmd__help,generate)
-                cmd="ssechan__subcmd__help__subcmd__generate"
                 ;;
             ssechan__subcmd__help,help)
                 cmd="ssechan__subcmd__help__subcmd__help"
@@ -53,7 +47,7 @@ _ssechan() {
 
     case "${cmd}" in
         ssechan)
-            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,7 +171,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,25 +237,31 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__generate)
-            opts="-v -q -h -V --completions --man --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --completions)
+                --method)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --man)
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last-event-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --record)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -273,7 +273,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help)
-            opts="serve connect bench generate help"
+            opts="serve connect bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,20 +301,6 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__connect)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -31,9 +31,8 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -s V -l version -d 'Print 
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d 'Idle time before a `: ping` heartbeat comment; 0 disables' -r
@@ -68,17 +67,26 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header 
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l format -d 'Output format in pipe mode' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l send -d 'Send this message first (repeatable)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages (of the --event types, if given)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l wait -d 'After stdin ends and every message is acknowledged, keep receiving this long' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-initial -d 'First reconnect delay; doubles per failure up to --retry-max' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d 'Longest reconnect delay' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Give up after this many failed attempts in a row' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Reconnect attempts in a row that may fail before giving up (0: never reconnect); a stream that ends within 1 s without an event counts as failed' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l in-flight -d 'POSTs in flight at once (the server re-orders them)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timeout -d 'Time limit for connecting and for each POST' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l idle-timeout -d 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s heartbeats); off by default and with 0 (TCP keepalive still ends dead connections in about a minute)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l cacert -d 'PEM file of certificates (a CA, or a self-signed server\'s own) to trust in addition to the built-in roots' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s X -l method -d 'With --raw: the request method (default GET, or POST with --data)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s d -l data -d 'With --raw: the request body, sent again on each reconnect; @FILE reads a file, @- stdin' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l last-event-id -d 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l event -d 'Print only events of this type (repeatable; channel messages are `message`)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l record -d 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-first -d 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l location-trusted -d 'Follow redirects to other hosts with the -H headers too (by default they go to the URL\'s own host only; no Referer is ever sent)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l show-comments -d 'Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON always has them as `comment` events)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timestamps -d 'Add the receive time (RFC 3339, UTC) to each output line'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -107,14 +115,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

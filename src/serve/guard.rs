@@ -56,9 +56,10 @@ enum Stage {
 }
 
 fn run(args: &[OsString]) -> ExitCode {
-    // SAFETY: fd 3 is the status pipe the server set up with dup2; if it
-    // is not open, writes fail and are ignored.
-    let mut status = Some(unsafe { File::from_raw_fd(STATUS_FD) });
+    // SAFETY: fd 3, when open, is the status pipe the server set up with
+    // dup2, and nothing else in this process uses it.
+    let mut status = (unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } >= 0)
+        .then(|| unsafe { File::from_raw_fd(STATUS_FD) });
     let [grace, program, argv0, rest @ ..] = args else {
         report(&mut status, "error bad guard arguments");
         return ExitCode::from(2);
