@@ -139,7 +139,7 @@ Examples:
   # one process per client (websocketd-style)
   ssechan serve -- ./handler.sh
   # a site and a console page at /sse, over HTTPS with HTTP/2
-  ssechan serve --static ./site --devconsole --tls-cert cert.pem --tls-key key.pem")]
+  ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.
