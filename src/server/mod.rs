@@ -233,6 +233,23 @@ impl ServerShared {
     }
 }
 
+/// Serves one connection with hyper until it ends (or shutdown ends it).
+async fn serve_hyper<IO>(
+    io: IO,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%remote, "connection ended: {e}");
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ServerShared>,
@@ -266,25 +283,13 @@ async fn accept_loop(
         tokio::spawn(async move {
             if let Some(tls) = shared.config.tls.clone() {
                 // HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
-                let Some(io) = tls.accept(stream).await else { return };
-                let svc = hyper::service::service_fn(move |req| {
-                    http::handle(shared.clone(), remote, req)
-                });
-                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    debug!(%remote, "connection ended: {e}");
+                if let Some(io) = tls.accept(stream).await {
+                    serve_hyper(io, remote, shared, &builder, watcher).await;
                 }
                 return;
             }
-            let Some(direct::Routed::Hyper(io)) = direct::route(stream, remote, &shared).await
-            else {
-                return;
-            };
-            let svc =
-                hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
-            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%remote, "connection ended: {e}");
+            if let Some(direct::Routed::Hyper(io)) = direct::route(stream, remote, &shared).await {
+                serve_hyper(io, remote, shared, &builder, watcher).await;
             }
         });
     }
