@@ -59,7 +59,13 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-closed-ids
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l accept-queue -d 'New connections waiting for the server to take them; more get 503' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l request-timeout -d 'Time for a request head, a POST body, and a POST waiting for room' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l write-timeout -d 'A write to a client that makes no progress this long ends its connection' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-cert -d 'Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs --tls-key' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-key -d 'The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l static -d 'Serve the files of DIR on every other path (GET/HEAD; index.html for a directory, no listings, nothing outside DIR)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l passenv -d 'With COMMAND: pass this variable of the server\'s environment on to the process (repeatable). Otherwise a process gets only PATH and the CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l kill-grace -d 'With COMMAND: how long a process may run after its client left (its stdin closed) before SIGTERM, and after SIGTERM before SIGKILL' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l devconsole -d 'A browser opening the channel path gets a console page that connects, shows every message in and out, and sends what you type'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'

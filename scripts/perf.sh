@@ -2,7 +2,7 @@
 # The README's Performance figures: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
-# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout ...] (default: all)
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls ...] (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -50,7 +50,7 @@ PY
 }
 
 want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
-SELECTED="${*:-throughput latency scale chaos fanout}"
+SELECTED="${*:-throughput latency scale chaos fanout tls}"
 
 if want throughput; then
   SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
@@ -95,4 +95,9 @@ while time.time() - t0 < 60:
   URL="http://127.0.0.1:$port/sse"
   run_bench fanout events --mode listen --clients 1000 --duration 20s
   kill "$PID" 2>/dev/null || true
+fi
+if want tls; then
+  # Memory per idle stream: plain HTTP (direct path) vs HTTPS (HTTP/1.1, h2).
+  echo "== idle streams: scripts/idle_memory.py $B 1000"
+  python3 scripts/idle_memory.py "$B" 1000
 fi

@@ -67,6 +67,8 @@ pub(crate) struct Effects {
     /// ([`Channel::take_inbound`]) for the memory of closed ids, and let a
     /// new `GET` of the id start afresh.
     pub retire: bool,
+    /// The channel has just closed: whoever waits for that may go on.
+    pub closed: bool,
     pub logs: Vec<Log>,
 }
 
@@ -531,6 +533,7 @@ impl Channel {
         self.replay_weight = 0;
         self.inbox.push_back(ConnectionEvent::Closed(info));
         fx.wake_app = true;
+        fx.closed = true;
         fx.room = self.reserved > 0; // waiting POSTs learn it is closed
         self.retire(fx);
         fx.logs.push(Log::Closed(info));

@@ -354,6 +354,8 @@ pub(crate) struct Conn {
     slot: Mutex<Slot>,
     /// Room for incoming messages was freed.
     room: Notify,
+    /// The channel closed.
+    closed: Notify,
     store: Weak<Shared>,
 }
 
@@ -389,6 +391,9 @@ impl Conn {
         }
         if fx.room {
             self.room.notify_waiters();
+        }
+        if fx.closed {
+            self.closed.notify_waiters();
         }
         let store = self.store.upgrade();
         if let Some(store) = &store {
@@ -499,6 +504,20 @@ impl ChannelApp for Conn {
 
     fn app_gone(&self) {
         self.update(|c| ((), c.app_dropped()))
+    }
+
+    fn closed(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                let closed = self.closed.notified();
+                tokio::pin!(closed);
+                closed.as_mut().enable();
+                if self.lock().chan.is_closed() {
+                    return;
+                }
+                closed.await;
+            }
+        })
     }
 }
 
@@ -654,6 +673,7 @@ impl MemoryStore {
             info: req.info.clone(),
             slot: Mutex::new(Slot { chan, stream_waker: None, app_waker: None, held_seen: held }),
             room: Notify::new(),
+            closed: Notify::new(),
             store: Arc::downgrade(s),
         });
         reg.insert(conn.clone());

@@ -150,11 +150,21 @@ pub struct Serve {
 
 impl Serve {
     pub async fn spawn(args: &[&str]) -> Serve {
-        Self::spawn_at("127.0.0.1:0", args).await
+        Self::spawn_with("127.0.0.1:0", args, &[]).await
     }
 
     pub async fn spawn_at(listen: &str, args: &[&str]) -> Serve {
+        Self::spawn_with(listen, args, &[]).await
+    }
+
+    /// Like [`Serve::spawn`], with these variables added to its environment.
+    pub async fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Self::spawn_with("127.0.0.1:0", args, env).await
+    }
+
+    pub async fn spawn_with(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", listen])
             .args(args)
