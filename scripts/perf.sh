@@ -3,10 +3,15 @@
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
 # Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls ...] (default: all)
+# SSECHAN_SERVE / SSECHAN_BENCH run other binaries as the server or the
+# load (a build from before a change, for figures side by side); without
+# them the release build of this tree does both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
 B=target/release/ssechan
+if [ -z "${SSECHAN_SERVE:-}${SSECHAN_BENCH:-}" ]; then cargo build --release --quiet; fi
+SERVE=${SSECHAN_SERVE:-$B}
+BENCH=${SSECHAN_BENCH:-$B}
 port=18300
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -15,7 +20,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # start_server ARGS...: starts serve on the next port; sets PID and URL.
 start_server() {
   port=$((port + 1))
-  "$B" serve --listen "127.0.0.1:$port" -q "$@" 2>/dev/null &
+  "$SERVE" serve --listen "127.0.0.1:$port" -q "$@" 2>/dev/null &
   PID=$!
   URL="http://127.0.0.1:$port/sse"
   for _ in $(seq 50); do
@@ -32,7 +37,7 @@ run_bench() {
   t0=$(cpu_ticks "$PID")
   r0=$(rss_kib "$PID")
   echo "== $name: ssechan bench $* (server: ${SERVER_ARGS})"
-  "$B" bench "$URL" "$@" --json "/tmp/ssechan-perf-$name.json" || true
+  "$BENCH" bench "$URL" "$@" --json "/tmp/ssechan-perf-$name.json" || true
   local t1 r1 hz
   t1=$(cpu_ticks "$PID")
   r1=$(rss_kib "$PID")
@@ -89,7 +94,7 @@ while time.time() - t0 < 60:
         sys.stdout.write("".join("fan-out message %08d ....................\n" % i for i in range(n, due)))
         sys.stdout.flush(); n = due
     time.sleep(0.005)
-' | "$B" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
+' | "$SERVE" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
   sleep 0.5
   PID=$(pgrep -f "ssechan serve --listen 127.0.0.1:$port")
   URL="http://127.0.0.1:$port/sse"
@@ -99,5 +104,5 @@ fi
 if want tls; then
   # Memory per idle stream: plain HTTP (direct path) vs HTTPS (HTTP/1.1, h2).
   echo "== idle streams: scripts/idle_memory.py $B 1000"
-  python3 scripts/idle_memory.py "$B" 1000
+  python3 scripts/idle_memory.py "$SERVE" 1000
 fi

@@ -80,7 +80,7 @@ async fn pids_of(s: &mut Stream) -> (Pid, Pid) {
 #[tokio::test]
 async fn the_environment_is_cgi_like_and_nothing_else_leaks() {
     let serve = Serve::spawn_env(
-        &["--passenv", "PASSED", "--", "env"],
+        &["--passenv", "PASSED", "--allow-origin", "http://app.test", "--", "env"],
         &[("PASSED", "yes"), ("SECRET_TOKEN", "leaked")],
     )
     .await;

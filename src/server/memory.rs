@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Counters;
 use super::app::{
@@ -710,13 +710,16 @@ impl ChannelStore for MemoryStore {
                 )));
             }
             let deadline = Instant::now() + s.config.post_wait;
-            loop {
+            for attempt in 0.. {
                 let room = conn.room.notified();
                 tokio::pin!(room);
                 room.as_mut().enable();
                 let reserved = conn.update(|c| (c.reserve(bytes), Effects::default()));
                 match reserved {
                     Ok(true) => break,
+                    Ok(false) if attempt == 0 => {
+                        debug!(client = %escape_controls(client_id), "application queue full; POST waits");
+                    }
                     Ok(false) => {}
                     Err(e) => return Err(inbound_refusal(e, client_id, 0)),
                 }
