@@ -169,9 +169,7 @@ pub(crate) struct Channel {
     /// A new id with nothing delivered yet and no first-message wait armed.
     fresh: bool,
     first_wait_armed: bool,
-    inbox: VecDeque<ConnectionEvent>,
-    inbox_messages: usize,
-    inbox_bytes: usize,
+    inbox: Inbox,
     /// POSTs that may add a message to the inbox, and their body bytes.
     reserved: usize,
     reserved_bytes: usize,
@@ -182,8 +180,6 @@ pub(crate) struct Channel {
     lost: u64,
     /// The highest event id reported lost in a gap.
     gap_reported_through: u64,
-    /// `Closed` has been taken by the application.
-    done: bool,
 }
 
 impl Channel {
@@ -214,16 +210,13 @@ impl Channel {
             inbound,
             fresh,
             first_wait_armed: false,
-            inbox: VecDeque::new(),
-            inbox_messages: 0,
-            inbox_bytes: 0,
+            inbox: Inbox::default(),
             reserved: 0,
             reserved_bytes: 0,
             app_gone: false,
             retired: false,
             lost: 0,
             gap_reported_through: 0,
-            done: false,
         }
     }
 
@@ -253,7 +246,7 @@ impl Channel {
     /// Bytes held for incoming messages: reserved bodies, the inbox, and
     /// out-of-order messages. The server bounds their sum over channels.
     pub(crate) fn held_bytes(&self) -> usize {
-        self.reserved_bytes + self.inbox_bytes + self.inbound.buffered_bytes()
+        self.reserved_bytes + self.inbox.bytes() + self.inbound.buffered_bytes()
     }
 
     /// The re-order state, for the memory of closed ids; the channel takes
@@ -315,10 +308,7 @@ impl Channel {
             self.lost += lost;
             self.gap_reported_through = oldest - 1;
             fx.logs.push(Log::Gap { first, last: oldest - 1 });
-            match self.inbox.back_mut() {
-                Some(ConnectionEvent::Gap { lost: pending }) => *pending += lost,
-                _ => self.inbox.push_back(ConnectionEvent::Gap { lost }),
-            }
+            self.inbox.push_gap(lost);
             fx.wake_app = true;
         }
         while self.replay.back().is_some_and(|(id, _)| *id > last) {
@@ -349,22 +339,11 @@ impl Channel {
     }
 
     fn drain_batch(&mut self) -> (Bytes, u64) {
-        let max_frame = self.settings.max_frame;
-        let want = self.queue_bytes + self.queue.len() * ID_LINE_MAX;
-        let mut buf = BytesMut::with_capacity(want.min(max_frame));
-        let mut batched = 0u64;
-        while let Some((_, data)) = self.queue.front() {
-            if !buf.is_empty() && buf.len() + data.len() + ID_LINE_MAX > max_frame {
-                break;
-            }
-            let Some((id, data)) = self.queue.pop_front() else { break };
-            event::put_id_line(&mut buf, id);
-            buf.extend_from_slice(&data);
+        let (buf, batched) = encode_batch(&mut self.queue, self.settings.max_frame, |id, data| {
             self.queue_bytes -= data.len();
             self.replay_weight += data.len() + REPLAY_OVERHEAD;
             self.replay.push_back((id, data));
-            batched += 1;
-        }
+        });
         let limits = self.settings.limits;
         while self.replay.len() > limits.replay_events || self.replay_weight > limits.replay_bytes {
             match self.replay.pop_front() {
@@ -372,7 +351,7 @@ impl Channel {
                 None => break,
             }
         }
-        (buf.freeze(), batched)
+        (buf, batched)
     }
 
     /// Stream `generation` went away (client gone, write failed, taken
@@ -531,7 +510,7 @@ impl Channel {
         self.queue_bytes = 0;
         self.replay.clear();
         self.replay_weight = 0;
-        self.inbox.push_back(ConnectionEvent::Closed(info));
+        self.inbox.push(ConnectionEvent::Closed(info));
         fx.wake_app = true;
         fx.closed = true;
         fx.room = self.reserved > 0; // waiting POSTs learn it is closed
@@ -553,37 +532,19 @@ impl Channel {
         }
     }
 
-    /// Queues a lifecycle event; a resume cancels an unread suspension, so
-    /// an application that does not read cannot be flooded by reconnects.
     fn push_lifecycle(&mut self, ev: ConnectionEvent, fx: &mut Effects) {
-        if ev == ConnectionEvent::Resumed && self.inbox.back() == Some(&ConnectionEvent::Suspended)
-        {
-            self.inbox.pop_back();
-            return;
-        }
-        self.inbox.push_back(ev);
-        fx.wake_app = true;
+        fx.wake_app |= self.inbox.push_lifecycle(ev);
     }
 
     /// The application takes its next event.
     pub(crate) fn recv(&mut self) -> (Option<ConnectionEvent>, Effects) {
-        let mut fx = Effects::default();
-        let ev = self.inbox.pop_front();
-        match &ev {
-            Some(ConnectionEvent::Message(m)) => {
-                self.inbox_messages -= 1;
-                self.inbox_bytes -= m.len();
-                fx.room = true;
-            }
-            Some(ConnectionEvent::Closed(_)) => self.done = true,
-            _ => {}
-        }
-        (ev, fx)
+        let (ev, room) = self.inbox.recv();
+        (ev, Effects { room, ..Effects::default() })
     }
 
     /// Whether the application has taken `Closed`: nothing follows.
     pub(crate) fn is_done(&self) -> bool {
-        self.done
+        self.inbox.is_done()
     }
 
     /// The application dropped its side: its unread messages are gone and
@@ -591,12 +552,10 @@ impl Channel {
     pub(crate) fn app_dropped(&mut self) -> Effects {
         let mut fx = Effects::default();
         self.app_gone = true;
-        if self.inbox_messages > 0 && !self.done {
-            fx.logs.push(Log::UnreadMessages { count: self.inbox_messages });
+        let unread = self.inbox.clear();
+        if unread > 0 {
+            fx.logs.push(Log::UnreadMessages { count: unread });
         }
-        self.inbox.clear();
-        self.inbox_messages = 0;
-        self.inbox_bytes = 0;
         fx.room = true;
         fx
     }
@@ -609,9 +568,9 @@ impl Channel {
     pub(crate) fn reserve(&mut self, bytes: usize) -> Result<bool, InboundError> {
         self.check_inbound()?;
         let limits = self.settings.limits;
-        let idle = self.reserved == 0 && self.inbox_messages == 0;
-        let fits = self.inbox_messages + self.reserved < limits.incoming_messages
-            && self.inbox_bytes + self.reserved_bytes + bytes <= limits.incoming_bytes;
+        let idle = self.reserved == 0 && self.inbox.messages() == 0;
+        let fits = self.inbox.messages() + self.reserved < limits.incoming_messages
+            && self.inbox.bytes() + self.reserved_bytes + bytes <= limits.incoming_bytes;
         if !(idle || fits) {
             return Ok(false);
         }
@@ -683,11 +642,117 @@ impl Channel {
     /// Moves messages the re-order buffer released into the inbox.
     fn take_released(&mut self, fx: &mut Effects) {
         while let Some(m) = self.inbound.pop_ready() {
-            self.inbox_messages += 1;
-            self.inbox_bytes += m.len();
-            self.inbox.push_back(ConnectionEvent::Message(m));
+            self.inbox.push(ConnectionEvent::Message(m));
             fx.wake_app = true;
         }
+    }
+}
+
+/// Moves events from the front of `queue` into one buffer of `id:` lines
+/// and data, at most `max_frame` bytes (at least one event), handing each
+/// event moved to `moved`. Returns the bytes and how many events they hold.
+pub(crate) fn encode_batch(
+    queue: &mut VecDeque<(u64, Bytes)>,
+    max_frame: usize,
+    mut moved: impl FnMut(u64, Bytes),
+) -> (Bytes, u64) {
+    let want: usize = queue.iter().map(|(_, d)| d.len() + ID_LINE_MAX).sum();
+    let mut buf = BytesMut::with_capacity(want.min(max_frame));
+    let mut batched = 0u64;
+    while let Some((_, data)) = queue.front() {
+        if !buf.is_empty() && buf.len() + data.len() + ID_LINE_MAX > max_frame {
+            break;
+        }
+        let Some((id, data)) = queue.pop_front() else { break };
+        event::put_id_line(&mut buf, id);
+        buf.extend_from_slice(&data);
+        moved(id, data);
+        batched += 1;
+    }
+    (buf.freeze(), batched)
+}
+
+/// What the application has not taken yet: messages in order, lifecycle
+/// events, gaps, and the close. Bounded by the POSTs' room checks; a resume
+/// cancels an unread suspension and gaps merge, so reconnects cannot flood
+/// an application that does not read.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    events: VecDeque<ConnectionEvent>,
+    messages: usize,
+    bytes: usize,
+    /// `Closed` has been taken.
+    done: bool,
+}
+
+impl Inbox {
+    /// Messages waiting, and their bytes.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues a message or the close.
+    pub(crate) fn push(&mut self, ev: ConnectionEvent) {
+        if let ConnectionEvent::Message(m) = &ev {
+            self.messages += 1;
+            self.bytes += m.len();
+        }
+        self.events.push_back(ev);
+    }
+
+    /// Queues `Suspended` or `Resumed`; a resume cancels an unread
+    /// suspension. Returns whether there is something new to read.
+    pub(crate) fn push_lifecycle(&mut self, ev: ConnectionEvent) -> bool {
+        if ev == ConnectionEvent::Resumed && self.events.back() == Some(&ConnectionEvent::Suspended)
+        {
+            self.events.pop_back();
+            return false;
+        }
+        self.events.push_back(ev);
+        true
+    }
+
+    /// Reports `lost` events, merged with a gap not read yet.
+    pub(crate) fn push_gap(&mut self, lost: u64) {
+        match self.events.back_mut() {
+            Some(ConnectionEvent::Gap { lost: pending }) => *pending += lost,
+            _ => self.events.push_back(ConnectionEvent::Gap { lost }),
+        }
+    }
+
+    /// The next event, and whether taking it freed room for messages.
+    pub(crate) fn recv(&mut self) -> (Option<ConnectionEvent>, bool) {
+        let ev = self.events.pop_front();
+        let mut room = false;
+        match &ev {
+            Some(ConnectionEvent::Message(m)) => {
+                self.messages -= 1;
+                self.bytes -= m.len();
+                room = true;
+            }
+            Some(ConnectionEvent::Closed(_)) => self.done = true,
+            _ => {}
+        }
+        (ev, room)
+    }
+
+    /// Whether the application has taken `Closed`: nothing follows.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Forgets everything (the application left); returns the messages it
+    /// never read, unless it had already taken the close.
+    pub(crate) fn clear(&mut self) -> usize {
+        let unread = if self.done { 0 } else { self.messages };
+        self.events.clear();
+        self.messages = 0;
+        self.bytes = 0;
+        unread
     }
 }
 
