@@ -128,7 +128,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 #[command(after_help = "\
 Exit status:
   0  stopped by SIGINT or SIGTERM (every client gets a control close first)
-  1  cannot listen, or stdout closed
+  1  cannot listen, Redis unreachable at start, or stdout closed
   2  usage error
 
 Examples:
@@ -143,7 +143,9 @@ Examples:
   # one process per client (websocketd-style)
   ssechan serve -- ./handler.sh
   # a site and a console page at /sse, over HTTPS with HTTP/2
-  ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem")]
+  ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem
+  # one of several instances sharing channels (behind a load balancer)
+  ssechan serve --echo --listen :8081 --redis redis://127.0.0.1:6379/0")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.
@@ -233,6 +235,21 @@ pub struct ServeArgs {
     /// A write to a client that makes no progress this long ends its connection.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub write_timeout: Duration,
+    /// Share channels with other `serve` instances through this Redis
+    /// (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer,
+    /// any instance serves any client's stream and POSTs.
+    #[arg(long, env = "SSECHAN_REDIS", hide_env_values = true, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Wait up to this long for Redis at start, instead of failing at once.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION", requires = "redis")]
+    pub redis_wait: Duration,
+    /// An instance silent in Redis this long is dead: the others close the
+    /// channels whose application it ran, and resume its streams.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION", requires = "redis")]
+    pub redis_lease: Duration,
+    /// Prefix of every key in Redis (separate clusters may share one Redis).
+    #[arg(long, default_value = "ssechan:", value_name = "PREFIX", requires = "redis")]
+    pub redis_prefix: String,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain,
     /// leaf first; needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]

@@ -86,6 +86,30 @@ impl ServeArgs {
     }
 }
 
+/// The shortest `--redis-lease`: it is refreshed every tenth of it.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// Connects to the Redis of `--redis` (waiting up to `--redis-wait`).
+async fn connect_redis(args: &ServeArgs, url: &str) -> anyhow::Result<crate::server::Redis> {
+    use crate::server::{Redis, RedisError, RedisOptions};
+    let options = RedisOptions {
+        url: url.to_owned(),
+        lease: args.redis_lease,
+        prefix: args.redis_prefix.clone(),
+    };
+    let redis = Redis::connect_waiting(options, args.redis_wait).await.map_err(|e| match e {
+        RedisError::BadUrl { .. } => anyhow::Error::from(crate::UsageError(e.to_string())),
+        RedisError::Unreachable { .. } if args.redis_wait.is_zero() => {
+            anyhow::anyhow!("{e} (is redis-server running? --redis-wait 30s waits for it)")
+        }
+        RedisError::Unreachable { .. } => {
+            anyhow::anyhow!("{e} (waited {})", humantime::format_duration(args.redis_wait))
+        }
+    })?;
+    info!(instance = redis.instance(), "sharing channels through Redis at {}", redis.url());
+    Ok(redis)
+}
+
 /// Descriptors a process per client holds besides its client's socket.
 const PIPES_PER_PROCESS: usize = 3;
 
@@ -97,6 +121,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.request_timeout.is_zero() || args.write_timeout.is_zero() {
         return Err(usage("--request-timeout and --write-timeout must be above 0".into()));
+    }
+    if args.redis_lease < MIN_LEASE {
+        return Err(usage(format!(
+            "--redis-lease must be at least {}",
+            humantime::format_duration(MIN_LEASE)
+        )));
     }
     // A COMMAND that cannot run is a usage error, found before listening.
     let exec = match args.command.is_empty() {
@@ -124,6 +154,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let tls = crate::server::TlsConfig::from_pem_files(cert, key)
             .map_err(|e| crate::UsageError(e.to_string()))?;
         config.tls = Some(tls);
+    }
+    if let Some(url) = &args.redis {
+        config.redis = Some(connect_redis(&args, url).await?);
     }
     let warnings = args.warnings(&config);
     let server = Server::bind(args.listen, config).await.map_err(|e| {

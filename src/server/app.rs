@@ -49,8 +49,12 @@ pub enum CloseReason {
     KeepAliveExpired,
     /// The client read too slowly and its outgoing queue filled up.
     SlowConsumer,
-    /// The server shut down.
+    /// The server shut down (with several instances: or the instance
+    /// holding the application died).
     Shutdown,
+    /// The shared store (Redis) no longer has the channel: it lost its
+    /// data, or this instance was cut off longer than its lease.
+    StoreLost,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -62,6 +66,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::KeepAliveExpired => "keep-alive expired",
             CloseReason::SlowConsumer => "slow consumer: outgoing queue full",
             CloseReason::Shutdown => "server shutdown",
+            CloseReason::StoreLost => "lost by the store",
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub devconsole: bool,
     /// Serve HTTPS (h2 and HTTP/1.1) with this certificate.
     pub tls: Option<super::TlsConfig>,
+    /// Share channels with other servers through this Redis (PROTOCOL.md
+    /// §8); `None` keeps them in this process.
+    pub redis: Option<super::Redis>,
     pub limits: Limits,
 }
 
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             static_dir: None,
             devconsole: false,
             tls: None,
+            redis: None,
             limits: Limits::default(),
         }
     }

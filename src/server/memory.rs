@@ -610,7 +610,7 @@ impl Drop for MemoryPost {
     }
 }
 
-fn inbound_refusal(e: InboundError, client_id: &str, message_id: u64) -> Refusal {
+pub(crate) fn inbound_refusal(e: InboundError, client_id: &str, message_id: u64) -> Refusal {
     use http::StatusCode;
     match e {
         InboundError::Closed => Refusal::unknown_client(client_id),
@@ -724,10 +724,7 @@ impl ChannelStore for MemoryStore {
                     Err(e) => return Err(inbound_refusal(e, client_id, 0)),
                 }
                 if tokio::time::timeout_at(deadline, room).await.is_err() {
-                    return Err(Refusal::unavailable(format!(
-                        "the application has not taken this client's messages for {:?}",
-                        s.config.post_wait
-                    )));
+                    return Err(Refusal::app_behind(s.config.post_wait));
                 }
             }
             let slot: Box<dyn PostSlot> = Box::new(MemoryPost { conn, bytes, delivered: false });

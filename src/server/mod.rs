@@ -6,7 +6,8 @@
 //!   hyper) or to hyper and [`http`] (everything else).
 //! - [`http`] decides who may ask (`Host`, `Origin`: [`policy`]) and maps
 //!   requests to the [`store`] seam, whose in-process implementation is
-//!   [`memory`]: a registry of [`channel`] state machines.
+//!   [`memory`]: a registry of [`channel`] state machines; [`redis`] shares
+//!   channels between instances through Redis.
 //! - Streams leave through [`stream`], one policy for both paths.
 //!
 //! The application takes new connections with [`Server::accept`] (or
@@ -21,6 +22,7 @@ mod direct;
 mod http;
 mod memory;
 mod policy;
+pub mod redis;
 mod store;
 mod stream;
 mod tls;
@@ -44,6 +46,7 @@ pub use app::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
 pub use config::{FD_RESERVE, Limits, OriginPolicy, ServerConfig};
+pub use redis::{Redis, RedisError, RedisOptions};
 pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};
 
@@ -129,26 +132,41 @@ impl Server {
         let limits = config.limits;
         let (accept_tx, accept_rx) = mpsc::channel(limits.accept_queue.max(1));
         let stats: Arc<Counters> = Arc::default();
-        let store = MemoryStore::new(
-            MemoryConfig {
-                settings: Settings {
+        let settings = Settings {
+            limits,
+            keep_alive: config.keep_alive,
+            first_message_wait: config.first_message_wait,
+            max_frame: MAX_FRAME,
+        };
+        // Nothing of Redis runs unless it is asked for.
+        let store: Box<dyn ChannelStore> = match &config.redis {
+            None => Box::new(MemoryStore::new(
+                MemoryConfig {
+                    settings,
                     limits,
-                    keep_alive: config.keep_alive,
-                    first_message_wait: config.first_message_wait,
-                    max_frame: MAX_FRAME,
+                    closed_id_memory: config.closed_id_memory,
+                    post_wait: config.request_timeout,
                 },
-                limits,
-                closed_id_memory: config.closed_id_memory,
-                post_wait: config.request_timeout,
-            },
-            accept_tx,
-            stats.clone(),
-        );
+                accept_tx,
+                stats.clone(),
+            )),
+            Some(r) => Box::new(redis::RedisStore::start(
+                r,
+                redis::RedisConfig {
+                    settings,
+                    closed_id_memory: config.closed_id_memory,
+                    post_wait: config.request_timeout,
+                    write_timeout: config.write_timeout,
+                },
+                accept_tx,
+                stats.clone(),
+            )),
+        };
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(ServerShared {
             hosts: HostPolicy::new(local_addr, &config.allowed_hosts),
             config,
-            store: Box::new(store),
+            store,
             stats,
             stop,
             shutting_down: AtomicBool::new(false),

@@ -5,7 +5,8 @@
 //! fail, as a networked store's do: a failure is a [`Refusal`] (a status
 //! and a one-line reason), never a panic and never a 200.
 //!
-//! [`super::memory::MemoryStore`] is the in-process implementation.
+//! [`super::memory::MemoryStore`] is the in-process implementation,
+//! [`super::redis::RedisStore`] the one shared by several instances.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,13 @@ impl Refusal {
     /// 503: the store or the application cannot take it now.
     pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+    }
+
+    /// 503: the application has not made room for this client's messages.
+    pub(crate) fn app_behind(waited: std::time::Duration) -> Self {
+        Self::unavailable(format!(
+            "the application has not taken this client's messages for {waited:?}"
+        ))
     }
 
     pub(crate) fn unknown_client(client_id: &str) -> Self {

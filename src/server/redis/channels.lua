@@ -1,0 +1,564 @@
+-- ssechan's channels in Redis: every change of a channel's state is one
+-- call of this script, so it is atomic whichever instance makes it.
+--
+-- ARGV[1] key prefix, ARGV[2] operation, ARGV[3] the calling instance,
+-- ARGV[4] the instance lease (ms), ARGV[5] how long a closed id's next
+-- messageId is remembered (ms); the operation's own arguments follow.
+--
+-- Keys (P = prefix; a client id goes last, after a prefix of its own, so
+-- no id can name another id's key):
+--   P m:<client id>   hash: the channel (fields below)
+--   P q:<client id>   hash: out-of-order messages by messageId
+--   P o:<serial>      stream: the channel's events, entry id 0-<event id>,
+--                     fields d (the encoded data) and c (bytes through it)
+--   P i:<instance>    stream: notices for an instance (see notify)
+--   P h:<instance>    set: client ids homed there
+--   P s:<instance>    set: client ids whose stream is attached there
+--   P inst            hash: instance -> last lease refresh (ms, Redis time)
+--   P live            set: client ids open or suspended
+--   P serial          counter of channel serials (one per incarnation)
+--   P b, P bseq       stream and counter of broadcasts
+--
+-- Channel fields: home (instance of its application), ser (serial), tok
+-- (token of the attached stream, '' none), hold (its instance), ph (o
+-- open, s suspended, c closing, '' closed: only ni and qb remembered), ep
+-- (suspension epoch), rs (closing reason), ne (next event id), cum (data
+-- bytes through ne-1), sent/sentc (handed to a stream: id, bytes), lost,
+-- gapr (lost ids reported through), ni (next messageId), qb (out-of-order
+-- bytes), fresh (nothing delivered, no first wait yet), fw (first wait
+-- armed), pin/pinb (messages on their way to the application), gone (the
+-- application left), hseq (last home operation applied), ka (keep-alive ms).
+--
+-- Close reasons: c closed by server, l closed by client, e stream ended,
+-- k keep-alive expired, w slow consumer, h server shutdown (or its home died).
+
+local P, OP, ME = ARGV[1], ARGV[2], ARGV[3]
+local LEASE, MEM = tonumber(ARGV[4]), tonumber(ARGV[5])
+local A = ARGV
+local call = redis.call
+
+-- Messages carried by one notice at most (unpack's stack is bounded).
+local CHUNK = 1000
+-- What holding an out-of-order message costs besides its bytes (reorder.rs).
+local ENTRY_OVERHEAD = 64
+-- What keeping an event for replay costs besides its bytes (channel.rs).
+local REPLAY_OVERHEAD = 48
+
+local function num(v) return tonumber(v) or 0 end
+local function str(x) return string.format('%d', x) end
+local function eid(x) return '0-' .. str(x) end
+
+local function mkey(cid) return P .. 'm:' .. cid end
+local function qkey(cid) return P .. 'q:' .. cid end
+local function okey(ser) return P .. 'o:' .. ser end
+local function ikey(iid) return P .. 'i:' .. iid end
+local function hkey(iid) return P .. 'h:' .. iid end
+local function skey(iid) return P .. 's:' .. iid end
+local INST, LIVE = P .. 'inst', P .. 'live'
+
+local NOW
+local function now()
+  if not NOW then
+    local t = call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
+end
+
+local function alive(iid)
+  local last = call('HGET', INST, iid)
+  return last ~= false and now() - tonumber(last) <= LEASE
+end
+
+-- A notice for instance `iid`, unless it has left (or been reaped).
+local function notify(iid, ...)
+  if iid and iid ~= '' and call('HEXISTS', INST, iid) == 1 then
+    call('XADD', ikey(iid), '*', ...)
+  end
+end
+
+local function load(cid)
+  local raw = call('HGETALL', mkey(cid))
+  if #raw == 0 then return nil end
+  local m = {}
+  for i = 1, #raw, 2 do m[raw[i]] = raw[i + 1] end
+  return m
+end
+
+local function is_live(m) return m ~= nil and (m.ph == 'o' or m.ph == 's') end
+
+local function set(cid, m, ...)
+  local kv = { ... }
+  for i = 1, #kv, 2 do m[kv[i]] = kv[i + 1] end
+  call('HSET', mkey(cid), ...)
+end
+
+-- The attached stream is no longer this channel's.
+local function detach(cid, m)
+  if m.tok ~= '' then
+    notify(m.hold, 't', 'x', 'c', cid, 's', m.ser, 'k', m.tok)
+    call('SREM', skey(m.hold), cid)
+    set(cid, m, 'tok', '', 'hold', '')
+  end
+end
+
+-- Closed: the home hears why and what never reached the client; the next
+-- messageId and out-of-order messages are remembered for a new incarnation.
+local function finish(cid, m, reason)
+  local undelivered = math.max(num(m.ne) - 1 - num(m.sent), 0) + num(m.lost)
+  detach(cid, m)
+  notify(m.home, 't', 'C', 'c', cid, 's', m.ser, 'r', reason, 'u', str(undelivered))
+  call('DEL', okey(m.ser))
+  call('SREM', LIVE, cid)
+  call('SREM', hkey(m.home), cid)
+  local k = mkey(cid)
+  call('DEL', k)
+  if MEM > 0 then
+    call('HSET', k, 'ph', '', 'ni', m.ni, 'qb', m.qb)
+    call('PEXPIRE', k, MEM)
+    call('PEXPIRE', qkey(cid), MEM)
+  else
+    call('DEL', qkey(cid))
+  end
+end
+
+-- The stream went away: suspend under keep-alive, else close.
+local function lose_stream(cid, m)
+  if m.ph == 'o' then
+    if num(m.ka) > 0 then
+      local ep = str(num(m.ep) + 1)
+      set(cid, m, 'ph', 's', 'ep', ep)
+      notify(m.home, 't', 'S', 'c', cid, 's', m.ser, 'p', ep)
+    else
+      finish(cid, m, 'e')
+    end
+  elseif m.ph == 'c' then
+    finish(cid, m, m.rs)
+  end
+end
+
+-- Hands messages from messageId `first` on to the home, with the
+-- contiguous successors waiting out of order; returns count and bytes.
+local function release(cid, m, first, msgs)
+  local q = qkey(cid)
+  local qb = num(m.qb)
+  local bytes = 0
+  for _, v in ipairs(msgs) do bytes = bytes + #v end
+  local nx = first + #msgs
+  while true do
+    local v = call('HGET', q, str(nx))
+    if not v then break end
+    call('HDEL', q, str(nx))
+    qb = qb - #v - ENTRY_OVERHEAD
+    msgs[#msgs + 1] = v
+    bytes = bytes + #v
+    nx = nx + 1
+  end
+  for i = 1, #msgs, CHUNK do
+    local f = { 't', 'm', 'c', cid, 's', m.ser, 'n', str(first + i - 1) }
+    for j = i, math.min(i + CHUNK - 1, #msgs) do
+      f[#f + 1] = 'd'
+      f[#f + 1] = msgs[j]
+    end
+    notify(m.home, unpack(f))
+  end
+  set(cid, m, 'ni', str(nx), 'qb', str(math.max(qb, 0)), 'fresh', '0', 'fw', '0',
+    'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes))
+end
+
+-- A holder has handed events through `sent` (bytes `sentc`) to its
+-- stream: the replay keeps the last of them, within both bounds.
+local function cursor(cid, m, sent, sentc, rev, rbytes)
+  if sent <= num(m.sent) then return end
+  set(cid, m, 'sent', str(sent), 'sentc', str(sentc))
+  local o = okey(m.ser)
+  local cut = nil
+  local from = '-'
+  while true do
+    local es = call('XRANGE', o, from, '+', 'COUNT', 64)
+    local stop = #es < 64
+    for _, e in ipairs(es) do
+      local id = tonumber(string.sub(e[1], 3))
+      local kept = sent - id + 1
+      local before = tonumber(e[2][4]) - #e[2][2]
+      if id > sent or (kept <= rev and sentc - before + REPLAY_OVERHEAD * kept <= rbytes) then
+        stop = true
+        break
+      end
+      cut = id + 1
+    end
+    if stop then break end
+    from = '(' .. es[#es][1]
+  end
+  if cut then call('XTRIM', o, 'MINID', eid(cut)) end
+end
+
+-- An instance whose lease ran out: its channels lose their application
+-- (closed with the control event) and their streams (suspended or closed).
+-- At most `batch` of each per call; the instance is forgotten when none
+-- is left.
+local function reap(dead, batch)
+  local homed = call('SPOP', hkey(dead), batch)
+  for _, cid in ipairs(homed) do
+    local m = load(cid)
+    if m and m.home == dead and m.ph ~= '' then
+      local holder_alive = m.hold ~= dead and alive(m.hold)
+      if m.ph == 'o' and m.tok ~= '' and holder_alive then
+        set(cid, m, 'ph', 'c', 'rs', 'h')
+        call('SREM', LIVE, cid)
+        notify(m.hold, 't', 'f', 'c', cid, 's', m.ser, 'k', m.tok, 'i', str(num(m.ne) - 1),
+          'r', 'h', 'l', m.lost, 'h', m.home)
+      elseif m.ph ~= 'c' or not holder_alive then
+        finish(cid, m, 'h')
+      end
+    end
+  end
+  local held = call('SPOP', skey(dead), batch)
+  for _, cid in ipairs(held) do
+    local m = load(cid)
+    if m and m.hold == dead and m.tok ~= '' then
+      set(cid, m, 'tok', '', 'hold', '')
+      lose_stream(cid, m)
+    end
+  end
+  if #homed == 0 and #held == 0 then
+    call('DEL', ikey(dead), hkey(dead), skey(dead))
+    call('HDEL', INST, dead)
+    return 0
+  end
+  return #homed + #held
+end
+
+---------------------------------------------------------------------------
+
+-- A GET: attach stream `tok` to the channel (resume, takeover), or start
+-- a new channel homed here. Replies {'new', serial, next messageId},
+-- {'att', serial, home, first event id to send, last event id, how
+-- ('resumed', 'took', ''), last-event-id ahead (0/1), entries...}, or
+-- {'full'} when a new channel may not be made here.
+if OP == 'attach' then
+  local cid, tok, last, ka, may_create, page = A[6], A[7], tonumber(A[8]), A[9], A[10], A[11]
+  local m = load(cid)
+  if is_live(m) then
+    local how = ''
+    if m.ph == 's' then
+      notify(m.home, 't', 'R', 'c', cid, 's', m.ser)
+      how = 'resumed'
+    elseif m.tok ~= '' then
+      detach(cid, m)
+      how = 'took'
+    end
+    set(cid, m, 'ph', 'o', 'tok', tok, 'hold', ME)
+    call('SADD', skey(ME), cid)
+    local ne = num(m.ne)
+    local start, ahead = num(m.sent) + 1, 0
+    if last >= 0 then
+      if last > ne - 1 then
+        ahead = 1
+      else
+        start = last + 1
+        local o = okey(m.ser)
+        local head = call('XRANGE', o, '-', '+', 'COUNT', 1)
+        local oldest = ne
+        if #head > 0 then oldest = tonumber(string.sub(head[1][1], 3)) end
+        local first = math.max(start, num(m.gapr) + 1)
+        if first < oldest then
+          local lost = oldest - first
+          set(cid, m, 'lost', str(num(m.lost) + lost), 'gapr', str(oldest - 1))
+          notify(m.home, 't', 'G', 'c', cid, 's', m.ser, 'l', str(lost), 'f', str(first))
+        end
+        start = math.max(start, oldest)
+      end
+    end
+    local r = { 'att', m.ser, m.home, str(start), str(ne - 1), how, ahead }
+    if start <= ne - 1 then
+      local es = call('XRANGE', okey(m.ser), eid(start), '+', 'COUNT', page)
+      for _, e in ipairs(es) do
+        r[#r + 1] = e[1]
+        r[#r + 1] = e[2][2]
+        r[#r + 1] = e[2][4]
+      end
+    end
+    return r
+  end
+  if may_create ~= '1' then return { 'full' } end
+  local ni, qb, fresh = '0', '0', '1'
+  if m then
+    -- Remembered after a close, or still closing: it keeps counting.
+    ni, qb, fresh = m.ni or '0', m.qb or '0', '0'
+    if m.ph == 'c' then call('PEXPIRE', okey(m.ser), 120000) end
+  end
+  local ser = str(call('INCR', P .. 'serial'))
+  local k = mkey(cid)
+  call('DEL', k)
+  call('HSET', k, 'home', ME, 'ser', ser, 'tok', tok, 'hold', ME, 'ph', 'o', 'ep', '0',
+    'rs', '', 'ne', '1', 'cum', '0', 'sent', '0', 'sentc', '0', 'lost', '0', 'gapr', '0',
+    'ni', ni, 'qb', qb, 'fresh', fresh, 'fw', '0', 'pin', '0', 'pinb', '0', 'gone', '0',
+    'hseq', '0', 'ka', ka)
+  call('PERSIST', qkey(cid))
+  call('SADD', LIVE, cid)
+  call('SADD', hkey(ME), cid)
+  call('SADD', skey(ME), cid)
+  return { 'new', ser, ni }
+end
+
+-- A POST's message: deduplicated, re-ordered, and handed to the home in
+-- order. Replies {'ok'}, {'dup'}, {'unknown'}, {'gone'} (the application
+-- left), {'dead'} (its home died), {'busy'} (the application is behind:
+-- retry), {'far', next} or {'qfull', bytes held}.
+if OP == 'post' then
+  local cid, id, msg = A[6], tonumber(A[7]), A[8]
+  local window, qmax, inmax, inbmax = tonumber(A[9]), tonumber(A[10]), tonumber(A[11]), tonumber(A[12])
+  local m = load(cid)
+  if not is_live(m) then return { 'unknown' } end
+  if m.gone == '1' then return { 'gone' } end
+  if not alive(m.home) then return { 'dead' } end
+  local ni = num(m.ni)
+  if id < ni then return { 'dup' } end
+  local pin, pinb = num(m.pin), num(m.pinb)
+  local room = pin == 0 or (pin < inmax and pinb + #msg <= inbmax)
+  if id == ni then
+    if not room then return { 'busy' } end
+    release(cid, m, id, { msg })
+    return { 'ok' }
+  end
+  if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
+  if id - ni > window then return { 'far', str(ni) } end
+  if not room then return { 'busy' } end
+  local qb = num(m.qb) + #msg + ENTRY_OVERHEAD
+  if qb > qmax then return { 'qfull', m.qb } end
+  call('HSET', qkey(cid), str(id), msg)
+  set(cid, m, 'qb', str(qb))
+  if m.fresh == '1' then
+    set(cid, m, 'fresh', '0', 'fw', '1')
+    notify(m.home, 't', 'W', 'c', cid, 's', m.ser)
+  end
+  return { 'ok' }
+end
+
+-- What a home's application did, in order: ARGV[6] and [7] bound the
+-- outgoing queue (messages, bytes), then five values per operation: kind,
+-- client id, serial, sequence, argument. S send (the encoded data), C
+-- close (reason), D drop the stream, E keep-alive ran out (epoch), F the
+-- first-message wait ran out, G the application left, W the store did
+-- not take the sends in time (slow consumer), X close now (shutdown's
+-- grace is over). An operation already applied (a batch
+-- sent again after a timeout) is skipped by its sequence. Replies the
+-- client ids whose channel is no longer in the store.
+if OP == 'ops' then
+  local outmax, outbmax = tonumber(A[6]), tonumber(A[7])
+  local missing = {}
+  -- Consecutive sends to one attached stream go out as one notice.
+  local pending = nil
+  local function flush()
+    if pending then
+      notify(pending.to, unpack(pending.f))
+      pending = nil
+    end
+  end
+  local k = 8
+  while k + 4 <= #A do
+    local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
+    k = k + 5
+    local m = load(cid)
+    if not m or m.ser ~= ser then
+      missing[#missing + 1] = cid
+    elseif seq > num(m.hseq) then
+      set(cid, m, 'hseq', str(seq))
+      if kind == 'S' and is_live(m) then
+        local ne, cum = num(m.ne), num(m.cum)
+        if ne - 1 - num(m.sent) >= outmax or cum - num(m.sentc) + #arg > outbmax then
+          flush()
+          set(cid, m, 'lost', str(num(m.lost) + 1))
+          finish(cid, m, 'w')
+        else
+          cum = cum + #arg
+          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', str(cum))
+          set(cid, m, 'ne', str(ne + 1), 'cum', str(cum))
+          if m.tok ~= '' then
+            if pending and pending.tok == m.tok and pending.next == ne and #pending.f < 2 * CHUNK then
+              pending.f[#pending.f + 1] = 'd'
+              pending.f[#pending.f + 1] = arg
+              pending.f[12] = str(cum)
+              pending.next = ne + 1
+            else
+              flush()
+              pending = { to = m.hold, tok = m.tok, next = ne + 1,
+                f = { 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', str(cum), 'd', arg } }
+            end
+          end
+        end
+      elseif kind == 'C' and is_live(m) then
+        flush()
+        if m.ph == 'o' and m.tok ~= '' then
+          set(cid, m, 'ph', 'c', 'rs', arg)
+          call('SREM', LIVE, cid)
+          notify(m.hold, 't', 'f', 'c', cid, 's', ser, 'k', m.tok, 'i', str(num(m.ne) - 1),
+            'r', arg, 'l', m.lost, 'h', m.home)
+        else
+          finish(cid, m, arg)
+        end
+      elseif kind == 'D' and m.ph == 'o' and m.tok ~= '' then
+        flush()
+        detach(cid, m)
+        lose_stream(cid, m)
+      elseif kind == 'E' and m.ph == 's' and m.ep == arg then
+        flush()
+        finish(cid, m, 'k')
+      elseif kind == 'F' and is_live(m) and m.fw == '1' then
+        local keys = call('HKEYS', qkey(cid))
+        local low = nil
+        for _, key in ipairs(keys) do
+          local v = tonumber(key)
+          if not low or v < low then low = v end
+        end
+        if low then
+          local v = call('HGET', qkey(cid), str(low))
+          call('HDEL', qkey(cid), str(low))
+          set(cid, m, 'qb', str(num(m.qb) - #v - ENTRY_OVERHEAD))
+          release(cid, m, low, { v })
+        end
+      elseif kind == 'W' and m.ph ~= '' then
+        flush()
+        set(cid, m, 'lost', str(num(m.lost) + 1))
+        finish(cid, m, 'w')
+      elseif kind == 'G' then
+        set(cid, m, 'gone', '1', 'pin', '0', 'pinb', '0')
+      elseif kind == 'X' and m.ph ~= '' then
+        flush()
+        local reason = 'h'
+        if m.ph == 'c' then reason = m.rs end
+        finish(cid, m, reason)
+      end
+    end
+  end
+  flush()
+  return missing
+end
+
+-- A holder's stream ended: the client went away, a write failed, or it
+-- wrote the control close (flushed = 1). A closing incarnation already
+-- replaced by a new one is reported to its home with the holder's count.
+if OP == 'ended' then
+  local cid, ser, tok, sent, sentc, flushed = A[6], A[7], A[8], tonumber(A[9]), tonumber(A[10]), A[11]
+  local home, reason, undelivered = A[12], A[13], A[14]
+  local rev, rbytes = tonumber(A[15]), tonumber(A[16])
+  local m = load(cid)
+  if m and m.ser == ser then
+    if m.tok == tok then
+      call('SREM', skey(ME), cid)
+      set(cid, m, 'tok', '', 'hold', '')
+      if flushed == '1' then
+        set(cid, m, 'sent', str(num(m.ne) - 1), 'sentc', m.cum)
+      else
+        cursor(cid, m, sent, sentc, rev, rbytes)
+      end
+      lose_stream(cid, m)
+    end
+    return 1
+  end
+  if home ~= '' then
+    notify(home, 't', 'C', 'c', cid, 's', ser, 'r', reason, 'u', undelivered)
+    call('DEL', okey(ser))
+  end
+  return 0
+end
+
+-- A GET whose attach timed out: undo it if it happened after all. A
+-- channel made by it has no application here (orphan = 1): closed.
+if OP == 'abandon' then
+  local cid, tok, orphan = A[6], A[7], A[8]
+  local m = load(cid)
+  if m and m.tok == tok then
+    call('SREM', skey(ME), cid)
+    set(cid, m, 'tok', '', 'hold', '')
+    if orphan == '1' and m.home == ME then finish(cid, m, 'e') else lose_stream(cid, m) end
+  end
+  return 1
+end
+
+-- A DELETE: the client leaves for good.
+if OP == 'cclose' then
+  local m = load(A[6])
+  if not is_live(m) then return 0 end
+  finish(A[6], m, 'l')
+  return 1
+end
+
+-- A holder found events missing from a stream (trimmed from the store
+-- before it read them): lost, told to the home once.
+if OP == 'lost' then
+  local cid, ser, first, last = A[6], A[7], tonumber(A[8]), tonumber(A[9])
+  local m = load(cid)
+  if m and m.ser == ser and last > num(m.gapr) then
+    first = math.max(first, num(m.gapr) + 1)
+    set(cid, m, 'lost', str(num(m.lost) + last - first + 1), 'gapr', str(last))
+    notify(m.home, 't', 'G', 'c', cid, 's', ser, 'l', str(last - first + 1), 'f', str(first))
+  end
+  return 1
+end
+
+-- What an instance has to say every so often: ARGV[6], [7] the replay
+-- bounds, [8] its inbound stream read through this id ('' none), then
+-- how many stream cursors (client id, serial, sent, bytes) follow, and
+-- then how many messages its applications took (client id, serial,
+-- count, bytes) follow.
+if OP == 'report' then
+  local rev, rbytes, read = tonumber(A[6]), tonumber(A[7]), A[8]
+  local k = 9
+  local n = tonumber(A[k])
+  k = k + 1
+  for _ = 1, n do
+    local m = load(A[k])
+    if m and m.ser == A[k + 1] then cursor(A[k], m, tonumber(A[k + 2]), tonumber(A[k + 3]), rev, rbytes) end
+    k = k + 4
+  end
+  n = tonumber(A[k])
+  k = k + 1
+  for _ = 1, n do
+    local m = load(A[k])
+    if m and m.ser == A[k + 1] then
+      set(A[k], m, 'pin', str(math.max(num(m.pin) - tonumber(A[k + 2]), 0)),
+        'pinb', str(math.max(num(m.pinb) - tonumber(A[k + 3]), 0)))
+    end
+    k = k + 4
+  end
+  if read ~= '' then call('XTRIM', ikey(ME), 'MINID', read) end
+  return 1
+end
+
+-- The lease: refreshed, and (reap = 1) the channels of instances whose
+-- lease ran out are closed or suspended, `batch` at a time. Replies how
+-- many channels were handled.
+if OP == 'beat' then
+  local reap_now, batch = A[6], tonumber(A[7])
+  call('HSET', INST, ME, str(now()))
+  local done = 0
+  if reap_now == '1' then
+    local all = call('HGETALL', INST)
+    for i = 1, #all, 2 do
+      if all[i] ~= ME and now() - tonumber(all[i + 1]) > LEASE then
+        done = done + reap(all[i], batch)
+      end
+    end
+  end
+  return done
+end
+
+-- An instance leaves (shutdown): what is left of its channels goes as if
+-- it had died, and it is forgotten.
+if OP == 'leave' then
+  local batch = tonumber(A[6])
+  while reap(ME, batch) > 0 do end
+  return 1
+end
+
+-- A broadcast: every instance gives it to the channels homed there.
+-- Replies its sequence number and the channels open cluster-wide.
+if OP == 'bcast' then
+  local seq = call('INCR', P .. 'bseq')
+  call('XADD', P .. 'b', 'MAXLEN', '~', A[7], '*', 'o', ME, 'q', str(seq), 'd', A[6])
+  return { seq, call('SCARD', LIVE) }
+end
+
+return redis.error_reply('ssechan: unknown operation ' .. tostring(OP))

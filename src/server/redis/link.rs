@@ -1,0 +1,179 @@
+//! The connections to Redis: one multiplexed connection (reconnected by
+//! redis-rs' connection manager) that carries every script call of this
+//! instance, pipelined, each bounded by a timeout; and the dedicated one of
+//! the reader, whose `XREAD BLOCK` would hold up everything else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, ScriptInvocation, Value};
+use thiserror::Error;
+
+/// The script every change of a channel goes through.
+const SCRIPT: &str = include_str!("channels.lua");
+
+/// How long a request waits for Redis before its caller gives up (a POST
+/// or a new stream then gets 503): well within the second the protocol
+/// promises, and long enough for a busy Redis.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_millis(750);
+/// How long the reader's `XREAD` blocks in Redis when nothing comes.
+pub(crate) const READ_BLOCK: Duration = Duration::from_secs(1);
+
+/// Why a request to Redis failed.
+#[derive(Debug, Error)]
+pub(crate) enum StoreError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis gave an answer this version of ssechan does not understand")]
+    Reply,
+}
+
+/// What every script call carries first.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub prefix: String,
+    pub me: String,
+    pub lease_ms: u64,
+    pub memory_ms: u64,
+}
+
+/// A connected Redis and what is needed to call the script.
+#[derive(Clone)]
+pub(crate) struct Link {
+    client: Client,
+    conn: ConnectionManager,
+    script: Arc<redis::Script>,
+    pub(crate) header: Arc<Header>,
+    pub(crate) metrics: Arc<super::RedisMetrics>,
+}
+
+impl Link {
+    /// Connects once (within `timeout`), then keeps the connection up.
+    pub(crate) async fn connect(
+        client: Client,
+        header: Header,
+        timeout: Duration,
+    ) -> Result<Link, StoreError> {
+        // One plain attempt first: its error is the clearest there is.
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let mut probe = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let _: Value = redis::cmd("PING").query_async(&mut probe).await?;
+        drop(probe);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(5);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Link {
+            client,
+            conn,
+            script: Arc::new(redis::Script::new(SCRIPT)),
+            header: Arc::new(header),
+            metrics: Arc::default(),
+        })
+    }
+
+    /// Calls operation `op` of the script with the arguments `args` adds,
+    /// within `timeout`.
+    pub(crate) async fn call_within(
+        &self,
+        timeout: Duration,
+        op: &str,
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> Result<Value, StoreError> {
+        let h = &self.header;
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
+        args(&mut inv);
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, inv.invoke_async::<Value>(&mut conn)).await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        };
+        self.metrics.observe(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// [`Self::call_within`] the [`REQUEST_TIMEOUT`].
+    pub(crate) async fn call(
+        &self,
+        op: &str,
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> Result<Value, StoreError> {
+        self.call_within(REQUEST_TIMEOUT, op, args).await
+    }
+
+    /// A plain command (reads of the event streams) within the timeout.
+    pub(crate) async fn command(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            cmd.query_async::<Value>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(REQUEST_TIMEOUT)),
+        };
+        self.metrics.observe(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// A connection of its own for the reader's blocking reads.
+    pub(crate) async fn reader_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(READ_BLOCK + Duration::from_secs(2)));
+        let connect = self.client.get_multiplexed_async_connection_with_config(&cfg);
+        match tokio::time::timeout(REQUEST_TIMEOUT * 2, connect).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(REQUEST_TIMEOUT * 2)),
+        }
+    }
+
+    pub(crate) fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.header.prefix)
+    }
+}
+
+/// The wait schedule of everything retried against Redis: the client's
+/// backoff (50 ms doubling to `max`), never giving up.
+pub(crate) struct Retry(crate::reader::backoff::Backoff);
+
+impl Retry {
+    pub(crate) fn new(max: Duration) -> Self {
+        use crate::reader::backoff::{Backoff, RetryPolicy};
+        Self(Backoff::new(RetryPolicy {
+            initial: Duration::from_millis(50),
+            max,
+            max_retries: None,
+            give_up_after: None,
+            retry_first: true,
+        }))
+    }
+
+    /// The wait before the next attempt.
+    pub(crate) fn wait(&mut self) -> Duration {
+        use crate::reader::backoff::Next;
+        match self.0.failed(Instant::now()) {
+            Next::RetryIn(d) => d,
+            Next::GiveUp | Next::Fail => self.0.policy().max,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0.succeeded();
+    }
+}
