@@ -510,7 +510,7 @@ impl Client {
         self.plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
         let plan = self.plan.clone();
         let uri = self.stream_uri.clone();
-        let last = self.reader.last_event_id().to_string();
+        let last = self.reader.channel_last_event_id().to_string();
         self.resuming = Some(Box::pin(async move {
             open_stream(&plan.target, plan.addr, uri, Some(&last), plan.connect_timeout).await
         }));

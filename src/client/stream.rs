@@ -128,7 +128,10 @@ async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEve
         let attempt = reader.attempt();
         let _ = events.send(ClientEvent::Connecting { attempt }).await;
         let opened = tokio::select! {
-            r = open(shared, &url, reader.last_event_id()) => r,
+            r = open(shared, &url, match shared.config.mode {
+                Mode::Channel { .. } => reader.channel_last_event_id(),
+                Mode::Raw => reader.last_event_id(),
+            }) => r,
             _ = shared.until_stopped() => return ClientEvent::Closed,
         };
         let resp = match opened {

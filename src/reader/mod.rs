@@ -74,6 +74,17 @@ impl Reader {
         self.parser.last_event_id()
     }
 
+    /// The `Last-Event-ID` of a channel stream (PROTOCOL.md §4): after the
+    /// first open, `0` when no event came yet, so that the server replays
+    /// what a dead stream swallowed before its first event arrived. Plain
+    /// SSE sends [`Self::last_event_id`] as it is.
+    pub fn channel_last_event_id(&self) -> &str {
+        match self.last_event_id() {
+            "" if self.opens > 0 => "0",
+            id => id,
+        }
+    }
+
     /// The number of the next attempt since the last good stream, from 1.
     pub fn attempt(&self) -> u32 {
         self.backoff.failures().saturating_add(1)
@@ -215,6 +226,19 @@ mod tests {
         let mut r = Reader::new(RetryPolicy { retry_first: true, ..RetryPolicy::default() }, 64);
         assert_eq!(r.connect_failed(t), Next::RetryIn(ms(250)));
         assert_eq!(r.attempt(), 2);
+    }
+
+    #[test]
+    fn a_channel_resumed_before_its_first_event_asks_from_0() {
+        let t = Instant::now();
+        let mut r = reader(3);
+        assert_eq!(r.channel_last_event_id(), "", "a new channel sends none");
+        r.response(StatusCode::OK, ES, t).unwrap();
+        r.dropped();
+        assert_eq!((r.last_event_id(), r.channel_last_event_id()), ("", "0"));
+        r.response(StatusCode::OK, ES, t).unwrap();
+        events(&mut r, b"id: 3\ndata: x\n\n");
+        assert_eq!(r.channel_last_event_id(), "3");
     }
 
     #[test]

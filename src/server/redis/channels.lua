@@ -1,8 +1,10 @@
--- ssechan's channels in Redis: every change of a channel's state is one
--- call of this script, so it is atomic whichever instance makes it.
+#!lua name=__LIBRARY__
+-- ssechan's channels in Redis, as a function library (loaded once by each
+-- instance, `FCALL __LIBRARY__ 0 ARGS`): every change of a channel's state
+-- is one call, so it is atomic whichever instance makes it.
 --
--- ARGV[1] key prefix, ARGV[2] operation, ARGV[3] the calling instance,
--- ARGV[4] the instance lease (ms), ARGV[5] how long a closed id's next
+-- ARGS[1] key prefix, ARGS[2] operation, ARGS[3] the calling instance,
+-- ARGS[4] the instance lease (ms), ARGS[5] how long a closed id's next
 -- messageId is remembered (ms); the operation's own arguments follow.
 --
 -- Keys (P = prefix; a client id goes last, after a prefix of its own, so
@@ -24,18 +26,24 @@
 -- open, s suspended, c closing, '' closed: only ni and qb remembered), ep
 -- (suspension epoch), rs (closing reason), ne (next event id), cum (data
 -- bytes through ne-1), sent/sentc (handed to a stream: id, bytes), lost,
--- gapr (lost ids reported through), ni (next messageId), qb (out-of-order
--- bytes), fresh (nothing delivered, no first wait yet), fw (first wait
--- armed), pin/pinb (messages on their way to the application), gone (the
--- application left), hseq (last home operation applied), ka (keep-alive ms).
+-- gapr (lost ids reported through), fid/fcb (oldest event kept in the
+-- event stream, and data bytes before it), ni (next messageId), qb
+-- (out-of-order bytes), fresh (nothing delivered, no first wait yet), fw
+-- (first wait armed), pin/pinb (messages on their way to the
+-- application), gone (the application left), hseq (last home operation
+-- applied), ka (keep-alive ms).
 --
 -- Close reasons: c closed by server, l closed by client, e stream ended,
--- k keep-alive expired, w slow consumer, h server shutdown (or its home died).
+-- k keep-alive expired, w slow consumer, h server shutdown (or its home
+-- died), s lost by the store.
 
-local P, OP, ME = ARGV[1], ARGV[2], ARGV[3]
-local LEASE, MEM = tonumber(ARGV[4]), tonumber(ARGV[5])
-local A = ARGV
-local call = redis.call
+-- Set by each call (redis.call is not there while the library loads).
+local call, P, ME, LEASE, MEM, INST, LIVE
+-- Per call: Redis time, instances known, notices to write (by instance:
+-- a list of notices, each a list of fields), the last notice of each.
+local NOW, registered, lastseen, outbox, last_notice
+-- Bounds a batch's requests share (see ops.batch).
+local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE
 
 -- Messages carried by one notice at most (unpack's stack is bounded).
 local CHUNK = 1000
@@ -54,9 +62,7 @@ local function okey(ser) return P .. 'o:' .. ser end
 local function ikey(iid) return P .. 'i:' .. iid end
 local function hkey(iid) return P .. 'h:' .. iid end
 local function skey(iid) return P .. 's:' .. iid end
-local INST, LIVE = P .. 'inst', P .. 'live'
 
-local NOW
 local function now()
   if not NOW then
     local t = call('TIME')
@@ -65,15 +71,45 @@ local function now()
   return NOW
 end
 
+local function last_refresh(iid)
+  if lastseen[iid] == nil then lastseen[iid] = call('HGET', INST, iid) end
+  return lastseen[iid]
+end
+
 local function alive(iid)
-  local last = call('HGET', INST, iid)
+  local last = last_refresh(iid)
   return last ~= false and now() - tonumber(last) <= LEASE
 end
 
--- A notice for instance `iid`, unless it has left (or been reaped).
+-- A notice for instance `iid`, unless it has left (or been reaped). The
+-- notices of a call go out together, one stream entry per instance (or a
+-- few, for many), after everything else: the call is atomic anyway.
 local function notify(iid, ...)
-  if iid and iid ~= '' and call('HEXISTS', INST, iid) == 1 then
-    call('XADD', ikey(iid), '*', ...)
+  if not iid or iid == '' or last_refresh(iid) == false then return nil end
+  local n = { ... }
+  local box = outbox[iid]
+  if not box then
+    box = {}
+    outbox[iid] = box
+  end
+  box[#box + 1] = n
+  last_notice[iid] = n
+  return n
+end
+
+-- Writes the notices of this call.
+local function send_notices()
+  local limit = 4 * CHUNK
+  for iid, box in pairs(outbox) do
+    local f = {}
+    for _, n in ipairs(box) do
+      if #f > 0 and #f + #n > limit then
+        call('XADD', ikey(iid), '*', unpack(f))
+        f = {}
+      end
+      for _, v in ipairs(n) do f[#f + 1] = v end
+    end
+    if #f > 0 then call('XADD', ikey(iid), '*', unpack(f)) end
   end
 end
 
@@ -84,6 +120,18 @@ local function load(cid)
   for i = 1, #raw, 2 do m[raw[i]] = raw[i + 1] end
   return m
 end
+
+-- Only the fields a hot path reads; `ser` is false when there is no channel.
+local function peek(cid, fields)
+  local v = call('HMGET', mkey(cid), unpack(fields))
+  local m = {}
+  for i, f in ipairs(fields) do m[f] = v[i] end
+  return m
+end
+local SEND = { 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold' }
+local POST = { 'ser', 'ph', 'gone', 'home', 'ni', 'pin', 'pinb', 'qb', 'fresh' }
+local CURSOR = { 'ser', 'sent', 'fid', 'fcb' }
+local TAKEN = { 'ser', 'pin', 'pinb' }
 
 local function is_live(m) return m ~= nil and (m.ph == 'o' or m.ph == 's') end
 
@@ -145,7 +193,7 @@ local function release(cid, m, first, msgs)
   local bytes = 0
   for _, v in ipairs(msgs) do bytes = bytes + #v end
   local nx = first + #msgs
-  while true do
+  while qb > 0 do
     local v = call('HGET', q, str(nx))
     if not v then break end
     call('HDEL', q, str(nx))
@@ -168,29 +216,41 @@ end
 
 -- A holder has handed events through `sent` (bytes `sentc`) to its
 -- stream: the replay keeps the last of them, within both bounds.
-local function cursor(cid, m, sent, sentc, rev, rbytes)
+local function cursor(cid, m, sent, sentc)
+  local rev, rbytes = REV, RBYTES
   if sent <= num(m.sent) then return end
-  set(cid, m, 'sent', str(sent), 'sentc', str(sentc))
+  local fid, fcb = num(m.fid), num(m.fcb)
+  local function fits(id, before)
+    local kept = sent - id + 1
+    return kept <= rev and sentc - before + REPLAY_OVERHEAD * kept <= rbytes
+  end
+  if fits(fid, fcb) then
+    set(cid, m, 'sent', str(sent), 'sentc', str(sentc))
+    return
+  end
+  -- Trim: the first id that fits, found from the count bound on.
   local o = okey(m.ser)
-  local cut = nil
-  local from = '-'
+  local from = eid(math.max(fid, sent - rev + 1))
   while true do
     local es = call('XRANGE', o, from, '+', 'COUNT', 64)
-    local stop = #es < 64
+    if #es == 0 then
+      fid, fcb = sent + 1, sentc
+      break
+    end
+    local found = false
     for _, e in ipairs(es) do
       local id = tonumber(string.sub(e[1], 3))
-      local kept = sent - id + 1
       local before = tonumber(e[2][4]) - #e[2][2]
-      if id > sent or (kept <= rev and sentc - before + REPLAY_OVERHEAD * kept <= rbytes) then
-        stop = true
+      if id > sent or fits(id, before) then
+        fid, fcb, found = id, before, true
         break
       end
-      cut = id + 1
     end
-    if stop then break end
+    if found then break end
     from = '(' .. es[#es][1]
   end
-  if cut then call('XTRIM', o, 'MINID', eid(cut)) end
+  call('XTRIM', o, 'MINID', eid(fid))
+  set(cid, m, 'sent', str(sent), 'sentc', str(sentc), 'fid', str(fid), 'fcb', str(fcb))
 end
 
 -- An instance whose lease ran out: its channels lose their application
@@ -231,13 +291,15 @@ end
 
 ---------------------------------------------------------------------------
 
+local ops = {}
+
 -- A GET: attach stream `tok` to the channel (resume, takeover), or start
 -- a new channel homed here. Replies {'new', serial, next messageId},
 -- {'att', serial, home, first event id to send, last event id, how
 -- ('resumed', 'took', ''), last-event-id ahead (0/1), entries...}, or
 -- {'full'} when a new channel may not be made here.
-if OP == 'attach' then
-  local cid, tok, last, ka, may_create, page = A[6], A[7], tonumber(A[8]), A[9], A[10], A[11]
+ops['attach'] = function(A, b)
+  local cid, tok, last, ka, may_create = A[b], A[b + 1], tonumber(A[b + 2]), A[b + 3], A[b + 4]
   local m = load(cid)
   if is_live(m) then
     local how = ''
@@ -257,10 +319,7 @@ if OP == 'attach' then
         ahead = 1
       else
         start = last + 1
-        local o = okey(m.ser)
-        local head = call('XRANGE', o, '-', '+', 'COUNT', 1)
-        local oldest = ne
-        if #head > 0 then oldest = tonumber(string.sub(head[1][1], 3)) end
+        local oldest = math.min(num(m.fid), ne)
         local first = math.max(start, num(m.gapr) + 1)
         if first < oldest then
           local lost = oldest - first
@@ -272,7 +331,7 @@ if OP == 'attach' then
     end
     local r = { 'att', m.ser, m.home, str(start), str(ne - 1), how, ahead }
     if start <= ne - 1 then
-      local es = call('XRANGE', okey(m.ser), eid(start), '+', 'COUNT', page)
+      local es = call('XRANGE', okey(m.ser), eid(start), '+', 'COUNT', PAGE)
       for _, e in ipairs(es) do
         r[#r + 1] = e[1]
         r[#r + 1] = e[2][2]
@@ -293,7 +352,7 @@ if OP == 'attach' then
   call('DEL', k)
   call('HSET', k, 'home', ME, 'ser', ser, 'tok', tok, 'hold', ME, 'ph', 'o', 'ep', '0',
     'rs', '', 'ne', '1', 'cum', '0', 'sent', '0', 'sentc', '0', 'lost', '0', 'gapr', '0',
-    'ni', ni, 'qb', qb, 'fresh', fresh, 'fw', '0', 'pin', '0', 'pinb', '0', 'gone', '0',
+    'fid', '1', 'fcb', '0', 'ni', ni, 'qb', qb, 'fresh', fresh, 'fw', '0', 'pin', '0', 'pinb', '0', 'gone', '0',
     'hseq', '0', 'ka', ka)
   call('PERSIST', qkey(cid))
   call('SADD', LIVE, cid)
@@ -306,27 +365,26 @@ end
 -- order. Replies {'ok'}, {'dup'}, {'unknown'}, {'gone'} (the application
 -- left), {'dead'} (its home died), {'busy'} (the application is behind:
 -- retry), {'far', next} or {'qfull', bytes held}.
-if OP == 'post' then
-  local cid, id, msg = A[6], tonumber(A[7]), A[8]
-  local window, qmax, inmax, inbmax = tonumber(A[9]), tonumber(A[10]), tonumber(A[11]), tonumber(A[12])
-  local m = load(cid)
+ops['post'] = function(A, b)
+  local cid, id, msg = A[b], tonumber(A[b + 1]), A[b + 2]
+  local m = peek(cid, POST)
   if not is_live(m) then return { 'unknown' } end
   if m.gone == '1' then return { 'gone' } end
   if not alive(m.home) then return { 'dead' } end
   local ni = num(m.ni)
   if id < ni then return { 'dup' } end
   local pin, pinb = num(m.pin), num(m.pinb)
-  local room = pin == 0 or (pin < inmax and pinb + #msg <= inbmax)
+  local room = pin == 0 or (pin < INMAX and pinb + #msg <= INBMAX)
   if id == ni then
     if not room then return { 'busy' } end
     release(cid, m, id, { msg })
     return { 'ok' }
   end
   if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
-  if id - ni > window then return { 'far', str(ni) } end
+  if id - ni > WINDOW then return { 'far', str(ni) } end
   if not room then return { 'busy' } end
   local qb = num(m.qb) + #msg + ENTRY_OVERHEAD
-  if qb > qmax then return { 'qfull', m.qb } end
+  if qb > QMAX then return { 'qfull', m.qb } end
   call('HSET', qkey(cid), str(id), msg)
   set(cid, m, 'qb', str(qb))
   if m.fresh == '1' then
@@ -336,7 +394,7 @@ if OP == 'post' then
   return { 'ok' }
 end
 
--- What a home's application did, in order: ARGV[6] and [7] bound the
+-- What a home's application did, in order: ARGS[6] and [7] bound the
 -- outgoing queue (messages, bytes), then five values per operation: kind,
 -- client id, serial, sequence, argument. S send (the encoded data), C
 -- close (reason), D drop the stream, E keep-alive ran out (epoch), F the
@@ -345,51 +403,42 @@ end
 -- grace is over). An operation already applied (a batch
 -- sent again after a timeout) is skipped by its sequence. Replies the
 -- client ids whose channel is no longer in the store.
-if OP == 'ops' then
+ops['ops'] = function(A)
   local outmax, outbmax = tonumber(A[6]), tonumber(A[7])
   local missing = {}
-  -- Consecutive sends to one attached stream go out as one notice.
-  local pending = nil
-  local function flush()
-    if pending then
-      notify(pending.to, unpack(pending.f))
-      pending = nil
-    end
-  end
   local k = 8
   while k + 4 <= #A do
     local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
     k = k + 5
-    local m = load(cid)
+    local m = (kind == 'S') and peek(cid, SEND) or load(cid)
     if not m or m.ser ~= ser then
       missing[#missing + 1] = cid
     elseif seq > num(m.hseq) then
-      set(cid, m, 'hseq', str(seq))
+      if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
       if kind == 'S' and is_live(m) then
         local ne, cum = num(m.ne), num(m.cum)
         if ne - 1 - num(m.sent) >= outmax or cum - num(m.sentc) + #arg > outbmax then
-          flush()
-          set(cid, m, 'lost', str(num(m.lost) + 1))
+          m = load(cid)
+          set(cid, m, 'hseq', str(seq), 'lost', str(num(m.lost) + 1))
           finish(cid, m, 'w')
         else
           cum = cum + #arg
           call('XADD', okey(ser), eid(ne), 'd', arg, 'c', str(cum))
-          set(cid, m, 'ne', str(ne + 1), 'cum', str(cum))
+          set(cid, m, 'hseq', str(seq), 'ne', str(ne + 1), 'cum', str(cum))
           if m.tok ~= '' then
-            if pending and pending.tok == m.tok and pending.next == ne and #pending.f < 2 * CHUNK then
-              pending.f[#pending.f + 1] = 'd'
-              pending.f[#pending.f + 1] = arg
-              pending.f[12] = str(cum)
-              pending.next = ne + 1
+            -- Consecutive sends to one stream go out as one notice.
+            local n = last_notice[m.hold]
+            if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
+              n[#n + 1] = 'd'
+              n[#n + 1] = arg
+              n[12] = str(cum)
             else
-              flush()
-              pending = { to = m.hold, tok = m.tok, next = ne + 1,
-                f = { 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', str(cum), 'd', arg } }
+              n = notify(m.hold, 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', str(cum), 'd', arg)
             end
+            if n then n.next = ne + 1 end
           end
         end
       elseif kind == 'C' and is_live(m) then
-        flush()
         if m.ph == 'o' and m.tok ~= '' then
           set(cid, m, 'ph', 'c', 'rs', arg)
           call('SREM', LIVE, cid)
@@ -399,11 +448,9 @@ if OP == 'ops' then
           finish(cid, m, arg)
         end
       elseif kind == 'D' and m.ph == 'o' and m.tok ~= '' then
-        flush()
         detach(cid, m)
         lose_stream(cid, m)
       elseif kind == 'E' and m.ph == 's' and m.ep == arg then
-        flush()
         finish(cid, m, 'k')
       elseif kind == 'F' and is_live(m) and m.fw == '1' then
         local keys = call('HKEYS', qkey(cid))
@@ -419,30 +466,26 @@ if OP == 'ops' then
           release(cid, m, low, { v })
         end
       elseif kind == 'W' and m.ph ~= '' then
-        flush()
         set(cid, m, 'lost', str(num(m.lost) + 1))
         finish(cid, m, 'w')
       elseif kind == 'G' then
         set(cid, m, 'gone', '1', 'pin', '0', 'pinb', '0')
       elseif kind == 'X' and m.ph ~= '' then
-        flush()
         local reason = 'h'
         if m.ph == 'c' then reason = m.rs end
         finish(cid, m, reason)
       end
     end
   end
-  flush()
   return missing
 end
 
 -- A holder's stream ended: the client went away, a write failed, or it
 -- wrote the control close (flushed = 1). A closing incarnation already
 -- replaced by a new one is reported to its home with the holder's count.
-if OP == 'ended' then
-  local cid, ser, tok, sent, sentc, flushed = A[6], A[7], A[8], tonumber(A[9]), tonumber(A[10]), A[11]
-  local home, reason, undelivered = A[12], A[13], A[14]
-  local rev, rbytes = tonumber(A[15]), tonumber(A[16])
+ops['ended'] = function(A, b)
+  local cid, ser, tok, sent, sentc, flushed = A[b], A[b + 1], A[b + 2], tonumber(A[b + 3]), tonumber(A[b + 4]), A[b + 5]
+  local home, reason, undelivered = A[b + 6], A[b + 7], A[b + 8]
   local m = load(cid)
   if m and m.ser == ser then
     if m.tok == tok then
@@ -451,7 +494,7 @@ if OP == 'ended' then
       if flushed == '1' then
         set(cid, m, 'sent', str(num(m.ne) - 1), 'sentc', m.cum)
       else
-        cursor(cid, m, sent, sentc, rev, rbytes)
+        cursor(cid, m, sent, sentc)
       end
       lose_stream(cid, m)
     end
@@ -466,8 +509,8 @@ end
 
 -- A GET whose attach timed out: undo it if it happened after all. A
 -- channel made by it has no application here (orphan = 1): closed.
-if OP == 'abandon' then
-  local cid, tok, orphan = A[6], A[7], A[8]
+ops['abandon'] = function(A, b)
+  local cid, tok, orphan = A[b], A[b + 1], A[b + 2]
   local m = load(cid)
   if m and m.tok == tok then
     call('SREM', skey(ME), cid)
@@ -478,17 +521,17 @@ if OP == 'abandon' then
 end
 
 -- A DELETE: the client leaves for good.
-if OP == 'cclose' then
-  local m = load(A[6])
+ops['cclose'] = function(A, b)
+  local m = load(A[b])
   if not is_live(m) then return 0 end
-  finish(A[6], m, 'l')
+  finish(A[b], m, 'l')
   return 1
 end
 
 -- A holder found events missing from a stream (trimmed from the store
 -- before it read them): lost, told to the home once.
-if OP == 'lost' then
-  local cid, ser, first, last = A[6], A[7], tonumber(A[8]), tonumber(A[9])
+ops['lost'] = function(A, b)
+  local cid, ser, first, last = A[b], A[b + 1], tonumber(A[b + 2]), tonumber(A[b + 3])
   local m = load(cid)
   if m and m.ser == ser and last > num(m.gapr) then
     first = math.max(first, num(m.gapr) + 1)
@@ -498,26 +541,27 @@ if OP == 'lost' then
   return 1
 end
 
--- What an instance has to say every so often: ARGV[6], [7] the replay
+-- What an instance has to say every so often: ARGS[6], [7] the replay
 -- bounds, [8] its inbound stream read through this id ('' none), then
 -- how many stream cursors (client id, serial, sent, bytes) follow, and
 -- then how many messages its applications took (client id, serial,
 -- count, bytes) follow.
-if OP == 'report' then
-  local rev, rbytes, read = tonumber(A[6]), tonumber(A[7]), A[8]
+ops['report'] = function(A)
+  REV, RBYTES = tonumber(A[6]), tonumber(A[7])
+  local read = A[8]
   local k = 9
   local n = tonumber(A[k])
   k = k + 1
   for _ = 1, n do
-    local m = load(A[k])
-    if m and m.ser == A[k + 1] then cursor(A[k], m, tonumber(A[k + 2]), tonumber(A[k + 3]), rev, rbytes) end
+    local m = peek(A[k], CURSOR)
+    if m.ser == A[k + 1] then cursor(A[k], m, tonumber(A[k + 2]), tonumber(A[k + 3])) end
     k = k + 4
   end
   n = tonumber(A[k])
   k = k + 1
   for _ = 1, n do
-    local m = load(A[k])
-    if m and m.ser == A[k + 1] then
+    local m = peek(A[k], TAKEN)
+    if m.ser == A[k + 1] then
       set(A[k], m, 'pin', str(math.max(num(m.pin) - tonumber(A[k + 2]), 0)),
         'pinb', str(math.max(num(m.pinb) - tonumber(A[k + 3]), 0)))
     end
@@ -530,7 +574,7 @@ end
 -- The lease: refreshed, and (reap = 1) the channels of instances whose
 -- lease ran out are closed or suspended, `batch` at a time. Replies how
 -- many channels were handled.
-if OP == 'beat' then
+ops['beat'] = function(A)
   local reap_now, batch = A[6], tonumber(A[7])
   call('HSET', INST, ME, str(now()))
   local done = 0
@@ -547,7 +591,7 @@ end
 
 -- An instance leaves (shutdown): what is left of its channels goes as if
 -- it had died, and it is forgotten.
-if OP == 'leave' then
+ops['leave'] = function(A)
   local batch = tonumber(A[6])
   while reap(ME, batch) > 0 do end
   return 1
@@ -555,10 +599,42 @@ end
 
 -- A broadcast: every instance gives it to the channels homed there.
 -- Replies its sequence number and the channels open cluster-wide.
-if OP == 'bcast' then
+ops['bcast'] = function(A)
   local seq = call('INCR', P .. 'bseq')
   call('XADD', P .. 'b', 'MAXLEN', '~', A[7], '*', 'o', ME, 'q', str(seq), 'd', A[6])
   return { seq, call('SCARD', LIVE) }
 end
 
-return redis.error_reply('ssechan: unknown operation ' .. tostring(OP))
+-- An instance's requests, independent of each other, in one call: ARGS[6]
+-- to [12] are the bounds they share (re-order window and bytes, incoming
+-- messages and bytes, replay events and bytes, attach page), then each
+-- request: its operation and its arguments (ARITY of them). Replies the
+-- requests' replies, in order.
+local ARITY = { attach = 5, post = 3, ended = 9, abandon = 3, cclose = 1, lost = 4 }
+ops['batch'] = function(A)
+  WINDOW, QMAX, INMAX, INBMAX = tonumber(A[6]), tonumber(A[7]), tonumber(A[8]), tonumber(A[9])
+  REV, RBYTES, PAGE = tonumber(A[10]), tonumber(A[11]), tonumber(A[12])
+  local replies = {}
+  local k = 13
+  while k <= #A do
+    local name = A[k]
+    local arity = ARITY[name]
+    if not arity then return redis.error_reply('ssechan: unknown request ' .. tostring(name)) end
+    replies[#replies + 1] = ops[name](A, k + 1)
+    k = k + 1 + arity
+  end
+  return replies
+end
+
+redis.register_function('__LIBRARY__', function(_, A)
+  call, P, ME, LEASE, MEM = redis.call, A[1], A[3], tonumber(A[4]), tonumber(A[5])
+  INST, LIVE = P .. 'inst', P .. 'live'
+  NOW, registered, lastseen, outbox, last_notice = nil, {}, {}, {}, {}
+  local op = ops[A[2]]
+  if not op or ARITY[A[2]] then
+    return redis.error_reply('ssechan: unknown operation ' .. tostring(A[2]))
+  end
+  local r = op(A)
+  send_notices()
+  return r
+end)

@@ -63,9 +63,10 @@ struct HeldState {
     final_info: Option<FinalInfo>,
     final_written: bool,
     detached: bool,
-    /// Handed to the socket: the last event id, and bytes through it.
+    /// Handed to the socket: the last event id, and the channel's data
+    /// bytes through it (`None` before this stream wrote anything).
     written: u64,
-    written_cum: u64,
+    written_cum: Option<u64>,
     reported: u64,
     waker: Option<Waker>,
 }
@@ -91,7 +92,7 @@ impl Held {
                 final_written: false,
                 detached: false,
                 written: 0,
-                written_cum: 0,
+                written_cum: None,
                 reported: 0,
                 waker: None,
             }),
@@ -243,11 +244,12 @@ impl Held {
     pub(crate) fn cursor(&self) -> Option<(u64, u64, u64)> {
         self.listed.store(false, Ordering::Release);
         let mut st = self.lock();
+        let cum = st.written_cum?;
         if st.written <= st.reported {
             return None;
         }
         st.reported = st.written;
-        Some((st.ser, st.written, st.written_cum))
+        Some((st.ser, st.written, cum))
     }
 
     /// A report that failed: sent again next time.
@@ -272,7 +274,7 @@ impl Held {
             st.detached = true;
             let w = st.waker.take();
             drop(st);
-            self.tell_ended(false);
+            self.tell_ended();
             if let Some(w) = w {
                 w.wake();
             }
@@ -280,8 +282,7 @@ impl Held {
     }
 
     /// Tells the store this stream ended (retried until it hears it).
-    fn tell_ended(&self, by_us: bool) {
-        let _ = by_us;
+    fn tell_ended(&self) {
         let Some(store) = self.store.upgrade() else { return };
         let st = self.lock();
         let (flushed, fin) = (st.final_written, st.final_info.clone());
@@ -289,8 +290,8 @@ impl Held {
             cid: self.cid.clone(),
             ser: st.ser,
             tok: self.tok.clone(),
-            sent: st.written,
-            sent_cum: st.written_cum,
+            sent: st.written_cum.map_or(0, |_| st.written),
+            sent_cum: st.written_cum.unwrap_or(0),
             flushed,
             home: fin.as_ref().map(|f| f.home.clone()).unwrap_or_default(),
             reason: fin.as_ref().map_or("", |f| reason_code(f.reason)),
@@ -321,7 +322,7 @@ impl StreamSource for HeldStream {
             let HeldState { queue, cums, written, written_cum, .. } = &mut *st;
             let (bytes, events) = encode_batch(queue, self.max_frame, |id, _| {
                 *written = id;
-                *written_cum = cums.pop_front().unwrap_or(*written_cum);
+                *written_cum = cums.pop_front().or(*written_cum);
             });
             drop(st);
             held.list();
@@ -372,7 +373,7 @@ impl Drop for HeldStream {
             store.forget_held(held);
         }
         if tell {
-            held.tell_ended(true);
+            held.tell_ended();
         }
     }
 }

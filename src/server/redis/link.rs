@@ -7,11 +7,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 use thiserror::Error;
 
-/// The script every change of a channel goes through.
-const SCRIPT: &str = include_str!("channels.lua");
+/// The function library every change of a channel goes through; its
+/// `__LIBRARY__` is replaced by a name that changes with its text, so that
+/// instances of different versions sharing a Redis each call their own.
+const LIBRARY: &str = include_str!("channels.lua");
+
+/// The library as loaded, and the name of its one function.
+fn library() -> (String, String) {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = LIBRARY
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let name = format!("ssechan_{hash:016x}");
+    (LIBRARY.replace("__LIBRARY__", &name), name)
+}
 
 /// How long a request waits for Redis before its caller gives up (a POST
 /// or a new stream then gets 503): well within the second the protocol
@@ -21,14 +33,22 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_millis(750);
 pub(crate) const READ_BLOCK: Duration = Duration::from_secs(1);
 
 /// Why a request to Redis failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub(crate) enum StoreError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(String),
     #[error("Redis gave an answer this version of ssechan does not understand")]
     Reply,
+    #[error("the server is stopping")]
+    Stopped,
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e.to_string())
+    }
 }
 
 /// What every script call carries first.
@@ -40,12 +60,13 @@ pub(crate) struct Header {
     pub memory_ms: u64,
 }
 
-/// A connected Redis and what is needed to call the script.
+/// A connected Redis and what is needed to call the library.
 #[derive(Clone)]
 pub(crate) struct Link {
     client: Client,
     conn: ConnectionManager,
-    script: Arc<redis::Script>,
+    /// The library's code and function name.
+    library: Arc<(String, String)>,
     pub(crate) header: Arc<Header>,
     pub(crate) metrics: Arc<super::RedisMetrics>,
 }
@@ -63,6 +84,8 @@ impl Link {
             .set_response_timeout(Some(timeout));
         let mut probe = client.get_multiplexed_async_connection_with_config(&cfg).await?;
         let _: Value = redis::cmd("PING").query_async(&mut probe).await?;
+        let library = library();
+        load(&mut probe, &library.0).await?;
         drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REQUEST_TIMEOUT))
@@ -74,30 +97,40 @@ impl Link {
         Ok(Link {
             client,
             conn,
-            script: Arc::new(redis::Script::new(SCRIPT)),
+            library: Arc::new(library),
             header: Arc::new(header),
             metrics: Arc::default(),
         })
     }
 
-    /// Calls operation `op` of the script with the arguments `args` adds,
-    /// within `timeout`.
+    /// Calls operation `op` of the library with the arguments `args` adds,
+    /// within `timeout`. A Redis that lost the library (restarted without
+    /// it) gets it again.
     pub(crate) async fn call_within(
         &self,
         timeout: Duration,
         op: &str,
-        args: impl FnOnce(&mut ScriptInvocation<'_>),
+        args: impl FnOnce(&mut Cmd),
     ) -> Result<Value, StoreError> {
         let h = &self.header;
-        let mut inv = self.script.prepare_invoke();
-        inv.arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
-        args(&mut inv);
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&self.library.1).arg(0);
+        cmd.arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
+        args(&mut cmd);
         let mut conn = self.conn.clone();
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, inv.invoke_async::<Value>(&mut conn)).await
-        {
+        let attempt = async {
+            match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.to_string().contains("Function not found") => {
+                    load(&mut conn, &self.library.0).await?;
+                    cmd.query_async::<Value>(&mut conn).await
+                }
+                r => r,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(StoreError::Timeout(timeout)),
         };
         self.metrics.observe(started.elapsed(), result.is_ok());
@@ -108,7 +141,7 @@ impl Link {
     pub(crate) async fn call(
         &self,
         op: &str,
-        args: impl FnOnce(&mut ScriptInvocation<'_>),
+        args: impl FnOnce(&mut Cmd),
     ) -> Result<Value, StoreError> {
         self.call_within(REQUEST_TIMEOUT, op, args).await
     }
@@ -124,7 +157,7 @@ impl Link {
         .await
         {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(StoreError::Timeout(REQUEST_TIMEOUT)),
         };
         self.metrics.observe(started.elapsed(), result.is_ok());
@@ -146,6 +179,12 @@ impl Link {
     pub(crate) fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.header.prefix)
     }
+}
+
+/// Loads (or replaces) the library.
+async fn load(conn: &mut impl redis::aio::ConnectionLike, code: &str) -> redis::RedisResult<()> {
+    redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(code).query_async::<Value>(conn).await?;
+    Ok(())
 }
 
 /// The wait schedule of everything retried against Redis: the client's

@@ -30,6 +30,7 @@ mod home;
 mod link;
 mod notice;
 mod ops;
+mod requests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
@@ -58,12 +59,13 @@ use home::Home;
 use link::{Header, Link, REQUEST_TIMEOUT, Retry, StoreError};
 use notice::{Attached, Broadcast, How, Notice, Posted};
 use ops::Op;
+use requests::{Request, Requests};
 
 /// Events the attach's reply carries at most; a longer replay is read
 /// from the store by the stream.
 const ATTACH_PAGE: usize = 128;
 /// How often streams' cursors and applications' progress go to the store.
-const REPORT_EVERY: Duration = Duration::from_millis(50);
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Channels of a dead instance handled per heartbeat.
 const REAP_BATCH: usize = 256;
 /// Broadcasts kept in their stream for instances that lag behind.
@@ -272,6 +274,7 @@ struct Homes {
 }
 
 /// What a holder tells the store when its stream ends.
+#[derive(Clone)]
 pub(crate) struct Ended {
     cid: Arc<str>,
     ser: u64,
@@ -288,6 +291,7 @@ type LostEvents = (Arc<str>, u64, u64, u64);
 
 pub(crate) struct Shared {
     link: Link,
+    requests: Requests,
     config: StoreConfig,
     homes: Mutex<Homes>,
     held: Mutex<HashMap<Arc<str>, Arc<Held>>>,
@@ -335,6 +339,7 @@ impl RedisStore {
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            requests: Requests::start(link.clone(), config.settings.limits, stop_rx.clone()),
             link: link.clone(),
             config: StoreConfig {
                 settings: config.settings,
@@ -438,17 +443,13 @@ impl Shared {
         lock(&self.lost).push((cid, ser, first, last));
     }
 
-    /// Runs `call` until the store takes it (or the store stops).
-    fn retry_until_done<F, Fut>(&self, what: &'static str, call: F)
-    where
-        F: Fn(Link) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<Value, StoreError>> + Send,
-    {
-        let (link, mut stop) = (self.link.clone(), self.stop.subscribe());
+    /// Sends `request` until the store takes it (or the store stops).
+    fn retry_until_done(&self, what: &'static str, request: impl Fn() -> Request + Send + 'static) {
+        let (requests, mut stop) = (self.requests.clone(), self.stop.subscribe());
         tokio::spawn(async move {
             let mut retry = Retry::new(Duration::from_secs(1));
             loop {
-                match call(link.clone()).await {
+                match requests.call(request()).await {
                     Ok(_) => return,
                     Err(e) => debug!("{what}: {e}; retrying"),
                 }
@@ -461,29 +462,14 @@ impl Shared {
     }
 
     pub(crate) fn tell_ended(&self, e: Ended) {
-        let (rev, rbytes) = (self.limits().replay_events, self.limits().replay_bytes);
-        self.retry_until_done("telling the store a stream ended", move |link| {
-            let e = &e;
-            let (cid, tok) = (e.cid.clone(), e.tok.clone());
-            let home = e.home.clone();
-            let (ser, sent, sent_cum, flushed, reason, und) =
-                (e.ser, e.sent, e.sent_cum, e.flushed, e.reason, e.undelivered);
-            async move {
-                link.call("ended", |inv| {
-                    inv.arg(&*cid)
-                        .arg(ser)
-                        .arg(&*tok)
-                        .arg(sent)
-                        .arg(sent_cum)
-                        .arg(if flushed { "1" } else { "0" })
-                        .arg(&home)
-                        .arg(reason)
-                        .arg(und)
-                        .arg(rev)
-                        .arg(rbytes);
-                })
-                .await
-            }
+        let e = Arc::new(e);
+        self.retry_until_done("telling the store a stream ended", move || {
+            Request::Ended(Ended {
+                cid: e.cid.clone(),
+                tok: e.tok.clone(),
+                home: e.home.clone(),
+                ..*e
+            })
         });
     }
 
@@ -637,9 +623,11 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         for (key, entries) in streams {
             for (id, fields) in entries {
                 if key == in_key {
-                    match Notice::parse(&fields) {
-                        Some(n) => s.dispatch(n),
-                        None => warn!("ignored a notice this version does not know ({id})"),
+                    for n in Notice::parse_all(&fields) {
+                        match n {
+                            Some(n) => s.dispatch(n),
+                            None => warn!("ignored a notice this version does not know ({id})"),
+                        }
                     }
                     last_in = id;
                 } else if key == b_key {
@@ -685,14 +673,11 @@ async fn report_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .filter(|(_, (n, _))| *n > 0)
             .collect();
         for (cid, ser, first, last) in lost {
-            s.retry_until_done("reporting lost events", move |link| {
-                let cid = cid.clone();
-                async move {
-                    link.call("lost", |inv| {
-                        inv.arg(&*cid).arg(ser).arg(first).arg(last);
-                    })
-                    .await
-                }
+            s.retry_until_done("reporting lost events", move || Request::Lost {
+                cid: cid.clone(),
+                ser,
+                first,
+                last,
             });
         }
         if cursors.is_empty() && taken.is_empty() && read.is_none() {
@@ -766,19 +751,12 @@ impl PostSlot for RedisPost {
             let give_up = Instant::now() + s.config.post_wait;
             let mut pause = Duration::from_millis(5);
             loop {
-                let reply = s
-                    .link
-                    .call("post", |inv| {
-                        inv.arg(&self.cid)
-                            .arg(message_id)
-                            .arg(&message)
-                            .arg(limits.reorder_window)
-                            .arg(limits.reorder_bytes)
-                            .arg(limits.incoming_messages)
-                            .arg(limits.incoming_bytes);
-                    })
-                    .await
-                    .map_err(|e| unavailable(&e))?;
+                let post = Request::Post {
+                    cid: self.cid.clone(),
+                    id: message_id,
+                    message: message.clone(),
+                };
+                let reply = s.requests.call(post).await.map_err(|e| unavailable(&e))?;
                 let refused = |e| Err(inbound_refusal(e, &self.cid, message_id));
                 match Posted::parse(&reply) {
                     Some(Posted::Stored | Posted::Duplicate) => return Ok(()),
@@ -844,14 +822,8 @@ impl ChannelStore for RedisStore {
 
     fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>> {
         Box::pin(async move {
-            let v = self
-                .shared
-                .link
-                .call("cclose", |inv| {
-                    inv.arg(client_id);
-                })
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let close = Request::ClientClosed { cid: client_id.to_owned() };
+            let v = self.shared.requests.call(close).await.map_err(|e| unavailable(&e))?;
             match notice::int(&v) {
                 Some(1) => Ok(()),
                 _ => Err(Refusal::unknown_client(client_id)),
@@ -1016,17 +988,14 @@ impl RedisStore {
         lock(&s.homes).pending.entry(cid.clone()).or_default().0 += 1;
         let keep_alive = s.config.settings.keep_alive.map_or(0, |k| k.as_millis() as u64);
         let last = req.last_event_id.map_or(-1, |l| l.min(MAX_MESSAGE_ID) as i64);
-        let reply = s
-            .link
-            .call("attach", |inv| {
-                inv.arg(&*cid)
-                    .arg(&*tok)
-                    .arg(last)
-                    .arg(keep_alive)
-                    .arg(if permit.is_some() { "1" } else { "0" })
-                    .arg(ATTACH_PAGE);
-            })
-            .await;
+        let attach = Request::Attach {
+            cid: cid.clone(),
+            tok: tok.clone(),
+            last,
+            keep_alive,
+            may_create: permit.is_some(),
+        };
+        let reply = s.requests.call(attach).await;
         let attached = reply.and_then(|v| Attached::parse(&v).ok_or(StoreError::Reply));
         let mut homes = lock(&s.homes);
         let buffered = match homes.pending.get_mut(&cid) {
@@ -1040,25 +1009,20 @@ impl RedisStore {
             }
             None => Vec::new(),
         };
-        let attached = match attached {
-            Ok(a) => a,
-            Err(e) => {
-                let orphan = !homes.by_cid.contains_key(&cid);
-                drop(homes);
-                s.forget_held(&held);
-                let (cid, tok) = (cid.clone(), tok.clone());
-                s.retry_until_done("undoing an attach that timed out", move |link| {
+        let attached =
+            match attached {
+                Ok(a) => a,
+                Err(e) => {
+                    let orphan = !homes.by_cid.contains_key(&cid);
+                    drop(homes);
+                    s.forget_held(&held);
                     let (cid, tok) = (cid.clone(), tok.clone());
-                    async move {
-                        link.call("abandon", |inv| {
-                            inv.arg(&*cid).arg(&*tok).arg(if orphan { "1" } else { "0" });
-                        })
-                        .await
-                    }
-                });
-                return Err(unavailable(&e));
-            }
-        };
+                    s.retry_until_done("undoing an attach that timed out", move || {
+                        Request::Abandon { cid: cid.clone(), tok: tok.clone(), orphan }
+                    });
+                    return Err(unavailable(&e));
+                }
+            };
         let client = escape_controls(&cid);
         let remote = req.info.remote;
         match attached {
@@ -1092,6 +1056,9 @@ impl RedisStore {
                         info!(%client, %remote, home = %home, "stream taken over by a new request")
                     }
                     How::Attached => debug!(%client, %remote, home = %home, "attached"),
+                }
+                if start <= last {
+                    debug!(%client, start, last, "replaying from the store");
                 }
                 if ahead {
                     warn!(%client, last_event_id = req.last_event_id, sent_up_to = last, "Last-Event-ID is ahead of what was sent; ignored");

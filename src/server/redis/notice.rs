@@ -161,8 +161,22 @@ impl Fields<'_> {
 }
 
 impl Notice {
-    /// An inbound entry's fields as a notice; `None` for one this version
-    /// does not know (logged by the caller).
+    /// An inbound entry's notices (each begins with its `t` field); `None`
+    /// for one this version does not know (logged by the caller).
+    pub(crate) fn parse_all(fields: &[(Bytes, Bytes)]) -> Vec<Option<Notice>> {
+        let starts: Vec<usize> =
+            fields.iter().enumerate().filter(|(_, (k, _))| k == "t").map(|(i, _)| i).collect();
+        starts
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let end = starts.get(n + 1).copied().unwrap_or(fields.len());
+                Notice::parse(&fields[i..end])
+            })
+            .collect()
+    }
+
+    /// One notice's fields.
     pub(crate) fn parse(fields: &[(Bytes, Bytes)]) -> Option<Notice> {
         let f = Fields(fields);
         let cid = || f.text("c");
@@ -402,6 +416,17 @@ mod tests {
                 lost: 2,
                 home: "H".into()
             })
+        );
+        let two = fields(&[
+            "t", "R", "c", "a", "s", "1", "t", "?", "t", "x", "c", "b", "s", "2", "k", "T",
+        ]);
+        assert_eq!(
+            Notice::parse_all(&two),
+            [
+                Some(Notice::Resumed { cid: "a".into(), ser: 1 }),
+                None,
+                Some(Notice::Detach { tok: "T".into() })
+            ]
         );
         let c = fields(&["t", "C", "c", "x", "s", "2", "r", "k", "u", "0"]);
         assert_eq!(

@@ -1,0 +1,414 @@
+//! Several `ssechan serve --redis` instances sharing channels (PROTOCOL.md
+//! §8): the real binary, Debian's redis-server and haproxy, all started
+//! here on free ports.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+mod util;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cluster::{Haproxy, RedisServer, addr, free_port, instances};
+use futures_util::future::join_all;
+use serde_json::Value;
+use ssechan::protocol::query::channel_query;
+use util::*;
+
+/// Waits for the JSON stdout event `event` of client `who`, skipping others.
+async fn event_of(s: &mut Serve, event: &str, who: &str) -> Value {
+    loop {
+        let v = s.out_json().await;
+        if v["event"] == event && v["client"] == who {
+            return v;
+        }
+    }
+}
+
+/// Stops an instance (SIGTERM) and returns everything it printed on
+/// stdout and stderr from now on, once it has exited.
+async fn stop(mut s: Serve) -> (Vec<String>, Vec<String>) {
+    s.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(WAIT, s.child.wait()).await.expect("exits in time");
+    assert!(status.expect("wait").success(), "serve exits 0 on SIGTERM");
+    let mut out = Vec::new();
+    while let Some(l) = s.stdout.recv().await {
+        out.push(l);
+    }
+    let mut err = Vec::new();
+    while let Some(l) = s.stderr.recv().await {
+        err.push(l);
+    }
+    (out, err)
+}
+
+fn closes_of(lines: &[String], who: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "close" && v["client"] == who)
+        .collect()
+}
+
+/// Sends a stdin command to an instance.
+async fn say(s: &mut Serve, v: Value) {
+    s.send_line(&v.to_string()).await;
+}
+
+async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
+    let body = ssechan::protocol::encode_message_body(msg);
+    post_raw(url, &channel_query(who, Some(id)), body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn posts_of_one_client_across_three_instances_arrive_in_order_once() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 3, &["--format", "json", "--reorder-window", "64"]).await;
+    let _stream = open(&inst[0].url, "c", None).await;
+    event_of(&mut inst[0], "connect", "c").await;
+    // Every message twice, shuffled, all in flight at once, to A, B and C
+    // in turn.
+    let mut ids: Vec<u64> = (0..40).chain(0..40).collect();
+    fastrand::seed(9);
+    fastrand::shuffle(&mut ids);
+    let urls: Vec<String> = inst.iter().map(|s| s.url.clone()).collect();
+    let client = http();
+    let answers = join_all(ids.iter().enumerate().map(|(i, id)| {
+        let (client, url) = (client.clone(), urls[i % 3].clone());
+        async move { post(&client, &url, "c", *id, &format!("m{id}")).await }
+    }))
+    .await;
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    // Past the window: refused, and the refusal is this POST's answer.
+    let (status, why) = post_text(&urls[1], "c", 40 + 65, "too far").await;
+    assert_eq!(status, 429, "{why}");
+    assert!(why.contains("ahead of the next expected id 40"), "{why}");
+    assert_eq!(post_text(&urls[2], "c", 40, "m40").await.0, 200);
+    assert_eq!(post_text(&urls[0], "c", 41, "m41").await.0, 200);
+    for id in 0..=41 {
+        let v = event_of(&mut inst[0], "message", "c").await;
+        assert_eq!(v["data"], format!("m{id}"), "message {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_dropped_on_one_instance_resumes_on_another_with_replay() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 3, &["--format", "json", "--keep-alive", "30s"]).await;
+    let mut a = open(&inst[0].url, "c", None).await;
+    event_of(&mut inst[0], "connect", "c").await;
+    for i in 1..=3 {
+        say(&mut inst[0], serde_json::json!({"client": "c", "data": format!("e{i}")})).await;
+    }
+    let seen = a.msgs(3).await;
+    assert_eq!(seen.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2, 3]);
+    say(&mut inst[0], serde_json::json!({"client": "c", "drop": true})).await;
+    let tail = a.until_end().await;
+    assert!(tail.iter().all(|e| e.event != "control"), "a drop is not a close: {tail:?}");
+    event_of(&mut inst[0], "suspend", "c").await;
+    // Written while no stream is open.
+    for i in 4..=5 {
+        say(&mut inst[0], serde_json::json!({"client": "c", "data": format!("e{i}")})).await;
+    }
+    // The client saw only up to 2 (event 3 was lost with the connection).
+    let mut b = open(&inst[1].url, "c", Some(2)).await;
+    event_of(&mut inst[0], "resume", "c").await;
+    say(&mut inst[0], serde_json::json!({"client": "c", "data": "e6"})).await;
+    let got = b.msgs(4).await;
+    let got: Vec<(u64, &str)> = got.iter().map(|m| (m.id, m.data.as_str())).collect();
+    assert_eq!(got, [(3, "e3"), (4, "e4"), (5, "e5"), (6, "e6")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_on_another_instance_takes_over() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 2, &["--format", "json"]).await;
+    let mut a = open(&inst[0].url, "t", None).await;
+    event_of(&mut inst[0], "connect", "t").await;
+    say(&mut inst[0], serde_json::json!({"client": "t", "data": "one"})).await;
+    assert_eq!(a.next_msg().await, Msg { id: 1, data: "one".into() });
+    let mut b = open(&inst[1].url, "t", Some(1)).await;
+    let tail = a.until_end().await;
+    assert!(tail.is_empty(), "the old stream just ends: {tail:?}");
+    say(&mut inst[0], serde_json::json!({"client": "t", "data": "two"})).await;
+    assert_eq!(b.next_msg().await, Msg { id: 2, data: "two".into() });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_expiry_and_control_close_are_decided_once() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 3, &["--format", "json", "--keep-alive", "1s"]).await;
+    // "k": homed on A, its stream moved to B, then gone: one expiry.
+    let a = open(&inst[0].url, "k", None).await;
+    event_of(&mut inst[0], "connect", "k").await;
+    let b = open(&inst[1].url, "k", None).await;
+    drop(a);
+    drop(b);
+    let close = event_of(&mut inst[0], "close", "k").await;
+    assert_eq!(close["reason"], "keep-alive expired");
+    // "x": homed on A, streaming through C, closed by A's application.
+    let first = open(&inst[0].url, "x", None).await;
+    event_of(&mut inst[0], "connect", "x").await;
+    let mut c = open(&inst[2].url, "x", None).await;
+    drop(first);
+    say(&mut inst[0], serde_json::json!({"client": "x", "data": "bye"})).await;
+    say(&mut inst[0], serde_json::json!({"client": "x", "close": true})).await;
+    let events = c.until_end().await;
+    let kinds: Vec<(&str, &str)> =
+        events.iter().map(|e| (e.event.as_str(), e.data.as_str())).collect();
+    assert_eq!(kinds, [("message", "\"bye\""), ("control", "close")]);
+    let close = event_of(&mut inst[0], "close", "x").await;
+    assert_eq!(close["reason"], "closed by server");
+    // Nobody else decided anything about them.
+    let mut all = Vec::new();
+    for s in inst.drain(..) {
+        all.push(stop(s).await.0);
+    }
+    for who in ["k", "x"] {
+        let closes: usize = all.iter().map(|out| closes_of(out, who).len()).sum();
+        assert_eq!(closes, 0, "no second close of {who}: {all:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_from_one_stdin_reaches_every_instance_once() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 3, &["--format", "json"]).await;
+    let mut streams = Vec::new();
+    for (i, s) in inst.iter_mut().enumerate() {
+        let who = format!("b{i}");
+        streams.push(open(&s.url, &who, None).await);
+        event_of(s, "connect", &who).await;
+    }
+    say(&mut inst[1], serde_json::json!({"data": "to all"})).await;
+    for st in &mut streams {
+        assert_eq!(st.next_msg().await, Msg { id: 1, data: "to all".into() });
+    }
+    // Each home then writes its own client: no second copy came between.
+    for (i, s) in inst.iter_mut().enumerate() {
+        say(s, serde_json::json!({"client": format!("b{i}"), "data": "after"})).await;
+    }
+    for st in &mut streams {
+        assert_eq!(st.next_msg().await, Msg { id: 2, data: "after".into() });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_instance_holding_a_stream_loses_nothing() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 3, &["--format", "json", "--keep-alive", "30s"]).await;
+    let first = open(&inst[0].url, "h", None).await;
+    event_of(&mut inst[0], "connect", "h").await;
+    let mut held = open(&inst[1].url, "h", None).await;
+    drop(first);
+    for i in 1..=3 {
+        say(&mut inst[0], serde_json::json!({"client": "h", "data": format!("e{i}")})).await;
+    }
+    // The client saw 1 and 2; 3 was on its way when B died.
+    assert_eq!(held.msgs(2).await.len(), 2);
+    inst[1].signal(libc::SIGKILL);
+    for i in 4..=5 {
+        say(&mut inst[0], serde_json::json!({"client": "h", "data": format!("e{i}")})).await;
+    }
+    let mut c = open(&inst[2].url, "h", Some(2)).await;
+    let got: Vec<u64> = c.msgs(3).await.iter().map(|m| m.id).collect();
+    assert_eq!(got, [3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_home_closes_its_channels_within_the_lease() {
+    let redis = RedisServer::start();
+    let mut inst =
+        instances(&redis, 2, &["--format", "json", "--keep-alive", "30s", "--redis-lease", "2s"])
+            .await;
+    let first = open(&inst[0].url, "d", None).await;
+    event_of(&mut inst[0], "connect", "d").await;
+    let mut on_b = open(&inst[1].url, "d", None).await;
+    drop(first);
+    inst[0].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let events = on_b.until_end().await;
+    let took = killed.elapsed();
+    assert_eq!(
+        events.last().map(|e| (e.event.as_str(), e.data.as_str())),
+        Some(("control", "close"))
+    );
+    // The lease, its check (a tenth of it), and a busy machine's slack.
+    assert!(took < Duration::from_millis(2000 + 200 + 2500), "closed after {took:?}");
+    let (status, why) = post_text(&inst[1].url, "d", 0, "late").await;
+    assert_eq!(status, 404, "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_under_load_answers_503_loses_nothing_and_recovers() {
+    let redis = RedisServer::start();
+    let inst = instances(&redis, 3, &["--echo", "--keep-alive", "30s"]).await;
+    let urls: Vec<String> = inst.iter().map(|s| s.url.clone()).collect();
+    const CLIENTS: usize = 6;
+    const MESSAGES: u64 = 80;
+    let mut streams = Vec::new();
+    for i in 0..CLIENTS {
+        streams.push(open(&urls[i % 3], &format!("o{i}"), Some(0)).await);
+    }
+    let started = Instant::now();
+    let senders = (0..CLIENTS).map(|i| {
+        let urls = urls.clone();
+        async move {
+            let client = http();
+            let (mut refused, mut slowest) = (0u32, Duration::ZERO);
+            for id in 0..MESSAGES {
+                let mut attempt = 0;
+                loop {
+                    let url = &urls[(i + id as usize + attempt) % 3];
+                    let t = Instant::now();
+                    let status = post(&client, url, &format!("o{i}"), id, &format!("m{id}")).await;
+                    if status == 200 {
+                        break;
+                    }
+                    assert_eq!(status, 503, "only 503 while the store is away");
+                    refused += 1;
+                    slowest = slowest.max(t.elapsed());
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (refused, slowest)
+        }
+    });
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        redis.pause();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        redis.resume();
+    };
+    let (results, ()) = tokio::join!(join_all(senders), outage);
+    let refused: u32 = results.iter().map(|r| r.0).sum();
+    let slowest = results.iter().map(|r| r.1).max().unwrap_or_default();
+    assert!(refused > 0, "POSTs were refused while Redis was stopped");
+    assert!(slowest < Duration::from_millis(1500), "a refusal took {slowest:?}");
+    // Every acknowledged message comes back once, in order, on the stream
+    // that stayed open through the outage.
+    for (i, st) in streams.iter_mut().enumerate() {
+        let got = st.msgs(MESSAGES as usize).await;
+        let data: Vec<String> = got.iter().map(|m| m.data.clone()).collect();
+        let want: Vec<String> = (0..MESSAGES).map(|id| format!("m{id}")).collect();
+        assert_eq!(data, want, "client o{i}");
+        assert!(!st.ended, "client o{i}'s stream stayed open");
+    }
+    assert!(started.elapsed() > Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_through_haproxy_with_drops_loses_nothing() {
+    let redis = RedisServer::start();
+    let inst = instances(&redis, 3, &["--echo", "--keep-alive", "30s", "-v"]).await;
+    let haproxy = Haproxy::start(&inst.iter().map(addr).collect::<Vec<_>>());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["bench", &haproxy.url(), "--clients", "100", "--rate", "1000"])
+        .args(["--duration", "6s", "--drop-every", "200ms", "--drain", "20s", "--json", "-"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("bench in time");
+    let out = out.expect("run bench");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for k in ["lost", "duplicated", "out_of_order", "corrupted", "failed_resumes"] {
+        assert_eq!(report[k], 0, "{k}: {report}");
+    }
+    assert_eq!(report["passed"], true, "{report}");
+    let drops = report["drops"].as_u64().unwrap_or(0);
+    assert!(drops > 500, "{report}");
+    // Reconnects landed on instances other than the channel's home: the
+    // home logs `connected`, the instance a stream resumes on `resumed`.
+    let logs: Vec<Vec<String>> =
+        join_all(inst.into_iter().map(|s| async { stop(s).await.1 })).await;
+    let field = |l: &str, name: &str| {
+        l.split_whitespace().find_map(|w| w.strip_prefix(name).map(str::to_owned))
+    };
+    let mut home = std::collections::HashMap::new();
+    for (i, log) in logs.iter().enumerate() {
+        for l in log.iter().filter(|l| l.contains(" connected ")) {
+            home.insert(field(l, "client=").expect("client"), i);
+        }
+    }
+    let (mut resumed, mut away) = (0, 0);
+    for (i, log) in logs.iter().enumerate() {
+        for l in log.iter().filter(|l| l.contains(" resumed ") && l.contains(" home=")) {
+            resumed += 1;
+            let client = field(l, "client=").expect("client");
+            if home.get(&client) != Some(&i) {
+                away += 1;
+            }
+        }
+    }
+    assert!(resumed > 0 && away * 2 > resumed, "{away} of {resumed} resumes on another instance");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_redis_at_start_is_one_clear_error() {
+    let port = free_port();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}/0"),
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.expect("exits in time").expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0]
+            .starts_with(&format!("ssechan: cannot reach Redis at redis://127.0.0.1:{port}/0: ")),
+        "{err}"
+    );
+    assert!(lines[0].contains("--redis-wait"), "{err}");
+    // Not a Redis URL: a usage error.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", "http://127.0.0.1/"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_wait_waits_for_redis_to_come_up() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "-v", "--listen", "127.0.0.1:0", "--redis-wait", "30s"])
+        .args(["--redis", &format!("redis://127.0.0.1:{port}/0")])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut wait_for = async |needle: &str| loop {
+        let line = tokio::time::timeout(WAIT, err.next_line()).await.expect("a line in time");
+        if line.expect("read").expect("still running").contains(needle) {
+            return;
+        }
+    };
+    wait_for("is not reachable yet").await;
+    let _redis = RedisServer::start_on(port);
+    wait_for("ssechan: listening on").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_url_may_come_from_the_environment() {
+    let redis = RedisServer::start();
+    let mut s = Serve::spawn_env(&["--format", "json"], &[("SSECHAN_REDIS", &redis.url())]).await;
+    let _stream = open(&s.url, "env", None).await;
+    event_of(&mut s, "connect", "env").await;
+    assert!(redis.command(&["SISMEMBER", "ssechan:live", "env"]).starts_with(":1"));
+}
