@@ -96,10 +96,10 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         }
         'ssechan;bench' {
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'What to measure')
-            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients')
-            [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients')
-            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream); ignored with --duration')
-            [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream); ignored with --duration')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
+            [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 5s')
+            [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 5s')
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Run for this long instead of a message count')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Run for this long instead of a message count')
             [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Open loop: this many messages per second in total (default: closed loop)')
@@ -110,15 +110,19 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--drop-every', '--drop-every', [CompletionResultType]::ParameterName, 'Chaos: end each client''s stream at random moments around this period; clients resume')
             [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Extra request header (repeatable)')
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
             [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
             [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
-            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip is slower than this')
+            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
             [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
+            [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports')
+            [CompletionResult]::new('--shard', '--shard', [CompletionResultType]::ParameterName, 'Run the I-th of N equal slices of the workload (1-based: clients and rate divided, client ids disjoint); `N` alone takes I from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it)')
+            [CompletionResult]::new('--start-at', '--start-at', [CompletionResultType]::ParameterName, 'Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or this long after start (+5s), so that shards started apart run together')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting each client and for each POST''s answer (at least 10ms)')
             [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Client threads; 0 uses half the cores, leaving the rest to a local server')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep-alive of the embedded server (without URL)')
-            [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
+            [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Listen mode: URL is a plain SSE endpoint (no client id)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
@@ -128,6 +132,37 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('merge', 'merge', [CompletionResultType]::ParameterValue, 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ssechan;bench;merge' {
+            [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
+            [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
+            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
+            [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
+            [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ssechan;bench;help' {
+            [CompletionResult]::new('merge', 'merge', [CompletionResultType]::ParameterValue, 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ssechan;bench;help;merge' {
+            break
+        }
+        'ssechan;bench;help;help' {
             break
         }
         'ssechan;generate' {
@@ -158,6 +193,10 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;help;bench' {
+            [CompletionResult]::new('merge', 'merge', [CompletionResultType]::ParameterValue, 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here')
+            break
+        }
+        'ssechan;help;bench;merge' {
             break
         }
         'ssechan;help;generate' {

@@ -31,6 +31,18 @@ _ssechan() {
             ssechan,serve)
                 cmd="ssechan__subcmd__serve"
                 ;;
+            ssechan__subcmd__bench,help)
+                cmd="ssechan__subcmd__bench__subcmd__help"
+                ;;
+            ssechan__subcmd__bench,merge)
+                cmd="ssechan__subcmd__bench__subcmd__merge"
+                ;;
+            ssechan__subcmd__bench__subcmd__help,help)
+                cmd="ssechan__subcmd__bench__subcmd__help__subcmd__help"
+                ;;
+            ssechan__subcmd__bench__subcmd__help,merge)
+                cmd="ssechan__subcmd__bench__subcmd__help__subcmd__merge"
+                ;;
             ssechan__subcmd__help,bench)
                 cmd="ssechan__subcmd__help__subcmd__bench"
                 ;;
@@ -45,6 +57,9 @@ _ssechan() {
                 ;;
             ssechan__subcmd__help,serve)
                 cmd="ssechan__subcmd__help__subcmd__serve"
+                ;;
+            ssechan__subcmd__help__subcmd__bench,merge)
+                cmd="ssechan__subcmd__help__subcmd__bench__subcmd__merge"
                 ;;
             *)
                 ;;
@@ -67,7 +82,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --json --max-lost --max-duplicated --max-p99 --min-throughput --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version"
+            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,10 +148,6 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --json)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --max-lost)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -153,6 +164,26 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --min-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --connect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -166,6 +197,90 @@ _ssechan() {
                     return 0
                     ;;
                 --drain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__bench__subcmd__help)
+            opts="merge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__bench__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__bench__subcmd__help__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__bench__subcmd__merge)
+            opts="-v -q -h -V --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --max-lost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-duplicated)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-p99)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-throughput)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -287,8 +402,22 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__bench)
-            opts=""
+            opts="merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__help__subcmd__bench__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -77,30 +77,49 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s c -l clients -d 'Concurrent clients' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s m -l messages -d 'Messages per client (listen mode: events per stream); ignored with --duration' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s d -l duration -d 'Run for this long instead of a message count' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s r -l rate -d 'Open loop: this many messages per second in total (default: closed loop)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l window -d 'Messages each client keeps in flight in closed loop' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s s -l size -d 'Payload size in bytes (at least the verification header)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s H -l header -d 'Extra request header (repeatable)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-lost -d 'Fail when more messages than this are lost' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-p99 -d 'Fail when the p99 round trip is slower than this' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s c -l clients -d 'Concurrent clients (of all shards together)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 5s' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s d -l duration -d 'Run for this long instead of a message count' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s r -l rate -d 'Open loop: this many messages per second in total (default: closed loop)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l window -d 'Messages each client keeps in flight in closed loop' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s s -l size -d 'Payload size in bytes (at least the verification header)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s H -l header -d 'Extra request header (repeatable)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l max-lost -d 'Fail when more messages than this are lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l shard -d 'Run the I-th of N equal slices of the workload (1-based: clients and rate divided, client ids disjoint); `N` alone takes I from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l start-at -d 'Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or this long after start (+5s), so that shards started apart run together' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
@@ -112,3 +131,4 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_see
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'

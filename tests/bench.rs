@@ -33,6 +33,29 @@ async fn bench(args: &[&str]) -> Run {
     bench_with_files(args, None).await
 }
 
+/// Runs `ssechan ARGS` (not only bench) with `env` set and `stdin` fed.
+async fn ssechan(args: &[&str], env: &[(&str, &str)], stdin: Option<String>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    cmd.args(args).envs(env.iter().copied()).kill_on_drop(true);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run ssechan");
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(text.as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("ssechan finished in time")
+        .expect("wait for ssechan");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Runs bench with its open-file limit (soft and hard) set to `files`.
 async fn bench_with_files(args: &[&str], files: Option<u64>) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
@@ -112,6 +135,11 @@ const FIELDS: &[&str] = &[
     "events_short",
     "passed",
     "failures",
+    "shards",
+    "started_at",
+    "checks",
+    "warnings",
+    "histograms",
 ];
 
 fn assert_schema(v: &Value) {
@@ -121,6 +149,15 @@ fn assert_schema(v: &Value) {
     for h in ["latency_ms", "recovery_ms", "resume_ms", "connect_ms", "first_event_ms"] {
         for p in ["p50", "p90", "p99", "p999", "max"] {
             assert!(v[h][p].is_number(), "{h}.{p} missing: {v}");
+        }
+    }
+    for h in ["latency", "recovery", "resume", "connect", "first_event"] {
+        let s = v["histograms"][h].as_str().unwrap_or_else(|| panic!("histograms.{h}: {v}"));
+        assert!(s.starts_with("HISTF"), "histograms.{h} is V2 base64: {s}");
+    }
+    for c in v["checks"].as_array().expect("checks is a list") {
+        for k in ["name", "measured", "bound", "limit", "unit", "passed"] {
+            assert!(c.get(k).is_some(), "check lacks {k}: {c}");
         }
     }
 }
@@ -810,4 +847,291 @@ async fn a_flooded_stream_does_not_hold_the_run() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
     assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (2, 1, 1), "{v}");
+}
+
+/// `xmllint --schema` against the published JUnit schema (tests/data).
+fn validate_junit(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("junit.xml");
+    std::fs::write(&file, xml).unwrap();
+    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/junit-10.xsd");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", xsd])
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian's libxml2-utils, installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "JUnit XML does not validate: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(name, failed, skipped)` of each `<testcase>`, in order.
+fn junit_cases(xml: &str) -> Vec<(String, bool, bool)> {
+    let mut cases = Vec::new();
+    for part in xml.split("<testcase ").skip(1) {
+        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let body = part.split("</testcase>").next().unwrap();
+        cases.push((name.to_string(), body.contains("<failure"), body.contains("<skipped")));
+    }
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junit_has_a_case_per_check_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("bench.xml");
+    let r = bench(&[
+        "-c",
+        "2",
+        "-m",
+        "20",
+        "--max-p99",
+        "1us",
+        "--min-throughput",
+        "1",
+        "--junit",
+        xml.to_str().unwrap(),
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let x = std::fs::read_to_string(&xml).unwrap();
+    validate_junit(&x);
+    let cases = junit_cases(&x);
+    let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"],
+        "{x}"
+    );
+    let failed: Vec<&str> = cases.iter().filter(|c| c.1).map(|c| c.0.as_str()).collect();
+    assert_eq!(failed, ["p99"], "{x}");
+    assert!(x.contains(r#"tests="7" failures="1""#), "{x}");
+    // The limit and the measured value are in the case.
+    assert!(x.contains("p99: ") && x.contains("(max 0.001 ms)"), "{x}");
+    assert!(x.contains("<system-out>lost: 0 messages (max 0 messages)</system-out>"), "{x}");
+    // The human report lists every check with its limit, passing ones too.
+    for line in ["ok    lost", "ok    throughput", "FAIL  p99"] {
+        assert!(r.stderr.contains(line), "{line:?} in {}", r.stderr);
+    }
+    assert!(r.stderr.contains("(min 1 /s)"), "{}", r.stderr);
+    // The JSON holds the same checks.
+    let v = r.json();
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 7, "{v}");
+    assert_eq!(checks[5]["name"], "p99");
+    assert_eq!(checks[5]["bound"], "max");
+    assert_eq!(checks[5]["passed"], false);
+    assert_eq!(checks[5]["limit"].as_f64(), Some(0.001));
+    // To stdout, and validating when it passes too.
+    let r = bench(&["-c", "2", "-m", "20", "--junit", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    validate_junit(&r.stdout);
+    assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
+    assert!(junit_cases(&r.stdout).iter().all(|c| !c.1 && !c.2), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junit_of_a_listen_run_names_its_checks() {
+    let url = bench_servers::known_stream(vec![1, 2, 5]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--junit", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    validate_junit(&r.stdout);
+    let cases = junit_cases(&r.stdout);
+    let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["lost", "out_of_order", "id_restarts", "idle", "events", "errors"]);
+    assert!(cases[0].1, "lost fails: {}", r.stdout);
+    assert!(cases.iter().skip(1).all(|c| !c.1), "{}", r.stdout);
+}
+
+/// The percentiles `bench` reports for a histogram, computed here from
+/// the serialized shard histograms added up.
+fn percentiles_of(hists: &[&str]) -> (u64, Value) {
+    use base64::Engine as _;
+    let mut all: hdrhistogram::Histogram<u64> =
+        hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    for h in hists {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(h).unwrap();
+        let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        all.add(&h).unwrap();
+    }
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    let p = serde_json::json!({
+        "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
+        "max": all.max() as f64 / 1000.0,
+    });
+    (all.len(), p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_shards_merged_equal_one_run() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let common = ["-c", "10", "-m", "30", "--window", "2"];
+    // One unsharded run…
+    let mut args = vec![url.as_str()];
+    args.extend(common);
+    args.extend(["--json", "-"]);
+    let whole = bench(&args).await;
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let whole = whole.json();
+    // …and the same workload as 4 shard processes started together.
+    let files: Vec<String> =
+        (1..=4).map(|i| dir.path().join(format!("s{i}.json")).display().to_string()).collect();
+    let shards: Vec<String> = (1..=4).map(|i| format!("{i}/4")).collect();
+    let runs = futures_util::future::join_all((0..4).map(|i| {
+        let mut args = vec![url.as_str()];
+        args.extend(common);
+        args.extend(["--shard", &shards[i], "--start-at", "+1s", "--json", &files[i]]);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args).await
+        }
+    }))
+    .await;
+    let mut reports = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.code, 0, "shard {}: {}", i + 1, r.stderr);
+        assert!(r.stdout.contains(&format!("shard {}/4", i + 1)), "{}", r.stdout);
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&files[i]).unwrap()).unwrap();
+        assert_eq!(v["shards"], serde_json::json!([shards[i]]));
+        // 10 clients in 4 shards: 2, 3, 2, 3.
+        assert_eq!(u(&v, "clients"), [2, 3, 2, 3][i], "{v}");
+        reports.push(v);
+    }
+    let mut args = vec!["bench", "merge"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--json", "-", "--max-p99", "10s"]);
+    let merged = ssechan(&args, &[], None).await;
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    let m = merged.json();
+    assert_schema(&m);
+    for k in [
+        "clients",
+        "connected",
+        "sent",
+        "received",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "corrupted",
+        "errors",
+        "timeouts",
+        "drops",
+        "post_connections",
+    ] {
+        assert_eq!(u(&m, k), u(&whole, k), "{k}: merged {m}\nwhole {whole}");
+    }
+    assert_eq!((u(&m, "sent"), u(&m, "received")), (300, 300));
+    assert_eq!(m["shards"], serde_json::json!(shards));
+    // The merged percentiles are exactly those of all the samples.
+    for (h, p) in [("latency", "latency_ms"), ("connect", "connect_ms")] {
+        let hists: Vec<&str> =
+            reports.iter().map(|r| r["histograms"][h].as_str().unwrap()).collect();
+        let (count, expected) = percentiles_of(&hists);
+        assert_eq!(m[p], expected, "{p}");
+        let (merged_count, _) = percentiles_of(&[m["histograms"][h].as_str().unwrap()]);
+        assert_eq!(merged_count, count, "{h}");
+    }
+    assert_eq!(percentiles_of(&[m["histograms"]["latency"].as_str().unwrap()]).0, 300);
+    // The gate given to merge is the one checked.
+    assert!(merged.stderr.contains("ok    p99"), "{}", merged.stderr);
+    // The same from stdin, and a gate that fails.
+    let all: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    let r =
+        ssechan(&["bench", "merge", "-", "--max-lost", "0", "--max-p99", "1us"], &[], Some(all))
+            .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("4 shards merged"), "{}", r.stdout);
+    assert!(r.stdout.contains("FAIL  p99"), "{}", r.stdout);
+    // A missing shard is refused.
+    let r = ssechan(&["bench", "merge", &files[0], &files[1], &files[3]], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("shard 3/4 is missing"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_refuses_what_is_not_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.json");
+    std::fs::write(&f, "{\"mode\": 3}").unwrap();
+    let r = ssechan(&["bench", "merge", f.to_str().unwrap()], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a bench JSON report"), "{}", r.stderr);
+    let r = ssechan(&["bench", "merge", "/nonexistent.json"], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot read /nonexistent.json"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_from_the_job_index_and_start_at() {
+    let t0 = std::time::SystemTime::now();
+    let r = ssechan(
+        &["bench", "-c", "5", "-m", "5", "--shard", "2", "--start-at", "+1500ms", "--json", "-"],
+        &[("JOB_COMPLETION_INDEX", "1")],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["shards"], serde_json::json!(["2/2"]));
+    assert_eq!((u(&v, "clients"), u(&v, "sent")), (3, 15), "{v}");
+    let started = humantime::parse_rfc3339(v["started_at"].as_str().unwrap()).unwrap();
+    let waited = started.duration_since(t0).unwrap();
+    assert!(waited >= Duration::from_millis(1500), "started {waited:?} after launch");
+    for (args, env, why) in [
+        (&["--shard", "4"][..], &[][..], "JOB_COMPLETION_INDEX"),
+        (&["--shard", "4"], &[("JOB_COMPLETION_INDEX", "4")], "1 <= I <= N"),
+        (&["--shard", "0/2"], &[], "1 <= I <= N"),
+        (&["-c", "2", "--shard", "1/3"], &[], "has none"),
+        (&["--start-at", "yesterday"], &[], "RFC 3339"),
+        (&["--start-at", "+48h"], &[], "at most"),
+        (&["--json", "-", "--junit", "-"], &[], "both write to stdout"),
+    ] {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let r = ssechan(&all, env, None).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_with_no_event_fails_unless_allowed() {
+    // A server that sends nothing at all used to PASS with `events 0`.
+    let url = bench_servers::quiet_stream(vec![], None).await;
+    let args = ["--mode", "listen", "--raw", &url, "-c", "2", "--duration", "500ms", "--json", "-"];
+    let r = bench_within(Duration::from_secs(8), &args).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 0, "{v}");
+    assert_eq!(failure_names(&v), ["events"], "{v}");
+    assert!(r.stderr.contains("FAIL  events"), "{}", r.stderr);
+    let mut allowed = args.to_vec();
+    allowed.extend(["--min-events", "0"]);
+    let r = bench_within(Duration::from_secs(8), &allowed).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // More than were delivered fails too.
+    let url = bench_servers::known_stream(vec![1, 2, 3]).await;
+    let r =
+        bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--min-events", "7", "--json", "-"])
+            .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(failure_names(&r.json()), ["events"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_run_says_so() {
+    let r = bench(&["-c", "2", "-m", "10", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let w = v["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.starts_with("short run ("), "{v}");
+    assert!(r.stderr.contains("warning     short run"), "{}", r.stderr);
 }
