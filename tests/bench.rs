@@ -796,19 +796,40 @@ async fn drain_and_connect_timeout_have_a_floor() {
         assert!(r.stderr.contains("must be at least 10ms"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}");
     }
-    // The floor itself is allowed, and a closed loop at it gives nothing up
-    // against a server that echoes.
+    // The floor itself is allowed and runs (whether every echo comes
+    // within 10 ms depends on the machine's load).
     let r = bench(&["-c", "2", "-m", "50", "--drain", "10ms", "--json", "-"]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_ne!(r.code, 2, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "received"), u(&v, "timeouts")), (100, 0), "{v}");
+    assert_eq!(u(&v, "received") + u(&v, "lost"), u(&v, "sent"), "{v}");
+    assert!(u(&v, "received") > 0, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_server_that_never_echoes_ends_the_run() {
-    // POSTs answered, nothing echoed. Closed loop used to give each of the
-    // 1,000 messages up after --drain in turn (200 s here); a client now
-    // stops when the message after one given up is not echoed either.
+async fn a_server_that_stops_echoing_ends_the_run() {
+    // Echoes 3 messages, then POSTs are answered but nothing comes back.
+    // Closed loop used to give each of the 1,000 messages up after --drain
+    // in turn (200 s here); a client now stops when the message after one
+    // given up is not echoed either.
+    let url = bench_servers::faulty_echo(Fault::StopAfter(3)).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[&url, "-c", "2", "-m", "1000", "--drain", "200ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    // Each client: 0-2 echoed, 3 given up, 4 not echoed either: stop.
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (10, 4, 2), "{v}");
+    assert_eq!(u(&v, "errors"), 2, "{v}");
+    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_echoes_ends_the_run_at_the_first_drain() {
+    // POSTs answered, nothing ever echoed: not a server that stopped, one
+    // that does not echo at all, said after one --drain.
     let url = bench_servers::faulty_echo(Fault::DropEvery(1)).await;
     let r = bench_within(
         Duration::from_secs(8),
@@ -817,10 +838,8 @@ async fn a_server_that_never_echoes_ends_the_run() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    // Each client: message 0 given up, message 1 not echoed either: stop.
-    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (4, 4, 2), "{v}");
-    assert_eq!(u(&v, "errors"), 2, "{v}");
-    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (2, 2, 0), "{v}");
+    assert_eq!(first_sample(&v), "the server does not echo: start it with `ssechan serve --echo`");
     assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
 }
 
@@ -838,7 +857,7 @@ async fn a_flooded_stream_does_not_hold_the_run() {
     let v = r.json();
     assert_eq!(u(&v, "received"), 0, "{v}");
     assert!(u(&v, "sent") >= 1 && u(&v, "sent") == u(&v, "lost"), "{v}");
-    // Closed loop without --duration ends too, by the echoes that never come.
+    // Closed loop without --duration ends too, by the echo that never comes.
     let r = bench_within(
         Duration::from_secs(10),
         &[&url, "-c", "1", "-m", "100", "--drain", "300ms", "--json", "-"],
@@ -846,7 +865,8 @@ async fn a_flooded_stream_does_not_hold_the_run() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (2, 1, 1), "{v}");
+    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (1, 0, 1), "{v}");
+    assert!(first_sample(&v).starts_with("the server does not echo"), "{v}");
 }
 
 /// `xmllint --schema` against the published JUnit schema (tests/data).
@@ -1134,4 +1154,69 @@ async fn a_short_run_says_so() {
     let w = v["warnings"][0].as_str().unwrap_or_default();
     assert!(w.starts_with("short run ("), "{v}");
     assert!(r.stderr.contains("warning     short run"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_post_is_no_channel_endpoint() {
+    // It used to run the whole 15 s, print the 501 page 5 times and fail
+    // with `corrupted`. Closed and open loop (where clients send their
+    // first message up to a second apart) both stop at the first answer.
+    let url = bench_servers::plain_sse_without_post().await;
+    for extra in [&[][..], &["--rate", "4"]] {
+        let mut args = vec![url.as_str(), "-c", "4", "--duration", "20s"];
+        args.extend_from_slice(extra);
+        let r = bench_within(Duration::from_secs(8), &args).await;
+        assert_eq!(r.code, 2, "{extra:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("not a package:sse channel endpoint (POST answered 501)"),
+            "{extra:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+        assert!(!r.stderr.contains('<'), "no HTML: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+    }
+}
+
+/// `ssechan serve` without `--echo`: POSTs accepted, nothing sent back.
+async fn serve_without_echo() -> (tokio::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
+        if let Some(i) = line.find("http://") {
+            break line[i..].trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_does_not_echo_is_named_within_drain() {
+    let (_serve, url) = serve_without_echo().await;
+    // Closed loop, and open loop (which has no full window to notice it).
+    for extra in [&[][..], &["--rate", "30"]] {
+        let mut args = vec![url.as_str(), "-c", "3", "--duration", "20s", "--drain", "500ms"];
+        args.extend_from_slice(extra);
+        args.extend(["--json", "-"]);
+        let r = bench_within(Duration::from_secs(6), &args).await;
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);
+        let v = r.json();
+        assert_eq!(
+            v["error_samples"],
+            serde_json::json!(["the server does not echo: start it with `ssechan serve --echo`"]),
+            "{extra:?}: {v}"
+        );
+        assert_eq!(u(&v, "errors"), 3, "{v}");
+        assert_eq!(u(&v, "timeouts"), 0, "nothing given up one by one: {v}");
+        assert!(r.stderr.contains("ssechan serve --echo"), "{}", r.stderr);
+    }
 }

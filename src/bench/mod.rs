@@ -79,6 +79,8 @@ pub(crate) struct Plan {
     pub lanes: Option<lanes::Lanes>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
+    /// Set to stop every client at once (the target is no channel endpoint).
+    pub stop: watch::Sender<bool>,
 }
 
 /// What `validate` derived from the flags.
@@ -295,15 +297,28 @@ async fn bench(
         lanes,
         clock: Clock::new(),
         stats: stats.clone(),
+        stop: watch::Sender::new(false),
     });
     info!(clients = local.len(), %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
-    let mut report =
-        if listen { run_listen(&plan, &rts).await } else { run_echo(&plan, &rts, &mut cpu0).await };
+    let mut not_channel = None;
+    let mut report = if listen {
+        run_listen(&plan, &rts).await
+    } else {
+        run_echo(&plan, &rts, &mut cpu0, &mut not_channel).await
+    };
     progress.finish();
     rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
+    if let Some(status) = not_channel {
+        eprintln!(
+            "ssechan: {url}: not a package:sse channel endpoint (POST answered {}); to read a \
+             plain SSE stream use --mode listen --raw",
+            status.as_u16()
+        );
+        return Ok(None);
+    }
     if report.connected == 0 {
         let why =
             report.error_samples.first().cloned().unwrap_or_else(|| "no client connected".into());
@@ -324,7 +339,12 @@ async fn bench(
 
 /// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
 /// so that connecting thousands of clients does not count per message.
-async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
+async fn run_echo(
+    plan: &Arc<Plan>,
+    rts: &runtimes::Runtimes,
+    cpu0: &mut Duration,
+    not_channel: &mut Option<http::StatusCode>,
+) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
@@ -371,6 +391,7 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
         r.stream_ends += c.stream_ends;
         r.post_errors += c.post_errors;
         r.timeouts += c.timeouts;
+        *not_channel = not_channel.or(c.not_channel);
         if let Some(e) = c.error.or_else(|| {
             c.closed_early.then(|| "closed by the server before the end of the run".to_string())
         }) {

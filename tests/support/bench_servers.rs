@@ -65,6 +65,8 @@ pub enum Fault {
     None,
     /// Never echo messages whose messageId % n == n - 1.
     DropEvery(u64),
+    /// Echo messageIds below n, then nothing.
+    StopAfter(u64),
     /// Hold each even messageId until the next one came, then echo both
     /// swapped.
     SwapPairs,
@@ -170,6 +172,11 @@ pub async fn faulty_echo(fault: Fault) -> String {
                 Fault::None => out.push(body),
                 Fault::DropEvery(k) => {
                     if n % k != k - 1 {
+                        out.push(body);
+                    }
+                }
+                Fault::StopAfter(k) => {
+                    if n < k {
                         out.push(body);
                     }
                 }
@@ -357,4 +364,31 @@ pub async fn flood(slow: std::time::Duration) -> String {
         }
     });
     format!("http://{addr}/sse")
+}
+
+/// A plain SSE server with no POST (as a newcomer points bench at): each
+/// stream gets a named `tick` event every 50 ms; a POST gets 501 and a
+/// multi-line HTML page, as Python's `http.server` answers it.
+pub async fn plain_sse_without_post() -> String {
+    serve(|req| async move {
+        if req.method() != http::Method::GET {
+            let page = "<!DOCTYPE HTML>\n<html>\n<head><title>Error response</title></head>\n\
+                        <body><h1>Error response</h1><p>Error code: 501</p></body>\n</html>\n";
+            let mut r = respond(StatusCode::NOT_IMPLEMENTED, ChannelBody::full(page));
+            r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            return r;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let ev = format!("event: tick\nid: {i}\ndata: {{\"n\":{i}}}\n\n");
+                if tx.send(Bytes::from(ev)).is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
+        event_stream(rx)
+    })
+    .await
 }
