@@ -292,7 +292,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -66,12 +66,13 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Ex
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l wait -d 'After stdin ends and every message is acknowledged, keep receiving this long' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-initial -d 'First reconnect delay; doubles per failure up to --retry-max' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d 'Longest reconnect delay' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Give up after this many failed attempts in a row' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l max-retries -d 'Reconnect attempts in a row that may fail before giving up (0: never reconnect); a stream that ends within 1 s without an event counts as failed' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l in-flight -d 'POSTs in flight at once (the server re-orders them)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timeout -d 'Time limit for connecting and for each POST' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l idle-timeout -d 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s heartbeats); off by default and with 0 (TCP keepalive still ends dead connections in about a minute)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l cacert -d 'PEM file of certificates (a CA, or a self-signed server\'s own) to trust in addition to the built-in roots' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-first -d 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'

@@ -179,9 +179,14 @@ pub struct ConnectArgs {
     /// Longest reconnect delay.
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub retry_max: Duration,
-    /// Give up after this many failed attempts in a row.
+    /// Reconnect attempts in a row that may fail before giving up (0: never
+    /// reconnect); a stream that ends within 1 s without an event counts as failed.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_retries: u32,
+    /// Retry the first connection too (by default a refused port, an unknown
+    /// host or a timeout on the first connection fails at once).
+    #[arg(long)]
+    pub retry_first: bool,
     /// POSTs in flight at once (the server re-orders them).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub in_flight: usize,

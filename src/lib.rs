@@ -52,6 +52,7 @@ pub mod junit;
 pub mod lines;
 pub mod logging;
 pub mod protocol;
+pub mod reader;
 pub mod serve;
 pub mod server;
 pub mod sys;

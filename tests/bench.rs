@@ -1220,3 +1220,54 @@ async fn a_server_that_does_not_echo_is_named_within_drain() {
         assert!(r.stderr.contains("ssechan serve --echo"), "{}", r.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_honours_the_servers_retry() {
+    // Each stream: `retry: 1000`, the next event, then the end. Re-opened
+    // about once a second (once it was at once: ~106,000 times in 3 s).
+    let url = bench_servers::retrying_stream(1000, true).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &["--mode", "listen", "--raw", &url, "-c", "2", "--duration", "2500ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let ends = u(&v, "stream_ends");
+    assert!((2..=8).contains(&ends), "2 streams, 1 s apart: {v}");
+    // One event per stream opened.
+    assert_eq!(u(&v, "events"), u(&v, "resumes") + 2, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "id_restarts"), u(&v, "errors")), (0, 0, 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_fails_when_every_stream_ends_at_once() {
+    // `retry: 0` and an instant end, no event ever: the re-opens back off
+    // from the reader's floor, and the run fails instead of passing with 0
+    // events.
+    let url = bench_servers::retrying_stream(0, false).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &["--mode", "listen", "--raw", &url, "-c", "2", "--duration", "2s", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "errors")), (0, 2), "{v}");
+    // 100, 200, 400, 800 ms... : a handful of re-opens, not thousands.
+    let ends = u(&v, "stream_ends");
+    assert!((4..=20).contains(&ends), "{v}");
+    assert!(first_sample(&v).contains("ended the stream"), "{v}");
+    assert!(failure_names(&v).contains(&"errors".to_string()), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_content_type_that_only_starts_like_event_stream_is_refused() {
+    let url = bench_servers::with_content_type("text/event-streamx").await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("text/event-streamx"), "{}", r.stderr);
+    let url = bench_servers::with_content_type("text/event-stream; charset=utf-8").await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

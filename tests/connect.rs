@@ -217,8 +217,10 @@ fn server_gone_retries_then_exits_1() {
     let mut serve = Serve::start(&[]);
     let args = with(FAST, &["--max-retries", "3", "--format", "json", &serve.url]);
     let mut c = connect(&args);
-    serve.client();
+    let id = serve.client();
     c.json_event("open");
+    serve.command(json!({"client": id, "data": "a real stream"}));
+    c.json_event("message");
     serve.proc.kill();
     c.json_event("disconnected");
     for attempt in 1..=3 {
@@ -237,28 +239,116 @@ fn server_gone_retries_then_exits_1() {
     );
 }
 
-#[test]
-fn unreachable_server_exits_1() {
-    // A port that was free a moment ago: nothing listens there.
+/// A port that was free a moment ago: nothing listens there.
+fn refused_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/sse");
-    let args = with(FAST, &["--max-retries", "2", &url]);
-    let mut c = connect(&args);
+    format!("http://127.0.0.1:{port}/sse")
+}
+
+#[test]
+fn unreachable_server_fails_at_once() {
+    // As curl does: the first connection is not retried.
+    let url = refused_url();
+    let t0 = Instant::now();
+    let mut c = connect(&["--format", "json", &url]);
     assert_eq!(c.wait().code(), Some(1));
-    assert!(c.stderr().contains("gave up after 2 failed attempts"), "{}", c.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let err = c.stderr();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("ssechan: connection failed: cannot connect: "), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    let out = c.lines_for(Duration::ZERO);
+    assert!(!out.iter().any(|l| l.contains("attempt_failed")), "no retry: {out:?}");
+}
+
+#[test]
+fn unknown_host_fails_at_once() {
+    let mut c = connect(&["http://ssechan-test.invalid/sse"]);
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("ssechan: connection failed: "), "{err}");
+}
+
+#[test]
+fn retry_first_retries_the_first_connection() {
+    let url = refused_url();
+    let mut c = connect(&with(FAST, &["--retry-first", "--max-retries", "2", &url]));
+    assert_eq!(c.wait().code(), Some(1));
+    // The first attempt and 2 retries.
+    assert!(c.stderr().contains("gave up after 3 failed attempts"), "{}", c.stderr());
 }
 
 #[test]
 fn retry_max_caps_the_first_delay_too() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/sse");
+    let url = refused_url();
     // --retry-initial stays at its default, 250ms.
-    let mut c = connect(&["--retry-max", "10ms", "--max-retries", "3", "--format", "json", &url]);
+    let mut c = connect(&[
+        "--retry-first",
+        "--retry-max",
+        "10ms",
+        "--max-retries",
+        "3",
+        "--format",
+        "json",
+        &url,
+    ]);
     for _ in 0..2 {
         let r = c.json_event("reconnecting");
         assert_eq!(r["delay_ms"], 10, "{r}");
     }
     assert_eq!(c.wait().code(), Some(1));
+}
+
+#[test]
+fn retry_zero_and_instant_closes_back_off_and_give_up() {
+    // A stream that says `retry: 0` and ends at once, every time: once a
+    // reconnect loop with no delay, forever. Now the delay has a floor,
+    // and such re-opens count toward --max-retries.
+    let server = SseServer::start(vec![SseServer::stream("retry: 0\n\n")]);
+    let t0 = Instant::now();
+    let mut c = connect(&["--raw", "--max-retries", "3", "--format", "json", &server.url]);
+    assert_eq!(c.wait().code(), Some(1), "stderr:\n{}", c.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let err = c.stderr();
+    assert!(
+        err.contains(
+            "gave up after 4 failed attempts in a row: the server ended the stream before any event"
+        ),
+        "{err}"
+    );
+    // The first stream and 3 retries, each at least the floor (100 ms,
+    // doubling) after the one before.
+    let seen = server.requests();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for (pair, least) in seen.windows(2).zip([100, 200, 400]) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(least), "{gap:?} < {least} ms: {seen:?}");
+    }
+}
+
+#[test]
+fn max_retries_zero_does_not_reconnect() {
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&with(FAST, &["--max-retries", "0", "--format", "json", &serve.url]));
+    let id = serve.client();
+    serve.command(json!({"client": id, "data": "one"}));
+    c.json_event("message");
+    serve.command(json!({"client": id, "drop": true}));
+    c.json_event("disconnected");
+    c.json_event("gave_up");
+    assert_eq!(c.wait().code(), Some(1));
+    let err = c.stderr();
+    assert!(err.contains("not reconnecting (--max-retries 0)"), "{err}");
+    // And 1 is one retry, not the same as 0.
+    let mut c = connect(&with(FAST, &["--max-retries", "1", "--format", "json", &serve.url]));
+    let id = serve.client();
+    serve.command(json!({"client": id, "data": "one"}));
+    c.json_event("message");
+    serve.command(json!({"client": id, "drop": true}));
+    c.json_event("resumed");
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
 }
 
 #[test]

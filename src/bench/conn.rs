@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, StatusCode, Uri};
+use http::{Request, Uri};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 
 use crate::protocol::query::channel_query;
+use crate::reader::{Refusal, check_response};
 
 pub type Io = TokioIo<TcpStream>;
 /// The connection that carries one event stream.
@@ -33,16 +34,17 @@ pub enum ConnectError {
     Http(#[from] hyper::Error),
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    /// 204: the server says stop reconnecting (WHATWG).
-    #[error("server answered 204 No Content: stop")]
-    NoContent,
-    #[error("server answered {0}")]
-    Status(StatusCode),
-    #[error("content type is {0:?}, not text/event-stream")]
-    ContentType(String),
+    /// Not an event stream (the reader's verdict), or 204: stop.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl ConnectError {
+    /// The server said 204: stop reconnecting (WHATWG).
+    pub fn is_no_content(&self) -> bool {
+        matches!(self, ConnectError::Refused(Refusal::NoContent))
+    }
+
     /// True when the target refused the TCP connection.
     pub fn is_refused(&self) -> bool {
         matches!(self, ConnectError::Tcp { source, .. }
@@ -199,17 +201,8 @@ pub async fn open_stream(
                 resp.await?
             }
         };
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NO_CONTENT => return Err(ConnectError::NoContent),
-            s => return Err(ConnectError::Status(s)),
-        }
-        let ct = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if !ct
-            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
-        {
-            return Err(ConnectError::ContentType(ct.unwrap_or("").to_string()));
-        }
+        let content_type = resp.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        check_response(resp.status(), content_type)?;
         Ok(OpenStream { conn, body: resp.into_body() })
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?

@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::Plan;
-use super::backoff::Backoff;
-use super::conn::{ConnectError, OpenStream, StreamConn, open_stream};
+use super::conn::{OpenStream, StreamConn, open_stream};
 use crate::protocol::parser::{EventStreamParser, Parsed};
+use crate::reader::{Next, Reader, RetryPolicy};
 
 /// What one stream saw.
 #[derive(Debug, Default, Clone)]
@@ -63,9 +63,10 @@ pub struct IdTracker {
 }
 
 impl IdTracker {
-    /// Notes the stream's last event id at an event. The caller gives each
-    /// stream a fresh parser, so within a stream an unchanged id means the
-    /// event had no `id:` field; non-numeric ids are not tracked.
+    /// Notes the stream's last event id at an event: `""` for an event
+    /// before the stream's first `id:` field (the reader then still holds
+    /// the id of an earlier stream), and within a stream an unchanged id
+    /// means the event had no `id:` field; non-numeric ids are not tracked.
     pub fn observe(&mut self, id: &str) {
         let Ok(id) = id.parse::<u64>() else { return };
         let first_of_stream = std::mem::take(&mut self.reopened);
@@ -130,12 +131,9 @@ pub async fn run(
     };
     r.connected = true;
     let mut quiet = Quiet::new(plan.duration.is_none().then_some(plan.drain));
-    let mut parser = EventStreamParser::new();
-    // The Last-Event-ID to send: each stream gets a fresh parser (see
-    // `IdTracker::observe`), so the id is carried over here.
-    let mut last_id = String::new();
+    let mut reader = Reader::new(retry_policy(&plan), EventStreamParser::DEFAULT_MAX);
+    reader.opened(now());
     let mut ids = IdTracker::default();
-    let mut backoff = Backoff::new(RETRY_MIN, plan.drain.max(plan.connect_timeout));
     // Clock µs of the last stream end, until the first event after it.
     let mut ended_at: Option<u64> = None;
     'run: loop {
@@ -156,7 +154,7 @@ pub async fn run(
                 Poll::Pending
             });
             let Some(frame) = until(quiet.limit(deadline), next).await else {
-                quiet.check(&mut r, plan.messages);
+                finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             };
             let chunk = match frame {
@@ -169,22 +167,24 @@ pub async fn run(
             };
             // A stream that is always ready never lets the timeout fire.
             if quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
-                quiet.check(&mut r, plan.messages);
+                finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             }
             quiet.bytes += chunk.len() as u64;
             let now = plan.clock.now_us();
-            parser.feed(&chunk);
+            reader.feed(&chunk);
             let mut new = 0;
             let done = loop {
-                match parser.next_item() {
+                match reader.next_item() {
                     Ok(Some(Parsed::Event(ev))) => {
                         if ev.event == crate::protocol::CONTROL_EVENT
                             && ev.data == crate::protocol::CONTROL_CLOSE_DATA
                         {
                             break true;
                         }
-                        ids.observe(&ev.last_event_id);
+                        // Before this stream's first `id:`, the id is the
+                        // one an earlier stream left: the event had none.
+                        ids.observe(if reader.stream_had_id() { &ev.last_event_id } else { "" });
                         quiet.event();
                         new += 1;
                         r.events += 1;
@@ -219,18 +219,29 @@ pub async fn run(
         drop(body);
         r.stream_ends += 1;
         ended_at = Some(plan.clock.now_us());
-        if !parser.last_event_id().is_empty() {
-            last_id = parser.last_event_id().to_string();
-        }
-        parser = EventStreamParser::new();
         ids.reopen();
-        // Reconnect as EventSource does, resuming after the last id.
+        // Reconnect as EventSource does: after the server's `retry:` (or
+        // backing off when streams end at once), resuming after the last id.
+        let mut next = reader.stream_ended(now());
+        let mut last_error = None;
         loop {
-            if quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
-                quiet.check(&mut r, plan.messages);
+            let wait = match next {
+                Next::RetryIn(wait) => wait,
+                Next::GiveUp | Next::Fail => {
+                    let took = reader.backoff().failing_for(now());
+                    r.error = Some(match last_error {
+                        Some(e) => format!("reconnect failed for {took:?}: {e}"),
+                        None => ended_at_once(&reader),
+                    });
+                    break 'run;
+                }
+            };
+            if until(quiet.limit(deadline), tokio::time::sleep(wait)).await.is_none() {
+                finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             }
             plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
+            let last_id = reader.last_event_id().to_owned();
             let res = open_stream(
                 &plan.target,
                 plan.addr,
@@ -239,7 +250,7 @@ pub async fn run(
                 plan.connect_timeout,
             );
             let Some(res) = until(quiet.limit(deadline), res).await else {
-                quiet.check(&mut r, plan.messages);
+                finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             };
             match res {
@@ -248,23 +259,16 @@ pub async fn run(
                     if let Some(at) = ended_at {
                         plan.stats.local().resume.record_us(plan.clock.now_us().saturating_sub(at));
                     }
-                    backoff.reset();
+                    reader.opened(now());
                     stream = Some(s);
                     continue 'run;
                 }
                 // 204: the server says this stream is over.
-                Err(ConnectError::NoContent) => break 'run,
+                Err(e) if e.is_no_content() => break 'run,
                 Err(e) => {
                     r.failed_resumes += 1;
-                    let Some(wait) = backoff.failed() else {
-                        r.error =
-                            Some(format!("reconnect failed for {:?}: {e}", backoff.failing_for()));
-                        break 'run;
-                    };
-                    if until(quiet.limit(deadline), tokio::time::sleep(wait)).await.is_none() {
-                        quiet.check(&mut r, plan.messages);
-                        break 'run;
-                    }
+                    next = reader.connect_failed(now());
+                    last_error = Some(e);
                 }
             }
         }
@@ -325,8 +329,47 @@ impl Quiet {
     }
 }
 
-/// First wait before re-opening a stream that failed to re-open.
+/// First wait before re-opening a stream when the server sent no `retry:`.
 const RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between two attempts: keeps a recovered target from idling
+/// while the stream sleeps.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Streams in a row that ended at once without an event, still so at the
+/// end of the run: the stream could not stay open, which fails it.
+const QUICK_ENDS_FAIL: u32 = 3;
+
+/// How a listen stream reconnects: the server's `retry:` honoured (with
+/// the reader's floor), failures backing off up to [`RETRY_MAX`], given up
+/// after failing for `--drain` or `--connect-timeout`, whichever is longer.
+fn retry_policy(plan: &Plan) -> RetryPolicy {
+    RetryPolicy {
+        initial: RETRY_MIN,
+        max: RETRY_MAX,
+        max_retries: None,
+        give_up_after: Some(plan.drain.max(plan.connect_timeout)),
+        retry_first: false,
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn ended_at_once(reader: &Reader) -> String {
+    format!(
+        "the server ended the stream {} times in a row without an event (it cannot stay open)",
+        reader.quick_ends()
+    )
+}
+
+/// The run ended at a deadline or the quiet limit: an idle stream is
+/// marked so; one whose streams kept ending at once failed.
+fn finish(quiet: &Quiet, reader: &Reader, r: &mut StreamResult, messages: u64) {
+    quiet.check(r, messages);
+    if reader.quick_ends() >= QUICK_ENDS_FAIL && !r.idle {
+        r.error.get_or_insert_with(|| ended_at_once(reader));
+    }
+}
 
 /// `fut`'s output, or `None` when `deadline` passes first.
 async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {

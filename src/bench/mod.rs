@@ -5,7 +5,6 @@
 //! concurrency, so the accept backlog is not overrun), starts the load at
 //! one instant, and judges the merged results against the gates.
 
-mod backoff;
 mod conn;
 mod lanes;
 mod listen;

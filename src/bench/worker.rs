@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Plan;
-use super::backoff::Backoff;
 use super::conn::{
     ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream,
 };
@@ -29,10 +28,30 @@ use super::payload::{self, Header};
 use super::timer::{Timer, poll_slot};
 use super::verify::{Arrival, Verifier};
 use crate::protocol::parser::{EventStreamParser, Parsed};
+use crate::reader::{Backoff, Next, Reader, RetryPolicy};
 
 /// First wait before retrying a failed resume or POST: short, since a
 /// chaos drop is resumed at once and its recovery time is measured.
 const RETRY_MIN: Duration = Duration::from_millis(20);
+/// Longest wait between two attempts: keeps a recovered target from idling
+/// while the client sleeps.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Re-opening streams and re-sending POSTs: a target that keeps failing for
+/// `give_up` ends the client.
+fn retry_policy(give_up: Duration) -> RetryPolicy {
+    RetryPolicy {
+        initial: RETRY_MIN,
+        max: RETRY_MAX,
+        max_retries: None,
+        give_up_after: Some(give_up),
+        retry_first: false,
+    }
+}
+
+fn now_std() -> std::time::Instant {
+    Instant::now().into_std()
+}
 /// Tokio's timers fire on 1 ms ticks, up to a tick late: open-loop sends
 /// are woken this much early.
 const TIMER_SLACK_US: u64 = 1000;
@@ -138,17 +157,20 @@ pub async fn run(
         post_prefix,
         start_us,
         result,
-        parser: EventStreamParser::new(),
+        reader: {
+            let mut r = Reader::new(retry_policy(give_up), EventStreamParser::DEFAULT_MAX);
+            r.opened(now_std());
+            r
+        },
         verifier: Verifier::new(),
         stream_conn: Some(stream.conn),
         body: Some(stream.body),
         resuming: None,
         recovering_since: None,
-        resume_backoff: Backoff::new(RETRY_MIN, give_up),
         sender,
         post_conn,
         connecting_post: None,
-        post_backoff: Backoff::new(RETRY_MIN, give_up),
+        post_backoff: Backoff::new(retry_policy(give_up)),
         want_ready: false,
         inflight: None,
         inflight_since: 0,
@@ -188,7 +210,8 @@ struct Client {
     post_prefix: String,
     start_us: u64,
     result: ClientResult,
-    parser: EventStreamParser,
+    /// The event stream's parser and reconnect schedule.
+    reader: Reader,
     verifier: Verifier,
     stream_conn: Option<StreamConn>,
     /// The event stream's body; `None` while it is down.
@@ -196,7 +219,6 @@ struct Client {
     resuming: Option<Boxed<Result<OpenStream, ConnectError>>>,
     /// Clock µs of the drop or stream end a resume is recovering from.
     recovering_since: Option<u64>,
-    resume_backoff: Backoff,
     sender: Option<PostSender>,
     post_conn: Option<PostConn>,
     connecting_post: Option<Boxed<Result<(PostSender, PostConn), ConnectError>>>,
@@ -409,9 +431,9 @@ impl Client {
 
     fn on_data(&mut self, chunk: &[u8]) {
         let now = self.now_us();
-        self.parser.feed(chunk);
+        self.reader.feed(chunk);
         loop {
-            match self.parser.next_item() {
+            match self.reader.next_item() {
                 Ok(Some(Parsed::Event(ev))) => {
                     if let Some(since) = self.recovering_since.take() {
                         self.plan.stats.local().recovery.record_us(now.saturating_sub(since));
@@ -433,6 +455,7 @@ impl Client {
                     warn!(client = self.index, "event stream: {e}");
                     self.result.error.get_or_insert_with(|| format!("event stream: {e}"));
                     self.drop_stream();
+                    self.reader.dropped();
                     self.start_resume();
                     break;
                 }
@@ -482,14 +505,22 @@ impl Client {
         }
         self.result.stream_ends += 1;
         self.recovering_since.get_or_insert(self.now_us());
-        self.start_resume();
+        // As EventSource does: after the server's `retry:`, backing off
+        // when streams end at once.
+        match self.reader.stream_ended(now_std()) {
+            Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
+            Next::GiveUp | Next::Fail => {
+                let n = self.reader.quick_ends();
+                self.fail(format!("the server ended the stream {n} times in a row at once"));
+                self.finished = true;
+            }
+        }
     }
 
     fn drop_stream(&mut self) {
         self.stream_conn = None;
         self.body = None;
         self.drop_timer.disarm();
-        self.parser.reset_stream();
     }
 
     /// Chaos: cut the stream as a network failure would, then resume.
@@ -499,6 +530,7 @@ impl Client {
         }
         self.result.drops += 1;
         self.drop_stream();
+        self.reader.dropped();
         self.recovering_since = Some(self.now_us());
         self.start_resume();
     }
@@ -510,7 +542,7 @@ impl Client {
         self.plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
         let plan = self.plan.clone();
         let uri = self.stream_uri.clone();
-        let last = self.parser.last_event_id().to_string();
+        let last = self.reader.last_event_id().to_string();
         self.resuming = Some(Box::pin(async move {
             open_stream(&plan.target, plan.addr, uri, Some(&last), plan.connect_timeout).await
         }));
@@ -524,12 +556,12 @@ impl Client {
                     let took = self.now_us().saturating_sub(since);
                     self.plan.stats.local().resume.record_us(took);
                 }
-                self.resume_backoff.reset();
+                self.reader.opened(now_std());
                 self.stream_conn = Some(s.conn);
                 self.body = Some(s.body);
                 self.arm_drop();
             }
-            Err(ConnectError::NoContent) => {
+            Err(e) if e.is_no_content() => {
                 self.result.failed_resumes += 1;
                 self.result.error.get_or_insert_with(|| "resume: server answered 204".into());
                 self.finished = true;
@@ -537,13 +569,15 @@ impl Client {
             Err(e) => {
                 debug!(client = self.index, "resume failed: {e}");
                 self.result.failed_resumes += 1;
-                let Some(wait) = self.resume_backoff.failed() else {
-                    let took = self.resume_backoff.failing_for();
-                    self.fail(format!("resume failed for {took:?}: {e}"));
-                    self.finished = true;
-                    return;
-                };
-                self.resume_retry.arm(Instant::now() + wait);
+                let now = now_std();
+                match self.reader.connect_failed(now) {
+                    Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
+                    Next::GiveUp | Next::Fail => {
+                        let took = self.reader.backoff().failing_for(now);
+                        self.fail(format!("resume failed for {took:?}: {e}"));
+                        self.finished = true;
+                    }
+                }
             }
         }
     }
@@ -769,7 +803,7 @@ impl Client {
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;
-                self.post_backoff.reset();
+                self.post_backoff.succeeded();
                 if !self.any_post_ok {
                     self.any_post_ok = true;
                     if !self.any_message {
@@ -817,9 +851,10 @@ impl Client {
 
     fn retry_post(&mut self, why: &dyn std::fmt::Display) {
         self.result.post_errors += 1;
-        let Some(wait) = self.post_backoff.failed() else {
+        let now = now_std();
+        let Next::RetryIn(wait) = self.post_backoff.failed(now) else {
             let seq = self.current.map_or(0, |c| c.0);
-            let took = self.post_backoff.failing_for();
+            let took = self.post_backoff.failing_for(now);
             self.fail(format!("POST of message {seq} failed for {took:?}: {why}"));
             return;
         };

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
 use super::ClientError;
-use super::reconnect::RetryPolicy;
+use crate::reader::RetryPolicy;
 
 /// Channel client (package:sse protocol) or plain SSE reader.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! the receiving end of the (bounded) event channel.
 
 pub mod config;
-pub mod reconnect;
 mod sender;
 mod stream;
 
@@ -19,11 +18,11 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+pub use crate::reader::RetryPolicy;
 pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, client_id, load_ca_certs, parse_header,
     parse_headers, parse_url,
 };
-pub use reconnect::RetryPolicy;
 
 /// Events the caller may fall behind on before the stream stops reading.
 const EVENT_BUFFER: usize = 1024;

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use super::reconnect::{Backoff, Next};
 use super::stream::with_query;
 use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, describe, first_line};
 use crate::protocol::query::channel_query;
+use crate::reader::{Backoff, Next};
 
 /// What a POST's answer means for the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +137,8 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
             stream_generation = generation;
             backoff = Backoff::new(shared.config.retry);
         }
-        match backoff.failed() {
-            Next::GiveUp => {
+        match backoff.failed(tokio::time::Instant::now().into_std()) {
+            Next::GiveUp | Next::Fail => {
                 return Err(format!("gave up after {} attempts: {reason}", backoff.failures()));
             }
             Next::RetryIn(delay) => {

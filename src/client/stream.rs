@@ -12,20 +12,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::reconnect::{Backoff, Next};
 use super::{ClientEvent, Mode, Shared, State, describe, first_line, is_tls_failure};
-use crate::protocol::parser::{EventStreamParser, Parsed};
+use crate::protocol::parser::Parsed;
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
+use crate::reader::{Next, Reader, Refusal};
 
-/// Why opening a stream did not give an event stream.
+/// Why opening a stream did not give an open response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum OpenError {
-    /// 204: stop for good, quietly.
-    NoContent,
-    /// Not an event stream: WHATWG "fail the connection", no retry.
+    /// Not worth a retry (a TLS handshake that failed).
     Fatal(String),
-    /// Network trouble: retry.
-    Retry(String),
+    /// Network trouble: the reader decides.
+    Network(String),
 }
 
 /// How an open stream ended.
@@ -61,34 +59,7 @@ pub(super) fn with_query(url: &Url, extra: &str) -> Url {
     u
 }
 
-/// Whether a `Content-Type` is `text/event-stream` (parameters allowed).
-pub(super) fn is_event_stream(content_type: Option<&HeaderValue>) -> bool {
-    content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream")
-    })
-}
-
-/// Sorts a response per the WHATWG rules: 200 + event stream is good, 204
-/// stops, anything else fails without a retry.
-pub(super) fn check_response(
-    status: StatusCode,
-    content_type: Option<&HeaderValue>,
-) -> Result<(), OpenError> {
-    if status == StatusCode::NO_CONTENT {
-        return Err(OpenError::NoContent);
-    }
-    if status != StatusCode::OK {
-        return Err(OpenError::Fatal(format!("server answered {status}")));
-    }
-    if !is_event_stream(content_type) {
-        let got = content_type.and_then(|v| v.to_str().ok()).unwrap_or("none");
-        return Err(OpenError::Fatal(format!(
-            "not an event stream: Content-Type is {got:?}, not text/event-stream"
-        )));
-    }
-    Ok(())
-}
-
+/// Sends the stream GET; the response is judged by the reader.
 async fn open(
     shared: &Shared,
     url: &Url,
@@ -106,30 +77,20 @@ async fn open(
         }
     }
     let timeout = shared.config.timeout;
-    let resp = match tokio::time::timeout(timeout, req.send()).await {
-        Err(_) => {
-            return Err(OpenError::Retry(format!(
-                "no response within {}",
-                humantime::format_duration(timeout)
-            )));
-        }
+    match tokio::time::timeout(timeout, req.send()).await {
+        Err(_) => Err(OpenError::Network(format!(
+            "no response within {}",
+            humantime::format_duration(timeout)
+        ))),
         Ok(Err(e)) if is_tls_failure(&e) => {
             let mut why = describe(&e);
             if why.contains("certificate") {
                 why.push_str(" (--cacert FILE trusts it, -k skips the check)");
             }
-            return Err(OpenError::Fatal(why));
+            Err(OpenError::Fatal(why))
         }
-        Ok(Err(e)) => return Err(OpenError::Retry(describe(&e))),
-        Ok(Ok(r)) => r,
-    };
-    match check_response(resp.status(), resp.headers().get(CONTENT_TYPE)) {
-        Ok(()) => Ok(resp),
-        Err(OpenError::Fatal(why)) if resp.status() != StatusCode::OK => {
-            let reason = first_line(resp).await;
-            Err(OpenError::Fatal(if reason.is_empty() { why } else { format!("{why}: {reason}") }))
-        }
-        Err(e) => Err(e),
+        Ok(Err(e)) => Err(OpenError::Network(describe(&e))),
+        Ok(Ok(r)) => Ok(r),
     }
 }
 
@@ -140,68 +101,83 @@ pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<ClientEvent>) 
     let _ = events.send(terminal).await;
 }
 
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 /// Opens, reads and re-opens streams; returns the terminal event.
 async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEvent {
     let url = stream_url(&shared.config.url, &shared.config.mode);
-    let mut parser = EventStreamParser::with_limit(shared.config.max_event_bytes);
-    let mut backoff = Backoff::new(shared.config.retry);
+    let mut reader = Reader::new(shared.config.retry, shared.config.max_event_bytes);
     let mut drops = shared.drop_requests.subscribe();
-    let mut opened_before = false;
     loop {
         if shared.is_stopped() {
             return ClientEvent::Closed;
         }
-        let attempt = backoff.failures() + 1;
+        let attempt = reader.attempt();
         let _ = events.send(ClientEvent::Connecting { attempt }).await;
         let opened = tokio::select! {
-            r = open(shared, &url, parser.last_event_id()) => r,
+            r = open(shared, &url, reader.last_event_id()) => r,
             _ = shared.until_stopped() => return ClientEvent::Closed,
         };
         let resp = match opened {
             Ok(r) => r,
-            Err(OpenError::NoContent) => return ClientEvent::NoContent,
             Err(OpenError::Fatal(reason)) => return ClientEvent::Failed { reason },
-            Err(OpenError::Retry(reason)) => {
-                let _ = events
-                    .send(ClientEvent::AttemptFailed { attempt, reason: reason.clone() })
-                    .await;
-                match backoff.failed() {
+            Err(OpenError::Network(reason)) => {
+                let delay = match reader.connect_failed(now()) {
+                    Next::Fail => return ClientEvent::Failed { reason },
                     Next::GiveUp => {
-                        return ClientEvent::GaveUp { attempts: backoff.failures(), reason };
-                    }
-                    Next::RetryIn(delay) => {
-                        shared.state.send_replace(State::Reconnecting);
                         let _ = events
-                            .send(ClientEvent::Reconnecting { attempt: attempt + 1, delay })
+                            .send(ClientEvent::AttemptFailed { attempt, reason: reason.clone() })
                             .await;
-                        if !sleep_unless_stopped(shared, delay).await {
-                            return ClientEvent::Closed;
-                        }
-                        continue;
+                        let attempts = reader.backoff().failures();
+                        return ClientEvent::GaveUp { attempts, reason };
                     }
+                    Next::RetryIn(delay) => delay,
+                };
+                let _ = events.send(ClientEvent::AttemptFailed { attempt, reason }).await;
+                shared.state.send_replace(State::Reconnecting);
+                let attempt = reader.attempt();
+                let _ = events.send(ClientEvent::Reconnecting { attempt, delay }).await;
+                if !sleep_unless_stopped(shared, delay).await {
+                    return ClientEvent::Closed;
                 }
+                continue;
             }
         };
-        backoff.opened();
-        let opened_event = if opened_before {
+        let content_type = resp.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+        match reader.response(resp.status(), content_type, now()) {
+            Ok(()) => {}
+            Err(Refusal::NoContent) => return ClientEvent::NoContent,
+            Err(refusal) => {
+                let why = refusal.to_string();
+                let body = if resp.status() == StatusCode::OK {
+                    String::new()
+                } else {
+                    first_line(resp).await
+                };
+                let reason = if body.is_empty() { why } else { format!("{why}: {body}") };
+                return ClientEvent::Failed { reason };
+            }
+        }
+        let opened_event = if reader.opens() > 1 {
             shared.reconnects.fetch_add(1, Ordering::SeqCst);
-            let id = parser.last_event_id();
+            let id = reader.last_event_id();
             ClientEvent::Resumed { last_event_id: (!id.is_empty()).then(|| id.to_owned()) }
         } else {
             ClientEvent::Open
         };
-        opened_before = true;
         shared.state.send_replace(State::Open);
         let _ = events.send(opened_event).await;
         // A drop asked for while no stream was open does not count.
         drops.borrow_and_update();
-        let end = read(shared, resp, &mut parser, &mut backoff, &mut drops, events).await;
-        parser.reset_stream();
+        let end = read(shared, resp, &mut reader, &mut drops, events).await;
         let delay = match end {
             End::ControlClose => return ClientEvent::ClosedByServer,
             End::Stopped => return ClientEvent::Closed,
             End::Broken(reason) => return ClientEvent::Failed { reason },
             End::Dropped => {
+                reader.dropped();
                 let reason = "stream dropped on purpose".to_owned();
                 shared.state.send_replace(State::Reconnecting);
                 let _ = events.send(ClientEvent::Disconnected { reason }).await;
@@ -209,11 +185,24 @@ async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEve
             }
             End::Lost(reason) => {
                 shared.state.send_replace(State::Reconnecting);
-                let _ = events.send(ClientEvent::Disconnected { reason }).await;
-                backoff.stream_ended()
+                let next = reader.stream_ended(now());
+                let reason = if reader.quick_ends() > 0 {
+                    format!("{reason} before any event")
+                } else {
+                    reason
+                };
+                let _ = events.send(ClientEvent::Disconnected { reason: reason.clone() }).await;
+                match next {
+                    Next::RetryIn(delay) => delay,
+                    Next::GiveUp | Next::Fail => {
+                        let attempts = reader.backoff().failures();
+                        return ClientEvent::GaveUp { attempts, reason };
+                    }
+                }
             }
         };
-        let _ = events.send(ClientEvent::Reconnecting { attempt: 1, delay }).await;
+        let attempt = reader.attempt();
+        let _ = events.send(ClientEvent::Reconnecting { attempt, delay }).await;
         if !sleep_unless_stopped(shared, delay).await {
             return ClientEvent::Closed;
         }
@@ -232,8 +221,7 @@ async fn sleep_unless_stopped(shared: &Shared, delay: Duration) -> bool {
 async fn read(
     shared: &Shared,
     mut resp: reqwest::Response,
-    parser: &mut EventStreamParser,
-    backoff: &mut Backoff,
+    reader: &mut Reader,
     drops: &mut tokio::sync::watch::Receiver<u64>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> End {
@@ -258,18 +246,18 @@ async fn read(
             }
         };
         match chunk {
-            Ok(Some(bytes)) => parser.feed(&bytes),
+            Ok(Some(bytes)) => reader.feed(&bytes),
             Ok(None) => return End::Lost("the server ended the stream".into()),
             Err(e) => return End::Lost(describe(&e)),
         }
         loop {
-            let item = match parser.next_item() {
+            let item = match reader.next_item() {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(e) => return End::Broken(e.to_string()),
             };
             match item {
-                Parsed::Retry(ms) => backoff.set_server_retry(ms),
+                Parsed::Retry(ms) => debug!("server retry: {ms} ms"),
                 Parsed::Comment(c) => debug!("comment {c:?}"),
                 Parsed::Event(ev) => {
                     if let Ok(mut id) = shared.last_event_id.lock() {
@@ -365,19 +353,5 @@ mod tests {
         let u = Url::parse("http://h/sse?token=x").unwrap();
         assert_eq!(stream_url(&u, &mode).as_str(), "http://h/sse?token=x&sseClientId=a+b");
         assert_eq!(stream_url(&u, &Mode::Raw).as_str(), "http://h/sse?token=x");
-    }
-
-    #[test]
-    fn responses_sorted_the_whatwg_way() {
-        let es = HeaderValue::from_static("text/event-stream; charset=utf-8");
-        let html = HeaderValue::from_static("text/html");
-        assert_eq!(check_response(StatusCode::OK, Some(&es)), Ok(()));
-        assert_eq!(check_response(StatusCode::NO_CONTENT, None), Err(OpenError::NoContent));
-        assert!(matches!(check_response(StatusCode::OK, Some(&html)), Err(OpenError::Fatal(_))));
-        assert!(matches!(check_response(StatusCode::OK, None), Err(OpenError::Fatal(_))));
-        for s in [400, 404, 500, 503] {
-            let status = StatusCode::from_u16(s).unwrap();
-            assert!(matches!(check_response(status, Some(&es)), Err(OpenError::Fatal(_))), "{s}");
-        }
     }
 }

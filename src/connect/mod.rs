@@ -2,6 +2,7 @@
 
 mod output;
 mod pipe;
+pub mod record;
 mod repl;
 
 use std::io::IsTerminal;
@@ -56,7 +57,9 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     config.retry = RetryPolicy {
         initial: args.retry_initial.min(args.retry_max),
         max: args.retry_max,
-        max_failures: args.max_retries,
+        max_retries: Some(args.max_retries),
+        give_up_after: None,
+        retry_first: args.retry_first,
     };
     if args.in_flight == 0 {
         return Err(UsageError("--in-flight must be at least 1".into()).into());
@@ -87,9 +90,7 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
 /// message for stderr (exit 1).
 fn exit_status(ev: &ClientEvent) -> anyhow::Result<ExitCode> {
     match ev {
-        ClientEvent::GaveUp { attempts, reason } => {
-            Err(anyhow!("gave up after {attempts} failed attempts in a row: {reason}"))
-        }
+        ClientEvent::GaveUp { .. } => Err(anyhow!("{}", output::give_up_text(ev))),
         ClientEvent::Failed { reason } => Err(anyhow!("connection failed: {reason}")),
         _ => Ok(ExitCode::SUCCESS),
     }

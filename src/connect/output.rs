@@ -118,11 +118,22 @@ pub(super) fn status_line(ev: &ClientEvent, client_id: Option<&str>) -> Option<S
         ClientEvent::ClosedByServer => "closed by the server".into(),
         ClientEvent::NoContent => "the server answered 204 No Content: not reconnecting".into(),
         ClientEvent::Failed { reason } => format!("connection failed: {reason}"),
+        ClientEvent::GaveUp { .. } => give_up_text(ev),
+        ClientEvent::Closed => "closed".into(),
+    })
+}
+
+/// Why the client gave up; zero attempts means no retry was allowed.
+pub(super) fn give_up_text(ev: &ClientEvent) -> String {
+    match ev {
+        ClientEvent::GaveUp { attempts: 0, reason } => {
+            format!("{reason}; not reconnecting (--max-retries 0)")
+        }
         ClientEvent::GaveUp { attempts, reason } => {
             format!("gave up after {attempts} failed attempts in a row: {reason}")
         }
-        ClientEvent::Closed => "closed".into(),
-    })
+        _ => String::new(),
+    }
 }
 
 /// What a data event prints in text mode: the message, or a raw event's data.

@@ -94,6 +94,8 @@ struct Fields {
     id_buffer: String,
     /// The "last event ID string": the committed id, kept across streams.
     last_event_id: String,
+    /// An `id:` field came since the stream began.
+    id_in_stream: bool,
 }
 
 impl Default for EventStreamParser {
@@ -217,6 +219,19 @@ impl EventStreamParser {
         &self.fields.last_event_id
     }
 
+    /// Whether an `id:` field came since the stream began (the last
+    /// [`reset_stream`](Self::reset_stream)): if not, an event's
+    /// `last_event_id` is the one carried over from an earlier stream.
+    pub fn stream_had_id(&self) -> bool {
+        self.fields.id_in_stream
+    }
+
+    /// Sets the last event id as if a stream had sent it (a client that
+    /// starts from a known id, e.g. `connect --last-event-id`).
+    pub fn set_last_event_id(&mut self, id: &str) {
+        id.clone_into(&mut self.fields.last_event_id);
+    }
+
     /// Bytes held for lines not yet parsed (at most about the bound when
     /// [`next_item`](Self::next_item) is drained after each feed).
     pub fn buffered_len(&self) -> usize {
@@ -243,6 +258,7 @@ impl EventStreamParser {
             fields.data = String::new();
         }
         fields.event_type.clear();
+        fields.id_in_stream = false;
         // An `id:` of the dropped event is forgotten with it.
         fields.id_buffer.clone_from(&fields.last_event_id);
     }
@@ -313,6 +329,7 @@ impl Fields {
             }
             // U+0000 is encoded as the byte 0 only.
             b"id" if !value.contains(&0) => {
+                self.id_in_stream = true;
                 self.id_buffer.clear();
                 self.id_buffer.push_str(&decode(value));
             }

@@ -392,3 +392,35 @@ pub async fn plain_sse_without_post() -> String {
     })
     .await
 }
+
+/// A plain SSE server whose every stream sends `retry: retry_ms`, then
+/// (with `event`) the event after the request's `Last-Event-ID` (so the
+/// ids go on across re-opens), then ends at once.
+pub async fn retrying_stream(retry_ms: u64, event: bool) -> String {
+    serve(move |req| async move {
+        let last: u64 = req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = format!("retry: {retry_ms}\n\n");
+        if event {
+            body.push_str(&format!("id: {}\ndata: event\n\n", last + 1));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Bytes::from(body));
+        event_stream(rx)
+    })
+    .await
+}
+
+/// A server answering every GET with 200, `content_type` and one event.
+pub async fn with_content_type(content_type: &'static str) -> String {
+    serve(move |_req| async move {
+        let mut r = Response::new(ChannelBody::full("data: x\n\n"));
+        r.headers_mut().insert("content-type", content_type.parse().unwrap());
+        r
+    })
+    .await
+}

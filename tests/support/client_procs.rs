@@ -251,6 +251,8 @@ pub struct Seen {
     pub request_line: String,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// When its head had arrived.
+    pub at: Instant,
 }
 
 impl Seen {
@@ -288,7 +290,7 @@ impl SseServer {
                 let head = if read_first {
                     read_head(&mut stream)
                 } else {
-                    Seen { request_line: String::new(), headers: Vec::new() }
+                    Seen { request_line: String::new(), headers: Vec::new(), at: Instant::now() }
                 };
                 log.lock().unwrap().push(head);
                 let resp = responses.get(n).or(responses.last()).cloned().unwrap_or_default();
@@ -335,5 +337,5 @@ fn read_head(stream: &mut std::net::TcpStream) -> Seen {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Seen { request_line, headers }
+    Seen { request_line, headers, at: Instant::now() }
 }

@@ -1,0 +1,306 @@
+//! The reconnecting event-stream reader of `connect` and `bench`: the
+//! WHATWG EventSource model without I/O.
+//!
+//! [`Reader`] holds the parser, the last event id and the retry schedule,
+//! and decides; its drivers do the I/O: `client/stream.rs` over reqwest
+//! (for `connect` and the library client), `bench/listen.rs` and
+//! `bench/worker.rs` over hyper connections of their own. A driver:
+//!
+//! 1. sends the GET with [`Reader::last_event_id`] as `Last-Event-ID`;
+//! 2. hands the answer to [`Reader::response`] (status and content type:
+//!    [`response::check_response`]) or a network error to
+//!    [`Reader::connect_failed`];
+//! 3. feeds the body to [`Reader::feed`] and takes events from
+//!    [`Reader::next_item`], which also applies `retry:`;
+//! 4. at the end of the body asks [`Reader::stream_ended`] how long to wait
+//!    (or [`Reader::dropped`] after ending it on purpose), and goes to 1.
+//!
+//! Beyond WHATWG, for a tool that must not spin or hang: the server's
+//! `retry:` has a floor ([`SERVER_RETRY_FLOOR`]), and a stream that ends
+//! within [`QUICK_END`] of opening without an event counts as a failed
+//! attempt, so `retry: 0` plus an instant close backs off and gives up
+//! like a refused connection instead of looping forever.
+
+pub mod backoff;
+pub mod response;
+
+use std::time::{Duration, Instant};
+
+pub use backoff::{Backoff, Next, RetryPolicy, SERVER_RETRY_FLOOR};
+pub use response::{Refusal, check_response, is_event_stream};
+
+use crate::protocol::parser::{EventStreamParser, ParseError, Parsed};
+
+/// A stream that ends this soon after opening, without an event, was no
+/// real connection: it counts as a failed attempt.
+pub const QUICK_END: Duration = Duration::from_secs(1);
+
+/// One reconnecting event stream, without I/O.
+#[derive(Debug)]
+pub struct Reader {
+    parser: EventStreamParser,
+    backoff: Backoff,
+    /// When the current stream opened; `None` while none is open.
+    open_since: Option<Instant>,
+    /// The current stream has dispatched an event.
+    delivered: bool,
+    /// Streams opened so far.
+    opens: u64,
+    /// Streams in a row that ended quickly without an event.
+    quick_ends: u32,
+}
+
+impl Reader {
+    /// A reader whose parser bounds lines and events at `max_event_bytes`.
+    pub fn new(policy: RetryPolicy, max_event_bytes: usize) -> Self {
+        Self {
+            parser: EventStreamParser::with_limit(max_event_bytes),
+            backoff: Backoff::new(policy),
+            open_since: None,
+            delivered: false,
+            opens: 0,
+            quick_ends: 0,
+        }
+    }
+
+    /// Starts from a known event id (`--last-event-id`), sent with the
+    /// first GET as it would be after a reconnect.
+    pub fn set_last_event_id(&mut self, id: &str) {
+        self.parser.set_last_event_id(id);
+    }
+
+    /// The `Last-Event-ID` to send (empty: send none).
+    pub fn last_event_id(&self) -> &str {
+        self.parser.last_event_id()
+    }
+
+    /// The number of the next attempt since the last good stream, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.backoff.failures().saturating_add(1)
+    }
+
+    /// Streams opened so far: after the first, an open is a resume.
+    pub fn opens(&self) -> u64 {
+        self.opens
+    }
+
+    /// Whether the current stream sent an `id:` yet: if not, an event's
+    /// `last_event_id` is the one an earlier stream left.
+    pub fn stream_had_id(&self) -> bool {
+        self.parser.stream_had_id()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_since.is_some()
+    }
+
+    /// Streams in a row that ended quickly without an event.
+    pub fn quick_ends(&self) -> u32 {
+        self.quick_ends
+    }
+
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The answer to a GET. `Ok`: the stream is open, feed its body.
+    /// `Err`: no retry (WHATWG); [`Refusal::NoContent`] means stop quietly.
+    pub fn response(
+        &mut self,
+        status: http::StatusCode,
+        content_type: Option<&[u8]>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        check_response(status, content_type)?;
+        self.opened(now);
+        Ok(())
+    }
+
+    /// A stream is open, its response already judged by [`check_response`]
+    /// (a driver that checks it where it connects).
+    pub fn opened(&mut self, now: Instant) {
+        self.parser.reset_stream();
+        self.open_since = Some(now);
+        self.delivered = false;
+        self.opens += 1;
+    }
+
+    /// Opening failed on the way (DNS, refused, reset, timeout): retry,
+    /// give up, or, for the first connection of a run without
+    /// `retry_first`, fail at once.
+    pub fn connect_failed(&mut self, now: Instant) -> Next {
+        if self.opens == 0 && !self.backoff.policy().retry_first {
+            return Next::Fail;
+        }
+        self.backoff.failed(now)
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.parser.feed(chunk);
+    }
+
+    /// The next item of the stream; `retry:` is applied before it is
+    /// returned, and an event marks the stream as a real one.
+    pub fn next_item(&mut self) -> Result<Option<Parsed>, ParseError> {
+        let item = self.parser.next_item()?;
+        match &item {
+            Some(Parsed::Event(_)) if !self.delivered => {
+                self.delivered = true;
+                self.quick_ends = 0;
+                self.backoff.succeeded();
+            }
+            Some(Parsed::Retry(ms)) => self.backoff.set_server_retry(*ms),
+            _ => {}
+        }
+        Ok(item)
+    }
+
+    /// The open stream ended (EOF, a network error, an idle timeout): how
+    /// long to wait before the next GET, or give up. A stream that lasted
+    /// or delivered is a loss (the base delay, the retry count starts
+    /// over); one that ended at once without an event is a failure.
+    pub fn stream_ended(&mut self, now: Instant) -> Next {
+        let since = self.open_since.take();
+        self.parser.reset_stream();
+        let lasted = since.is_some_and(|s| now.saturating_duration_since(s) >= QUICK_END);
+        if self.delivered || lasted {
+            self.quick_ends = 0;
+            self.backoff.lost(now)
+        } else {
+            self.quick_ends = self.quick_ends.saturating_add(1);
+            self.backoff.failed(now)
+        }
+    }
+
+    /// The stream was ended on purpose by the client (to exercise resume):
+    /// reconnect at once; nothing failed.
+    pub fn dropped(&mut self) {
+        self.open_since = None;
+        self.parser.reset_stream();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+
+    const ES: Option<&[u8]> = Some(b"text/event-stream");
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn reader(retries: u32) -> Reader {
+        let policy = RetryPolicy {
+            initial: ms(250),
+            max: ms(5000),
+            max_retries: Some(retries),
+            ..RetryPolicy::default()
+        };
+        Reader::new(policy, 1 << 20)
+    }
+
+    fn events(r: &mut Reader, bytes: &[u8]) -> Vec<Parsed> {
+        r.feed(bytes);
+        std::iter::from_fn(|| r.next_item().unwrap()).collect()
+    }
+
+    #[test]
+    fn first_connection_fails_fast_unless_asked() {
+        let t = Instant::now();
+        let mut r = reader(3);
+        assert_eq!(r.connect_failed(t), Next::Fail);
+        let mut r = Reader::new(RetryPolicy { retry_first: true, ..RetryPolicy::default() }, 64);
+        assert_eq!(r.connect_failed(t), Next::RetryIn(ms(250)));
+        assert_eq!(r.attempt(), 2);
+    }
+
+    #[test]
+    fn a_stream_that_delivered_is_resumed_with_its_last_id_after_retry() {
+        let t = Instant::now();
+        let mut r = reader(3);
+        r.set_last_event_id("41");
+        assert_eq!(r.last_event_id(), "41");
+        r.response(StatusCode::OK, ES, t).unwrap();
+        assert!(r.is_open());
+        let got = events(&mut r, b"retry: 700\n\nid: 42\ndata: x\n\n");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(r.stream_ended(t + ms(10)), Next::RetryIn(ms(700)));
+        assert!(!r.is_open());
+        assert_eq!(r.last_event_id(), "42");
+        // A failure after it doubles from the server's base.
+        assert_eq!(r.connect_failed(t), Next::RetryIn(ms(700)));
+        assert_eq!(r.connect_failed(t), Next::RetryIn(ms(1400)));
+        assert_eq!(r.connect_failed(t), Next::GiveUp);
+        assert_eq!(r.opens(), 1);
+    }
+
+    #[test]
+    fn retry_zero_and_instant_closes_back_off_and_give_up() {
+        let t = Instant::now();
+        let mut r = reader(3);
+        let mut waits = Vec::new();
+        loop {
+            r.response(StatusCode::OK, ES, t).unwrap();
+            events(&mut r, b"retry: 0\n\n: nothing else\n\n");
+            match r.stream_ended(t + ms(5)) {
+                Next::RetryIn(d) => waits.push(d),
+                other => {
+                    assert_eq!(other, Next::GiveUp);
+                    break;
+                }
+            }
+        }
+        assert_eq!(waits, [ms(100), ms(200), ms(400)]);
+        assert_eq!(r.quick_ends(), 4);
+    }
+
+    #[test]
+    fn a_quiet_stream_that_lasted_is_no_failure() {
+        let t = Instant::now();
+        let mut r = reader(1);
+        for n in 0..5 {
+            let opened = t + Duration::from_secs(10 * n);
+            r.response(StatusCode::OK, ES, opened).unwrap();
+            events(&mut r, b": ping\n\n");
+            assert_eq!(r.stream_ended(opened + QUICK_END), Next::RetryIn(ms(250)));
+        }
+        assert_eq!(r.quick_ends(), 0);
+    }
+
+    #[test]
+    fn an_event_resets_the_failures() {
+        let t = Instant::now();
+        let mut r = reader(2);
+        r.response(StatusCode::OK, ES, t).unwrap();
+        assert!(matches!(r.stream_ended(t), Next::RetryIn(_)));
+        assert_eq!(r.attempt(), 2);
+        r.response(StatusCode::OK, ES, t).unwrap();
+        events(&mut r, b"data: x\n\n");
+        assert_eq!(r.attempt(), 1);
+        assert_eq!(r.stream_ended(t), Next::RetryIn(ms(250)));
+    }
+
+    #[test]
+    fn refusals_and_drops() {
+        let t = Instant::now();
+        let mut r = reader(3);
+        assert_eq!(r.response(StatusCode::NO_CONTENT, None, t), Err(Refusal::NoContent));
+        assert!(matches!(
+            r.response(StatusCode::OK, Some(b"text/event-streamx"), t),
+            Err(Refusal::ContentType(_))
+        ));
+        assert!(!r.is_open());
+        r.response(StatusCode::OK, ES, t).unwrap();
+        // Half an event, then a drop: it is forgotten, the id is kept.
+        events(&mut r, b"id: 1\ndata: a\n\nid: 2\ndata: b");
+        r.dropped();
+        assert!(!r.is_open());
+        assert_eq!(r.last_event_id(), "1");
+        r.response(StatusCode::OK, ES, t).unwrap();
+        assert!(events(&mut r, b"\n\n").is_empty());
+        assert_eq!(r.opens(), 2);
+    }
+}
