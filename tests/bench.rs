@@ -3,6 +3,8 @@
 
 #[path = "support/bench_servers.rs"]
 mod bench_servers;
+#[path = "support/nchan.rs"]
+mod nchan;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -140,6 +142,9 @@ const FIELDS: &[&str] = &[
     "checks",
     "warnings",
     "histograms",
+    "id_format",
+    "ids_unordered",
+    "ids_absent",
 ];
 
 fn assert_schema(v: &Value) {
@@ -1270,4 +1275,58 @@ async fn a_content_type_that_only_starts_like_event_stream_is_refused() {
     let url = bench_servers::with_content_type("text/event-stream; charset=utf-8").await;
     let r = bench(&["--mode", "listen", "--raw", &url, "-c", "1", "-m", "1"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_orders_nchan_time_seq_ids() {
+    // nchan's ids are `seconds:tag`: bench used to ignore them and print
+    // `0 gaps, 0 missing, 0 out of order` while checking nothing.
+    let nchan = nchan::Nchan::start().await;
+    for i in 0..40 {
+        nchan.publish(&format!("message {i}")).await;
+    }
+    let url = format!("{}/sub", nchan.base);
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "3", "-m", "40", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 120, "{v}");
+    assert_eq!(v["id_format"], "time:seq", "{v}");
+    assert_eq!((u(&v, "ids_unordered"), u(&v, "ids_absent")), (0, 0), "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "lost"), u(&v, "out_of_order")), (0, 0, 0), "{v}");
+    assert!(r.stderr.contains("ids         time:seq: 0 gaps"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    lost"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_says_when_ids_cannot_be_ordered() {
+    let url = bench_servers::stream_with_ids(vec!["7f3a", "c0de", "b00b5e"]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "ids_unordered")), (6, 6), "{v}");
+    assert_eq!(v["id_format"], "", "{v}");
+    assert!(
+        r.stderr.contains("ids         not ordered (6 non-numeric), gaps not checked"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("0 gaps"), "{}", r.stderr);
+    for name in ["lost", "out_of_order"] {
+        let c = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["skipped"], "ids: not ordered (6 non-numeric), gaps not checked", "{c}");
+    }
+    // In JUnit they are skipped cases.
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--junit", "-"]).await;
+    validate_junit(&r.stdout);
+    let skipped: Vec<String> =
+        junit_cases(&r.stdout).into_iter().filter(|c| c.2).map(|c| c.0).collect();
+    assert_eq!(skipped, ["lost", "out_of_order"], "{}", r.stdout);
+    // A number after a fixed prefix is a sequence.
+    let url = bench_servers::stream_with_ids(vec!["msg-1", "msg-2", "msg-4"]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["id_format"], "prefix+number", "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "lost")), (2, 2), "{v}");
+    assert_eq!(failure_names(&v), ["lost"], "{v}");
 }

@@ -96,6 +96,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             urls.push(&r.url);
         }
         m.embedded |= r.embedded;
+        if !r.id_format.is_empty() && m.id_format != r.id_format {
+            m.id_format =
+                if m.id_format.is_empty() { r.id_format.clone() } else { "mixed".to_string() };
+        }
         m.shards.extend(r.shards.iter().cloned());
         for (total, x) in [
             (&mut m.clients, r.clients),
@@ -117,6 +121,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             (&mut m.events, r.events),
             (&mut m.id_gaps, r.id_gaps),
             (&mut m.id_restarts, r.id_restarts),
+            (&mut m.ids_unordered, r.ids_unordered),
+            (&mut m.ids_absent, r.ids_absent),
             (&mut m.idle, r.idle),
             (&mut m.events_short, r.events_short),
         ] {

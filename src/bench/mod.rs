@@ -6,6 +6,7 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod ids;
 mod lanes;
 mod listen;
 pub mod merge;
@@ -456,6 +457,15 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         r.id_gaps += s.id_gaps;
         r.out_of_order += s.out_of_order;
         r.id_restarts += s.id_restarts;
+        r.ids_unordered += s.ids_unordered;
+        r.ids_absent += s.ids_absent;
+        if let Some(f) = s.id_format {
+            r.id_format = match r.id_format.as_str() {
+                "" => f.to_string(),
+                same if same == f => r.id_format,
+                _ => "mixed".to_string(),
+            };
+        }
         r.resumes += s.resumes;
         r.failed_resumes += s.failed_resumes;
         r.stream_ends += s.stream_ends;

@@ -166,6 +166,14 @@ pub struct Report {
     /// one, e.g. as a slow consumer): the events sent in between are
     /// unknown, so they are neither in `lost` nor in `out_of_order`.
     pub id_restarts: u64,
+    /// Listen mode: the form of the ids (`integer`, `time:seq`,
+    /// `prefix+number`, `mixed`; empty when no id could be ordered).
+    pub id_format: String,
+    /// Listen mode: events whose id could not be ordered (no sequence in
+    /// it, or another form than the stream's): gaps are then not checked.
+    pub ids_unordered: u64,
+    /// Listen mode: events without an id.
+    pub ids_absent: u64,
     /// Listen mode without `--duration`: streams ended for having no event
     /// for `--drain`.
     pub idle: u64,
@@ -195,12 +203,30 @@ pub struct Gates {
 }
 
 impl Report {
+    /// Listen mode: why the id sequences could not be checked at all.
+    pub fn ids_unchecked(&self) -> Option<String> {
+        if self.mode != Mode::Listen || self.events == 0 || !self.id_format.is_empty() {
+            return None;
+        }
+        Some(if self.ids_unordered > 0 {
+            format!("ids: not ordered ({} non-numeric), gaps not checked", self.ids_unordered)
+        } else {
+            "ids: none (no event had an id:), gaps not checked".to_string()
+        })
+    }
+
     /// Applies the gates: fills `checks`, `failures` and `passed`.
     pub fn judge(&mut self, g: &Gates) {
         let listen = self.mode == Mode::Listen;
+        let unchecked = self.ids_unchecked();
         let mut checks = Vec::new();
         let mut failures = Vec::new();
-        let mut check = |c: Check, failure: String| {
+        let mut check = |mut c: Check, failure: String| {
+            if matches!(c.name.as_str(), "lost" | "out_of_order")
+                && let Some(why) = &unchecked
+            {
+                c.skipped = Some(why.clone());
+            }
             if !c.passed && c.skipped.is_none() {
                 failures.push(failure);
             }
@@ -397,11 +423,26 @@ impl Report {
                 self.stream_events_per_s.mean,
                 self.stream_events_per_s.max
             );
-            let _ = writeln!(
-                s,
-                "  ids         {} gaps, {} missing, {} out of order, {} restarts",
-                self.id_gaps, self.lost, self.out_of_order, self.id_restarts
-            );
+            match self.ids_unchecked() {
+                Some(why) => {
+                    let _ = writeln!(s, "  ids         {}", why.trim_start_matches("ids: "));
+                }
+                None => {
+                    let unordered = match self.ids_unordered {
+                        0 => String::new(),
+                        n => format!(", {n} not in the sequence (not checked)"),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  ids         {}: {} gaps, {} missing, {} out of order, {} restarts{unordered}",
+                        if self.id_format.is_empty() { "none" } else { &self.id_format },
+                        self.id_gaps,
+                        self.lost,
+                        self.out_of_order,
+                        self.id_restarts
+                    );
+                }
+            }
             if self.stream_ends > 0 {
                 let _ = writeln!(
                     s,

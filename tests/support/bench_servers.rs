@@ -255,6 +255,25 @@ pub async fn known_stream(ids: Vec<u64>) -> String {
     .await
 }
 
+/// A plain SSE server: each stream gets one event per id, with these ids
+/// as they are, then ends; a reconnect gets 204.
+pub async fn stream_with_ids(ids: Vec<&'static str>) -> String {
+    let all: String = ids.iter().map(|id| format!("id: {id}\ndata: event {id}\n\n")).collect();
+    let all = Arc::new(all);
+    serve(move |req| {
+        let all = all.clone();
+        async move {
+            if req.headers().contains_key("last-event-id") {
+                return respond(StatusCode::NO_CONTENT, ChannelBody::full(Bytes::new()));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(Bytes::from(all.as_bytes().to_vec()));
+            event_stream(rx)
+        }
+    })
+    .await
+}
+
 /// A plain SSE server whose streams send `ids` and then stay open: silent,
 /// or with a `: ping` comment every `heartbeat`.
 pub async fn quiet_stream(ids: Vec<u64>, heartbeat: Option<std::time::Duration>) -> String {
