@@ -82,7 +82,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge help"
+            opts="-c -m -d -r -s -X -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --streams --header --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +137,22 @@ _ssechan() {
                     return 0
                     ;;
                 --drop-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --streams)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -252,7 +252,8 @@ pub struct BenchArgs {
     /// Run for this long instead of a message count.
     #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-    /// Open loop: this many messages per second in total (default: closed loop).
+    /// Open loop: this many messages (listen with -X/--data: new streams)
+    /// per second in total (default: closed loop).
     #[arg(short, long, value_name = "N")]
     pub rate: Option<f64>,
     /// Messages each client keeps in flight in closed loop.
@@ -267,6 +268,19 @@ pub struct BenchArgs {
     /// Listen mode: URL is a plain SSE endpoint (no client id).
     #[arg(long)]
     pub raw: bool,
+    /// Listen --raw: each stream is the answer to a request of this method
+    /// (e.g. POST, as LLM-style APIs stream); a stream that ends is a
+    /// completed request.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Listen --raw: the request body (POST unless -X says otherwise),
+    /// `@FILE` to read it from a file, `@-` from stdin; sent as JSON unless
+    /// -H gives a Content-Type.
+    #[arg(long, value_name = "DATA")]
+    pub data: Option<String>,
+    /// Listen with -X/--data, without --duration: requests per client.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub streams: u64,
     /// Extra request header (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,

@@ -1330,3 +1330,200 @@ async fn listen_says_when_ids_cannot_be_ordered() {
     assert_eq!((u(&v, "id_gaps"), u(&v, "lost")), (2, 2), "{v}");
     assert_eq!(failure_names(&v), ["lost"], "{v}");
 }
+
+/// Bytes of `post_stream`'s events 1..=n.
+fn token_bytes(n: u64) -> u64 {
+    (1..=n).map(|i| format!("id: {i}\ndata: token {i}\n\n").len() as u64).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_are_completed_requests() {
+    let url = bench_servers::post_stream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"n": 5, "delay_ms": 30}"#).unwrap();
+    let data = format!("@{}", body.display());
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "-X",
+        "POST",
+        "--data",
+        &data,
+        &url,
+        "-c",
+        "3",
+        "--streams",
+        "2",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_schema(&v);
+    assert_eq!((u(&v, "requests"), u(&v, "completed"), u(&v, "failed_requests")), (6, 6, 0));
+    assert_eq!(u(&v, "events"), 30, "{v}");
+    assert_eq!(u(&v, "bytes"), 6 * token_bytes(5), "{v}");
+    assert_eq!((v["id_format"].as_str(), u(&v, "lost")), (Some("integer"), 0), "{v}");
+    // The first event comes after one delay, the stream ends after five.
+    assert!(v["first_event_ms"]["p50"].as_f64().unwrap() >= 30.0, "{v}");
+    assert!(v["stream_ms"]["p50"].as_f64().unwrap() >= 150.0, "{v}");
+    let rates = &v["stream_events_per_s"];
+    assert!(rates["max"].as_f64().unwrap() <= 1000.0 / 30.0 + 1.0, "{v}");
+    assert!(rates["min"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(r.stderr.contains("requests    6: 6 completed, 0 failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    failed_requests"), "{}", r.stderr);
+    // The body inline, POST implied by --data.
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "--data",
+        r#"{"n": 2}"#,
+        &url,
+        "-c",
+        "2",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((u(&r.json(), "completed"), u(&r.json(), "events")), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_at_a_rate() {
+    // 20 new streams per second for 1 s over 4 clients: each client's 5
+    // are due 200 ms apart, the clients 50 ms apart.
+    let url = bench_servers::post_stream().await;
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "--data",
+        r#"{"n": 2, "delay_ms": 5}"#,
+        &url,
+        "-c",
+        "4",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let (requests, completed) = (u(&v, "requests"), u(&v, "completed"));
+    assert!((16..=20).contains(&requests), "{v}");
+    assert_eq!((completed, u(&v, "failed_requests")), (requests, 0), "{v}");
+    assert_eq!(u(&v, "events"), 2 * completed, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_refused_and_silent_post_streams_fail() {
+    let url = bench_servers::post_stream().await;
+    let run = |data: &'static str, extra: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut args =
+                vec!["--mode", "listen", "--raw", "--data", data, &url, "-c", "2", "--json", "-"];
+            args.extend_from_slice(extra);
+            bench_within(Duration::from_secs(10), &args).await
+        }
+    };
+    // Cut after 2 of 5 events: a broken stream.
+    let r = run(r#"{"n": 5, "delay_ms": 5, "break_after": 2}"#, &[]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "failed_requests"), u(&v, "completed"), u(&v, "events")), (2, 0, 4));
+    assert!(first_sample(&v).starts_with("stream broken after 2 events"), "{v}");
+    assert_eq!(failure_names(&v), ["failed_requests"], "{v}");
+    // An error status.
+    let r = run("not json", &[]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "failed_requests"), u(&v, "events")), (2, 0), "{v}");
+    assert!(first_sample(&v).contains("400"), "{v}");
+    assert_eq!(failure_names(&v), ["failed_requests", "events"], "{v}");
+    // Silent for --drain after the first event.
+    let r = run(r#"{"n": 2, "delay_ms": 3000}"#, &["--drain", "300ms"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        first_sample(&r.json()).starts_with("no event for 300ms after 0 events"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_against_ssechan_serve() {
+    // A channel endpoint answers a POST without a client id with 400: each
+    // request fails at once, named, and the run ends.
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[
+            "--mode",
+            "listen",
+            "--raw",
+            "--data",
+            "\"hi\"",
+            &url,
+            "-c",
+            "2",
+            "--streams",
+            "3",
+            "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "requests"), u(&v, "failed_requests"), u(&v, "completed")), (6, 6, 0));
+    assert!(first_sample(&v).contains("400"), "{v}");
+    // -X GET of a channel stream: an event stream that stays open; cut by
+    // --duration, it is neither completed nor failed.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[
+            "--mode",
+            "listen",
+            "--raw",
+            "-X",
+            "GET",
+            &format!("{url}?sseClientId=x"),
+            "-c",
+            "1",
+            "--duration",
+            "500ms",
+            "--min-events",
+            "0",
+            "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "requests"), u(&v, "failed_requests")), (0, 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_flags_need_listen_raw() {
+    for args in [
+        &["--data", "{}"][..],
+        &["--mode", "listen", "-X", "POST", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "--data", "@/nonexistent", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "-X", "BAD METHOD", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "--rate", "5", "http://127.0.0.1:1/x"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.stderr);
+    }
+}

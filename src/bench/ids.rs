@@ -130,6 +130,19 @@ impl IdTracker {
         self.last = Some(key);
     }
 
+    /// Adds another sequence's counts (requests: one sequence per stream).
+    pub fn add(&mut self, o: &IdTracker) {
+        self.missing += o.missing;
+        self.gaps += o.gaps;
+        self.backwards += o.backwards;
+        self.restarts += o.restarts;
+        self.unordered += o.unordered;
+        self.absent += o.absent;
+        if let Some(f) = o.format {
+            self.format.get_or_insert(f);
+        }
+    }
+
     /// A new stream begins: its first id tells a resume from a restart.
     pub fn reopen(&mut self) {
         self.reopened = true;

@@ -336,7 +336,7 @@ fn finish(quiet: &Quiet, reader: &Reader, r: &mut StreamResult, messages: u64) {
 }
 
 /// `fut`'s output, or `None` when `deadline` passes first.
-async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+pub(super) async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
     match deadline {
         Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
         None => Some(fut.await),

@@ -123,6 +123,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             (&mut m.id_restarts, r.id_restarts),
             (&mut m.ids_unordered, r.ids_unordered),
             (&mut m.ids_absent, r.ids_absent),
+            (&mut m.requests, r.requests),
+            (&mut m.completed, r.completed),
+            (&mut m.failed_requests, r.failed_requests),
+            (&mut m.bytes, r.bytes),
             (&mut m.idle, r.idle),
             (&mut m.events_short, r.events_short),
         ] {
@@ -147,6 +151,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             (&mut hists.resume, &h.resume),
             (&mut hists.connect, &h.connect),
             (&mut hists.first_event, &h.first_event),
+            (&mut hists.stream, &h.stream),
         ] {
             into.try_merge(from).map_err(|e| MergeError::Histogram(i + 1, e.to_string()))?;
         }

@@ -13,6 +13,7 @@ pub mod merge;
 pub mod payload;
 mod progress;
 pub mod report;
+mod request;
 mod runtimes;
 pub mod shard;
 pub mod stats;
@@ -85,6 +86,8 @@ pub(crate) struct Plan {
 
 /// What `validate` derived from the flags.
 struct Setup {
+    /// Listen with -X/--data: the request of every stream.
+    request: Option<Arc<request::RequestSpec>>,
     shard: Option<Shard>,
     start_at: Option<SystemTime>,
     messages: u64,
@@ -140,9 +143,21 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     if listen && a.url.is_none() {
         return Err(usage("--mode listen needs a URL (the embedded server only echoes)"));
     }
-    if listen && (a.rate.is_some() || a.drop_every.is_some()) {
-        return Err(usage("--rate and --drop-every apply to echo mode only"));
+    let requests = a.method.is_some() || a.data.is_some();
+    if requests && !(listen && a.raw) {
+        return Err(usage(
+            "-X/--data need --mode listen --raw (streams answering a request to a plain SSE endpoint)",
+        ));
     }
+    if listen && (a.rate.is_some() && !requests || a.drop_every.is_some()) {
+        return Err(usage(
+            "--rate applies to echo mode and to listen mode with -X/--data; --drop-every to echo mode",
+        ));
+    }
+    if a.streams == 0 {
+        return Err(usage("--streams must be at least 1 (or give --duration)"));
+    }
+    let request = requests.then(|| request_spec(a)).transpose()?.map(Arc::new);
     if a.clients == 0 || a.clients > payload::MAX_CLIENTS {
         return Err(usage(format!("--clients must be between 1 and {}", payload::MAX_CLIENTS)));
     }
@@ -226,7 +241,31 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
         (None, None) if !listen => Some(DEFAULT_DURATION),
         (d, _) => d,
     };
-    Ok(Setup { shard, start_at, messages: a.messages.unwrap_or(DEFAULT_EVENTS), duration })
+    Ok(Setup { request, shard, start_at, messages: a.messages.unwrap_or(DEFAULT_EVENTS), duration })
+}
+
+/// `-X`, `--data` (`@FILE`, `@-` for stdin, or the text itself).
+fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
+    let body = match a.data.as_deref() {
+        None => Vec::new(),
+        Some("@-") => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                .context("cannot read --data @- from stdin")?;
+            v
+        }
+        Some(d) => match d.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| usage(format!("--data @{path}: cannot read it: {e}")))?,
+            None => d.as_bytes().to_vec(),
+        },
+    };
+    let method = match &a.method {
+        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| usage(format!("-X {m:?} is not an HTTP method")))?,
+        None => http::Method::POST,
+    };
+    Ok(request::RequestSpec { method, body: body.into(), per_client: a.streams })
 }
 
 /// Runs the workload; `None` when the target cannot be reached (already
@@ -303,7 +342,9 @@ async fn bench(
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
     let mut not_channel = None;
-    let mut report = if listen {
+    let mut report = if let Some(spec) = &setup.request {
+        run_requests(&plan, spec, &rts).await
+    } else if listen {
         run_listen(&plan, &rts).await
     } else {
         run_echo(&plan, &rts, &mut cpu0, &mut not_channel).await
@@ -494,6 +535,68 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
     if first <= last {
         r.started_at = rfc3339(plan.clock.wall_at(first));
     }
+    if !rates.is_empty() {
+        let (min, max) = rates.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        r.stream_events_per_s = StreamRates { min, mean, max, streams: rates.len() as u64 };
+    }
+    r
+}
+
+/// Runs the request streams (listen with -X/--data); `--duration` is one
+/// deadline for all.
+async fn run_requests(
+    plan: &Arc<Plan>,
+    spec: &Arc<request::RequestSpec>,
+    rts: &runtimes::Runtimes,
+) -> Report {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    if let Some(at) = plan.start_at {
+        wait_for_start(at).await;
+    }
+    let start_us = plan.clock.now_us();
+    let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    let tasks: Vec<_> = plan
+        .local
+        .clone()
+        .map(|i| rts.spawn(i, request::run(i, plan.clone(), spec.clone(), gate.clone(), deadline)))
+        .collect();
+    let mut r = Report::default();
+    let mut ids = ids::IdTracker::default();
+    let mut rates = Vec::new();
+    let mut last = start_us;
+    for t in tasks {
+        let c = match t.await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("request task failed: {e}");
+                r.errors += 1;
+                continue;
+            }
+        };
+        r.connected += u64::from(c.connected);
+        r.requests += c.requests;
+        r.completed += c.completed;
+        r.failed_requests += c.failed;
+        r.events += c.events;
+        r.bytes += c.bytes;
+        ids.add(&c.ids);
+        rates.extend(c.rates);
+        last = last.max(c.last_event_us);
+        if let Some(e) = c.error {
+            push_sample(&mut r.error_samples, e);
+        }
+    }
+    r.lost = ids.missing;
+    r.id_gaps = ids.gaps;
+    r.out_of_order = ids.backwards;
+    r.ids_unordered = ids.unordered;
+    r.ids_absent = ids.absent;
+    r.id_format = ids.format.unwrap_or_default().to_string();
+    r.received = r.events;
+    // From the load's start: requests are the load, not only their events.
+    r.duration_s = last.saturating_sub(start_us) as f64 / 1e6;
+    r.started_at = rfc3339(plan.clock.wall_at(start_us));
     if !rates.is_empty() {
         let (min, max) = rates.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;

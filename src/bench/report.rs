@@ -174,6 +174,16 @@ pub struct Report {
     pub ids_unordered: u64,
     /// Listen mode: events without an id.
     pub ids_absent: u64,
+    /// Listen with -X/--data: requests made, their streams that ended
+    /// (completed) and those that got an error status, broke, or stayed
+    /// silent for --drain (failed); the rest were cut by --duration.
+    pub requests: u64,
+    pub completed: u64,
+    pub failed_requests: u64,
+    /// Listen mode: bytes of the streams' bodies.
+    pub bytes: u64,
+    /// Listen with -X/--data: request to the end of its stream.
+    pub stream_ms: Percentiles,
     /// Listen mode without `--duration`: streams ended for having no event
     /// for `--drain`.
     pub idle: u64,
@@ -268,6 +278,16 @@ impl Report {
                     self.idle, self.events_short
                 ),
             );
+            if self.requests > 0 {
+                let first = self.error_samples.first().map_or("", String::as_str);
+                check(
+                    count("failed_requests", self.failed_requests, 0, "requests"),
+                    format!(
+                        "failed_requests: {} of {} requests failed (first: {first})",
+                        self.failed_requests, self.requests
+                    ),
+                );
+            }
             let min = g.min_events.unwrap_or(1);
             check(
                 Check::new("events", self.events as f64, Bound::Min, min as f64, "events"),
@@ -321,6 +341,7 @@ impl Report {
         self.resume_ms = h.resume.summary();
         self.connect_ms = h.connect.summary();
         self.first_event_ms = h.first_event.summary();
+        self.stream_ms = h.stream.summary();
         self.histograms = h;
     }
 
@@ -469,6 +490,16 @@ impl Report {
                 );
             }
             let _ = writeln!(s, "  first event {}", pct(&self.first_event_ms));
+            if self.requests > 0 {
+                let cut = self.requests - self.completed.min(self.requests);
+                let cut = cut.saturating_sub(self.failed_requests);
+                let _ = writeln!(
+                    s,
+                    "  requests    {}: {} completed, {} failed, {cut} cut by --duration; {} bytes",
+                    self.requests, self.completed, self.failed_requests, self.bytes
+                );
+                let _ = writeln!(s, "  stream      {}", pct(&self.stream_ms));
+            }
         } else {
             let _ = writeln!(
                 s,

@@ -174,6 +174,9 @@ pub struct Histograms {
     /// Stream opened (listen) or request sent (POST streams) to its first
     /// event.
     pub first_event: Hist,
+    /// Request sent to the end of its stream (listen with -X/--data).
+    #[serde(default)]
+    pub stream: Hist,
 }
 
 impl Histograms {
@@ -183,6 +186,7 @@ impl Histograms {
         self.resume.merge(&o.resume);
         self.connect.merge(&o.connect);
         self.first_event.merge(&o.first_event);
+        self.stream.merge(&o.stream);
     }
 }
 

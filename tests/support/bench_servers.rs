@@ -443,3 +443,78 @@ pub async fn with_content_type(content_type: &'static str) -> String {
     })
     .await
 }
+
+/// A stream body fed from a channel that may end in an error (the
+/// connection is then cut mid-stream).
+struct Fallible {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for Fallible {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// An LLM-style endpoint: a POST whose JSON body is
+/// `{"n": N, "delay_ms": D, "break_after": K}` gets a `text/event-stream`
+/// of N events (`id: i`, `data: token i`, i from 1), each after D ms, and
+/// then the stream ends; with K the connection is cut after K events.
+/// Anything else (another method, no JSON content type, a bad body) gets
+/// 400.
+pub async fn post_stream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let json = req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                    let post = req.method() == http::Method::POST;
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    let spec: Option<serde_json::Value> =
+                        body.ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let mut r = Response::new(Fallible { rx });
+                    let Some(spec) = spec.filter(|_| json && post) else {
+                        let _ = tx.send(Ok(Bytes::from_static(b"expected a JSON POST\n")));
+                        *r.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(r);
+                    };
+                    let n = spec["n"].as_u64().unwrap_or(0);
+                    let delay =
+                        std::time::Duration::from_millis(spec["delay_ms"].as_u64().unwrap_or(0));
+                    let cut = spec["break_after"].as_u64();
+                    tokio::spawn(async move {
+                        for i in 1..=n {
+                            if cut.is_some_and(|k| i > k) {
+                                // Let the events before the cut go out first.
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                let _ = tx.send(Err(std::io::Error::other("cut")));
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            let ev = format!("id: {i}\ndata: token {i}\n\n");
+                            if tx.send(Ok(Bytes::from(ev))).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1/chat")
+}
