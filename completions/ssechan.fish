@@ -89,6 +89,11 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s X -l request -d 'Listen --raw: each stream is the answer to a request of this method (e.g. POST, as LLM-style APIs stream); a stream that ends is a completed request' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l data -d 'Listen --raw: the request body (POST unless -X says otherwise), `@FILE` to read it from a file, `@-` from stdin; sent as JSON unless -H gives a Content-Type' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l scenario -d 'Replay a recorded session (`connect --record FILE`) with each client; URL defaults to the recorded one' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l speed -d '--scenario: play the recorded gaps this many times faster' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l expect -d '--scenario: what must match the recording: the messages in order (a deterministic server), their count, or nothing' -r -f -a "order\t'The recorded messages, in the recorded order'
+count\t'As many messages as were recorded'
+none\t'Nothing: the recording is only a load'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l streams -d 'Listen with -X/--data, without --duration: requests per client' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s H -l header -d 'Extra request header (repeatable)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l max-lost -d 'Fail when more messages than this are lost' -r

@@ -278,6 +278,17 @@ pub struct BenchArgs {
     /// -H gives a Content-Type.
     #[arg(long, value_name = "DATA")]
     pub data: Option<String>,
+    /// Replay a recorded session (`connect --record FILE`) with each client;
+    /// URL defaults to the recorded one.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// --scenario: play the recorded gaps this many times faster.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub speed: f64,
+    /// --scenario: what must match the recording: the messages in order (a
+    /// deterministic server), their count, or nothing.
+    #[arg(long, value_enum, default_value_t = crate::bench::scenario::Expect::Order)]
+    pub expect: crate::bench::scenario::Expect,
     /// Listen with -X/--data, without --duration: requests per client.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub streams: u64,

@@ -1527,3 +1527,104 @@ async fn request_flags_need_listen_raw() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.stderr);
     }
 }
+
+/// A recorded channel session against `url`: three messages sent, each
+/// echoed, written by the library's recorder (what `connect --record`
+/// uses), with `gap` between the sends.
+fn record_session(dir: &std::path::Path, url: &str, gap: Duration) -> std::path::PathBuf {
+    use ssechan::connect::record::{Header, RecordMode, Recorder};
+    let path = dir.join("session.jsonl");
+    let header = Header::new(url, Some("me"), RecordMode::Channel, std::time::SystemTime::now());
+    let rec = Recorder::create(&path, &header).unwrap();
+    rec.event(r#"{"event":"connecting","attempt":1}"#).unwrap();
+    rec.event(r#"{"event":"open","client":"me"}"#).unwrap();
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(gap);
+        }
+        rec.send(i as u64, format!("\"{text}\"").as_bytes()).unwrap();
+        rec.event(&format!(r#"{{"event":"message","data":"{text}"}}"#)).unwrap();
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_replays_a_recorded_session() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &url, Duration::from_millis(20));
+    let file = file.to_str().unwrap();
+    // The URL comes from the recording.
+    let r = bench(&["--scenario", file, "-c", "4", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["mode"], "scenario");
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "connected")), (12, 12, 4), "{v}");
+    let sc = &v["scenario"];
+    assert_eq!((sc["sends"].as_u64(), sc["steps"].as_u64()), (Some(3), Some(3)), "{v}");
+    assert_eq!((sc["matched"].as_u64(), sc["diverged"].as_u64()), (Some(4), Some(0)), "{v}");
+    assert!(r.stderr.contains("4 clients matched, 0 diverged"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    diverged"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_says_where_clients_diverged() {
+    // The recording was made against a correct echo server; this one never
+    // echoes messageId 1 ("two"): every client diverges at step 2.
+    let good = bench_servers::faulty_echo(Fault::None).await;
+    let bad = bench_servers::faulty_echo(Fault::DropEvery(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &good, Duration::from_millis(10));
+    let file = file.to_str().unwrap();
+    let args = ["--scenario", file, &bad, "-c", "3", "--drain", "500ms", "--json", "-"];
+    let r = bench_within(Duration::from_secs(10), &args).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(failure_names(&v), ["diverged"], "{v}");
+    let d = &v["scenario"]["divergences"][0];
+    assert_eq!((d["step"].as_u64(), d["clients"].as_u64()), (Some(2), Some(3)), "{v}");
+    assert_eq!((d["expected"].as_str(), d["got"].as_str()), (Some("two"), Some("three")), "{v}");
+    assert!(
+        r.stderr.contains(r#"step 2      3 clients diverged"#)
+            && r.stderr.contains(r#"expected "two", got "three""#),
+        "{}",
+        r.stderr
+    );
+    // By count: 2 of 3 is short too; with --expect none it is only load.
+    let mut count = args.to_vec();
+    count.extend(["--expect", "count"]);
+    let r = bench_within(Duration::from_secs(10), &count).await;
+    assert_eq!((r.code, failure_names(&r.json())), (1, vec!["diverged".to_string()]));
+    let mut none = args.to_vec();
+    none.extend(["--expect", "none"]);
+    let r = bench_within(Duration::from_secs(10), &none).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("skip  diverged"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_speed_shortens_the_gaps() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &url, Duration::from_millis(600));
+    let file = file.to_str().unwrap();
+    // 1.2 s of recorded gaps: at speed 1 the replay lasts that long, at
+    // speed 4 about a quarter of it.
+    let r = bench(&["--scenario", file, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let slow = r.json()["duration_s"].as_f64().unwrap();
+    assert!(slow >= 1.2, "{slow}");
+    let r = bench(&["--scenario", file, "-c", "2", "--speed", "4", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fast = r.json()["duration_s"].as_f64().unwrap();
+    assert!((0.3..1.0).contains(&fast), "{fast}");
+    // Usage errors.
+    for args in [
+        &["--scenario", file, "--speed", "0"][..],
+        &["--scenario", file, "--duration", "1s"],
+        &["--scenario", "/nonexistent.jsonl"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
+}

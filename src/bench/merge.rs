@@ -96,6 +96,12 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             urls.push(&r.url);
         }
         m.embedded |= r.embedded;
+        if let Some(sc) = &r.scenario {
+            match &mut m.scenario {
+                Some(total) => total.add(sc),
+                None => m.scenario = Some(sc.clone()),
+            }
+        }
         if !r.id_format.is_empty() && m.id_format != r.id_format {
             m.id_format =
                 if m.id_format.is_empty() { r.id_format.clone() } else { "mixed".to_string() };

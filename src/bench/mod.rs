@@ -15,6 +15,7 @@ mod progress;
 pub mod report;
 mod request;
 mod runtimes;
+pub mod scenario;
 pub mod shard;
 pub mod stats;
 mod timer;
@@ -42,7 +43,7 @@ use stats::{Clock, Stats};
 
 /// Clients connecting at once: well under the usual accept backlog (4096)
 /// and SYN queue, so 10,000 clients connect without drops and retries.
-const CONNECT_CONCURRENCY: usize = 128;
+pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 /// Shortest `--drain` and `--connect-timeout`.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 /// Distinct error messages kept for the report.
@@ -102,7 +103,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return merge::run(m).await;
     }
     let setup = validate(&args)?;
-    let clients = setup.shard.unwrap_or(Shard::ALL).clients(args.clients).len();
+    let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
+    if let Some(path) = &args.scenario {
+        crate::sys::raise_open_file_limit(local.len() as u64 * 2 + SPARE_FILES);
+        let Some(mut report) = scenario::run(&args, path, local, setup.start_at).await? else {
+            return Ok(ExitCode::from(2));
+        };
+        report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
+        report.judge(&gates(&args.gates));
+        write_report(&args.output, &report)?;
+        return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let clients = local.len();
     let files = crate::sys::raise_open_file_limit(FileBudget::new(&args, clients as u64).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
@@ -131,7 +143,7 @@ pub(crate) fn gates(g: &GateArgs) -> Gates {
     }
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -142,6 +154,17 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     }
     if listen && a.url.is_none() {
         return Err(usage("--mode listen needs a URL (the embedded server only echoes)"));
+    }
+    if a.scenario.is_some() {
+        if listen || a.raw || a.rate.is_some() || a.drop_every.is_some() || a.duration.is_some() {
+            return Err(usage(
+                "--scenario replays the recording's own timing: --mode listen, --raw, --rate, \
+                 --drop-every and --duration do not apply (the record says raw or channel)",
+            ));
+        }
+        if !(a.speed.is_finite() && a.speed > 0.0) {
+            return Err(usage("--speed must be a positive factor (2 plays twice as fast)"));
+        }
     }
     let requests = a.method.is_some() || a.data.is_some();
     if requests && !(listen && a.raw) {
@@ -449,7 +472,7 @@ async fn run_echo(
 
 /// Waits for `--start-at`; says so when it passed before the clients were
 /// ready (shards then do not start together).
-async fn wait_for_start(at: SystemTime) {
+pub(crate) async fn wait_for_start(at: SystemTime) {
     let wait = shard::wait_until(at, SystemTime::now()).unwrap_or_default();
     if wait.is_zero() {
         let late = SystemTime::now().duration_since(at).unwrap_or_default();
@@ -462,7 +485,7 @@ async fn wait_for_start(at: SystemTime) {
     tokio::time::sleep(wait).await;
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
@@ -606,7 +629,7 @@ async fn run_requests(
 }
 
 /// Keeps `e` unless it is already there or enough are.
-fn push_sample(samples: &mut Vec<String>, e: String) {
+pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
     if samples.len() < ERROR_SAMPLES && !samples.contains(&e) {
         samples.push(e);
     }
@@ -620,8 +643,11 @@ const STABLE_SAMPLES: u64 = 10_000;
 
 /// Says so when a run is too short for its figures to mean much.
 fn note_short_run(r: &mut Report) {
+    if r.mode == Mode::Scenario {
+        return;
+    }
     let samples = match r.mode {
-        Mode::Echo => r.received,
+        Mode::Echo | Mode::Scenario => r.received,
         Mode::Listen => r.events,
     };
     let secs = STABLE_DURATION.as_secs_f64();

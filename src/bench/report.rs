@@ -29,6 +29,7 @@ pub enum Mode {
     #[default]
     Echo,
     Listen,
+    Scenario,
 }
 
 impl Mode {
@@ -36,6 +37,7 @@ impl Mode {
         match self {
             Mode::Echo => "echo",
             Mode::Listen => "listen",
+            Mode::Scenario => "scenario",
         }
     }
 }
@@ -184,6 +186,9 @@ pub struct Report {
     pub bytes: u64,
     /// Listen with -X/--data: request to the end of its stream.
     pub stream_ms: Percentiles,
+    /// `--scenario`: how the clients' messages compared with the recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<super::scenario::ScenarioReport>,
     /// Listen mode without `--duration`: streams ended for having no event
     /// for `--drain`.
     pub idle: u64,
@@ -227,6 +232,9 @@ impl Report {
 
     /// Applies the gates: fills `checks`, `failures` and `passed`.
     pub fn judge(&mut self, g: &Gates) {
+        if self.mode == Mode::Scenario {
+            return self.judge_scenario();
+        }
         let listen = self.mode == Mode::Listen;
         let unchecked = self.ids_unchecked();
         let mut checks = Vec::new();
@@ -350,7 +358,7 @@ impl Report {
         let per_second =
             |n: u64| if self.duration_s > 0.0 { n as f64 / self.duration_s } else { 0.0 };
         let units = match self.mode {
-            Mode::Echo => {
+            Mode::Echo | Mode::Scenario => {
                 self.throughput_msgs_per_s = per_second(self.received);
                 self.received
             }
@@ -363,6 +371,37 @@ impl Report {
         };
         self.bench_cpu_us_per_msg =
             if units > 0 { self.bench_cpu_s * 1e6 / units as f64 } else { 0.0 };
+    }
+
+    /// A replay has two checks: clients that diverged from the recording,
+    /// and clients that failed.
+    fn judge_scenario(&mut self) {
+        let sc = self.scenario.clone().unwrap_or_default();
+        let mut diverged = Check::new("diverged", sc.diverged as f64, Bound::Max, 0.0, "clients");
+        if sc.expect == Some(super::scenario::Expect::None) {
+            diverged.skipped = Some("--expect none".into());
+        }
+        let errors = Check::new("errors", self.errors as f64, Bound::Max, 0.0, "clients");
+        let mut failures = Vec::new();
+        if !diverged.passed && diverged.skipped.is_none() {
+            let at = sc.divergences.first().map_or(String::new(), |d| {
+                format!(" (first at step {}: {} clients)", d.step, d.clients)
+            });
+            failures.push(format!(
+                "diverged: {} of {} clients diverged from the recording{at}",
+                sc.diverged, self.clients
+            ));
+        }
+        if !errors.passed {
+            let first = self.error_samples.first().map_or("", String::as_str);
+            failures.push(format!(
+                "errors: {} of {} clients failed (first: {first})",
+                self.errors, self.clients
+            ));
+        }
+        self.passed = failures.is_empty();
+        self.failures = failures;
+        self.checks = vec![diverged, errors];
     }
 
     /// The report as JUnit XML: one test case per check.
@@ -433,7 +472,36 @@ impl Report {
                 p.p50, p.p90, p.p99, p.p999, p.max
             )
         };
-        if self.mode == Mode::Listen {
+        if let Some(sc) = &self.scenario {
+            let expect = match sc.expect {
+                Some(super::scenario::Expect::Order) => "in order",
+                Some(super::scenario::Expect::Count) => "by count",
+                _ => "not compared",
+            };
+            let _ = writeln!(
+                s,
+                "  scenario    {} at speed {}: {} sends, {} messages expected ({expect}); {} clients matched, {} diverged",
+                sc.file, sc.speed, sc.sends, sc.steps, sc.matched, sc.diverged
+            );
+            for d in &sc.divergences {
+                let at = d
+                    .t_ms
+                    .map_or("past the end".to_string(), |t| format!("at {:.3} s", t / 1000.0));
+                let _ = writeln!(
+                    s,
+                    "  step {:<6} {} clients diverged ({at}): expected {}, got {}",
+                    d.step,
+                    d.clients,
+                    d.expected.as_deref().map_or("nothing".into(), |e| format!("{e:?}")),
+                    d.got.as_deref().map_or("nothing".into(), |g| format!("{g:?}")),
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  messages    sent {}, received {} in {:.2} s",
+                self.sent, self.received, self.duration_s
+            );
+        } else if self.mode == Mode::Listen {
             let _ = writeln!(
                 s,
                 "  events      {} in {:.2} s: {:.0}/s in total; per stream min {:.0}, mean {:.0}, max {:.0}/s",
