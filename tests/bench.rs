@@ -1420,7 +1420,8 @@ async fn post_streams_at_a_rate() {
     let (requests, completed) = (u(&v, "requests"), u(&v, "completed"));
     assert!((16..=20).contains(&requests), "{v}");
     assert_eq!((completed, u(&v, "failed_requests")), (requests, 0), "{v}");
-    assert_eq!(u(&v, "events"), 2 * completed, "{v}");
+    // A stream cut by the end of --duration still delivered its events.
+    assert!(u(&v, "events") >= 2 * completed, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1576,7 +1577,7 @@ async fn scenario_says_where_clients_diverged() {
     let dir = tempfile::tempdir().unwrap();
     let file = record_session(dir.path(), &good, Duration::from_millis(10));
     let file = file.to_str().unwrap();
-    let args = ["--scenario", file, &bad, "-c", "3", "--drain", "500ms", "--json", "-"];
+    let args = ["--scenario", file, &bad, "-c", "3", "--drain", "2s", "--json", "-"];
     let r = bench_within(Duration::from_secs(10), &args).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
