@@ -222,11 +222,12 @@ async fn human_report_on_stdout_and_json_file() {
     assert_eq!((u(&v, "sent"), u(&v, "received")), (40, 40));
 }
 
-/// `ssechan serve --echo` as a child process; returns it and its URL.
-async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
+/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
+/// returns it and its URL.
+async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--echo", "--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -246,6 +247,13 @@ async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
     .expect("serve printed its URL");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
+}
+
+/// `ssechan serve --echo ARGS`.
+async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut args = vec!["--echo"];
+    args.extend_from_slice(extra);
+    spawn_serve(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -632,22 +640,7 @@ async fn low_file_limit_shares_post_connections() {
 async fn listen_to_a_broadcasting_serve_child() {
     // `ssechan serve` (text mode) sends each stdin line to every client:
     // the fan-out that listen mode measures, over the channel protocol.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
-        if let Some(i) = line.find("http://") {
-            break line[i..].trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut serve, url) = spawn_serve(&[]).await;
     let mut stdin = serve.stdin.take().unwrap();
     let feeder = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
@@ -1183,30 +1176,10 @@ async fn a_server_without_post_is_no_channel_endpoint() {
     }
 }
 
-/// `ssechan serve` without `--echo`: POSTs accepted, nothing sent back.
-async fn serve_without_echo() -> (tokio::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
-        if let Some(i) = line.find("http://") {
-            break line[i..].trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_does_not_echo_is_named_within_drain() {
-    let (_serve, url) = serve_without_echo().await;
+    // `ssechan serve` without `--echo`: POSTs accepted, nothing sent back.
+    let (_serve, url) = spawn_serve(&[]).await;
     // Closed loop, and open loop (which has no full window to notice it).
     for extra in [&[][..], &["--rate", "30"]] {
         let mut args = vec![url.as_str(), "-c", "3", "--duration", "20s", "--drain", "500ms"];

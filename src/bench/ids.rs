@@ -21,6 +21,8 @@ enum Key {
 pub const FORMAT_INTEGER: &str = "integer";
 pub const FORMAT_TIME_SEQ: &str = "time:seq";
 pub const FORMAT_PREFIXED: &str = "prefix+number";
+/// Streams of one run whose ids had different forms.
+pub const FORMAT_MIXED: &str = "mixed";
 
 impl Key {
     fn parse(id: &str) -> Option<Key> {
@@ -138,9 +140,10 @@ impl IdTracker {
         self.restarts += o.restarts;
         self.unordered += o.unordered;
         self.absent += o.absent;
-        if let Some(f) = o.format {
-            self.format.get_or_insert(f);
-        }
+        self.format = match (self.format, o.format) {
+            (Some(a), Some(b)) if a != b => Some(FORMAT_MIXED),
+            (a, b) => a.or(b),
+        };
     }
 
     /// A new stream begins: its first id tells a resume from a restart.

@@ -21,23 +21,13 @@ use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::reader::{Next, Reader, RetryPolicy};
 
 /// What one stream saw.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct StreamResult {
     pub connected: bool,
     pub refused: bool,
     pub events: u64,
-    /// Ids skipped by forward jumps.
-    pub missing: u64,
-    pub id_gaps: u64,
-    /// Ids that went backwards within one stream.
-    pub out_of_order: u64,
-    /// Re-opened streams whose ids began again (fresh connections).
-    pub id_restarts: u64,
-    /// Events whose id could not be ordered, and events without an id.
-    pub ids_unordered: u64,
-    pub ids_absent: u64,
-    /// The form of the stream's ids (see [`super::ids`]).
-    pub id_format: Option<&'static str>,
+    /// The stream's id sequence: gaps, disorder, restarts, its form.
+    pub ids: IdTracker,
     pub resumes: u64,
     pub failed_resumes: u64,
     pub stream_ends: u64,
@@ -234,13 +224,7 @@ pub async fn run(
             }
         }
     }
-    r.missing = ids.missing;
-    r.id_gaps = ids.gaps;
-    r.out_of_order = ids.backwards;
-    r.id_restarts = ids.restarts;
-    r.ids_unordered = ids.unordered;
-    r.ids_absent = ids.absent;
-    r.id_format = ids.format;
+    r.ids = ids;
     r
 }
 

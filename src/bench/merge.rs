@@ -103,8 +103,11 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             }
         }
         if !r.id_format.is_empty() && m.id_format != r.id_format {
-            m.id_format =
-                if m.id_format.is_empty() { r.id_format.clone() } else { "mixed".to_string() };
+            m.id_format = if m.id_format.is_empty() {
+                r.id_format.clone()
+            } else {
+                super::ids::FORMAT_MIXED.to_string()
+            };
         }
         m.shards.extend(r.shards.iter().cloned());
         for (total, x) in [

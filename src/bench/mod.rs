@@ -504,6 +504,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         .map(|i| rts.spawn(i, listen::run(i, plan.clone(), gate.clone(), deadline)))
         .collect();
     let mut r = Report::default();
+    let mut ids = ids::IdTracker::default();
     let (mut first, mut last) = (u64::MAX, 0u64);
     let mut rates = Vec::with_capacity(plan.local.len());
     for t in tasks {
@@ -517,19 +518,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         };
         r.connected += u64::from(s.connected);
         r.events += s.events;
-        r.lost += s.missing;
-        r.id_gaps += s.id_gaps;
-        r.out_of_order += s.out_of_order;
-        r.id_restarts += s.id_restarts;
-        r.ids_unordered += s.ids_unordered;
-        r.ids_absent += s.ids_absent;
-        if let Some(f) = s.id_format {
-            r.id_format = match r.id_format.as_str() {
-                "" => f.to_string(),
-                same if same == f => r.id_format,
-                _ => "mixed".to_string(),
-            };
-        }
+        ids.add(&s.ids);
         r.resumes += s.resumes;
         r.failed_resumes += s.failed_resumes;
         r.stream_ends += s.stream_ends;
@@ -553,6 +542,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
             push_sample(&mut r.error_samples, e);
         }
     }
+    set_ids(&mut r, &ids);
     r.received = r.events;
     r.duration_s = if first <= last { (last - first) as f64 / 1e6 } else { 0.0 };
     if first <= last {
@@ -610,12 +600,7 @@ async fn run_requests(
             push_sample(&mut r.error_samples, e);
         }
     }
-    r.lost = ids.missing;
-    r.id_gaps = ids.gaps;
-    r.out_of_order = ids.backwards;
-    r.ids_unordered = ids.unordered;
-    r.ids_absent = ids.absent;
-    r.id_format = ids.format.unwrap_or_default().to_string();
+    set_ids(&mut r, &ids);
     r.received = r.events;
     // From the load's start: requests are the load, not only their events.
     r.duration_s = last.saturating_sub(start_us) as f64 / 1e6;
@@ -626,6 +611,17 @@ async fn run_requests(
         r.stream_events_per_s = StreamRates { min, mean, max, streams: rates.len() as u64 };
     }
     r
+}
+
+/// The id sequences' counts, in the report.
+fn set_ids(r: &mut Report, ids: &ids::IdTracker) {
+    r.lost = ids.missing;
+    r.id_gaps = ids.gaps;
+    r.out_of_order = ids.backwards;
+    r.id_restarts = ids.restarts;
+    r.ids_unordered = ids.unordered;
+    r.ids_absent = ids.absent;
+    r.id_format = ids.format.unwrap_or_default().to_string();
 }
 
 /// Keeps `e` unless it is already there or enough are.
