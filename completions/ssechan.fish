@@ -81,7 +81,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s c -l clients -d 'Concurrent clients (of all shards together)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 5s' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s d -l duration -d 'Run for this long instead of a message count' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -s r -l rate -d 'Open loop: this many messages (listen with -X/--data: new streams) per second in total (default: closed loop)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge help" -l window -d 'Messages each client keeps in flight in closed loop' -r

@@ -226,7 +226,7 @@ pub enum BenchMode {
 Exit status: 0 every check passed, 1 a check failed (each named), 2 usage error or unreachable target.
 
 Examples:
-  ssechan bench                                          # embedded echo server, defaults
+  ssechan bench                                          # embedded echo server, 10 s
   ssechan bench http://127.0.0.1:8080/sse --clients 100 --messages 10000
   ssechan bench URL --rate 5000 --duration 30s --max-p99 5ms --junit bench.xml
   ssechan bench URL --drop-every 200ms --duration 60s --rate 2000   # chaos: resume under load
@@ -246,7 +246,7 @@ pub struct BenchArgs {
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,
     /// Messages per client (listen mode: events per stream, default 1000);
-    /// without it and without --duration, echo mode runs for 5s.
+    /// without it and without --duration, echo mode runs for 10s.
     #[arg(short, long, value_name = "N")]
     pub messages: Option<u64>,
     /// Run for this long instead of a message count.

@@ -1602,3 +1602,21 @@ async fn scenario_speed_shortens_the_gaps() {
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_run_is_long_enough_and_says_how_long() {
+    // It used to last under a second, so its figures jumped between runs.
+    let r = bench(&["--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!(d >= 10.0, "{d}");
+    assert_eq!(u(&v, "clients"), 50);
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(first.ends_with(&format!("{d:.2} s")), "{first}");
+    // Long enough not to be called short (unless the machine managed fewer
+    // than 10,000 round trips in 10 s).
+    if u(&v, "received") >= 10_000 {
+        assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    }
+}

@@ -179,9 +179,9 @@ pub async fn run(
             let wait = match next {
                 Next::RetryIn(wait) => wait,
                 Next::GiveUp | Next::Fail => {
-                    let took = reader.backoff().failing_for(now());
+                    let took = reader.backoff().policy().give_up_after.unwrap_or_default();
                     r.error = Some(match last_error {
-                        Some(e) => format!("reconnect failed for {took:?}: {e}"),
+                        Some(e) => format!("reconnect failed for over {took:?}: {e}"),
                         None => ended_at_once(&reader),
                     });
                     break 'run;

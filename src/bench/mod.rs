@@ -50,7 +50,7 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 const ERROR_SAMPLES: usize = 5;
 /// Echo mode's run without --messages or --duration: long enough for its
 /// figures to repeat within about 10% (measured: see the README).
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Listen mode's events per stream without --messages or --duration.
 const DEFAULT_EVENTS: u64 = 1000;
 
@@ -634,7 +634,7 @@ pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
 /// Shortest run whose figures repeat within about 10% on this project's
 /// machine (see the README), and fewest round trips for a p99.9 with ten
 /// samples above it.
-const STABLE_DURATION: Duration = Duration::from_secs(3);
+const STABLE_DURATION: Duration = Duration::from_secs(5);
 const STABLE_SAMPLES: u64 = 10_000;
 
 /// Says so when a run is too short for its figures to mean much.

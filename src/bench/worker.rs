@@ -573,8 +573,9 @@ impl Client {
                 match self.reader.connect_failed(now) {
                     Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
                     Next::GiveUp | Next::Fail => {
-                        let took = self.reader.backoff().failing_for(now);
-                        self.fail(format!("resume failed for {took:?}: {e}"));
+                        let budget =
+                            self.reader.backoff().policy().give_up_after.unwrap_or_default();
+                        self.fail(format!("resume failed for over {budget:?}: {e}"));
                         self.finished = true;
                     }
                 }
@@ -854,8 +855,10 @@ impl Client {
         let now = now_std();
         let Next::RetryIn(wait) = self.post_backoff.failed(now) else {
             let seq = self.current.map_or(0, |c| c.0);
-            let took = self.post_backoff.failing_for(now);
-            self.fail(format!("POST of message {seq} failed for {took:?}: {why}"));
+            // The budget, not the exact time: the same failure of many
+            // clients is then one line of the report.
+            let budget = self.post_backoff.policy().give_up_after.unwrap_or_default();
+            self.fail(format!("POST of message {seq} failed for over {budget:?}: {why}"));
             return;
         };
         self.post_retry.arm(Instant::now() + wait);
