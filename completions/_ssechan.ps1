@@ -32,12 +32,12 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
-            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'ssechan;serve' {
-            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on; port 0 picks a free port')
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port')
             [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'Path of the channel endpoint')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Idle time before a `: ping` heartbeat comment; 0 disables')
@@ -72,7 +72,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format in pipe mode')
             [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send this message first (repeatable)')
-            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after receiving this many messages')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after receiving this many messages (of the --event types, if given)')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'After stdin ends and every message is acknowledged, keep receiving this long')
             [CompletionResult]::new('--retry-initial', '--retry-initial', [CompletionResultType]::ParameterName, 'First reconnect delay; doubles per failure up to --retry-max')
             [CompletionResult]::new('--retry-max', '--retry-max', [CompletionResultType]::ParameterName, 'Longest reconnect delay')
@@ -81,10 +81,20 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting and for each POST')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s heartbeats); off by default and with 0 (TCP keepalive still ends dead connections in about a minute)')
             [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates (a CA, or a self-signed server''s own) to trust in addition to the built-in roots')
+            [CompletionResult]::new('-X', '-X ', [CompletionResultType]::ParameterName, 'With --raw: the request method (default GET, or POST with --data)')
+            [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'With --raw: the request method (default GET, or POST with --data)')
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'With --raw: the request body, sent again on each reconnect; @FILE reads a file, @- stdin')
+            [CompletionResult]::new('--data', '--data', [CompletionResultType]::ParameterName, 'With --raw: the request body, sent again on each reconnect; @FILE reads a file, @- stdin')
+            [CompletionResult]::new('--last-event-id', '--last-event-id', [CompletionResultType]::ParameterName, 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID')
+            [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'Print only events of this type (repeatable; channel messages are `message`)')
+            [CompletionResult]::new('--record', '--record', [CompletionResultType]::ParameterName, 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Read URL as a plain SSE endpoint: no client id, no POSTs')
             [CompletionResult]::new('--retry-first', '--retry-first', [CompletionResultType]::ParameterName, 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
+            [CompletionResult]::new('--location-trusted', '--location-trusted', [CompletionResultType]::ParameterName, 'Follow redirects to other hosts with the -H headers too (by default they go to the URL''s own host only; no Referer is ever sent)')
+            [CompletionResult]::new('--show-comments', '--show-comments', [CompletionResultType]::ParameterName, 'Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON always has them as `comment` events)')
+            [CompletionResult]::new('--timestamps', '--timestamps', [CompletionResultType]::ParameterName, 'Add the receive time (RFC 3339, UTC) to each output line')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
@@ -173,15 +183,31 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         'ssechan;bench;help;help' {
             break
         }
-        'ssechan;generate' {
-            [CompletionResult]::new('--completions', '--completions', [CompletionResultType]::ParameterName, 'Folder for shell completions')
-            [CompletionResult]::new('--man', '--man', [CompletionResultType]::ParameterName, 'Folder for the man page')
+        'ssechan;check' {
+            [CompletionResult]::new('--only', '--only', [CompletionResultType]::ParameterName, 'Run only the checks matching PATTERN: an id, a group (`resume`) or a glob (`post.*`); repeatable, or comma-separated')
+            [CompletionResult]::new('--skip', '--skip', [CompletionResultType]::ParameterName, 'Leave out the checks matching PATTERN (as for --only)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output: a line per check, or a JSON object per line')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Also write the verdicts as JUnit XML to FILE, for CI')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'How long to wait for each expected echo, event or stream end')
+            [CompletionResult]::new('--idle-probe', '--idle-probe', [CompletionResultType]::ParameterName, 'Hold an idle stream open this long to find a proxy that cuts quiet streams; 0 skips the probe')
+            [CompletionResult]::new('--heartbeat-within', '--heartbeat-within', [CompletionResultType]::ParameterName, 'Longest wait for a heartbeat comment on an idle channel stream')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting and for each request''s answer')
+            [CompletionResult]::new('--origin', '--origin', [CompletionResultType]::ParameterName, 'The foreign origin of the CORS checks')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Streams opened at once by path.streams (browsers open at most 6 per origin over HTTP/1.1)')
+            [CompletionResult]::new('--message-limit', '--message-limit', [CompletionResultType]::ParameterName, 'The server''s message size limit: post.oversize sends one byte more')
+            [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
+            [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates to trust in addition to the built-in roots')
+            [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones')
+            [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the checks (after --raw, --only and --skip) instead of running them')
+            [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
+            [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -190,7 +216,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a channel server and verify exactly-once, in-order delivery')
-            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and the man page (used to refresh the committed copies)')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -207,7 +233,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         'ssechan;help;bench;merge' {
             break
         }
-        'ssechan;help;generate' {
+        'ssechan;help;check' {
             break
         }
         'ssechan;help;help' {

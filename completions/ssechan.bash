@@ -19,11 +19,11 @@ _ssechan() {
             ssechan,bench)
                 cmd="ssechan__subcmd__bench"
                 ;;
+            ssechan,check)
+                cmd="ssechan__subcmd__check"
+                ;;
             ssechan,connect)
                 cmd="ssechan__subcmd__connect"
-                ;;
-            ssechan,generate)
-                cmd="ssechan__subcmd__generate"
                 ;;
             ssechan,help)
                 cmd="ssechan__subcmd__help"
@@ -46,11 +46,11 @@ _ssechan() {
             ssechan__subcmd__help,bench)
                 cmd="ssechan__subcmd__help__subcmd__bench"
                 ;;
+            ssechan__subcmd__help,check)
+                cmd="ssechan__subcmd__help__subcmd__check"
+                ;;
             ssechan__subcmd__help,connect)
                 cmd="ssechan__subcmd__help__subcmd__connect"
-                ;;
-            ssechan__subcmd__help,generate)
-                cmd="ssechan__subcmd__help__subcmd__generate"
                 ;;
             ssechan__subcmd__help,help)
                 cmd="ssechan__subcmd__help__subcmd__help"
@@ -68,7 +68,7 @@ _ssechan() {
 
     case "${cmd}" in
         ssechan)
-            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench generate help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve connect bench check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,8 +319,78 @@ _ssechan() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ssechan__subcmd__check)
+            opts="-H -k -v -q -h -V --raw --list --only --skip --format --junit --wait --idle-probe --heartbeat-within --timeout --origin --streams --message-limit --header --insecure --cacert --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --only)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --skip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-probe)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --streams)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --message-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ssechan__subcmd__connect)
-            opts="-H -k -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -386,25 +456,31 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ssechan__subcmd__generate)
-            opts="-v -q -h -V --completions --man --verbose --quiet --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --completions)
+                --method)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --man)
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last-event-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --record)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -416,7 +492,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help)
-            opts="serve connect bench generate help"
+            opts="serve connect bench check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,7 +533,7 @@ _ssechan() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ssechan__subcmd__help__subcmd__connect)
+        ssechan__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -471,7 +547,7 @@ _ssechan() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ssechan__subcmd__help__subcmd__generate)
+        ssechan__subcmd__help__subcmd__connect)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

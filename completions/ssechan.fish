@@ -31,9 +31,9 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -s V -l version -d 'Print 
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
+complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d 'Idle time before a `: ping` heartbeat comment; 0 disables' -r
@@ -62,7 +62,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header 
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l format -d 'Output format in pipe mode' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l send -d 'Send this message first (repeatable)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l count -d 'Exit after receiving this many messages (of the --event types, if given)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l wait -d 'After stdin ends and every message is acknowledged, keep receiving this long' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-initial -d 'First reconnect delay; doubles per failure up to --retry-max' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-max -d 'Longest reconnect delay' -r
@@ -71,9 +71,17 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l in-flight -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timeout -d 'Time limit for connecting and for each POST' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l idle-timeout -d 'Treat the stream as lost (and resume it) after this long without any bytes, heartbeats included, e.g. 45s against `ssechan serve` (15 s heartbeats); off by default and with 0 (TCP keepalive still ends dead connections in about a minute)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l cacert -d 'PEM file of certificates (a CA, or a self-signed server\'s own) to trust in addition to the built-in roots' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s X -l method -d 'With --raw: the request method (default GET, or POST with --data)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s d -l data -d 'With --raw: the request body, sent again on each reconnect; @FILE reads a file, @- stdin' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l last-event-id -d 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l event -d 'Print only events of this type (repeatable; channel messages are `message`)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l record -d 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-first -d 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l location-trusted -d 'Follow redirects to other hosts with the -H headers too (by default they go to the URL\'s own host only; no Referer is ever sent)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l show-comments -d 'Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON always has them as `comment` events)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timestamps -d 'Add the receive time (RFC 3339, UTC) to each output line'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -129,15 +137,30 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_s
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l completions -d 'Folder for shell completions' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -l man -d 'Folder for the man page' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s q -l quiet -d 'Only errors on stderr'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c ssechan -n "__fish_ssechan_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "generate" -d 'Write shell completions and the man page (used to refresh the committed copies)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l only -d 'Run only the checks matching PATTERN: an id, a group (`resume`) or a glob (`post.*`); repeatable, or comma-separated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l skip -d 'Leave out the checks matching PATTERN (as for --only)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l format -d 'Output: a line per check, or a JSON object per line' -r -f -a "text\t'One line per message'
+json\t'One JSON object per line, with lifecycle events'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l junit -d 'Also write the verdicts as JUnit XML to FILE, for CI' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l wait -d 'How long to wait for each expected echo, event or stream end' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l idle-probe -d 'Hold an idle stream open this long to find a proxy that cuts quiet streams; 0 skips the probe' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l heartbeat-within -d 'Longest wait for a heartbeat comment on an idle channel stream' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l timeout -d 'Time limit for connecting and for each request\'s answer' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l origin -d 'The foreign origin of the CORS checks' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l streams -d 'Streams opened at once by path.streams (browsers open at most 6 per origin over HTTP/1.1)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l message-limit -d 'The server\'s message size limit: post.oversize sends one byte more' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l cacert -d 'PEM file of certificates to trust in addition to the built-in roots' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l raw -d 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l list -d 'List the checks (after --raw, --only and --skip) instead of running them'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s k -l insecure -d 'Accept any server certificate (like curl -k)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "serve" -d 'Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "connect" -d 'Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'

@@ -1,6 +1,6 @@
 //! Every command-line definition, and nothing else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,16 +9,35 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Serve, probe and benchmark bi-directional SSE channels (Dart package:sse).
 #[derive(Debug, Parser)]
 #[command(name = "ssechan", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  # a channel at http://127.0.0.1:8080/sse with stdin/stdout as its data
+  ssechan serve
+  # talk to it from a second terminal
+  ssechan connect http://127.0.0.1:8080/sse
+  # benchmark an embedded echo server
+  ssechan bench
+  # read any plain SSE endpoint
+  ssechan connect --raw https://example.com/events
+  # check an endpoint and the proxies in front of it
+  ssechan check http://127.0.0.1:8080/sse
+
+Environment:
+  RUST_LOG  log filter, overrides -v/-q (e.g. RUST_LOG=ssechan=debug)
+  NO_COLOR  when set, no colour on stderr")]
 pub struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Where `-v`/`-q` are listed: after a command's own options, not among them.
+const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,7 +47,10 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Load-test a channel server and verify exactly-once, in-order delivery.
     Bench(BenchArgs),
-    /// Write shell completions and the man page (used to refresh the committed copies).
+    /// Run named conformance and proxy checks against a live endpoint, with the fix for each failure.
+    Check(CheckArgs),
+    /// Write shell completions into ./completions and man pages into ./man
+    /// (run from the repository root to refresh the committed copies).
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
@@ -69,16 +91,61 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Parses `--listen`: `HOST:PORT` with an IP address or `localhost` (the
+/// IPv4 loopback, so the address printed is the one bound), a bare `PORT`
+/// (loopback: the safe default), or `:PORT` (every IPv4 interface).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let bad = || "--listen takes HOST:PORT, e.g. 127.0.0.1:8080 (or a bare port: 8080)".to_string();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = |p: &str| {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        p.parse::<u16>()
+            .map_err(|_| format!("port {p} is out of range (0-65535; 0 picks a free port)"))
+    };
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(s)?));
+    }
+    match s.rsplit_once(':') {
+        Some(("", p)) => Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port(p)?)),
+        Some((host, p)) if host.eq_ignore_ascii_case("localhost") => {
+            Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(p)?))
+        }
+        Some((host, p)) if host.parse::<IpAddr>().is_ok() => {
+            // Not a socket address although the host is an IP: the port is
+            // out of range, or an IPv6 address lacks its brackets.
+            port(p)?;
+            Err(bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
+Exit status:
+  0  stopped by SIGINT or SIGTERM (every client gets a control close first)
+  1  cannot listen, or stdout closed
+  2  usage error
+
 Examples:
-  ssechan serve --keep-alive 30s               # stdin lines to every client, messages to stdout
-  ssechan serve --echo --listen 127.0.0.1:0    # echo server on a free port (what bench measures)
-  ssechan serve --format json                  # JSON events out, JSON commands in
-  ssechan serve -- ./handler.sh                # one process per client (websocketd-style)")]
+  # stdin lines to every client, their messages to stdout; clients may resume
+  ssechan serve --keep-alive 30s
+  # an echo server on a free port (what bench measures)
+  ssechan serve --echo --listen 127.0.0.1:0
+  # on every interface, port 8080
+  ssechan serve --listen :8080
+  # JSON events out, JSON commands in
+  ssechan serve --format json
+  # one process per client (websocketd-style)
+  ssechan serve -- ./handler.sh")]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
+    /// (every interface); port 0 picks a free port.
+    #[arg(long, value_parser = parse_listen, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub listen: SocketAddr,
     /// Path of the channel endpoint.
     #[arg(long, default_value = "/sse")]
@@ -140,12 +207,18 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
-Exit status: 0 done or closed by the server, 1 connection failed or gave up, 2 usage error.
+Exit status:
+  0  done, or closed by the server
+  1  connection failed or gave up
+  2  usage error
 
 Examples:
-  ssechan connect http://localhost:8080/sse                 # interactive REPL
-  echo hi | ssechan connect http://localhost:8080/sse       # pipe: stdin lines out, messages to stdout
-  ssechan connect --raw https://example.com/events          # read any plain SSE endpoint")]
+  # interactive REPL on a terminal
+  ssechan connect http://localhost:8080/sse
+  # pipe: stdin lines out, messages to stdout
+  echo hi | ssechan connect http://localhost:8080/sse
+  # read any plain SSE endpoint
+  ssechan connect --raw https://example.com/events")]
 pub struct ConnectArgs {
     /// Channel endpoint (or, with --raw, any SSE endpoint).
     pub url: String,
@@ -164,7 +237,7 @@ pub struct ConnectArgs {
     /// Send this message first (repeatable).
     #[arg(long = "send", value_name = "TEXT")]
     pub send: Vec<String>,
-    /// Exit after receiving this many messages.
+    /// Exit after receiving this many messages (of the --event types, if given).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// After stdin ends and every message is acknowledged, keep receiving this long.
@@ -207,6 +280,36 @@ pub struct ConnectArgs {
     /// trust in addition to the built-in roots.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// Follow redirects to other hosts with the -H headers too (by default
+    /// they go to the URL's own host only; no Referer is ever sent).
+    #[arg(long)]
+    pub location_trusted: bool,
+    /// With --raw: the request method (default GET, or POST with --data).
+    #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
+    pub method: Option<String>,
+    /// With --raw: the request body, sent again on each reconnect; @FILE
+    /// reads a file, @- stdin.
+    #[arg(short = 'd', long, value_name = "DATA", requires = "raw")]
+    pub data: Option<String>,
+    /// Start as if the stream had sent this id: the first GET carries it as
+    /// Last-Event-ID.
+    #[arg(long, value_name = "ID")]
+    pub last_event_id: Option<String>,
+    /// Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON
+    /// always has them as `comment` events).
+    #[arg(long)]
+    pub show_comments: bool,
+    /// Add the receive time (RFC 3339, UTC) to each output line.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Print only events of this type (repeatable; channel messages are
+    /// `message`).
+    #[arg(long = "event", value_name = "TYPE")]
+    pub events: Vec<String>,
+    /// Write every event, send and state change to FILE as timestamped JSON
+    /// lines (the format `bench --scenario` replays).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// What `bench` measures.
@@ -223,15 +326,26 @@ pub enum BenchMode {
 #[command(
     args_conflicts_with_subcommands = true,
     after_help = "\
-Exit status: 0 every check passed, 1 a check failed (each named), 2 usage error or unreachable target.
+Exit status:
+  0  every check passed
+  1  a check failed (each is named)
+  2  usage error or unreachable target
 
 Examples:
-  ssechan bench                                          # embedded echo server, 10 s
+  # embedded echo server, 10 s
+  ssechan bench
   ssechan bench http://127.0.0.1:8080/sse --clients 100 --messages 10000
+  # gates, and a JUnit report for CI
   ssechan bench URL --rate 5000 --duration 30s --max-p99 5ms --junit bench.xml
-  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000   # chaos: resume under load
-  ssechan bench URL --shard 2/4 --start-at +10s --json shard2.json  # one of 4 processes
-  ssechan bench merge shard*.json --max-p99 5ms          # one report from the shards"
+  # chaos: resume under load
+  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000
+  # one of 4 processes, then one report from the shards
+  ssechan bench URL --shard 2/4 --start-at +10s --json shard2.json
+  ssechan bench merge shard*.json --max-p99 5ms
+  # streams answering a POST (LLM-style APIs)
+  ssechan bench URL --mode listen --raw --data @body.json --rate 5 -d 60s
+  # replay a `connect --record` session with 100 clients
+  ssechan bench --scenario session.jsonl -c 100"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -331,7 +445,10 @@ pub enum BenchCommand {
     /// Merge the JSON reports of sharded runs into one (counts summed,
     /// percentiles from the merged histograms) and apply the gates given here.
     #[command(after_help = "\
-Exit status: 0 every check passed, 1 a check failed, 2 a report cannot be read or the reports do not fit together.
+Exit status:
+  0  every check passed
+  1  a check failed
+  2  a report cannot be read, or the reports do not fit together
 
 Examples:
   ssechan bench merge shard1.json shard2.json shard3.json shard4.json --max-p99 5ms
@@ -383,12 +500,87 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(after_help = "\
+Exit status:
+  0  nothing failed (warnings allowed)
+  1  a check failed (each is named, with its fix)
+  2  usage error or unreachable target
+
+Examples:
+  # every channel and path check
+  ssechan check http://127.0.0.1:8080/sse
+  # some of them
+  ssechan check URL --only 'resume.*' --only path.buffering
+  # for CI, without the minute-long idle probe
+  ssechan check URL --skip path.idle-timeout --junit check.xml
+  # any plain SSE endpoint
+  ssechan check --raw https://example.com/events
+  # the checks and what each proves
+  ssechan check --list")]
+pub struct CheckArgs {
+    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    #[arg(required_unless_present = "list")]
+    pub url: Option<String>,
+    /// URL is a plain SSE endpoint: run the raw and path checks, not the channel ones.
+    #[arg(long)]
+    pub raw: bool,
+    /// List the checks (after --raw, --only and --skip) instead of running them.
+    #[arg(long)]
+    pub list: bool,
+    /// Run only the checks matching PATTERN: an id, a group (`resume`) or a
+    /// glob (`post.*`); repeatable, or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Leave out the checks matching PATTERN (as for --only).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Output: a line per check, or a JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the verdicts as JUnit XML to FILE, for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// How long to wait for each expected echo, event or stream end.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub wait: Duration,
+    /// Hold an idle stream open this long to find a proxy that cuts quiet
+    /// streams; 0 skips the probe.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub idle_probe: Duration,
+    /// Longest wait for a heartbeat comment on an idle channel stream.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub heartbeat_within: Duration,
+    /// Time limit for connecting and for each request's answer.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// The foreign origin of the CORS checks.
+    #[arg(long, default_value = "https://check.ssechan.invalid", value_name = "ORIGIN")]
+    pub origin: String,
+    /// Streams opened at once by path.streams (browsers open at most 6 per
+    /// origin over HTTP/1.1).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub streams: usize,
+    /// The server's message size limit: post.oversize sends one byte more.
+    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
+    pub message_limit: usize,
+    /// Extra request header (repeatable), e.g. -H 'Authorization: Bearer x'.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Accept any server certificate (like curl -k).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// PEM file of certificates to trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct GenerateArgs {
-    /// Folder for shell completions.
-    #[arg(long, default_value = "completions")]
+    /// Folder for the shell completions (bash, zsh, fish, PowerShell).
+    #[arg(long, default_value = "completions", value_name = "DIR")]
     pub completions: PathBuf,
-    /// Folder for the man page.
-    #[arg(long, default_value = "man")]
+    /// Folder for the man pages (ssechan.1 and one per command).
+    #[arg(long, default_value = "man", value_name = "DIR")]
     pub man: PathBuf,
 }
 
@@ -400,6 +592,24 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(ok("8080").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(ok(":8080").as_deref(), Ok("0.0.0.0:8080"));
+        assert_eq!(ok("localhost:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(ok("LocalHost:9").as_deref(), Ok("127.0.0.1:9"));
+        assert_eq!(ok("10.1.2.3:80").as_deref(), Ok("10.1.2.3:80"));
+        assert_eq!(ok("[::1]:8080").as_deref(), Ok("[::1]:8080"));
+        for bad in ["", "nonsense", "host:80", "127.0.0.1", "::1:8080", "localhost", "80a", ":"] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.starts_with("--listen takes HOST:PORT, e.g. 127.0.0.1:8080"), "{bad:?}: {e}");
+        }
+        for big in ["70000", ":70000", "localhost:70000", "127.0.0.1:70000"] {
+            assert!(parse_listen(big).unwrap_err().contains("out of range"), "{big}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! ssechan: serve, probe and benchmark bi-directional SSE channels.
 //!
-//! The protocol is Dart `package:sse`'s (see `PROTOCOL.md`): the server pushes
+//! The protocol is Dart `package:sse`'s (see `docs/PROTOCOL.md`): the server pushes
 //! JSON-encoded strings down a `text/event-stream`, the client POSTs messages
 //! numbered by `messageId`. [`protocol`] is the wire format without I/O,
-//! [`server`] hosts channels, [`client`] connects to them.
+//! [`reader`] the reconnecting event-stream reader without I/O, [`server`]
+//! hosts channels, [`client`] connects to them.
 //!
 //! An echo server:
 //!
@@ -44,6 +45,7 @@
 //! ```
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod connect;
@@ -69,8 +71,9 @@ pub struct UsageError(pub String);
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
-        cli::Command::Connect(args) => connect::run(args).await,
+        cli::Command::Connect(args) => connect::run(args, cli.quiet).await,
         cli::Command::Bench(args) => bench::run(args).await,
+        cli::Command::Check(args) => check::run(args).await,
         cli::Command::Generate(args) => generate::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

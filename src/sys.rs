@@ -40,3 +40,14 @@ pub fn raise_open_file_limit(need: u64) -> u64 {
     #[cfg(not(unix))]
     u64::MAX
 }
+
+/// Makes a read of the terminal from a background job fail (EIO) instead
+/// of stopping the whole process (SIGTTIN): for a reader of stdin that is
+/// not essential, such as `serve --echo`'s, run as `ssechan serve --echo &`.
+pub fn never_stop_on_terminal_read() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to "ignore"; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+}

@@ -794,13 +794,14 @@ async fn drain_and_connect_timeout_have_a_floor() {
         assert!(r.stderr.contains("must be at least 10ms"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}");
     }
-    // The floor itself is allowed and runs (whether every echo comes
-    // within 10 ms depends on the machine's load).
+    // The floor itself is allowed. (Whether 10 ms is enough for every echo
+    // depends on the machine's load, and a client with no echo within it
+    // stops, so only the verdict's form is checked.)
     let r = bench(&["-c", "2", "-m", "50", "--drain", "10ms", "--json", "-"]).await;
     assert_ne!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("must be at least"), "{}", r.stderr);
     let v = r.json();
     assert_eq!(u(&v, "received") + u(&v, "lost"), u(&v, "sent"), "{v}");
-    assert!(u(&v, "received") > 0, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use procs::{Serve, SseServer, connect};
+use procs::{PlainSse, Serve, SseServer, connect};
 use serde_json::{Value, json};
 use silent::SilentServer;
 use tls::{SelfSigned, TlsProxy};
@@ -437,9 +437,13 @@ fn heartbeats_count_as_data() {
     let c = connect(&args);
     let id = serve.client();
     c.json_event("open");
-    // Nothing but heartbeats for well over three idle timeouts.
+    // Nothing but heartbeats for well over three idle timeouts: shown as
+    // comments, and no disconnect.
     let quiet = c.lines_for(Duration::from_millis(1500));
-    assert!(quiet.is_empty(), "no disconnect while heartbeats flow: {quiet:?}");
+    let (comments, other): (Vec<_>, Vec<_>) =
+        quiet.iter().partition(|l| l.as_str() == r#"{"event":"comment","text":" ping"}"#);
+    assert!(other.is_empty(), "no disconnect while heartbeats flow: {other:?}");
+    assert!(comments.len() >= 3, "heartbeats are visible: {quiet:?}");
     serve.command(json!({"client": id, "data": "still here"}));
     assert_eq!(c.json_event("message")["data"], "still here");
     // One stream all along: the server saw no close and no second connect.
@@ -678,4 +682,272 @@ fn bad_cacert_is_a_usage_error() {
         assert_eq!(err.lines().count(), 1, "{p}: one line: {err}");
         assert!(err.starts_with("ssechan: bad --cacert ") && err.contains(why), "{err}");
     }
+}
+
+fn redirect_to(location: &str) -> String {
+    format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn redirect_to_another_host_keeps_headers_and_client_id_home() {
+    // Two real servers: `a` on 127.0.0.1 redirects to `b` on "localhost".
+    for trusted in [false, true] {
+        let b = SseServer::start(vec![NO_CONTENT.into()]);
+        let b_url = b.url.replacen("127.0.0.1", "localhost", 1);
+        let a = SseServer::start(vec![redirect_to(&b_url)]);
+        let mut args = vec!["-H", "X-Api-Key: s3cret", "-H", "Authorization: Bearer t", &a.url];
+        if trusted {
+            args.insert(0, "--location-trusted");
+        }
+        let mut c = connect(&args);
+        assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+        let (at_a, at_b) = (a.requests(), b.requests());
+        assert_eq!(at_a[0].header("x-api-key"), Some("s3cret"), "the URL's own host gets them");
+        assert_eq!(at_b.len(), 1, "{at_b:?}");
+        let want = trusted.then_some("s3cret");
+        assert_eq!(at_b[0].header("x-api-key"), want, "trusted {trusted}: {at_b:?}");
+        assert_eq!(at_b[0].header("authorization"), trusted.then_some("Bearer t"));
+        assert_eq!(at_b[0].header("referer"), None, "the client id does not leak: {at_b:?}");
+        assert_eq!(at_b[0].header("accept"), Some("text/event-stream"));
+    }
+}
+
+#[test]
+fn redirect_within_the_host_keeps_headers() {
+    let a = SseServer::start(vec![redirect_to("/moved"), NO_CONTENT.into()]);
+    let mut c = connect(&["--raw", "-H", "X-Api-Key: s3cret", &a.url]);
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    let seen = a.requests();
+    assert!(seen[1].request_line.starts_with("GET /moved "), "{seen:?}");
+    assert_eq!(seen[1].header("x-api-key"), Some("s3cret"), "{seen:?}");
+}
+
+#[test]
+fn a_plain_sse_endpoint_refusing_posts_ends_the_run() {
+    // Once: the POST got 501 and was retried forever (10 minutes, killed).
+    let server = PlainSse::start();
+    let t0 = Instant::now();
+    let mut c = connect(&[&server.url]);
+    c.write("hi\n");
+    assert_eq!(c.wait().code(), Some(1), "stderr:\n{}", c.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(*server.posts.lock().unwrap(), 1, "a 501 is not retried");
+    let err = c.stderr();
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("ssechan: message 0 not delivered: server answered 501"),
+        "one line says why: {err}"
+    );
+}
+
+#[test]
+fn named_events_without_channel_messages_suggest_raw() {
+    let server = PlainSse::start();
+    let c = connect(&["--wait", "0s", &server.url]);
+    let hint = c.stderr_where("the hint", |l| l.contains("plain SSE endpoint"));
+    assert_eq!(
+        hint,
+        "this looks like a plain SSE endpoint (events of type \"tick\", no channel message): try --raw"
+    );
+    // Said once.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.stderr().matches("plain SSE endpoint").count(), 1, "{}", c.stderr());
+}
+
+#[test]
+fn pipe_mode_says_what_happens_on_stderr() {
+    let mut serve = Serve::start(&["--keep-alive", "30s"]);
+    let mut c = connect(&with(FAST, &[&serve.url]));
+    let id = serve.client();
+    let connected = c.stderr_where("connected", |l| l.starts_with("connected"));
+    assert_eq!(connected, format!("connected as {id}"));
+    serve.command(json!({"client": id, "data": "one"}));
+    assert_eq!(c.line().as_deref(), Some("one"));
+    serve.command(json!({"client": id, "drop": true}));
+    c.stderr_where("the disconnect", |l| l == "disconnected: the server ended the stream");
+    c.stderr_where("the resume", |l| l == "resumed after event 1");
+    c.close_stdin();
+    assert!(c.wait().success());
+    assert!(!c.stderr().contains("WARN"), "plain lines, not logs: {}", c.stderr());
+    // -q: nothing on stderr.
+    let mut c = connect(&with(FAST, &["-q", &serve.url]));
+    let id = serve.client();
+    serve.command(json!({"client": id, "data": "two"}));
+    assert_eq!(c.line().as_deref(), Some("two"));
+    c.close_stdin();
+    assert!(c.wait().success());
+    assert_eq!(c.stderr(), "");
+}
+
+#[test]
+fn a_url_without_scheme_gets_a_suggestion() {
+    let mut c = connect(&["localhost:8080/sse"]);
+    assert_eq!(c.wait().code(), Some(2));
+    assert!(c.stderr().contains("did you mean http://localhost:8080/sse?"), "{}", c.stderr());
+}
+
+#[test]
+fn ending_by_itself_closes_the_channel_with_delete() {
+    // After stdin's end and --wait, and after --count: a DELETE tells the
+    // server the client is gone for good.
+    for args in [&["--wait", "0s"][..], &["--count", "1"]] {
+        let server = SilentServer::start();
+        let mut c = connect(&with(args, &["--client-id", "bye", &server.url]));
+        if args[0] == "--wait" {
+            c.close_stdin();
+        }
+        assert!(c.wait().success(), "{args:?}: {}", c.stderr());
+        let seen = server.wait_for_gets(2, procs::WAIT);
+        let delete = seen.iter().find(|g| g.request_line.starts_with("DELETE "));
+        let delete = delete.unwrap_or_else(|| panic!("{args:?}: no DELETE in {seen:?}"));
+        assert!(delete.request_line.contains("?sseClientId=bye "), "{delete:?}");
+    }
+}
+
+#[test]
+fn a_server_without_the_close_extension_is_no_error() {
+    // `ssechan serve` of today answers the DELETE 405: connect just stops.
+    let serve = Serve::start(&[]);
+    let mut c = connect(&["--wait", "0s", "--format", "json", &serve.url]);
+    serve.client();
+    c.close_stdin();
+    assert!(c.wait().success(), "{}", c.stderr());
+    assert_eq!(c.stderr(), "");
+    serve.proc.json_event("close");
+}
+
+/// A body for a raw POST-streaming request, sent again on reconnect.
+fn raw_post(data: &str, stdin: Option<&str>) -> Vec<procs::Seen> {
+    let server = SseServer::start(vec![
+        SseServer::stream("id: 7\ndata: first answer\n\n"),
+        NO_CONTENT.into(),
+    ]);
+    let args = ["--raw", "-d", data, "-H", "Content-Type: application/json", "--retry-max", "10ms"];
+    let mut c = connect(&with(&args, &[&server.url]));
+    if let Some(text) = stdin {
+        c.write(text);
+    }
+    c.close_stdin();
+    assert_eq!(c.line().as_deref(), Some("first answer"));
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    server.requests()
+}
+
+#[test]
+fn raw_posts_a_body_and_sends_it_again_on_reconnect() {
+    let body = r#"{"prompt":"hi"}"#;
+    let seen = raw_post(body, None);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert!(s.request_line.starts_with("POST /events "), "{s:?}");
+        assert_eq!(s.body, body, "{s:?}");
+        assert_eq!(s.header("content-type"), Some("application/json"));
+    }
+    assert_eq!(seen[1].header("last-event-id"), Some("7"));
+    // @FILE and @- read the body.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, body).unwrap();
+    let at_file = format!("@{}", file.display());
+    assert_eq!(raw_post(&at_file, None)[1].body, body);
+    assert_eq!(raw_post("@-", Some(body))[0].body, body);
+}
+
+#[test]
+fn method_and_last_event_id() {
+    let server = SseServer::start(vec![NO_CONTENT.into()]);
+    let mut c = connect(&["--raw", "-X", "put", "--last-event-id", "41", &server.url]);
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    let seen = server.requests();
+    assert!(seen[0].request_line.starts_with("PUT /events "), "{seen:?}");
+    assert_eq!(seen[0].header("last-event-id"), Some("41"));
+    // -X and -d need --raw: a channel's stream is a GET.
+    let mut c = connect(&["-d", "x", &server.url]);
+    assert_eq!(c.wait().code(), Some(2));
+}
+
+#[test]
+fn comments_timestamps_and_event_filter() {
+    let stream = ": hello\n\nevent: tick\ndata: 1\n\nevent: tock\ndata: 2\n\ndata: 3\n\n";
+    let run = |args: &[&str]| {
+        let server = SseServer::start(vec![SseServer::stream(stream), NO_CONTENT.into()]);
+        let mut c = connect(&with(&["--raw", "--retry-max", "10ms"], &with(args, &[&server.url])));
+        assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+        std::iter::from_fn(|| c.line()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(&[]), ["1", "2", "3"], "comments hidden in text mode");
+    assert_eq!(run(&["--show-comments"]), [": hello", "1", "2", "3"]);
+    assert_eq!(run(&["--event", "tick", "--event", "message"]), ["1", "3"]);
+    // --count counts what the filter lets through.
+    assert_eq!(run(&["--event", "tock", "--count", "1"]), ["2"]);
+    let json = run(&["--format", "json", "--event", "tock"]);
+    assert!(json.contains(&r#"{"event":"comment","text":" hello"}"#.to_string()), "{json:?}");
+    let messages: Vec<_> = json.iter().filter(|l| l.contains(r#""message""#)).collect();
+    assert_eq!(messages, [r#"{"event":"message","type":"tock","id":"","data":"2"}"#]);
+    // Receive times, RFC 3339 in UTC.
+    let timed = run(&["--timestamps"]);
+    let (time, data) = timed[0].split_once(' ').expect("time and data");
+    assert_eq!(data, "1");
+    assert!(time.starts_with("20") && time.ends_with('Z') && time.contains('T'), "{time}");
+    let timed = run(&["--timestamps", "--format", "json"]);
+    let v: Value = serde_json::from_str(&timed[0]).unwrap();
+    assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+    assert_eq!(v["event"], "connecting", "{v}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigusr1_drops_the_stream_and_it_resumes() {
+    let mut serve = Serve::start(&["--keep-alive", "30s"]);
+    let c = connect(&with(FAST, &["--format", "json", &serve.url]));
+    let id = serve.client();
+    serve.command(json!({"client": id, "data": "before"}));
+    c.json_event("message");
+    c.signal(libc::SIGUSR1);
+    assert_eq!(c.json_event("disconnected")["reason"], "stream dropped on purpose");
+    assert_eq!(c.json_event("resumed")["last_event_id"], "1");
+    serve.command(json!({"client": id, "data": "after"}));
+    assert_eq!(c.json_event("message")["data"], "after");
+}
+
+#[test]
+fn record_writes_every_event_and_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let file = path.to_str().unwrap();
+    let mut serve = Serve::start(&[]);
+    let mut c = connect(&["--record", file, "--client-id", "rec", "--wait", "100ms", &serve.url]);
+    serve.client();
+    c.write("up one\nup two\n");
+    assert_eq!(serve.messages(2), ["up one", "up two"]);
+    serve.command(json!({"client": "rec", "data": "down"}));
+    assert_eq!(c.line().as_deref(), Some("down"));
+    c.close_stdin();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    let (header, steps) = ssechan::connect::record::read_file(&path).unwrap();
+    assert_eq!(header.url, serve.url);
+    assert_eq!(header.client.as_deref(), Some("rec"));
+    assert_eq!(header.mode, ssechan::connect::record::RecordMode::Channel);
+    use ssechan::connect::record::Recorded;
+    let sends: Vec<_> = steps
+        .iter()
+        .filter_map(|s| match &s.what {
+            Recorded::Send { message_id, data } => Some((*message_id, data.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends, [(0, "up one"), (1, "up two")]);
+    let names: Vec<&str> = steps.iter().map(|s| s.what.event()).collect();
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap_or(usize::MAX);
+    assert!(at("connecting") < at("open") && at("open") < at("message"), "{names:?}");
+    assert!(names.contains(&"closed"), "{names:?}");
+    assert!(steps.windows(2).all(|w| w[0].t_ms <= w[1].t_ms), "{steps:?}");
+    // Each line is the JSON line of connect --format json, plus t_ms.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let open = text.lines().find(|l| l.contains(r#""event":"open""#)).unwrap();
+    assert!(open.starts_with(r#"{"event":"open","client":"rec","t_ms":"#), "{open}");
 }

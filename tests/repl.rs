@@ -4,6 +4,8 @@
 
 #[path = "support/client_procs.rs"]
 mod procs;
+#[path = "support/client_silent.rs"]
+mod silent;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,8 +36,13 @@ const READING: &str = "\x1b[?2004h";
 impl Repl {
     /// `ssechan connect URL` on a pty, history under `data_home`.
     fn start(url: &str, data_home: &std::path::Path, color: bool) -> Repl {
+        Self::start_with(&[url], data_home, color)
+    }
+
+    /// `ssechan connect ARGS` (the URL included).
+    fn start_with(args: &[&str], data_home: &std::path::Path, color: bool) -> Repl {
         let mut cmd = Command::new(bin());
-        cmd.args(["connect", url]).env("XDG_DATA_HOME", data_home).env("TERM", "xterm");
+        cmd.arg("connect").args(args).env("XDG_DATA_HOME", data_home).env("TERM", "xterm");
         cmd.env_remove("RUST_LOG");
         if color {
             cmd.env_remove("NO_COLOR");
@@ -205,6 +212,8 @@ fn json_probes_the_server_and_drop_resumes() {
     s.enter("/json 42");
     s.expect("POST messageId=0 → 400");
     s.expect("not a string");
+    s.enter("/status");
+    s.expect("sent:          1 (acknowledged 0, refused 1)");
     s.enter("/json \"raw ok\"");
     s.expect("POST messageId=0 → 200");
     s.enter("after");
@@ -250,4 +259,37 @@ fn keys_that_arrive_in_one_read_are_echoed_at_once() {
     assert_eq!(serve.messages(1), ["pasted at once"]);
     s.send_key("\x04");
     assert_eq!(s.exit_code(), 0);
+}
+
+#[test]
+fn close_tells_the_server() {
+    // `/close` sends `DELETE ?sseClientId=ID` (the server closes the
+    // connection for good) instead of leaving a suspended stream behind.
+    let home = tempfile::tempdir().unwrap();
+    let server = silent::SilentServer::start();
+    let mut s = Repl::start_with(&["--client-id", "me", &server.url], home.path(), false);
+    s.until_connected("me");
+    s.enter_last("/close");
+    assert_eq!(s.exit_code(), 0);
+    let seen = server.wait_for_gets(2, WAIT);
+    assert!(
+        seen.iter().any(|g| g.request_line.starts_with("DELETE /sse?sseClientId=me ")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn giving_up_is_said_once() {
+    let home = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(&[]);
+    let args = ["--retry-initial", "20ms", "--retry-max", "50ms", "--max-retries", "1", &serve.url];
+    let mut s = Repl::start_with(&args, home.path(), false);
+    let id = serve.client();
+    s.until_connected(&id);
+    serve.command(json!({"client": id, "data": "a real stream"}));
+    s.expect("a real stream");
+    serve.proc.kill();
+    assert_eq!(s.exit_code(), 1);
+    let screen = String::from_utf8_lossy(&s.seen).into_owned();
+    assert_eq!(screen.matches("gave up after").count(), 1, "{screen:?}");
 }

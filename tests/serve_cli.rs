@@ -8,7 +8,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::io::AsyncBufReadExt;
 use util::*;
+
+/// The next `--format json` line: `event` is its first key, as in
+/// `connect --format json`.
+async fn out_event(serve: &mut Serve) -> serde_json::Value {
+    let line = serve.out_line().await;
+    assert!(line.starts_with(r#"{"event":""#), "event is not the first key: {line}");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+}
 
 #[tokio::test]
 async fn text_mode_pipes_both_ways_in_order() {
@@ -35,18 +44,18 @@ async fn text_mode_pipes_both_ways_in_order() {
 #[tokio::test]
 async fn json_mode_events_and_commands() {
     let mut serve = Serve::spawn(&["--format", "json", "--keep-alive", "10s"]).await;
-    let first = serve.out_json().await;
+    let first = out_event(&mut serve).await;
     assert_eq!(first, json!({"event": "listening", "url": serve.url}));
     let mut a = open(&serve.url, "a", None).await;
-    let ev = serve.out_json().await;
+    let ev = out_event(&mut serve).await;
     assert_eq!((ev["event"].as_str(), ev["client"].as_str()), (Some("connect"), Some("a")));
     assert!(ev["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
     let mut b = open(&serve.url, "b", None).await;
-    assert_eq!(serve.out_json().await["event"], "connect");
+    assert_eq!(out_event(&mut serve).await["event"], "connect");
 
     assert_eq!(post(&http(), &serve.url, "a", 0, "hello\nworld").await, 200);
     assert_eq!(
-        serve.out_json().await,
+        out_event(&mut serve).await,
         json!({"event": "message", "client": "a", "data": "hello\nworld"})
     );
 
@@ -57,20 +66,34 @@ async fn json_mode_events_and_commands() {
     assert_eq!(b.next_msg().await.data, "to b");
 
     // Bad lines: one-line errors, and the server keeps going.
+    // Bad lines: one-line errors naming the shapes there are, and the
+    // server keeps going.
+    let shapes = [
+        r#"{"data":"text"}"#,
+        r#"{"client":"ID","data":"text"}"#,
+        r#"{"client":"ID","close":true}"#,
+        r#"{"client":"ID","drop":true}"#,
+    ];
     serve.send_line("not json").await;
-    assert!(serve.err_line_with("stdin line 3").await.contains("bad JSON command"));
+    let err = serve.err_line_with("stdin line 3").await;
+    assert!(err.contains("bad JSON command"), "{err}");
+    assert!(shapes.iter().all(|s| err.contains(s)), "{err}");
     serve.send_line(r#"{"client":"nobody","data":"x"}"#).await;
     assert!(serve.err_line_with("stdin line 4").await.contains("no client \"nobody\""));
     serve.send_line(r#"{"client":"a","data":"x","close":true}"#).await;
-    assert!(serve.err_line_with("stdin line 5").await.contains("exactly one of"));
+    let err = serve.err_line_with("stdin line 5").await;
+    assert!(err.contains("exactly one of") && shapes.iter().all(|s| err.contains(s)), "{err}");
+    serve.send_line(r#"{"message":"typo"}"#).await;
+    let err = serve.err_line_with("stdin line 6").await;
+    assert!(err.contains("unknown field `message`") && err.contains(shapes[0]), "{err}");
 
     // Drop: the stream ends without control; with keep-alive, suspend/resume.
     serve.send_line(r#"{"client":"a","drop":true}"#).await;
     assert!(a.until_end().await.is_empty());
-    assert_eq!(serve.out_json().await, json!({"event": "suspend", "client": "a"}));
+    assert_eq!(out_event(&mut serve).await, json!({"event": "suspend", "client": "a"}));
     serve.send_line(r#"{"client":"a","data":"while away"}"#).await;
     let mut a = open(&serve.url, "a", Some(1)).await;
-    assert_eq!(serve.out_json().await, json!({"event": "resume", "client": "a"}));
+    assert_eq!(out_event(&mut serve).await, json!({"event": "resume", "client": "a"}));
     assert_eq!(a.next_msg().await, Msg { id: 2, data: "while away".into() });
 
     // Close: control event, then a close event with nothing undelivered.
@@ -80,7 +103,7 @@ async fn json_mode_events_and_commands() {
         events.last().map(|e| (e.event.as_str(), e.data.as_str())),
         Some(("control", "close"))
     );
-    let close = serve.out_json().await;
+    let close = out_event(&mut serve).await;
     assert_eq!((close["event"].as_str(), close["client"].as_str()), (Some("close"), Some("b")));
     assert_eq!(close["undelivered"], 0);
 }
@@ -88,14 +111,14 @@ async fn json_mode_events_and_commands() {
 #[tokio::test]
 async fn json_mode_reports_undelivered_on_expiry() {
     let mut serve = Serve::spawn(&["--format", "json", "--keep-alive", "300ms"]).await;
-    serve.out_json().await; // listening
+    out_event(&mut serve).await; // listening
     let s = open(&serve.url, "x", None).await;
-    serve.out_json().await; // connect
+    out_event(&mut serve).await; // connect
     drop(s);
-    assert_eq!(serve.out_json().await["event"], "suspend");
+    assert_eq!(out_event(&mut serve).await["event"], "suspend");
     serve.send_line(r#"{"client":"x","data":"1"}"#).await;
     serve.send_line(r#"{"client":"x","data":"2"}"#).await;
-    let close = serve.out_json().await;
+    let close = out_event(&mut serve).await;
     assert_eq!(close["event"], "close");
     assert_eq!(close["undelivered"], 2);
     assert_eq!(close["reason"], "keep-alive expired");
@@ -245,7 +268,111 @@ async fn a_port_in_use_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("(use --listen 127.0.0.1:0 for a free port)"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Starts `serve ARGS` (without a default `--listen`), returns the URL it
+/// printed and checks that a stream opens there.
+async fn listening_on(args: &[&str]) -> String {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .arg("serve")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("in time");
+        let line = line.unwrap().unwrap_or_else(|| panic!("{args:?}: exited before listening"));
+        if let Some(url) = line.strip_prefix("ssechan: listening on ") {
+            break url.to_owned();
+        }
+    };
+    // 0.0.0.0 is every interface, loopback included.
+    let _stream = open(&url.replace("0.0.0.0", "127.0.0.1"), "probe", None).await;
+    url
+}
+
+#[tokio::test]
+async fn listen_takes_a_bare_port_a_colon_port_and_localhost() {
+    let url = listening_on(&["--listen", "0"]).await;
+    assert!(url.starts_with("http://127.0.0.1:") && !url.contains(":0/"), "{url}");
+    let url = listening_on(&["--listen", ":0"]).await;
+    assert!(url.starts_with("http://0.0.0.0:"), "{url}");
+    let url = listening_on(&["--listen", "localhost:0"]).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    for bad in ["nonsense", "8080x", "example.com:80", "127.0.0.1"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .args(["serve", "--listen", bad])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--listen takes HOST:PORT, e.g. 127.0.0.1:8080"), "{bad}: {err}");
+    }
+}
+
+/// Typed lines are no use to `serve --echo`: it says so once, and echoes on.
+#[tokio::test]
+async fn echo_mode_says_once_that_stdin_is_not_used() {
+    let mut serve = Serve::spawn(&["--echo", "-v"]).await;
+    let notice = "stdin is not used with --echo";
+    serve.send_line("hello?").await;
+    let first = serve.err_line_with(notice).await;
+    assert!(first.starts_with("ssechan: "), "{first}");
+    serve.send_line("anyone?").await;
+    drop(serve.stdin.take());
+    // Everything up to the end of stdin has been read: the notice came once.
+    let mut lines = Vec::new();
+    while !lines.last().is_some_and(|l: &String| l.contains("stdin closed")) {
+        let line = tokio::time::timeout(WAIT, serve.stderr.recv()).await.expect("in time");
+        lines.push(line.expect("stderr open"));
+    }
+    assert!(!lines.iter().any(|l| l.contains(notice)), "said again: {lines:?}");
+    let mut s = open(&serve.url, "e", None).await;
+    assert_eq!(post(&http(), &serve.url, "e", 0, "still echoing").await, 200);
+    assert_eq!(s.next_msg().await.data, "still echoing");
+}
+
+/// `ssechan serve --echo &` from an interactive shell: reading its terminal
+/// from the background must not stop the server (SIGTTIN).
+#[cfg(unix)]
+#[tokio::test]
+async fn echo_mode_in_a_background_job_keeps_serving() {
+    use expectrl::{Expect, Regex, Session};
+    // A job-control shell on a pty, like a terminal's, with serve as a
+    // background job; the shell stays in the foreground.
+    let script = format!(
+        "set -m; {} serve --echo --listen 127.0.0.1:0 -vv & echo PID=$!; wait",
+        env!("CARGO_BIN_EXE_ssechan")
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", &script]).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    let mut shell = Session::spawn(cmd).expect("bash on a pty");
+    shell.set_expect_timeout(Some(WAIT));
+    let pid = shell.expect(Regex(r"PID=(\d+)")).expect("the job's pid");
+    let pid: i32 = String::from_utf8_lossy(pid.get(1).unwrap()).parse().unwrap();
+    // The job is in its own process group: end it whatever happens.
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the pid of the job this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _kill = Kill(pid);
+    let url = shell.expect(Regex(r"listening on (http://\S+)")).expect("listening line");
+    let url = String::from_utf8_lossy(url.get(1).unwrap()).into_owned();
+    // Its read of the terminal failed instead of stopping it.
+    shell.expect("stdin not read further").expect("the terminal read was refused");
+    let mut s = open(&url, "bg", None).await;
+    assert_eq!(post(&http(), &url, "bg", 0, "from the background").await, 200);
+    assert_eq!(s.next_msg().await.data, "from the background");
 }
 
 #[tokio::test]

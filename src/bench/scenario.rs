@@ -182,7 +182,7 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
         }
         Err(_) => {
             out.error = Some(format!("connect: not open within {connect_timeout:?}"));
-            client.close();
+            client.stop();
             return out;
         }
     }
@@ -234,7 +234,8 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
             out.error.get_or_insert_with(|| "sending did not finish in time".into());
         }
     }
-    client.close();
+    // Tell the server the channel is over (bounded: it may not know how).
+    let _ = tokio::time::timeout(connect_timeout, client.close()).await;
     out
 }
 

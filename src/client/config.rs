@@ -22,7 +22,7 @@ pub enum Mode {
 pub struct ClientConfig {
     pub url: Url,
     pub mode: Mode,
-    /// Sent on every request (`-H`).
+    /// Sent on every request to the URL's origin (`-H`).
     pub headers: HeaderMap,
     pub retry: RetryPolicy,
     /// POSTs in flight at once; the server re-orders them.
@@ -48,6 +48,30 @@ pub struct ClientConfig {
     /// Trusted in addition to the built-in roots (`--cacert`), so a private
     /// CA or a self-signed server works without turning checks off.
     pub ca_certs: Vec<reqwest::Certificate>,
+    /// Told of each message as the sender numbers it (`connect --record`).
+    pub on_send: Option<SendHook>,
+    /// Raw mode: the stream request's method and body (a POST-streaming
+    /// API); the body is sent again on every reconnect.
+    pub method: http::Method,
+    pub body: Option<bytes::Bytes>,
+    /// Sent as `Last-Event-ID` with the first GET, as after a reconnect.
+    pub last_event_id: Option<String>,
+    /// Send the `-H` headers to other hosts a redirect leads to as well.
+    pub location_trusted: bool,
+}
+
+/// Called with a message's id and POST body (a JSON string) when the
+/// sender takes it, before it is POSTed.
+#[derive(Clone)]
+pub struct SendHook(pub std::sync::Arc<SendFn>);
+
+/// What a [`SendHook`] calls: message id and POST body.
+pub type SendFn = dyn Fn(u64, &[u8]) + Send + Sync;
+
+impl std::fmt::Debug for SendHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendHook")
+    }
 }
 
 /// A good [`ClientConfig::idle_timeout`] against `ssechan serve`: three of
@@ -81,6 +105,11 @@ impl ClientConfig {
             max_event_bytes: 16 << 20,
             insecure: false,
             ca_certs: Vec::new(),
+            on_send: None,
+            method: http::Method::GET,
+            body: None,
+            last_event_id: None,
+            location_trusted: false,
         })
     }
 
@@ -95,12 +124,20 @@ impl ClientConfig {
 
 /// Parses an http(s) URL; other schemes cannot carry an event stream.
 pub fn parse_url(url: &str) -> Result<Url, ClientError> {
-    let parsed = Url::parse(url).map_err(|e| ClientError::BadUrl(format!("{url:?}: {e}")))?;
+    // `localhost:8080/sse` parses with the scheme "localhost", and
+    // `127.0.0.1:8080/sse` not at all: both meant http://.
+    let hint = || match Url::parse(&format!("http://{url}")) {
+        Ok(u) if u.host().is_some() && !url.contains("://") => format!(" (did you mean {u}?)"),
+        _ => String::new(),
+    };
+    let parsed =
+        Url::parse(url).map_err(|e| ClientError::BadUrl(format!("{url:?}: {e}{}", hint())))?;
     match parsed.scheme() {
         "http" | "https" => Ok(parsed),
-        other => {
-            Err(ClientError::BadUrl(format!("{url:?}: scheme {other:?} is not http or https")))
-        }
+        other => Err(ClientError::BadUrl(format!(
+            "{url:?}: scheme {other:?} is not http or https{}",
+            hint()
+        ))),
     }
 }
 
@@ -200,6 +237,11 @@ mod tests {
         for bad in ["localhost:8080/sse", "ftp://x/", "not a url", ""] {
             assert!(matches!(parse_url(bad), Err(ClientError::BadUrl(_))), "{bad:?}");
         }
+        let why = parse_url("localhost:8080/sse").unwrap_err().to_string();
+        assert!(why.ends_with("(did you mean http://localhost:8080/sse?)"), "{why}");
+        let why = parse_url("127.0.0.1:8080/sse").unwrap_err().to_string();
+        assert!(why.ends_with("(did you mean http://127.0.0.1:8080/sse?)"), "{why}");
+        assert!(!parse_url("ftp://x/").unwrap_err().to_string().contains("did you mean"));
     }
 
     #[test]

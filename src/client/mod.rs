@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use crate::reader::RetryPolicy;
 pub use config::{
-    ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, client_id, load_ca_certs, parse_header,
+    ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
     parse_headers, parse_url,
 };
 
@@ -104,6 +104,11 @@ pub enum ClientEvent {
     GaveUp { attempts: u32, reason: String },
     /// [`ChannelClient::close`] was called.
     Closed,
+    /// A comment line of the stream (a heartbeat, say), without its `:`.
+    Comment(String),
+    /// Advice for the person at the terminal, given once (e.g. a channel
+    /// client reading a plain SSE stream: try `--raw`).
+    Hint(String),
 }
 
 impl ClientEvent {
@@ -127,6 +132,19 @@ pub struct PostOutcome {
     pub status: u16,
     /// The first line of the response body (bounded), e.g. the 400 reason.
     pub reason: String,
+}
+
+/// How telling the server about a close went ([`ChannelClient::close`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// The server closed the connection.
+    Closed,
+    /// The server does not know the close extension (this status).
+    Unsupported(u16),
+    /// The DELETE failed (a status or a network error).
+    Failed(String),
+    /// Raw mode: there is nothing to close but the stream.
+    NotSent,
 }
 
 /// A snapshot for `/status`.
@@ -173,6 +191,8 @@ struct Shared {
     last_event_id: Mutex<String>,
     /// Bytes of messages queued or in flight.
     queued_bytes: Arc<Semaphore>,
+    /// The plain-SSE hint was given.
+    hinted: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -211,7 +231,10 @@ impl ChannelClient {
     /// which ends after a terminal event.
     pub fn start(config: ClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ClientError> {
         let mut http = reqwest::Client::builder()
-            .default_headers(config.headers.clone())
+            // Redirects are followed by `Shared::request`, which decides
+            // where the user's headers may go; reqwest would send them to
+            // any host, with a Referer carrying the client id.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeout)
             // A second line of defence after `idle_timeout`: the OS probes an
             // idle connection and drops it when the peer is gone, so a POST
@@ -239,6 +262,7 @@ impl ChannelClient {
             reconnects: AtomicU64::new(0),
             last_event_id: Mutex::new(String::new()),
             queued_bytes: Arc::new(Semaphore::new(max_bytes)),
+            hinted: std::sync::atomic::AtomicBool::new(false),
             config,
         });
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
@@ -304,10 +328,47 @@ impl ChannelClient {
         self.shared.drop_requests.send_modify(|n| *n += 1);
     }
 
-    /// Stops for good: the stream ends (the server sees the client leave)
-    /// and unsent messages are abandoned. A [`ClientEvent::Closed`] follows.
-    pub fn close(&self) {
+    /// Stops for good without a word to the server: the stream ends (a
+    /// server with keep-alive waits for a resume until it expires) and
+    /// unsent messages are abandoned. A [`ClientEvent::Closed`] follows.
+    pub fn stop(&self) {
         self.shared.stop();
+    }
+
+    /// Closes the channel for good, telling the server: `DELETE
+    /// P?sseClientId=ID` (ssechan's extension: the server closes the
+    /// connection at once, reason "closed by client"), then [`stop`](Self::stop).
+    /// A server that does not know the extension (package:sse answers 404,
+    /// 405 or 501) only sees the stream end. Raw mode just stops.
+    pub async fn close(&self) -> CloseOutcome {
+        let outcome = match &self.shared.config.mode {
+            Mode::Raw => CloseOutcome::NotSent,
+            Mode::Channel { client_id } => {
+                let url = stream::with_query(
+                    &self.shared.config.url,
+                    &crate::protocol::query::channel_query(client_id, None),
+                );
+                let timeout = self.shared.config.timeout;
+                let sent = self.shared.request(
+                    http::Method::DELETE,
+                    url,
+                    http::HeaderMap::new(),
+                    None,
+                    Some(timeout),
+                );
+                match sent.await {
+                    Ok(r) if r.status().is_success() => CloseOutcome::Closed,
+                    Ok(r) if matches!(r.status().as_u16(), 404 | 405 | 501) => {
+                        CloseOutcome::Unsupported(r.status().as_u16())
+                    }
+                    Ok(r) => CloseOutcome::Failed(format!("server answered {}", r.status())),
+                    Err(e) => CloseOutcome::Failed(e.describe()),
+                }
+            }
+        };
+        tracing::debug!(?outcome, "close");
+        self.shared.stop();
+        outcome
     }
 
     /// Waits until every message sent so far is acknowledged or refused, or
@@ -353,6 +414,90 @@ impl ChannelClient {
 /// u32 when acquired in bulk; at least 1 so an empty message can queue.
 fn max_permits(config: &ClientConfig) -> usize {
     config.max_queued_bytes.clamp(1, u32::MAX as usize).min(Semaphore::MAX_PERMITS)
+}
+
+/// Redirects followed per request, as browsers and curl allow.
+const MAX_REDIRECTS: usize = 10;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Http(reqwest::Error),
+    Redirect(String),
+}
+
+impl SendError {
+    fn describe(&self) -> String {
+        match self {
+            SendError::Http(e) => describe(e),
+            SendError::Redirect(why) => why.clone(),
+        }
+    }
+
+    fn is_tls_failure(&self) -> bool {
+        matches!(self, SendError::Http(e) if is_tls_failure(e))
+    }
+}
+
+impl Shared {
+    /// Sends a request and follows redirects itself. The user's `-H`
+    /// headers go to the URL's own origin only, unless `location_trusted`
+    /// (stricter than curl, which keeps all but `Authorization` and
+    /// `Cookie`): an API key must not leak to wherever a server points.
+    /// No `Referer` is sent, so the client id in the URL stays put too.
+    /// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+    async fn request(
+        &self,
+        method: http::Method,
+        url: reqwest::Url,
+        headers: http::HeaderMap,
+        body: Option<bytes::Bytes>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<reqwest::Response, SendError> {
+        let home = self.config.url.origin();
+        let (mut method, mut url, mut body) = (method, url, body);
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            if self.config.location_trusted || url.origin() == home {
+                req = req.headers(self.config.headers.clone());
+            }
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            let resp = req.send().await.map_err(SendError::Http)?;
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(resp);
+            }
+            let Some(location) = resp.headers().get(http::header::LOCATION) else {
+                return Ok(resp);
+            };
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| url.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    SendError::Redirect(format!(
+                        "redirect {status} to a bad location {:?}",
+                        escape_controls(&String::from_utf8_lossy(location.as_bytes()))
+                    ))
+                })?;
+            tracing::debug!(%status, to = %next, "following redirect");
+            if matches!(status, 301..=303)
+                && method != http::Method::GET
+                && method != http::Method::HEAD
+            {
+                method = http::Method::GET;
+                body = None;
+            }
+            url = next;
+        }
+        Err(SendError::Redirect(format!("more than {MAX_REDIRECTS} redirects")))
+    }
 }
 
 /// A reqwest error with its innermost cause, e.g. "cannot connect:

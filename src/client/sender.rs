@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::stream::with_query;
-use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, describe, first_line};
+use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, first_line};
 use crate::protocol::query::channel_query;
 use crate::reader::{Backoff, Next};
 
@@ -20,17 +20,21 @@ use crate::reader::{Backoff, Next};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
     Accepted,
-    /// Try again later: overloaded (429, 5xx, 408), or the server does not
-    /// know the client yet / any more (404 around a reconnect).
+    /// Try again later: overloaded or in between (408, 429, 502, 503, 504).
     Retry,
-    /// The server will never take this body (400, 413…).
+    /// 404: the server does not know the client: yet or any more around a
+    /// reconnect (retry), for good while its stream stays open (final).
+    UnknownClient,
+    /// A status that will not change (400, 405, 413, 500, 501…): retrying
+    /// would loop forever (a plain SSE server answers every POST 501).
     Refused,
 }
 
 pub(super) fn verdict(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Accepted,
-        404 | 408 | 429 | 500..=599 => Verdict::Retry,
+        404 => Verdict::UnknownClient,
+        408 | 429 | 502..=504 => Verdict::Retry,
         _ => Verdict::Refused,
     }
 }
@@ -57,6 +61,9 @@ pub(super) async fn run(
                     Outgoing::Message { body, _permit } => {
                         let id = next_id;
                         next_id += 1;
+                        if let Some(hook) = &shared.config.on_send {
+                            (hook.0)(id, &body);
+                        }
                         let shared = shared.clone();
                         posts.spawn(async move {
                             let r = post_with_retry(&shared, id, body).await;
@@ -70,11 +77,16 @@ pub(super) async fn run(
                         while let Some(done) = posts.join_next().await {
                             settle(&shared, &events, done).await;
                         }
-                        let r = post(&shared, next_id, body).await;
-                        if let Ok(o) = &r && verdict(o.status) == Verdict::Accepted {
+                        let r = post(&shared, next_id, body.clone()).await;
+                        // Counted either way, so /status shows a refused probe.
+                        shared.sent.fetch_add(1, Ordering::SeqCst);
+                        let accepted = matches!(&r, Ok(o) if verdict(o.status) == Verdict::Accepted);
+                        shared.settle(accepted);
+                        if accepted {
+                            if let Some(hook) = &shared.config.on_send {
+                                (hook.0)(next_id, &body);
+                            }
                             next_id += 1;
-                            shared.sent.fetch_add(1, Ordering::SeqCst);
-                            shared.settle(true);
                         }
                         let _ = reply.send(r);
                     }
@@ -122,13 +134,33 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
             return Err("the client stopped".into());
         }
         let reason = match post(shared, id, body.clone()).await {
-            Ok(o) => match verdict(o.status) {
-                Verdict::Accepted => return Ok(()),
-                Verdict::Refused => {
-                    return Err(format!("server answered {}: {}", o.status, o.reason));
+            Ok(o) => {
+                let why = format!("server answered {}: {}", o.status, o.reason);
+                match verdict(o.status) {
+                    Verdict::Accepted => return Ok(()),
+                    Verdict::Refused => return Err(why),
+                    Verdict::Retry => why,
+                    Verdict::UnknownClient => {
+                        // The stream may have ended with the server's memory
+                        // of the client before this side noticed: wait for
+                        // that, up to the timeout, and retry on the next one.
+                        let open_since = shared.reconnects.load(Ordering::SeqCst)
+                            == stream_generation
+                            && *state.borrow() == State::Open;
+                        let limit = shared.config.timeout;
+                        if open_since
+                            && tokio::time::timeout(limit, state.wait_for(|s| *s != State::Open))
+                                .await
+                                .is_err()
+                        {
+                            return Err(format!(
+                                "{why} (the server does not know this client id though its stream is open)"
+                            ));
+                        }
+                        why
+                    }
                 }
-                Verdict::Retry => format!("server answered {}: {}", o.status, o.reason),
-            },
+            }
             Err(e) => e,
         };
         debug!(message_id = id, "POST failed, will retry: {reason}");
@@ -157,14 +189,12 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
         return Err("a plain SSE reader sends no messages".into());
     };
     let url = with_query(&shared.config.url, &channel_query(client_id, Some(id)));
-    let req = shared
-        .http
-        .post(url)
-        // What browsers send; servers must not depend on it.
-        .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
-        .timeout(shared.config.timeout)
-        .body(body);
-    let resp = req.send().await.map_err(|e| describe(&e))?;
+    let mut headers = http::HeaderMap::new();
+    // What browsers send; servers must not depend on it.
+    headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain;charset=UTF-8"));
+    let timeout = Some(shared.config.timeout);
+    let sent = shared.request(http::Method::POST, url, headers, Some(body.into()), timeout);
+    let resp = sent.await.map_err(|e| e.describe())?;
     let status = resp.status().as_u16();
     let reason = first_line(resp).await;
     Ok(PostOutcome { message_id: id, status, reason })
@@ -179,10 +209,11 @@ mod tests {
         let v = verdict;
         assert_eq!(v(200), Verdict::Accepted);
         assert_eq!(v(204), Verdict::Accepted);
-        for n in [404, 408, 429, 500, 502, 503] {
+        for n in [408, 429, 502, 503, 504] {
             assert_eq!(v(n), Verdict::Retry, "{n}");
         }
-        for n in [400, 403, 405, 413, 301] {
+        assert_eq!(v(404), Verdict::UnknownClient);
+        for n in [400, 403, 405, 413, 301, 500, 501, 505] {
             assert_eq!(v(n), Verdict::Refused, "{n}");
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{ClientEvent, Mode, Shared, State, describe, first_line, is_tls_failure};
+use super::{ClientEvent, Mode, Shared, State, describe, escape_controls, first_line};
 use crate::protocol::parser::Parsed;
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
 use crate::reader::{Next, Reader, Refusal};
@@ -59,37 +59,45 @@ pub(super) fn with_query(url: &Url, extra: &str) -> Url {
     u
 }
 
-/// Sends the stream GET; the response is judged by the reader.
+/// Sends the stream request (a GET, or in raw mode `-X`/`-d`); the
+/// response is judged by the reader.
 async fn open(
     shared: &Shared,
     url: &Url,
     last_event_id: &str,
 ) -> Result<reqwest::Response, OpenError> {
-    let mut req = shared
-        .http
-        .get(url.clone())
-        .header(ACCEPT, "text/event-stream")
-        .header(CACHE_CONTROL, "no-cache");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if !last_event_id.is_empty() {
         match HeaderValue::from_str(last_event_id) {
-            Ok(v) => req = req.header("last-event-id", v),
+            Ok(v) => {
+                headers.insert("last-event-id", v);
+            }
             Err(_) => debug!("last event id {last_event_id:?} cannot be a header; not sent"),
         }
     }
-    let timeout = shared.config.timeout;
-    match tokio::time::timeout(timeout, req.send()).await {
+    let config = &shared.config;
+    if config.body.is_some() && !config.headers.contains_key(CONTENT_TYPE) {
+        // As curl -d does.
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    }
+    let timeout = config.timeout;
+    let sent =
+        shared.request(config.method.clone(), url.clone(), headers, config.body.clone(), None);
+    match tokio::time::timeout(timeout, sent).await {
         Err(_) => Err(OpenError::Network(format!(
             "no response within {}",
             humantime::format_duration(timeout)
         ))),
-        Ok(Err(e)) if is_tls_failure(&e) => {
-            let mut why = describe(&e);
+        Ok(Err(e)) if e.is_tls_failure() => {
+            let mut why = e.describe();
             if why.contains("certificate") {
                 why.push_str(" (--cacert FILE trusts it, -k skips the check)");
             }
             Err(OpenError::Fatal(why))
         }
-        Ok(Err(e)) => Err(OpenError::Network(describe(&e))),
+        Ok(Err(e)) => Err(OpenError::Network(e.describe())),
         Ok(Ok(r)) => Ok(r),
     }
 }
@@ -109,6 +117,9 @@ fn now() -> std::time::Instant {
 async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEvent {
     let url = stream_url(&shared.config.url, &shared.config.mode);
     let mut reader = Reader::new(shared.config.retry, shared.config.max_event_bytes);
+    if let Some(id) = &shared.config.last_event_id {
+        reader.set_last_event_id(id);
+    }
     let mut drops = shared.drop_requests.subscribe();
     loop {
         if shared.is_stopped() {
@@ -258,7 +269,9 @@ async fn read(
             };
             match item {
                 Parsed::Retry(ms) => debug!("server retry: {ms} ms"),
-                Parsed::Comment(c) => debug!("comment {c:?}"),
+                Parsed::Comment(c) => {
+                    let _ = events.send(ClientEvent::Comment(c)).await;
+                }
                 Parsed::Event(ev) => {
                     if let Ok(mut id) = shared.last_event_id.lock() {
                         id.clone_from(&ev.last_event_id);
@@ -310,19 +323,33 @@ async fn dispatch(
             match decode_message_body(ev.data.as_bytes()) {
                 Ok(text) => ClientEvent::Message(text),
                 Err(e) => {
-                    warn!("ignoring event whose data is not a JSON string ({e}): {:?}", ev.data);
+                    debug!("ignoring event whose data is not a JSON string ({e}): {:?}", ev.data);
+                    hint(shared, events, "message data that is not a JSON string").await;
                     return None;
                 }
             }
         }
         Mode::Channel { .. } => {
             debug!("ignoring event of type {:?}", ev.event);
+            let why = format!("events of type {:?}", escape_controls(&ev.event));
+            hint(shared, events, &why).await;
             return None;
         }
     };
     shared.received.fetch_add(1, Ordering::SeqCst);
     let _ = events.send(out).await;
     None
+}
+
+/// Once, and only while no channel message came: the stream carries what
+/// a plain SSE endpoint sends, not channel messages.
+async fn hint(shared: &Shared, events: &mpsc::Sender<ClientEvent>, seen: &str) {
+    if shared.received.load(Ordering::SeqCst) > 0 || shared.hinted.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let text =
+        format!("this looks like a plain SSE endpoint ({seen}, no channel message): try --raw");
+    let _ = events.send(ClientEvent::Hint(text)).await;
 }
 
 #[cfg(test)]

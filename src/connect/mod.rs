@@ -8,29 +8,90 @@ mod repl;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::anyhow;
+use bytes::Bytes;
 use tracing::warn;
 
 use crate::UsageError;
-use crate::cli::ConnectArgs;
+use crate::cli::{ConnectArgs, Format};
 use crate::client::{
-    ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, client_id,
+    ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, SendHook, client_id,
     load_ca_certs, parse_headers,
 };
+use output::View;
+use record::{Header, RecordMode, Recorder};
 
 /// Longest stdin line (and so message) in pipe mode.
 const MAX_LINE: usize = 16 << 20;
 
-/// Runs `connect`; exit 0 done or closed by the server, 1 failed or gave up.
-pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let config = config(&args)?;
+/// Runs `connect`; exit 0 done or closed by the server, 1 failed or gave
+/// up. `quiet` (`-q`) silences the status lines of pipe mode.
+pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut config = config(&args)?;
+    let recorder = match &args.record {
+        Some(path) => {
+            let mode = if args.raw { RecordMode::Raw } else { RecordMode::Channel };
+            let header = Header::new(
+                config.url.as_str(),
+                config.client_id(),
+                mode,
+                std::time::SystemTime::now(),
+            );
+            let rec = Recorder::create(path, &header).map_err(|e| {
+                UsageError(format!("cannot write --record {}: {e}", path.display()))
+            })?;
+            let rec = Arc::new(rec);
+            let hook = rec.clone();
+            config.on_send = Some(SendHook(Arc::new(move |id, body| {
+                if let Err(e) = hook.send(id, body) {
+                    warn!("cannot write the record: {e}");
+                }
+            })));
+            Some(rec)
+        }
+        None => None,
+    };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let view = View {
+        json: args.format == Format::Json,
+        timestamps: args.timestamps,
+        show_comments: args.show_comments,
+        types: args.events.clone(),
+        quiet,
+        recorder,
+        client_id: config.client_id().map(str::to_owned),
+    };
     let (client, events) = ChannelClient::start(config)?;
     if interactive {
-        repl::run(&args, client, events).await
+        repl::run(&args, &view, client, events).await
     } else {
-        pipe::run(&args, client, events).await
+        pipe::run(&args, &view, client, events).await
     }
+}
+
+/// Longest `--data` read from a file or stdin.
+const MAX_DATA: u64 = 16 << 20;
+
+/// `--data`: the text itself, `@FILE`, or `@-` for stdin (bounded).
+fn request_body(data: &str) -> anyhow::Result<Bytes> {
+    use std::io::Read as _;
+    let Some(source) = data.strip_prefix('@') else {
+        return Ok(Bytes::copy_from_slice(data.as_bytes()));
+    };
+    let mut body = Vec::new();
+    let read = if source == "-" {
+        std::io::stdin().lock().take(MAX_DATA + 1).read_to_end(&mut body)
+    } else {
+        std::fs::File::open(source).and_then(|f| f.take(MAX_DATA + 1).read_to_end(&mut body))
+    };
+    let what = if source == "-" { "stdin".to_owned() } else { source.to_owned() };
+    read.map_err(|e| UsageError(format!("cannot read --data @{source}: {e}")))?;
+    if body.len() as u64 > MAX_DATA {
+        return Err(UsageError(format!("--data from {what} is over {MAX_DATA} bytes")).into());
+    }
+    Ok(body.into())
 }
 
 /// The client settings the flags describe; bad input is a usage error.
@@ -77,6 +138,17 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     if let Some(path) = &args.cacert {
         config.ca_certs = load_ca_certs(path).map_err(usage)?;
     }
+    if let Some(data) = &args.data {
+        config.body = Some(request_body(data)?);
+    }
+    config.method = match &args.method {
+        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| UsageError(format!("-X {m:?} is not an HTTP method")))?,
+        None if config.body.is_some() => http::Method::POST,
+        None => http::Method::GET,
+    };
+    config.last_event_id = args.last_event_id.clone();
+    config.location_trusted = args.location_trusted;
     if args.insecure {
         warn!(
             "--insecure: the server's certificate is not checked; anyone in between can read and change the traffic"

@@ -52,6 +52,12 @@ pub(super) enum JsonLine<'a> {
         attempts: u32,
         reason: &'a str,
     },
+    Comment {
+        text: &'a str,
+    },
+    Hint {
+        text: &'a str,
+    },
 }
 
 /// The event as one JSON line (`--format json`); every event has one.
@@ -84,6 +90,8 @@ pub(super) fn json_line(ev: &ClientEvent, client_id: Option<&str>) -> String {
             JsonLine::GaveUp { attempts: *attempts, reason }
         }
         ClientEvent::Closed => JsonLine::Closed { by: "client", status: None },
+        ClientEvent::Comment(text) => JsonLine::Comment { text },
+        ClientEvent::Hint(text) => JsonLine::Hint { text },
     };
     // Strings and numbers only: serializing cannot fail.
     serde_json::to_string(&line).unwrap_or_default()
@@ -92,7 +100,8 @@ pub(super) fn json_line(ev: &ClientEvent, client_id: Option<&str>) -> String {
 /// A status line for people; `None` for data events.
 pub(super) fn status_line(ev: &ClientEvent, client_id: Option<&str>) -> Option<String> {
     Some(match ev {
-        ClientEvent::Message(_) | ClientEvent::Event(_) => return None,
+        ClientEvent::Message(_) | ClientEvent::Event(_) | ClientEvent::Comment(_) => return None,
+        ClientEvent::Hint(text) => text.clone(),
         ClientEvent::Connecting { attempt: 1 } => "connecting…".into(),
         ClientEvent::Connecting { attempt } => format!("connecting (attempt {attempt})…"),
         ClientEvent::Open => match client_id {
@@ -142,6 +151,87 @@ pub(super) fn data_text(ev: &ClientEvent) -> Option<&str> {
         ClientEvent::Message(m) => Some(m),
         ClientEvent::Event(e) => Some(&e.data),
         _ => None,
+    }
+}
+
+/// How `connect` shows events: the flags that shape output, and the record.
+pub(super) struct View {
+    pub json: bool,
+    /// `--timestamps`: the receive time on each stdout line.
+    pub timestamps: bool,
+    /// `--show-comments` (text mode; JSON always has them).
+    pub show_comments: bool,
+    /// `--event TYPE`: only these event types (empty: all).
+    pub types: Vec<String>,
+    /// `-q`: no status lines on stderr.
+    pub quiet: bool,
+    pub recorder: Option<std::sync::Arc<super::record::Recorder>>,
+    pub client_id: Option<String>,
+}
+
+impl View {
+    /// Whether `--event` lets a data event through.
+    pub fn wanted(&self, ev: &ClientEvent) -> bool {
+        let kind = match ev {
+            ClientEvent::Message(_) => "message",
+            ClientEvent::Event(e) => &e.event,
+            _ => return true,
+        };
+        self.types.is_empty() || self.types.iter().any(|t| t == kind)
+    }
+
+    /// Records the event (all of them, unfiltered) when `--record` is on.
+    pub fn record(&self, ev: &ClientEvent) {
+        if let Some(rec) = &self.recorder
+            && let Err(e) = rec.event(&json_line(ev, self.client_id.as_deref()))
+        {
+            tracing::warn!("cannot write the record: {e}");
+        }
+    }
+
+    /// The stdout line of an event in pipe mode, if it has one.
+    pub fn stdout_line(&self, ev: &ClientEvent) -> Option<String> {
+        if !self.wanted(ev) {
+            return None;
+        }
+        let time = self
+            .timestamps
+            .then(|| humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string());
+        if self.json {
+            let mut line = json_line(ev, self.client_id.as_deref());
+            if let Some(t) = time {
+                line.pop();
+                line.push_str(&format!(",\"time\":\"{t}\"}}"));
+            }
+            return Some(line);
+        }
+        let text = match ev {
+            ClientEvent::Comment(c) if self.show_comments => format!(":{c}"),
+            ev => data_text(ev)?.to_owned(),
+        };
+        Some(match time {
+            Some(t) => format!("{t} {text}"),
+            None => text,
+        })
+    }
+
+    /// A plain status line for stderr (text mode, not `-q`): connects,
+    /// disconnects, resumes, hints. Terminal failures are left to the
+    /// caller's one-line error.
+    pub fn stderr_line(&self, ev: &ClientEvent) -> Option<String> {
+        if self.json || self.quiet {
+            return None;
+        }
+        match ev {
+            ClientEvent::Open
+            | ClientEvent::Resumed { .. }
+            | ClientEvent::Disconnected { .. }
+            | ClientEvent::AttemptFailed { .. }
+            | ClientEvent::Hint(_)
+            | ClientEvent::ClosedByServer
+            | ClientEvent::NoContent => status_line(ev, self.client_id.as_deref()),
+            _ => None,
+        }
     }
 }
 

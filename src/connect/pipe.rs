@@ -2,7 +2,9 @@
 //!
 //! The run ends when the server closes (0), the client gives up (1),
 //! `--count` messages arrived (0), or stdin ended, every message was
-//! acknowledged and `--wait` passed without anything else to do (0).
+//! acknowledged and `--wait` passed without anything else to do (0). When
+//! it ends by itself it tells the server (`ChannelClient::close`). State
+//! changes are plain lines on stderr in text mode (`-q` silences them).
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
@@ -11,11 +13,11 @@ use anyhow::{Context, anyhow};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::output::{data_text, json_line, status_line};
+use super::output::{View, data_text};
 use super::{MAX_LINE, exit_status};
-use crate::cli::{ConnectArgs, Format};
+use crate::cli::ConnectArgs;
 use crate::client::{ChannelClient, ClientError, ClientEvent};
 use crate::lines::{Line, read_line};
 
@@ -32,16 +34,16 @@ enum Phase {
 
 pub(super) async fn run(
     args: &ConnectArgs,
+    view: &View,
     client: ChannelClient,
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> anyhow::Result<ExitCode> {
-    let json = args.format == Format::Json;
-    let client_id = client.client_id().map(str::to_owned);
     let mut out = BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
     let (eof_tx, mut eof_rx) = oneshot::channel::<()>();
     if !args.raw {
         tokio::spawn(feed(client.clone(), args.send.clone(), eof_tx));
     }
+    let mut drop_signal = DropSignal::new();
     let mut phase = Phase::Sending;
     let mut opened = false;
     let mut received = 0u64;
@@ -54,10 +56,18 @@ pub(super) async fn run(
             ev = events.recv() => {
                 let Some(ev) = ev else { return Ok(ExitCode::SUCCESS) };
                 opened |= matches!(ev, ClientEvent::Open | ClientEvent::Resumed { .. });
-                if !write_event(&mut out, &ev, json, client_id.as_deref()).await? {
+                view.record(&ev);
+                if let Some(line) = view.stderr_line(&ev) {
+                    eprintln!("{line}");
+                }
+                if let Some(line) = view.stdout_line(&ev)
+                    && !write_line(&mut out, &line).await?
+                {
+                    client.stop();
                     return Ok(ExitCode::SUCCESS);
                 }
-                if data_text(&ev).is_some() {
+                // `--count` counts what `--event` lets through.
+                if data_text(&ev).is_some() && view.wanted(&ev) {
                     received += 1;
                 }
                 let count_done = args.count.is_some_and(|n| received >= n);
@@ -69,13 +79,13 @@ pub(super) async fn run(
                     return exit_status(&ev);
                 }
                 if count_done {
-                    client.close();
+                    close(&client, view).await;
                     return Ok(ExitCode::SUCCESS);
                 }
                 if let ClientEvent::SendFailed { message_id, reason } = &ev {
                     // Later messages wait behind it at the server, in order:
                     // carrying on would only look like success.
-                    client.close();
+                    client.stop();
                     return Err(anyhow!("message {message_id} not delivered: {reason}"));
                 }
             }
@@ -83,32 +93,57 @@ pub(super) async fn run(
             _ = client.wait_settled(), if phase == Phase::Settling && opened => {
                 phase = Phase::Waiting(Instant::now() + args.wait);
             }
+            _ = drop_signal.recv() => client.drop_stream(),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 flush(&mut out).await?;
-                client.close();
+                close(&client, view).await;
                 return Ok(ExitCode::SUCCESS);
             }
         }
     }
 }
 
-/// Writes one event; `false` when stdout is gone (a closed pipe ends the
-/// run quietly, as `head` expects).
-async fn write_event(
-    out: &mut BufWriter<Stdout>,
-    ev: &ClientEvent,
-    json: bool,
-    client_id: Option<&str>,
-) -> anyhow::Result<bool> {
-    let line = if json {
-        Some(json_line(ev, client_id))
-    } else {
-        if let Some(text) = status_line(ev, client_id) {
-            log_status(ev, &text);
+/// Ends the run by itself: tells the server, and records the close.
+pub(super) async fn close(client: &ChannelClient, view: &View) {
+    client.close().await;
+    view.record(&ClientEvent::Closed);
+}
+
+/// SIGUSR1: end the stream on purpose, so a script can watch a resume
+/// (what `/drop` does in the REPL). Never fires where there is no such
+/// signal, or if it cannot be watched.
+struct DropSignal {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl DropSignal {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::user_defined1();
+            let signal = tokio::signal::unix::signal(kind)
+                .inspect_err(|e| warn!("cannot watch SIGUSR1: {e}"))
+                .ok();
+            Self { signal }
         }
-        data_text(ev).map(str::to_owned)
-    };
-    let Some(line) = line else { return Ok(true) };
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.signal {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// Writes one line; `false` when stdout is gone (a closed pipe ends the
+/// run quietly, as `head` expects).
+async fn write_line(out: &mut BufWriter<Stdout>, line: &str) -> anyhow::Result<bool> {
     let r = async {
         out.write_all(line.as_bytes()).await?;
         out.write_all(b"\n").await
@@ -125,20 +160,6 @@ async fn flush(out: &mut BufWriter<Stdout>) -> anyhow::Result<()> {
     match out.flush().await {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
-    }
-}
-
-/// Text mode keeps stdout for data: state changes are logs on stderr.
-/// Terminal failures are left to the caller's one-line error.
-fn log_status(ev: &ClientEvent, text: &str) {
-    match ev {
-        ClientEvent::Disconnected { .. }
-        | ClientEvent::AttemptFailed { .. }
-        | ClientEvent::Reconnecting { .. } => warn!("{text}"),
-        ClientEvent::GaveUp { .. }
-        | ClientEvent::Failed { .. }
-        | ClientEvent::SendFailed { .. } => {}
-        _ => info!("{text}"),
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::exit_status;
-use super::output::{data_text, status_line};
+use super::output::{View, status_line};
 use crate::cli::ConnectArgs;
 use crate::client::{ChannelClient, ClientEvent, Status, escape_controls};
 
@@ -31,7 +31,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("/status", "client id, state, counts, last event id, reconnects"),
     ("/drop", "end the stream on purpose; the client reconnects and resumes"),
     ("/json", "/json BODY: POST BODY verbatim (e.g. /json 42) and show the answer"),
-    ("/close", "close the channel and leave at once"),
+    ("/close", "close the channel (the server is told) and leave at once"),
     ("/quit", "leave once sent messages are acknowledged (also Ctrl-D)"),
 ];
 
@@ -131,6 +131,7 @@ impl Style {
 
 pub(super) async fn run(
     args: &ConnectArgs,
+    view: &View,
     client: ChannelClient,
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> anyhow::Result<ExitCode> {
@@ -158,7 +159,6 @@ pub(super) async fn run(
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(16);
     let editor_client = client.clone();
     std::thread::spawn(move || edit_loop(editor, editor_client, input_tx, history, style));
-    let id = client.client_id().map(str::to_owned);
     for m in &args.send {
         if let Err(e) = client.send(m).await {
             let _ = print_tx.send(style.dim(&format!("not sent: {e}"))).await;
@@ -168,10 +168,22 @@ pub(super) async fn run(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break Ok(ExitCode::SUCCESS) };
-                let text = match (data_text(&ev), status_line(&ev, id.as_deref())) {
-                    (Some(data), _) => format!("{}\n", escape_controls(data)),
-                    (None, Some(status)) => style.dim(&status),
-                    (None, None) => continue,
+                view.record(&ev);
+                if ev.is_terminal() && exit_status(&ev).is_err() {
+                    // Said once, by the caller's error line.
+                    break exit_status(&ev);
+                }
+                let text = match &ev {
+                    ClientEvent::Comment(_) | ClientEvent::Message(_) | ClientEvent::Event(_) => {
+                        match view.stdout_line(&ev) {
+                            Some(line) => format!("{}\n", escape_controls(&line)),
+                            None => continue,
+                        }
+                    }
+                    ev => match status_line(ev, view.client_id.as_deref()) {
+                        Some(status) => style.dim(&status),
+                        None => continue,
+                    },
                 };
                 let _ = print_tx.send(text).await;
                 if ev.is_terminal() {
@@ -200,11 +212,11 @@ pub(super) async fn run(
                     if tokio::time::timeout(grace, client.wait_settled()).await.is_err() {
                         warn!("leaving with messages not yet acknowledged");
                     }
-                    client.close();
+                    super::pipe::close(&client, view).await;
                     return Ok(ExitCode::SUCCESS);
                 }
                 Some(Input::Close) => {
-                    client.close();
+                    super::pipe::close(&client, view).await;
                     return Ok(ExitCode::SUCCESS);
                 }
             },

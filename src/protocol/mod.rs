@@ -1,4 +1,4 @@
-//! The SSE channel wire protocol (see `PROTOCOL.md`), free of I/O.
+//! The SSE channel wire protocol (see `docs/PROTOCOL.md`), free of I/O.
 //!
 //! Everything here works on bytes, strings and numbers so it can be tested and
 //! fuzzed without sockets: the server and client modules wrap it with I/O.

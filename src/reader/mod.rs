@@ -303,4 +303,84 @@ mod tests {
         assert!(events(&mut r, b"\n\n").is_empty());
         assert_eq!(r.opens(), 2);
     }
+
+    /// What happens to a reader, for the property test.
+    #[derive(Debug, Clone)]
+    enum Input {
+        /// A stream opens, maybe sends `retry:`, sends `events` events and
+        /// ends after `lasts_ms`.
+        Stream { retry: Option<u64>, events: u8, lasts_ms: u64 },
+        /// Connecting fails.
+        Refused,
+    }
+
+    fn input() -> impl proptest::strategy::Strategy<Value = Input> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (proptest::option::of(0u64..3000), 0u8..3, 0u64..2000)
+                .prop_map(|(retry, events, lasts_ms)| Input::Stream { retry, events, lasts_ms }),
+            Just(Input::Refused),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever a server does: no wait is longer than `max`, none is
+        /// shorter than the floor once the server sent `retry:`, and the
+        /// reader gives up exactly when `max_retries` retries in a row
+        /// went without an event or a lasting stream.
+        #[test]
+        fn the_schedule_is_bounded(
+            inputs in proptest::collection::vec(input(), 1..60),
+            max_retries in 0u32..6,
+            initial in 1u64..500,
+            max in 1u64..3000,
+        ) {
+            let policy = RetryPolicy {
+                initial: ms(initial),
+                max: ms(max),
+                max_retries: Some(max_retries),
+                give_up_after: None,
+                retry_first: true,
+            };
+            let mut r = Reader::new(policy, 1 << 16);
+            let mut t = Instant::now();
+            let mut retries = 0u32;
+            let mut hinted = false;
+            for input in inputs {
+                let next = match input {
+                    Input::Stream { retry, events: n, lasts_ms } => {
+                        r.response(StatusCode::OK, ES, t).unwrap();
+                        if let Some(ms) = retry {
+                            events(&mut r, format!("retry: {ms}\n\n").as_bytes());
+                            hinted = true;
+                        }
+                        for _ in 0..n {
+                            events(&mut r, b"data: x\n\n");
+                        }
+                        t += ms(lasts_ms);
+                        if n > 0 || ms(lasts_ms) >= QUICK_END {
+                            retries = 0;
+                        }
+                        r.stream_ended(t)
+                    }
+                    Input::Refused => r.connect_failed(t),
+                };
+                match next {
+                    Next::RetryIn(d) => {
+                        proptest::prop_assert!(retries < max_retries);
+                        retries += 1;
+                        proptest::prop_assert!(d <= ms(max), "{d:?}");
+                        let least = if hinted { SERVER_RETRY_FLOOR } else { ms(initial) };
+                        proptest::prop_assert!(d >= least.min(ms(max)), "{d:?}");
+                        t += d;
+                    }
+                    Next::GiveUp => {
+                        proptest::prop_assert_eq!(retries, max_retries);
+                        break;
+                    }
+                    Next::Fail => proptest::prop_assert!(false, "retry_first is on"),
+                }
+            }
+        }
+    }
 }

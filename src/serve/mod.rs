@@ -53,9 +53,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
     crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
-    let server = Server::bind(args.listen, args.config())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = Server::bind(args.listen, args.config()).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => " (use --listen 127.0.0.1:0 for a free port)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
+    })?;
     let url = server.url();
     eprintln!("ssechan: listening on {url}");
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
@@ -65,6 +69,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut writer = tokio::spawn(stdio::write_stdout(out_rx));
     let mode = if args.echo {
+        tokio::spawn(stdio::ignore_stdin());
         Mode::Echo
     } else if !args.command.is_empty() {
         Mode::Exec(args.command.clone())

@@ -2,9 +2,9 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::cli::Format;
 use crate::lines::{Line, read_line};
@@ -64,6 +64,9 @@ pub(super) async fn write_stdout(mut rx: mpsc::Receiver<String>) -> std::io::Res
     w.flush().await
 }
 
+/// The JSON stdin lines there are, for the errors that refuse one.
+const JSON_SHAPES: &str = r#"a line is {"data":"text"} (to every client), {"client":"ID","data":"text"}, {"client":"ID","close":true} or {"client":"ID","drop":true}"#;
+
 /// One stdin command in JSON mode.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +112,35 @@ pub(super) async fn read_stdin(server: ServerHandle, format: Format, max: usize)
             eprintln!("ssechan: stdin line {n}: {e}");
         }
     }
-    tracing::info!("stdin closed; still serving");
+    info!("stdin closed; still serving");
+}
+
+/// Echo mode has no use for stdin: says so once when something is typed,
+/// then discards the rest, so a pipe writer is not blocked either.
+pub(super) async fn ignore_stdin() {
+    // `ssechan serve --echo &` must keep serving, not be stopped for
+    // reading its terminal from the background.
+    crate::sys::never_stop_on_terminal_read();
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 8192];
+    let mut told = false;
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) if !told => {
+                told = true;
+                eprintln!(
+                    "ssechan: stdin is not used with --echo (every message goes back to its sender); input ignored"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!("stdin not read further: {e}");
+                return;
+            }
+        }
+    }
+    info!("stdin closed; still serving");
 }
 
 fn broadcast(server: &ServerHandle, message: &str) -> Result<(), String> {
@@ -123,12 +154,13 @@ fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
     if line.trim().is_empty() {
         return Ok(());
     }
-    let cmd: Command = serde_json::from_str(line).map_err(|e| format!("bad JSON command: {e}"))?;
+    let cmd: Command =
+        serde_json::from_str(line).map_err(|e| format!("bad JSON command ({e}): {JSON_SHAPES}"))?;
     let actions = usize::from(cmd.data.is_some()) + usize::from(cmd.close) + usize::from(cmd.drop);
     if actions != 1 {
-        return Err(
-            "a command needs exactly one of \"data\", \"close\": true, \"drop\": true".into()
-        );
+        return Err(format!(
+            "a command needs exactly one of \"data\", \"close\": true, \"drop\": true: {JSON_SHAPES}"
+        ));
     }
     let Some(client) = cmd.client else {
         return match cmd.data {

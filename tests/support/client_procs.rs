@@ -171,6 +171,14 @@ impl Proc {
         }
     }
 
+    /// Sends a signal (e.g. `libc::SIGUSR1`) to the child.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -253,6 +261,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     /// When its head had arrived.
     pub at: Instant,
+    /// The body, when a Content-Length announced one.
+    pub body: String,
 }
 
 impl Seen {
@@ -290,7 +300,12 @@ impl SseServer {
                 let head = if read_first {
                     read_head(&mut stream)
                 } else {
-                    Seen { request_line: String::new(), headers: Vec::new(), at: Instant::now() }
+                    Seen {
+                        request_line: String::new(),
+                        headers: Vec::new(),
+                        at: Instant::now(),
+                        body: String::new(),
+                    }
                 };
                 log.lock().unwrap().push(head);
                 let resp = responses.get(n).or(responses.last()).cloned().unwrap_or_default();
@@ -333,9 +348,64 @@ fn read_head(stream: &mut std::net::TcpStream) -> Seen {
     let text = String::from_utf8_lossy(&buf);
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("").to_owned();
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Seen { request_line, headers, at: Instant::now() }
+    let at = Instant::now();
+    let len = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len.min(1 << 20)];
+    let _ = stream.read_exact(&mut body);
+    Seen { request_line, headers, at, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// A plain SSE endpoint (not a channel): every GET gets a stream of named
+/// `tick` events, one every 50 ms, for good; every POST gets 501, as
+/// most web servers answer a method they do not serve.
+pub struct PlainSse {
+    pub url: String,
+    pub posts: Arc<Mutex<u64>>,
+}
+
+impl PlainSse {
+    pub fn start() -> PlainSse {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let posts = Arc::new(Mutex::new(0));
+        let count = posts.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let count = count.clone();
+                thread::spawn(move || {
+                    let seen = read_head(&mut stream);
+                    if seen.request_line.starts_with("POST") {
+                        *count.lock().unwrap() += 1;
+                        let page = "<html><body>501 Not Implemented</body></html>";
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                            page.len()
+                        );
+                        return;
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+                    );
+                    for n in 1.. {
+                        let ev = format!("event: tick\nid: {n}\ndata: {n}\n\n");
+                        if stream.write_all(ev.as_bytes()).is_err() {
+                            return;
+                        }
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                });
+            }
+        });
+        PlainSse { url, posts }
+    }
 }
