@@ -325,6 +325,7 @@ pub enum BenchMode {
 #[derive(Debug, Args, Clone)]
 #[command(
     args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
     after_help = "\
 Exit status:
   0  every check passed

@@ -1621,3 +1621,26 @@ async fn the_default_run_is_long_enough_and_says_how_long() {
         assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_replays_what_connect_recorded() {
+    // The real thing end to end: `connect --record` a session against an
+    // echo server, then replay it with 5 clients.
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session.jsonl");
+    let file = file.to_str().unwrap();
+    let rec = ssechan(
+        &["connect", "--record", file, "--count", "3", "--wait", "100ms", &url],
+        &[],
+        Some("alpha\nbeta\ngamma\n".into()),
+    )
+    .await;
+    assert_eq!(rec.code, 0, "{}", rec.stderr);
+    let r = bench(&["--scenario", file, "-c", "5", "--speed", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let sc = &v["scenario"];
+    assert_eq!((sc["sends"].as_u64(), sc["steps"].as_u64()), (Some(3), Some(3)), "{v}");
+    assert_eq!((sc["matched"].as_u64(), u(&v, "received")), (Some(5), 15), "{v}");
+}
