@@ -101,7 +101,7 @@ fi
 if want shards; then
   # 40,000 clients at SHARD_RATE msgs/s in total: 4 serve processes, 4
   # bench shards started together by --start-at, then one merged report.
-  rate=${SHARD_RATE:-20000}
+  rate=${SHARD_RATE:-4000}
   pids=()
   for i in 1 2 3 4; do
     start_server --echo --keep-alive 30s
