@@ -539,7 +539,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-client-id --max-incoming --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -570,6 +570,10 @@ _ssechan() {
                     return 0
                     ;;
                 --allow-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -605,11 +609,39 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-client-id)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --max-incoming)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-incoming-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-incoming-total)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-closed-ids-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --accept-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,17 +40,25 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d '
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reconnect delay told to clients with `retry:` at stream start' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed CORS origin (repeatable); every origin is allowed when none is given' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server\'s own' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-bytes -d 'Bytes of out-of-order messages held per client (else 429)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-queue -d 'Messages queued per client before it is disconnected as a slow consumer' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-queue-bytes -d 'Bytes queued per client before it is disconnected as a slow consumer' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay -d 'Recent events kept per client for Last-Event-ID replay' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay-bytes -d 'Bytes of recent events kept per client for replay' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-clients -d 'Clients at once (suspended ones count); more get 503' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay-bytes -d 'Bytes of recent events kept per client for replay (each event counts 48 bytes more); the kernel send buffer is an eighth of it' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-clients -d 'Clients at once (suspended ones count); more get 503. Default: what the open-file limit allows' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-connections -d 'TCP connections at once; more get an immediate 503. Default: the open-file limit less a reserve' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-client-id -d 'Longest accepted sseClientId, in bytes' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-incoming -d 'Received messages waiting for stdout (or the process) per client; POSTs wait while full' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-incoming-bytes -d 'Bytes of received messages waiting per client, bodies being read included; likewise' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-incoming-total -d 'Bytes of incoming messages held over all clients; past it POSTs get 503' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-closed-ids-bytes -d 'Bytes remembered of closed client ids (next messageId, acknowledged out-of-order messages); the oldest are forgotten first' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l accept-queue -d 'New connections waiting for the server to take them; more get 503' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l request-timeout -d 'Time for a request head, a POST body, and a POST waiting for room' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l write-timeout -d 'A write to a client that makes no progress this long ends its connection' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'

@@ -166,9 +166,16 @@ pub struct ServeArgs {
     /// Send every message back to the client that sent it; stdin/stdout carry no data.
     #[arg(long, conflicts_with = "command")]
     pub echo: bool,
-    /// Allowed CORS origin (repeatable); every origin is allowed when none is given.
+    /// Allowed browser origin (repeatable; `*` for any, `null` only if
+    /// listed). Default: any origin, but with a COMMAND only the server's
+    /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Host name answered besides loopback ones (repeatable; `*` for any).
+    /// A loopback listener answers only loopback names by default (against
+    /// DNS rebinding); another answers any host unless this is given.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
     /// Largest message (POST body); larger ones get 413.
     #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
     pub max_message_size: usize,
@@ -185,20 +192,45 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_size, default_value = "16M", value_name = "BYTES")]
     pub max_queue_bytes: usize,
     /// Recent events kept per client for Last-Event-ID replay.
-    #[arg(long, default_value_t = 1024, value_name = "EVENTS")]
+    #[arg(long, default_value_t = 16_384, value_name = "EVENTS")]
     pub replay: usize,
-    /// Bytes of recent events kept per client for replay.
+    /// Bytes of recent events kept per client for replay (each event counts
+    /// 48 bytes more); the kernel send buffer is an eighth of it.
     #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
     pub replay_bytes: usize,
-    /// Clients at once (suspended ones count); more get 503.
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub max_clients: usize,
+    /// Clients at once (suspended ones count); more get 503. Default: what
+    /// the open-file limit allows.
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<usize>,
+    /// TCP connections at once; more get an immediate 503. Default: the
+    /// open-file limit less a reserve.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Longest accepted sseClientId, in bytes.
     #[arg(long, default_value_t = 256, value_name = "BYTES")]
     pub max_client_id: usize,
     /// Received messages waiting for stdout (or the process) per client; POSTs wait while full.
     #[arg(long, default_value_t = 4096, value_name = "MESSAGES")]
     pub max_incoming: usize,
+    /// Bytes of received messages waiting per client, bodies being read included; likewise.
+    #[arg(long, value_parser = parse_size, default_value = "16M", value_name = "BYTES")]
+    pub max_incoming_bytes: usize,
+    /// Bytes of incoming messages held over all clients; past it POSTs get 503.
+    #[arg(long, value_parser = parse_size, default_value = "256M", value_name = "BYTES")]
+    pub max_incoming_total: usize,
+    /// Bytes remembered of closed client ids (next messageId, acknowledged
+    /// out-of-order messages); the oldest are forgotten first.
+    #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "BYTES")]
+    pub max_closed_ids_bytes: usize,
+    /// New connections waiting for the server to take them; more get 503.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub accept_queue: usize,
+    /// Time for a request head, a POST body, and a POST waiting for room.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// A write to a client that makes no progress this long ends its connection.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub write_timeout: Duration,
     /// Program (and arguments) to run for each client: its stdin gets the
     /// client's messages, one per line; each line it prints is sent to the client.
     #[arg(last = true, value_name = "COMMAND")]

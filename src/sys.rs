@@ -41,6 +41,47 @@ pub fn raise_open_file_limit(need: u64) -> u64 {
     u64::MAX
 }
 
+/// The soft open-file limit in force (`u64::MAX` where it cannot be read).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+pub fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return u64::MAX;
+        }
+        lim.rlim_cur as u64
+    }
+    #[cfg(not(unix))]
+    u64::MAX
+}
+
+/// Asks for a kernel send buffer of `bytes` on `socket` (Linux doubles it
+/// for bookkeeping). A fixed size also stops the kernel from growing it to
+/// megabytes for a fast reader, which a dying connection would swallow.
+pub fn set_send_buffer(socket: &tokio::net::TcpStream, bytes: usize) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads `size` for the length we pass; the fd is
+        // open for as long as `socket` is borrowed.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            tracing::debug!("SO_SNDBUF: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// Makes a read of the terminal from a background job fail (EIO) instead
 /// of stopping the whole process (SIGTTIN): for a reader of stdin that is
 /// not essential, such as `serve --echo`'s, run as `ssechan serve --echo &`.

@@ -163,6 +163,18 @@ fn typing_survives_an_incoming_message_and_status_and_quit_work() {
     s.enter("ne, finished");
     assert_eq!(serve.messages(1), ["partial line, finished"], "the typed line arrives whole");
 
+    // The server has the message; the POST's answer may still be on its way.
+    for attempt in 0.. {
+        s.enter("/status");
+        s.expect("sent:          1 (acknowledged ");
+        let end = s.find(", refused 0)", s.pos);
+        let acked = String::from_utf8_lossy(&s.seen[s.pos..end]).into_owned();
+        s.pos = end;
+        if acked == "1" {
+            break;
+        }
+        assert!(attempt < 100, "the POST was never acknowledged");
+    }
     s.enter("/status");
     s.expect(&format!("client id:     {id}"));
     s.expect("state:         open");

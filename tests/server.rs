@@ -59,7 +59,7 @@ async fn host_is_the_origin_when_origin_is_missing() {
 #[tokio::test]
 async fn origin_allow_list() {
     let config = ServerConfig {
-        allowed_origins: Some(vec!["http://good.example".into()]),
+        origins: ssechan::server::OriginPolicy::List(vec!["http://good.example".into()]),
         ..ServerConfig::default()
     };
     let server = server(config).await;
@@ -96,7 +96,7 @@ async fn preflight() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let h = r.headers();
-    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST, DELETE");
     assert_eq!(h["access-control-allow-headers"], "content-type, x-custom");
     assert_eq!(h["access-control-allow-origin"], "http://app.example");
     assert_eq!(h["access-control-allow-credentials"], "true");
@@ -109,10 +109,10 @@ async fn routing_errors() {
     let base = url.trim_end_matches("/sse");
     let r = http().get(format!("{base}/other?sseClientId=a")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
         let r = http().request(method.clone(), &url).send().await.unwrap();
         assert_eq!(r.status(), 405, "{method}");
-        assert_eq!(r.headers()["allow"], "GET, POST, OPTIONS");
+        assert_eq!(r.headers()["allow"], "GET, HEAD, POST, DELETE, OPTIONS");
     }
     let r = http()
         .get(format!("{url}?sseClientId=a"))
@@ -263,70 +263,12 @@ async fn a_thousand_messages_in_order_with_ids() {
 }
 
 #[tokio::test]
-async fn resume_within_keep_alive_replays_from_last_event_id() {
-    let mut server = server(keep_alive(5000)).await;
-    let url = server.url();
-    let mut s = open(&url, "r", None).await;
-    let mut conn = server.accept().await.unwrap();
-    for i in 1..=5 {
-        conn.send(&format!("m{i}")).unwrap();
-    }
-    // The client processed only up to id 3 before its connection died.
-    let got = s.msgs(5).await;
-    assert_eq!(got[2].id, 3);
-    drop(s);
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
-    conn.send("m6").unwrap(); // queued while suspended
-    let mut s = open(&url, "r", Some(3)).await;
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
-    let got: Vec<(u64, String)> = s.msgs(3).await.into_iter().map(|m| (m.id, m.data)).collect();
-    assert_eq!(got, [(4, "m4".into()), (5, "m5".into()), (6, "m6".into())]);
-    // POSTs go on as before.
-    assert_eq!(post(&http(), &url, "r", 0, "up").await, 200);
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("up".into()));
-}
-
-#[tokio::test]
-async fn resume_without_last_event_id_continues_with_the_queue() {
-    let mut server = server(keep_alive(5000)).await;
-    let url = server.url();
-    let mut s = open(&url, "r2", None).await;
-    let mut conn = server.accept().await.unwrap();
-    conn.send("a").unwrap();
-    assert_eq!(s.next_msg().await.data, "a");
-    drop(s);
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
-    conn.send("b").unwrap();
-    conn.send("c").unwrap();
-    let mut s = open(&url, "r2", None).await;
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
-    let got = s.msgs(2).await;
-    assert_eq!(got, [Msg { id: 2, data: "b".into() }, Msg { id: 3, data: "c".into() }]);
-}
-
-#[tokio::test]
 async fn last_event_id_on_a_new_connection_is_ignored() {
     let mut server = server(keep_alive(5000)).await;
     let mut s = open(&server.url(), "fresh", Some(40)).await;
     let conn = server.accept().await.unwrap();
     conn.send("x").unwrap();
     assert_eq!(s.next_msg().await, Msg { id: 1, data: "x".into() });
-}
-
-#[tokio::test]
-async fn a_second_stream_takes_over() {
-    let mut server = server(keep_alive(5000)).await;
-    let url = server.url();
-    let mut old = open(&url, "t", None).await;
-    let mut conn = server.accept().await.unwrap();
-    conn.send("one").unwrap();
-    assert_eq!(old.next_msg().await.data, "one");
-    let mut new = open(&url, "t", Some(1)).await;
-    assert!(old.until_end().await.is_empty(), "old stream ends without events");
-    conn.send("two").unwrap();
-    assert_eq!(new.next_msg().await, Msg { id: 2, data: "two".into() });
-    // The application saw no disconnect.
-    assert!(tokio::time::timeout(Duration::from_millis(200), conn.recv()).await.is_err());
 }
 
 #[tokio::test]
@@ -365,80 +307,6 @@ async fn without_keep_alive_a_lost_stream_closes_at_once() {
         ConnectionEvent::Closed(info) => assert_eq!(info.reason, CloseReason::StreamEnded),
         e => panic!("{e:?}"),
     }
-}
-
-#[tokio::test]
-async fn peer_eof_is_noticed_without_writes() {
-    // No heartbeat and nothing to send: only the read side can tell.
-    let mut server = server(ServerConfig { heartbeat: None, ..keep_alive(60_000) }).await;
-    let addr = server.local_addr();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(
-        b"GET /sse?sseClientId=eof HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = [0u8; 512];
-    let n = tcp.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    let mut conn = server.accept().await.unwrap();
-    drop(tcp);
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
-}
-
-#[tokio::test]
-async fn control_close_ends_the_connection() {
-    let mut server = server(keep_alive(5000)).await;
-    let url = server.url();
-    let mut s = open(&url, "cc", None).await;
-    let mut conn = server.accept().await.unwrap();
-    conn.send("bye soon").unwrap();
-    conn.close();
-    let events = s.until_end().await;
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1].event, "control");
-    assert_eq!(events[1].data, "close");
-    match next_event(&mut conn).await {
-        ConnectionEvent::Closed(info) => assert_eq!(
-            info,
-            ssechan::server::CloseInfo { reason: CloseReason::Closed, undelivered: 0 }
-        ),
-        e => panic!("{e:?}"),
-    }
-    let (status, _) = post_raw(&url, "sseClientId=cc", "\"x\"").await;
-    assert_eq!(status, 404);
-}
-
-#[tokio::test]
-async fn drop_stream_ends_without_control_and_resumes() {
-    let mut server = server(keep_alive(5000)).await;
-    let url = server.url();
-    let mut s = open(&url, "dr", None).await;
-    let mut conn = server.accept().await.unwrap();
-    conn.send("a").unwrap();
-    assert_eq!(s.next_msg().await.data, "a");
-    conn.drop_stream();
-    assert!(s.until_end().await.is_empty(), "no control event");
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
-    conn.send("b").unwrap();
-    let mut s = open(&url, "dr", Some(1)).await;
-    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
-    assert_eq!(s.next_msg().await, Msg { id: 2, data: "b".into() });
-}
-
-#[tokio::test]
-async fn heartbeat_on_idle_streams() {
-    let mut server = server(ServerConfig {
-        heartbeat: Some(Duration::from_millis(100)),
-        ..ServerConfig::default()
-    })
-    .await;
-    let mut s = open(&server.url(), "hb", None).await;
-    let _conn = server.accept().await.unwrap();
-    assert!(s.next_event(Duration::from_millis(600)).await.is_none());
-    assert!(s.comments.len() >= 2, "{:?}", s.comments);
-    assert!(s.comments.iter().all(|c| c == " ping"));
 }
 
 #[tokio::test]
@@ -500,47 +368,13 @@ async fn a_suspended_client_past_its_queue_bound_is_dropped() {
 }
 
 #[tokio::test]
-async fn a_reader_that_stops_reading_is_disconnected() {
-    let mut server = server(ServerConfig {
-        limits: Limits { outgoing_bytes: 1 << 20, ..Limits::default() },
-        ..ServerConfig::default()
-    })
-    .await;
-    let addr = server.local_addr();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    tcp.write_all(b"GET /sse?sseClientId=stuck HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut conn = server.accept().await.unwrap();
-    let big = "z".repeat(64 * 1024);
-    let mut sent = 0usize;
-    let outcome = loop {
-        match conn.send(&big) {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
-        }
-        assert!(sent < 10_000, "640 MB queued without a disconnect");
-        if sent.is_multiple_of(16) {
-            tokio::task::yield_now().await; // let hyper write what the socket takes
-        }
-    };
-    assert_eq!(outcome, ssechan::server::SendError::SlowConsumer);
-    loop {
-        if let ConnectionEvent::Closed(info) = next_event(&mut conn).await {
-            assert_eq!(info.reason, CloseReason::SlowConsumer);
-            assert!(info.undelivered >= 1);
-            break;
-        }
-    }
-}
-
-#[tokio::test]
 async fn broadcast_reaches_every_live_client() {
     let mut server = server(keep_alive(5000)).await;
     let url = server.url();
     let mut a = open(&url, "a", None).await;
     let mut b = open(&url, "b", None).await;
     let _ = (server.accept().await.unwrap(), server.accept().await.unwrap());
-    assert_eq!(server.handle().broadcast("all"), 2);
+    assert_eq!(server.handle().broadcast("all").await, 2);
     assert_eq!(a.next_msg().await.data, "all");
     assert_eq!(b.next_msg().await.data, "all");
 }
@@ -629,7 +463,7 @@ async fn a_fresh_connection_streams_close_delimited() {
     let mut server = server(ServerConfig::default()).await;
     let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     tcp.write_all(
-        b"GET /sse?sseClientId=d HTTP/1.1\r\nHost: h\r\nOrigin: http://o.example\r\n\r\n",
+        b"GET /sse?sseClientId=d HTTP/1.1\r\nHost: localhost\r\nOrigin: http://o.example\r\n\r\n",
     )
     .await
     .unwrap();
@@ -661,13 +495,15 @@ async fn a_stream_after_a_post_on_a_kept_alive_connection() {
     use tokio::io::AsyncWriteExt;
     let mut server = server(ServerConfig::default()).await;
     let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
-    tcp.write_all(b"POST /sse?sseClientId=k HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n\"a\"")
-        .await
-        .unwrap();
+    tcp.write_all(
+        b"POST /sse?sseClientId=k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\n\"a\"",
+    )
+    .await
+    .unwrap();
     let reply = read_until(&mut tcp, "unknown client id \"k\"\n").await;
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     // Same connection, now a stream: served chunked, as any HTTP/1.1 response.
-    tcp.write_all(b"GET /sse?sseClientId=k HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /sse?sseClientId=k HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let conn = server.accept().await.unwrap();
     conn.send("y").unwrap();
     let got = read_until(&mut tcp, "data: \"y\"\n\n").await;
@@ -680,7 +516,7 @@ async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     use tokio::io::AsyncWriteExt;
     let mut server = server(ServerConfig::default()).await;
     let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
-    for part in ["GET /sse?sse", "ClientId=split HT", "TP/1.1\r\nHost: h\r", "\n\r\n"] {
+    for part in ["GET /sse?sse", "ClientId=split HT", "TP/1.1\r\nHost: localhost\r", "\n\r\n"] {
         tcp.write_all(part.as_bytes()).await.unwrap();
         tcp.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -692,7 +528,7 @@ async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     // A head with bytes after it goes to hyper, which handles both requests.
     let mut tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     tcp.write_all(
-        b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /sse?sseClientId=p HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\nGET /sse?sseClientId=p HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     .await
     .unwrap();

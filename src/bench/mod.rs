@@ -738,25 +738,16 @@ struct EmbeddedServer {
 impl EmbeddedServer {
     async fn start(keep_alive: Duration) -> anyhow::Result<Self> {
         let config = ServerConfig { keep_alive: Some(keep_alive), ..ServerConfig::default() };
-        let mut server = Server::bind("127.0.0.1:0", config)
+        let server = Server::bind("127.0.0.1:0", config)
             .await
             .context("cannot start the embedded echo server")?;
         let url = server.url();
         info!(%url, "embedded echo server");
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    c = server.accept() => match c {
-                        Some(c) => { tokio::spawn(crate::serve::echo(c)); }
-                        None => break,
-                    },
-                    _ = stopped.notified() => break,
-                }
-            }
-            server.shutdown().await;
-        });
+        let task = tokio::spawn(server.run(async move { stopped.notified().await }, |c| {
+            tokio::spawn(crate::serve::echo(c));
+        }));
         Ok(Self { url, stop, task })
     }
 

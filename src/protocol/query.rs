@@ -13,6 +13,8 @@ pub enum QueryError {
     EmptyClientId,
     #[error("sseClientId is {len} bytes, over the limit of {max}")]
     ClientIdTooLong { len: usize, max: usize },
+    #[error("sseClientId contains control characters")]
+    ControlCharacters,
     #[error("messageId {0:?} is not a non-negative integer")]
     BadMessageId(String),
 }
@@ -48,6 +50,10 @@ impl ChannelQuery {
                 len: client_id.len(),
                 max: max_client_id_len,
             });
+        }
+        // They would reach logs, terminals and process environments.
+        if client_id.chars().any(char::is_control) {
+            return Err(QueryError::ControlCharacters);
         }
         let message_id = match message_id {
             None => 0,
@@ -95,6 +101,14 @@ mod tests {
             ChannelQuery::parse(Some("sseClientId=abcd"), 3),
             Err(QueryError::ClientIdTooLong { len: 4, max: 3 })
         );
+        for bad in ["a%0d%0ab", "%1b[31m", "tab%09", "del%7f", "nel%c2%85"] {
+            let q = format!("sseClientId={bad}");
+            assert_eq!(
+                ChannelQuery::parse(Some(&q), 256),
+                Err(QueryError::ControlCharacters),
+                "{bad}"
+            );
+        }
         for bad in ["-1", "+1", "x", "", "99999999999999999999999"] {
             let q = format!("sseClientId=a&messageId={bad}");
             assert!(matches!(ChannelQuery::parse(Some(&q), 256), Err(QueryError::BadMessageId(_))));

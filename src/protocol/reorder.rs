@@ -5,7 +5,7 @@
 //! bounded window of the future. Unlike package:sse, a duplicate never moves
 //! the counter backwards, which is what makes a client's retry safe.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// What [`ReorderBuffer::offer`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,8 @@ pub enum Offer {
 pub struct ReorderLimits {
     /// How many ids past the next expected one may be buffered.
     pub window: u64,
-    /// How many bytes of out-of-order messages may be buffered.
+    /// How many bytes of out-of-order messages may be buffered, each
+    /// counted with [`ENTRY_OVERHEAD`].
     pub max_bytes: usize,
 }
 
@@ -38,13 +39,22 @@ impl Default for ReorderLimits {
     }
 }
 
+/// What holding one out-of-order message costs besides its bytes (the map
+/// entry and the string header), so that many tiny messages, or a single
+/// one far ahead, weigh what they really take.
+pub const ENTRY_OVERHEAD: usize = 64;
+
 /// Re-orders messages numbered 0, 1, 2… (or from any starting id).
+///
+/// Held messages live in a sparse map: a client that posts only far-ahead
+/// ids costs what it sent, not a slot per id of the window.
 #[derive(Debug)]
 pub struct ReorderBuffer<T = String> {
     /// The id the application expects next.
     next: u64,
-    /// Slot `i` holds message `next + i`, once it has arrived.
-    pending: VecDeque<Option<T>>,
+    /// Messages from the future, by id.
+    pending: BTreeMap<u64, T>,
+    /// Weight of `pending`, overhead included.
     pending_bytes: usize,
     /// Messages released in order, not yet taken by `pop_ready`.
     ready: VecDeque<T>,
@@ -73,7 +83,7 @@ impl<T: Weigh> ReorderBuffer<T> {
     pub fn new(first: u64, limits: ReorderLimits) -> Self {
         Self {
             next: first,
-            pending: VecDeque::new(),
+            pending: BTreeMap::new(),
             pending_bytes: 0,
             ready: VecDeque::new(),
             limits,
@@ -87,10 +97,11 @@ impl<T: Weigh> ReorderBuffer<T> {
 
     /// Number of out-of-order messages held.
     pub fn buffered(&self) -> usize {
-        self.pending.iter().filter(|m| m.is_some()).count()
+        self.pending.len()
     }
 
-    /// Bytes of out-of-order messages held.
+    /// Weight of the out-of-order messages held: their bytes plus
+    /// [`ENTRY_OVERHEAD`] each.
     pub fn buffered_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -104,35 +115,35 @@ impl<T: Weigh> ReorderBuffer<T> {
         if offset == 0 {
             self.ready.push_back(message);
             self.next += 1;
-            if !self.pending.is_empty() {
-                self.pending.pop_front();
-                while let Some(Some(_)) = self.pending.front() {
-                    if let Some(Some(m)) = self.pending.pop_front() {
-                        self.pending_bytes -= m.weight();
-                        self.ready.push_back(m);
-                        self.next += 1;
-                    }
-                }
-            }
+            self.release_contiguous();
             return Offer::Ready;
         }
         if offset > self.limits.window {
             return Offer::TooFarAhead;
         }
-        let slot = offset as usize;
-        if let Some(Some(_)) = self.pending.get(slot) {
+        if self.pending.contains_key(&id) {
             return Offer::Duplicate;
         }
-        let weight = message.weight();
+        let weight = message.weight() + ENTRY_OVERHEAD;
         if self.pending_bytes + weight > self.limits.max_bytes {
             return Offer::BufferFull;
         }
-        if self.pending.len() <= slot {
-            self.pending.resize_with(slot + 1, || None);
-        }
-        self.pending[slot] = Some(message);
+        self.pending.insert(id, message);
         self.pending_bytes += weight;
         Offer::Buffered
+    }
+
+    /// Moves held messages that continue the sequence to `ready`.
+    fn release_contiguous(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let m = entry.remove();
+            self.pending_bytes -= m.weight() + ENTRY_OVERHEAD;
+            self.ready.push_back(m);
+            self.next += 1;
+        }
     }
 
     /// Takes the next message released in order.
@@ -144,17 +155,9 @@ impl<T: Weigh> ReorderBuffer<T> {
     /// next expected id and it and its contiguous successors are released.
     /// Returns the id skipped to, `None` when nothing is buffered.
     pub fn skip_gap(&mut self) -> Option<u64> {
-        let offset = self.pending.iter().position(Option::is_some)?;
-        self.pending.drain(..offset);
-        self.next += offset as u64;
-        let start = self.next;
-        while let Some(Some(_)) = self.pending.front() {
-            if let Some(Some(m)) = self.pending.pop_front() {
-                self.pending_bytes -= m.weight();
-                self.ready.push_back(m);
-                self.next += 1;
-            }
-        }
+        let start = *self.pending.keys().next()?;
+        self.next = start;
+        self.release_contiguous();
         Some(start)
     }
 }
@@ -163,8 +166,9 @@ impl<T: Weigh> ReorderBuffer<T> {
 mod tests {
     use super::*;
 
+    /// Room for ten bytes of messages besides their overhead.
     fn buf() -> ReorderBuffer {
-        ReorderBuffer::new(0, ReorderLimits { window: 8, max_bytes: 10 })
+        ReorderBuffer::new(0, ReorderLimits { window: 8, max_bytes: 10 + 2 * ENTRY_OVERHEAD })
     }
 
     fn drain(b: &mut ReorderBuffer) -> Vec<String> {
@@ -214,17 +218,34 @@ mod tests {
 
     #[test]
     fn skipping_a_gap_releases_what_follows() {
-        let mut b = buf();
+        let mut b: ReorderBuffer =
+            ReorderBuffer::new(0, ReorderLimits { window: 8, max_bytes: 1000 });
         assert_eq!(b.skip_gap(), None);
         b.offer(3, "d".into());
         b.offer(4, "e".into());
         b.offer(6, "g".into());
         assert_eq!(b.skip_gap(), Some(3));
         assert_eq!(drain(&mut b), ["d", "e"]);
-        assert_eq!((b.next_id(), b.buffered(), b.buffered_bytes()), (5, 1, 1));
+        assert_eq!((b.next_id(), b.buffered(), b.buffered_bytes()), (5, 1, 1 + ENTRY_OVERHEAD));
         assert_eq!(b.offer(1, "late".into()), Offer::Duplicate);
         assert_eq!(b.offer(5, "f".into()), Offer::Ready);
         assert_eq!(drain(&mut b), ["f", "g"]);
+    }
+
+    #[test]
+    fn far_ahead_messages_cost_what_they_hold() {
+        // One message at the far edge of the window holds one entry, not a
+        // slot per id before it (a VecDeque of slots took ~98 KB here).
+        let mut b: ReorderBuffer = ReorderBuffer::new(0, ReorderLimits::default());
+        assert_eq!(b.offer(4096, "x".into()), Offer::Buffered);
+        assert_eq!((b.buffered(), b.buffered_bytes()), (1, 1 + ENTRY_OVERHEAD));
+        // Tiny messages are bounded by their overhead too.
+        let mut b: ReorderBuffer =
+            ReorderBuffer::new(0, ReorderLimits { window: 4096, max_bytes: 10 * ENTRY_OVERHEAD });
+        for id in 1..=10 {
+            assert_eq!(b.offer(id, String::new()), Offer::Buffered);
+        }
+        assert_eq!(b.offer(11, String::new()), Offer::BufferFull);
     }
 
     #[test]

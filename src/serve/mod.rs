@@ -9,51 +9,99 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc};
-use tracing::info;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
 
 use crate::cli::{Format, ServeArgs};
-use crate::server::{Limits, Server, ServerConfig};
+use crate::server::{FD_RESERVE, Limits, OriginPolicy, Server, ServerConfig};
 
-/// How long to wait for the last output lines after shutdown began.
-const FLUSH_GRACE: Duration = Duration::from_millis(400);
+/// How long to wait for the last output lines once the server has shut down.
+const FLUSH_GRACE: Duration = Duration::from_millis(300);
 
 impl ServeArgs {
-    /// The server settings these flags describe.
-    pub fn config(&self) -> ServerConfig {
+    /// The server settings these flags describe; bounds left to default are
+    /// derived from `fd_limit`, the open-file limit in force.
+    pub fn config(&self, fd_limit: u64) -> ServerConfig {
+        let exec = !self.command.is_empty();
+        // A process per client runs what the client sends: only pages of
+        // this server may drive it unless told otherwise.
+        let default_origins = if exec { OriginPolicy::SameOrigin } else { OriginPolicy::Any };
+        let limits = Limits {
+            max_message_bytes: self.max_message_size,
+            reorder_window: self.reorder_window,
+            reorder_bytes: self.reorder_bytes,
+            outgoing_messages: self.max_queue,
+            outgoing_bytes: self.max_queue_bytes,
+            replay_events: self.replay,
+            replay_bytes: self.replay_bytes,
+            max_clients: self.max_clients.unwrap_or(0),
+            max_connections: self.max_connections.unwrap_or(0),
+            max_client_id_len: self.max_client_id,
+            incoming_messages: self.max_incoming,
+            incoming_bytes: self.max_incoming_bytes,
+            incoming_total: self.max_incoming_total,
+            closed_id_bytes: self.max_closed_ids_bytes,
+            accept_queue: self.accept_queue,
+        };
         ServerConfig {
             path: self.path.clone(),
             keep_alive: self.keep_alive,
             heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
             retry: self.retry,
-            allowed_origins: (!self.allow_origins.is_empty()).then(|| self.allow_origins.clone()),
-            limits: Limits {
-                max_message_bytes: self.max_message_size,
-                reorder_window: self.reorder_window,
-                reorder_bytes: self.reorder_bytes,
-                outgoing_messages: self.max_queue,
-                outgoing_bytes: self.max_queue_bytes,
-                replay_events: self.replay,
-                replay_bytes: self.replay_bytes,
-                max_clients: self.max_clients,
-                max_client_id_len: self.max_client_id,
-                incoming_messages: self.max_incoming,
-            },
+            origins: OriginPolicy::from_list(&self.allow_origins, default_origins),
+            allowed_hosts: self.allow_hosts.clone(),
+            request_timeout: self.request_timeout,
+            write_timeout: self.write_timeout,
+            limits: limits.resolve(fd_limit, if exec { PIPES_PER_PROCESS } else { 0 }),
             ..ServerConfig::default()
         }
     }
+
+    /// One-line warnings about a configuration reachable by more than its
+    /// user: every page they visit, or everyone on their network.
+    fn warnings(&self, config: &ServerConfig) -> Vec<String> {
+        let mut w = Vec::new();
+        let any = config.origins.allows_any();
+        if !self.command.is_empty() && any {
+            w.push(
+                "--allow-origin '*' with a COMMAND: any web page the user visits can run it"
+                    .to_string(),
+            );
+        }
+        if !self.listen.ip().is_loopback() {
+            if any {
+                w.push(format!(
+                    "listening on {} with every origin allowed: any web page and anyone on the network can use the channel (narrow it with --allow-origin)",
+                    self.listen
+                ));
+            }
+            if self.allow_hosts.is_empty() {
+                w.push("any Host is answered on a non-loopback address: name yours with --allow-host against DNS rebinding".to_string());
+            }
+        }
+        w
+    }
 }
+
+/// Descriptors a process per client holds besides its client's socket.
+const PIPES_PER_PROCESS: usize = 3;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let usage = |m: String| anyhow::Error::from(crate::UsageError(m));
     if !args.path.starts_with('/') {
-        return Err(
-            crate::UsageError(format!("--path must start with '/', got {:?}", args.path)).into()
-        );
+        return Err(usage(format!("--path must start with '/', got {:?}", args.path)));
+    }
+    if args.request_timeout.is_zero() || args.write_timeout.is_zero() {
+        return Err(usage("--request-timeout and --write-timeout must be above 0".into()));
     }
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
-    crate::sys::raise_open_file_limit(args.max_clients.saturating_mul(2).saturating_add(64) as u64);
-    let server = Server::bind(args.listen, args.config()).await.map_err(|e| {
+    let need = args.max_clients.map_or(0, |n| n.saturating_mul(2).saturating_add(FD_RESERVE));
+    let fd_limit = crate::sys::raise_open_file_limit(need as u64);
+    let config = args.config(fd_limit);
+    let warnings = args.warnings(&config);
+    let server = Server::bind(args.listen, config).await.map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => " (use --listen 127.0.0.1:0 for a free port)",
             _ => "",
@@ -62,12 +110,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     let url = server.url();
     eprintln!("ssechan: listening on {url}");
+    for w in warnings {
+        warn!("{w}");
+    }
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
     if args.format == Format::Json && !args.echo {
         let _ =
             out_tx.send(serde_json::json!({"event": "listening", "url": url}).to_string()).await;
     }
-    let mut writer = tokio::spawn(stdio::write_stdout(out_rx));
+    let stdout_failed = Arc::new(Notify::new());
+    let writer = {
+        let failed = stdout_failed.clone();
+        tokio::spawn(async move {
+            let r = stdio::write_stdout(out_rx).await;
+            if r.is_err() {
+                failed.notify_one();
+            }
+            r
+        })
+    };
     let mode = if args.echo {
         tokio::spawn(stdio::ignore_stdin());
         Mode::Echo
@@ -79,30 +140,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(stdio::read_stdin(handle, args.format, max));
         Mode::Stdio(args.format)
     };
-    let stop = Arc::new(Notify::new());
-    let serving = tokio::spawn(serve_connections(
-        server,
-        mode,
-        out_tx.clone(),
-        args.max_message_size,
-        stop.clone(),
-    ));
-    drop(out_tx);
-    let mut result = Ok(());
-    tokio::select! {
-        _ = signalled => info!("shutting down"),
-        r = &mut writer => {
-            result = match r {
-                Ok(Err(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
-                _ => Ok(()),
-            };
+    let shutdown = async {
+        tokio::select! {
+            _ = signalled => info!("shutting down"),
+            _ = stdout_failed.notified() => {}
         }
+    };
+    let mut tasks = JoinSet::new();
+    let max_line = args.max_message_size;
+    server
+        .run(shutdown, |conn| {
+            while tasks.try_join_next().is_some() {}
+            match &mode {
+                Mode::Echo => tasks.spawn(echo(conn)),
+                Mode::Stdio(format) => tasks.spawn(stdio::forward(conn, *format, out_tx.clone())),
+                Mode::Exec(cmd) => tasks.spawn(exec::run(conn, cmd.clone(), max_line)),
+            };
+        })
+        .await;
+    // Every connection has had its close event: let them reach stdout.
+    drop(out_tx);
+    let flushed = async {
+        while tasks.join_next().await.is_some() {}
+        writer.await
+    };
+    match tokio::time::timeout(FLUSH_GRACE, flushed).await {
+        Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+        _ => Ok(()),
     }
-    // serve_connections owns the server: tell it to stop, then wait for it.
-    stop.notify_one();
-    let _ = serving.await;
-    let _ = tokio::time::timeout(FLUSH_GRACE, writer).await;
-    result
 }
 
 #[derive(Clone)]
@@ -110,41 +175,6 @@ enum Mode {
     Echo,
     Stdio(Format),
     Exec(Vec<String>),
-}
-
-async fn serve_connections(
-    mut server: Server,
-    mode: Mode,
-    out: mpsc::Sender<String>,
-    max_line: usize,
-    stop: Arc<Notify>,
-) {
-    loop {
-        tokio::select! {
-            conn = server.accept() => {
-                let Some(conn) = conn else { break };
-                match &mode {
-                    Mode::Echo => { tokio::spawn(echo(conn)); }
-                    Mode::Stdio(format) => { tokio::spawn(stdio::forward(conn, *format, out.clone())); }
-                    Mode::Exec(cmd) => { tokio::spawn(exec::run(conn, cmd.clone(), max_line)); }
-                }
-            }
-            _ = stop.notified() => break,
-        }
-    }
-    let handle = server.handle();
-    handle.begin_shutdown();
-    // Keep accepting so that the close events of connections opened during
-    // shutdown still reach stdout.
-    let drain = async {
-        while let Some(conn) = server.accept().await {
-            if let Mode::Stdio(format) = &mode {
-                tokio::spawn(stdio::forward(conn, *format, out.clone()));
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
-    server.shutdown().await;
 }
 
 /// Sends every message back to its sender until the connection closes.
@@ -180,24 +210,69 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
-    use crate::cli::{Cli, Command};
-    use crate::server::Limits;
+    use crate::cli::{Cli, Command, ServeArgs};
+    use crate::server::{FD_RESERVE, Limits, OriginPolicy};
 
-    fn config(args: &[&str]) -> crate::server::ServerConfig {
+    fn args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["ssechan", "serve"], args].concat()).unwrap();
         let Command::Serve(serve) = cli.command else { panic!("not serve") };
-        serve.config()
+        serve
+    }
+
+    fn config(a: &[&str]) -> crate::server::ServerConfig {
+        args(a).config(20_000)
     }
 
     #[test]
     fn defaults_are_the_protocols() {
         let c = config(&[]);
-        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits, Limits::default().resolve(20_000, 0));
+        assert_eq!(c.limits.max_clients, 20_000 - FD_RESERVE);
         assert_eq!((c.path.as_str(), c.keep_alive), ("/sse", None));
-        assert_eq!(c.heartbeat, Some(std::time::Duration::from_secs(15)));
-        assert_eq!(c.allowed_origins, None);
+        assert_eq!(c.heartbeat, Some(Duration::from_secs(15)));
+        assert_eq!(c.origins, OriginPolicy::Any);
+        assert!(c.allowed_hosts.is_empty());
+        assert_eq!(
+            (c.request_timeout, c.write_timeout),
+            (Duration::from_secs(10), Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_command_gets_same_origin_and_fewer_clients() {
+        let c = config(&["--", "cat"]);
+        assert_eq!(c.origins, OriginPolicy::SameOrigin);
+        assert_eq!(c.limits.max_clients, (20_000 - FD_RESERVE) / 4);
+        let c = config(&["--allow-origin", "*", "--", "cat"]);
+        assert_eq!(c.origins, OriginPolicy::List(vec!["*".into()]));
+    }
+
+    #[test]
+    fn risky_configurations_are_warned_about() {
+        let warnings = |a: &[&str]| {
+            let a = args(a);
+            a.warnings(&a.config(20_000))
+        };
+        assert!(warnings(&[]).is_empty());
+        assert!(warnings(&["--", "cat"]).is_empty());
+        let w = warnings(&["--allow-origin", "*", "--", "cat"]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("any web page"), "{w:?}");
+        let w = warnings(&["--listen", "0.0.0.0:8080"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        let w = warnings(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--allow-origin",
+            "https://a.test",
+            "--allow-host",
+            "a.test",
+        ]);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
@@ -209,6 +284,7 @@ mod tests {
             "--retry=250ms",
             "--allow-origin=http://a",
             "--allow-origin=http://b",
+            "--allow-host=a.test",
             "--max-message-size=2K",
             "--reorder-window=7",
             "--reorder-bytes=3K",
@@ -217,14 +293,26 @@ mod tests {
             "--replay=13",
             "--replay-bytes=5K",
             "--max-clients=17",
+            "--max-connections=29",
             "--max-client-id=19",
             "--max-incoming=23",
+            "--max-incoming-bytes=6K",
+            "--max-incoming-total=7K",
+            "--max-closed-ids-bytes=8K",
+            "--accept-queue=31",
+            "--request-timeout=3s",
+            "--write-timeout=4s",
         ]);
         assert_eq!(c.path, "/chan");
-        assert_eq!(c.keep_alive, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(c.keep_alive, Some(Duration::from_secs(30)));
         assert_eq!(c.heartbeat, None);
-        assert_eq!(c.retry, std::time::Duration::from_millis(250));
-        assert_eq!(c.allowed_origins, Some(vec!["http://a".into(), "http://b".into()]));
+        assert_eq!(c.retry, Duration::from_millis(250));
+        assert_eq!(c.origins, OriginPolicy::List(vec!["http://a".into(), "http://b".into()]));
+        assert_eq!(c.allowed_hosts, vec!["a.test".to_string()]);
+        assert_eq!(
+            (c.request_timeout, c.write_timeout),
+            (Duration::from_secs(3), Duration::from_secs(4))
+        );
         assert_eq!(
             c.limits,
             Limits {
@@ -236,8 +324,13 @@ mod tests {
                 replay_events: 13,
                 replay_bytes: 5120,
                 max_clients: 17,
+                max_connections: 29,
                 max_client_id_len: 19,
                 incoming_messages: 23,
+                incoming_bytes: 6144,
+                incoming_total: 7168,
+                closed_id_bytes: 8192,
+                accept_queue: 31,
             }
         );
     }

@@ -33,6 +33,9 @@ pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sen
             (Format::Json, ConnectionEvent::Resumed) => {
                 json!({"event": "resume", "client": id}).to_string()
             }
+            (Format::Json, ConnectionEvent::Gap { lost }) => {
+                json!({"event": "gap", "client": id, "lost": lost}).to_string()
+            }
             (Format::Json, ConnectionEvent::Closed(info)) => json!({
                 "event": "close",
                 "client": id,
@@ -105,8 +108,8 @@ pub(super) async fn read_stdin(server: ServerHandle, format: Format, max: usize)
             }
         };
         let result = match format {
-            Format::Text => broadcast(&server, &line),
-            Format::Json => json_command(&server, &line),
+            Format::Text => broadcast(&server, &line).await,
+            Format::Json => json_command(&server, &line).await,
         };
         if let Err(e) = result {
             eprintln!("ssechan: stdin line {n}: {e}");
@@ -143,14 +146,14 @@ pub(super) async fn ignore_stdin() {
     info!("stdin closed; still serving");
 }
 
-fn broadcast(server: &ServerHandle, message: &str) -> Result<(), String> {
-    match server.broadcast(message) {
+async fn broadcast(server: &ServerHandle, message: &str) -> Result<(), String> {
+    match server.broadcast(message).await {
         0 => Err("no client connected; message dropped".into()),
         _ => Ok(()),
     }
 }
 
-fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
+async fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
     if line.trim().is_empty() {
         return Ok(());
     }
@@ -164,7 +167,7 @@ fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
     }
     let Some(client) = cmd.client else {
         return match cmd.data {
-            Some(data) => broadcast(server, &data),
+            Some(data) => broadcast(server, &data).await,
             None => Err("\"close\" and \"drop\" need a \"client\"".into()),
         };
     };

@@ -1,6 +1,9 @@
-//! Server settings. Every bound of PROTOCOL.md §6 lives here with its default.
+//! Server settings. Every bound of PROTOCOL.md §6, and every bound a remote
+//! peer could otherwise push, lives here with its default.
 
 use std::time::Duration;
+
+pub use super::policy::OriginPolicy;
 
 /// How a [`crate::server::Server`] behaves.
 #[derive(Debug, Clone)]
@@ -14,9 +17,12 @@ pub struct ServerConfig {
     /// The `retry:` sent at stream start. Keep it well under 5 s: the
     /// package:sse client gives up for good 5 s after an error.
     pub retry: Duration,
-    /// Origins allowed to use the channel; `None` allows every origin, as
-    /// package:sse does.
-    pub allowed_origins: Option<Vec<String>>,
+    /// Which browser origins may use the channel.
+    pub origins: OriginPolicy,
+    /// `Host` names answered besides loopback ones (`*`: any). A loopback
+    /// listener answers only loopback names and these (against DNS
+    /// rebinding); another listener answers any host unless this is set.
+    pub allowed_hosts: Vec<String>,
     /// How long the next expected messageId of a closed client id is kept,
     /// so that a client that comes back keeps counting where it was.
     pub closed_id_memory: Duration,
@@ -26,6 +32,14 @@ pub struct ServerConfig {
     /// the new server would otherwise wait for messageId 0 forever; after
     /// this it starts from the first message it has, and logs the gap.
     pub first_message_wait: Duration,
+    /// Time a connection has for each request head, for a POST body, and
+    /// for a POST waiting for the application to make room; also how long
+    /// a connection may stay open without a first request (a silent h2c
+    /// preface).
+    pub request_timeout: Duration,
+    /// A socket write that makes no progress this long ends its connection
+    /// (a peer that stopped reading).
+    pub write_timeout: Duration,
     pub limits: Limits,
 }
 
@@ -36,9 +50,12 @@ impl Default for ServerConfig {
             keep_alive: None,
             heartbeat: Some(Duration::from_secs(15)),
             retry: Duration::from_millis(1000),
-            allowed_origins: None,
+            origins: OriginPolicy::Any,
+            allowed_hosts: Vec::new(),
             closed_id_memory: Duration::from_secs(300),
             first_message_wait: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             limits: Limits::default(),
         }
     }
@@ -51,7 +68,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How far past the next expected messageId a POST may be (else 429).
     pub reorder_window: u64,
-    /// Bytes of out-of-order messages held per connection (else 429).
+    /// Bytes of out-of-order messages held per connection (else 429), each
+    /// counted with a fixed overhead.
     pub reorder_bytes: usize,
     /// Messages queued for a connection's stream before it counts as a slow
     /// consumer and is disconnected.
@@ -60,16 +78,39 @@ pub struct Limits {
     pub outgoing_bytes: usize,
     /// Recent events kept per connection for `Last-Event-ID` replay.
     pub replay_events: usize,
-    /// Bytes of recent events kept per connection for replay.
+    /// Bytes of recent events kept per connection for replay, each counted
+    /// with a fixed overhead. The kernel send buffer of every connection is
+    /// set to an eighth of this, so that what a dying connection swallows
+    /// is still in the replay log when its client resumes.
     pub replay_bytes: usize,
-    /// Connections at once, suspended ones included (else 503).
+    /// Connections at once, suspended ones included (else 503); 0 derives
+    /// it from the open-file limit.
     pub max_clients: usize,
+    /// TCP connections at once (else an immediate 503), so that accepting
+    /// never fails for lack of descriptors; 0 derives it from the
+    /// open-file limit, keeping [`FD_RESERVE`] spare.
+    pub max_connections: usize,
     /// Longest accepted `sseClientId`, in bytes.
     pub max_client_id_len: usize,
     /// Received messages waiting for the application per connection; POSTs
     /// wait (backpressure) while it is full.
     pub incoming_messages: usize,
+    /// Bytes of received messages waiting for the application per
+    /// connection, bodies being read included; likewise.
+    pub incoming_bytes: usize,
+    /// Bytes of incoming messages held over all connections (waiting for
+    /// the application, out of order, or being read): past it POSTs get 503.
+    pub incoming_total: usize,
+    /// Bytes remembered of closed client ids (their next messageId and
+    /// acknowledged out-of-order messages); the oldest are forgotten first.
+    pub closed_id_bytes: usize,
+    /// New connections waiting for the application's `accept` (else 503).
+    pub accept_queue: usize,
 }
+
+/// Descriptors kept spare when limits are derived from the open-file limit:
+/// the listener, stdio, files, log output, and the refusals themselves.
+pub const FD_RESERVE: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -79,11 +120,68 @@ impl Default for Limits {
             reorder_bytes: 16 << 20,
             outgoing_messages: 65_536,
             outgoing_bytes: 16 << 20,
-            replay_events: 1024,
+            replay_events: 16_384,
             replay_bytes: 1 << 20,
-            max_clients: 100_000,
+            max_clients: 0,
+            max_connections: 0,
             max_client_id_len: 256,
             incoming_messages: 4096,
+            incoming_bytes: 16 << 20,
+            incoming_total: 256 << 20,
+            closed_id_bytes: 64 << 20,
+            accept_queue: 1024,
         }
+    }
+}
+
+impl Limits {
+    /// Fills in the bounds derived from `fd_limit`, the open-file limit in
+    /// force: each client holds at least one socket and `extra_fds` more
+    /// (a process per client holds three pipes).
+    pub fn resolve(mut self, fd_limit: u64, extra_fds: usize) -> Self {
+        let usable =
+            usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE).max(1);
+        if self.max_clients == 0 {
+            self.max_clients = (usable / (1 + extra_fds)).max(1);
+        }
+        if self.max_connections == 0 {
+            self.max_connections =
+                usable.saturating_sub(self.max_clients.saturating_mul(extra_fds)).max(1);
+        }
+        self
+    }
+
+    /// The kernel send buffer asked for each connection: an eighth of the
+    /// replay bytes, so the replay log covers what sits in the kernel.
+    pub fn send_buffer(&self) -> usize {
+        (self.replay_bytes / 8).clamp(8 << 10, 256 << 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_from_the_open_file_limit() {
+        let l = Limits::default().resolve(20_000, 0);
+        assert_eq!((l.max_clients, l.max_connections), (20_000 - FD_RESERVE, 20_000 - FD_RESERVE));
+        // A process per client: three pipes each.
+        let l = Limits::default().resolve(20_000, 3);
+        assert_eq!(l.max_clients, (20_000 - FD_RESERVE) / 4);
+        assert_eq!(l.max_connections, 20_000 - FD_RESERVE - 3 * l.max_clients);
+        // What is set stays.
+        let l = Limits { max_clients: 7, max_connections: 9, ..Limits::default() }.resolve(100, 3);
+        assert_eq!((l.max_clients, l.max_connections), (7, 9));
+        // No limit readable: still finite.
+        let l = Limits::default().resolve(u64::MAX, 0);
+        assert!(l.max_clients > 0 && l.max_connections > 0);
+    }
+
+    #[test]
+    fn send_buffer_follows_replay() {
+        assert_eq!(Limits::default().send_buffer(), 128 << 10);
+        assert_eq!(Limits { replay_bytes: 0, ..Limits::default() }.send_buffer(), 8 << 10);
+        assert_eq!(Limits { replay_bytes: 1 << 30, ..Limits::default() }.send_buffer(), 256 << 10);
     }
 }

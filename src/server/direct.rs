@@ -2,14 +2,14 @@
 //!
 //! An HTTP/1.1 connection in hyper keeps two 8 KiB buffers for its whole
 //! life; for tens of thousands of long-lived, write-only event streams that
-//! is most of the memory. So the accept loop reads each new connection's
-//! first request head itself: a valid channel `GET` is answered here with a
-//! close-delimited `text/event-stream` and written from the connection's
-//! queue directly; anything else (POSTs, refusals, h2c, other paths) is
-//! handed to hyper with the bytes already read put back in front.
+//! is most of the memory. So each new connection's first request head is
+//! read here: a valid channel `GET` is answered here with a close-delimited
+//! `text/event-stream` written from the channel's queue; anything else
+//! (POSTs, refusals, h2c, other paths) goes to hyper with the bytes already
+//! read put back in front. Both paths share the decisions
+//! ([`super::http::start_stream`]) and the stream policy ([`super::stream`]).
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,15 +23,14 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::ServerShared;
-use super::http::{StreamStart, start_stream};
+use super::http::{ConnCtx, StreamStart, start_stream};
+use super::stream::{GuardSlot, GuardedIo, close_delimited_head};
 
 /// Longest request head read here; a longer one goes to hyper, which
 /// answers it properly.
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed at most; more go to hyper.
 const MAX_HEADERS: usize = 64;
-/// Time a client has to send its first request head.
-pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time the control close event may take to go out.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
@@ -46,11 +45,12 @@ pub(crate) enum Routed {
 /// Reads the first request head and serves it here if it opens a stream.
 pub(crate) async fn route(
     mut tcp: TcpStream,
-    remote: SocketAddr,
+    ctx: &ConnCtx,
     shared: &Arc<ServerShared>,
 ) -> Option<Routed> {
     let mut head = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp, &mut head)).await;
+    let read =
+        tokio::time::timeout(shared.config.request_timeout, read_head(&mut tcp, &mut head)).await;
     let complete = match read {
         Err(_) | Ok(Err(_)) => return None,
         Ok(Ok(0)) => return None, // closed before sending anything
@@ -58,7 +58,7 @@ pub(crate) async fn route(
     };
     let start = match parse_stream_request(&head[..complete], &shared.config.path) {
         Some((headers, query)) if complete == head.len() => {
-            start_stream(shared, remote, &headers, query.as_deref()).ok()
+            start_stream(shared, ctx, &headers, &shared.config.path, query.as_deref()).await.ok()
         }
         _ => None,
     };
@@ -66,15 +66,15 @@ pub(crate) async fn route(
         return Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: tcp }));
     };
     drop(head);
-    write_stream(tcp, start).await;
+    write_stream(tcp, start, shared.config.write_timeout).await;
     Some(Routed::Done)
 }
 
-/// Reads until the end of the first head (`\r\n\r\n`), EOF, or
-/// [`MAX_HEAD`]. Returns the head's length, or the bytes read when there is
-/// no complete head (then everything goes to hyper).
+/// Reads until the end of the first head (as httparse sees it: `\r\n\r\n`
+/// or bare `\n\n`), EOF, or [`MAX_HEAD`]. Returns the head's length, or the
+/// bytes read when there is no complete head (then everything goes to
+/// hyper, which answers at once).
 async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut scanned = 0usize;
     loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len().min(MAX_HEAD - buf.len()).max(1));
@@ -83,28 +83,16 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> 
         if n == 0 {
             return Ok(buf.len());
         }
-        let from = scanned.saturating_sub(3);
-        if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(from + i + 4);
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut raw).parse(buf) {
+            Ok(httparse::Status::Complete(len)) => return Ok(len),
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {}
+            // TLS, garbage (or the h2c preface): hyper answers it at once.
+            Err(_) => return Ok(buf.len()),
         }
-        if !could_be_http(buf) {
-            return Ok(buf.len()); // TLS, garbage: hyper answers 400 at once
-        }
-        scanned = buf.len();
         if buf.len() >= MAX_HEAD {
             return Ok(buf.len());
         }
-    }
-}
-
-/// Whether `partial` may still become an HTTP/1 request head (or the h2c
-/// preface): not, once httparse rejects it.
-fn could_be_http(partial: &[u8]) -> bool {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut raw).parse(partial) {
-        Ok(_) => true,
-        Err(httparse::Error::TooManyHeaders) => true,
-        Err(_) => partial.starts_with(b"PRI * HTTP/2.0"),
     }
 }
 
@@ -139,32 +127,16 @@ fn parse_stream_request(head: &[u8], path: &str) -> Option<(HeaderMap, Option<St
     Some((headers, query))
 }
 
-/// The response head: like hyper's, but close-delimited, since the stream
-/// is the last thing on this connection.
-fn response_head(origin: Option<&HeaderValue>) -> Vec<u8> {
-    let mut h = Vec::with_capacity(256);
-    h.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-          x-accel-buffering: no\r\nconnection: close\r\n",
-    );
-    if let Some(origin) = origin {
-        h.extend_from_slice(
-            b"access-control-allow-credentials: true\r\naccess-control-allow-origin: ",
-        );
-        h.extend_from_slice(origin.as_bytes());
-        h.extend_from_slice(b"\r\n");
-    }
-    h.extend_from_slice(b"\r\n");
-    h
-}
-
 /// Writes the stream until it ends (closed, dropped, taken over) or the
 /// client goes away, which the read side tells at once.
-async fn write_stream(mut tcp: TcpStream, start: StreamStart) {
-    let StreamStart { mut body, origin } = start;
-    let (mut rd, mut wr) = tcp.split();
+async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Duration) {
+    let StreamStart { mut body, headers } = start;
+    let (mut rd, wr) = tcp.split();
+    let guard = GuardSlot::default();
+    guard.set(body.probe());
+    let mut wr = GuardedIo::new(wr, write_timeout, guard);
     let mut scratch = [0u8; 64];
-    if wr.write_all(&response_head(origin.as_ref())).await.is_err() {
+    if wr.write_all(&close_delimited_head(&headers)).await.is_err() {
         return;
     }
     loop {
@@ -179,20 +151,14 @@ async fn write_stream(mut tcp: TcpStream, start: StreamStart) {
         let Ok(mut data) = frame.into_data() else { continue };
         if body.is_ended() {
             // The control close: the stream is already detached, so write it
-            // without watching for that, but not forever.
-            let _ = tokio::time::timeout(FINAL_WRITE, wr.write_all_buf(&mut data)).await;
+            // past the guard, but not forever.
+            let final_write = wr.get_mut().write_all_buf(&mut data);
+            let _ = tokio::time::timeout(FINAL_WRITE, final_write).await;
             break;
         }
-        while data.has_remaining() {
-            tokio::select! {
-                r = wr.write_buf(&mut data) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
-                // A stuck socket must not keep a detached stream alive.
-                _ = std::future::poll_fn(|cx| body.poll_detached(cx)) => return,
-                r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
-            }
+        tokio::select! {
+            r = wr.write_all_buf(&mut data) => if r.is_err() { return },
+            r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
         }
     }
     let _ = wr.shutdown().await;

@@ -1,4 +1,6 @@
-//! Routing and the HTTP side of PROTOCOL.md §1–2: status codes, CORS, bodies.
+//! Routing and the HTTP side of the protocol: who may ask (Host, Origin),
+//! status codes, CORS, bodies. Every decision on channel state is the
+//! store's ([`super::store::ChannelStore`]); this module only translates.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,98 +9,128 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, info};
 
 use super::ServerShared;
-use super::body::EventStreamBody;
-use super::connection::{Conn, DeliverError};
+use super::app::RequestInfo;
+use super::policy::check_origin;
+use super::store::{Refusal, StreamRequest};
+use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
+use crate::client::escape_controls;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
 
-pub(crate) type ResponseBody = Either<Full<Bytes>, EventStreamBody>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, Empty<Bytes>>>;
 
-const ALLOW: &str = "GET, POST, OPTIONS";
+const ALLOW: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+
+/// What a request handler knows of its connection.
+#[derive(Clone)]
+pub(crate) struct ConnCtx {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// The stream whose detach ends a stuck write (HTTP/1 via hyper).
+    pub guard: GuardSlot,
+    /// HTTP/2 carries many streams: one stuck stream must not end the rest.
+    pub multiplexed: bool,
+}
 
 pub(crate) async fn handle(
     shared: Arc<ServerShared>,
-    remote: SocketAddr,
+    ctx: ConnCtx,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let method = req.method().clone();
-    // Set once the request has passed the path and origin checks: only then
-    // do refusals carry the CORS headers.
-    let mut origin = None;
-    let res = route(&shared, remote, req, &mut origin).await;
-    Ok(res.unwrap_or_else(|(status, reason)| {
-        info!(%remote, %method, "rejected: {} {reason}", status.as_u16());
-        let mut r = text(status, format!("{reason}\n"), origin.as_ref());
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    let http1 = req.version() < ::http::Version::HTTP_2;
+    // Set once the request has passed the Host and Origin checks: only
+    // then do refusals carry the CORS headers.
+    let mut cors = None;
+    let res = route(&shared, &ctx, req, &mut cors).await;
+    Ok(res.unwrap_or_else(|r| {
+        let remote = ctx.remote;
+        info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
+        let mut resp = text(r.status, format!("{}\n", r.reason), cors.as_ref());
+        if r.status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
         }
-        r
+        if r.body_unread && http1 {
+            // hyper closes such a connection after the answer; a client
+            // that pools connections must not send another request on it.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }))
 }
 
 async fn route(
     shared: &Arc<ServerShared>,
-    remote: SocketAddr,
+    ctx: &ConnCtx,
     req: Request<Incoming>,
-    origin: &mut Option<HeaderValue>,
-) -> Result<Response<ResponseBody>, Rejection> {
+    cors: &mut Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let host = request_host(&req);
+    *cors = admit(shared, ctx, req.headers(), host.as_deref())?;
     if req.uri().path() != shared.config.path {
-        return Err((StatusCode::NOT_FOUND, "not found".into()));
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
     }
-    *origin = cors_origin(shared, req.headers())
-        .map_err(|()| (StatusCode::FORBIDDEN, "origin not allowed".to_string()))?;
-    let origin = origin.as_ref();
+    let cors = cors.as_ref();
     match *req.method() {
-        Method::GET | Method::HEAD => open_stream(shared, remote, &req),
-        Method::POST => post_message(shared, req, origin).await,
-        Method::OPTIONS => Ok(preflight(&req, origin)),
-        _ => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
+        Method::GET => open_stream(shared, ctx, &req).await,
+        Method::HEAD => stream_head(shared, &req, cors),
+        Method::POST => post_message(shared, req, cors).await,
+        Method::DELETE => client_close(shared, &req, cors).await,
+        Method::OPTIONS => Ok(preflight(&req, cors)),
+        _ => Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
     }
 }
 
-type Rejection = (StatusCode, String);
-
-/// The value for `Access-Control-Allow-Origin`: the request's `Origin`, or
-/// its `Host` (Firefox omits `Origin` on some requests; package:sse does the
-/// same). `Err` when an allow-list is set and the origin is not on it.
-fn cors_origin(shared: &ServerShared, headers: &HeaderMap) -> Result<Option<HeaderValue>, ()> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if let Some(allowed) = &shared.config.allowed_origins {
-            let ok = origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o || a == "*"));
-            if !ok {
-                return Err(());
-            }
-        }
-        return Ok(Some(origin.clone()));
-    }
-    Ok(headers.get(header::HOST).cloned())
-}
-
-fn with_cors(headers: &mut HeaderMap, origin: Option<&HeaderValue>) {
-    if let Some(origin) = origin {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+/// `Host`, or the `:authority` of an HTTP/2 request.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok().map(str::to_owned),
+        None => req.uri().authority().map(|a| a.as_str().to_owned()),
     }
 }
 
-fn text(status: StatusCode, body: String, origin: Option<&HeaderValue>) -> Response<ResponseBody> {
+/// The Host and Origin checks every request passes; `Ok` with the value
+/// for `Access-Control-Allow-Origin`.
+fn admit(
+    shared: &ServerShared,
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+    host: Option<&str>,
+) -> Result<Option<HeaderValue>, Refusal> {
+    let forbidden = |why: &str| Refusal::new(StatusCode::FORBIDDEN, why);
+    shared.hosts.check(host).map_err(|why| {
+        debug!(host = %escape_controls(host.unwrap_or("")), "{why}");
+        forbidden(why)
+    })?;
+    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    let allowed = check_origin(&shared.config.origins, origin, host.map(str::as_bytes), ctx.tls)
+        .map_err(|why| {
+            let shown = String::from_utf8_lossy(origin.unwrap_or_default()).into_owned();
+            debug!(origin = %escape_controls(&shown), "{why}");
+            forbidden(why)
+        })?;
+    Ok(allowed.and_then(|v| HeaderValue::from_bytes(v).ok()))
+}
+
+fn text(status: StatusCode, body: String, cors: Option<&HeaderValue>) -> Response<ResponseBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     if status != StatusCode::OK {
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     }
-    with_cors(r.headers_mut(), origin);
+    with_cors(r.headers_mut(), cors);
     r
 }
 
-fn bad_request(e: impl std::fmt::Display) -> Rejection {
-    (StatusCode::BAD_REQUEST, e.to_string())
+fn bad_request(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -115,25 +147,24 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// A stream request that passed every check and is attached to its
-/// connection: what either stream path needs to start writing.
+/// channel: what either stream path needs to start writing.
 pub(crate) struct StreamStart {
     pub(crate) body: EventStreamBody,
-    pub(crate) origin: Option<HeaderValue>,
+    pub(crate) headers: HeaderMap,
 }
 
-/// Decides on a `GET` of the channel path, for both stream paths: checks
-/// origin, `Accept` and query, then attaches (resume, takeover) or creates
-/// the connection. No side effect unless it returns `Ok`.
-pub(crate) fn start_stream(
-    shared: &Arc<ServerShared>,
-    remote: SocketAddr,
+/// The checks of a channel `GET` or `HEAD` short of the store: `Ok` with
+/// the client id and `Last-Event-ID`.
+fn check_stream_request(
+    shared: &ServerShared,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<StreamStart, Rejection> {
-    let origin = cors_origin(shared, headers)
-        .map_err(|()| (StatusCode::FORBIDDEN, "origin not allowed".to_string()))?;
+) -> Result<(String, Option<u64>), Refusal> {
     if !accepts_event_stream(headers) {
-        return Err((StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream".into()));
+        return Err(Refusal::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Accept must include text/event-stream",
+        ));
     }
     let q =
         ChannelQuery::parse(query, shared.config.limits.max_client_id_len).map_err(bad_request)?;
@@ -141,88 +172,91 @@ pub(crate) fn start_stream(
         let v = v.to_str().ok()?.trim();
         let parsed = v.parse::<u64>().ok();
         if parsed.is_none() {
-            debug!(client = %q.client_id, "ignoring non-numeric Last-Event-ID {v:?}");
+            debug!(client = %q.client_id, "ignoring non-numeric Last-Event-ID {:?}", escape_controls(v));
         }
         parsed
     });
-    if shared.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down".into()));
-    }
-    let (conn, generation) = attach_or_create(shared, remote, q.client_id, last_event_id)?;
+    Ok((q.client_id, last_event_id))
+}
+
+/// Decides on a `GET` of the channel path, for both stream paths, and
+/// attaches (resume, takeover) or opens the channel. No side effect unless
+/// it returns `Ok`.
+pub(crate) async fn start_stream(
+    shared: &Arc<ServerShared>,
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Result<StreamStart, Refusal> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let cors = admit(shared, ctx, headers, host)?;
+    let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
+    let text = |name: header::HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    let info = RequestInfo {
+        remote: ctx.remote,
+        local: ctx.local,
+        host: host.map(str::to_owned),
+        path: path.to_owned(),
+        query: query.map(str::to_owned),
+        origin: text(header::ORIGIN),
+        user_agent: text(header::USER_AGENT),
+    };
+    let source = shared.store.open_stream(StreamRequest { client_id, last_event_id, info }).await?;
     let body = EventStreamBody::new(
-        conn,
-        generation,
+        source,
         retry_event(shared.config.retry.as_millis() as u64),
         shared.config.heartbeat,
     );
-    Ok(StreamStart { body, origin })
+    Ok(StreamStart { body, headers: stream_headers(cors.as_ref()) })
 }
 
-fn open_stream(
+async fn open_stream(
     shared: &Arc<ServerShared>,
-    remote: SocketAddr,
+    ctx: &ConnCtx,
     req: &Request<Incoming>,
-) -> Result<Response<ResponseBody>, Rejection> {
-    let StreamStart { body, origin } =
-        start_stream(shared, remote, req.headers(), req.uri().query())?;
-    let mut r = Response::new(Either::Right(body));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    with_cors(h, origin.as_ref());
+) -> Result<Response<ResponseBody>, Refusal> {
+    let mut headers = req.headers().clone();
+    // HTTP/2 names the host in `:authority`: one place to look for both.
+    let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let (false, Some(a)) = (headers.contains_key(header::HOST), authority) {
+        headers.insert(header::HOST, a);
+    }
+    let StreamStart { body, headers } =
+        start_stream(shared, ctx, &headers, req.uri().path(), req.uri().query()).await?;
+    if !ctx.multiplexed {
+        ctx.guard.set(body.probe());
+    }
+    let mut r = Response::new(Either::Right(Either::Left(body)));
+    *r.headers_mut() = headers;
     Ok(r)
 }
 
-fn attach_or_create(
-    shared: &Arc<ServerShared>,
-    remote: SocketAddr,
-    client_id: String,
-    last_event_id: Option<u64>,
-) -> Result<(Arc<Conn>, u64), Rejection> {
-    let mut reg = shared.lock_registry();
-    if let Some(conn) = reg.live.get(client_id.as_str()).cloned() {
-        if let Some(generation) = conn.attach(last_event_id) {
-            return Ok((conn, generation));
-        }
-        // Closing: it leaves the registry by itself; start afresh.
-        reg.live.remove(client_id.as_str());
-    }
-    if reg.live.len() >= shared.config.limits.max_clients {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many clients (limit {})", shared.config.limits.max_clients),
-        ));
-    }
-    let id: Arc<str> = Arc::from(client_id);
-    let remembered = reg.closed.remove(&id).map(|(_, r)| r);
-    if let Some(r) = &remembered {
-        reg.closed_bytes -= r.buffered_bytes();
-    }
-    let first = remembered.as_ref().map_or(0, |r| r.next_id());
-    let (conn, app) = Conn::new(id.clone(), remote, shared, remembered);
-    let Some(generation) = conn.attach(None) else {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "connection closed".into()));
-    };
-    reg.live.insert(id.clone(), conn.clone());
-    drop(reg);
-    info!(client = %id, %remote, first_message_id = first, "connected");
-    if shared.accept_tx.send(app).is_err() {
-        debug!(client = %id, "no one is accepting connections");
-    }
-    Ok((conn, generation))
+/// `HEAD`: the headers a `GET` would get, with no side effect at all (it
+/// neither opens, resumes nor takes over a stream).
+fn stream_head(
+    shared: &ServerShared,
+    req: &Request<Incoming>,
+    cors: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    check_stream_request(shared, req.headers(), req.uri().query())?;
+    let mut r = Response::new(Either::Right(Either::Right(Empty::new())));
+    *r.headers_mut() = stream_headers(cors);
+    Ok(r)
 }
 
 async fn post_message(
     shared: &Arc<ServerShared>,
     req: Request<Incoming>,
-    origin: Option<&HeaderValue>,
-) -> Result<Response<ResponseBody>, Rejection> {
+    cors: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Refusal> {
     let limits = shared.config.limits;
-    let q =
-        ChannelQuery::parse(req.uri().query(), limits.max_client_id_len).map_err(bad_request)?;
+    let q = ChannelQuery::parse(req.uri().query(), limits.max_client_id_len)
+        .map_err(|e| bad_request(e).body_unread())?;
     let too_large = || {
-        (
+        Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("message body over the limit of {} bytes", limits.max_message_bytes),
         )
@@ -233,46 +267,54 @@ async fn post_message(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_message_bytes as u64) {
-        return Err(too_large());
+        return Err(too_large().body_unread());
     }
-    let conn = shared.lock_registry().live.get(q.client_id.as_str()).cloned();
-    let Some(conn) = conn else {
-        return Err((StatusCode::NOT_FOUND, format!("unknown client id {:?}", q.client_id)));
-    };
-    let body = match Limited::new(req.into_body(), limits.max_message_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(bad_request(format!("failed to read body: {e}"))),
+    // Room first, body second: a POST waiting for a slow application holds
+    // its headers, not its body.
+    let charge = declared.map_or(limits.max_message_bytes, |n| n as usize);
+    let slot = shared.store.reserve(&q.client_id, charge).await.map_err(Refusal::body_unread)?;
+    let timeout = shared.config.request_timeout;
+    let read = Limited::new(req.into_body(), limits.max_message_bytes).collect();
+    let body = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(too_large().body_unread());
+        }
+        Ok(Err(e)) => return Err(bad_request(format!("failed to read body: {e}")).body_unread()),
+        Err(_) => {
+            let why = format!("body not received within {timeout:?}");
+            return Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread());
+        }
     };
     let message = decode_message_body(&body).map_err(bad_request)?;
-    match conn.deliver(q.message_id, message).await {
-        Ok(_) => Ok(text(StatusCode::OK, String::new(), origin)),
-        Err(DeliverError::TooFarAhead { next, window }) => Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "messageId {} is more than {window} ahead of the next expected id {next}",
-                q.message_id
-            ),
-        )),
-        Err(DeliverError::BufferFull { bytes }) => Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("re-order buffer full ({bytes} bytes waiting for earlier messages)"),
-        )),
-        Err(DeliverError::Closed) => {
-            Err((StatusCode::NOT_FOUND, format!("client id {:?} is closed", q.client_id)))
-        }
-    }
+    slot.deliver(q.message_id, message).await?;
+    Ok(text(StatusCode::OK, String::new(), cors))
 }
 
-fn preflight(req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<ResponseBody> {
+/// `DELETE`: the client leaves for good (an ssechan extension; package:sse
+/// clients just stop, which looks like a lost stream).
+async fn client_close(
+    shared: &Arc<ServerShared>,
+    req: &Request<Incoming>,
+    cors: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let q = ChannelQuery::parse(req.uri().query(), shared.config.limits.max_client_id_len)
+        .map_err(bad_request)?;
+    shared.store.client_closed(&q.client_id).await?;
+    let mut r = text(StatusCode::NO_CONTENT, String::new(), cors);
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    Ok(r)
+}
+
+fn preflight(req: &Request<Incoming>, cors: Option<&HeaderValue>) -> Response<ResponseBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE"));
     if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
     }
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    with_cors(h, origin);
+    with_cors(h, cors);
     r
 }

@@ -1,45 +1,69 @@
-//! The channel server: accept loop, routing, connections and keep-alive.
+//! The channel server.
 //!
-//! [`Server::bind`] starts serving at once; the application takes new
-//! connections with [`Server::accept`] and talks to each through its
-//! [`Connection`], or to all at once through a [`ServerHandle`].
+//! Where a byte enters, is decided on, and leaves:
+//! - [`Server::bind`] listens; the accept loop (here) bounds connections
+//!   and hands each to [`direct`] (a fresh channel `GET`, written without
+//!   hyper) or to hyper and [`http`] (everything else).
+//! - [`http`] decides who may ask (`Host`, `Origin`: [`policy`]) and maps
+//!   requests to the [`store`] seam, whose in-process implementation is
+//!   [`memory`]: a registry of [`channel`] state machines.
+//! - Streams leave through [`stream`], one policy for both paths.
+//!
+//! The application takes new connections with [`Server::accept`] (or
+//! [`Server::run`]) and talks to each through its [`Connection`], or to
+//! all at once through a [`ServerHandle`].
 
-mod body;
+mod app;
+mod channel;
 mod config;
-mod connection;
+mod deadlines;
 mod direct;
 mod http;
+mod memory;
+mod policy;
+mod store;
+mod stream;
 
-use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use config::{Limits, ServerConfig};
-pub use connection::{
-    CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, SendError,
+pub use app::{
+    CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
+pub use config::{FD_RESERVE, Limits, OriginPolicy, ServerConfig};
+pub use store::Counts;
 
-use crate::protocol::reorder::ReorderBuffer;
-use connection::Conn;
+use channel::Settings;
+use memory::{MemoryConfig, MemoryStore};
+use policy::HostPolicy;
+use store::ChannelStore;
+use stream::{GuardSlot, GuardedIo};
 
-/// How long shutdown waits for streams to flush their close event.
+/// How long shutdown waits for streams to flush their close event before
+/// closing the rest at once.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Then how long hyper's connections get to finish.
+const HYPER_GRACE: Duration = Duration::from_millis(300);
+/// Largest batch of events handed to a stream at once.
+const MAX_FRAME: usize = 256 * 1024;
 
 /// A running channel server.
 pub struct Server {
     handle: ServerHandle,
     local_addr: SocketAddr,
-    accept_rx: mpsc::UnboundedReceiver<Connection>,
+    accept_rx: mpsc::Receiver<Connection>,
     accept_task: JoinHandle<()>,
 }
 
@@ -51,12 +75,12 @@ pub struct ServerHandle {
 
 pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
-    pub(crate) runtime: tokio::runtime::Handle,
-    registry: Mutex<Registry>,
-    accept_tx: mpsc::UnboundedSender<Connection>,
-    shutdown: watch::Sender<bool>,
-    shutting_down: AtomicBool,
+    pub(crate) store: Box<dyn ChannelStore>,
+    pub(crate) hosts: HostPolicy,
     pub(crate) stats: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+    open_connections: AtomicUsize,
 }
 
 /// Totals since the server started, for tests and reports.
@@ -64,8 +88,11 @@ pub(crate) struct ServerShared {
 pub struct ServerStats {
     /// Message events handed to streams (replays count again).
     pub events: u64,
-    /// Body frames (batches) handed to hyper: few per burst, not one per event.
+    /// Body frames (batches) handed to the socket: few per burst, not one
+    /// per event.
     pub frames: u64,
+    /// TCP connections open now.
+    pub connections: usize,
 }
 
 #[derive(Default)]
@@ -74,39 +101,58 @@ pub(crate) struct Counters {
     pub(crate) frames: AtomicU64,
 }
 
-#[derive(Default)]
-struct Registry {
-    live: HashMap<Arc<str>, Arc<Conn>>,
-    /// Re-order state of recently closed client ids (PROTOCOL §3): the next
-    /// expected messageId and any acknowledged out-of-order messages.
-    closed: HashMap<Arc<str>, (Instant, ReorderBuffer<String>)>,
-    closed_order: VecDeque<(Instant, Arc<str>)>,
-    /// Bytes of messages held in `closed`.
-    closed_bytes: usize,
-}
-
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and starts serving.
+    /// Binds `addr` (port 0 picks a free port) and starts serving. The
+    /// listen backlog fits `max_connections` (the kernel caps it at
+    /// `somaxconn`), so a burst of new clients is not dropped.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
-        Self::from_listener(listener, config)
+        let limits = resolved(&config).limits;
+        let backlog = u32::try_from(limits.max_connections).unwrap_or(u32::MAX).clamp(128, 65_535);
+        let mut last = None;
+        for a in tokio::net::lookup_host(addr).await? {
+            match listen(a, backlog) {
+                Ok(l) => return Self::from_listener(l, config),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to listen on")
+        }))
     }
 
     /// Serves on an already bound listener.
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> std::io::Result<Server> {
         let local_addr = listener.local_addr()?;
-        let (accept_tx, accept_rx) = mpsc::unbounded_channel();
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(ServerShared {
-            config,
-            runtime: tokio::runtime::Handle::current(),
-            registry: Mutex::new(Registry::default()),
+        let config = resolved(&config);
+        let limits = config.limits;
+        let (accept_tx, accept_rx) = mpsc::channel(limits.accept_queue.max(1));
+        let stats: Arc<Counters> = Arc::default();
+        let store = MemoryStore::new(
+            MemoryConfig {
+                settings: Settings {
+                    limits,
+                    keep_alive: config.keep_alive,
+                    first_message_wait: config.first_message_wait,
+                    max_frame: MAX_FRAME,
+                },
+                limits,
+                closed_id_memory: config.closed_id_memory,
+                post_wait: config.request_timeout,
+            },
             accept_tx,
-            shutdown,
+            stats.clone(),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(ServerShared {
+            hosts: HostPolicy::new(local_addr, &config.allowed_hosts),
+            config,
+            store: Box::new(store),
+            stats,
+            stop,
             shutting_down: AtomicBool::new(false),
-            stats: Arc::default(),
+            open_connections: AtomicUsize::new(0),
         });
-        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
         Ok(Server { handle: ServerHandle { shared }, local_addr, accept_rx, accept_task })
     }
 
@@ -120,7 +166,8 @@ impl Server {
         format!("http://{}{}", self.local_addr, self.handle.shared.config.path)
     }
 
-    /// The next new connection; `None` after shutdown.
+    /// The next new connection; `None` once shutdown has begun and every
+    /// connection opened before it has been taken.
     pub async fn accept(&mut self) -> Option<Connection> {
         self.accept_rx.recv().await
     }
@@ -130,10 +177,42 @@ impl Server {
         self.handle.clone()
     }
 
-    /// Control-closes every connection, ignoring keep-alive, lets the streams
-    /// flush the close event (bounded wait) and stops listening.
+    /// Serves until `shutdown` resolves, handing each new connection to
+    /// `on_connection`, then shuts down (see [`Server::shutdown`]). The one
+    /// entry point of `ssechan serve` and of `bench`'s embedded server.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut on_connection: impl FnMut(Connection),
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                c = self.accept() => match c {
+                    Some(c) => on_connection(c),
+                    None => break,
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        self.handle.begin_shutdown();
+        // Connections opened just before shutdown still get their close.
+        while let Some(c) = self.accept().await {
+            on_connection(c);
+        }
+        self.shutdown().await;
+    }
+
+    /// Control-closes every connection, ignoring keep-alive, lets the
+    /// streams flush the close event (bounded wait), closes what is left,
+    /// and stops listening. Every connection's application gets its
+    /// `Closed` event, with reason "server shutdown" unless it was already
+    /// closing for another.
     pub async fn shutdown(self) {
         self.handle.begin_shutdown();
+        let shared = &self.handle.shared;
+        shared.store.finish_shutdown(SHUTDOWN_GRACE).await;
+        let _ = shared.stop.send(true);
         let _ = self.accept_task.await;
     }
 }
@@ -141,7 +220,12 @@ impl Server {
 impl ServerHandle {
     /// Connections at the moment, suspended ones included.
     pub fn client_count(&self) -> usize {
-        self.shared.lock_registry().live.len()
+        self.shared.store.counts().channels
+    }
+
+    /// Channels open and suspended.
+    pub fn counts(&self) -> Counts {
+        self.shared.store.counts()
     }
 
     /// Totals since start.
@@ -149,130 +233,160 @@ impl ServerHandle {
         ServerStats {
             events: self.shared.stats.events.load(Ordering::Relaxed),
             frames: self.shared.stats.frames.load(Ordering::Relaxed),
+            connections: self.shared.open_connections.load(Ordering::Relaxed),
         }
     }
 
+    /// The bounds in force, those derived from the open-file limit included.
+    pub fn limits(&self) -> Limits {
+        self.shared.config.limits
+    }
+
     /// Queues `message` for every live connection; returns how many took it.
-    pub fn broadcast(&self, message: &str) -> usize {
+    pub async fn broadcast(&self, message: &str) -> usize {
         let data = crate::protocol::event::encode_data(message);
-        let conns: Vec<Arc<Conn>> = self.shared.lock_registry().live.values().cloned().collect();
-        conns.iter().filter(|c| c.send_encoded(data.clone()).is_ok()).count()
+        self.shared.store.broadcast(data).await
     }
 
     /// The live connection of `client_id`, if any.
     pub fn connection(&self, client_id: &str) -> Option<ConnectionHandle> {
-        let conn = self.shared.lock_registry().live.get(client_id).cloned()?;
-        Some(ConnectionHandle { conn })
+        self.shared.store.lookup(client_id)
     }
 
-    /// Starts shutdown without waiting for it; see [`Server::shutdown`].
+    /// Starts shutdown without waiting for it: every connection is
+    /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
-        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
-            return;
+        if !self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            self.shared.store.begin_shutdown();
         }
-        let conns: Vec<Arc<Conn>> = self.shared.lock_registry().live.values().cloned().collect();
-        for c in &conns {
-            c.close(CloseReason::Shutdown);
-        }
-        let _ = self.shared.shutdown.send(true);
     }
 }
 
-impl ServerShared {
-    fn lock_registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The configuration with the bounds derived from the open-file limit.
+fn resolved(config: &ServerConfig) -> ServerConfig {
+    let mut c = config.clone();
+    c.limits = c.limits.resolve(crate::sys::open_file_limit(), 0);
+    c
+}
 
-    /// Removes a closing connection and remembers its re-order state.
-    fn retire(&self, conn: &Conn, state: ReorderBuffer<String>) {
-        let mut reg = self.lock_registry();
-        let current = reg.live.get(&conn.id).is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), conn));
-        if current {
-            reg.live.remove(&conn.id);
-        }
-        let now = Instant::now();
-        let memory = self.config.closed_id_memory;
-        let max_bytes = self.config.limits.reorder_bytes;
-        let incoming = state.buffered_bytes();
-        // Bounded by time, by count (id churn) and by the bytes it holds.
-        while let Some((at, old)) = reg.closed_order.front().cloned() {
-            let full = reg.closed_order.len() >= self.config.limits.max_clients
-                || reg.closed_bytes + incoming > max_bytes;
-            if now.duration_since(at) < memory && !full {
-                break;
-            }
-            reg.closed_order.pop_front();
-            // A stale entry: the id came back (and maybe closed again since).
-            if reg.closed.get(&old).is_none_or(|(t, _)| *t != at) {
-                continue;
-            }
-            if let Some((_, gone)) = reg.closed.remove(&old) {
-                reg.closed_bytes -= gone.buffered_bytes();
-                if gone.buffered() > 0 {
-                    warn!(client = %old, messages = gone.buffered(), "forgot acknowledged out-of-order messages of a closed client id");
-                }
-            }
-        }
-        if !current || memory.is_zero() {
-            if state.buffered() > 0 {
-                warn!(client = %conn.id, messages = state.buffered(), "acknowledged out-of-order messages dropped with their connection");
-            }
-            return;
-        }
-        reg.closed_bytes += incoming;
-        if let Some((_, old)) = reg.closed.insert(conn.id.clone(), (now, state)) {
-            reg.closed_bytes -= old.buffered_bytes();
-        }
-        reg.closed_order.push_back((now, conn.id.clone()));
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Counts a TCP connection while it lives.
+struct Open(Arc<ServerShared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ServerShared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let timeout = shared.config.request_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
     builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(timeout))
+        .keep_alive_timeout(timeout);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let max = shared.config.limits.max_connections;
+    let send_buffer = shared.config.limits.send_buffer();
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let (stream, remote) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
+                    // EMFILE and friends (the reserve is gone: descriptors
+                    // held elsewhere): back off instead of spinning.
                     warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
+        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
+            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            tokio::spawn(refuse_at_limit(tcp, max));
+            continue;
+        }
+        let open = Open(shared.clone());
+        let _ = tcp.set_nodelay(true);
+        crate::sys::set_send_buffer(&tcp, send_buffer);
         let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let Some(direct::Routed::Hyper(io)) = direct::route(stream, remote, &shared).await
-            else {
+            let _open = open;
+            let ctx = http::ConnCtx {
+                remote,
+                local: tcp.local_addr().unwrap_or(remote),
+                tls: false,
+                guard: GuardSlot::default(),
+                multiplexed: false,
+            };
+            let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await else {
                 return;
             };
-            let svc =
-                hyper::service::service_fn(move |req| http::handle(shared.clone(), remote, req));
+            let first = Arc::new(AtomicBool::new(false));
+            let started = first.clone();
+            let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
+            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                started.store(true, Ordering::Relaxed);
+                let mut ctx = ctx.clone();
+                ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
+                http::handle(shared.clone(), ctx, req)
+            });
             let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%remote, "connection ended: {e}");
+            let conn = watcher.watch(conn);
+            tokio::pin!(conn);
+            // A connection that never makes a request (a silent h2c
+            // preface) is closed after the request timeout.
+            let idle = async {
+                tokio::time::sleep(timeout).await;
+                if !first.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = &mut conn => if let Err(e) = r { debug!(%remote, "connection ended: {e}") },
+                _ = idle => debug!(%remote, "no request within {timeout:?}: closing"),
             }
         });
     }
     drop(listener);
-    drop(shared.accept_tx.clone());
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(HYPER_GRACE, graceful.shutdown()).await.is_err() {
         info!("shutdown: some connections did not finish in time");
     }
+}
+
+/// Answers a connection past the limit at once, using a descriptor of the
+/// reserve, so that accepting itself never fails for lack of descriptors.
+async fn refuse_at_limit(mut tcp: TcpStream, max: usize) {
+    let body = format!("server at its connection limit ({max})\n");
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Read what the client sent first, so closing does not reset the
+    // connection under the answer.
+    let mut buf = [0u8; 4096];
+    let _ = tcp.try_read(&mut buf);
+    let write = async {
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    debug!("refused a connection: at the limit of {max}");
 }

@@ -150,9 +150,13 @@ pub struct Serve {
 
 impl Serve {
     pub async fn spawn(args: &[&str]) -> Serve {
+        Self::spawn_at("127.0.0.1:0", args).await
+    }
+
+    pub async fn spawn_at(listen: &str, args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -241,5 +245,60 @@ pub async fn eventually<T, F: FnMut() -> Option<T>>(what: &str, mut f: F) -> T {
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How a test stream reaches the server: each stream behaviour must hold on
+/// every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A new connection whose first request is the GET: ssechan's own
+    /// close-delimited writer.
+    Fresh,
+    /// An HTTP/1.1 connection that already served a request: hyper, chunked.
+    KeptAlive,
+    /// HTTP/2 without TLS (prior knowledge): hyper, multiplexed.
+    H2c,
+}
+
+impl Transport {
+    /// Opens the channel stream of `who` this way and checks it took the
+    /// path it names.
+    pub async fn open(self, url: &str, who: &str, last_event_id: Option<u64>) -> Stream {
+        let query = channel_query(who, None);
+        let client = match self {
+            Transport::Fresh => http(),
+            Transport::KeptAlive => {
+                let c = reqwest::Client::builder()
+                    .http1_only()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("client");
+                // HEAD has no side effect; its connection is then reused.
+                let r = c.head(format!("{url}?{query}")).send().await.expect("head");
+                assert_eq!(r.status(), 200);
+                c
+            }
+            Transport::H2c => {
+                reqwest::Client::builder().http2_prior_knowledge().build().expect("client")
+            }
+        };
+        let mut req = client.get(format!("{url}?{query}")).header("accept", "text/event-stream");
+        if let Some(l) = last_event_id {
+            req = req.header("last-event-id", l.to_string());
+        }
+        let response = req.send().await.expect("get");
+        assert_eq!(response.status(), 200, "GET {url} for {who} over {self:?}");
+        let h = response.headers();
+        let close_delimited = h.get("connection").is_some_and(|v| v == "close");
+        match self {
+            Transport::Fresh => assert!(close_delimited, "{h:?}"),
+            Transport::KeptAlive => {
+                assert!(!close_delimited, "{h:?}");
+                assert_eq!(h.get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
+            }
+            Transport::H2c => assert_eq!(response.version(), reqwest::Version::HTTP_2),
+        }
+        Stream::new(response)
     }
 }

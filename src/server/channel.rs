@@ -1,0 +1,692 @@
+//! One client id's channel as a plain value: the outgoing queue and replay
+//! log with their event ids, the stream generation, the incoming re-order
+//! buffer, the application's inbox, and the keep-alive and first-message
+//! deadlines. Every input is a method; every method returns the
+//! [`Effects`] the I/O layer must apply once it has released its lock
+//! (wake the stream or the application, arm or cancel a deadline, retire
+//! the channel, log). No I/O, no time source, no locks: tested with plain
+//! values, and the memory store wraps it in a mutex.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::app::{CloseInfo, CloseReason, ConnectionEvent, SendError};
+use super::config::Limits;
+use crate::protocol::event::{self, ID_LINE_MAX};
+use crate::protocol::reorder::{Offer, ReorderBuffer, ReorderLimits};
+
+/// What keeping one event for replay costs besides its bytes (the queue
+/// entry and the shared buffer's header): many tiny events weigh what
+/// they take.
+pub(crate) const REPLAY_OVERHEAD: usize = 48;
+
+/// How a channel behaves; the same for every channel of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub limits: Limits,
+    pub keep_alive: Option<Duration>,
+    pub first_message_wait: Duration,
+    /// Largest batch handed to a stream at once: big enough to batch a
+    /// burst into few writes, small enough not to stall other streams.
+    pub max_frame: usize,
+}
+
+/// A deadline a channel asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Arm(Duration),
+    Cancel,
+}
+
+/// Which deadline fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Deadline {
+    /// The keep-alive period of suspension `epoch` ran out.
+    KeepAlive { epoch: u64 },
+    /// A new id's first messages did not come in time.
+    FirstMessage,
+}
+
+/// What the I/O layer must do after a transition, in this order: release
+/// the lock, wake, arm/cancel, retire, log.
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Effects {
+    /// The attached stream has something new: data, an end, a detach.
+    pub wake_stream: bool,
+    /// The application's inbox has something new.
+    pub wake_app: bool,
+    /// Room was freed for incoming messages: waiting POSTs may go on.
+    pub room: bool,
+    /// The keep-alive deadline, with the suspension epoch it belongs to.
+    pub keep_alive: Option<(u64, Timer)>,
+    pub first_message: Option<Timer>,
+    /// The channel stopped taking POSTs: take its re-order state
+    /// ([`Channel::take_inbound`]) for the memory of closed ids, and let a
+    /// new `GET` of the id start afresh.
+    pub retire: bool,
+    pub logs: Vec<Log>,
+}
+
+/// What happened that is worth a log line; formatted by the I/O layer with
+/// the client id, outside every lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Log {
+    Resumed,
+    TookOver,
+    StreamLost {
+        keep_alive: Duration,
+    },
+    Dropped,
+    Closing(CloseReason),
+    Closed(CloseInfo),
+    /// A resume asked for events the replay buffer no longer has.
+    Gap {
+        first: u64,
+        last: u64,
+    },
+    LastEventIdAhead {
+        last: u64,
+        sent_up_to: u64,
+    },
+    SlowConsumer {
+        queued: usize,
+        queued_bytes: usize,
+    },
+    /// The first-message wait ran out: delivery starts at `start`.
+    SkippedToFirst {
+        start: u64,
+        wait: Duration,
+    },
+    /// The application dropped its side with messages unread.
+    UnreadMessages {
+        count: usize,
+    },
+}
+
+/// What [`Channel::next_batch`] hands the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// Event bytes to write, and how many events they hold.
+    Data(Bytes, u64),
+    /// The control close: the last frame of this stream.
+    Final,
+    /// This stream is over (taken over, dropped, closed).
+    End,
+    /// Nothing yet: the stream waits to be woken.
+    Pending,
+}
+
+/// Why a channel cannot take a POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InboundError {
+    /// Closing or closed: the id is unknown from now on.
+    Closed,
+    /// The application dropped its side.
+    AppGone,
+    TooFarAhead {
+        next: u64,
+        window: u64,
+    },
+    ReorderFull {
+        bytes: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Stream lost, keep-alive running; `epoch` tells stale timers apart.
+    Suspended {
+        epoch: u64,
+    },
+    /// Flushing the queue; the control close follows.
+    Closing(CloseReason),
+    Closed,
+}
+
+/// One channel's state. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    settings: Settings,
+    phase: Phase,
+    /// The id the next queued event gets; ids start at 1.
+    next_event_id: u64,
+    queue: VecDeque<(u64, Bytes)>,
+    queue_bytes: usize,
+    /// Events handed to a stream, kept for `Last-Event-ID` replay.
+    replay: VecDeque<(u64, Bytes)>,
+    /// Weight of `replay`, [`REPLAY_OVERHEAD`] per event included.
+    replay_weight: usize,
+    generations: u64,
+    attached: Option<u64>,
+    suspensions: u64,
+    inbound: ReorderBuffer<String>,
+    /// A new id with nothing delivered yet and no first-message wait armed.
+    fresh: bool,
+    first_wait_armed: bool,
+    inbox: VecDeque<ConnectionEvent>,
+    inbox_messages: usize,
+    inbox_bytes: usize,
+    /// POSTs that may add a message to the inbox, and their body bytes.
+    reserved: usize,
+    reserved_bytes: usize,
+    app_gone: bool,
+    retired: bool,
+    /// Events that will never reach the client besides the queue: lost in gaps
+    /// before resumes, or refused when the client turned out a slow consumer.
+    lost: u64,
+    /// The highest event id reported lost in a gap.
+    gap_reported_through: u64,
+    /// `Closed` has been taken by the application.
+    done: bool,
+}
+
+impl Channel {
+    /// A channel; `remembered` is the re-order state of a closed id that
+    /// came back (it keeps counting where it was), `None` for a new id.
+    pub(crate) fn new(settings: Settings, remembered: Option<ReorderBuffer<String>>) -> Self {
+        let fresh = remembered.is_none();
+        let inbound = remembered.unwrap_or_else(|| {
+            ReorderBuffer::new(
+                0,
+                ReorderLimits {
+                    window: settings.limits.reorder_window,
+                    max_bytes: settings.limits.reorder_bytes,
+                },
+            )
+        });
+        Self {
+            settings,
+            phase: Phase::Open,
+            next_event_id: 1,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            replay: VecDeque::new(),
+            replay_weight: 0,
+            generations: 0,
+            attached: None,
+            suspensions: 0,
+            inbound,
+            fresh,
+            first_wait_armed: false,
+            inbox: VecDeque::new(),
+            inbox_messages: 0,
+            inbox_bytes: 0,
+            reserved: 0,
+            reserved_bytes: 0,
+            app_gone: false,
+            retired: false,
+            lost: 0,
+            gap_reported_through: 0,
+            done: false,
+        }
+    }
+
+    /// Open or suspended: the application may still send.
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Suspended { .. })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    pub(crate) fn is_suspended(&self) -> bool {
+        matches!(self.phase, Phase::Suspended { .. })
+    }
+
+    /// The messageId expected next from the client.
+    pub(crate) fn next_message_id(&self) -> u64 {
+        self.inbound.next_id()
+    }
+
+    /// Whether stream `generation` is the attached one.
+    pub(crate) fn is_attached(&self, generation: u64) -> bool {
+        self.attached == Some(generation)
+    }
+
+    /// Bytes held for incoming messages: reserved bodies, the inbox, and
+    /// out-of-order messages. The server bounds their sum over channels.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.reserved_bytes + self.inbox_bytes + self.inbound.buffered_bytes()
+    }
+
+    /// The re-order state, for the memory of closed ids; the channel takes
+    /// no POST after [`Effects::retire`].
+    pub(crate) fn take_inbound(&mut self) -> ReorderBuffer<String> {
+        let limits = ReorderLimits { window: 0, max_bytes: 0 };
+        let next = self.inbound.next_id();
+        std::mem::replace(&mut self.inbound, ReorderBuffer::new(next, limits))
+    }
+
+    // --- streams ---------------------------------------------------------
+
+    /// A `GET` attaches a new stream; returns its generation, or `None`
+    /// when the channel is closing (the caller starts a new channel).
+    /// With `last_event_id`, a resumed or taken-over channel first re-sends
+    /// what the replay log holds after it.
+    pub(crate) fn attach(&mut self, last_event_id: Option<u64>) -> (Option<u64>, Effects) {
+        let mut fx = Effects::default();
+        let continued = match self.phase {
+            Phase::Closing(_) | Phase::Closed => return (None, fx),
+            Phase::Suspended { epoch } => {
+                fx.keep_alive = Some((epoch, Timer::Cancel));
+                self.push_lifecycle(ConnectionEvent::Resumed, &mut fx);
+                fx.logs.push(Log::Resumed);
+                true
+            }
+            Phase::Open if self.attached.is_some() => {
+                fx.wake_stream = true; // the old stream sees it is detached
+                fx.logs.push(Log::TookOver);
+                true
+            }
+            Phase::Open => false,
+        };
+        self.generations += 1;
+        self.attached = Some(self.generations);
+        self.phase = Phase::Open;
+        if let (Some(last), true) = (last_event_id, continued) {
+            self.requeue_after(last, &mut fx);
+        }
+        (Some(self.generations), fx)
+    }
+
+    /// Moves replayable events with id > `last` back to the front of the
+    /// queue; what the replay log no longer has is a gap, reported.
+    fn requeue_after(&mut self, last: u64, fx: &mut Effects) {
+        let sent_up_to = self.queue.front().map_or(self.next_event_id, |(id, _)| *id) - 1;
+        if last >= sent_up_to {
+            if last > sent_up_to {
+                fx.logs.push(Log::LastEventIdAhead { last, sent_up_to });
+            }
+            return;
+        }
+        let oldest = self.replay.front().map_or(sent_up_to + 1, |(id, _)| *id);
+        // Each lost event is reported once, however often a client asks
+        // for it again.
+        let first = (last + 1).max(self.gap_reported_through + 1);
+        if first < oldest {
+            let lost = oldest - first;
+            self.lost += lost;
+            self.gap_reported_through = oldest - 1;
+            fx.logs.push(Log::Gap { first, last: oldest - 1 });
+            match self.inbox.back_mut() {
+                Some(ConnectionEvent::Gap { lost: pending }) => *pending += lost,
+                _ => self.inbox.push_back(ConnectionEvent::Gap { lost }),
+            }
+            fx.wake_app = true;
+        }
+        while self.replay.back().is_some_and(|(id, _)| *id > last) {
+            if let Some((id, data)) = self.replay.pop_back() {
+                self.replay_weight -= data.len() + REPLAY_OVERHEAD;
+                self.queue_bytes += data.len();
+                self.queue.push_front((id, data));
+            }
+        }
+    }
+
+    /// The next bytes for stream `generation`, batched.
+    pub(crate) fn next_batch(&mut self, generation: u64) -> (Batch, Effects) {
+        let mut fx = Effects::default();
+        if self.attached != Some(generation) {
+            return (Batch::End, fx);
+        }
+        if !self.queue.is_empty() {
+            let (bytes, n) = self.drain_batch();
+            return (Batch::Data(bytes, n), fx);
+        }
+        if let Phase::Closing(reason) = self.phase {
+            self.attached = None;
+            self.finish(reason, &mut fx);
+            return (Batch::Final, fx);
+        }
+        (Batch::Pending, fx)
+    }
+
+    fn drain_batch(&mut self) -> (Bytes, u64) {
+        let max_frame = self.settings.max_frame;
+        let want = self.queue_bytes + self.queue.len() * ID_LINE_MAX;
+        let mut buf = BytesMut::with_capacity(want.min(max_frame));
+        let mut batched = 0u64;
+        while let Some((_, data)) = self.queue.front() {
+            if !buf.is_empty() && buf.len() + data.len() + ID_LINE_MAX > max_frame {
+                break;
+            }
+            let Some((id, data)) = self.queue.pop_front() else { break };
+            event::put_id_line(&mut buf, id);
+            buf.extend_from_slice(&data);
+            self.queue_bytes -= data.len();
+            self.replay_weight += data.len() + REPLAY_OVERHEAD;
+            self.replay.push_back((id, data));
+            batched += 1;
+        }
+        let limits = self.settings.limits;
+        while self.replay.len() > limits.replay_events || self.replay_weight > limits.replay_bytes {
+            match self.replay.pop_front() {
+                Some((_, d)) => self.replay_weight -= d.len() + REPLAY_OVERHEAD,
+                None => break,
+            }
+        }
+        (buf.freeze(), batched)
+    }
+
+    /// Stream `generation` went away (client gone, write failed, taken
+    /// over, or ended by us).
+    pub(crate) fn stream_ended(&mut self, generation: u64) -> Effects {
+        let mut fx = Effects::default();
+        if self.attached == Some(generation) {
+            self.attached = None;
+            self.lose_stream(&mut fx);
+        }
+        fx
+    }
+
+    /// The attached stream is gone: suspend under keep-alive, else close.
+    fn lose_stream(&mut self, fx: &mut Effects) {
+        match (self.phase, self.settings.keep_alive) {
+            (Phase::Open, Some(period)) => {
+                self.suspensions += 1;
+                let epoch = self.suspensions;
+                self.phase = Phase::Suspended { epoch };
+                fx.keep_alive = Some((epoch, Timer::Arm(period)));
+                self.push_lifecycle(ConnectionEvent::Suspended, fx);
+                fx.logs.push(Log::StreamLost { keep_alive: period });
+            }
+            (Phase::Open, None) => self.finish(CloseReason::StreamEnded, fx),
+            (Phase::Closing(reason), _) => self.finish(reason, fx),
+            (Phase::Suspended { .. } | Phase::Closed, _) => {}
+        }
+    }
+
+    /// Ends the stream without the control event: the client reconnects
+    /// and, with keep-alive, resumes.
+    pub(crate) fn drop_stream(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        if self.phase == Phase::Open && self.attached.is_some() {
+            self.attached = None;
+            fx.wake_stream = true;
+            fx.logs.push(Log::Dropped);
+            self.lose_stream(&mut fx);
+        }
+        fx
+    }
+
+    // --- the application's side -------------------------------------------
+
+    /// Queues an encoded `data:` tail for the client. Past the queue's
+    /// bounds the client is a slow consumer and is disconnected.
+    pub(crate) fn send(&mut self, data: Bytes) -> (Result<(), SendError>, Effects) {
+        let mut fx = Effects::default();
+        if !self.is_live() {
+            return (Err(SendError::Closed), fx);
+        }
+        let limits = self.settings.limits;
+        if self.queue.len() >= limits.outgoing_messages
+            || self.queue_bytes + data.len() > limits.outgoing_bytes
+        {
+            fx.logs.push(Log::SlowConsumer {
+                queued: self.queue.len(),
+                queued_bytes: self.queue_bytes,
+            });
+            fx.wake_stream = self.attached.take().is_some();
+            self.lost += 1; // this message is not delivered either
+            self.finish(CloseReason::SlowConsumer, &mut fx);
+            return (Err(SendError::SlowConsumer), fx);
+        }
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        self.queue_bytes += data.len();
+        self.queue.push_back((id, data));
+        fx.wake_stream = self.attached.is_some();
+        (Ok(()), fx)
+    }
+
+    /// Control close: flush the queue, send the close event, end the
+    /// stream. Without a stream the channel closes at once.
+    pub(crate) fn close(&mut self, reason: CloseReason) -> Effects {
+        let mut fx = Effects::default();
+        match self.phase {
+            Phase::Open if self.attached.is_some() => {
+                self.phase = Phase::Closing(reason);
+                fx.wake_stream = true;
+                // Gone from the registry at once: a new GET starts afresh.
+                self.retire(&mut fx);
+                fx.logs.push(Log::Closing(reason));
+            }
+            Phase::Open | Phase::Suspended { .. } => self.finish(reason, &mut fx),
+            Phase::Closing(_) | Phase::Closed => {}
+        }
+        fx
+    }
+
+    /// The client closed for good: no control event (it is not listening),
+    /// whatever the keep-alive.
+    pub(crate) fn client_closed(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        if self.is_live() {
+            fx.wake_stream = self.attached.take().is_some();
+            self.finish(CloseReason::ClosedByClient, &mut fx);
+        }
+        fx
+    }
+
+    /// Shutdown's grace ran out: whatever is still open or flushing closes
+    /// now, its queue counted undelivered.
+    pub(crate) fn force_close(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        let reason = match self.phase {
+            Phase::Closed => return fx,
+            Phase::Closing(reason) => reason,
+            Phase::Open | Phase::Suspended { .. } => CloseReason::Shutdown,
+        };
+        fx.wake_stream = self.attached.take().is_some();
+        self.finish(reason, &mut fx);
+        fx
+    }
+
+    /// A deadline the channel armed has come.
+    pub(crate) fn deadline(&mut self, which: Deadline) -> Effects {
+        let mut fx = Effects::default();
+        match which {
+            Deadline::KeepAlive { epoch } => {
+                if self.phase == (Phase::Suspended { epoch }) {
+                    self.finish(CloseReason::KeepAliveExpired, &mut fx);
+                }
+            }
+            Deadline::FirstMessage => {
+                if !self.first_wait_armed || self.retired {
+                    return fx;
+                }
+                self.first_wait_armed = false;
+                // Still nothing delivered: start from the first message held.
+                if let Some(start) = self.inbound.skip_gap() {
+                    fx.logs.push(Log::SkippedToFirst {
+                        start,
+                        wait: self.settings.first_message_wait,
+                    });
+                    self.take_released(&mut fx);
+                }
+            }
+        }
+        fx
+    }
+
+    /// Marks the channel closed and tells the application.
+    fn finish(&mut self, reason: CloseReason, fx: &mut Effects) {
+        if let Some(epoch) = self.suspended_epoch() {
+            fx.keep_alive = Some((epoch, Timer::Cancel));
+        }
+        if self.first_wait_armed {
+            self.first_wait_armed = false;
+            fx.first_message = Some(Timer::Cancel);
+        }
+        self.phase = Phase::Closed;
+        let info = CloseInfo { reason, undelivered: self.queue.len() as u64 + self.lost };
+        self.queue.clear();
+        self.queue_bytes = 0;
+        self.replay.clear();
+        self.replay_weight = 0;
+        self.inbox.push_back(ConnectionEvent::Closed(info));
+        fx.wake_app = true;
+        fx.room = self.reserved > 0; // waiting POSTs learn it is closed
+        self.retire(fx);
+        fx.logs.push(Log::Closed(info));
+    }
+
+    fn suspended_epoch(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Suspended { epoch } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    fn retire(&mut self, fx: &mut Effects) {
+        if !self.retired {
+            self.retired = true;
+            fx.retire = true;
+        }
+    }
+
+    /// Queues a lifecycle event; a resume cancels an unread suspension, so
+    /// an application that does not read cannot be flooded by reconnects.
+    fn push_lifecycle(&mut self, ev: ConnectionEvent, fx: &mut Effects) {
+        if ev == ConnectionEvent::Resumed && self.inbox.back() == Some(&ConnectionEvent::Suspended)
+        {
+            self.inbox.pop_back();
+            return;
+        }
+        self.inbox.push_back(ev);
+        fx.wake_app = true;
+    }
+
+    /// The application takes its next event.
+    pub(crate) fn recv(&mut self) -> (Option<ConnectionEvent>, Effects) {
+        let mut fx = Effects::default();
+        let ev = self.inbox.pop_front();
+        match &ev {
+            Some(ConnectionEvent::Message(m)) => {
+                self.inbox_messages -= 1;
+                self.inbox_bytes -= m.len();
+                fx.room = true;
+            }
+            Some(ConnectionEvent::Closed(_)) => self.done = true,
+            _ => {}
+        }
+        (ev, fx)
+    }
+
+    /// Whether the application has taken `Closed`: nothing follows.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The application dropped its side: its unread messages are gone and
+    /// POSTs are refused from now on.
+    pub(crate) fn app_dropped(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        self.app_gone = true;
+        if self.inbox_messages > 0 && !self.done {
+            fx.logs.push(Log::UnreadMessages { count: self.inbox_messages });
+        }
+        self.inbox.clear();
+        self.inbox_messages = 0;
+        self.inbox_bytes = 0;
+        fx.room = true;
+        fx
+    }
+
+    // --- POSTs -------------------------------------------------------------
+
+    /// A POST asks for room before its body is read, so bodies waiting for
+    /// a slow application are never held whole. `Ok(false)`: full, wait
+    /// for [`Effects::room`]. One POST always gets in when nothing is held.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<bool, InboundError> {
+        self.check_inbound()?;
+        let limits = self.settings.limits;
+        let idle = self.reserved == 0 && self.inbox_messages == 0;
+        let fits = self.inbox_messages + self.reserved < limits.incoming_messages
+            && self.inbox_bytes + self.reserved_bytes + bytes <= limits.incoming_bytes;
+        if !(idle || fits) {
+            return Ok(false);
+        }
+        self.reserved += 1;
+        self.reserved_bytes += bytes;
+        Ok(true)
+    }
+
+    /// A reserved POST ended without offering (bad body, timeout).
+    pub(crate) fn unreserve(&mut self, bytes: usize) -> Effects {
+        self.reserved -= 1;
+        self.reserved_bytes -= bytes;
+        Effects { room: true, ..Effects::default() }
+    }
+
+    fn check_inbound(&self) -> Result<(), InboundError> {
+        if self.retired {
+            return Err(InboundError::Closed);
+        }
+        if self.app_gone {
+            return Err(InboundError::AppGone);
+        }
+        Ok(())
+    }
+
+    /// Message `id` of a reserved POST: into the re-order buffer, and in
+    /// order into the application's inbox.
+    pub(crate) fn offer(
+        &mut self,
+        id: u64,
+        message: String,
+        reserved_bytes: usize,
+    ) -> (Result<Offer, InboundError>, Effects) {
+        let mut fx = self.unreserve(reserved_bytes);
+        if let Err(e) = self.check_inbound() {
+            return (Err(e), fx);
+        }
+        let offer = self.inbound.offer(id, message);
+        let result = match offer {
+            Offer::Ready => {
+                self.fresh = false;
+                if self.first_wait_armed {
+                    self.first_wait_armed = false;
+                    fx.first_message = Some(Timer::Cancel);
+                }
+                self.take_released(&mut fx);
+                Ok(offer)
+            }
+            Offer::Buffered => {
+                if self.fresh {
+                    self.fresh = false;
+                    self.first_wait_armed = true;
+                    fx.first_message = Some(Timer::Arm(self.settings.first_message_wait));
+                }
+                Ok(offer)
+            }
+            Offer::Duplicate => Ok(offer),
+            Offer::TooFarAhead => Err(InboundError::TooFarAhead {
+                next: self.inbound.next_id(),
+                window: self.settings.limits.reorder_window,
+            }),
+            Offer::BufferFull => {
+                Err(InboundError::ReorderFull { bytes: self.inbound.buffered_bytes() })
+            }
+        };
+        (result, fx)
+    }
+
+    /// Moves messages the re-order buffer released into the inbox.
+    fn take_released(&mut self, fx: &mut Effects) {
+        while let Some(m) = self.inbound.pop_ready() {
+            self.inbox_messages += 1;
+            self.inbox_bytes += m.len();
+            self.inbox.push_back(ConnectionEvent::Message(m));
+            fx.wake_app = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,751 @@
+//! Every transition of [`Channel`] with plain values, and a model-based
+//! property test of delivery across drops, resumes and replay eviction.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::protocol::event::encode_data;
+use crate::protocol::parser::{EventStreamParser, Parsed};
+
+const KEEP: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(5);
+
+fn settings(keep_alive: Option<Duration>, limits: Limits) -> Settings {
+    Settings { limits, keep_alive, first_message_wait: WAIT, max_frame: 256 * 1024 }
+}
+
+fn limits() -> Limits {
+    Limits { max_clients: 100, max_connections: 100, ..Limits::default() }
+}
+
+fn open(keep_alive: Option<Duration>) -> (Channel, u64) {
+    open_with(keep_alive, limits())
+}
+
+fn open_with(keep_alive: Option<Duration>, limits: Limits) -> (Channel, u64) {
+    let mut ch = Channel::new(settings(keep_alive, limits), None);
+    let (g, fx) = ch.attach(None);
+    assert_eq!(fx, Effects::default(), "a new channel's first stream needs nothing");
+    (ch, g.expect("open"))
+}
+
+fn send(ch: &mut Channel, m: &str) -> Effects {
+    let (r, fx) = ch.send(encode_data(m));
+    r.expect("send");
+    fx
+}
+
+/// The events of the next batch, as (id, message).
+fn batch(ch: &mut Channel, generation: u64) -> Vec<(u64, String)> {
+    match ch.next_batch(generation) {
+        (Batch::Data(bytes, n), fx) => {
+            assert_eq!(fx, Effects::default());
+            let events = parse(&bytes);
+            assert_eq!(events.len() as u64, n);
+            events
+        }
+        (other, _) => panic!("expected data, got {other:?}"),
+    }
+}
+
+fn parse(bytes: &[u8]) -> Vec<(u64, String)> {
+    let mut p = EventStreamParser::new();
+    p.feed(bytes);
+    let mut out = Vec::new();
+    while let Some(item) = p.next_item().expect("valid stream") {
+        if let Parsed::Event(e) = item {
+            let id = e.last_event_id.parse().expect("numeric id");
+            out.push((id, serde_json::from_str::<String>(&e.data).expect("json")));
+        }
+    }
+    out
+}
+
+fn inbox(ch: &mut Channel) -> Vec<ConnectionEvent> {
+    std::iter::from_fn(|| ch.recv().0).collect()
+}
+
+fn ids(events: &[(u64, String)]) -> Vec<u64> {
+    events.iter().map(|(i, _)| *i).collect()
+}
+
+fn closed(reason: CloseReason, undelivered: u64) -> ConnectionEvent {
+    ConnectionEvent::Closed(CloseInfo { reason, undelivered })
+}
+
+// --- streams and sends ---------------------------------------------------------
+
+#[test]
+fn sends_wake_the_attached_stream_and_leave_in_one_batch() {
+    let (mut ch, g) = open(None);
+    assert!(matches!(ch.next_batch(g), (Batch::Pending, _)));
+    assert!(send(&mut ch, "a").wake_stream);
+    assert!(send(&mut ch, "b\nc").wake_stream);
+    assert_eq!(batch(&mut ch, g), [(1, "a".to_string()), (2, "b\nc".to_string())]);
+    assert!(matches!(ch.next_batch(g), (Batch::Pending, _)));
+}
+
+#[test]
+fn batches_are_bounded_by_the_frame_size() {
+    let mut ch = Channel::new(Settings { max_frame: 100, ..settings(None, limits()) }, None);
+    let g = ch.attach(None).0.unwrap();
+    for _ in 0..10 {
+        let _ = send(&mut ch, &"x".repeat(30));
+    }
+    let mut seen = Vec::new();
+    while let (Batch::Data(b, _), _) = ch.next_batch(g) {
+        assert!(b.len() <= 100 || parse(&b).len() == 1, "{} bytes", b.len());
+        seen.extend(ids(&parse(&b)));
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn sends_while_suspended_wait_for_the_resume() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let fx = send(&mut ch, "queued");
+    assert!(!fx.wake_stream, "no stream to wake");
+    let (g2, _) = ch.attach(None);
+    assert_eq!(batch(&mut ch, g2.unwrap()), [(1, "queued".to_string())]);
+}
+
+#[test]
+fn a_lost_stream_suspends_under_keep_alive() {
+    let (mut ch, g) = open(Some(KEEP));
+    let fx = ch.stream_ended(g);
+    assert_eq!(fx.keep_alive, Some((1, Timer::Arm(KEEP))));
+    assert!(fx.wake_app && !fx.retire);
+    assert_eq!(fx.logs, [Log::StreamLost { keep_alive: KEEP }]);
+    assert!(ch.is_live() && ch.is_suspended());
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
+    // A stale generation changes nothing.
+    assert_eq!(ch.stream_ended(g), Effects::default());
+}
+
+#[test]
+fn a_lost_stream_closes_at_once_without_keep_alive() {
+    let (mut ch, g) = open(None);
+    let _ = send(&mut ch, "never read");
+    let fx = ch.stream_ended(g);
+    assert!(fx.retire && fx.wake_app);
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::StreamEnded, 1)]);
+    assert!(ch.is_closed() && ch.is_done());
+    assert_eq!(ch.send(encode_data("late")).0, Err(SendError::Closed));
+}
+
+#[test]
+fn a_resume_the_application_did_not_see_cancels_the_suspension() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(None);
+    assert_eq!(fx.keep_alive, Some((1, Timer::Cancel)));
+    assert_eq!(fx.logs, [Log::Resumed]);
+    assert!(inbox(&mut ch).is_empty(), "suspend + resume unread: nothing happened");
+    // Read in between, both are seen.
+    let _ = ch.stream_ended(g2.unwrap());
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
+    let (_, fx) = ch.attach(None);
+    assert!(fx.wake_app);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Resumed]);
+}
+
+#[test]
+fn reconnect_storms_do_not_grow_the_inbox() {
+    let (mut ch, mut g) = open(Some(KEEP));
+    for _ in 0..10_000 {
+        let _ = ch.stream_ended(g);
+        g = ch.attach(None).0.unwrap();
+    }
+    assert!(inbox(&mut ch).is_empty());
+}
+
+#[test]
+fn resume_with_last_event_id_replays_what_followed() {
+    let (mut ch, g) = open(Some(KEEP));
+    for m in ["a", "b", "c"] {
+        let _ = send(&mut ch, m);
+    }
+    assert_eq!(ids(&batch(&mut ch, g)), [1, 2, 3]);
+    let _ = send(&mut ch, "d"); // queued, not yet written
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(1));
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })));
+    assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [2, 3, 4]);
+}
+
+#[test]
+fn resume_without_last_event_id_continues_with_the_queue() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "a");
+    let _ = batch(&mut ch, g);
+    let _ = send(&mut ch, "b");
+    let _ = ch.stream_ended(g);
+    let g2 = ch.attach(None).0.unwrap();
+    assert_eq!(ids(&batch(&mut ch, g2)), [2]);
+}
+
+#[test]
+fn last_event_id_ahead_of_what_was_sent_is_ignored() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "a");
+    let _ = batch(&mut ch, g);
+    let _ = send(&mut ch, "b");
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(9));
+    assert!(fx.logs.contains(&Log::LastEventIdAhead { last: 9, sent_up_to: 1 }));
+    assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [2]);
+    // Exactly what was sent: nothing to replay, nothing logged.
+    let _ = ch.stream_ended(g2.unwrap());
+    let (_, fx) = ch.attach(Some(2));
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::LastEventIdAhead { .. })), "{fx:?}");
+}
+
+#[test]
+fn last_event_id_on_a_new_channel_is_ignored() {
+    let mut ch = Channel::new(settings(Some(KEEP), limits()), None);
+    let (g, fx) = ch.attach(Some(40));
+    assert_eq!(fx, Effects::default());
+    let _ = send(&mut ch, "a");
+    assert_eq!(ids(&batch(&mut ch, g.unwrap())), [1]);
+}
+
+#[test]
+fn replay_is_bounded_by_events_and_by_bytes_with_overhead() {
+    let l = Limits { replay_events: 3, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    for i in 0..5 {
+        let _ = send(&mut ch, &i.to_string());
+    }
+    let _ = batch(&mut ch, g);
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(0));
+    assert!(fx.logs.contains(&Log::Gap { first: 1, last: 2 }), "{fx:?}");
+    assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [3, 4, 5]);
+
+    // Two tiny events weigh their overhead: a budget for two keeps two.
+    let per = encode_data("x").len() + REPLAY_OVERHEAD;
+    let l = Limits { replay_bytes: 2 * per, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    for _ in 0..5 {
+        let _ = send(&mut ch, "x");
+    }
+    let _ = batch(&mut ch, g);
+    let _ = ch.stream_ended(g);
+    let g2 = ch.attach(Some(0)).0.unwrap();
+    assert_eq!(ids(&batch(&mut ch, g2)), [4, 5]);
+}
+
+#[test]
+fn a_resume_older_than_the_replay_is_a_reported_gap() {
+    let l = Limits { replay_events: 2, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    for i in 0..6 {
+        let _ = send(&mut ch, &i.to_string());
+    }
+    let _ = batch(&mut ch, g);
+    let _ = ch.stream_ended(g);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
+    let (g2, fx) = ch.attach(Some(1));
+    assert!(fx.wake_app);
+    assert_eq!(fx.logs, [Log::Resumed, Log::Gap { first: 2, last: 4 }]);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Resumed, ConnectionEvent::Gap { lost: 3 }]);
+    assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [5, 6]);
+    // The gap counts in the close.
+    let _ = send(&mut ch, "queued");
+    let _ = ch.close(CloseReason::Closed);
+    let _ = ch.stream_ended(g2.unwrap());
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 4)]);
+}
+
+#[test]
+fn a_gap_asked_for_twice_is_reported_once() {
+    let l = Limits { replay_events: 1, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    for i in 0..4 {
+        let _ = send(&mut ch, &i.to_string());
+    }
+    let _ = batch(&mut ch, g);
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(0));
+    assert!(fx.logs.contains(&Log::Gap { first: 1, last: 3 }), "{fx:?}");
+    // The client saw nothing of the replay either and asks again.
+    let (g3, fx) = ch.attach(Some(0));
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })), "{fx:?}");
+    assert!(!ch.is_attached(g2.unwrap()));
+    assert_eq!(ids(&batch(&mut ch, g3.unwrap())), [4]);
+    let gaps: Vec<_> =
+        inbox(&mut ch).into_iter().filter(|e| matches!(e, ConnectionEvent::Gap { .. })).collect();
+    assert_eq!(gaps, [ConnectionEvent::Gap { lost: 3 }]);
+}
+
+#[test]
+fn a_second_stream_takes_over() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "a");
+    let _ = batch(&mut ch, g);
+    let (g2, fx) = ch.attach(Some(0));
+    let g2 = g2.unwrap();
+    assert!(fx.wake_stream, "the old stream must notice");
+    assert_eq!(fx.logs, [Log::TookOver]);
+    assert!(!ch.is_attached(g) && ch.is_attached(g2));
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    // The old stream's end is stale: nothing is suspended.
+    assert_eq!(ch.stream_ended(g), Effects::default());
+    assert_eq!(ids(&batch(&mut ch, g2)), [1]);
+    assert!(inbox(&mut ch).is_empty());
+}
+
+#[test]
+fn control_close_flushes_then_ends_with_the_close_event() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "last words");
+    let fx = ch.close(CloseReason::Closed);
+    assert!(fx.wake_stream && fx.retire, "no POST after a close, a new GET starts afresh");
+    assert!(!ch.is_live());
+    assert_eq!(ch.send(encode_data("late")).0, Err(SendError::Closed));
+    assert_eq!(ids(&batch(&mut ch, g)), [1]);
+    let (b, fx) = ch.next_batch(g);
+    assert_eq!(b, Batch::Final);
+    assert!(!fx.retire, "retired once");
+    assert_eq!(fx.logs, [Log::Closed(CloseInfo { reason: CloseReason::Closed, undelivered: 0 })]);
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 0)]);
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    assert_eq!(ch.attach(None).0, None, "a closing channel takes no stream");
+}
+
+#[test]
+fn a_close_whose_stream_dies_counts_the_rest_undelivered() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "a");
+    let _ = send(&mut ch, "b");
+    let _ = ch.close(CloseReason::Shutdown);
+    let _ = ch.stream_ended(g);
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Shutdown, 2)]);
+}
+
+#[test]
+fn closing_a_suspended_channel_is_immediate() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let _ = send(&mut ch, "a");
+    let fx = ch.close(CloseReason::Closed);
+    assert_eq!(fx.keep_alive, Some((1, Timer::Cancel)));
+    assert!(fx.retire);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended, closed(CloseReason::Closed, 1)]);
+}
+
+#[test]
+fn drop_stream_ends_without_close_and_suspends() {
+    let (mut ch, g) = open(Some(KEEP));
+    let fx = ch.drop_stream();
+    assert!(fx.wake_stream);
+    assert_eq!(fx.logs[0], Log::Dropped);
+    assert!(ch.is_suspended());
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    assert_eq!(ch.drop_stream(), Effects::default(), "no stream, nothing to drop");
+    let (mut ch, _) = open(None);
+    let _ = ch.drop_stream();
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::StreamEnded, 0)]);
+}
+
+#[test]
+fn a_full_queue_disconnects_a_slow_consumer() {
+    let l = Limits { outgoing_messages: 2, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    let _ = send(&mut ch, "a");
+    let _ = send(&mut ch, "b");
+    let (r, fx) = ch.send(encode_data("c"));
+    assert_eq!(r, Err(SendError::SlowConsumer));
+    assert!(fx.wake_stream && fx.retire);
+    assert!(matches!(fx.logs[0], Log::SlowConsumer { queued: 2, .. }));
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::SlowConsumer, 3)]);
+    // By bytes too.
+    let l = Limits { outgoing_bytes: 20, ..limits() };
+    let (mut ch, _) = open_with(Some(KEEP), l);
+    assert_eq!(ch.send(encode_data(&"x".repeat(30))).0, Err(SendError::SlowConsumer));
+}
+
+#[test]
+fn keep_alive_expiry_matches_its_epoch() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let g2 = ch.attach(None).0.unwrap();
+    let _ = ch.stream_ended(g2);
+    let _ = send(&mut ch, "a");
+    let _ = inbox(&mut ch);
+    assert_eq!(ch.deadline(Deadline::KeepAlive { epoch: 1 }), Effects::default(), "stale");
+    let fx = ch.deadline(Deadline::KeepAlive { epoch: 2 });
+    assert!(fx.retire);
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::KeepAliveExpired, 1)]);
+}
+
+#[test]
+fn shutdown_grace_over_closes_what_is_left() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "a");
+    let _ = ch.close(CloseReason::Shutdown);
+    let fx = ch.force_close();
+    assert!(fx.wake_stream);
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Shutdown, 1)]);
+    assert_eq!(ch.force_close(), Effects::default());
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let _ = ch.force_close();
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended, closed(CloseReason::Shutdown, 0)]);
+}
+
+#[test]
+fn a_client_close_skips_keep_alive() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "unsent");
+    let fx = ch.client_closed();
+    assert!(fx.wake_stream && fx.retire);
+    assert!(matches!(ch.next_batch(g), (Batch::End, _)));
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::ClosedByClient, 1)]);
+    assert_eq!(ch.client_closed(), Effects::default());
+}
+
+// --- POSTs ------------------------------------------------------------------------
+
+fn post(ch: &mut Channel, id: u64, m: &str) -> (Result<Offer, InboundError>, Effects) {
+    assert_eq!(ch.reserve(m.len()), Ok(true), "room for {id}");
+    ch.offer(id, m.to_string(), m.len())
+}
+
+fn messages(ch: &mut Channel) -> Vec<String> {
+    inbox(ch)
+        .into_iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn posts_reach_the_inbox_in_order_once() {
+    let (mut ch, _) = open(None);
+    assert_eq!(post(&mut ch, 2, "c").0, Ok(Offer::Buffered));
+    assert_eq!(post(&mut ch, 1, "b").0, Ok(Offer::Buffered));
+    assert_eq!(post(&mut ch, 2, "c").0, Ok(Offer::Duplicate));
+    assert!(messages(&mut ch).is_empty());
+    let (r, fx) = post(&mut ch, 0, "a");
+    assert_eq!(r, Ok(Offer::Ready));
+    assert!(fx.wake_app);
+    assert_eq!(messages(&mut ch), ["a", "b", "c"]);
+    assert_eq!(post(&mut ch, 0, "a").0, Ok(Offer::Duplicate));
+    assert_eq!(ch.held_bytes(), 0);
+}
+
+#[test]
+fn the_window_and_the_reorder_bytes_are_enforced() {
+    let l = Limits { reorder_window: 4, ..limits() };
+    let (mut ch, _) = open_with(None, l);
+    assert_eq!(post(&mut ch, 5, "x").0, Err(InboundError::TooFarAhead { next: 0, window: 4 }));
+    let l = Limits { reorder_bytes: 70, ..limits() };
+    let (mut ch, _) = open_with(None, l);
+    assert_eq!(post(&mut ch, 1, "x").0, Ok(Offer::Buffered));
+    assert!(matches!(post(&mut ch, 2, "y").0, Err(InboundError::ReorderFull { .. })));
+}
+
+#[test]
+fn posts_wait_for_room_and_reading_frees_it() {
+    let l = Limits { incoming_messages: 2, incoming_bytes: 1000, ..limits() };
+    let (mut ch, _) = open_with(None, l);
+    let _ = post(&mut ch, 0, "a");
+    let _ = post(&mut ch, 1, "b");
+    assert_eq!(ch.reserve(1), Ok(false), "two messages wait for the application");
+    let (ev, fx) = ch.recv();
+    assert_eq!(ev, Some(ConnectionEvent::Message("a".into())));
+    assert!(fx.room);
+    assert_eq!(ch.reserve(1), Ok(true));
+    // Bytes bound the inbox too, reserved bodies included.
+    let l = Limits { incoming_messages: 100, incoming_bytes: 10, ..limits() };
+    let (mut ch, _) = open_with(None, l);
+    assert_eq!(ch.reserve(8), Ok(true));
+    assert_eq!(ch.reserve(8), Ok(false));
+    let fx = ch.unreserve(8);
+    assert!(fx.room);
+    assert_eq!(ch.reserve(8), Ok(true));
+    // One always gets in when nothing is held, even past the byte bound.
+    let (mut ch, _) = open_with(None, l);
+    assert_eq!(ch.reserve(50), Ok(true));
+}
+
+#[test]
+fn a_new_id_waits_for_its_first_messages_then_skips_the_gap() {
+    let (mut ch, _) = open(None);
+    let (r, fx) = post(&mut ch, 3, "d");
+    assert_eq!(r, Ok(Offer::Buffered));
+    assert_eq!(fx.first_message, Some(Timer::Arm(WAIT)));
+    let (_, fx) = post(&mut ch, 4, "e");
+    assert_eq!(fx.first_message, None, "armed once");
+    let fx = ch.deadline(Deadline::FirstMessage);
+    assert_eq!(fx.logs, [Log::SkippedToFirst { start: 3, wait: WAIT }]);
+    assert_eq!(messages(&mut ch), ["d", "e"]);
+    assert_eq!(ch.next_message_id(), 5);
+    assert_eq!(ch.deadline(Deadline::FirstMessage), Effects::default(), "fires once");
+}
+
+#[test]
+fn message_zero_in_time_cancels_the_wait() {
+    let (mut ch, _) = open(None);
+    let _ = post(&mut ch, 1, "b");
+    let (_, fx) = post(&mut ch, 0, "a");
+    assert_eq!(fx.first_message, Some(Timer::Cancel));
+    assert_eq!(messages(&mut ch), ["a", "b"]);
+    assert_eq!(ch.deadline(Deadline::FirstMessage), Effects::default());
+}
+
+#[test]
+fn a_remembered_id_keeps_counting_without_a_first_wait() {
+    let (mut old, _) = open(None);
+    let _ = post(&mut old, 0, "a");
+    let _ = post(&mut old, 2, "c");
+    let remembered = old.take_inbound();
+    let mut ch = Channel::new(settings(None, limits()), Some(remembered));
+    let _ = ch.attach(None);
+    let (r, fx) = post(&mut ch, 3, "d");
+    assert_eq!(r, Ok(Offer::Buffered));
+    assert_eq!(fx.first_message, None);
+    assert_eq!(post(&mut ch, 0, "a").0, Ok(Offer::Duplicate));
+    let _ = post(&mut ch, 1, "b");
+    assert_eq!(messages(&mut ch), ["b", "c", "d"]);
+}
+
+#[test]
+fn posts_after_the_application_left_are_refused() {
+    let (mut ch, _) = open(None);
+    let _ = post(&mut ch, 0, "unread");
+    let fx = ch.app_dropped();
+    assert!(fx.room, "waiting POSTs must learn it");
+    assert_eq!(fx.logs, [Log::UnreadMessages { count: 1 }]);
+    assert_eq!(ch.reserve(1), Err(InboundError::AppGone));
+    assert_eq!(ch.held_bytes(), 0);
+}
+
+#[test]
+fn nothing_follows_the_close_event() {
+    let (mut ch, g) = open(None);
+    assert_eq!(ch.reserve(1), Ok(true));
+    let fx = ch.close(CloseReason::Closed);
+    assert!(fx.retire);
+    // A POST that reserved before the close is refused after it.
+    assert_eq!(ch.offer(0, "late".into(), 1).0, Err(InboundError::Closed));
+    assert_eq!(ch.reserve(1), Err(InboundError::Closed));
+    let _ = ch.next_batch(g);
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 0)]);
+    assert_eq!(ch.recv().0, None);
+    assert!(ch.is_done());
+}
+
+// --- the model --------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send,
+    /// The stream writes its next batch and the client reads all of it.
+    Poll,
+    /// The stream writes its next batch; the connection dies after the
+    /// client read only `k` of its events.
+    Cut(u8),
+    /// The client reconnects with the last id it saw.
+    Resume,
+    /// A second stream while the first still looks open.
+    TakeOver,
+    Drop,
+    Expire,
+    Close,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => Just(Op::Send),
+        3 => Just(Op::Poll),
+        2 => any::<u8>().prop_map(Op::Cut),
+        3 => Just(Op::Resume),
+        1 => Just(Op::TakeOver),
+        1 => Just(Op::Drop),
+        1 => Just(Op::Expire),
+        1 => Just(Op::Close),
+    ]
+}
+
+/// The client and what it was told.
+struct Model {
+    ch: Channel,
+    stream: Option<u64>,
+    received: Vec<u64>,
+    sent: u64,
+    gap_lost: u64,
+    epoch: Option<u64>,
+    close: Option<CloseInfo>,
+}
+
+impl Model {
+    fn take_inbox(&mut self) {
+        for ev in inbox(&mut self.ch) {
+            match ev {
+                ConnectionEvent::Gap { lost } => self.gap_lost += lost,
+                ConnectionEvent::Closed(info) => self.close = Some(info),
+                _ => {}
+            }
+        }
+    }
+
+    fn fx(&mut self, fx: Effects) {
+        if let Some((epoch, t)) = fx.keep_alive {
+            self.epoch = matches!(t, Timer::Arm(_)).then_some(epoch);
+        }
+    }
+
+    fn receive(&mut self, events: &[(u64, String)]) {
+        for (id, data) in events {
+            assert!(
+                self.received.last().is_none_or(|last| id > last),
+                "{id} after {:?}",
+                self.received.last()
+            );
+            assert_eq!(data, &format!("m{id}"), "event {id} intact");
+            self.received.push(*id);
+        }
+    }
+
+    fn next(&mut self, keep: Option<usize>) {
+        let Some(g) = self.stream else { return };
+        let (b, fx) = self.ch.next_batch(g);
+        self.fx(fx);
+        match b {
+            Batch::Data(bytes, _) => {
+                let events = parse(&bytes);
+                let k = keep.map_or(events.len(), |k| k.min(events.len()));
+                self.receive(&events[..k]);
+                if keep.is_some() {
+                    let fx = self.ch.stream_ended(g);
+                    self.fx(fx);
+                    self.stream = None;
+                }
+            }
+            Batch::Final | Batch::End => self.stream = None,
+            Batch::Pending => {}
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Send => {
+                let id = self.ch.next_event_id;
+                let (r, fx) = self.ch.send(encode_data(&format!("m{id}")));
+                self.fx(fx);
+                if r.is_ok() {
+                    self.sent += 1;
+                }
+            }
+            Op::Poll => self.next(None),
+            Op::Cut(k) => self.next(Some(*k as usize % 4)),
+            Op::Resume if self.stream.is_none() => self.attach(),
+            Op::TakeOver if self.stream.is_some() => self.attach(),
+            Op::Resume | Op::TakeOver => {}
+            Op::Drop => {
+                let fx = self.ch.drop_stream();
+                self.fx(fx);
+                // A closing channel's stream goes on to the close event.
+                self.stream = self.stream.filter(|g| self.ch.is_attached(*g));
+            }
+            Op::Expire => {
+                if let Some(epoch) = self.epoch {
+                    let fx = self.ch.deadline(Deadline::KeepAlive { epoch });
+                    self.fx(fx);
+                }
+            }
+            Op::Close => {
+                let fx = self.ch.close(CloseReason::Closed);
+                self.fx(fx);
+            }
+        }
+        self.take_inbox();
+    }
+
+    /// Reconnects with the last id seen, or 0 before any (as ssechan's
+    /// clients do: without the header a resume cannot replay, which is
+    /// what a package:sse client gets).
+    fn attach(&mut self) {
+        let last = self.received.last().copied().unwrap_or(0);
+        let (g, fx) = self.ch.attach(Some(last));
+        self.fx(fx);
+        if g.is_some() {
+            self.stream = g;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever happens, the client sees events in order, each once and
+    /// intact; and while the channel lives, every event sent either
+    /// reaches it or is reported lost in a gap — nothing vanishes.
+    #[test]
+    fn delivery_is_exact_or_reported(ops in proptest::collection::vec(op(), 1..120), replay in 1usize..6) {
+        let l = Limits { replay_events: replay, outgoing_messages: 40, ..limits() };
+        let mut ch = Channel::new(Settings { max_frame: 64, ..settings(Some(KEEP), l) }, None);
+        let stream = ch.attach(None).0;
+        let mut m = Model { ch, stream, received: vec![], sent: 0, gap_lost: 0, epoch: None, close: None };
+        for op in &ops {
+            m.apply(op);
+        }
+        if m.ch.is_live() {
+            if m.stream.is_none() {
+                m.attach();
+            }
+            while m.stream.is_some() && !m.ch.queue.is_empty() {
+                m.next(None);
+            }
+            m.take_inbox();
+            prop_assert_eq!(m.received.len() as u64 + m.gap_lost, m.sent, "received {:?}", m.received);
+        } else {
+            // Closing: the stream flushes up to the close event.
+            while m.stream.is_some() {
+                m.next(None);
+            }
+            m.take_inbox();
+            let info = m.close.expect("closed");
+            // What never left the server is counted, gaps included.
+            prop_assert!(m.received.len() as u64 + info.undelivered <= m.sent);
+            prop_assert!(info.undelivered >= m.gap_lost);
+        }
+    }
+
+    /// Shuffled, duplicated POSTs reach the application once, in order.
+    #[test]
+    fn posts_arrive_in_order_once(order in Just((0u64..60).collect::<Vec<_>>()).prop_shuffle(), dups in proptest::collection::vec(0u64..60, 0..30)) {
+        let (mut ch, _) = open(None);
+        let mut out = Vec::new();
+        for id in order.iter().chain(dups.iter()) {
+            let m = id.to_string();
+            let len = m.len();
+            prop_assert_eq!(ch.reserve(len), Ok(true));
+            let (r, _) = ch.offer(*id, m, len);
+            prop_assert!(r.is_ok());
+            out.extend(messages(&mut ch));
+        }
+        let want: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+        prop_assert_eq!(out, want);
+        prop_assert_eq!(ch.held_bytes(), 0);
+    }
+}
+
+#[test]
+fn bytes_are_shared_not_copied_into_replay() {
+    let (mut ch, g) = open(Some(KEEP));
+    let data = Bytes::from_static(b"data: \"x\"\n\n");
+    let _ = ch.send(data.clone());
+    let _ = batch(&mut ch, g);
+    assert_eq!(ch.replay.back().map(|(_, b)| b.as_ptr()), Some(data.as_ptr()));
+}

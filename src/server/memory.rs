@@ -1,0 +1,818 @@
+//! The in-process [`ChannelStore`]: a registry of channels, each a
+//! [`Channel`] state machine behind a mutex. The [`Registry`] is the only
+//! code that touches the maps; its lock is held for map work only, and
+//! everything a transition asks for (wakes, deadlines, retiring, logs) is
+//! done by [`Conn::apply`] after the channel's lock is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Counters;
+use super::app::{
+    ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
+};
+use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
+use super::config::Limits;
+use super::deadlines::Deadlines;
+use super::store::{
+    ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
+};
+use crate::client::escape_controls;
+use crate::protocol::reorder::ReorderBuffer;
+
+/// What remembering one closed id costs besides its key and held messages.
+const CLOSED_ENTRY_OVERHEAD: usize = 128;
+
+/// What the store needs from the server's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryConfig {
+    pub settings: Settings,
+    pub limits: Limits,
+    /// How long the next expected messageId of a closed id is kept.
+    pub closed_id_memory: Duration,
+    /// How long a POST waits for room before it is refused.
+    pub post_wait: Duration,
+}
+
+/// Keys of the deadline map: a channel's serial and which deadline, or
+/// the sweep of remembered closed ids (serial 0).
+type DueKey = (u64, DueKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum DueKind {
+    KeepAlive,
+    FirstMessage,
+    ClosedIds,
+}
+
+enum Due {
+    Channel(Weak<Conn>, Deadline),
+    ClosedIds,
+}
+
+pub(crate) struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: MemoryConfig,
+    registry: Mutex<Registry>,
+    deadlines: Arc<Deadlines<DueKey, Due>>,
+    serials: AtomicU64,
+    /// Bytes held for incoming messages over all channels.
+    held: AtomicUsize,
+    accept: Mutex<Option<mpsc::Sender<Connection>>>,
+    stats: Arc<Counters>,
+    shutting_down: AtomicBool,
+    /// Channels that were open when shutdown began.
+    closing: Mutex<Vec<Arc<Conn>>>,
+    closed_one: Notify,
+}
+
+impl MemoryStore {
+    /// A store handing new connections to `accept`; its deadline task
+    /// runs on the current runtime until the store is dropped.
+    pub(crate) fn new(
+        config: MemoryConfig,
+        accept: mpsc::Sender<Connection>,
+        stats: Arc<Counters>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            registry: Mutex::new(Registry::default()),
+            deadlines: Arc::new(Deadlines::new()),
+            serials: AtomicU64::new(1),
+            held: AtomicUsize::new(0),
+            accept: Mutex::new(Some(accept)),
+            stats,
+            shutting_down: AtomicBool::new(false),
+            closing: Mutex::new(Vec::new()),
+            closed_one: Notify::new(),
+        });
+        let (deadlines, weak) = (shared.deadlines.clone(), Arc::downgrade(&shared));
+        // Holds the store only while firing; `MemoryStore::drop` stops it.
+        tokio::spawn(async move {
+            deadlines
+                .run(|_, due| match due {
+                    Due::Channel(conn, which) => {
+                        if let Some(conn) = conn.upgrade() {
+                            conn.update(|c| ((), c.deadline(which)));
+                        }
+                    }
+                    Due::ClosedIds => {
+                        if let Some(s) = weak.upgrade() {
+                            s.sweep_closed();
+                        }
+                    }
+                })
+                .await
+        });
+        Self { shared }
+    }
+}
+
+impl Drop for MemoryStore {
+    fn drop(&mut self) {
+        self.shared.deadlines.stop();
+    }
+}
+
+impl Shared {
+    fn lock_registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settings(&self) -> Settings {
+        self.config.settings
+    }
+
+    /// Applies a channel's deadline requests.
+    fn timers(&self, conn: &Conn, keep_alive: Option<(u64, Timer)>, first: Option<Timer>) {
+        let now = Instant::now();
+        if let Some((epoch, t)) = keep_alive {
+            let key = (conn.serial, DueKind::KeepAlive);
+            match t {
+                Timer::Arm(after) => self.deadlines.arm(
+                    key,
+                    now + after,
+                    Due::Channel(conn.me.clone(), Deadline::KeepAlive { epoch }),
+                ),
+                Timer::Cancel => self.deadlines.cancel(&key),
+            }
+        }
+        if let Some(t) = first {
+            let key = (conn.serial, DueKind::FirstMessage);
+            match t {
+                Timer::Arm(after) => self.deadlines.arm(
+                    key,
+                    now + after,
+                    Due::Channel(conn.me.clone(), Deadline::FirstMessage),
+                ),
+                Timer::Cancel => self.deadlines.cancel(&key),
+            }
+        }
+    }
+
+    /// Removes a closing channel and remembers its re-order state.
+    fn retire(&self, conn: &Conn, inbound: ReorderBuffer<String>) {
+        let limits = self.config.limits;
+        let remember = !self.config.closed_id_memory.is_zero();
+        let mut reg = self.lock_registry();
+        let (forgotten, dropped, arm) = reg.retire(
+            conn,
+            inbound,
+            remember,
+            Instant::now(),
+            self.config.closed_id_memory,
+            ClosedBounds { count: limits.max_clients, bytes: limits.closed_id_bytes },
+        );
+        drop(reg);
+        if let Some(at) = arm {
+            self.deadlines.arm((0, DueKind::ClosedIds), at, Due::ClosedIds);
+        }
+        if forgotten > 0 {
+            warn!(
+                messages = forgotten,
+                "forgot acknowledged out-of-order messages of closed client ids (closed-id memory full)"
+            );
+        }
+        if dropped > 0 {
+            warn!(client = %escape_controls(&conn.id), messages = dropped, "acknowledged out-of-order messages dropped with their connection");
+        }
+        if self.shutting_down.load(Ordering::SeqCst) {
+            self.closed_one.notify_waiters();
+        }
+    }
+
+    fn sweep_closed(&self) {
+        let mut reg = self.lock_registry();
+        let (forgotten, next) = reg.sweep(Instant::now(), self.config.closed_id_memory);
+        drop(reg);
+        if let Some(at) = next {
+            self.deadlines.arm((0, DueKind::ClosedIds), at, Due::ClosedIds);
+        }
+        if forgotten > 0 {
+            warn!(
+                messages = forgotten,
+                "forgot acknowledged out-of-order messages of closed client ids (memory period over)"
+            );
+        }
+    }
+
+    fn adjust_held(&self, before: usize, after: usize) {
+        if after > before {
+            self.held.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.held.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    fn all_conns(&self) -> Vec<Arc<Conn>> {
+        self.lock_registry().live.values().cloned().collect()
+    }
+}
+
+// --- the registry -----------------------------------------------------------
+
+#[derive(Default)]
+struct Registry {
+    live: HashMap<Arc<str>, Arc<Conn>>,
+    /// Re-order state of recently closed client ids (PROTOCOL §3): the next
+    /// expected messageId and any acknowledged out-of-order messages.
+    closed: HashMap<Arc<str>, (Instant, ReorderBuffer<String>)>,
+    closed_order: VecDeque<(Instant, Arc<str>)>,
+    /// What `closed` weighs: keys, held messages and entry overhead.
+    closed_bytes: usize,
+    sweep_armed: bool,
+}
+
+struct ClosedBounds {
+    count: usize,
+    bytes: usize,
+}
+
+fn closed_weight(id: &str, r: &ReorderBuffer<String>) -> usize {
+    id.len() + r.buffered_bytes() + CLOSED_ENTRY_OVERHEAD
+}
+
+impl Registry {
+    /// The live channel of `id`, if any.
+    fn get(&self, id: &str) -> Option<Arc<Conn>> {
+        self.live.get(id).cloned()
+    }
+
+    /// Takes the remembered re-order state of a closed id coming back.
+    fn take_remembered(&mut self, id: &str) -> Option<ReorderBuffer<String>> {
+        let (_, r) = self.closed.remove(id)?;
+        self.closed_bytes -= closed_weight(id, &r);
+        Some(r)
+    }
+
+    fn insert(&mut self, conn: Arc<Conn>) {
+        self.live.insert(conn.id.clone(), conn);
+    }
+
+    /// Removes `conn` if it is still the live channel of its id and keeps
+    /// its re-order state. Returns messages forgotten to make room, those
+    /// dropped because nothing is remembered, and when to sweep next.
+    fn retire(
+        &mut self,
+        conn: &Conn,
+        inbound: ReorderBuffer<String>,
+        remember: bool,
+        now: Instant,
+        memory: Duration,
+        bounds: ClosedBounds,
+    ) -> (usize, usize, Option<Instant>) {
+        let current = self.live.get(&conn.id).is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), conn));
+        if current {
+            self.live.remove(&conn.id);
+        }
+        if !current || !remember {
+            return (0, inbound.buffered(), None);
+        }
+        let weight = closed_weight(&conn.id, &inbound);
+        let mut forgotten = 0;
+        while self.closed_bytes + weight > bounds.bytes || self.closed.len() >= bounds.count {
+            let Some((_, old)) = self.closed_order.pop_front() else { break };
+            forgotten += self.forget(&old);
+        }
+        if weight > bounds.bytes {
+            return (forgotten, inbound.buffered(), None);
+        }
+        if let Some((_, old)) = self.closed.insert(conn.id.clone(), (now, inbound)) {
+            self.closed_bytes -= closed_weight(&conn.id, &old);
+        }
+        self.closed_bytes += weight;
+        self.closed_order.push_back((now, conn.id.clone()));
+        let arm = (!self.sweep_armed).then(|| {
+            self.sweep_armed = true;
+            now + memory
+        });
+        (forgotten, 0, arm)
+    }
+
+    /// Forgets `id` if its entry is still there; returns the messages it held.
+    fn forget(&mut self, id: &Arc<str>) -> usize {
+        match self.closed.remove(id) {
+            Some((_, r)) => {
+                self.closed_bytes -= closed_weight(id, &r);
+                r.buffered()
+            }
+            None => 0,
+        }
+    }
+
+    /// Forgets what has been remembered for `memory`; returns the messages
+    /// forgotten and when to sweep next.
+    fn sweep(&mut self, now: Instant, memory: Duration) -> (usize, Option<Instant>) {
+        let mut forgotten = 0;
+        while let Some((at, id)) = self.closed_order.front().cloned() {
+            if now.duration_since(at) < memory {
+                self.sweep_armed = true;
+                return (forgotten, Some(at + memory));
+            }
+            self.closed_order.pop_front();
+            // A stale entry: the id came back (and maybe closed again since).
+            if self.closed.get(&id).is_some_and(|(t, _)| *t == at) {
+                forgotten += self.forget(&id);
+            }
+        }
+        self.sweep_armed = false;
+        (forgotten, None)
+    }
+}
+
+// --- one channel ------------------------------------------------------------
+
+/// A channel and the wakers of the tasks waiting on it.
+struct Slot {
+    chan: Channel,
+    stream_waker: Option<Waker>,
+    app_waker: Option<Waker>,
+    /// `chan.held_bytes()` as last added to the server's total.
+    held_seen: usize,
+}
+
+/// The shared state of one connection: the stream, the POST handlers and
+/// the application all reach it.
+pub(crate) struct Conn {
+    /// This connection, for deadlines that must not keep it alive.
+    me: Weak<Conn>,
+    id: Arc<str>,
+    /// Unique per channel, unlike ids, which come back.
+    serial: u64,
+    info: RequestInfo,
+    slot: Mutex<Slot>,
+    /// Room for incoming messages was freed.
+    room: Notify,
+    store: Weak<Shared>,
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding this lock leaves plain data behind: go on.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one transition and applies its effects.
+    fn update<R>(&self, f: impl FnOnce(&mut Channel) -> (R, Effects)) -> R {
+        let mut slot = self.lock();
+        let (r, fx) = f(&mut slot.chan);
+        self.apply(slot, fx);
+        r
+    }
+
+    /// Everything a transition asked for, in order, after the lock: the
+    /// one place where wakers are taken, deadlines armed, channels retired
+    /// and transitions logged.
+    fn apply(&self, mut slot: MutexGuard<'_, Slot>, fx: Effects) {
+        let stream = if fx.wake_stream { slot.stream_waker.take() } else { None };
+        let app = if fx.wake_app { slot.app_waker.take() } else { None };
+        let inbound = fx.retire.then(|| slot.chan.take_inbound());
+        let held = slot.chan.held_bytes();
+        let before = std::mem::replace(&mut slot.held_seen, held);
+        drop(slot);
+        if let Some(w) = stream {
+            w.wake();
+        }
+        if let Some(w) = app {
+            w.wake();
+        }
+        if fx.room {
+            self.room.notify_waiters();
+        }
+        let store = self.store.upgrade();
+        if let Some(store) = &store {
+            store.adjust_held(before, held);
+            if fx.keep_alive.is_some() || fx.first_message.is_some() {
+                store.timers(self, fx.keep_alive, fx.first_message);
+            }
+            if let Some(inbound) = inbound {
+                store.retire(self, inbound);
+            }
+        }
+        for log in &fx.logs {
+            self.log(log);
+        }
+    }
+
+    fn log(&self, log: &Log) {
+        let client = escape_controls(&self.id);
+        let remote = self.info.remote;
+        match log {
+            Log::Resumed => info!(%client, %remote, "resumed"),
+            Log::TookOver => info!(%client, %remote, "stream taken over by a new request"),
+            Log::StreamLost { keep_alive } => {
+                info!(%client, "stream lost; keep-alive {}", humantime::format_duration(*keep_alive))
+            }
+            Log::Dropped => info!(%client, "stream dropped by server"),
+            Log::Closing(reason) => {
+                if *reason != CloseReason::Closed {
+                    info!(%client, "closing: {reason}")
+                }
+            }
+            Log::Closed(c) if c.undelivered > 0 => {
+                warn!(%client, undelivered = c.undelivered, "closed ({}) with undelivered messages", c.reason)
+            }
+            Log::Closed(c) => info!(%client, "closed ({})", c.reason),
+            Log::Gap { first, last } => warn!(
+                %client,
+                lost = last - first + 1,
+                "resume from Last-Event-ID {} is older than the replay buffer: events {first}..={last} are lost",
+                first - 1
+            ),
+            Log::LastEventIdAhead { last, sent_up_to } => {
+                warn!(%client, last, sent_up_to, "Last-Event-ID is ahead of what was sent; ignored")
+            }
+            Log::SlowConsumer { queued, queued_bytes } => warn!(
+                %client, queued, queued_bytes, "slow consumer: outgoing queue full, disconnecting"
+            ),
+            Log::SkippedToFirst { start, wait } => warn!(
+                %client,
+                "messages 0..{start} never arrived in {wait:?} (a client that outlived a server restart?); starting from messageId {start}"
+            ),
+            Log::UnreadMessages { count } => {
+                warn!(%client, count, "the application dropped the connection with messages unread")
+            }
+        }
+    }
+}
+
+impl ChannelApp for Conn {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn info(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>> {
+        let mut slot = self.lock();
+        let (ev, fx) = slot.chan.recv();
+        match ev {
+            Some(ev) => {
+                let room = fx.room;
+                let held = slot.chan.held_bytes();
+                let before = std::mem::replace(&mut slot.held_seen, held);
+                drop(slot);
+                if room {
+                    self.room.notify_waiters();
+                }
+                if let Some(store) = self.store.upgrade() {
+                    store.adjust_held(before, held);
+                }
+                Poll::Ready(Some(ev))
+            }
+            None if slot.chan.is_done() => Poll::Ready(None),
+            None => {
+                register(&mut slot.app_waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
+        self.update(|c| c.send(data))
+    }
+
+    fn close(&self) {
+        self.update(|c| ((), c.close(CloseReason::Closed)))
+    }
+
+    fn drop_stream(&self) {
+        self.update(|c| ((), c.drop_stream()))
+    }
+
+    fn is_live(&self) -> bool {
+        self.lock().chan.is_live()
+    }
+
+    fn app_gone(&self) {
+        self.update(|c| ((), c.app_dropped()))
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+// --- streams and POSTs --------------------------------------------------------
+
+struct MemoryStream {
+    conn: Arc<Conn>,
+    generation: u64,
+    stats: Arc<Counters>,
+}
+
+impl StreamSource for MemoryStream {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<StreamItem> {
+        let mut slot = self.conn.lock();
+        let (batch, fx) = slot.chan.next_batch(self.generation);
+        let item = match batch {
+            Batch::Pending => {
+                register(&mut slot.stream_waker, cx);
+                return Poll::Pending;
+            }
+            Batch::Data(bytes, events) => {
+                self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                self.stats.events.fetch_add(events, Ordering::Relaxed);
+                StreamItem::Data(bytes)
+            }
+            Batch::Final => StreamItem::Final,
+            Batch::End => StreamItem::End,
+        };
+        self.conn.apply(slot, fx);
+        Poll::Ready(item)
+    }
+
+    fn probe(&self) -> super::stream::DetachProbe {
+        let (conn, generation) = (self.conn.clone(), self.generation);
+        Arc::new(move |cx| {
+            let mut slot = conn.lock();
+            if !slot.chan.is_attached(generation) {
+                return true;
+            }
+            register(&mut slot.stream_waker, cx);
+            false
+        })
+    }
+}
+
+impl Drop for MemoryStream {
+    fn drop(&mut self) {
+        let generation = self.generation;
+        self.conn.update(|c| ((), c.stream_ended(generation)));
+    }
+}
+
+/// Room reserved in a channel for one POST's message.
+struct MemoryPost {
+    conn: Arc<Conn>,
+    bytes: usize,
+    delivered: bool,
+}
+
+impl PostSlot for MemoryPost {
+    fn deliver(
+        mut self: Box<Self>,
+        message_id: u64,
+        message: String,
+    ) -> StoreFuture<'static, Result<(), Refusal>> {
+        self.delivered = true;
+        let bytes = self.bytes;
+        let result = self.conn.update(|c| c.offer(message_id, message, bytes));
+        let refusal = match result {
+            Ok(_) => None,
+            Err(e) => Some(inbound_refusal(e, &self.conn.id, message_id)),
+        };
+        Box::pin(std::future::ready(refusal.map_or(Ok(()), Err)))
+    }
+}
+
+impl Drop for MemoryPost {
+    fn drop(&mut self) {
+        if !self.delivered {
+            let bytes = self.bytes;
+            self.conn.update(|c| ((), c.unreserve(bytes)));
+        }
+    }
+}
+
+fn inbound_refusal(e: InboundError, client_id: &str, message_id: u64) -> Refusal {
+    use http::StatusCode;
+    match e {
+        InboundError::Closed => Refusal::unknown_client(client_id),
+        InboundError::AppGone => {
+            Refusal::unavailable("the application is not reading this client's messages")
+        }
+        InboundError::TooFarAhead { next, window } => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "messageId {message_id} is more than {window} ahead of the next expected id {next}"
+            ),
+        ),
+        InboundError::ReorderFull { bytes } => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("re-order buffer full ({bytes} bytes waiting for earlier messages)"),
+        ),
+    }
+}
+
+impl MemoryStore {
+    /// A new channel for `req`, registered and handed to the application.
+    fn create(
+        &self,
+        reg: &mut Registry,
+        req: &StreamRequest,
+    ) -> Result<(Arc<Conn>, u64, tokio::sync::mpsc::OwnedPermit<Connection>), Refusal> {
+        let s = &self.shared;
+        let limits = s.config.limits;
+        if reg.live.len() >= limits.max_clients {
+            return Err(Refusal::unavailable(format!(
+                "too many clients (limit {})",
+                limits.max_clients
+            )));
+        }
+        let permit = s
+            .accept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|tx| tx.clone().try_reserve_owned());
+        let permit = match permit {
+            Some(Ok(p)) => p,
+            Some(Err(_)) => {
+                return Err(Refusal::unavailable(
+                    "the application is not accepting new connections (accept queue full)",
+                ));
+            }
+            None => return Err(Refusal::unavailable("server is shutting down")),
+        };
+        let remembered = reg.take_remembered(&req.client_id);
+        let held = remembered.as_ref().map_or(0, |r| r.buffered_bytes());
+        let mut chan = Channel::new(s.settings(), remembered);
+        let (generation, fx) = chan.attach(None);
+        debug_assert!(fx == Effects::default());
+        let generation = generation.unwrap_or(1);
+        let conn = Arc::new_cyclic(|me| Conn {
+            me: me.clone(),
+            id: Arc::from(req.client_id.as_str()),
+            serial: s.serials.fetch_add(1, Ordering::Relaxed),
+            info: req.info.clone(),
+            slot: Mutex::new(Slot { chan, stream_waker: None, app_waker: None, held_seen: held }),
+            room: Notify::new(),
+            store: Arc::downgrade(s),
+        });
+        reg.insert(conn.clone());
+        Ok((conn, generation, permit))
+    }
+
+    fn stream(&self, conn: Arc<Conn>, generation: u64) -> Box<dyn StreamSource> {
+        Box::new(MemoryStream { conn, generation, stats: self.shared.stats.clone() })
+    }
+}
+
+impl ChannelStore for MemoryStore {
+    fn open_stream(
+        &self,
+        req: StreamRequest,
+    ) -> StoreFuture<'_, Result<Box<dyn StreamSource>, Refusal>> {
+        let result = self.open_now(req);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        client_id: &'a str,
+        bytes: usize,
+    ) -> StoreFuture<'a, Result<Box<dyn PostSlot>, Refusal>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let conn = s.lock_registry().get(client_id);
+            let Some(conn) = conn else { return Err(Refusal::unknown_client(client_id)) };
+            let total = s.config.limits.incoming_total;
+            if s.held.load(Ordering::Relaxed) + bytes > total {
+                return Err(Refusal::unavailable(format!(
+                    "server busy: incoming messages held reached the limit of {total} bytes"
+                )));
+            }
+            let deadline = Instant::now() + s.config.post_wait;
+            loop {
+                let room = conn.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                let reserved = conn.update(|c| (c.reserve(bytes), Effects::default()));
+                match reserved {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => return Err(inbound_refusal(e, client_id, 0)),
+                }
+                if tokio::time::timeout_at(deadline, room).await.is_err() {
+                    return Err(Refusal::unavailable(format!(
+                        "the application has not taken this client's messages for {:?}",
+                        s.config.post_wait
+                    )));
+                }
+            }
+            let slot: Box<dyn PostSlot> = Box::new(MemoryPost { conn, bytes, delivered: false });
+            Ok(slot)
+        })
+    }
+
+    fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>> {
+        let conn = self.shared.lock_registry().get(client_id);
+        let result = match conn {
+            Some(conn) => {
+                conn.update(|c| ((), c.client_closed()));
+                Ok(())
+            }
+            None => Err(Refusal::unknown_client(client_id)),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
+        let conns = self.shared.all_conns();
+        let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
+        Box::pin(std::future::ready(n))
+    }
+
+    fn lookup(&self, client_id: &str) -> Option<ConnectionHandle> {
+        let conn = self.shared.lock_registry().get(client_id)?;
+        Some(ConnectionHandle { chan: conn })
+    }
+
+    fn counts(&self) -> Counts {
+        let s = &self.shared;
+        let (conns, remembered_ids, remembered_bytes) = {
+            let reg = s.lock_registry();
+            (reg.live.values().cloned().collect::<Vec<_>>(), reg.closed.len(), reg.closed_bytes)
+        };
+        let suspended = conns.iter().filter(|c| c.lock().chan.is_suspended()).count();
+        Counts {
+            channels: conns.len(),
+            suspended,
+            incoming_bytes: s.held.load(Ordering::Relaxed),
+            remembered_ids,
+            remembered_bytes,
+        }
+    }
+
+    fn begin_shutdown(&self) {
+        let s = &self.shared;
+        if s.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // No new connections: `Server::accept` ends once the queue drains.
+        s.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let conns = s.all_conns();
+        for c in &conns {
+            c.update(|ch| ((), ch.close(CloseReason::Shutdown)));
+        }
+        s.closing.lock().unwrap_or_else(|e| e.into_inner()).extend(conns);
+    }
+
+    fn finish_shutdown(&self, grace: Duration) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let closing = std::mem::take(&mut *s.closing.lock().unwrap_or_else(|e| e.into_inner()));
+            let deadline = Instant::now() + grace;
+            loop {
+                let closed = s.closed_one.notified();
+                tokio::pin!(closed);
+                closed.as_mut().enable();
+                if closing.iter().all(|c| c.lock().chan.is_closed()) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                    break;
+                }
+            }
+            // Opened meanwhile, or still flushing: close them now.
+            for c in closing.iter().chain(s.all_conns().iter()) {
+                c.update(|ch| ((), ch.force_close()));
+            }
+        })
+    }
+}
+
+impl MemoryStore {
+    fn open_now(&self, req: StreamRequest) -> Result<Box<dyn StreamSource>, Refusal> {
+        let s = &self.shared;
+        if s.shutting_down.load(Ordering::SeqCst) {
+            return Err(Refusal::unavailable("server is shutting down"));
+        }
+        let mut reg = s.lock_registry();
+        if let Some(conn) = reg.get(&req.client_id) {
+            let mut slot = conn.lock();
+            let (generation, fx) = slot.chan.attach(req.last_event_id);
+            if let Some(generation) = generation {
+                drop(reg);
+                conn.apply(slot, fx);
+                return Ok(self.stream(conn, generation));
+            }
+            // Closing: it leaves the registry by itself; start afresh.
+            drop(slot);
+            reg.live.remove(req.client_id.as_str());
+        }
+        let (conn, generation, permit) = self.create(&mut reg, &req)?;
+        drop(reg);
+        let first = conn.lock().chan.next_message_id();
+        info!(client = %escape_controls(&conn.id), remote = %req.info.remote, first_message_id = first, "connected");
+        permit.send(Connection::new(conn.clone()));
+        Ok(self.stream(conn, generation))
+    }
+}

@@ -1,0 +1,145 @@
+//! The seam between the HTTP transport and channel state. Both stream paths
+//! and every request handler talk to a [`ChannelStore`] and to nothing
+//! else: open or attach a stream, reserve and deliver a POST, close for a
+//! client, broadcast, look up, count, shut down. Operations may wait and may
+//! fail, as a networked store's do: a failure is a [`Refusal`] (a status
+//! and a one-line reason), never a panic and never a 200.
+//!
+//! [`super::memory::MemoryStore`] is the in-process implementation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::app::{ConnectionHandle, RequestInfo};
+
+pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a request was refused: its status and a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub reason: String,
+    /// The request's body was left unread: its HTTP/1 connection cannot
+    /// carry another request, and the answer must say so.
+    pub body_unread: bool,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self { status, reason: reason.into(), body_unread: false }
+    }
+
+    pub(crate) fn body_unread(mut self) -> Self {
+        self.body_unread = true;
+        self
+    }
+
+    /// 503: the store or the application cannot take it now.
+    pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+    }
+
+    pub(crate) fn unknown_client(client_id: &str) -> Self {
+        let id = crate::client::escape_controls(client_id);
+        Self::new(StatusCode::NOT_FOUND, format!("unknown client id {id:?}"))
+    }
+}
+
+/// A channel `GET` that passed routing and policy.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamRequest {
+    pub client_id: String,
+    pub last_event_id: Option<u64>,
+    pub info: RequestInfo,
+}
+
+/// What a stream writes next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StreamItem {
+    Data(Bytes),
+    /// The control close event: the last frame of this stream.
+    Final,
+    /// The stream is over (taken over, dropped, closed).
+    End,
+}
+
+/// The events of one attached stream. Dropping it tells the store the
+/// stream is gone (client left, write failed, or ended by us).
+pub(crate) trait StreamSource: Send + 'static {
+    /// The next batch of event bytes.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<StreamItem>;
+    /// Whether this stream is no longer the attached one (taken over,
+    /// dropped, closed), for a writer blocked on a stuck socket: it stops
+    /// then, woken by the detach.
+    fn probe(&self) -> super::stream::DetachProbe;
+}
+
+/// A POST that has room reserved for its message: the body may be read.
+/// Dropping it without delivering gives the room back.
+pub(crate) trait PostSlot: Send {
+    /// Hands message `message_id` to the channel: re-ordered, deduplicated,
+    /// delivered in order. `Ok` means stored: the POST may be answered 200.
+    fn deliver(
+        self: Box<Self>,
+        message_id: u64,
+        message: String,
+    ) -> StoreFuture<'static, Result<(), Refusal>>;
+}
+
+/// How many channels there are, and what they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Channels open or suspended.
+    pub channels: usize,
+    /// Of those, suspended (keep-alive running).
+    pub suspended: usize,
+    /// Bytes held for incoming messages (bounded by `incoming_total`).
+    pub incoming_bytes: usize,
+    /// Closed client ids remembered, and what they weigh (bounded by
+    /// `closed_id_bytes`).
+    pub remembered_ids: usize,
+    pub remembered_bytes: usize,
+}
+
+/// See the module docs.
+pub(crate) trait ChannelStore: Send + Sync + 'static {
+    /// A `GET`: attach to the client's channel (resume, takeover) or open a
+    /// new one, which the application then accepts.
+    fn open_stream(
+        &self,
+        req: StreamRequest,
+    ) -> StoreFuture<'_, Result<Box<dyn StreamSource>, Refusal>>;
+
+    /// A POST's first step, before its body is read: is there such a
+    /// client, and room for `bytes` more of its messages? Waits (bounded)
+    /// while the application is behind.
+    fn reserve<'a>(
+        &'a self,
+        client_id: &'a str,
+        bytes: usize,
+    ) -> StoreFuture<'a, Result<Box<dyn PostSlot>, Refusal>>;
+
+    /// The client says it is leaving for good (`DELETE`).
+    fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>>;
+
+    /// Queues an encoded message for every channel; returns how many took it.
+    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize>;
+
+    /// The channel of `client_id`, if it is open or suspended.
+    fn lookup(&self, client_id: &str) -> Option<ConnectionHandle>;
+
+    fn counts(&self) -> Counts;
+
+    /// Control-closes every channel, ignoring keep-alive; new streams are
+    /// refused from now on.
+    fn begin_shutdown(&self);
+
+    /// Waits until every channel has closed (their streams flushed the
+    /// close event) or `grace` has passed, then closes the rest at once,
+    /// their queues counted undelivered.
+    fn finish_shutdown(&self, grace: std::time::Duration) -> StoreFuture<'_, ()>;
+}
