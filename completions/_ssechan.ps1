@@ -44,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--retry', '--retry', [CompletionResultType]::ParameterName, 'Reconnect delay told to clients with `retry:` at stream start')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Data format on stdin/stdout')
             [CompletionResult]::new('--allow-origin', '--allow-origin', [CompletionResultType]::ParameterName, 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server''s own')
+            [CompletionResult]::new('--metrics', '--metrics', [CompletionResultType]::ParameterName, 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own')
             [CompletionResult]::new('--allow-host', '--allow-host', [CompletionResultType]::ParameterName, 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given')
             [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Largest message (POST body); larger ones get 413')
             [CompletionResult]::new('--reorder-window', '--reorder-window', [CompletionResultType]::ParameterName, 'How far ahead of the next expected messageId a POST may be (else 429)')

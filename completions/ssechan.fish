@@ -41,6 +41,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reco
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server\'s own' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (same forms as
+    /// --listen), on an address of their own.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Host name answered besides loopback ones (repeatable; `*` for any).
     /// A loopback listener answers only loopback names by default (against
     /// DNS rebinding); another answers any host unless this is given.

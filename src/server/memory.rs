@@ -15,13 +15,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Counters;
 use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
 use super::config::Limits;
 use super::deadlines::Deadlines;
+use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
 };
@@ -405,6 +405,20 @@ impl Conn {
                 store.retire(self, inbound);
             }
         }
+        if let Some(store) = &store {
+            let c = &store.stats;
+            Counters::add(&c.messages_in, fx.delivered);
+            Counters::add(&c.replayed, fx.replayed);
+            for log in &fx.logs {
+                match log {
+                    Log::Resumed => Counters::add(&c.resumes, 1),
+                    Log::TookOver => Counters::add(&c.takeovers, 1),
+                    Log::SlowConsumer { .. } => Counters::add(&c.slow_consumers, 1),
+                    Log::Gap { first, last } => Counters::add(&c.gap_events, last - first + 1),
+                    _ => {}
+                }
+            }
+        }
         for log in &fx.logs {
             self.log(log);
         }
@@ -487,7 +501,11 @@ impl ChannelApp for Conn {
     }
 
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
-        self.update(|c| c.send(data))
+        let sent = self.update(|c| c.send(data));
+        if let (Ok(()), Some(store)) = (&sent, self.store.upgrade()) {
+            Counters::add(&store.stats.messages_out, 1);
+        }
+        sent
     }
 
     fn close(&self) {
@@ -546,8 +564,9 @@ impl StreamSource for MemoryStream {
                 return Poll::Pending;
             }
             Batch::Data(bytes, events) => {
-                self.stats.frames.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events, Ordering::Relaxed);
+                Counters::add(&self.stats.frames, 1);
+                Counters::add(&self.stats.events, events);
+                Counters::add(&self.stats.bytes_out, bytes.len() as u64);
                 StreamItem::Data(bytes)
             }
             Batch::Final => StreamItem::Final,
@@ -677,6 +696,7 @@ impl MemoryStore {
             store: Arc::downgrade(s),
         });
         reg.insert(conn.clone());
+        Counters::add(&s.stats.channels_opened, 1);
         Ok((conn, generation, permit))
     }
 
@@ -750,6 +770,7 @@ impl ChannelStore for MemoryStore {
     fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
         let conns = self.shared.all_conns();
         let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
+        Counters::add(&self.shared.stats.messages_out, n as u64);
         Box::pin(std::future::ready(n))
     }
 
@@ -764,10 +785,16 @@ impl ChannelStore for MemoryStore {
             let reg = s.lock_registry();
             (reg.live.values().cloned().collect::<Vec<_>>(), reg.closed.len(), reg.closed_bytes)
         };
-        let suspended = conns.iter().filter(|c| c.lock().chan.is_suspended()).count();
+        let (mut suspended, mut streams) = (0, 0);
+        for c in &conns {
+            let slot = c.lock();
+            suspended += usize::from(slot.chan.is_suspended());
+            streams += usize::from(slot.chan.has_stream());
+        }
         Counts {
             channels: conns.len(),
             suspended,
+            streams,
             incoming_bytes: s.held.load(Ordering::Relaxed),
             remembered_ids,
             remembered_bytes,

@@ -20,6 +20,7 @@ mod deadlines;
 mod direct;
 mod http;
 mod memory;
+mod metrics;
 mod policy;
 mod store;
 mod stream;
@@ -28,7 +29,7 @@ mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -49,6 +50,7 @@ pub use tls::{TlsConfig, TlsError};
 
 use channel::Settings;
 use memory::{MemoryConfig, MemoryStore};
+use metrics::Counters;
 use policy::HostPolicy;
 use store::ChannelStore;
 use stream::{GuardSlot, GuardedIo};
@@ -95,12 +97,6 @@ pub struct ServerStats {
     pub frames: u64,
     /// TCP connections open now.
     pub connections: usize,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) events: AtomicU64,
-    pub(crate) frames: AtomicU64,
 }
 
 impl Server {
@@ -257,6 +253,19 @@ impl ServerHandle {
         self.shared.store.lookup(client_id)
     }
 
+    /// The Prometheus text exposition of what the server counts.
+    pub fn metrics(&self) -> String {
+        let s = &self.shared;
+        let connections = s.open_connections.load(Ordering::Relaxed);
+        s.stats.render(&s.store.counts(), connections, &s.store.metrics())
+    }
+
+    /// Serves `GET /metrics` (the Prometheus exposition) on `listener`
+    /// until the server shuts down.
+    pub fn serve_metrics(&self, listener: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(metrics::serve(listener, self.clone()))
+    }
+
     /// Starts shutdown without waiting for it: every connection is
     /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
@@ -322,6 +331,7 @@ async fn accept_loop(
         };
         if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
         }
