@@ -41,6 +41,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reco
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server\'s own' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r
@@ -59,7 +60,13 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-closed-ids
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l accept-queue -d 'New connections waiting for the server to take them; more get 503' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l request-timeout -d 'Time for a request head, a POST body, and a POST waiting for room' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l write-timeout -d 'A write to a client that makes no progress this long ends its connection' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-cert -d 'Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs --tls-key' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-key -d 'The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l static -d 'Serve the files of DIR on every other path (GET/HEAD; index.html for a directory, no listings, nothing outside DIR)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l passenv -d 'With COMMAND: pass this variable of the server\'s environment on to the process (repeatable). Otherwise a process gets only PATH and the CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l kill-grace -d 'With COMMAND: how long a process may run after its client left (its stdin closed) before SIGTERM, and after SIGTERM before SIGKILL' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l devconsole -d 'A browser opening the channel path gets a console page that connects, shows every message in and out, and sends what you type'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -2,13 +2,18 @@
 # The README's Performance figures: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
-# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|shards ...]
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards ...]
 # (default: all). `shards`: 40,000 clients as 4 bench shards against 4
 # serve processes (the open-file limit is 20,000 per process), merged.
+# SSECHAN_SERVE / SSECHAN_BENCH run other binaries as the server or the
+# load (a build from before a change, for figures side by side); without
+# them the release build of this tree does both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
 B=target/release/ssechan
+if [ -z "${SSECHAN_SERVE:-}${SSECHAN_BENCH:-}" ]; then cargo build --release --quiet; fi
+SERVE=${SSECHAN_SERVE:-$B}
+BENCH=${SSECHAN_BENCH:-$B}
 port=18300
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -17,7 +22,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # start_server ARGS...: starts serve on the next port; sets PID and URL.
 start_server() {
   port=$((port + 1))
-  "$B" serve --listen "127.0.0.1:$port" -q "$@" 2>/dev/null &
+  "$SERVE" serve --listen "127.0.0.1:$port" -q "$@" 2>/dev/null &
   PID=$!
   URL="http://127.0.0.1:$port/sse"
   for _ in $(seq 50); do
@@ -34,7 +39,7 @@ run_bench() {
   t0=$(cpu_ticks "$PID")
   r0=$(rss_kib "$PID")
   echo "== $name: ssechan bench $* (server: ${SERVER_ARGS})"
-  "$B" bench "$URL" "$@" --json "/tmp/ssechan-perf-$name.json" || true
+  "$BENCH" bench "$URL" "$@" --json "/tmp/ssechan-perf-$name.json" || true
   local t1 r1 hz
   t1=$(cpu_ticks "$PID")
   r1=$(rss_kib "$PID")
@@ -52,7 +57,7 @@ PY
 }
 
 want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
-SELECTED="${*:-throughput latency scale chaos fanout shards}"
+SELECTED="${*:-throughput latency scale chaos fanout tls shards}"
 
 if want throughput; then
   SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
@@ -91,12 +96,17 @@ while time.time() - t0 < 60:
         sys.stdout.write("".join("fan-out message %08d ....................\n" % i for i in range(n, due)))
         sys.stdout.flush(); n = due
     time.sleep(0.005)
-' | "$B" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
+' | "$SERVE" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
   sleep 0.5
   PID=$(pgrep -f "ssechan serve --listen 127.0.0.1:$port")
   URL="http://127.0.0.1:$port/sse"
   run_bench fanout events --mode listen --clients 1000 --duration 20s
   kill "$PID" 2>/dev/null || true
+fi
+if want tls; then
+  # Memory per idle stream: plain HTTP (direct path) vs HTTPS (HTTP/1.1, h2).
+  echo "== idle streams: scripts/idle_memory.py $B 1000"
+  python3 scripts/idle_memory.py "$SERVE" 1000
 fi
 if want shards; then
   # 40,000 clients at SHARD_RATE msgs/s in total: 4 serve processes, 4
@@ -112,7 +122,7 @@ if want shards; then
   echo "== shards: 4 x ssechan bench URL_i --clients 40000 --shard i/4 --rate $rate --duration 30s --start-at +40s"
   shard_pids=()
   for i in 1 2 3 4; do
-    "$B" bench "${urls[$i]}" --clients 40000 --shard "$i/4" --rate "$rate" --duration 30s \
+    "$BENCH" bench "${urls[$i]}" --clients 40000 --shard "$i/4" --rate "$rate" --duration 30s \
       --start-at +40s --json "/tmp/ssechan-perf-shard$i.json" -q >/dev/null &
     shard_pids+=("$!")
   done
@@ -125,5 +135,5 @@ if want shards; then
     echo "   server $p cpu $(( ($(cpu_ticks "$p") - ticks[$p]) / hz )) s"
     kill "$p"; wait "$p" 2>/dev/null || true
   done
-  "$B" bench merge /tmp/ssechan-perf-shard{1,2,3,4}.json || true
+  "$BENCH" bench merge /tmp/ssechan-perf-shard{1,2,3,4}.json || true
 fi

@@ -141,7 +141,9 @@ Examples:
   # JSON events out, JSON commands in
   ssechan serve --format json
   # one process per client (websocketd-style)
-  ssechan serve -- ./handler.sh")]
+  ssechan serve -- ./handler.sh
+  # a site and a console page at /sse, over HTTPS with HTTP/2
+  ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.
@@ -171,6 +173,10 @@ pub struct ServeArgs {
     /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (same forms as
+    /// --listen), on an address of their own.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Host name answered besides loopback ones (repeatable; `*` for any).
     /// A loopback listener answers only loopback names by default (against
     /// DNS rebinding); another answers any host unless this is given.
@@ -231,6 +237,30 @@ pub struct ServeArgs {
     /// A write to a client that makes no progress this long ends its connection.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub write_timeout: Duration,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain,
+    /// leaf first; needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the files of DIR on every other path (GET/HEAD; index.html for
+    /// a directory, no listings, nothing outside DIR).
+    #[arg(long = "static", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// A browser opening the channel path gets a console page that connects,
+    /// shows every message in and out, and sends what you type.
+    #[arg(long)]
+    pub devconsole: bool,
+    /// With COMMAND: pass this variable of the server's environment on to
+    /// the process (repeatable). Otherwise a process gets only PATH and the
+    /// CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…).
+    #[arg(long = "passenv", value_name = "NAME", requires = "command")]
+    pub passenv: Vec<String>,
+    /// With COMMAND: how long a process may run after its client left (its
+    /// stdin closed) before SIGTERM, and after SIGTERM before SIGKILL.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub kill_grace: Duration,
     /// Program (and arguments) to run for each client: its stdin gets the
     /// client's messages, one per line; each line it prints is sent to the client.
     #[arg(last = true, value_name = "COMMAND")]

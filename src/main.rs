@@ -4,6 +4,10 @@ use clap::Parser;
 use ssechan::cli::Cli;
 
 fn main() -> ExitCode {
+    // `serve -- COMMAND` re-executes this binary as each process's guard.
+    if let Some(code) = ssechan::serve::guard::main_if_guard() {
+        return code;
+    }
     let cli = Cli::parse();
     ssechan::logging::init(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -641,12 +641,21 @@ async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
     let addr = server.local_addr();
     for req in [
         "POST /sse?sseClientId=x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000000\r\n\r\n\"",
-        "POST /sse?sseClientId=nobody HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n",
+        "POST /sse?sseClientId=nobody HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+        "POST /sse?sseClientId=nobody HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
     ] {
         let got = exchange(addr, req.as_bytes()).await.to_ascii_lowercase();
         assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
     }
-    // A body that was read keeps the connection.
+    // A small body refused before it was needed is read all the same, and
+    // the connection goes on; so does one that was read.
+    let got = exchange(
+        addr,
+        b"POST /sse?sseClientId=nobody HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\n\"a\"",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+    assert!(!got.to_ascii_lowercase().contains("connection: close"), "{got}");
     let _s = open(&server.url(), "known", None).await;
     let got = exchange(
         addr,

@@ -2,13 +2,14 @@
 //! process per client.
 
 mod exec;
+pub mod guard;
 mod stdio;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -44,6 +45,8 @@ impl ServeArgs {
             accept_queue: self.accept_queue,
         };
         ServerConfig {
+            static_dir: self.static_dir.clone(),
+            devconsole: self.devconsole,
             path: self.path.clone(),
             keep_alive: self.keep_alive,
             heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
@@ -95,11 +98,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.request_timeout.is_zero() || args.write_timeout.is_zero() {
         return Err(usage("--request-timeout and --write-timeout must be above 0".into()));
     }
+    // A COMMAND that cannot run is a usage error, found before listening.
+    let exec = match args.command.is_empty() {
+        true => None,
+        false => Some(
+            exec::ExecSpec::new(
+                &args.command,
+                &args.passenv,
+                args.kill_grace,
+                args.max_message_size,
+            )
+            .map_err(crate::UsageError)?,
+        ),
+    };
     let signalled = shutdown_signal().context("cannot listen for signals")?;
     // A stream and a POST connection per client, and some to spare.
     let need = args.max_clients.map_or(0, |n| n.saturating_mul(2).saturating_add(FD_RESERVE));
     let fd_limit = crate::sys::raise_open_file_limit(need as u64);
-    let config = args.config(fd_limit);
+    let mut config = args.config(fd_limit);
+    if let Some(dir) = &args.static_dir {
+        config.static_dir =
+            Some(crate::web::static_files::check_root(dir).map_err(crate::UsageError)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = crate::server::TlsConfig::from_pem_files(cert, key)
+            .map_err(|e| crate::UsageError(e.to_string()))?;
+        config.tls = Some(tls);
+    }
     let warnings = args.warnings(&config);
     let server = Server::bind(args.listen, config).await.map_err(|e| {
         let hint = match e.kind() {
@@ -109,7 +134,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
     })?;
     let url = server.url();
+    let metrics = match args.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for --metrics: {e}"))?,
+        ),
+        None => None,
+    };
     eprintln!("ssechan: listening on {url}");
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("ssechan: metrics on http://{addr}/metrics");
+        }
+        server.handle().serve_metrics(listener);
+    }
     for w in warnings {
         warn!("{w}");
     }
@@ -132,29 +171,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mode = if args.echo {
         tokio::spawn(stdio::ignore_stdin());
         Mode::Echo
-    } else if !args.command.is_empty() {
-        Mode::Exec(args.command.clone())
+    } else if let Some(spec) = exec {
+        Mode::Exec(Arc::new(spec.listening_on(server.local_addr())))
     } else {
         let handle = server.handle();
         let max = args.max_message_size;
         tokio::spawn(stdio::read_stdin(handle, args.format, max));
         Mode::Stdio(args.format)
     };
+    // Processes are told at once when the server stops, and waited for
+    // (each bounds its own wait), so that none outlives the server.
+    let (stopping, stopping_rx) = watch::channel(false);
     let shutdown = async {
         tokio::select! {
             _ = signalled => info!("shutting down"),
             _ = stdout_failed.notified() => {}
         }
+        let _ = stopping.send(true);
     };
-    let mut tasks = JoinSet::new();
-    let max_line = args.max_message_size;
+    let (mut tasks, mut processes) = (JoinSet::new(), JoinSet::new());
     server
         .run(shutdown, |conn| {
             while tasks.try_join_next().is_some() {}
+            while processes.try_join_next().is_some() {}
             match &mode {
-                Mode::Echo => tasks.spawn(echo(conn)),
-                Mode::Stdio(format) => tasks.spawn(stdio::forward(conn, *format, out_tx.clone())),
-                Mode::Exec(cmd) => tasks.spawn(exec::run(conn, cmd.clone(), max_line)),
+                Mode::Echo => drop(tasks.spawn(echo(conn))),
+                Mode::Stdio(format) => {
+                    drop(tasks.spawn(stdio::forward(conn, *format, out_tx.clone())))
+                }
+                Mode::Exec(spec) => {
+                    drop(processes.spawn(exec::run(conn, spec.clone(), stopping_rx.clone())))
+                }
             };
         })
         .await;
@@ -164,17 +211,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
         writer.await
     };
-    match tokio::time::timeout(FLUSH_GRACE, flushed).await {
+    let result = match tokio::time::timeout(FLUSH_GRACE, flushed).await {
         Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
         _ => Ok(()),
-    }
+    };
+    while processes.join_next().await.is_some() {}
+    result
 }
 
 #[derive(Clone)]
 enum Mode {
     Echo,
     Stdio(Format),
-    Exec(Vec<String>),
+    Exec(Arc<exec::ExecSpec>),
 }
 
 /// Sends every message back to its sender until the connection closes.

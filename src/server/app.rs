@@ -118,6 +118,8 @@ pub(crate) trait ChannelApp: Send + Sync {
     fn is_live(&self) -> bool;
     /// The [`Connection`] was dropped: nobody reads its messages any more.
     fn app_gone(&self);
+    /// Resolves once the channel is closed.
+    fn closed(&self) -> super::store::StoreFuture<'_, ()>;
 }
 
 /// The application's side of one connection, handed out by
@@ -227,5 +229,12 @@ impl ConnectionHandle {
     /// Whether the connection is still open or suspended.
     pub fn is_live(&self) -> bool {
         self.chan.is_live()
+    }
+
+    /// Resolves once the connection is closed (its
+    /// [`ConnectionEvent::Closed`] is in the application's queue), e.g. to
+    /// stop waiting on a process that does not read while the client is gone.
+    pub async fn closed(&self) {
+        self.chan.closed().await
     }
 }

@@ -67,6 +67,12 @@ pub(crate) struct Effects {
     /// ([`Channel::take_inbound`]) for the memory of closed ids, and let a
     /// new `GET` of the id start afresh.
     pub retire: bool,
+    /// The channel has just closed: whoever waits for that may go on.
+    pub closed: bool,
+    /// Messages moved into the application's inbox (for the counters).
+    pub delivered: u64,
+    /// Events queued again for a replay (for the counters).
+    pub replayed: u64,
     pub logs: Vec<Log>,
 }
 
@@ -243,6 +249,11 @@ impl Channel {
         self.inbound.next_id()
     }
 
+    /// Whether a stream is attached.
+    pub(crate) fn has_stream(&self) -> bool {
+        self.attached.is_some()
+    }
+
     /// Whether stream `generation` is the attached one.
     pub(crate) fn is_attached(&self, generation: u64) -> bool {
         self.attached == Some(generation)
@@ -324,6 +335,7 @@ impl Channel {
                 self.replay_weight -= data.len() + REPLAY_OVERHEAD;
                 self.queue_bytes += data.len();
                 self.queue.push_front((id, data));
+                fx.replayed += 1;
             }
         }
     }
@@ -531,6 +543,7 @@ impl Channel {
         self.replay_weight = 0;
         self.inbox.push_back(ConnectionEvent::Closed(info));
         fx.wake_app = true;
+        fx.closed = true;
         fx.room = self.reserved > 0; // waiting POSTs learn it is closed
         self.retire(fx);
         fx.logs.push(Log::Closed(info));
@@ -684,6 +697,7 @@ impl Channel {
             self.inbox_bytes += m.len();
             self.inbox.push_back(ConnectionEvent::Message(m));
             fx.wake_app = true;
+            fx.delivered += 1;
         }
     }
 }

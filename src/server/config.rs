@@ -1,6 +1,7 @@
 //! Server settings. Every bound of PROTOCOL.md §6, and every bound a remote
 //! peer could otherwise push, lives here with its default.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::policy::OriginPolicy;
@@ -40,6 +41,14 @@ pub struct ServerConfig {
     /// A socket write that makes no progress this long ends its connection
     /// (a peer that stopped reading).
     pub write_timeout: Duration,
+    /// Serve other paths (GET/HEAD) from this directory, canonical (see
+    /// [`crate::web::static_files::check_root`]); `None` answers 404.
+    pub static_dir: Option<PathBuf>,
+    /// Answer a browser navigating to the channel path with the console
+    /// page ([`crate::web::devconsole`]) instead of 406.
+    pub devconsole: bool,
+    /// Serve HTTPS (h2 and HTTP/1.1) with this certificate.
+    pub tls: Option<super::TlsConfig>,
     pub limits: Limits,
 }
 
@@ -56,6 +65,9 @@ impl Default for ServerConfig {
             first_message_wait: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            static_dir: None,
+            devconsole: false,
+            tls: None,
             limits: Limits::default(),
         }
     }

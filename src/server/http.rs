@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Empty, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, info};
 
@@ -21,8 +21,9 @@ use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
 use crate::client::escape_controls;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
+use crate::web::{FileBody, devconsole, static_files};
 
-pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, Empty<Bytes>>>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, FileBody>>;
 
 const ALLOW: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 
@@ -52,6 +53,7 @@ pub(crate) async fn handle(
     Ok(res.unwrap_or_else(|r| {
         let remote = ctx.remote;
         info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
+        shared.stats.refused(r.status);
         let mut resp = text(r.status, format!("{}\n", r.reason), cors.as_ref());
         if r.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
@@ -74,7 +76,12 @@ async fn route(
     let host = request_host(&req);
     *cors = admit(shared, ctx, req.headers(), host.as_deref())?;
     if req.uri().path() != shared.config.path {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
+        let Some(root) = &shared.config.static_dir else {
+            return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
+        };
+        let (method, uri) = (req.method(), req.uri());
+        let files = static_files::serve(root, method, uri.path(), uri.query(), req.headers());
+        return Ok(web_response(files.await));
     }
     let cors = cors.as_ref();
     match *req.method() {
@@ -160,6 +167,10 @@ fn check_stream_request(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(String, Option<u64>), Refusal> {
+    if shared.config.devconsole && devconsole::wants_console(headers) {
+        // A browser navigating here: the console page (hyper path).
+        return Err(Refusal::new(StatusCode::NOT_ACCEPTABLE, "a browser page, not a stream"));
+    }
     if !accepts_event_stream(headers) {
         return Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -218,6 +229,9 @@ async fn open_stream(
     ctx: &ConnCtx,
     req: &Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    if shared.config.devconsole && devconsole::wants_console(req.headers()) {
+        return Ok(web_response(devconsole::page()));
+    }
     let mut headers = req.headers().clone();
     // HTTP/2 names the host in `:authority`: one place to look for both.
     let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
@@ -242,10 +256,15 @@ fn stream_head(
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     check_stream_request(shared, req.headers(), req.uri().query())?;
-    let mut r = Response::new(Either::Right(Either::Right(Empty::new())));
+    let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.headers_mut() = stream_headers(cors);
     Ok(r)
 }
+
+/// A refused POST's body up to this size, declared, is read and dropped so
+/// that its connection can carry the next request; a bigger or chunked one
+/// is left unread and the connection closes.
+const DRAIN_MAX: u64 = 64 * 1024;
 
 async fn post_message(
     shared: &Arc<ServerShared>,
@@ -253,28 +272,47 @@ async fn post_message(
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let limits = shared.config.limits;
-    let q = ChannelQuery::parse(req.uri().query(), limits.max_client_id_len)
-        .map_err(|e| bad_request(e).body_unread())?;
+    let timeout = shared.config.request_timeout;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let query = req.uri().query().map(str::to_owned);
+    let mut body = Some(req.into_body());
+    // Refused before its body was read: drain a small one, else close.
+    let refuse = async |r: Refusal, body: &mut Option<Incoming>| -> Refusal {
+        let Some(b) = body.take() else { return r };
+        let drained = match declared {
+            Some(n) if n <= DRAIN_MAX => {
+                matches!(tokio::time::timeout(timeout, b.collect()).await, Ok(Ok(_)))
+            }
+            _ => false,
+        };
+        if drained { r } else { r.body_unread() }
+    };
+    let q = match ChannelQuery::parse(query.as_deref(), limits.max_client_id_len) {
+        Ok(q) => q,
+        Err(e) => return Err(refuse(bad_request(e), &mut body).await),
+    };
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("message body over the limit of {} bytes", limits.max_message_bytes),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_message_bytes as u64) {
         return Err(too_large().body_unread());
     }
     // Room first, body second: a POST waiting for a slow application holds
     // its headers, not its body.
     let charge = declared.map_or(limits.max_message_bytes, |n| n as usize);
-    let slot = shared.store.reserve(&q.client_id, charge).await.map_err(Refusal::body_unread)?;
-    let timeout = shared.config.request_timeout;
-    let read = Limited::new(req.into_body(), limits.max_message_bytes).collect();
+    let slot = match shared.store.reserve(&q.client_id, charge).await {
+        Ok(slot) => slot,
+        Err(r) => return Err(refuse(r, &mut body).await),
+    };
+    let Some(body) = body else { return Err(bad_request("no body")) };
+    let read = Limited::new(body, limits.max_message_bytes).collect();
     let body = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
@@ -304,6 +342,13 @@ async fn client_close(
     let mut r = text(StatusCode::NO_CONTENT, String::new(), cors);
     r.headers_mut().remove(header::CONTENT_TYPE);
     Ok(r)
+}
+
+fn web_response(r: Response<static_files::WebBody>) -> Response<ResponseBody> {
+    r.map(|b| match b {
+        Either::Left(full) => Either::Left(full),
+        Either::Right(file) => Either::Right(Either::Right(file)),
+    })
 }
 
 fn preflight(req: &Request<Incoming>, cors: Option<&HeaderValue>) -> Response<ResponseBody> {

@@ -13,15 +13,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::Counters;
 use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
 use super::config::Limits;
 use super::deadlines::Deadlines;
+use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
 };
@@ -354,6 +354,8 @@ pub(crate) struct Conn {
     slot: Mutex<Slot>,
     /// Room for incoming messages was freed.
     room: Notify,
+    /// The channel closed.
+    closed: Notify,
     store: Weak<Shared>,
 }
 
@@ -390,6 +392,9 @@ impl Conn {
         if fx.room {
             self.room.notify_waiters();
         }
+        if fx.closed {
+            self.closed.notify_waiters();
+        }
         let store = self.store.upgrade();
         if let Some(store) = &store {
             store.adjust_held(before, held);
@@ -398,6 +403,20 @@ impl Conn {
             }
             if let Some(inbound) = inbound {
                 store.retire(self, inbound);
+            }
+        }
+        if let Some(store) = &store {
+            let c = &store.stats;
+            Counters::add(&c.messages_in, fx.delivered);
+            Counters::add(&c.replayed, fx.replayed);
+            for log in &fx.logs {
+                match log {
+                    Log::Resumed => Counters::add(&c.resumes, 1),
+                    Log::TookOver => Counters::add(&c.takeovers, 1),
+                    Log::SlowConsumer { .. } => Counters::add(&c.slow_consumers, 1),
+                    Log::Gap { first, last } => Counters::add(&c.gap_events, last - first + 1),
+                    _ => {}
+                }
             }
         }
         for log in &fx.logs {
@@ -482,7 +501,11 @@ impl ChannelApp for Conn {
     }
 
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
-        self.update(|c| c.send(data))
+        let sent = self.update(|c| c.send(data));
+        if let (Ok(()), Some(store)) = (&sent, self.store.upgrade()) {
+            Counters::add(&store.stats.messages_out, 1);
+        }
+        sent
     }
 
     fn close(&self) {
@@ -499,6 +522,20 @@ impl ChannelApp for Conn {
 
     fn app_gone(&self) {
         self.update(|c| ((), c.app_dropped()))
+    }
+
+    fn closed(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                let closed = self.closed.notified();
+                tokio::pin!(closed);
+                closed.as_mut().enable();
+                if self.lock().chan.is_closed() {
+                    return;
+                }
+                closed.await;
+            }
+        })
     }
 }
 
@@ -527,8 +564,9 @@ impl StreamSource for MemoryStream {
                 return Poll::Pending;
             }
             Batch::Data(bytes, events) => {
-                self.stats.frames.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events, Ordering::Relaxed);
+                Counters::add(&self.stats.frames, 1);
+                Counters::add(&self.stats.events, events);
+                Counters::add(&self.stats.bytes_out, bytes.len() as u64);
                 StreamItem::Data(bytes)
             }
             Batch::Final => StreamItem::Final,
@@ -654,9 +692,11 @@ impl MemoryStore {
             info: req.info.clone(),
             slot: Mutex::new(Slot { chan, stream_waker: None, app_waker: None, held_seen: held }),
             room: Notify::new(),
+            closed: Notify::new(),
             store: Arc::downgrade(s),
         });
         reg.insert(conn.clone());
+        Counters::add(&s.stats.channels_opened, 1);
         Ok((conn, generation, permit))
     }
 
@@ -690,13 +730,16 @@ impl ChannelStore for MemoryStore {
                 )));
             }
             let deadline = Instant::now() + s.config.post_wait;
-            loop {
+            for attempt in 0.. {
                 let room = conn.room.notified();
                 tokio::pin!(room);
                 room.as_mut().enable();
                 let reserved = conn.update(|c| (c.reserve(bytes), Effects::default()));
                 match reserved {
                     Ok(true) => break,
+                    Ok(false) if attempt == 0 => {
+                        debug!(client = %escape_controls(client_id), "application queue full; POST waits");
+                    }
                     Ok(false) => {}
                     Err(e) => return Err(inbound_refusal(e, client_id, 0)),
                 }
@@ -727,6 +770,7 @@ impl ChannelStore for MemoryStore {
     fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
         let conns = self.shared.all_conns();
         let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
+        Counters::add(&self.shared.stats.messages_out, n as u64);
         Box::pin(std::future::ready(n))
     }
 
@@ -741,10 +785,16 @@ impl ChannelStore for MemoryStore {
             let reg = s.lock_registry();
             (reg.live.values().cloned().collect::<Vec<_>>(), reg.closed.len(), reg.closed_bytes)
         };
-        let suspended = conns.iter().filter(|c| c.lock().chan.is_suspended()).count();
+        let (mut suspended, mut streams) = (0, 0);
+        for c in &conns {
+            let slot = c.lock();
+            suspended += usize::from(slot.chan.is_suspended());
+            streams += usize::from(slot.chan.has_stream());
+        }
         Counts {
             channels: conns.len(),
             suspended,
+            streams,
             incoming_bytes: s.held.load(Ordering::Relaxed),
             remembered_ids,
             remembered_bytes,

@@ -20,14 +20,16 @@ mod deadlines;
 mod direct;
 mod http;
 mod memory;
+mod metrics;
 mod policy;
 mod store;
 mod stream;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -44,9 +46,11 @@ pub use app::{
 };
 pub use config::{FD_RESERVE, Limits, OriginPolicy, ServerConfig};
 pub use store::Counts;
+pub use tls::{TlsConfig, TlsError};
 
 use channel::Settings;
 use memory::{MemoryConfig, MemoryStore};
+use metrics::Counters;
 use policy::HostPolicy;
 use store::ChannelStore;
 use stream::{GuardSlot, GuardedIo};
@@ -93,12 +97,6 @@ pub struct ServerStats {
     pub frames: u64,
     /// TCP connections open now.
     pub connections: usize,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) events: AtomicU64,
-    pub(crate) frames: AtomicU64,
 }
 
 impl Server {
@@ -161,9 +159,11 @@ impl Server {
         self.local_addr
     }
 
-    /// `http://HOST:PORT/PATH` of the channel endpoint.
+    /// `http://HOST:PORT/PATH` (`https://` with TLS) of the channel endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.local_addr, self.handle.shared.config.path)
+        let config = &self.handle.shared.config;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.local_addr, config.path)
     }
 
     /// The next new connection; `None` once shutdown has begun and every
@@ -253,6 +253,19 @@ impl ServerHandle {
         self.shared.store.lookup(client_id)
     }
 
+    /// The Prometheus text exposition of what the server counts.
+    pub fn metrics(&self) -> String {
+        let s = &self.shared;
+        let connections = s.open_connections.load(Ordering::Relaxed);
+        s.stats.render(&s.store.counts(), connections, &s.store.metrics())
+    }
+
+    /// Serves `GET /metrics` (the Prometheus exposition) on `listener`
+    /// until the server shuts down.
+    pub fn serve_metrics(&self, listener: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(metrics::serve(listener, self.clone()))
+    }
+
     /// Starts shutdown without waiting for it: every connection is
     /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
@@ -318,6 +331,7 @@ async fn accept_loop(
         };
         if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
         }
@@ -327,46 +341,81 @@ async fn accept_loop(
         let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _open = open;
-            let ctx = http::ConnCtx {
-                remote,
-                local: tcp.local_addr().unwrap_or(remote),
-                tls: false,
-                guard: GuardSlot::default(),
-                multiplexed: false,
-            };
-            let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await else {
-                return;
-            };
-            let first = Arc::new(AtomicBool::new(false));
-            let started = first.clone();
-            let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
-            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                started.store(true, Ordering::Relaxed);
-                let mut ctx = ctx.clone();
-                ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
-                http::handle(shared.clone(), ctx, req)
-            });
-            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-            let conn = watcher.watch(conn);
-            tokio::pin!(conn);
-            // A connection that never makes a request (a silent h2c
-            // preface) is closed after the request timeout.
-            let idle = async {
-                tokio::time::sleep(timeout).await;
-                if !first.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                r = &mut conn => if let Err(e) = r { debug!(%remote, "connection ended: {e}") },
-                _ = idle => debug!(%remote, "no request within {timeout:?}: closing"),
-            }
+            serve_connection(tcp, remote, shared, &builder, watcher).await;
         });
     }
     drop(listener);
     if tokio::time::timeout(HYPER_GRACE, graceful.shutdown()).await.is_err() {
         info!("shutdown: some connections did not finish in time");
+    }
+}
+
+/// One TCP connection: TLS and hyper, or a fresh stream written here, or
+/// hyper for everything else.
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let tls = shared.config.tls.clone();
+    let ctx = http::ConnCtx {
+        remote,
+        local: tcp.local_addr().unwrap_or(remote),
+        tls: tls.is_some(),
+        guard: GuardSlot::default(),
+        multiplexed: false,
+    };
+    match tls {
+        // HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+        Some(tls) => {
+            if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
+                serve_hyper(io, ctx, shared, builder, watcher).await;
+            }
+        }
+        None => {
+            if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
+                serve_hyper(io, ctx, shared, builder, watcher).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection with hyper until it ends (or shutdown ends it).
+async fn serve_hyper<IO>(
+    io: IO,
+    ctx: http::ConnCtx,
+    shared: Arc<ServerShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (remote, timeout) = (ctx.remote, shared.config.request_timeout);
+    let first = Arc::new(AtomicBool::new(false));
+    let started = first.clone();
+    let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
+    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+        started.store(true, Ordering::Relaxed);
+        let mut ctx = ctx.clone();
+        ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
+        http::handle(shared.clone(), ctx, req)
+    });
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+    tokio::pin!(conn);
+    // A connection that never makes a request (a silent h2c preface) is
+    // closed after the request timeout.
+    let idle = async {
+        tokio::time::sleep(timeout).await;
+        if !first.load(Ordering::Relaxed) {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = &mut conn => if let Err(e) = r { debug!(%remote, "connection ended: {e}") },
+        _ = idle => debug!(%remote, "no request within {timeout:?}: closing"),
     }
 }
 

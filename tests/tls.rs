@@ -1,0 +1,100 @@
+//! `serve --tls-cert --tls-key`: HTTPS with ALPN h2 and http/1.1 from the
+//! command line, and bad certificate files refused at start. Every stream
+//! behaviour over h2 with TLS is in server_streams.rs.
+
+mod util;
+
+use std::path::PathBuf;
+
+use reqwest::Version;
+use ssechan::protocol::query::channel_query;
+use util::tls_cert::Cert;
+use util::*;
+
+async fn serve_tls(cert: &Cert, extra: &[&str]) -> Serve {
+    let args = cert.args();
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    let serve = Serve::spawn(&all).await;
+    assert!(serve.url.starts_with("https://127.0.0.1:"), "{}", serve.url);
+    serve
+}
+
+async fn open_with(
+    client: &reqwest::Client,
+    url: &str,
+    who: &str,
+    last: Option<u64>,
+) -> (Stream, Version) {
+    let mut req = client
+        .get(format!("{url}?{}", channel_query(who, None)))
+        .header("accept", "text/event-stream");
+    if let Some(l) = last {
+        req = req.header("last-event-id", l.to_string());
+    }
+    let r = req.send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    let v = r.version();
+    (Stream::new(r), v)
+}
+
+#[tokio::test]
+async fn https_speaks_h2_and_http1_with_the_same_channel() {
+    let cert = Cert::new();
+    let serve = serve_tls(&cert, &["--echo"]).await;
+    for (http1, version) in [(false, Version::HTTP_2), (true, Version::HTTP_11)] {
+        let client = cert.client(http1);
+        let who = format!("tls-{http1}");
+        let (mut s, v) = open_with(&client, &serve.url, &who, None).await;
+        assert_eq!(v, version);
+        for i in 0..50 {
+            assert_eq!(post(&client, &serve.url, &who, i, &format!("m{i}")).await, 200);
+        }
+        for i in 0..50u64 {
+            assert_eq!(s.next_msg().await, Msg { id: i + 1, data: format!("m{i}") });
+        }
+    }
+    // Plain HTTP on the HTTPS port is refused, not served.
+    let plain = serve.url.replace("https://", "http://");
+    assert!(reqwest::get(format!("{plain}?sseClientId=x")).await.is_err());
+}
+
+#[tokio::test]
+async fn bad_certificate_files_are_one_clear_error_and_exit_2() {
+    let cert = Cert::new();
+    let other = Cert::new();
+    let missing = cert.dir.path().join("missing.pem");
+    let s = |p: &PathBuf| p.display().to_string();
+    for (cert_file, key_file, want) in [
+        (s(&missing), s(&cert.key), "--tls-cert"),
+        (s(&cert.cert), s(&missing), "--tls-key"),
+        (s(&cert.key), s(&cert.key), "no PEM certificate"),
+        (s(&cert.cert), s(&cert.cert), "no PEM private key"),
+        (s(&cert.cert), s(&other.key), "the private key is not the certificate's"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &cert_file,
+                "--tls-key",
+                &key_file,
+            ])
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("listening"), "{err}");
+    }
+    let half = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--tls-cert", &s(&cert.cert)])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(half.status.code(), Some(2));
+}
