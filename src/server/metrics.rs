@@ -35,6 +35,8 @@ pub(crate) struct Counters {
     /// Events a resume asked for that the replay log no longer had.
     pub(crate) gap_events: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    /// Bytes held for incoming messages over all channels (a gauge).
+    pub(crate) held: std::sync::atomic::AtomicUsize,
     refusals: [AtomicU64; STATUSES.len()],
 }
 

@@ -339,10 +339,18 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         crate::sys::set_send_buffer(&tcp, send_buffer);
         let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let _open = open;
-            serve_connection(tcp, remote, shared, &builder, watcher).await;
-        });
+        // Two tasks of their own size: a plain connection's task is what
+        // every idle stream keeps, so TLS and hyper state stay out of it.
+        match shared.config.tls.clone() {
+            Some(tls) => tokio::spawn(async move {
+                let _open = open;
+                serve_tls(tls, tcp, remote, shared, &builder, watcher).await;
+            }),
+            None => tokio::spawn(async move {
+                let _open = open;
+                serve_plain(tcp, remote, shared, &builder, watcher).await;
+            }),
+        };
     }
     drop(listener);
     if tokio::time::timeout(HYPER_GRACE, graceful.shutdown()).await.is_err() {
@@ -350,35 +358,43 @@ async fn accept_loop(
     }
 }
 
-/// One TCP connection: TLS and hyper, or a fresh stream written here, or
-/// hyper for everything else.
-async fn serve_connection(
+fn conn_ctx(tcp: &TcpStream, remote: SocketAddr, tls: bool) -> http::ConnCtx {
+    http::ConnCtx {
+        remote,
+        local: tcp.local_addr().unwrap_or(remote),
+        tls,
+        guard: GuardSlot::default(),
+        multiplexed: false,
+    }
+}
+
+/// A plain TCP connection: a fresh stream written here, or hyper (boxed:
+/// its state is only paid for by connections that need it).
+async fn serve_plain(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: Arc<ServerShared>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let tls = shared.config.tls.clone();
-    let ctx = http::ConnCtx {
-        remote,
-        local: tcp.local_addr().unwrap_or(remote),
-        tls: tls.is_some(),
-        guard: GuardSlot::default(),
-        multiplexed: false,
-    };
-    match tls {
-        // HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
-        Some(tls) => {
-            if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-                serve_hyper(io, ctx, shared, builder, watcher).await;
-            }
-        }
-        None => {
-            if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
-                serve_hyper(io, ctx, shared, builder, watcher).await;
-            }
-        }
+    let ctx = conn_ctx(&tcp, remote, false);
+    if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
+        Box::pin(serve_hyper(io, ctx, shared, builder, watcher)).await;
+    }
+}
+
+/// HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+async fn serve_tls(
+    tls: TlsConfig,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let ctx = conn_ctx(&tcp, remote, true);
+    if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
+        serve_hyper(io, ctx, shared, builder, watcher).await;
     }
 }
 
