@@ -202,7 +202,7 @@ pub struct ServeArgs {
     pub replay: usize,
     /// Bytes of recent events kept per client for replay (each event counts
     /// 48 bytes more); the kernel send buffer is an eighth of it.
-    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
+    #[arg(long, value_parser = parse_size, default_value = "256K", value_name = "BYTES")]
     pub replay_bytes: usize,
     /// Clients at once (suspended ones count); more get 503. Default: what
     /// the open-file limit allows.
