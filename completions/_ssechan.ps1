@@ -44,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--retry', '--retry', [CompletionResultType]::ParameterName, 'Reconnect delay told to clients with `retry:` at stream start')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Data format on stdin/stdout')
             [CompletionResult]::new('--allow-origin', '--allow-origin', [CompletionResultType]::ParameterName, 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server''s own')
+            [CompletionResult]::new('--metrics', '--metrics', [CompletionResultType]::ParameterName, 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own')
             [CompletionResult]::new('--allow-host', '--allow-host', [CompletionResultType]::ParameterName, 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given')
             [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Largest message (POST body); larger ones get 413')
             [CompletionResult]::new('--reorder-window', '--reorder-window', [CompletionResultType]::ParameterName, 'How far ahead of the next expected messageId a POST may be (else 429)')
@@ -121,29 +122,40 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         }
         'ssechan;bench' {
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'What to measure')
-            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients')
-            [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients')
-            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream); ignored with --duration')
-            [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream); ignored with --duration')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
+            [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s')
+            [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s')
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Run for this long instead of a message count')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Run for this long instead of a message count')
-            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Open loop: this many messages per second in total (default: closed loop)')
-            [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Open loop: this many messages per second in total (default: closed loop)')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Open loop: this many messages (listen with -X/--data: new streams) per second in total (default: closed loop)')
+            [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Open loop: this many messages (listen with -X/--data: new streams) per second in total (default: closed loop)')
             [CompletionResult]::new('--window', '--window', [CompletionResultType]::ParameterName, 'Messages each client keeps in flight in closed loop')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Payload size in bytes (at least the verification header)')
             [CompletionResult]::new('--size', '--size', [CompletionResultType]::ParameterName, 'Payload size in bytes (at least the verification header)')
             [CompletionResult]::new('--drop-every', '--drop-every', [CompletionResultType]::ParameterName, 'Chaos: end each client''s stream at random moments around this period; clients resume')
+            [CompletionResult]::new('-X', '-X ', [CompletionResultType]::ParameterName, 'Listen --raw: each stream is the answer to a request of this method (e.g. POST, as LLM-style APIs stream); a stream that ends is a completed request')
+            [CompletionResult]::new('--request', '--request', [CompletionResultType]::ParameterName, 'Listen --raw: each stream is the answer to a request of this method (e.g. POST, as LLM-style APIs stream); a stream that ends is a completed request')
+            [CompletionResult]::new('--data', '--data', [CompletionResultType]::ParameterName, 'Listen --raw: the request body (POST unless -X says otherwise), `@FILE` to read it from a file, `@-` from stdin; sent as JSON unless -H gives a Content-Type')
+            [CompletionResult]::new('--scenario', '--scenario', [CompletionResultType]::ParameterName, 'Replay a recorded session (`connect --record FILE`) with each client; URL defaults to the recorded one')
+            [CompletionResult]::new('--speed', '--speed', [CompletionResultType]::ParameterName, '--scenario: play the recorded gaps this many times faster')
+            [CompletionResult]::new('--expect', '--expect', [CompletionResultType]::ParameterName, '--scenario: what must match the recording: the messages in order (a deterministic server), their count, or nothing')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Listen with -X/--data, without --duration: requests per client')
             [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Extra request header (repeatable)')
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
             [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
             [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
-            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip is slower than this')
+            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
             [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
+            [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports')
+            [CompletionResult]::new('--shard', '--shard', [CompletionResultType]::ParameterName, 'Run the I-th of N equal slices of the workload (1-based: clients and rate divided, client ids disjoint); `N` alone takes I from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it)')
+            [CompletionResult]::new('--start-at', '--start-at', [CompletionResultType]::ParameterName, 'Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or this long after start (+5s), so that shards started apart run together')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time limit for connecting each client and for each POST''s answer (at least 10ms)')
             [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Client threads; 0 uses half the cores, leaving the rest to a local server')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep-alive of the embedded server (without URL)')
-            [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
+            [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Listen mode: URL is a plain SSE endpoint (no client id)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
@@ -151,6 +163,25 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('merge', 'merge', [CompletionResultType]::ParameterValue, 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here')
+            break
+        }
+        'ssechan;bench;merge' {
+            [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
+            [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
+            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
+            [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
+            [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to FILE (`-` for stdout)')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -199,6 +230,10 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;help;bench' {
+            [CompletionResult]::new('merge', 'merge', [CompletionResultType]::ParameterValue, 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here')
+            break
+        }
+        'ssechan;help;bench;merge' {
             break
         }
         'ssechan;help;check' {

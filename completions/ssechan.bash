@@ -31,6 +31,9 @@ _ssechan() {
             ssechan,serve)
                 cmd="ssechan__subcmd__serve"
                 ;;
+            ssechan__subcmd__bench,merge)
+                cmd="ssechan__subcmd__bench__subcmd__merge"
+                ;;
             ssechan__subcmd__help,bench)
                 cmd="ssechan__subcmd__help__subcmd__bench"
                 ;;
@@ -45,6 +48,9 @@ _ssechan() {
                 ;;
             ssechan__subcmd__help,serve)
                 cmd="ssechan__subcmd__help__subcmd__serve"
+                ;;
+            ssechan__subcmd__help__subcmd__bench,merge)
+                cmd="ssechan__subcmd__help__subcmd__bench__subcmd__merge"
                 ;;
             *)
                 ;;
@@ -67,7 +73,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --header --json --max-lost --max-duplicated --max-p99 --min-throughput --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version"
+            opts="-c -m -d -r -s -X -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -125,15 +131,39 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --request)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -X)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scenario)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --speed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect)
+                    COMPREPLY=($(compgen -W "order count none" -- "${cur}"))
+                    return 0
+                    ;;
+                --streams)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --header)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 -H)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --json)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -153,6 +183,26 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --min-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --connect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -166,6 +216,48 @@ _ssechan() {
                     return 0
                     ;;
                 --drain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__bench__subcmd__merge)
+            opts="-v -q -h -V --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --max-lost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-duplicated)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-p99)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-throughput)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -363,8 +455,22 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__help__subcmd__bench)
-            opts=""
+            opts="merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ssechan__subcmd__help__subcmd__bench__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -433,7 +539,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --metrics --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,6 +570,10 @@ _ssechan() {
                     return 0
                     ;;
                 --allow-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

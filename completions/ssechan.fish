@@ -41,6 +41,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reco
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server\'s own' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r
@@ -100,30 +101,54 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version -d 'Print version'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s c -l clients -d 'Concurrent clients' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s m -l messages -d 'Messages per client (listen mode: events per stream); ignored with --duration' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s d -l duration -d 'Run for this long instead of a message count' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s r -l rate -d 'Open loop: this many messages per second in total (default: closed loop)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l window -d 'Messages each client keeps in flight in closed loop' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s s -l size -d 'Payload size in bytes (at least the verification header)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s H -l header -d 'Extra request header (repeatable)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-lost -d 'Fail when more messages than this are lost' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l max-p99 -d 'Fail when the p99 round trip is slower than this' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s q -l quiet -d 'Only errors on stderr'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ssechan -n "__fish_ssechan_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s c -l clients -d 'Concurrent clients (of all shards together)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s d -l duration -d 'Run for this long instead of a message count' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s r -l rate -d 'Open loop: this many messages (listen with -X/--data: new streams) per second in total (default: closed loop)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l window -d 'Messages each client keeps in flight in closed loop' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s s -l size -d 'Payload size in bytes (at least the verification header)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l drop-every -d 'Chaos: end each client\'s stream at random moments around this period; clients resume' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s X -l request -d 'Listen --raw: each stream is the answer to a request of this method (e.g. POST, as LLM-style APIs stream); a stream that ends is a completed request' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l data -d 'Listen --raw: the request body (POST unless -X says otherwise), `@FILE` to read it from a file, `@-` from stdin; sent as JSON unless -H gives a Content-Type' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l scenario -d 'Replay a recorded session (`connect --record FILE`) with each client; URL defaults to the recorded one' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l speed -d '--scenario: play the recorded gaps this many times faster' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l expect -d '--scenario: what must match the recording: the messages in order (a deterministic server), their count, or nothing' -r -f -a "order\t'The recorded messages, in the recorded order'
+count\t'As many messages as were recorded'
+none\t'Nothing: the recording is only a load'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l streams -d 'Listen with -X/--data, without --duration: requests per client' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s H -l header -d 'Extra request header (repeatable)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l shard -d 'Run the I-th of N equal slices of the workload (1-based: clients and rate divided, client ids disjoint); `N` alone takes I from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l start-at -d 'Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or this long after start (+5s), so that shards started apart run together' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s q -l quiet -d 'Only errors on stderr'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l only -d 'Run only the checks matching PATTERN: an id, a group (`resume`) or a glob (`post.*`); repeatable, or comma-separated' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l skip -d 'Leave out the checks matching PATTERN (as for --only)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l format -d 'Output: a line per check, or a JSON object per line' -r -f -a "text\t'One line per message'
@@ -150,3 +175,4 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_see
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "bench" -d 'Load-test a channel server and verify exactly-once, in-order delivery'
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
 complete -c ssechan -n "__fish_ssechan_using_subcommand help; and not __fish_seen_subcommand_from serve connect bench check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'

@@ -2,7 +2,9 @@
 # The README's Performance figures: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
-# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls ...] (default: all)
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards ...]
+# (default: all). `shards`: 40,000 clients as 4 bench shards against 4
+# serve processes (the open-file limit is 20,000 per process), merged.
 # SSECHAN_SERVE / SSECHAN_BENCH run other binaries as the server or the
 # load (a build from before a change, for figures side by side); without
 # them the release build of this tree does both.
@@ -55,7 +57,7 @@ PY
 }
 
 want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
-SELECTED="${*:-throughput latency scale chaos fanout tls}"
+SELECTED="${*:-throughput latency scale chaos fanout tls shards}"
 
 if want throughput; then
   SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
@@ -105,4 +107,33 @@ if want tls; then
   # Memory per idle stream: plain HTTP (direct path) vs HTTPS (HTTP/1.1, h2).
   echo "== idle streams: scripts/idle_memory.py $B 1000"
   python3 scripts/idle_memory.py "$SERVE" 1000
+fi
+if want shards; then
+  # 40,000 clients at SHARD_RATE msgs/s in total: 4 serve processes, 4
+  # bench shards started together by --start-at, then one merged report.
+  rate=${SHARD_RATE:-4000}
+  pids=()
+  for i in 1 2 3 4; do
+    start_server --echo --keep-alive 30s
+    pids+=("$PID")
+    urls[$i]=$URL
+  done
+  for p in "${pids[@]}"; do idle[$p]=$(rss_kib "$p"); ticks[$p]=$(cpu_ticks "$p"); done
+  echo "== shards: 4 x ssechan bench URL_i --clients 40000 --shard i/4 --rate $rate --duration 30s --start-at +40s"
+  shard_pids=()
+  for i in 1 2 3 4; do
+    "$BENCH" bench "${urls[$i]}" --clients 40000 --shard "$i/4" --rate "$rate" --duration 30s \
+      --start-at +40s --json "/tmp/ssechan-perf-shard$i.json" -q >/dev/null &
+    shard_pids+=("$!")
+  done
+  ( sleep 55; for p in "${pids[@]}"; do echo "   server $p rss 15 s into the load: $(rss_kib "$p") KiB (idle ${idle[$p]} KiB)"; done ) &
+  probe=$!
+  for p in "${shard_pids[@]}"; do wait "$p" || true; done
+  wait "$probe"
+  hz=$(getconf CLK_TCK)
+  for p in "${pids[@]}"; do
+    echo "   server $p cpu $(( ($(cpu_ticks "$p") - ticks[$p]) / hz )) s"
+    kill "$p"; wait "$p" 2>/dev/null || true
+  done
+  "$BENCH" bench merge /tmp/ssechan-perf-shard{1,2,3,4}.json || true
 fi

@@ -175,6 +175,10 @@ pub struct ServeArgs {
     /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (same forms as
+    /// --listen), on an address of their own.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Host name answered besides loopback ones (repeatable; `*` for any).
     /// A loopback listener answers only loopback names by default (against
     /// DNS rebinding); another answers any host unless this is given.
@@ -200,7 +204,7 @@ pub struct ServeArgs {
     pub replay: usize,
     /// Bytes of recent events kept per client for replay (each event counts
     /// 48 bytes more); the kernel send buffer is an eighth of it.
-    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "BYTES")]
+    #[arg(long, value_parser = parse_size, default_value = "256K", value_name = "BYTES")]
     pub replay_bytes: usize,
     /// Clients at once (suspended ones count); more get 503. Default: what
     /// the open-file limit allows.
@@ -398,36 +402,52 @@ pub enum BenchMode {
 }
 
 #[derive(Debug, Args, Clone)]
-#[command(after_help = "\
+#[command(
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    after_help = "\
 Exit status:
   0  every check passed
   1  a check failed (each is named)
   2  usage error or unreachable target
 
 Examples:
-  # embedded echo server, defaults
+  # embedded echo server, 10 s
   ssechan bench
   ssechan bench http://127.0.0.1:8080/sse --clients 100 --messages 10000
-  ssechan bench URL --rate 5000 --duration 30s --max-p99 5ms --json report.json
+  # gates, and a JUnit report for CI
+  ssechan bench URL --rate 5000 --duration 30s --max-p99 5ms --junit bench.xml
   # chaos: resume under load
-  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000")]
+  ssechan bench URL --drop-every 200ms --duration 60s --rate 2000
+  # one of 4 processes, then one report from the shards
+  ssechan bench URL --shard 2/4 --start-at +10s --json shard2.json
+  ssechan bench merge shard*.json --max-p99 5ms
+  # streams answering a POST (LLM-style APIs)
+  ssechan bench URL --mode listen --raw --data @body.json --rate 5 -d 60s
+  # replay a `connect --record` session with 100 clients
+  ssechan bench --scenario session.jsonl -c 100"
+)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<Box<BenchCommand>>,
     /// Channel endpoint of a server that echoes (e.g. `ssechan serve --echo`);
     /// without it an embedded echo server with keep-alive is started.
     pub url: Option<String>,
     /// What to measure.
     #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
     pub mode: BenchMode,
-    /// Concurrent clients.
+    /// Concurrent clients (of all shards together).
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,
-    /// Messages per client (listen mode: events per stream); ignored with --duration.
-    #[arg(short, long, default_value_t = 1000, value_name = "N")]
-    pub messages: u64,
+    /// Messages per client (listen mode: events per stream, default 1000);
+    /// without it and without --duration, echo mode runs for 10s.
+    #[arg(short, long, value_name = "N")]
+    pub messages: Option<u64>,
     /// Run for this long instead of a message count.
     #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-    /// Open loop: this many messages per second in total (default: closed loop).
+    /// Open loop: this many messages (listen with -X/--data: new streams)
+    /// per second in total (default: closed loop).
     #[arg(short, long, value_name = "N")]
     pub rate: Option<f64>,
     /// Messages each client keeps in flight in closed loop.
@@ -442,24 +462,46 @@ pub struct BenchArgs {
     /// Listen mode: URL is a plain SSE endpoint (no client id).
     #[arg(long)]
     pub raw: bool,
+    /// Listen --raw: each stream is the answer to a request of this method
+    /// (e.g. POST, as LLM-style APIs stream); a stream that ends is a
+    /// completed request.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Listen --raw: the request body (POST unless -X says otherwise),
+    /// `@FILE` to read it from a file, `@-` from stdin; sent as JSON unless
+    /// -H gives a Content-Type.
+    #[arg(long, value_name = "DATA")]
+    pub data: Option<String>,
+    /// Replay a recorded session (`connect --record FILE`) with each client;
+    /// URL defaults to the recorded one.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// --scenario: play the recorded gaps this many times faster.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub speed: f64,
+    /// --scenario: what must match the recording: the messages in order (a
+    /// deterministic server), their count, or nothing.
+    #[arg(long, value_enum, default_value_t = crate::bench::scenario::Expect::Order)]
+    pub expect: crate::bench::scenario::Expect,
+    /// Listen with -X/--data, without --duration: requests per client.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub streams: u64,
     /// Extra request header (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// Write the report as JSON to FILE (`-` for stdout).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Fail when more messages than this are lost.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub max_lost: u64,
-    /// Fail when more messages than this are duplicated.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub max_duplicated: u64,
-    /// Fail when the p99 round trip is slower than this.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub max_p99: Option<Duration>,
-    /// Fail below this many verified round trips (or, listen mode, events) per second.
-    #[arg(long, value_name = "N")]
-    pub min_throughput: Option<f64>,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    #[command(flatten)]
+    pub output: ReportArgs,
+    /// Run the I-th of N equal slices of the workload (1-based: clients and
+    /// rate divided, client ids disjoint); `N` alone takes I from
+    /// JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or
+    /// this long after start (+5s), so that shards started apart run together.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     /// Time limit for connecting each client and for each POST's answer (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
@@ -470,10 +512,71 @@ pub struct BenchArgs {
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,
     /// How long to wait for an echo (closed loop: before giving a message up;
-    /// at the end: before counting it lost) and, in listen mode without
-    /// --duration, for a stream's next event (at least 10ms).
+    /// at the end: before counting it lost; at start: before saying the
+    /// server does not echo) and, in listen mode without --duration, for a
+    /// stream's next event (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub drain: Duration,
+}
+
+/// `bench` subcommands.
+#[derive(Debug, Subcommand, Clone)]
+pub enum BenchCommand {
+    /// Merge the JSON reports of sharded runs into one (counts summed,
+    /// percentiles from the merged histograms) and apply the gates given here.
+    #[command(after_help = "\
+Exit status:
+  0  every check passed
+  1  a check failed
+  2  a report cannot be read, or the reports do not fit together
+
+Examples:
+  ssechan bench merge shard1.json shard2.json shard3.json shard4.json --max-p99 5ms
+  cat shard*.json | ssechan bench merge - --junit bench.xml")]
+    Merge(MergeArgs),
+}
+
+/// The pass/fail limits of `bench` and `bench merge`.
+#[derive(Debug, Args, Clone)]
+pub struct GateArgs {
+    /// Fail when more messages than this are lost.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_lost: u64,
+    /// Fail when more messages than this are duplicated.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_duplicated: u64,
+    /// Fail when the p99 round trip (listen: time to first event) is slower than this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_p99: Option<Duration>,
+    /// Fail below this many verified round trips (or, listen mode, events) per second.
+    #[arg(long, value_name = "N")]
+    pub min_throughput: Option<f64>,
+    /// Listen mode: fail below this many events in total [default: 1].
+    #[arg(long, value_name = "N")]
+    pub min_events: Option<u64>,
+}
+
+/// Where `bench` and `bench merge` write their report.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// Write the report as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MergeArgs {
+    /// JSON reports of `bench --json`; `-` reads reports from stdin (one
+    /// after another, as lines or pretty-printed).
+    #[arg(required = true, value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    #[command(flatten)]
+    pub output: ReportArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -3,6 +3,8 @@
 
 #[path = "support/bench_servers.rs"]
 mod bench_servers;
+#[path = "support/nchan.rs"]
+mod nchan;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,6 +33,29 @@ impl Run {
 
 async fn bench(args: &[&str]) -> Run {
     bench_with_files(args, None).await
+}
+
+/// Runs `ssechan ARGS` (not only bench) with `env` set and `stdin` fed.
+async fn ssechan(args: &[&str], env: &[(&str, &str)], stdin: Option<String>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
+    cmd.args(args).envs(env.iter().copied()).kill_on_drop(true);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run ssechan");
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(text.as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("ssechan finished in time")
+        .expect("wait for ssechan");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Runs bench with its open-file limit (soft and hard) set to `files`.
@@ -112,6 +137,14 @@ const FIELDS: &[&str] = &[
     "events_short",
     "passed",
     "failures",
+    "shards",
+    "started_at",
+    "checks",
+    "warnings",
+    "histograms",
+    "id_format",
+    "ids_unordered",
+    "ids_absent",
 ];
 
 fn assert_schema(v: &Value) {
@@ -121,6 +154,15 @@ fn assert_schema(v: &Value) {
     for h in ["latency_ms", "recovery_ms", "resume_ms", "connect_ms", "first_event_ms"] {
         for p in ["p50", "p90", "p99", "p999", "max"] {
             assert!(v[h][p].is_number(), "{h}.{p} missing: {v}");
+        }
+    }
+    for h in ["latency", "recovery", "resume", "connect", "first_event"] {
+        let s = v["histograms"][h].as_str().unwrap_or_else(|| panic!("histograms.{h}: {v}"));
+        assert!(s.starts_with("HISTF"), "histograms.{h} is V2 base64: {s}");
+    }
+    for c in v["checks"].as_array().expect("checks is a list") {
+        for k in ["name", "measured", "bound", "limit", "unit", "passed"] {
+            assert!(c.get(k).is_some(), "check lacks {k}: {c}");
         }
     }
 }
@@ -180,11 +222,12 @@ async fn human_report_on_stdout_and_json_file() {
     assert_eq!((u(&v, "sent"), u(&v, "received")), (40, 40));
 }
 
-/// `ssechan serve --echo` as a child process; returns it and its URL.
-async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
+/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
+/// returns it and its URL.
+async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--echo", "--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -204,6 +247,13 @@ async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
     .expect("serve printed its URL");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
+}
+
+/// `ssechan serve --echo ARGS`.
+async fn serve_echo(extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut args = vec!["--echo"];
+    args.extend_from_slice(extra);
+    spawn_serve(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -590,22 +640,7 @@ async fn low_file_limit_shares_post_connections() {
 async fn listen_to_a_broadcasting_serve_child() {
     // `ssechan serve` (text mode) sends each stdin line to every client:
     // the fan-out that listen mode measures, over the channel protocol.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next_line().await.unwrap().expect("serve prints its URL");
-        if let Some(i) = line.find("http://") {
-            break line[i..].trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut serve, url) = spawn_serve(&[]).await;
     let mut stdin = serve.stdin.take().unwrap();
     let feeder = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
@@ -760,20 +795,40 @@ async fn drain_and_connect_timeout_have_a_floor() {
         assert!(r.stdout.is_empty(), "{args:?}");
     }
     // The floor itself is allowed. (Whether 10 ms is enough for every echo
-    // depends on the machine's load, so only the verdict's form is checked.)
+    // depends on the machine's load, and a client with no echo within it
+    // stops, so only the verdict's form is checked.)
     let r = bench(&["-c", "2", "-m", "50", "--drain", "10ms", "--json", "-"]).await;
     assert_ne!(r.code, 2, "{}", r.stderr);
     assert!(!r.stderr.contains("must be at least"), "{}", r.stderr);
     let v = r.json();
-    assert_eq!(u(&v, "sent"), 100, "{v}");
-    assert_eq!(u(&v, "received") + u(&v, "lost"), 100, "{v}");
+    assert_eq!(u(&v, "received") + u(&v, "lost"), u(&v, "sent"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_server_that_never_echoes_ends_the_run() {
-    // POSTs answered, nothing echoed. Closed loop used to give each of the
-    // 1,000 messages up after --drain in turn (200 s here); a client now
-    // stops when the message after one given up is not echoed either.
+async fn a_server_that_stops_echoing_ends_the_run() {
+    // Echoes 3 messages, then POSTs are answered but nothing comes back.
+    // Closed loop used to give each of the 1,000 messages up after --drain
+    // in turn (200 s here); a client now stops when the message after one
+    // given up is not echoed either.
+    let url = bench_servers::faulty_echo(Fault::StopAfter(3)).await;
+    let r = bench_within(
+        Duration::from_secs(8),
+        &[&url, "-c", "2", "-m", "1000", "--drain", "200ms", "--json", "-"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    // Each client: 0-2 echoed, 3 given up, 4 not echoed either: stop.
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (10, 4, 2), "{v}");
+    assert_eq!(u(&v, "errors"), 2, "{v}");
+    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_echoes_ends_the_run_at_the_first_drain() {
+    // POSTs answered, nothing ever echoed: not a server that stopped, one
+    // that does not echo at all, said after one --drain.
     let url = bench_servers::faulty_echo(Fault::DropEvery(1)).await;
     let r = bench_within(
         Duration::from_secs(8),
@@ -782,10 +837,8 @@ async fn a_server_that_never_echoes_ends_the_run() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    // Each client: message 0 given up, message 1 not echoed either: stop.
-    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (4, 4, 2), "{v}");
-    assert_eq!(u(&v, "errors"), 2, "{v}");
-    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (2, 2, 0), "{v}");
+    assert_eq!(first_sample(&v), "the server does not echo: start it with `ssechan serve --echo`");
     assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
 }
 
@@ -803,7 +856,7 @@ async fn a_flooded_stream_does_not_hold_the_run() {
     let v = r.json();
     assert_eq!(u(&v, "received"), 0, "{v}");
     assert!(u(&v, "sent") >= 1 && u(&v, "sent") == u(&v, "lost"), "{v}");
-    // Closed loop without --duration ends too, by the echoes that never come.
+    // Closed loop without --duration ends too, by the echo that never comes.
     let r = bench_within(
         Duration::from_secs(10),
         &[&url, "-c", "1", "-m", "100", "--drain", "300ms", "--json", "-"],
@@ -811,7 +864,340 @@ async fn a_flooded_stream_does_not_hold_the_run() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (2, 1, 1), "{v}");
+    assert_eq!((u(&v, "sent"), u(&v, "timeouts"), u(&v, "errors")), (1, 0, 1), "{v}");
+    assert!(first_sample(&v).starts_with("the server does not echo"), "{v}");
+}
+
+/// `xmllint --schema` against the published JUnit schema (tests/data).
+fn validate_junit(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("junit.xml");
+    std::fs::write(&file, xml).unwrap();
+    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/junit-10.xsd");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", xsd])
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian's libxml2-utils, installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "JUnit XML does not validate: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(name, failed, skipped)` of each `<testcase>`, in order.
+fn junit_cases(xml: &str) -> Vec<(String, bool, bool)> {
+    let mut cases = Vec::new();
+    for part in xml.split("<testcase ").skip(1) {
+        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let body = part.split("</testcase>").next().unwrap();
+        cases.push((name.to_string(), body.contains("<failure"), body.contains("<skipped")));
+    }
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junit_has_a_case_per_check_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("bench.xml");
+    let r = bench(&[
+        "-c",
+        "2",
+        "-m",
+        "20",
+        "--max-p99",
+        "1us",
+        "--min-throughput",
+        "1",
+        "--junit",
+        xml.to_str().unwrap(),
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let x = std::fs::read_to_string(&xml).unwrap();
+    validate_junit(&x);
+    let cases = junit_cases(&x);
+    let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"],
+        "{x}"
+    );
+    let failed: Vec<&str> = cases.iter().filter(|c| c.1).map(|c| c.0.as_str()).collect();
+    assert_eq!(failed, ["p99"], "{x}");
+    assert!(x.contains(r#"tests="7" failures="1""#), "{x}");
+    // The limit and the measured value are in the case.
+    assert!(x.contains("p99: ") && x.contains("(max 0.001 ms)"), "{x}");
+    assert!(x.contains("<system-out>lost: 0 messages (max 0 messages)</system-out>"), "{x}");
+    // The human report lists every check with its limit, passing ones too.
+    for line in ["ok    lost", "ok    throughput", "FAIL  p99"] {
+        assert!(r.stderr.contains(line), "{line:?} in {}", r.stderr);
+    }
+    assert!(r.stderr.contains("(min 1 /s)"), "{}", r.stderr);
+    // The JSON holds the same checks.
+    let v = r.json();
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 7, "{v}");
+    assert_eq!(checks[5]["name"], "p99");
+    assert_eq!(checks[5]["bound"], "max");
+    assert_eq!(checks[5]["passed"], false);
+    assert_eq!(checks[5]["limit"].as_f64(), Some(0.001));
+    // To stdout, and validating when it passes too.
+    let r = bench(&["-c", "2", "-m", "20", "--junit", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    validate_junit(&r.stdout);
+    assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
+    assert!(junit_cases(&r.stdout).iter().all(|c| !c.1 && !c.2), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junit_of_a_listen_run_names_its_checks() {
+    let url = bench_servers::known_stream(vec![1, 2, 5]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--junit", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    validate_junit(&r.stdout);
+    let cases = junit_cases(&r.stdout);
+    let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["lost", "out_of_order", "id_restarts", "idle", "events", "errors"]);
+    assert!(cases[0].1, "lost fails: {}", r.stdout);
+    assert!(cases.iter().skip(1).all(|c| !c.1), "{}", r.stdout);
+}
+
+/// The percentiles `bench` reports for a histogram, computed here from
+/// the serialized shard histograms added up.
+fn percentiles_of(hists: &[&str]) -> (u64, Value) {
+    use base64::Engine as _;
+    let mut all: hdrhistogram::Histogram<u64> =
+        hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    for h in hists {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(h).unwrap();
+        let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        all.add(&h).unwrap();
+    }
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    let p = serde_json::json!({
+        "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
+        "max": all.max() as f64 / 1000.0,
+    });
+    (all.len(), p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_shards_merged_equal_one_run() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let common = ["-c", "10", "-m", "30", "--window", "2"];
+    // One unsharded run…
+    let mut args = vec![url.as_str()];
+    args.extend(common);
+    args.extend(["--json", "-"]);
+    let whole = bench(&args).await;
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let whole = whole.json();
+    // …and the same workload as 4 shard processes started together.
+    let files: Vec<String> =
+        (1..=4).map(|i| dir.path().join(format!("s{i}.json")).display().to_string()).collect();
+    let shards: Vec<String> = (1..=4).map(|i| format!("{i}/4")).collect();
+    let runs = futures_util::future::join_all((0..4).map(|i| {
+        let mut args = vec![url.as_str()];
+        args.extend(common);
+        args.extend(["--shard", &shards[i], "--start-at", "+1s", "--json", &files[i]]);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args).await
+        }
+    }))
+    .await;
+    let mut reports = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.code, 0, "shard {}: {}", i + 1, r.stderr);
+        assert!(r.stdout.contains(&format!("shard {}/4", i + 1)), "{}", r.stdout);
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&files[i]).unwrap()).unwrap();
+        assert_eq!(v["shards"], serde_json::json!([shards[i]]));
+        // 10 clients in 4 shards: 2, 3, 2, 3.
+        assert_eq!(u(&v, "clients"), [2, 3, 2, 3][i], "{v}");
+        reports.push(v);
+    }
+    let mut args = vec!["bench", "merge"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--json", "-", "--max-p99", "10s"]);
+    let merged = ssechan(&args, &[], None).await;
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    let m = merged.json();
+    assert_schema(&m);
+    for k in [
+        "clients",
+        "connected",
+        "sent",
+        "received",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "corrupted",
+        "errors",
+        "timeouts",
+        "drops",
+        "post_connections",
+    ] {
+        assert_eq!(u(&m, k), u(&whole, k), "{k}: merged {m}\nwhole {whole}");
+    }
+    assert_eq!((u(&m, "sent"), u(&m, "received")), (300, 300));
+    assert_eq!(m["shards"], serde_json::json!(shards));
+    // The merged percentiles are exactly those of all the samples.
+    for (h, p) in [("latency", "latency_ms"), ("connect", "connect_ms")] {
+        let hists: Vec<&str> =
+            reports.iter().map(|r| r["histograms"][h].as_str().unwrap()).collect();
+        let (count, expected) = percentiles_of(&hists);
+        assert_eq!(m[p], expected, "{p}");
+        let (merged_count, _) = percentiles_of(&[m["histograms"][h].as_str().unwrap()]);
+        assert_eq!(merged_count, count, "{h}");
+    }
+    assert_eq!(percentiles_of(&[m["histograms"]["latency"].as_str().unwrap()]).0, 300);
+    // The gate given to merge is the one checked.
+    assert!(merged.stderr.contains("ok    p99"), "{}", merged.stderr);
+    // The same from stdin, and a gate that fails.
+    let all: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    let r =
+        ssechan(&["bench", "merge", "-", "--max-lost", "0", "--max-p99", "1us"], &[], Some(all))
+            .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("4 shards merged"), "{}", r.stdout);
+    assert!(r.stdout.contains("FAIL  p99"), "{}", r.stdout);
+    // A missing shard is refused.
+    let r = ssechan(&["bench", "merge", &files[0], &files[1], &files[3]], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("shard 3/4 is missing"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_refuses_what_is_not_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.json");
+    std::fs::write(&f, "{\"mode\": 3}").unwrap();
+    let r = ssechan(&["bench", "merge", f.to_str().unwrap()], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a bench JSON report"), "{}", r.stderr);
+    let r = ssechan(&["bench", "merge", "/nonexistent.json"], &[], None).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot read /nonexistent.json"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_from_the_job_index_and_start_at() {
+    let t0 = std::time::SystemTime::now();
+    let r = ssechan(
+        &["bench", "-c", "5", "-m", "5", "--shard", "2", "--start-at", "+1500ms", "--json", "-"],
+        &[("JOB_COMPLETION_INDEX", "1")],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["shards"], serde_json::json!(["2/2"]));
+    assert_eq!((u(&v, "clients"), u(&v, "sent")), (3, 15), "{v}");
+    let started = humantime::parse_rfc3339(v["started_at"].as_str().unwrap()).unwrap();
+    let waited = started.duration_since(t0).unwrap();
+    assert!(waited >= Duration::from_millis(1500), "started {waited:?} after launch");
+    for (args, env, why) in [
+        (&["--shard", "4"][..], &[][..], "JOB_COMPLETION_INDEX"),
+        (&["--shard", "4"], &[("JOB_COMPLETION_INDEX", "4")], "1 <= I <= N"),
+        (&["--shard", "0/2"], &[], "1 <= I <= N"),
+        (&["-c", "2", "--shard", "1/3"], &[], "has none"),
+        (&["--start-at", "yesterday"], &[], "RFC 3339"),
+        (&["--start-at", "+48h"], &[], "at most"),
+        (&["--json", "-", "--junit", "-"], &[], "both write to stdout"),
+    ] {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let r = ssechan(&all, env, None).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_with_no_event_fails_unless_allowed() {
+    // A server that sends nothing at all used to PASS with `events 0`.
+    let url = bench_servers::quiet_stream(vec![], None).await;
+    let args = ["--mode", "listen", "--raw", &url, "-c", "2", "--duration", "500ms", "--json", "-"];
+    let r = bench_within(Duration::from_secs(8), &args).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 0, "{v}");
+    assert_eq!(failure_names(&v), ["events"], "{v}");
+    assert!(r.stderr.contains("FAIL  events"), "{}", r.stderr);
+    let mut allowed = args.to_vec();
+    allowed.extend(["--min-events", "0"]);
+    let r = bench_within(Duration::from_secs(8), &allowed).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // More than were delivered fails too.
+    let url = bench_servers::known_stream(vec![1, 2, 3]).await;
+    let r =
+        bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--min-events", "7", "--json", "-"])
+            .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(failure_names(&r.json()), ["events"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_run_says_so() {
+    let r = bench(&["-c", "2", "-m", "10", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let w = v["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.starts_with("short run ("), "{v}");
+    assert!(r.stderr.contains("warning     short run"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_post_is_no_channel_endpoint() {
+    // It used to run the whole 15 s, print the 501 page 5 times and fail
+    // with `corrupted`. Closed and open loop (where clients send their
+    // first message up to a second apart) both stop at the first answer.
+    let url = bench_servers::plain_sse_without_post().await;
+    for extra in [&[][..], &["--rate", "4"]] {
+        let mut args = vec![url.as_str(), "-c", "4", "--duration", "20s"];
+        args.extend_from_slice(extra);
+        let r = bench_within(Duration::from_secs(8), &args).await;
+        assert_eq!(r.code, 2, "{extra:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("not a package:sse channel endpoint (POST answered 501)"),
+            "{extra:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+        assert!(!r.stderr.contains('<'), "no HTML: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_does_not_echo_is_named_within_drain() {
+    // `ssechan serve` without `--echo`: POSTs accepted, nothing sent back.
+    let (_serve, url) = spawn_serve(&[]).await;
+    // Closed loop, and open loop (which has no full window to notice it).
+    for extra in [&[][..], &["--rate", "30"]] {
+        let mut args = vec![url.as_str(), "-c", "3", "--duration", "20s", "--drain", "500ms"];
+        args.extend_from_slice(extra);
+        args.extend(["--json", "-"]);
+        let r = bench_within(Duration::from_secs(6), &args).await;
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);
+        let v = r.json();
+        assert_eq!(
+            v["error_samples"],
+            serde_json::json!(["the server does not echo: start it with `ssechan serve --echo`"]),
+            "{extra:?}: {v}"
+        );
+        assert_eq!(u(&v, "errors"), 3, "{v}");
+        assert_eq!(u(&v, "timeouts"), 0, "nothing given up one by one: {v}");
+        assert!(r.stderr.contains("ssechan serve --echo"), "{}", r.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -863,4 +1249,398 @@ async fn a_content_type_that_only_starts_like_event_stream_is_refused() {
     let url = bench_servers::with_content_type("text/event-stream; charset=utf-8").await;
     let r = bench(&["--mode", "listen", "--raw", &url, "-c", "1", "-m", "1"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_orders_nchan_time_seq_ids() {
+    // nchan's ids are `seconds:tag`: bench used to ignore them and print
+    // `0 gaps, 0 missing, 0 out of order` while checking nothing.
+    let nchan = nchan::Nchan::start().await;
+    for i in 0..40 {
+        nchan.publish(&format!("message {i}")).await;
+    }
+    let url = format!("{}/sub", nchan.base);
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "3", "-m", "40", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(u(&v, "events"), 120, "{v}");
+    assert_eq!(v["id_format"], "time:seq", "{v}");
+    assert_eq!((u(&v, "ids_unordered"), u(&v, "ids_absent")), (0, 0), "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "lost"), u(&v, "out_of_order")), (0, 0, 0), "{v}");
+    assert!(r.stderr.contains("ids         time:seq: 0 gaps"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    lost"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_says_when_ids_cannot_be_ordered() {
+    let url = bench_servers::stream_with_ids(vec!["7f3a", "c0de", "b00b5e"]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "events"), u(&v, "ids_unordered")), (6, 6), "{v}");
+    assert_eq!(v["id_format"], "", "{v}");
+    assert!(
+        r.stderr.contains("ids         not ordered (6 non-numeric), gaps not checked"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("0 gaps"), "{}", r.stderr);
+    for name in ["lost", "out_of_order"] {
+        let c = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["skipped"], "ids: not ordered (6 non-numeric), gaps not checked", "{c}");
+    }
+    // In JUnit they are skipped cases.
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--junit", "-"]).await;
+    validate_junit(&r.stdout);
+    let skipped: Vec<String> =
+        junit_cases(&r.stdout).into_iter().filter(|c| c.2).map(|c| c.0).collect();
+    assert_eq!(skipped, ["lost", "out_of_order"], "{}", r.stdout);
+    // A number after a fixed prefix is a sequence.
+    let url = bench_servers::stream_with_ids(vec!["msg-1", "msg-2", "msg-4"]).await;
+    let r = bench(&["--mode", "listen", "--raw", &url, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["id_format"], "prefix+number", "{v}");
+    assert_eq!((u(&v, "id_gaps"), u(&v, "lost")), (2, 2), "{v}");
+    assert_eq!(failure_names(&v), ["lost"], "{v}");
+}
+
+/// Bytes of `post_stream`'s events 1..=n.
+fn token_bytes(n: u64) -> u64 {
+    (1..=n).map(|i| format!("id: {i}\ndata: token {i}\n\n").len() as u64).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_are_completed_requests() {
+    let url = bench_servers::post_stream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"n": 5, "delay_ms": 30}"#).unwrap();
+    let data = format!("@{}", body.display());
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "-X",
+        "POST",
+        "--data",
+        &data,
+        &url,
+        "-c",
+        "3",
+        "--streams",
+        "2",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_schema(&v);
+    assert_eq!((u(&v, "requests"), u(&v, "completed"), u(&v, "failed_requests")), (6, 6, 0));
+    assert_eq!(u(&v, "events"), 30, "{v}");
+    assert_eq!(u(&v, "bytes"), 6 * token_bytes(5), "{v}");
+    assert_eq!((v["id_format"].as_str(), u(&v, "lost")), (Some("integer"), 0), "{v}");
+    // The first event comes after one delay, the stream ends after five.
+    assert!(v["first_event_ms"]["p50"].as_f64().unwrap() >= 30.0, "{v}");
+    assert!(v["stream_ms"]["p50"].as_f64().unwrap() >= 150.0, "{v}");
+    let rates = &v["stream_events_per_s"];
+    assert!(rates["max"].as_f64().unwrap() <= 1000.0 / 30.0 + 1.0, "{v}");
+    assert!(rates["min"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(r.stderr.contains("requests    6: 6 completed, 0 failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    failed_requests"), "{}", r.stderr);
+    // The body inline, POST implied by --data.
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "--data",
+        r#"{"n": 2}"#,
+        &url,
+        "-c",
+        "2",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((u(&r.json(), "completed"), u(&r.json(), "events")), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_at_a_rate() {
+    // 20 new streams per second for 1 s over 4 clients: each client's 5
+    // are due 200 ms apart, the clients 50 ms apart.
+    let url = bench_servers::post_stream().await;
+    let r = bench(&[
+        "--mode",
+        "listen",
+        "--raw",
+        "--data",
+        r#"{"n": 2, "delay_ms": 5}"#,
+        &url,
+        "-c",
+        "4",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let (requests, completed) = (u(&v, "requests"), u(&v, "completed"));
+    assert!((16..=20).contains(&requests), "{v}");
+    assert_eq!((completed, u(&v, "failed_requests")), (requests, 0), "{v}");
+    // A stream cut by the end of --duration still delivered its events.
+    assert!(u(&v, "events") >= 2 * completed, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_refused_and_silent_post_streams_fail() {
+    let url = bench_servers::post_stream().await;
+    let run = |data: &'static str, extra: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut args =
+                vec!["--mode", "listen", "--raw", "--data", data, &url, "-c", "2", "--json", "-"];
+            args.extend_from_slice(extra);
+            bench_within(Duration::from_secs(10), &args).await
+        }
+    };
+    // Cut after 2 of 5 events: a broken stream.
+    let r = run(r#"{"n": 5, "delay_ms": 5, "break_after": 2}"#, &[]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "failed_requests"), u(&v, "completed"), u(&v, "events")), (2, 0, 4));
+    assert!(first_sample(&v).starts_with("stream broken after 2 events"), "{v}");
+    assert_eq!(failure_names(&v), ["failed_requests"], "{v}");
+    // An error status.
+    let r = run("not json", &[]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "failed_requests"), u(&v, "events")), (2, 0), "{v}");
+    assert!(first_sample(&v).contains("400"), "{v}");
+    assert_eq!(failure_names(&v), ["failed_requests", "events"], "{v}");
+    // Silent for --drain after the first event.
+    let r = run(r#"{"n": 2, "delay_ms": 3000}"#, &["--drain", "300ms"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        first_sample(&r.json()).starts_with("no event for 300ms after 0 events"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_streams_against_ssechan_serve() {
+    // A channel endpoint answers a POST without a client id with 400: each
+    // request fails at once, named, and the run ends.
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[
+            "--mode",
+            "listen",
+            "--raw",
+            "--data",
+            "\"hi\"",
+            &url,
+            "-c",
+            "2",
+            "--streams",
+            "3",
+            "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "requests"), u(&v, "failed_requests"), u(&v, "completed")), (6, 6, 0));
+    assert!(first_sample(&v).contains("400"), "{v}");
+    // -X GET of a channel stream: an event stream that stays open; cut by
+    // --duration, it is neither completed nor failed.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &[
+            "--mode",
+            "listen",
+            "--raw",
+            "-X",
+            "GET",
+            &format!("{url}?sseClientId=x"),
+            "-c",
+            "1",
+            "--duration",
+            "500ms",
+            "--min-events",
+            "0",
+            "--json",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((u(&v, "requests"), u(&v, "failed_requests")), (0, 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_flags_need_listen_raw() {
+    for args in [
+        &["--data", "{}"][..],
+        &["--mode", "listen", "-X", "POST", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "--data", "@/nonexistent", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "-X", "BAD METHOD", "http://127.0.0.1:1/x"],
+        &["--mode", "listen", "--raw", "--rate", "5", "http://127.0.0.1:1/x"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.stderr);
+    }
+}
+
+/// A recorded channel session against `url`: three messages sent, each
+/// echoed, written by the library's recorder (what `connect --record`
+/// uses), with `gap` between the sends.
+fn record_session(dir: &std::path::Path, url: &str, gap: Duration) -> std::path::PathBuf {
+    use ssechan::connect::record::{Header, RecordMode, Recorder};
+    let path = dir.join("session.jsonl");
+    let header = Header::new(url, Some("me"), RecordMode::Channel, std::time::SystemTime::now());
+    let rec = Recorder::create(&path, &header).unwrap();
+    rec.event(r#"{"event":"connecting","attempt":1}"#).unwrap();
+    rec.event(r#"{"event":"open","client":"me"}"#).unwrap();
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(gap);
+        }
+        rec.send(i as u64, format!("\"{text}\"").as_bytes()).unwrap();
+        rec.event(&format!(r#"{{"event":"message","data":"{text}"}}"#)).unwrap();
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_replays_a_recorded_session() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &url, Duration::from_millis(20));
+    let file = file.to_str().unwrap();
+    // The URL comes from the recording.
+    let r = bench(&["--scenario", file, "-c", "4", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["mode"], "scenario");
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "connected")), (12, 12, 4), "{v}");
+    let sc = &v["scenario"];
+    assert_eq!((sc["sends"].as_u64(), sc["steps"].as_u64()), (Some(3), Some(3)), "{v}");
+    assert_eq!((sc["matched"].as_u64(), sc["diverged"].as_u64()), (Some(4), Some(0)), "{v}");
+    assert!(r.stderr.contains("4 clients matched, 0 diverged"), "{}", r.stderr);
+    assert!(r.stderr.contains("ok    diverged"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_says_where_clients_diverged() {
+    // The recording was made against a correct echo server; this one never
+    // echoes messageId 1 ("two"): every client diverges at step 2.
+    let good = bench_servers::faulty_echo(Fault::None).await;
+    let bad = bench_servers::faulty_echo(Fault::DropEvery(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &good, Duration::from_millis(10));
+    let file = file.to_str().unwrap();
+    let args = ["--scenario", file, &bad, "-c", "3", "--drain", "2s", "--json", "-"];
+    let r = bench_within(Duration::from_secs(10), &args).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(failure_names(&v), ["diverged"], "{v}");
+    let d = &v["scenario"]["divergences"][0];
+    assert_eq!((d["step"].as_u64(), d["clients"].as_u64()), (Some(2), Some(3)), "{v}");
+    assert_eq!((d["expected"].as_str(), d["got"].as_str()), (Some("two"), Some("three")), "{v}");
+    assert!(
+        r.stderr.contains(r#"step 2      3 clients diverged"#)
+            && r.stderr.contains(r#"expected "two", got "three""#),
+        "{}",
+        r.stderr
+    );
+    // By count: 2 of 3 is short too; with --expect none it is only load.
+    let mut count = args.to_vec();
+    count.extend(["--expect", "count"]);
+    let r = bench_within(Duration::from_secs(10), &count).await;
+    assert_eq!((r.code, failure_names(&r.json())), (1, vec!["diverged".to_string()]));
+    let mut none = args.to_vec();
+    none.extend(["--expect", "none"]);
+    let r = bench_within(Duration::from_secs(10), &none).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("skip  diverged"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_speed_shortens_the_gaps() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &url, Duration::from_millis(600));
+    let file = file.to_str().unwrap();
+    // 1.2 s of recorded gaps: at speed 1 the replay lasts that long, at
+    // speed 4 about a quarter of it.
+    let r = bench(&["--scenario", file, "-c", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let slow = r.json()["duration_s"].as_f64().unwrap();
+    assert!(slow >= 1.2, "{slow}");
+    let r = bench(&["--scenario", file, "-c", "2", "--speed", "4", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fast = r.json()["duration_s"].as_f64().unwrap();
+    assert!((0.3..1.0).contains(&fast), "{fast}");
+    // Usage errors.
+    for args in [
+        &["--scenario", file, "--speed", "0"][..],
+        &["--scenario", file, "--duration", "1s"],
+        &["--scenario", "/nonexistent.jsonl"],
+    ] {
+        let r = bench(args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_run_is_long_enough_and_says_how_long() {
+    // It used to last under a second, so its figures jumped between runs.
+    let r = bench(&["--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!(d >= 10.0, "{d}");
+    assert_eq!(u(&v, "clients"), 50);
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(first.ends_with(&format!("{d:.2} s")), "{first}");
+    // Long enough not to be called short (unless the machine managed fewer
+    // than 10,000 round trips in 10 s).
+    if u(&v, "received") >= 10_000 {
+        assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_replays_what_connect_recorded() {
+    // The real thing end to end: `connect --record` a session against an
+    // echo server, then replay it with 5 clients.
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session.jsonl");
+    let file = file.to_str().unwrap();
+    let rec = ssechan(
+        &["connect", "--record", file, "--count", "3", "--wait", "100ms", &url],
+        &[],
+        Some("alpha\nbeta\ngamma\n".into()),
+    )
+    .await;
+    assert_eq!(rec.code, 0, "{}", rec.stderr);
+    let r = bench(&["--scenario", file, "-c", "5", "--speed", "2", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let sc = &v["scenario"];
+    assert_eq!((sc["sends"].as_u64(), sc["steps"].as_u64()), (Some(3), Some(3)), "{v}");
+    assert_eq!((sc["matched"].as_u64(), u(&v, "received")), (Some(5), 15), "{v}");
 }

@@ -5,8 +5,6 @@
 
 #[path = "support/chromium.rs"]
 mod chromium;
-#[path = "support/tls_cert.rs"]
-mod tls_cert;
 mod util;
 
 use std::path::PathBuf;
@@ -274,7 +272,7 @@ async fn the_devconsole_loads_connects_sends_and_shows_a_message() {
 async fn ten_tabs_at_once_over_https_h2() {
     // Over HTTP/1.1 Chromium opens at most six connections per host, so
     // the seventh tab's stream would wait; over h2 they share one.
-    let cert = tls_cert::Cert::new();
+    let cert = util::tls_cert::Cert::new();
     let tls = cert.args();
     let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
     args.push("--keep-alive");

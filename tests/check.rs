@@ -76,12 +76,24 @@ async fn check(args: &[&str]) -> Run {
 /// Asserts the exact verdict of every check: `expected` lists the ones
 /// that are not `pass`.
 fn assert_verdicts(run: &Run, all: &[&str], expected: &[(&str, &str)]) {
-    let got = run.statuses();
+    assert_verdicts_but(run, all, expected, &[]);
+}
+
+/// Like [`assert_verdicts`], with `racy` checks allowed to pass or fail:
+/// their outcome against that server depends on timing by nature.
+fn assert_verdicts_but(run: &Run, all: &[&str], expected: &[(&str, &str)], racy: &[&str]) {
+    let mut got = run.statuses();
     let mut want: BTreeMap<String, String> =
         all.iter().map(|id| ((*id).to_owned(), "pass".to_owned())).collect();
     for (id, status) in expected {
         assert!(want.contains_key(*id), "{id} is not among the checks");
         want.insert((*id).to_owned(), (*status).to_owned());
+    }
+    for id in racy {
+        let status = got.get(*id).map(String::as_str);
+        assert!(matches!(status, Some("pass" | "fail")), "{id}: {status:?}");
+        got.remove(*id);
+        want.remove(*id);
     }
     assert_eq!(got, want, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
 }
@@ -219,7 +231,10 @@ async fn a_package_sse_like_server_gets_exactly_its_faults() {
         junit.path().to_str().unwrap(),
     ])
     .await;
-    assert_verdicts(
+    // resume.keep-alive: a POST just after the drop is echoed into the dead
+    // stream when it beats the server's noticing the drop; without replay
+    // that echo is lost, so against this server the check may fail.
+    assert_verdicts_but(
         &run,
         CHANNEL_CHECKS,
         &[
@@ -239,6 +254,7 @@ async fn a_package_sse_like_server_gets_exactly_its_faults() {
             ("path.h2", "warn"),
             ("stream.heartbeat", "warn"),
         ],
+        &["resume.keep-alive"],
     );
     assert_eq!(run.code, 1);
     // Each WARN and FAIL says why and what fixes it.

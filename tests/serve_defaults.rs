@@ -133,3 +133,55 @@ async fn a_gap_is_reported_on_stdout() {
     assert_eq!(close["undelivered"], 3, "the gap counts as undelivered: {close}");
     let _ = tokio::time::timeout(Duration::from_secs(1), s.until_end()).await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_address_and_move() {
+    let mut serve =
+        Serve::spawn(&["--echo", "--keep-alive", "30s", "--metrics", "127.0.0.1:0"]).await;
+    let line = serve.err_line_with("metrics on ").await;
+    let metrics_url = line.split("metrics on ").nth(1).unwrap().trim().to_string();
+    let scrape = || async {
+        let r = http().get(&metrics_url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4")
+        );
+        let text = r.text().await.unwrap();
+        move |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+                .parse()
+                .unwrap()
+        }
+    };
+    let before = scrape().await;
+    assert_eq!(before("ssechan_streams_open"), 0);
+    let mut s = open(&serve.url, "m", None).await;
+    for i in 0..3 {
+        assert_eq!(post(&http(), &serve.url, "m", i, "hi").await, 200);
+    }
+    s.msgs(3).await;
+    assert_eq!(util::post_raw(&serve.url, "sseClientId=nobody", "\"x\"").await.0, 404);
+    drop(s);
+    let mut s = open(&serve.url, "m", Some(1)).await;
+    s.msgs(2).await;
+    let after = scrape().await;
+    assert_eq!(after("ssechan_streams_open"), 1);
+    assert_eq!(after("ssechan_channels"), 1);
+    assert_eq!(after("ssechan_channels_opened_total"), 1);
+    assert_eq!(after("ssechan_messages_in_total"), 3);
+    assert_eq!(after("ssechan_messages_out_total"), 3);
+    assert_eq!(after("ssechan_events_written_total"), 5, "3, then 2 replayed");
+    assert_eq!(after("ssechan_replayed_events_total"), 2);
+    // The new stream resumed, or took over if it came before the server
+    // saw the old one end.
+    assert_eq!(after("ssechan_resumes_total") + after("ssechan_takeovers_total"), 1);
+    assert!(after("ssechan_bytes_out_total") > 5 * 10);
+    assert_eq!(after("ssechan_refusals_total{status=\"404\"}"), 1);
+    // Only /metrics, and only for loopback names.
+    let r = http().get(metrics_url.replace("/metrics", "/other")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    serve.signal(libc::SIGTERM);
+    let _ = serve.child.wait().await;
+}

@@ -1,13 +1,13 @@
 //! Every stream behaviour on every path a stream can take: a fresh
-//! connection (ssechan's own writer), a kept-alive HTTP/1.1 connection and
-//! h2c (hyper). One stream policy means the same results on all three.
+//! connection (ssechan's own writer), a kept-alive HTTP/1.1 connection, h2c
+//! and h2 over TLS (hyper). One stream policy means the same results on all.
 
 mod util;
 
 use std::time::Duration;
 
 use ssechan::server::{CloseInfo, CloseReason, Connection, ConnectionEvent, Limits, ServerConfig};
-use util::{Transport, WAIT, server};
+use util::{Transport, WAIT};
 
 fn keep_alive() -> ServerConfig {
     ServerConfig { keep_alive: Some(Duration::from_secs(60)), ..ServerConfig::default() }
@@ -22,7 +22,7 @@ fn ids(msgs: &[util::Msg]) -> Vec<u64> {
 }
 
 async fn resume_replays_from_last_event_id(t: Transport) {
-    let mut server = server(keep_alive()).await;
+    let (mut server, t) = t.serve(keep_alive()).await;
     let url = server.url();
     let mut s = t.open(&url, "r", None).await;
     let mut conn = server.accept().await.unwrap();
@@ -39,12 +39,12 @@ async fn resume_replays_from_last_event_id(t: Transport) {
     assert_eq!(got[2].data, "written while away");
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
     // POSTs go on as before.
-    assert_eq!(util::post(&util::http(), &url, "r", 0, "up").await, 200);
+    assert_eq!(t.post(&url, "r", 0, "up").await, 200);
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("up".into()));
 }
 
 async fn resume_without_last_event_id_continues_with_the_queue(t: Transport) {
-    let mut server = server(keep_alive()).await;
+    let (mut server, t) = t.serve(keep_alive()).await;
     let url = server.url();
     let mut s = t.open(&url, "q", None).await;
     let mut conn = server.accept().await.unwrap();
@@ -59,7 +59,7 @@ async fn resume_without_last_event_id_continues_with_the_queue(t: Transport) {
 }
 
 async fn a_second_stream_takes_over(t: Transport) {
-    let mut server = server(keep_alive()).await;
+    let (mut server, t) = t.serve(keep_alive()).await;
     let url = server.url();
     let mut first = t.open(&url, "t", None).await;
     let mut conn = server.accept().await.unwrap();
@@ -76,7 +76,7 @@ async fn a_second_stream_takes_over(t: Transport) {
 
 async fn a_reader_that_stops_reading_is_disconnected(t: Transport) {
     let limits = Limits { outgoing_messages: 64, ..Limits::default() };
-    let mut server = server(ServerConfig { limits, ..keep_alive() }).await;
+    let (mut server, t) = t.serve(ServerConfig { limits, ..keep_alive() }).await;
     let _s = t.open(&server.url(), "slow", None).await; // never read
     let mut conn = server.accept().await.unwrap();
     let big = "x".repeat(64 * 1024);
@@ -100,7 +100,7 @@ async fn a_reader_that_stops_reading_is_disconnected(t: Transport) {
 
 async fn heartbeat_on_idle_streams(t: Transport) {
     let config = ServerConfig { heartbeat: Some(Duration::from_millis(50)), ..keep_alive() };
-    let server = server(config).await;
+    let (server, t) = t.serve(config).await;
     let mut s = t.open(&server.url(), "hb", None).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while s.comments.is_empty() {
@@ -112,7 +112,7 @@ async fn heartbeat_on_idle_streams(t: Transport) {
 
 async fn peer_eof_is_noticed_without_writes(t: Transport) {
     // No heartbeat and nothing to send: only the read side can tell.
-    let mut server = server(ServerConfig { heartbeat: None, ..keep_alive() }).await;
+    let (mut server, t) = t.serve(ServerConfig { heartbeat: None, ..keep_alive() }).await;
     let s = t.open(&server.url(), "eof", None).await;
     let mut conn = server.accept().await.unwrap();
     drop(s);
@@ -120,7 +120,7 @@ async fn peer_eof_is_noticed_without_writes(t: Transport) {
 }
 
 async fn control_close_ends_the_stream_and_the_connection(t: Transport) {
-    let mut server = server(keep_alive()).await;
+    let (mut server, t) = t.serve(keep_alive()).await;
     let mut s = t.open(&server.url(), "c", None).await;
     let mut conn = server.accept().await.unwrap();
     conn.send("last").unwrap();
@@ -133,12 +133,12 @@ async fn control_close_ends_the_stream_and_the_connection(t: Transport) {
         next_event(&mut conn).await,
         ConnectionEvent::Closed(CloseInfo { reason: CloseReason::Closed, undelivered: 0 })
     );
-    let (status, _) = util::post_raw(&server.url(), "sseClientId=c", "\"x\"").await;
-    assert_eq!(status, 404, "a closed id takes no POST");
+    let r = t.http().post(format!("{}?sseClientId=c", server.url())).body("\"x\"").send();
+    assert_eq!(r.await.unwrap().status(), 404, "a closed id takes no POST");
 }
 
 async fn drop_stream_ends_without_control_and_resumes(t: Transport) {
-    let mut server = server(keep_alive()).await;
+    let (mut server, t) = t.serve(keep_alive()).await;
     let url = server.url();
     let mut s = t.open(&url, "d", None).await;
     let mut conn = server.accept().await.unwrap();
@@ -155,7 +155,7 @@ async fn drop_stream_ends_without_control_and_resumes(t: Transport) {
 
 async fn a_resume_past_the_replay_is_a_gap_reported_to_the_application(t: Transport) {
     let limits = Limits { replay_events: 2, ..Limits::default() };
-    let mut server = server(ServerConfig { limits, ..keep_alive() }).await;
+    let (mut server, t) = t.serve(ServerConfig { limits, ..keep_alive() }).await;
     let url = server.url();
     let mut s = t.open(&url, "g", None).await;
     let mut conn = server.accept().await.unwrap();
@@ -187,6 +187,9 @@ macro_rules! on_every_transport {
         }
         mod h2c {
             $(#[tokio::test] async fn $test() { super::$test(super::Transport::H2c).await })*
+        }
+        mod h2_tls {
+            $(#[tokio::test] async fn $test() { super::$test(super::Transport::H2Tls).await })*
         }
     };
 }

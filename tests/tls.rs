@@ -1,16 +1,14 @@
-//! `serve --tls-cert --tls-key`: HTTPS with ALPN h2 and http/1.1, the
-//! stream behaviours over h2, and bad certificate files refused at start.
+//! `serve --tls-cert --tls-key`: HTTPS with ALPN h2 and http/1.1 from the
+//! command line, and bad certificate files refused at start. Every stream
+//! behaviour over h2 with TLS is in server_streams.rs.
 
-#[path = "support/tls_cert.rs"]
-mod tls_cert;
 mod util;
 
 use std::path::PathBuf;
 
 use reqwest::Version;
-use serde_json::json;
 use ssechan::protocol::query::channel_query;
-use tls_cert::Cert;
+use util::tls_cert::Cert;
 use util::*;
 
 async fn serve_tls(cert: &Cert, extra: &[&str]) -> Serve {
@@ -59,72 +57,6 @@ async fn https_speaks_h2_and_http1_with_the_same_channel() {
     // Plain HTTP on the HTTPS port is refused, not served.
     let plain = serve.url.replace("https://", "http://");
     assert!(reqwest::get(format!("{plain}?sseClientId=x")).await.is_err());
-}
-
-#[tokio::test]
-async fn over_h2_resume_replays_takeover_ends_the_old_stream_and_heartbeats_flow() {
-    let cert = Cert::new();
-    let mut serve =
-        serve_tls(&cert, &["--format", "json", "--keep-alive", "10s", "--heartbeat", "200ms"])
-            .await;
-    assert_eq!(serve.out_json().await["event"], "listening");
-    let client = cert.client(false);
-    let (mut s, v) = open_with(&client, &serve.url, "h2", None).await;
-    assert_eq!(v, Version::HTTP_2);
-    assert_eq!(serve.out_json().await["event"], "connect");
-    for i in 1..=3 {
-        serve.send_line(&json!({"client": "h2", "data": format!("e{i}")}).to_string()).await;
-    }
-    assert_eq!(s.msgs(3).await.last().unwrap().id, 3);
-
-    // Heartbeats on an idle h2 stream.
-    let deadline = std::time::Instant::now() + WAIT;
-    while s.comments.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no heartbeat in {WAIT:?}");
-        let ev = s.next_event(std::time::Duration::from_millis(300)).await;
-        assert!(ev.is_none(), "{ev:?}");
-    }
-    assert_eq!(s.comments[0].trim(), "ping");
-
-    // The stream is reset (the h2 connection stays): suspend; a resume
-    // from Last-Event-ID 1 replays 2 and 3, then what was queued.
-    drop(s);
-    assert_eq!(serve.out_json().await, json!({"event": "suspend", "client": "h2"}));
-    serve.send_line(r#"{"client":"h2","data":"queued"}"#).await;
-    let (mut s, _) = open_with(&client, &serve.url, "h2", Some(1)).await;
-    assert_eq!(serve.out_json().await, json!({"event": "resume", "client": "h2"}));
-    let got: Vec<(u64, String)> = s.msgs(3).await.into_iter().map(|m| (m.id, m.data)).collect();
-    assert_eq!(got, [(2, "e2".into()), (3, "e3".into()), (4, "queued".into())]);
-
-    // Takeover on the same h2 connection: the old stream ends.
-    let (mut newer, _) = open_with(&client, &serve.url, "h2", Some(4)).await;
-    assert!(s.until_end().await.is_empty());
-    serve.send_line(r#"{"client":"h2","data":"to the newer"}"#).await;
-    assert_eq!(newer.next_msg().await, Msg { id: 5, data: "to the newer".into() });
-}
-
-#[tokio::test]
-async fn over_h2_a_slow_consumer_is_disconnected() {
-    let cert = Cert::new();
-    let mut serve = serve_tls(&cert, &["--format", "json", "--max-queue", "100"]).await;
-    serve.out_json().await; // listening
-    let client = cert.client(false);
-    let (_never_read, _) = open_with(&client, &serve.url, "slow", None).await;
-    serve.out_json().await; // connect
-    // h2 flow control stops the writes once the window is full; the queue
-    // then passes --max-queue.
-    let line = json!({"client": "slow", "data": "x".repeat(4096)}).to_string();
-    let mut close = None;
-    for _ in 0..100_000 {
-        serve.send_line(&line).await;
-        if let Ok(l) = serve.stdout.try_recv() {
-            close = Some(serde_json::from_str::<serde_json::Value>(&l).unwrap());
-            break;
-        }
-    }
-    let close = close.expect("a close event");
-    assert_eq!(close["event"], "close");
-    assert_eq!(close["reason"], "slow consumer: outgoing queue full");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Uri};
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -20,7 +20,8 @@ use crate::reader::{Refusal, check_response};
 
 pub type Io = TokioIo<TcpStream>;
 /// The connection that carries one event stream.
-pub type StreamConn = http1::Connection<Io, Empty<Bytes>>;
+/// (An empty `Full` body is no body: a GET goes out without one.)
+pub type StreamConn = http1::Connection<Io, Full<Bytes>>;
 /// The keep-alive connection that carries a client's POSTs.
 pub type PostConn = http1::Connection<Io, Full<Bytes>>;
 pub type PostSender = http1::SendRequest<Full<Bytes>>;
@@ -137,8 +138,26 @@ impl Target {
         req
     }
 
-    fn stream_request(&self, uri: Uri, last_event_id: Option<&str>) -> Request<Empty<Bytes>> {
-        let mut req = Request::new(Empty::new());
+    /// A request whose answer is an event stream (`-X`, `--data`): to the
+    /// URL as given, JSON unless `-H` names another content type.
+    pub fn request_with_body(&self, method: &http::Method, body: &Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = self.stream_uri(None);
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host_header.clone());
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if !body.is_empty() && !self.headers.contains_key(header::CONTENT_TYPE) {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        for (k, v) in &self.headers {
+            h.append(k, v.clone());
+        }
+        req
+    }
+
+    fn stream_request(&self, uri: Uri, last_event_id: Option<&str>) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = uri;
         let h = req.headers_mut();
         h.insert(header::HOST, self.host_header.clone());
@@ -186,10 +205,20 @@ pub async fn open_stream(
     last_event_id: Option<&str>,
     timeout: Duration,
 ) -> Result<OpenStream, ConnectError> {
+    open_with(addr, target.stream_request(uri, last_event_id), timeout).await
+}
+
+/// Connects, sends `req` and returns once a `200 text/event-stream`
+/// answer's headers are in, within `timeout`.
+pub async fn open_with(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<OpenStream, ConnectError> {
     let work = async {
         let io = tcp(addr).await?;
-        let (mut sender, mut conn) = http1::handshake::<_, Empty<Bytes>>(io).await?;
-        let resp = sender.send_request(target.stream_request(uri, last_event_id));
+        let (mut sender, mut conn) = http1::handshake::<_, Full<Bytes>>(io).await?;
+        let resp = sender.send_request(req);
         tokio::pin!(resp);
         // The connection must be polled for the response to arrive.
         let resp = tokio::select! {

@@ -95,6 +95,12 @@ impl Lanes {
 async fn lane(addr: SocketAddr, timeout: Duration, mut rx: mpsc::Receiver<Job>) {
     let mut sender: Option<PostSender> = None;
     while let Some(job) = rx.recv().await {
+        // Its client gave up waiting (and will retry, queueing it again):
+        // sending it anyway would put a stale POST before every live one,
+        // and a lane slow once would fall further behind with each retry.
+        if job.reply.is_closed() {
+            continue;
+        }
         // A POST that is never answered would stall every client of the lane.
         let out = tokio::time::timeout(timeout, send(&mut sender, addr, timeout, job.req))
             .await
@@ -122,4 +128,69 @@ async fn send(
     };
     sender.ready().await.map_err(|e| e.to_string())?;
     read_response(sender.send_request(req)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A keep-alive HTTP server that answers every request 200 and counts
+    /// the requests it got (each ends with an empty body here).
+    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            c.fetch_add(1, Ordering::SeqCst);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    fn job(reply: oneshot::Sender<PostOutcome>) -> Job {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = http::Uri::from_static("/sse?sseClientId=a&messageId=0");
+        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("h"));
+        Job { req, reply }
+    }
+
+    #[tokio::test]
+    async fn a_post_its_client_gave_up_is_not_sent() {
+        let (addr, count) = counting_server().await;
+        let (tx, rx) = mpsc::channel(4);
+        // Queued before the lane runs: the first one's client gave up.
+        let (gone, dropped) = oneshot::channel();
+        drop(dropped);
+        tx.send(job(gone)).await.unwrap();
+        let (live, answer) = oneshot::channel();
+        tx.send(job(live)).await.unwrap();
+        tokio::spawn(lane(addr, Duration::from_secs(10), rx));
+        let (status, _) = answer.await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(count.load(Ordering::SeqCst), 1, "only the live POST went out");
+    }
 }

@@ -16,22 +16,18 @@ use tracing::debug;
 
 use super::Plan;
 use super::conn::{OpenStream, StreamConn, open_stream};
+use super::ids::IdTracker;
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::reader::{Next, Reader, RetryPolicy};
 
 /// What one stream saw.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct StreamResult {
     pub connected: bool,
     pub refused: bool,
     pub events: u64,
-    /// Ids skipped by forward jumps.
-    pub missing: u64,
-    pub id_gaps: u64,
-    /// Ids that went backwards within one stream.
-    pub out_of_order: u64,
-    /// Re-opened streams whose ids began again (fresh connections).
-    pub id_restarts: u64,
+    /// The stream's id sequence: gaps, disorder, restarts, its form.
+    pub ids: IdTracker,
     pub resumes: u64,
     pub failed_resumes: u64,
     pub stream_ends: u64,
@@ -42,51 +38,6 @@ pub struct StreamResult {
     /// `--drain` (and why, in `error`).
     pub idle: bool,
     pub error: Option<String>,
-}
-
-/// Follows the id sequence of one stream across reconnects.
-///
-/// A stream that is re-opened either resumes (its first id follows the last
-/// one seen, or jumps past it: a gap) or is a fresh connection whose ids
-/// begin again (at or below the last one seen). A fresh connection is not
-/// disorder, and the events sent while it was down are unknowable from
-/// here, so it is counted as a restart and the sequence starts over.
-#[derive(Debug, Default)]
-pub struct IdTracker {
-    last: Option<u64>,
-    /// The next id is the first of a re-opened stream.
-    reopened: bool,
-    pub missing: u64,
-    pub gaps: u64,
-    pub backwards: u64,
-    pub restarts: u64,
-}
-
-impl IdTracker {
-    /// Notes the stream's last event id at an event: `""` for an event
-    /// before the stream's first `id:` field (the reader then still holds
-    /// the id of an earlier stream), and within a stream an unchanged id
-    /// means the event had no `id:` field; non-numeric ids are not tracked.
-    pub fn observe(&mut self, id: &str) {
-        let Ok(id) = id.parse::<u64>() else { return };
-        let first_of_stream = std::mem::take(&mut self.reopened);
-        match self.last {
-            Some(last) if first_of_stream && id <= last => self.restarts += 1,
-            Some(last) if id == last => return,
-            Some(last) if id < last => self.backwards += 1,
-            Some(last) if id > last + 1 => {
-                self.gaps += 1;
-                self.missing += id - last - 1;
-            }
-            _ => {}
-        }
-        self.last = Some(id);
-    }
-
-    /// A new stream begins: its first id tells a resume from a restart.
-    pub fn reopen(&mut self) {
-        self.reopened = true;
-    }
 }
 
 /// Runs stream `index` until `deadline` (the load's common end, for
@@ -228,9 +179,9 @@ pub async fn run(
             let wait = match next {
                 Next::RetryIn(wait) => wait,
                 Next::GiveUp | Next::Fail => {
-                    let took = reader.backoff().failing_for(now());
+                    let took = reader.backoff().policy().give_up_after.unwrap_or_default();
                     r.error = Some(match last_error {
-                        Some(e) => format!("reconnect failed for {took:?}: {e}"),
+                        Some(e) => format!("reconnect failed for over {took:?}: {e}"),
                         None => ended_at_once(&reader),
                     });
                     break 'run;
@@ -273,10 +224,7 @@ pub async fn run(
             }
         }
     }
-    r.missing = ids.missing;
-    r.id_gaps = ids.gaps;
-    r.out_of_order = ids.backwards;
-    r.id_restarts = ids.restarts;
+    r.ids = ids;
     r
 }
 
@@ -372,77 +320,9 @@ fn finish(quiet: &Quiet, reader: &Reader, r: &mut StreamResult, messages: u64) {
 }
 
 /// `fut`'s output, or `None` when `deadline` passes first.
-async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+pub(super) async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
     match deadline {
         Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
         None => Some(fut.await),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn track(ids: &[&str]) -> IdTracker {
-        let mut t = IdTracker::default();
-        for id in ids {
-            if *id == "|" {
-                t.reopen();
-            } else {
-                t.observe(id);
-            }
-        }
-        t
-    }
-
-    fn counts(t: &IdTracker) -> (u64, u64, u64, u64) {
-        (t.gaps, t.missing, t.backwards, t.restarts)
-    }
-
-    #[test]
-    fn contiguous_ids_have_no_gaps() {
-        assert_eq!(counts(&track(&["1", "2", "3", "4"])), (0, 0, 0, 0));
-    }
-
-    #[test]
-    fn counts_gaps_and_missing_ids() {
-        assert_eq!(counts(&track(&["1", "2", "5", "6", "8"])), (2, 3, 0, 0));
-    }
-
-    #[test]
-    fn repeated_id_is_an_event_without_id() {
-        assert_eq!(counts(&track(&["3", "3", "3", "4"])), (0, 0, 0, 0));
-    }
-
-    #[test]
-    fn first_id_may_be_anything_and_non_numeric_is_ignored() {
-        assert_eq!(counts(&track(&["", "abc", "100", "101", "x", "102"])), (0, 0, 0, 0));
-    }
-
-    #[test]
-    fn backwards_ids_within_a_stream_are_out_of_order() {
-        assert_eq!(counts(&track(&["5", "6", "2", "3"])), (0, 0, 1, 0));
-    }
-
-    #[test]
-    fn a_resumed_stream_continues_the_sequence() {
-        // Resumed after 3: contiguous, or with a known gap.
-        assert_eq!(counts(&track(&["1", "2", "3", "|", "4", "5"])), (0, 0, 0, 0));
-        assert_eq!(counts(&track(&["1", "2", "3", "|", "6", "7"])), (1, 2, 0, 0));
-    }
-
-    #[test]
-    fn a_fresh_connection_is_a_restart_not_disorder() {
-        // The new connection's ids begin again; the tracker starts over, so
-        // neither its first id nor the ones after count as out of order.
-        let t = track(&["1", "2", "3", "4", "|", "1", "2", "3", "5"]);
-        assert_eq!(counts(&t), (1, 1, 0, 1));
-        // At the very id last seen (one event before the restart): still a
-        // restart, not an event without an id.
-        assert_eq!(counts(&track(&["1", "|", "1", "2"])), (0, 0, 0, 1));
-        // An event without id first: the restart shows at the first id.
-        assert_eq!(counts(&track(&["7", "8", "|", "", "2", "3"])), (0, 0, 0, 1));
-        // Disorder inside the new stream still counts.
-        assert_eq!(counts(&track(&["9", "|", "1", "2", "1"])), (0, 0, 1, 1));
     }
 }

@@ -6,12 +6,17 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod ids;
 mod lanes;
 mod listen;
+pub mod merge;
 pub mod payload;
 mod progress;
 pub mod report;
+mod request;
 mod runtimes;
+pub mod scenario;
+pub mod shard;
 pub mod stats;
 mod timer;
 pub mod verify;
@@ -19,34 +24,45 @@ mod worker;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::UsageError;
-use crate::cli::{BenchArgs, BenchMode};
+use crate::cli::{BenchArgs, BenchCommand, BenchMode, GateArgs, ReportArgs};
 use crate::server::{Server, ServerConfig};
 use conn::Target;
-use report::{Gates, Report, StreamRates};
+use report::{Gates, Mode, Report, StreamRates};
+use shard::Shard;
 use stats::{Clock, Stats};
 
 /// Clients connecting at once: well under the usual accept backlog (4096)
 /// and SYN queue, so 10,000 clients connect without drops and retries.
-const CONNECT_CONCURRENCY: usize = 128;
+pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 /// Shortest `--drain` and `--connect-timeout`.
 const MIN_WAIT: Duration = Duration::from_millis(10);
-/// Error messages kept for the report.
+/// Distinct error messages kept for the report.
 const ERROR_SAMPLES: usize = 5;
+/// Echo mode's run without --messages or --duration: long enough for its
+/// figures to repeat within about 10% (measured: see the README).
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Listen mode's events per stream without --messages or --duration.
+const DEFAULT_EVENTS: u64 = 1000;
 
 /// What every client of a run shares (read-only but for the stats).
 pub(crate) struct Plan {
     pub target: Target,
     pub addr: SocketAddr,
+    /// Clients of the whole run (all shards): open-loop send times are
+    /// spread over them, so a shard's clients keep their place in it.
     pub clients: usize,
+    /// This shard's clients (their indices in the whole run).
+    pub local: Range<usize>,
     pub run_id: String,
     pub size: usize,
     pub messages: u64,
@@ -57,19 +73,49 @@ pub(crate) struct Plan {
     pub drop_every: Option<Duration>,
     pub connect_timeout: Duration,
     pub drain: Duration,
+    /// `--start-at`: the load starts then (or at once, if it has passed).
+    pub start_at: Option<SystemTime>,
     pub raw: bool,
     /// Shared POST connections, when the open-file limit is too low for one
     /// per client.
     pub lanes: Option<lanes::Lanes>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
+    /// Set to stop every client at once (the target is no channel endpoint).
+    pub stop: watch::Sender<bool>,
 }
 
-/// Runs `bench`; exit 0 all checks passed, 1 a check failed, 2 usage error
-/// or unreachable target.
+/// What `validate` derived from the flags.
+struct Setup {
+    /// Listen with -X/--data: the request of every stream.
+    request: Option<Arc<request::RequestSpec>>,
+    shard: Option<Shard>,
+    start_at: Option<SystemTime>,
+    messages: u64,
+    duration: Option<Duration>,
+}
+
+/// Runs `bench` (or `bench merge`); exit 0 all checks passed, 1 a check
+/// failed, 2 usage error or unreachable target.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    validate(&args)?;
-    let files = crate::sys::raise_open_file_limit(FileBudget::new(&args).own());
+    if let Some(cmd) = args.command {
+        let BenchCommand::Merge(m) = *cmd;
+        return merge::run(m).await;
+    }
+    let setup = validate(&args)?;
+    let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
+    if let Some(path) = &args.scenario {
+        crate::sys::raise_open_file_limit(local.len() as u64 * 2 + SPARE_FILES);
+        let Some(mut report) = scenario::run(&args, path, local, setup.start_at).await? else {
+            return Ok(ExitCode::from(2));
+        };
+        report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
+        report.judge(&gates(&args.gates));
+        write_report(&args.output, &report)?;
+        return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let clients = local.len();
+    let files = crate::sys::raise_open_file_limit(FileBudget::new(&args, clients as u64).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -77,26 +123,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (s.url.clone(), Some(s))
         }
     };
-    let result = bench(&args, &url, embedded.is_some(), files).await;
+    let result = bench(&args, &setup, &url, embedded.is_some(), files).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
     let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
-    report.judge(&Gates {
-        max_lost: args.max_lost,
-        max_duplicated: args.max_duplicated,
-        max_p99: args.max_p99,
-        min_throughput: args.min_throughput,
-    });
-    write_report(&args, &report)?;
+    report.judge(&gates(&args.gates));
+    write_report(&args.output, &report)?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn gates(g: &GateArgs) -> Gates {
+    Gates {
+        max_lost: g.max_lost,
+        max_duplicated: g.max_duplicated,
+        max_p99: g.max_p99,
+        min_throughput: g.min_throughput,
+        min_events: g.min_events,
+    }
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-fn validate(a: &BenchArgs) -> anyhow::Result<()> {
+fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     let listen = a.mode == BenchMode::Listen;
     if a.raw && !listen {
         return Err(usage("--raw needs --mode listen (echo mode speaks the channel protocol)"));
@@ -104,16 +155,39 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     if listen && a.url.is_none() {
         return Err(usage("--mode listen needs a URL (the embedded server only echoes)"));
     }
-    if listen && (a.rate.is_some() || a.drop_every.is_some()) {
-        return Err(usage("--rate and --drop-every apply to echo mode only"));
+    if a.scenario.is_some() {
+        if listen || a.raw || a.rate.is_some() || a.drop_every.is_some() || a.duration.is_some() {
+            return Err(usage(
+                "--scenario replays the recording's own timing: --mode listen, --raw, --rate, \
+                 --drop-every and --duration do not apply (the record says raw or channel)",
+            ));
+        }
+        if !(a.speed.is_finite() && a.speed > 0.0) {
+            return Err(usage("--speed must be a positive factor (2 plays twice as fast)"));
+        }
     }
+    let requests = a.method.is_some() || a.data.is_some();
+    if requests && !(listen && a.raw) {
+        return Err(usage(
+            "-X/--data need --mode listen --raw (streams answering a request to a plain SSE endpoint)",
+        ));
+    }
+    if listen && (a.rate.is_some() && !requests || a.drop_every.is_some()) {
+        return Err(usage(
+            "--rate applies to echo mode and to listen mode with -X/--data; --drop-every to echo mode",
+        ));
+    }
+    if a.streams == 0 {
+        return Err(usage("--streams must be at least 1 (or give --duration)"));
+    }
+    let request = requests.then(|| request_spec(a)).transpose()?.map(Arc::new);
     if a.clients == 0 || a.clients > payload::MAX_CLIENTS {
         return Err(usage(format!("--clients must be between 1 and {}", payload::MAX_CLIENTS)));
     }
     if a.window == 0 {
         return Err(usage("--window must be at least 1"));
     }
-    if a.duration.is_none() && a.messages == 0 {
+    if a.messages == Some(0) {
         return Err(usage("--messages must be at least 1 (or give --duration)"));
     }
     if a.duration.is_some_and(|d| d.is_zero()) {
@@ -144,18 +218,84 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
             payload::HEADER_LEN
         )));
     }
-    if let Some(t) = a.min_throughput
+    if let Some(t) = a.gates.min_throughput
         && !t.is_finite()
     {
         return Err(usage("--min-throughput must be a number"));
     }
-    Ok(())
+    if a.gates.min_events.is_some() && !listen {
+        return Err(usage("--min-events applies to listen mode (echo mode counts every message)"));
+    }
+    let both_stdout = |o: &ReportArgs| {
+        [&o.json, &o.junit]
+            .iter()
+            .filter(|p| p.as_ref().is_some_and(|p| p.as_os_str() == "-"))
+            .count()
+            > 1
+    };
+    if both_stdout(&a.output) {
+        return Err(usage("--json - and --junit - cannot both write to stdout"));
+    }
+    let job_index = std::env::var(shard::JOB_INDEX_VAR).ok();
+    let shard = a
+        .shard
+        .as_deref()
+        .map(|s| Shard::parse(s, job_index.as_deref()))
+        .transpose()
+        .map_err(usage)?;
+    if let Some(s) = shard
+        && s.clients(a.clients).is_empty()
+    {
+        return Err(usage(format!(
+            "shard {s} of {} clients has none: give at least {} clients",
+            a.clients, s.count
+        )));
+    }
+    let start_at = a
+        .start_at
+        .as_deref()
+        .map(|t| {
+            let at = shard::parse_start_at(t, SystemTime::now())?;
+            shard::wait_until(at, SystemTime::now()).map(|_| at)
+        })
+        .transpose()
+        .map_err(usage)?;
+    let duration = match (a.duration, a.messages) {
+        (None, None) if !listen => Some(DEFAULT_DURATION),
+        (d, _) => d,
+    };
+    Ok(Setup { request, shard, start_at, messages: a.messages.unwrap_or(DEFAULT_EVENTS), duration })
+}
+
+/// `-X`, `--data` (`@FILE`, `@-` for stdin, or the text itself).
+fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
+    let body = match a.data.as_deref() {
+        None => Vec::new(),
+        Some("@-") => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                .context("cannot read --data @- from stdin")?;
+            v
+        }
+        Some(d) => match d.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| usage(format!("--data @{path}: cannot read it: {e}")))?,
+            None => d.as_bytes().to_vec(),
+        },
+    };
+    let method = match &a.method {
+        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| usage(format!("-X {m:?} is not an HTTP method")))?,
+        None => http::Method::POST,
+    };
+    Ok(request::RequestSpec { method, body: body.into(), per_client: a.streams })
 }
 
 /// Runs the workload; `None` when the target cannot be reached (already
 /// said on stderr).
 async fn bench(
     args: &BenchArgs,
+    setup: &Setup,
     url: &str,
     embedded: bool,
     files: u64,
@@ -182,28 +322,34 @@ async fn bench(
         Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
     }
     let listen = args.mode == BenchMode::Listen;
+    let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
     let rts = runtimes::Runtimes::start(args.threads).context("cannot start the client threads")?;
-    let lanes = (!listen).then(|| FileBudget::new(args).lanes(files)).flatten().map(|n| {
-        warn!(
-            "open-file limit {files} is too low for a POST connection per client: \
-                 {n} shared POST connections instead"
-        );
-        lanes::Lanes::start(n, args.clients, addr, args.connect_timeout, &rts)
-    });
+    let lanes = (!listen)
+        .then(|| FileBudget::new(args, local.len() as u64).lanes(files))
+        .flatten()
+        .map(|n| {
+            warn!(
+                "open-file limit {files} is too low for a POST connection per client: \
+                     {n} shared POST connections instead"
+            );
+            lanes::Lanes::start(n, local.len(), addr, args.connect_timeout, &rts)
+        });
     let post_connections = match (&lanes, listen) {
         (_, true) => 0,
         (Some(l), _) => l.len() as u64,
-        (None, _) => args.clients as u64,
+        (None, _) => local.len() as u64,
     };
     let stats = Stats::new();
     let plan = Arc::new(Plan {
         target,
         addr,
         clients: args.clients,
+        local: local.clone(),
         run_id: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         size: args.size,
-        messages: args.messages,
-        duration: args.duration,
+        messages: setup.messages,
+        duration: setup.duration,
+        start_at: setup.start_at,
         rate_per_client: args.rate.map(|r| r / args.clients as f64),
         window: args.window as u64,
         drop_every: args.drop_every,
@@ -213,44 +359,62 @@ async fn bench(
         lanes,
         clock: Clock::new(),
         stats: stats.clone(),
+        stop: watch::Sender::new(false),
     });
-    info!(clients = args.clients, %url, "connecting");
+    info!(clients = local.len(), %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
-    let mut report =
-        if listen { run_listen(&plan, &rts).await } else { run_echo(&plan, &rts, &mut cpu0).await };
+    let mut not_channel = None;
+    let mut report = if let Some(spec) = &setup.request {
+        run_requests(&plan, spec, &rts).await
+    } else if listen {
+        run_listen(&plan, &rts).await
+    } else {
+        run_echo(&plan, &rts, &mut cpu0, &mut not_channel).await
+    };
     progress.finish();
     rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
+    if let Some(status) = not_channel {
+        eprintln!(
+            "ssechan: {url}: not a package:sse channel endpoint (POST answered {}); to read a \
+             plain SSE stream use --mode listen --raw",
+            status.as_u16()
+        );
+        return Ok(None);
+    }
     if report.connected == 0 {
         let why =
             report.error_samples.first().cloned().unwrap_or_else(|| "no client connected".into());
         return unreachable(why);
     }
-    let h = stats.merged();
-    report.mode = if listen { "listen" } else { "echo" };
+    report.mode = if listen { Mode::Listen } else { Mode::Echo };
     report.url = url.to_string();
     report.embedded = embedded;
+    report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
     report.post_connections = post_connections;
-    report.clients = args.clients as u64;
-    report.latency_ms = h.latency.summary();
-    report.recovery_ms = h.recovery.summary();
-    report.resume_ms = h.resume.summary();
-    report.connect_ms = h.connect.summary();
-    report.first_event_ms = h.first_event.summary();
+    report.clients = local.len() as u64;
     report.bench_cpu_s = cpu;
-    let units = if listen { report.events } else { report.received };
-    report.bench_cpu_us_per_msg = if units > 0 { cpu * 1e6 / units as f64 } else { 0.0 };
+    report.set_histograms(stats.merged());
+    report.set_rates();
+    note_short_run(&mut report);
     Ok(Some(report))
 }
 
 /// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
 /// so that connecting thousands of clients does not count per message.
-async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
+async fn run_echo(
+    plan: &Arc<Plan>,
+    rts: &runtimes::Runtimes,
+    cpu0: &mut Duration,
+    not_channel: &mut Option<http::StatusCode>,
+) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
-    let tasks: Vec<_> = (0..plan.clients)
+    let tasks: Vec<_> = plan
+        .local
+        .clone()
         .map(|i| {
             let (plan, gate, ready, start) =
                 (plan.clone(), gate.clone(), ready.clone(), start_rx.clone());
@@ -258,8 +422,11 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
         })
         .collect();
     // Everyone connected (or failed): start the load at one instant.
-    let n = u32::try_from(plan.clients).unwrap_or(u32::MAX);
+    let n = u32::try_from(plan.local.len()).unwrap_or(u32::MAX);
     let _ = ready.acquire_many(n).await;
+    if let Some(at) = plan.start_at {
+        wait_for_start(at).await;
+    }
     let start_us = plan.clock.now_us();
     *cpu0 = stats::process_cpu();
     let _ = start_tx.send(Some(start_us));
@@ -288,18 +455,38 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
         r.stream_ends += c.stream_ends;
         r.post_errors += c.post_errors;
         r.timeouts += c.timeouts;
+        *not_channel = not_channel.or(c.not_channel);
         if let Some(e) = c.error.or_else(|| {
             c.closed_early.then(|| "closed by the server before the end of the run".to_string())
         }) {
             r.errors += 1;
-            push_sample(&mut r, e);
+            push_sample(&mut r.error_samples, e);
         }
         last_us = last_us.max(c.last_receive_us);
     }
     let end = if r.received > 0 { last_us } else { plan.clock.now_us() };
     r.duration_s = end.saturating_sub(start_us) as f64 / 1e6;
-    r.throughput_msgs_per_s = per_second(r.received, r.duration_s);
+    r.started_at = rfc3339(plan.clock.wall_at(start_us));
     r
+}
+
+/// Waits for `--start-at`; says so when it passed before the clients were
+/// ready (shards then do not start together).
+pub(crate) async fn wait_for_start(at: SystemTime) {
+    let wait = shard::wait_until(at, SystemTime::now()).unwrap_or_default();
+    if wait.is_zero() {
+        let late = SystemTime::now().duration_since(at).unwrap_or_default();
+        if late > Duration::from_millis(100) {
+            warn!("--start-at passed {late:?} ago: starting now");
+        }
+        return;
+    }
+    info!("waiting {wait:?} for --start-at");
+    tokio::time::sleep(wait).await;
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 /// Runs the listen streams. Streams count from the moment they open, so
@@ -307,13 +494,19 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
 /// from the load's start for all of them, connecting included.
 async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    if let Some(at) = plan.start_at {
+        wait_for_start(at).await;
+    }
     let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
-    let tasks: Vec<_> = (0..plan.clients)
+    let tasks: Vec<_> = plan
+        .local
+        .clone()
         .map(|i| rts.spawn(i, listen::run(i, plan.clone(), gate.clone(), deadline)))
         .collect();
     let mut r = Report::default();
+    let mut ids = ids::IdTracker::default();
     let (mut first, mut last) = (u64::MAX, 0u64);
-    let mut rates = Vec::with_capacity(plan.clients);
+    let mut rates = Vec::with_capacity(plan.local.len());
     for t in tasks {
         let s = match t.await {
             Ok(s) => s,
@@ -325,10 +518,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         };
         r.connected += u64::from(s.connected);
         r.events += s.events;
-        r.lost += s.missing;
-        r.id_gaps += s.id_gaps;
-        r.out_of_order += s.out_of_order;
-        r.id_restarts += s.id_restarts;
+        ids.add(&s.ids);
         r.resumes += s.resumes;
         r.failed_resumes += s.failed_resumes;
         r.stream_ends += s.stream_ends;
@@ -349,50 +539,152 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
             r.errors += 1;
         }
         if let Some(e) = s.error {
-            push_sample(&mut r, e);
+            push_sample(&mut r.error_samples, e);
         }
     }
+    set_ids(&mut r, &ids);
     r.received = r.events;
     r.duration_s = if first <= last { (last - first) as f64 / 1e6 } else { 0.0 };
-    // One event is the start of the span, not a rate.
-    r.events_per_s = per_second(r.events.saturating_sub(1), r.duration_s);
-    r.throughput_msgs_per_s = r.events_per_s;
+    if first <= last {
+        r.started_at = rfc3339(plan.clock.wall_at(first));
+    }
     if !rates.is_empty() {
         let (min, max) = rates.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        r.stream_events_per_s = StreamRates { min, mean, max };
+        r.stream_events_per_s = StreamRates { min, mean, max, streams: rates.len() as u64 };
     }
     r
 }
 
-fn per_second(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+/// Runs the request streams (listen with -X/--data); `--duration` is one
+/// deadline for all.
+async fn run_requests(
+    plan: &Arc<Plan>,
+    spec: &Arc<request::RequestSpec>,
+    rts: &runtimes::Runtimes,
+) -> Report {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    if let Some(at) = plan.start_at {
+        wait_for_start(at).await;
+    }
+    let start_us = plan.clock.now_us();
+    let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    let tasks: Vec<_> = plan
+        .local
+        .clone()
+        .map(|i| rts.spawn(i, request::run(i, plan.clone(), spec.clone(), gate.clone(), deadline)))
+        .collect();
+    let mut r = Report::default();
+    let mut ids = ids::IdTracker::default();
+    let mut rates = Vec::new();
+    let mut last = start_us;
+    for t in tasks {
+        let c = match t.await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("request task failed: {e}");
+                r.errors += 1;
+                continue;
+            }
+        };
+        r.connected += u64::from(c.connected);
+        r.requests += c.requests;
+        r.completed += c.completed;
+        r.failed_requests += c.failed;
+        r.events += c.events;
+        r.bytes += c.bytes;
+        ids.add(&c.ids);
+        rates.extend(c.rates);
+        last = last.max(c.last_event_us);
+        if let Some(e) = c.error {
+            push_sample(&mut r.error_samples, e);
+        }
+    }
+    set_ids(&mut r, &ids);
+    r.received = r.events;
+    // From the load's start: requests are the load, not only their events.
+    r.duration_s = last.saturating_sub(start_us) as f64 / 1e6;
+    r.started_at = rfc3339(plan.clock.wall_at(start_us));
+    if !rates.is_empty() {
+        let (min, max) = rates.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        r.stream_events_per_s = StreamRates { min, mean, max, streams: rates.len() as u64 };
+    }
+    r
 }
 
-fn push_sample(r: &mut Report, e: String) {
-    if r.error_samples.len() < ERROR_SAMPLES {
-        r.error_samples.push(e);
+/// The id sequences' counts, in the report.
+fn set_ids(r: &mut Report, ids: &ids::IdTracker) {
+    r.lost = ids.missing;
+    r.id_gaps = ids.gaps;
+    r.out_of_order = ids.backwards;
+    r.id_restarts = ids.restarts;
+    r.ids_unordered = ids.unordered;
+    r.ids_absent = ids.absent;
+    r.id_format = ids.format.unwrap_or_default().to_string();
+}
+
+/// Keeps `e` unless it is already there or enough are.
+pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
+    if samples.len() < ERROR_SAMPLES && !samples.contains(&e) {
+        samples.push(e);
     }
 }
 
-/// `--json -`: JSON on stdout, the text on stderr; otherwise the text on
-/// stdout and the JSON in the file.
-fn write_report(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
+/// Shortest run whose figures repeat within about 10% on this project's
+/// machine (see the README), and fewest round trips for a p99.9 with ten
+/// samples above it.
+const STABLE_DURATION: Duration = Duration::from_secs(5);
+const STABLE_SAMPLES: u64 = 10_000;
+
+/// Says so when a run is too short for its figures to mean much.
+fn note_short_run(r: &mut Report) {
+    if r.mode == Mode::Scenario {
+        return;
+    }
+    let samples = match r.mode {
+        Mode::Echo | Mode::Scenario => r.received,
+        Mode::Listen => r.events,
+    };
+    let secs = STABLE_DURATION.as_secs_f64();
+    if r.duration_s < secs || samples < STABLE_SAMPLES {
+        let unit = if r.mode == Mode::Echo { "round trips" } else { "events" };
+        r.warnings.push(format!(
+            "short run ({:.2} s, {samples} {unit}): figures vary from run to run below \
+             {secs:.0} s and {STABLE_SAMPLES} {unit}; use a longer --duration",
+            r.duration_s
+        ));
+    }
+}
+
+/// The JSON (`--json`) and JUnit (`--junit`) reports go to their files;
+/// the one given as `-` goes to stdout and the text for people to stderr,
+/// else the text goes to stdout.
+pub(crate) fn write_report(out: &ReportArgs, report: &Report) -> anyhow::Result<()> {
+    let mut to_stdout = None;
+    for (path, text) in [
+        (&out.json, out.json.as_ref().map(|_| report.to_json())),
+        (&out.junit, out.junit.as_ref().map(|_| report.to_junit())),
+    ] {
+        let (Some(p), Some(text)) = (path, text) else { continue };
+        if p.as_os_str() == "-" {
+            to_stdout = Some(text);
+        } else {
+            let text = if text.ends_with('\n') { text } else { text + "\n" };
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
     let human = report.human();
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => {
+    let mut stdout = std::io::stdout().lock();
+    match to_stdout {
+        Some(text) => {
             eprint!("{human}");
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", report.to_json()).context("cannot write the report to stdout")?;
+            writeln!(stdout, "{}", text.trim_end())
         }
-        Some(p) => {
-            std::fs::write(p, report.to_json() + "\n")
-                .with_context(|| format!("cannot write {}", p.display()))?;
-            print!("{human}");
-        }
-        None => print!("{human}"),
+        None => write!(stdout, "{human}"),
     }
-    std::io::stdout().flush().context("cannot write the report to stdout")?;
+    .and_then(|()| stdout.flush())
+    .context("cannot write the report to stdout")?;
     Ok(())
 }
 
@@ -410,9 +702,10 @@ const SPARE_FILES: u64 = 256;
 const MAX_LANES: u64 = 1024;
 
 impl FileBudget {
-    fn new(a: &BenchArgs) -> Self {
+    /// For `clients` (this shard's) of `a`.
+    fn new(a: &BenchArgs, clients: u64) -> Self {
         Self {
-            clients: a.clients as u64,
+            clients,
             per_socket: if a.url.is_none() { 2 } else { 1 },
             listen: a.mode == BenchMode::Listen,
         }

@@ -1,23 +1,33 @@
 //! Timing and statistics: a monotonic µs clock, latency histograms sharded
-//! by thread (no lock shared by all clients on the hot path), and the
+//! by thread (no lock shared by all clients on the hot path), their lossless
+//! serialized form (so that reports of sharded runs merge exactly), and the
 //! percentile summaries of the report.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
 
 /// Microseconds since the bench started; what payloads carry as send time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     base: Instant,
+    /// The wall-clock time at `base`, for the report's timestamps.
+    wall: SystemTime,
 }
 
 impl Clock {
     pub fn new() -> Self {
-        Self { base: Instant::now() }
+        Self { base: Instant::now(), wall: SystemTime::now() }
+    }
+
+    /// The wall-clock time of clock µs `us`.
+    pub fn wall_at(&self, us: u64) -> SystemTime {
+        self.wall + Duration::from_micros(us)
     }
 
     pub fn now_us(&self) -> u64 {
@@ -42,9 +52,24 @@ impl Default for Clock {
 /// Highest value the histograms hold (1 h in µs); larger values saturate.
 const MAX_US: u64 = 3_600_000_000;
 
-/// A histogram of microseconds, 3 significant figures.
-#[derive(Debug, Clone)]
+/// A histogram of microseconds, 3 significant figures. In JSON it is a
+/// string: HdrHistogram's V2 encoding, deflate-compressed, in base64 (the
+/// `HISTFAAA…` form HdrHistogram's own log files and tools read), so that
+/// reports of sharded runs merge without losing a sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Hist(Histogram<u64>);
+
+/// Why a serialized histogram cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HistError {
+    #[error("histogram is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("histogram does not decode: {0:?}")]
+    Decode(hdrhistogram::serialization::DeserializeError),
+    #[error("histogram values out of range (1 µs to 1 h)")]
+    Range,
+}
 
 impl Hist {
     pub fn new() -> Self {
@@ -63,6 +88,31 @@ impl Hist {
 
     pub fn count(&self) -> u64 {
         self.0.len()
+    }
+
+    /// V2 + deflate + base64 (see [`Hist`]).
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        // Writing into a Vec cannot fail, and every count fits the format.
+        let _ = V2DeflateSerializer::new().serialize(&self.0, &mut bytes);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// Reads [`Hist::encode`]'s form (compressed or not), into this run's
+    /// bounds: a histogram from another version or tool merges as long as
+    /// its values fit.
+    pub fn decode(s: &str) -> Result<Self, HistError> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim())?;
+        let h: Histogram<u64> =
+            Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(HistError::Decode)?;
+        let mut me = Self::new();
+        me.0.add(&h).map_err(|_| HistError::Range)?;
+        Ok(me)
+    }
+
+    /// Adds another histogram's samples (from a report: it may not fit).
+    pub fn try_merge(&mut self, other: &Hist) -> Result<(), HistError> {
+        self.0.add(&other.0).map_err(|_| HistError::Range)
     }
 
     /// p50/p90/p99/p99.9/max in milliseconds; zeros when empty.
@@ -87,8 +137,21 @@ impl Default for Hist {
     }
 }
 
+impl From<Hist> for String {
+    fn from(h: Hist) -> String {
+        h.encode()
+    }
+}
+
+impl TryFrom<String> for Hist {
+    type Error = HistError;
+    fn try_from(s: String) -> Result<Self, HistError> {
+        Self::decode(&s)
+    }
+}
+
 /// Percentiles of a histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -97,8 +160,8 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-/// The histograms one shard collects.
-#[derive(Debug, Default, Clone)]
+/// The histograms one shard collects (and the report carries, in µs).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Histograms {
     /// Round trip (echo) or, nothing in listen mode.
     pub latency: Hist,
@@ -108,8 +171,12 @@ pub struct Histograms {
     pub resume: Hist,
     /// TCP connect to the stream's response headers.
     pub connect: Hist,
-    /// Stream opened to its first event (listen mode).
+    /// Stream opened (listen) or request sent (POST streams) to its first
+    /// event.
     pub first_event: Hist,
+    /// Request sent to the end of its stream (listen with -X/--data).
+    #[serde(default)]
+    pub stream: Hist,
 }
 
 impl Histograms {
@@ -119,6 +186,7 @@ impl Histograms {
         self.resume.merge(&o.resume);
         self.connect.merge(&o.connect);
         self.first_event.merge(&o.first_event);
+        self.stream.merge(&o.stream);
     }
 }
 
@@ -230,6 +298,26 @@ mod tests {
         h.record_us(0);
         assert_eq!(h.count(), 2);
         assert!(h.summary().max >= 3_600_000.0);
+    }
+
+    #[test]
+    fn serialized_histograms_are_lossless() {
+        let mut h = Hist::new();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..10_000 {
+            h.record_us(rng.u64(1..5_000_000));
+        }
+        let s = h.encode();
+        assert!(s.starts_with("HISTFAAA"), "compressed V2 cookie: {s:.20}");
+        let back = Hist::decode(&s).unwrap();
+        assert_eq!(back.0, h.0);
+        assert_eq!(back.summary(), h.summary());
+        // Through JSON, as in a report.
+        let json = serde_json::to_string(&h).unwrap();
+        let again: Hist = serde_json::from_str(&json).unwrap();
+        assert_eq!(again.0, h.0);
+        assert!(Hist::decode("not base64!").is_err());
+        assert!(Hist::decode("aGVsbG8=").is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ fn now_std() -> std::time::Instant {
 const TIMER_SLACK_US: u64 = 1000;
 /// Stream chunks handled before everything else gets the first turn.
 const FAIR_STREAK: u32 = 64;
+/// Said when a server answers POSTs but sends no message back at all.
+pub const NO_ECHO: &str = "the server does not echo: start it with `ssechan serve --echo`";
 
 /// What one client did; summed into the report.
 #[derive(Debug, Default, Clone)]
@@ -81,6 +83,9 @@ pub struct ClientResult {
     pub timeouts: u64,
     /// The server sent a control close before this client was done.
     pub closed_early: bool,
+    /// The target refused this client's first POST as a server without
+    /// POST does (405, 501): it is no channel endpoint.
+    pub not_channel: Option<StatusCode>,
     /// Why this client stopped early, if it did.
     pub error: Option<String>,
     /// When the last new echo arrived (clock µs).
@@ -138,6 +143,7 @@ pub async fn run(
         Err(_) => return result,
     };
     let post_prefix = plan.target.post_prefix(&id);
+    let mut stop = plan.stop.subscribe();
     // A target that keeps failing for this long ends the client.
     let give_up = plan.drain.max(plan.connect_timeout);
     let (sender, post_conn) = match post {
@@ -185,6 +191,12 @@ pub async fn run(
         stall_timer: Timer::default(),
         drain_timer: Timer::default(),
         post_timer: Timer::default(),
+        echo_watch: Timer::default(),
+        any_post_ok: false,
+        any_message: false,
+        stop: Some(Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })),
         finished: false,
     };
     client.run().await;
@@ -243,6 +255,15 @@ struct Client {
     /// hold the client (and the run) forever. Re-armed once per timeout
     /// period, not per POST, to keep the timer wheel off the hot path.
     post_timer: Timer,
+    /// From the first accepted POST: a server that sends no message at all
+    /// within `--drain` does not echo.
+    echo_watch: Timer,
+    any_post_ok: bool,
+    /// A message event came (an echo, even a corrupted one).
+    any_message: bool,
+    /// Ready when the run is stopped for every client (the target is no
+    /// channel endpoint).
+    stop: Option<Boxed<()>>,
     finished: bool,
 }
 
@@ -260,6 +281,8 @@ enum Wake {
     Stall,
     Drain,
     PostTimeout,
+    NoEcho,
+    Stop,
 }
 
 impl Client {
@@ -280,6 +303,8 @@ impl Client {
                 Wake::Stall => self.on_stall(),
                 Wake::Drain => self.finished = true,
                 Wake::PostTimeout => self.on_post_timer(),
+                Wake::NoEcho => self.on_no_echo(),
+                Wake::Stop => self.finished = true,
             }
             self.pump();
         }
@@ -385,6 +410,12 @@ impl Client {
         if self.post_timer.poll_fired(cx) {
             return Poll::Ready(Wake::PostTimeout);
         }
+        if self.echo_watch.poll_fired(cx) {
+            return Poll::Ready(Wake::NoEcho);
+        }
+        if poll_slot(&mut self.stop, cx).is_ready() {
+            return Poll::Ready(Wake::Stop);
+        }
         Poll::Pending
     }
 
@@ -439,6 +470,7 @@ impl Client {
         // The server still echoes, if badly: a corrupted echo is reported
         // as such, not as an end of echoes.
         self.gave_up_since_echo = false;
+        self.any_message = true;
         let Some(text) = json_string(data) else {
             self.result.corrupted += 1;
             return;
@@ -541,8 +573,9 @@ impl Client {
                 match self.reader.connect_failed(now) {
                     Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
                     Next::GiveUp | Next::Fail => {
-                        let took = self.reader.backoff().failing_for(now);
-                        self.fail(format!("resume failed for {took:?}: {e}"));
+                        let budget =
+                            self.reader.backoff().policy().give_up_after.unwrap_or_default();
+                        self.fail(format!("resume failed for over {budget:?}: {e}"));
                         self.finished = true;
                     }
                 }
@@ -674,6 +707,10 @@ impl Client {
             return;
         }
         if now.saturating_sub(self.last_progress_us) >= stall {
+            if !self.any_message {
+                self.on_no_echo();
+                return;
+            }
             if self.gave_up_since_echo {
                 let waited = self.plan.drain * 2;
                 self.fail(format!("no echo for {waited:?}: the server stopped echoing"));
@@ -754,12 +791,26 @@ impl Client {
         self.retry_post(&format!("no answer within {limit:?}"));
     }
 
+    /// No message at all came within `--drain` of the first accepted POST.
+    fn on_no_echo(&mut self) {
+        if !self.any_message && !self.finished {
+            self.fail(NO_ECHO.into());
+            self.finished = true;
+        }
+    }
+
     fn on_post_done(&mut self, r: PostOutcome) {
         let seq = self.current.map_or(0, |c| c.0);
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;
                 self.post_backoff.succeeded();
+                if !self.any_post_ok {
+                    self.any_post_ok = true;
+                    if !self.any_message {
+                        self.echo_watch.arm(Instant::now() + self.plan.drain);
+                    }
+                }
                 return;
             }
             Ok(x) => x,
@@ -770,13 +821,31 @@ impl Client {
                 return;
             }
         };
-        let why = if body.is_empty() { status.to_string() } else { format!("{status} {body}") };
+        if !self.any_post_ok
+            && matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED)
+        {
+            // A server without POST (a plain SSE endpoint): every client
+            // gets the same, so the whole run stops now.
+            self.result.not_channel = Some(status);
+            self.plan.stop.send_replace(true);
+            self.fail(format!("POST of message {seq} answered {status}"));
+            self.finished = true;
+            return;
+        }
+        // The body of an error page may be long and many lines: its first
+        // line is enough.
+        let first = body.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+        let why = if first.is_empty() { status.to_string() } else { format!("{status} {first}") };
         match status {
+            // A resume race (404), overload or a proxy between restarts:
+            // the same POST may succeed later.
             StatusCode::NOT_FOUND
-            | StatusCode::TOO_MANY_REQUESTS
             | StatusCode::REQUEST_TIMEOUT
-            | StatusCode::SERVICE_UNAVAILABLE => self.retry_post(&why),
-            s if s.is_server_error() => self.retry_post(&why),
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => self.retry_post(&why),
+            // Any other answer will not change.
             _ => self.fail(format!("POST of message {seq} refused: {why}")),
         }
     }
@@ -786,8 +855,10 @@ impl Client {
         let now = now_std();
         let Next::RetryIn(wait) = self.post_backoff.failed(now) else {
             let seq = self.current.map_or(0, |c| c.0);
-            let took = self.post_backoff.failing_for(now);
-            self.fail(format!("POST of message {seq} failed for {took:?}: {why}"));
+            // The budget, not the exact time: the same failure of many
+            // clients is then one line of the report.
+            let budget = self.post_backoff.policy().give_up_after.unwrap_or_default();
+            self.fail(format!("POST of message {seq} failed for over {budget:?}: {why}"));
             return;
         };
         self.post_retry.arm(Instant::now() + wait);
@@ -814,7 +885,8 @@ impl Client {
 
     /// A message cannot be sent at all: stop sending, keep receiving.
     fn fail(&mut self, why: String) {
-        warn!(client = self.index, "{why}");
+        // The report says it once, not once per client.
+        debug!(client = self.index, "{why}");
         self.result.error.get_or_insert(why);
         self.current = None;
         self.post_retry.disarm();

@@ -167,7 +167,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
     })?;
     let url = server.url();
+    let metrics = match args.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for --metrics: {e}"))?,
+        ),
+        None => None,
+    };
     eprintln!("ssechan: listening on {url}");
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("ssechan: metrics on http://{addr}/metrics");
+        }
+        server.handle().serve_metrics(listener);
+    }
     for w in warnings {
         warn!("{w}");
     }

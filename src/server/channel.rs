@@ -69,6 +69,10 @@ pub(crate) struct Effects {
     pub retire: bool,
     /// The channel has just closed: whoever waits for that may go on.
     pub closed: bool,
+    /// Messages moved into the application's inbox (for the counters).
+    pub delivered: u64,
+    /// Events queued again for a replay (for the counters).
+    pub replayed: u64,
     pub logs: Vec<Log>,
 }
 
@@ -238,6 +242,11 @@ impl Channel {
         self.inbound.next_id()
     }
 
+    /// Whether a stream is attached.
+    pub(crate) fn has_stream(&self) -> bool {
+        self.attached.is_some()
+    }
+
     /// Whether stream `generation` is the attached one.
     pub(crate) fn is_attached(&self, generation: u64) -> bool {
         self.attached == Some(generation)
@@ -316,6 +325,7 @@ impl Channel {
                 self.replay_weight -= data.len() + REPLAY_OVERHEAD;
                 self.queue_bytes += data.len();
                 self.queue.push_front((id, data));
+                fx.replayed += 1;
             }
         }
     }
@@ -644,6 +654,7 @@ impl Channel {
         while let Some(m) = self.inbound.pop_ready() {
             self.inbox.push(ConnectionEvent::Message(m));
             fx.wake_app = true;
+            fx.delivered += 1;
         }
     }
 }

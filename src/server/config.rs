@@ -137,7 +137,7 @@ impl Default for Limits {
             outgoing_messages: 65_536,
             outgoing_bytes: 16 << 20,
             replay_events: 16_384,
-            replay_bytes: 1 << 20,
+            replay_bytes: 256 << 10,
             max_clients: 0,
             max_connections: 0,
             max_client_id_len: 256,
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn send_buffer_follows_replay() {
-        assert_eq!(Limits::default().send_buffer(), 128 << 10);
+        assert_eq!(Limits::default().send_buffer(), 32 << 10);
         assert_eq!(Limits { replay_bytes: 0, ..Limits::default() }.send_buffer(), 8 << 10);
         assert_eq!(Limits { replay_bytes: 1 << 30, ..Limits::default() }.send_buffer(), 256 << 10);
     }

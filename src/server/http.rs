@@ -53,6 +53,7 @@ pub(crate) async fn handle(
     Ok(res.unwrap_or_else(|r| {
         let remote = ctx.remote;
         info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
+        shared.stats.refused(r.status);
         let mut resp = text(r.status, format!("{}\n", r.reason), cors.as_ref());
         if r.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));

@@ -15,13 +15,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Counters;
 use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
 use super::config::Limits;
 use super::deadlines::Deadlines;
+use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
 };
@@ -67,8 +67,6 @@ struct Shared {
     registry: Mutex<Registry>,
     deadlines: Arc<Deadlines<DueKey, Due>>,
     serials: AtomicU64,
-    /// Bytes held for incoming messages over all channels.
-    held: AtomicUsize,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
@@ -90,7 +88,6 @@ impl MemoryStore {
             registry: Mutex::new(Registry::default()),
             deadlines: Arc::new(Deadlines::new()),
             serials: AtomicU64::new(1),
-            held: AtomicUsize::new(0),
             accept: Mutex::new(Some(accept)),
             stats,
             shutting_down: AtomicBool::new(false),
@@ -204,14 +201,6 @@ impl Shared {
                 messages = forgotten,
                 "forgot acknowledged out-of-order messages of closed client ids (memory period over)"
             );
-        }
-    }
-
-    fn adjust_held(&self, before: usize, after: usize) {
-        if after > before {
-            self.held.fetch_add(after - before, Ordering::Relaxed);
-        } else if before > after {
-            self.held.fetch_sub(before - after, Ordering::Relaxed);
         }
     }
 
@@ -356,6 +345,7 @@ pub(crate) struct Conn {
     room: Notify,
     /// The channel closed.
     closed: Notify,
+    stats: Arc<Counters>,
     store: Weak<Shared>,
 }
 
@@ -395,10 +385,27 @@ impl Conn {
         if fx.closed {
             self.closed.notify_waiters();
         }
-        let store = self.store.upgrade();
-        if let Some(store) = &store {
-            store.adjust_held(before, held);
-            if fx.keep_alive.is_some() || fx.first_message.is_some() {
+        // Counters are the Conn's own Arc: the hot paths (a send, a batch)
+        // touch no shared reference count.
+        let c = &*self.stats;
+        if held != before {
+            adjust_held(&c.held, before, held);
+        }
+        Counters::add(&c.messages_in, fx.delivered);
+        Counters::add(&c.replayed, fx.replayed);
+        for log in &fx.logs {
+            match log {
+                Log::Resumed => Counters::add(&c.resumes, 1),
+                Log::TookOver => Counters::add(&c.takeovers, 1),
+                Log::SlowConsumer { .. } => Counters::add(&c.slow_consumers, 1),
+                Log::Gap { first, last } => Counters::add(&c.gap_events, last - first + 1),
+                _ => {}
+            }
+        }
+        let timers = fx.keep_alive.is_some() || fx.first_message.is_some();
+        let store = (timers || inbound.is_some()).then(|| self.store.upgrade()).flatten();
+        if let Some(store) = store {
+            if timers {
                 store.timers(self, fx.keep_alive, fx.first_message);
             }
             if let Some(inbound) = inbound {
@@ -473,9 +480,7 @@ impl ChannelApp for Conn {
                 if room {
                     self.room.notify_waiters();
                 }
-                if let Some(store) = self.store.upgrade() {
-                    store.adjust_held(before, held);
-                }
+                adjust_held(&self.stats.held, before, held);
                 Poll::Ready(Some(ev))
             }
             None if slot.chan.is_done() => Poll::Ready(None),
@@ -487,7 +492,11 @@ impl ChannelApp for Conn {
     }
 
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
-        self.update(|c| c.send(data))
+        let sent = self.update(|c| c.send(data));
+        if sent.is_ok() {
+            Counters::add(&self.stats.messages_out, 1);
+        }
+        sent
     }
 
     fn close(&self) {
@@ -521,6 +530,14 @@ impl ChannelApp for Conn {
     }
 }
 
+fn adjust_held(held: &AtomicUsize, before: usize, after: usize) {
+    if after > before {
+        held.fetch_add(after - before, Ordering::Relaxed);
+    } else if before > after {
+        held.fetch_sub(before - after, Ordering::Relaxed);
+    }
+}
+
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -546,8 +563,9 @@ impl StreamSource for MemoryStream {
                 return Poll::Pending;
             }
             Batch::Data(bytes, events) => {
-                self.stats.frames.fetch_add(1, Ordering::Relaxed);
-                self.stats.events.fetch_add(events, Ordering::Relaxed);
+                Counters::add(&self.stats.frames, 1);
+                Counters::add(&self.stats.events, events);
+                Counters::add(&self.stats.bytes_out, bytes.len() as u64);
                 StreamItem::Data(bytes)
             }
             Batch::Final => StreamItem::Final,
@@ -661,7 +679,6 @@ impl MemoryStore {
             None => return Err(Refusal::unavailable("server is shutting down")),
         };
         let remembered = reg.take_remembered(&req.client_id);
-        let held = remembered.as_ref().map_or(0, |r| r.buffered_bytes());
         let mut chan = Channel::new(s.settings(), remembered);
         let (generation, fx) = chan.attach(None);
         debug_assert!(fx == Effects::default());
@@ -671,12 +688,14 @@ impl MemoryStore {
             id: Arc::from(req.client_id.as_str()),
             serial: s.serials.fetch_add(1, Ordering::Relaxed),
             info: req.info.clone(),
-            slot: Mutex::new(Slot { chan, stream_waker: None, app_waker: None, held_seen: held }),
+            slot: Mutex::new(Slot { chan, stream_waker: None, app_waker: None, held_seen: 0 }),
             room: Notify::new(),
             closed: Notify::new(),
+            stats: s.stats.clone(),
             store: Arc::downgrade(s),
         });
         reg.insert(conn.clone());
+        Counters::add(&s.stats.channels_opened, 1);
         Ok((conn, generation, permit))
     }
 
@@ -704,7 +723,7 @@ impl ChannelStore for MemoryStore {
             let conn = s.lock_registry().get(client_id);
             let Some(conn) = conn else { return Err(Refusal::unknown_client(client_id)) };
             let total = s.config.limits.incoming_total;
-            if s.held.load(Ordering::Relaxed) + bytes > total {
+            if s.stats.held.load(Ordering::Relaxed) + bytes > total {
                 return Err(Refusal::unavailable(format!(
                     "server busy: incoming messages held reached the limit of {total} bytes"
                 )));
@@ -747,6 +766,7 @@ impl ChannelStore for MemoryStore {
     fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
         let conns = self.shared.all_conns();
         let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
+        Counters::add(&self.shared.stats.messages_out, n as u64);
         Box::pin(std::future::ready(n))
     }
 
@@ -761,11 +781,17 @@ impl ChannelStore for MemoryStore {
             let reg = s.lock_registry();
             (reg.live.values().cloned().collect::<Vec<_>>(), reg.closed.len(), reg.closed_bytes)
         };
-        let suspended = conns.iter().filter(|c| c.lock().chan.is_suspended()).count();
+        let (mut suspended, mut streams) = (0, 0);
+        for c in &conns {
+            let slot = c.lock();
+            suspended += usize::from(slot.chan.is_suspended());
+            streams += usize::from(slot.chan.has_stream());
+        }
         Counts {
             channels: conns.len(),
             suspended,
-            incoming_bytes: s.held.load(Ordering::Relaxed),
+            streams,
+            incoming_bytes: s.stats.held.load(Ordering::Relaxed),
             remembered_ids,
             remembered_bytes,
         }

@@ -21,6 +21,7 @@ mod deadlines;
 mod direct;
 mod http;
 mod memory;
+mod metrics;
 mod policy;
 pub mod redis;
 mod store;
@@ -30,7 +31,7 @@ mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -52,6 +53,7 @@ pub use tls::{TlsConfig, TlsError};
 
 use channel::Settings;
 use memory::{MemoryConfig, MemoryStore};
+use metrics::Counters;
 use policy::HostPolicy;
 use store::ChannelStore;
 use stream::{GuardSlot, GuardedIo};
@@ -98,12 +100,6 @@ pub struct ServerStats {
     pub frames: u64,
     /// TCP connections open now.
     pub connections: usize,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) events: AtomicU64,
-    pub(crate) frames: AtomicU64,
 }
 
 impl Server {
@@ -275,6 +271,19 @@ impl ServerHandle {
         self.shared.store.lookup(client_id)
     }
 
+    /// The Prometheus text exposition of what the server counts.
+    pub fn metrics(&self) -> String {
+        let s = &self.shared;
+        let connections = s.open_connections.load(Ordering::Relaxed);
+        s.stats.render(&s.store.counts(), connections, &s.store.metrics())
+    }
+
+    /// Serves `GET /metrics` (the Prometheus exposition) on `listener`
+    /// until the server shuts down.
+    pub fn serve_metrics(&self, listener: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(metrics::serve(listener, self.clone()))
+    }
+
     /// Starts shutdown without waiting for it: every connection is
     /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
@@ -340,6 +349,7 @@ async fn accept_loop(
         };
         if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
         }
@@ -347,10 +357,18 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         crate::sys::set_send_buffer(&tcp, send_buffer);
         let (shared, builder, watcher) = (shared.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let _open = open;
-            serve_connection(tcp, remote, shared, &builder, watcher).await;
-        });
+        // Two tasks of their own size: a plain connection's task is what
+        // every idle stream keeps, so TLS and hyper state stay out of it.
+        match shared.config.tls.clone() {
+            Some(tls) => tokio::spawn(async move {
+                let _open = open;
+                serve_tls(tls, tcp, remote, shared, &builder, watcher).await;
+            }),
+            None => tokio::spawn(async move {
+                let _open = open;
+                serve_plain(tcp, remote, shared, &builder, watcher).await;
+            }),
+        };
     }
     drop(listener);
     if tokio::time::timeout(HYPER_GRACE, graceful.shutdown()).await.is_err() {
@@ -358,35 +376,43 @@ async fn accept_loop(
     }
 }
 
-/// One TCP connection: TLS and hyper, or a fresh stream written here, or
-/// hyper for everything else.
-async fn serve_connection(
+fn conn_ctx(tcp: &TcpStream, remote: SocketAddr, tls: bool) -> http::ConnCtx {
+    http::ConnCtx {
+        remote,
+        local: tcp.local_addr().unwrap_or(remote),
+        tls,
+        guard: GuardSlot::default(),
+        multiplexed: false,
+    }
+}
+
+/// A plain TCP connection: a fresh stream written here, or hyper (boxed:
+/// its state is only paid for by connections that need it).
+async fn serve_plain(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: Arc<ServerShared>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let tls = shared.config.tls.clone();
-    let ctx = http::ConnCtx {
-        remote,
-        local: tcp.local_addr().unwrap_or(remote),
-        tls: tls.is_some(),
-        guard: GuardSlot::default(),
-        multiplexed: false,
-    };
-    match tls {
-        // HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
-        Some(tls) => {
-            if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-                serve_hyper(io, ctx, shared, builder, watcher).await;
-            }
-        }
-        None => {
-            if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
-                serve_hyper(io, ctx, shared, builder, watcher).await;
-            }
-        }
+    let ctx = conn_ctx(&tcp, remote, false);
+    if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
+        Box::pin(serve_hyper(io, ctx, shared, builder, watcher)).await;
+    }
+}
+
+/// HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+async fn serve_tls(
+    tls: TlsConfig,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let ctx = conn_ctx(&tcp, remote, true);
+    if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
+        serve_hyper(io, ctx, shared, builder, watcher).await;
     }
 }
 

@@ -63,8 +63,8 @@ impl HostPolicy {
             return Ok(());
         }
         let Some(host) = host else { return Err("missing Host header") };
-        let name = normalize(host_name(host));
-        if names_loopback(&name) || self.names.contains(&name) {
+        let name = bare(host_name(host));
+        if names_loopback(name) || self.names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             Ok(())
         } else {
             Err("Host is not this server (add it with --allow-host)")
@@ -92,17 +92,25 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-fn normalize(name: &str) -> String {
+/// A host name without spaces, a trailing dot or IPv6 brackets.
+fn bare(name: &str) -> &str {
     let name = name.trim().trim_end_matches('.');
-    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
-    name.to_ascii_lowercase()
+    name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name)
+}
+
+fn normalize(name: &str) -> String {
+    bare(name).to_ascii_lowercase()
 }
 
 /// `localhost`, `*.localhost` (browsers pin both to loopback), and
-/// loopback address literals.
+/// loopback address literals; any case.
 fn names_loopback(name: &str) -> bool {
-    name == "localhost"
-        || name.ends_with(".localhost")
+    const SUFFIX: &str = ".localhost";
+    let n = name.len();
+    name.eq_ignore_ascii_case("localhost")
+        || (n > SUFFIX.len()
+            && name.is_char_boundary(n - SUFFIX.len())
+            && name[n - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
         || name.parse::<IpAddr>().is_ok_and(is_loopback)
 }
 

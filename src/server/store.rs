@@ -105,6 +105,8 @@ pub struct Counts {
     pub channels: usize,
     /// Of those, suspended (keep-alive running).
     pub suspended: usize,
+    /// Event streams attached to a channel.
+    pub streams: usize,
     /// Bytes held for incoming messages (bounded by `incoming_total`).
     pub incoming_bytes: usize,
     /// Closed client ids remembered, and what they weigh (bounded by
@@ -141,6 +143,11 @@ pub(crate) trait ChannelStore: Send + Sync + 'static {
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle>;
 
     fn counts(&self) -> Counts;
+
+    /// Lines the store adds to the Prometheus exposition (its own figures).
+    fn metrics(&self) -> String {
+        String::new()
+    }
 
     /// Control-closes every channel, ignoring keep-alive; new streams are
     /// refused from now on.

@@ -65,6 +65,8 @@ pub enum Fault {
     None,
     /// Never echo messages whose messageId % n == n - 1.
     DropEvery(u64),
+    /// Echo messageIds below n, then nothing.
+    StopAfter(u64),
     /// Hold each even messageId until the next one came, then echo both
     /// swapped.
     SwapPairs,
@@ -173,6 +175,11 @@ pub async fn faulty_echo(fault: Fault) -> String {
                         out.push(body);
                     }
                 }
+                Fault::StopAfter(k) => {
+                    if n < k {
+                        out.push(body);
+                    }
+                }
                 Fault::SwapPairs => {
                     if n.is_multiple_of(2) {
                         c.held = Some(body);
@@ -242,6 +249,25 @@ pub async fn known_stream(ids: Vec<u64>) -> String {
             }
             let _ = tx.send(Bytes::from(all));
             drop(tx);
+            event_stream(rx)
+        }
+    })
+    .await
+}
+
+/// A plain SSE server: each stream gets one event per id, with these ids
+/// as they are, then ends; a reconnect gets 204.
+pub async fn stream_with_ids(ids: Vec<&'static str>) -> String {
+    let all: String = ids.iter().map(|id| format!("id: {id}\ndata: event {id}\n\n")).collect();
+    let all = Arc::new(all);
+    serve(move |req| {
+        let all = all.clone();
+        async move {
+            if req.headers().contains_key("last-event-id") {
+                return respond(StatusCode::NO_CONTENT, ChannelBody::full(Bytes::new()));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(Bytes::from(all.as_bytes().to_vec()));
             event_stream(rx)
         }
     })
@@ -359,6 +385,33 @@ pub async fn flood(slow: std::time::Duration) -> String {
     format!("http://{addr}/sse")
 }
 
+/// A plain SSE server with no POST (as a newcomer points bench at): each
+/// stream gets a named `tick` event every 50 ms; a POST gets 501 and a
+/// multi-line HTML page, as Python's `http.server` answers it.
+pub async fn plain_sse_without_post() -> String {
+    serve(|req| async move {
+        if req.method() != http::Method::GET {
+            let page = "<!DOCTYPE HTML>\n<html>\n<head><title>Error response</title></head>\n\
+                        <body><h1>Error response</h1><p>Error code: 501</p></body>\n</html>\n";
+            let mut r = respond(StatusCode::NOT_IMPLEMENTED, ChannelBody::full(page));
+            r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            return r;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let ev = format!("event: tick\nid: {i}\ndata: {{\"n\":{i}}}\n\n");
+                if tx.send(Bytes::from(ev)).is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
+        event_stream(rx)
+    })
+    .await
+}
+
 /// A plain SSE server whose every stream sends `retry: retry_ms`, then
 /// (with `event`) the event after the request's `Last-Event-ID` (so the
 /// ids go on across re-opens), then ends at once.
@@ -389,4 +442,79 @@ pub async fn with_content_type(content_type: &'static str) -> String {
         r
     })
     .await
+}
+
+/// A stream body fed from a channel that may end in an error (the
+/// connection is then cut mid-stream).
+struct Fallible {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for Fallible {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// An LLM-style endpoint: a POST whose JSON body is
+/// `{"n": N, "delay_ms": D, "break_after": K}` gets a `text/event-stream`
+/// of N events (`id: i`, `data: token i`, i from 1), each after D ms, and
+/// then the stream ends; with K the connection is cut after K events.
+/// Anything else (another method, no JSON content type, a bad body) gets
+/// 400.
+pub async fn post_stream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let json = req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                    let post = req.method() == http::Method::POST;
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    let spec: Option<serde_json::Value> =
+                        body.ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let mut r = Response::new(Fallible { rx });
+                    let Some(spec) = spec.filter(|_| json && post) else {
+                        let _ = tx.send(Ok(Bytes::from_static(b"expected a JSON POST\n")));
+                        *r.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(r);
+                    };
+                    let n = spec["n"].as_u64().unwrap_or(0);
+                    let delay =
+                        std::time::Duration::from_millis(spec["delay_ms"].as_u64().unwrap_or(0));
+                    let cut = spec["break_after"].as_u64();
+                    tokio::spawn(async move {
+                        for i in 1..=n {
+                            if cut.is_some_and(|k| i > k) {
+                                // Let the events before the cut go out first.
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                let _ = tx.send(Err(std::io::Error::other("cut")));
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            let ev = format!("id: {i}\ndata: token {i}\n\n");
+                            if tx.send(Ok(Bytes::from(ev))).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1/chat")
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use ssechan::protocol::parser::{EventStreamParser, Parsed};
 use ssechan::protocol::query::channel_query;
 use ssechan::server::{Server, ServerConfig};
+
+#[path = "../support/tls_cert.rs"]
+pub mod tls_cert;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -269,14 +272,46 @@ pub enum Transport {
     KeptAlive,
     /// HTTP/2 without TLS (prior knowledge): hyper, multiplexed.
     H2c,
+    /// HTTP/2 over TLS (ALPN), as browsers use it.
+    H2Tls,
+}
+
+/// A server reached one [`Transport`] way, with the client that goes with it.
+pub struct Link {
+    transport: Transport,
+    cert: Option<tls_cert::Cert>,
 }
 
 impl Transport {
+    /// A server for `config`, with TLS for [`Transport::H2Tls`].
+    pub async fn serve(self, mut config: ServerConfig) -> (Server, Link) {
+        let cert = (self == Transport::H2Tls).then(tls_cert::Cert::new);
+        if let Some(c) = &cert {
+            config.tls =
+                Some(ssechan::server::TlsConfig::from_pem_files(&c.cert, &c.key).expect("tls"));
+        }
+        (server(config).await, Link { transport: self, cert })
+    }
+}
+
+impl Link {
+    /// A client for POSTs and the like (trusting the test certificate).
+    pub fn http(&self) -> reqwest::Client {
+        match &self.cert {
+            Some(c) => c.client(false),
+            None => http(),
+        }
+    }
+
+    pub async fn post(&self, url: &str, who: &str, id: u64, msg: &str) -> u16 {
+        post(&self.http(), url, who, id, msg).await
+    }
+
     /// Opens the channel stream of `who` this way and checks it took the
     /// path it names.
-    pub async fn open(self, url: &str, who: &str, last_event_id: Option<u64>) -> Stream {
+    pub async fn open(&self, url: &str, who: &str, last_event_id: Option<u64>) -> Stream {
         let query = channel_query(who, None);
-        let client = match self {
+        let client = match self.transport {
             Transport::Fresh => http(),
             Transport::KeptAlive => {
                 let c = reqwest::Client::builder()
@@ -292,22 +327,26 @@ impl Transport {
             Transport::H2c => {
                 reqwest::Client::builder().http2_prior_knowledge().build().expect("client")
             }
+            Transport::H2Tls => self.http(),
         };
         let mut req = client.get(format!("{url}?{query}")).header("accept", "text/event-stream");
         if let Some(l) = last_event_id {
             req = req.header("last-event-id", l.to_string());
         }
         let response = req.send().await.expect("get");
-        assert_eq!(response.status(), 200, "GET {url} for {who} over {self:?}");
+        let t = self.transport;
+        assert_eq!(response.status(), 200, "GET {url} for {who} over {t:?}");
         let h = response.headers();
         let close_delimited = h.get("connection").is_some_and(|v| v == "close");
-        match self {
+        match t {
             Transport::Fresh => assert!(close_delimited, "{h:?}"),
             Transport::KeptAlive => {
                 assert!(!close_delimited, "{h:?}");
                 assert_eq!(h.get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
             }
-            Transport::H2c => assert_eq!(response.version(), reqwest::Version::HTTP_2),
+            Transport::H2c | Transport::H2Tls => {
+                assert_eq!(response.version(), reqwest::Version::HTTP_2)
+            }
         }
         Stream::new(response)
     }

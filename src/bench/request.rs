@@ -1,0 +1,218 @@
+//! Listen mode with `-X`/`--data`: each stream is the answer to a request
+//! (LLM-style APIs stream their answer to a POST). A stream that ends is a
+//! completed request, not a loss to reconnect from; an error status, a
+//! broken stream or one that stays silent for `--drain` is a failed one.
+//! Each client makes its requests one after another: `--streams` of them,
+//! or until `--duration`; with `--rate`, new requests start on a schedule
+//! (spread over the clients as echo mode spreads messages) and a late one
+//! is timed from when it was due.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::Plan;
+use super::conn::{ConnectError, OpenStream, open_with};
+use super::ids::IdTracker;
+use super::listen::until;
+use crate::protocol::parser::{EventStreamParser, Parsed};
+use crate::reader::Refusal;
+
+/// The request of every stream.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub method: http::Method,
+    pub body: Bytes,
+    /// Requests per client without `--duration`.
+    pub per_client: u64,
+}
+
+/// What one client's requests did.
+#[derive(Debug, Default)]
+pub struct RequestsResult {
+    pub connected: bool,
+    pub requests: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub events: u64,
+    pub bytes: u64,
+    /// Summed over the streams (each a fresh id sequence).
+    pub ids: IdTracker,
+    /// Events per second of each stream with two events or more.
+    pub rates: Vec<f64>,
+    /// Clock µs of the first and the last event.
+    pub first_event_us: Option<u64>,
+    pub last_event_us: u64,
+    pub error: Option<String>,
+}
+
+/// How one request ended.
+enum Outcome {
+    Completed,
+    Failed(String),
+    /// The run's deadline came first.
+    Cut,
+}
+
+/// Runs client `index`'s requests.
+pub async fn run(
+    index: usize,
+    plan: Arc<Plan>,
+    spec: Arc<RequestSpec>,
+    gate: Arc<Semaphore>,
+    deadline: Option<Instant>,
+) -> RequestsResult {
+    let mut r = RequestsResult::default();
+    let start = Instant::now();
+    // Open loop: this client's k-th request is due at offset + k × interval.
+    let schedule = plan.rate_per_client.map(|rate| {
+        let interval = 1.0 / rate;
+        let offset = interval * index as f64 / plan.clients as f64;
+        (Duration::from_secs_f64(offset), Duration::from_secs_f64(interval))
+    });
+    for k in 0.. {
+        if deadline.is_none() && k >= spec.per_client {
+            break;
+        }
+        let due = match schedule {
+            Some((offset, interval)) => start + offset + interval.mul_f64(k as f64),
+            None => Instant::now(),
+        };
+        if deadline.is_some_and(|d| due >= d) {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        // Timed from when it was due: a late start counts (no coordinated
+        // omission).
+        let sent = due.min(Instant::now());
+        r.requests += 1;
+        match one(&plan, &spec, &gate, deadline, sent, &mut r).await {
+            Outcome::Completed => r.completed += 1,
+            Outcome::Failed(why) => {
+                r.failed += 1;
+                r.error.get_or_insert(why);
+            }
+            Outcome::Cut => {
+                r.requests -= 1;
+                break;
+            }
+        }
+    }
+    r
+}
+
+/// One request and its stream, to the end.
+async fn one(
+    plan: &Plan,
+    spec: &RequestSpec,
+    gate: &Semaphore,
+    deadline: Option<Instant>,
+    sent: Instant,
+    r: &mut RequestsResult,
+) -> Outcome {
+    let opened = async {
+        let _permit = gate.acquire().await;
+        let req = plan.target.request_with_body(&spec.method, &spec.body);
+        open_with(plan.addr, req, plan.connect_timeout).await
+    };
+    let OpenStream { conn, mut body } = match until(deadline, opened).await {
+        None => return Outcome::Cut,
+        Some(Ok(s)) => s,
+        // An answer, if not a stream: the target is there, the request failed.
+        Some(Err(ConnectError::Refused(why))) => {
+            r.connected = true;
+            return match why {
+                Refusal::NoContent => Outcome::Completed,
+                why => Outcome::Failed(format!("request: {why}")),
+            };
+        }
+        Some(Err(e)) => return Outcome::Failed(format!("request: {e}")),
+    };
+    r.connected = true;
+    plan.stats.local().connect.record_us(sent.elapsed().as_micros() as u64);
+    let mut conn = Some(conn);
+    let mut parser = EventStreamParser::new();
+    let mut ids = IdTracker::default();
+    let (mut events, mut first, mut last) = (0u64, None::<u64>, 0u64);
+    let mut quiet_since = Instant::now();
+    let outcome = loop {
+        let next = poll_fn(|cx| {
+            if let Some(c) = &mut conn
+                && Pin::new(c).poll(cx).is_ready()
+            {
+                conn = None;
+            }
+            Pin::new(&mut body).poll_frame(cx).map(Some)
+        });
+        // Silent for --drain (before the first event too): failed.
+        let limit = quiet_since + plan.drain;
+        let limit = deadline.map_or(limit, |d| d.min(limit));
+        let frame = match tokio::time::timeout_at(limit, next).await {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => break Outcome::Cut,
+            Err(_) => {
+                break Outcome::Failed(format!(
+                    "no event for {:?} after {events} events",
+                    plan.drain
+                ));
+            }
+        };
+        let chunk = match frame {
+            None => break Outcome::Completed,
+            Some(Err(e)) => {
+                break Outcome::Failed(format!("stream broken after {events} events: {e}"));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+        };
+        r.bytes += chunk.len() as u64;
+        parser.feed(&chunk);
+        let now = plan.clock.now_us();
+        let mut new = 0;
+        loop {
+            match parser.next_item() {
+                Ok(Some(Parsed::Event(ev))) => {
+                    ids.observe(&ev.last_event_id);
+                    new += 1;
+                    if first.is_none() {
+                        first = Some(now);
+                        plan.stats.local().first_event.record_us(sent.elapsed().as_micros() as u64);
+                    }
+                    last = now;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Outcome::Failed(format!("event stream: {e}")),
+            }
+        }
+        if new > 0 {
+            quiet_since = Instant::now();
+        }
+        events += new;
+        plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
+    };
+    if matches!(outcome, Outcome::Completed) {
+        plan.stats.local().stream.record_us(sent.elapsed().as_micros() as u64);
+    }
+    r.events += events;
+    if let Some(f) = first {
+        r.first_event_us = Some(r.first_event_us.map_or(f, |x| x.min(f)));
+        r.last_event_us = r.last_event_us.max(last);
+        let span = last.saturating_sub(f) as f64 / 1e6;
+        if events > 1 && span > 0.0 {
+            r.rates.push((events - 1) as f64 / span);
+        }
+    }
+    r.ids.add(&ids);
+    outcome
+}

@@ -1,0 +1,252 @@
+//! What the server counts, and the Prometheus text it is shown as
+//! (`serve --metrics ADDR`). Counters are plain atomics bumped where things
+//! happen; gauges are read from the store when scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::StatusCode;
+
+use super::store::Counts;
+
+/// The refusal statuses counted one by one; anything else counts as
+/// `other`.
+const STATUSES: [u16; 10] = [400, 403, 404, 405, 406, 408, 413, 429, 503, 0];
+
+/// Totals since the server started.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Message events handed to streams (replays count again).
+    pub(crate) events: AtomicU64,
+    /// Batches handed to streams.
+    pub(crate) frames: AtomicU64,
+    /// Bytes of event batches handed to streams.
+    pub(crate) bytes_out: AtomicU64,
+    /// Messages from clients delivered to the application, in order, once.
+    pub(crate) messages_in: AtomicU64,
+    /// Messages the application queued for clients (a broadcast counts once
+    /// per client).
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) channels_opened: AtomicU64,
+    pub(crate) resumes: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
+    /// Events sent again after a `Last-Event-ID`.
+    pub(crate) replayed: AtomicU64,
+    /// Events a resume asked for that the replay log no longer had.
+    pub(crate) gap_events: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    /// Bytes held for incoming messages over all channels (a gauge).
+    pub(crate) held: std::sync::atomic::AtomicUsize,
+    refusals: [AtomicU64; STATUSES.len()],
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn refused(&self, status: StatusCode) {
+        let i = STATUSES.iter().position(|s| *s == status.as_u16()).unwrap_or(STATUSES.len() - 1);
+        self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4) of these counters,
+    /// the channel counts, the open TCP connections, and what the store
+    /// adds (`extra`).
+    pub(crate) fn render(&self, counts: &Counts, connections: usize, extra: &str) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("ssechan_connections_open", "gauge", "TCP connections open.", connections as u64);
+        metric(
+            "ssechan_streams_open",
+            "gauge",
+            "Event streams attached to a channel.",
+            counts.streams as u64,
+        );
+        metric("ssechan_channels", "gauge", "Channels open or suspended.", counts.channels as u64);
+        metric(
+            "ssechan_channels_suspended",
+            "gauge",
+            "Channels whose stream is lost and whose keep-alive runs.",
+            counts.suspended as u64,
+        );
+        metric(
+            "ssechan_channels_opened_total",
+            "counter",
+            "Channels created.",
+            get(&self.channels_opened),
+        );
+        metric(
+            "ssechan_messages_in_total",
+            "counter",
+            "Messages from clients delivered to the application.",
+            get(&self.messages_in),
+        );
+        metric(
+            "ssechan_messages_out_total",
+            "counter",
+            "Messages the application queued for clients.",
+            get(&self.messages_out),
+        );
+        metric(
+            "ssechan_events_written_total",
+            "counter",
+            "Message events handed to streams, replays included.",
+            get(&self.events),
+        );
+        metric(
+            "ssechan_bytes_out_total",
+            "counter",
+            "Bytes of events handed to streams.",
+            get(&self.bytes_out),
+        );
+        metric(
+            "ssechan_resumes_total",
+            "counter",
+            "Suspended channels resumed by a new stream.",
+            get(&self.resumes),
+        );
+        metric(
+            "ssechan_takeovers_total",
+            "counter",
+            "Streams taken over by a newer one.",
+            get(&self.takeovers),
+        );
+        metric(
+            "ssechan_replayed_events_total",
+            "counter",
+            "Events sent again after a Last-Event-ID.",
+            get(&self.replayed),
+        );
+        metric(
+            "ssechan_gap_events_total",
+            "counter",
+            "Events a resume asked for that replay no longer had.",
+            get(&self.gap_events),
+        );
+        metric(
+            "ssechan_slow_consumer_disconnects_total",
+            "counter",
+            "Clients disconnected for a full outgoing queue.",
+            get(&self.slow_consumers),
+        );
+        metric(
+            "ssechan_incoming_bytes",
+            "gauge",
+            "Bytes held for incoming messages.",
+            counts.incoming_bytes as u64,
+        );
+        let _ = writeln!(out, "# HELP ssechan_refusals_total Requests refused, by status.");
+        let _ = writeln!(out, "# TYPE ssechan_refusals_total counter");
+        for (status, n) in STATUSES.iter().zip(&self.refusals) {
+            let label = if *status == 0 { "other".to_string() } else { status.to_string() };
+            let _ = writeln!(out, "ssechan_refusals_total{{status=\"{label}\"}} {}", get(n));
+        }
+        out.push_str(extra);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the server shuts down: the
+/// exposition of `handle`'s server, on an address of its own so that it
+/// can be firewalled apart from the channel. The same `Host` rules apply.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::ServerHandle) {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let local = listener.local_addr().ok();
+    let hosts =
+        local.map(|a| super::policy::HostPolicy::new(a, &handle.shared.config.allowed_hosts));
+    let mut stop = handle.shared.stop.subscribe();
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let (handle, hosts) = (handle.clone(), hosts.clone());
+        let timeout = handle.shared.config.request_timeout;
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
+                    let (status, body) = if hosts.as_ref().is_some_and(|h| h.check(host).is_err()) {
+                        (StatusCode::FORBIDDEN, "Host is not this server\n".to_string())
+                    } else if req.uri().path() != "/metrics" {
+                        (
+                            StatusCode::NOT_FOUND,
+                            "not found: the metrics are at /metrics\n".to_string(),
+                        )
+                    } else if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".to_string())
+                    } else {
+                        (StatusCode::OK, handle.metrics())
+                    };
+                    let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+                    *r.status_mut() = status;
+                    let kind = if status == StatusCode::OK {
+                        "text/plain; version=0.0.4; charset=utf-8"
+                    } else {
+                        "text/plain; charset=utf-8"
+                    };
+                    r.headers_mut()
+                        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+                    std::future::ready(Ok::<_, std::convert::Infallible>(r))
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tcp), svc);
+            let _ = conn.await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_is_well_formed_and_counts() {
+        let c = Counters::default();
+        Counters::add(&c.messages_in, 3);
+        c.refused(StatusCode::NOT_FOUND);
+        c.refused(StatusCode::NOT_FOUND);
+        c.refused(StatusCode::IM_A_TEAPOT);
+        let counts = Counts { channels: 2, suspended: 1, streams: 1, ..Counts::default() };
+        let text = c.render(&counts, 5, "ssechan_store_extra 1\n");
+        assert!(text.contains("\nssechan_messages_in_total 3\n"), "{text}");
+        assert!(
+            text.contains("\nssechan_channels 2\n")
+                && text.contains("\nssechan_connections_open 5\n")
+        );
+        assert!(text.contains("ssechan_refusals_total{status=\"404\"} 2\n"), "{text}");
+        assert!(text.contains("ssechan_refusals_total{status=\"other\"} 1\n"), "{text}");
+        assert!(text.ends_with("ssechan_store_extra 1\n"));
+        // Every sample line is NAME[{labels}] VALUE, after its HELP and TYPE.
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["gauge", "counter"].contains(&kind), "{line}");
+                assert!(kind != "counter" || name.ends_with("_total"), "{line}");
+                typed.insert(name.to_string());
+            } else if !line.starts_with('#') && !line.starts_with("ssechan_store_extra") {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                let name = name.split('{').next().unwrap();
+                assert!(typed.contains(name), "{line}");
+                value.parse::<f64>().unwrap();
+            }
+        }
+    }
+}
