@@ -412,3 +412,49 @@ async fn the_redis_url_may_come_from_the_environment() {
     event_of(&mut s, "connect", "env").await;
     assert!(redis.command(&["SISMEMBER", "ssechan:live", "env"]).starts_with(":1"));
 }
+
+/// A scrape of `url`: the value of a sample by its full name (labels
+/// included).
+async fn scrape(url: &str) -> impl Fn(&str) -> f64 {
+    let text = http().get(url).send().await.expect("scrape").text().await.expect("text");
+    move |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            .parse()
+            .expect("a number")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis() {
+    let redis = RedisServer::start();
+    let mut s =
+        Serve::spawn(&["--redis", &redis.url(), "--echo", "--metrics", "127.0.0.1:0"]).await;
+    let line = s.err_line_with("metrics on ").await;
+    let metrics = line.split("metrics on ").nth(1).expect("url").trim().to_owned();
+    let mut stream = open(&s.url, "m", None).await;
+    for i in 0..3 {
+        assert_eq!(post(&http(), &s.url, "m", i, "hi").await, 200);
+    }
+    stream.msgs(3).await;
+    let m = scrape(&metrics).await;
+    assert_eq!(m("ssechan_channels"), 1.0);
+    assert_eq!(m("ssechan_streams_open"), 1.0);
+    assert_eq!(m("ssechan_messages_in_total"), 3.0);
+    assert_eq!(m("ssechan_events_written_total"), 3.0);
+    let trips = m("ssechan_redis_round_trip_seconds_count");
+    assert!(trips >= 4.0, "an attach, three POSTs and the sends: {trips}");
+    assert!(m("ssechan_redis_round_trip_seconds_sum") > 0.0);
+    assert_eq!(m("ssechan_redis_errors_total"), 0.0);
+    // Redis away: a POST is refused, and the failed round trip counted.
+    redis.pause();
+    let (status, why) = post_text(&s.url, "m", 3, "late").await;
+    redis.resume();
+    assert_eq!(status, 503, "{why}");
+    assert!(why.starts_with("store unavailable: Redis did not answer"), "{why}");
+    let m = scrape(&metrics).await;
+    assert!(m("ssechan_redis_errors_total") >= 1.0);
+    assert!(m("ssechan_redis_round_trip_seconds_count") > trips);
+    assert_eq!(m("ssechan_refusals_total{status=\"503\"}"), 1.0);
+}

@@ -296,7 +296,8 @@ local ops = {}
 -- A GET: attach stream `tok` to the channel (resume, takeover), or start
 -- a new channel homed here. Replies {'new', serial, next messageId},
 -- {'att', serial, home, first event id to send, last event id, how
--- ('resumed', 'took', ''), last-event-id ahead (0/1), entries...}, or
+-- ('resumed', 'took', ''), last-event-id ahead (0/1), events sent again,
+-- entries...}, or
 -- {'full'} when a new channel may not be made here.
 ops['attach'] = function(A, b)
   local cid, tok, last, ka, may_create = A[b], A[b + 1], tonumber(A[b + 2]), A[b + 3], A[b + 4]
@@ -329,7 +330,8 @@ ops['attach'] = function(A, b)
         start = math.max(start, oldest)
       end
     end
-    local r = { 'att', m.ser, m.home, str(start), str(ne - 1), how, ahead }
+    local replayed = math.max(math.min(num(m.sent), ne - 1) - start + 1, 0)
+    local r = { 'att', m.ser, m.home, str(start), str(ne - 1), how, ahead, replayed }
     if start <= ne - 1 then
       local es = call('XRANGE', okey(m.ser), eid(start), '+', 'COUNT', PAGE)
       for _, e in ipairs(es) do

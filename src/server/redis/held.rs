@@ -21,6 +21,7 @@ use super::notice::{self, Notice, StoredEvent, reason_code};
 use crate::client::escape_controls;
 use crate::server::app::CloseReason;
 use crate::server::channel::encode_batch;
+use crate::server::metrics::Counters;
 use crate::server::store::{StreamItem, StreamSource};
 use crate::server::stream::DetachProbe;
 
@@ -126,6 +127,12 @@ impl Held {
             st.early.insert(id, (data, cum));
         }
         self.advance(st);
+    }
+
+    /// Whether it is set up and still the channel's stream.
+    pub(crate) fn is_attached(&self) -> bool {
+        let st = self.lock();
+        st.home.is_some() && !st.detached
     }
 
     pub(crate) fn home(&self) -> Option<Arc<str>> {
@@ -327,7 +334,10 @@ impl StreamSource for HeldStream {
             drop(st);
             held.list();
             if let Some(store) = held.store.upgrade() {
-                store.count_frame(events);
+                let c = store.stats();
+                Counters::add(&c.frames, 1);
+                Counters::add(&c.events, events);
+                Counters::add(&c.bytes_out, bytes.len() as u64);
             }
             return Poll::Ready(StreamItem::Data(bytes));
         }

@@ -22,6 +22,7 @@ use crate::server::app::{
     ChannelApp, CloseInfo, CloseReason, ConnectionEvent, RequestInfo, SendError,
 };
 use crate::server::channel::Inbox;
+use crate::server::metrics::Counters;
 use crate::server::store::StoreFuture;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,16 +213,18 @@ impl Home {
                     if first > st.next_message {
                         log = Some(Log::Skipped { start: first });
                     }
-                    let mut bytes = 0;
+                    let (mut bytes, mut count) = (0, 0);
                     for (i, m) in messages.into_iter().enumerate() {
                         if first + i as u64 >= st.next_message {
                             bytes += m.len();
+                            count += 1;
                             st.inbox.push(ConnectionEvent::Message(m));
                             wake = true;
                         }
                         st.next_message = st.next_message.max(first + i as u64 + 1);
                     }
                     store.adjust_held(bytes as isize);
+                    Counters::add(&store.stats().messages_in, count);
                 }
             }
             Notice::Suspended { epoch, .. } => {
@@ -242,6 +245,7 @@ impl Home {
                 }
             }
             Notice::Gap { lost, first, .. } => {
+                Counters::add(&store.stats().gap_events, lost);
                 if st.phase != Phase::Closed {
                     st.inbox.push_gap(lost);
                     wake = true;
@@ -291,6 +295,9 @@ impl Home {
         }
         self.closed.notify_waiters();
         if let Some(store) = self.store.upgrade() {
+            if info.reason == CloseReason::SlowConsumer {
+                Counters::add(&store.stats().slow_consumers, 1);
+            }
             store.home_closed(self);
             self.log(&Log::Closed(info), &store);
         }
@@ -401,6 +408,8 @@ impl ChannelApp for Home {
         st.unflushed += 1;
         st.unflushed_bytes += data.len();
         self.submit(&mut st, OpKind::Send(data));
+        drop(st);
+        Counters::add(&store.stats().messages_out, 1);
         Ok(())
     }
 

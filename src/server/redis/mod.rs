@@ -33,7 +33,7 @@ mod ops;
 mod requests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -44,12 +44,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Counters;
 use super::app::{Connection, ConnectionHandle};
 use super::channel::{InboundError, Settings};
 use super::config::Limits;
 use super::deadlines::Deadlines;
 use super::memory::inbound_refusal;
+use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamRequest, StreamSource,
 };
@@ -213,6 +213,30 @@ impl RedisMetrics {
         }
     }
 
+    /// The Prometheus exposition of these figures.
+    fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let (cumulative, sum, errors) = self.snapshot();
+        let name = "ssechan_redis_round_trip_seconds";
+        let mut out = format!(
+            "# HELP {name} Round trips to Redis (script calls and reads), failed ones included.\n# TYPE {name} histogram\n"
+        );
+        for (bound, n) in LATENCY_BOUNDS.iter().zip(&cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let total = cumulative.last().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+        );
+        let errors_name = "ssechan_redis_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {errors_name} Round trips to Redis that failed or timed out.\n# TYPE {errors_name} counter\n{errors_name} {errors}"
+        );
+        out
+    }
+
     /// Cumulative counts per bound of [`LATENCY_BOUNDS`] (then the total),
     /// the sum of the latencies in seconds, and the failures.
     pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
@@ -300,8 +324,6 @@ pub(crate) struct Shared {
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
-    /// Bytes of incoming messages here: POST bodies and applications' inboxes.
-    held_bytes: AtomicIsize,
     tokens: AtomicU64,
     cursors: Mutex<Vec<Arc<Held>>>,
     taken: Mutex<Vec<Arc<Home>>>,
@@ -354,7 +376,6 @@ impl RedisStore {
             accept: Mutex::new(Some(accept)),
             stats,
             shutting_down: AtomicBool::new(false),
-            held_bytes: AtomicIsize::new(0),
             tokens: AtomicU64::new(1),
             cursors: Mutex::default(),
             taken: Mutex::default(),
@@ -406,13 +427,22 @@ impl Shared {
         lock(&self.cursors).push(held);
     }
 
+    /// Bytes of incoming messages held here: POST bodies being stored
+    /// and the applications' inboxes (the gauge `incoming_total` bounds).
     pub(crate) fn adjust_held(&self, by: isize) {
-        self.held_bytes.fetch_add(by, Ordering::Relaxed);
+        let held = &self.stats.held;
+        if by >= 0 {
+            held.fetch_add(by as usize, Ordering::Relaxed);
+        } else {
+            let less = by.unsigned_abs();
+            let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(less))
+            });
+        }
     }
 
-    pub(crate) fn count_frame(&self, events: u64) {
-        self.stats.frames.fetch_add(1, Ordering::Relaxed);
-        self.stats.events.fetch_add(events, Ordering::Relaxed);
+    pub(crate) fn stats(&self) -> &Counters {
+        &self.stats
     }
 
     pub(crate) fn arm(&self, ser: u64, kind: DueKind, at: Option<(Duration, Due)>) {
@@ -807,7 +837,7 @@ impl ChannelStore for RedisStore {
         let total = s.limits().incoming_total;
         let result = if s.shutting_down.load(Ordering::SeqCst) {
             Err(Refusal::unavailable("server is shutting down"))
-        } else if s.held_bytes.load(Ordering::Relaxed).max(0) as usize + bytes > total {
+        } else if s.stats.held.load(Ordering::Relaxed) + bytes > total {
             Err(Refusal::unavailable(format!(
                 "server busy: incoming messages held reached the limit of {total} bytes"
             )))
@@ -862,6 +892,10 @@ impl ChannelStore for RedisStore {
         })
     }
 
+    fn metrics(&self) -> String {
+        self.shared.link.metrics.render()
+    }
+
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle> {
         let homes = lock(&self.shared.homes);
         let ser = homes.by_cid.get(client_id)?;
@@ -874,7 +908,8 @@ impl ChannelStore for RedisStore {
         Counts {
             channels: homes.len(),
             suspended: homes.iter().filter(|h| h.is_suspended()).count(),
-            incoming_bytes: self.shared.held_bytes.load(Ordering::Relaxed).max(0) as usize,
+            streams: lock(&self.shared.held).values().filter(|h| h.is_attached()).count(),
+            incoming_bytes: self.shared.stats.held.load(Ordering::Relaxed),
             remembered_ids: 0,
             remembered_bytes: 0,
         }
@@ -1043,16 +1078,22 @@ impl RedisStore {
                 }
                 held.start(ser, Arc::from(me.as_str()), 1, 0, Vec::new());
                 info!(%client, %remote, first_message_id = next_message, "connected");
+                Counters::add(&s.stats.channels_opened, 1);
                 if let Some(p) = permit {
                     p.send(Connection::new(home));
                 }
                 Ok(self.stream(held))
             }
-            Attached::Existing { ser, home, start, last, how, ahead, events } => {
+            Attached::Existing { ser, home, start, last, how, ahead, replayed, events } => {
                 drop(homes);
+                Counters::add(&s.stats.replayed, replayed);
                 match how {
-                    How::Resumed => info!(%client, %remote, home = %home, "resumed"),
+                    How::Resumed => {
+                        Counters::add(&s.stats.resumes, 1);
+                        info!(%client, %remote, home = %home, "resumed")
+                    }
                     How::TookOver => {
+                        Counters::add(&s.stats.takeovers, 1);
                         info!(%client, %remote, home = %home, "stream taken over by a new request")
                     }
                     How::Attached => debug!(%client, %remote, home = %home, "attached"),
@@ -1096,5 +1137,16 @@ mod tests {
         assert_eq!((buckets[0], buckets[5], buckets[11], buckets[12]), (1, 2, 2, 3));
         assert_eq!(errors, 1);
         assert!((sum - 5.00308).abs() < 1e-6, "{sum}");
+        let text = m.render();
+        assert!(
+            text.contains("ssechan_redis_round_trip_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ssechan_redis_round_trip_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("ssechan_redis_round_trip_seconds_count 3\n"), "{text}");
+        assert!(text.contains("\nssechan_redis_errors_total 1\n"), "{text}");
     }
 }

@@ -294,6 +294,8 @@ pub(crate) enum Attached {
         last: u64,
         how: How,
         ahead: bool,
+        /// Events sent again: they had been handed to a stream before.
+        replayed: u64,
         events: Vec<StoredEvent>,
     },
     /// No new channel may be made here now.
@@ -322,7 +324,7 @@ impl Attached {
                     _ => How::Attached,
                 };
                 let events = a
-                    .get(7..)?
+                    .get(8..)?
                     .chunks_exact(3)
                     .map(|e| Some((id_seq(&text(&e[0])?)?, bytes(&e[1])?, int(&e[2])?)))
                     .collect::<Option<Vec<_>>>()?;
@@ -333,6 +335,7 @@ impl Attached {
                     last: int(a.get(4)?)?,
                     how,
                     ahead: int(a.get(6)?)? == 1,
+                    replayed: int(a.get(7)?)?,
                     events,
                 }
             }
@@ -499,6 +502,7 @@ mod tests {
             bulk("6"),
             bulk("took"),
             Value::Int(0),
+            Value::Int(1),
             bulk("0-5"),
             bulk("data: \"x\"\n\n"),
             bulk("20"),
@@ -512,6 +516,7 @@ mod tests {
                 last: 6,
                 how: How::TookOver,
                 ahead: false,
+                replayed: 1,
                 events: vec![(5, Bytes::from_static(b"data: \"x\"\n\n"), 20)],
             })
         );
