@@ -3,7 +3,9 @@
 direct path) and HTTPS (hyper over rustls: HTTP/1.1 with one connection per
 stream, and h2 with the streams multiplexed on few connections).
 
-Usage: scripts/idle_memory.py [BINARY] [STREAMS]   (run by scripts/perf.sh tls)
+Usage: scripts/idle_memory.py [BINARY] [STREAMS] [--redis URL]   (run by
+scripts/perf.sh tls and cluster). With --redis: plain HTTP on a `serve
+--redis` instance, and Redis's own memory per channel (INFO memory).
 """
 import asyncio
 import os
@@ -15,6 +17,7 @@ import time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/ssechan"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+REDIS = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--redis" else None
 H2_STREAMS = min(N, 300)
 
 
@@ -50,16 +53,28 @@ async def h1_streams(port, tls):
     return await asyncio.gather(*(one(i) for i in range(N)))
 
 
+def redis_used_memory():
+    port = REDIS.rsplit(":", 1)[1].split("/")[0]
+    out = subprocess.run(["redis-cli", "-p", port, "info", "memory"], check=True,
+                         capture_output=True, text=True).stdout
+    return next(int(l.split(":")[1]) for l in out.splitlines() if l.startswith("used_memory:"))
+
+
 def measure(name, args, open_streams, n=None):
     n = n or N
     server, port = start(args)
     time.sleep(0.5)
     before = rss_kib(server.pid)
+    redis_before = redis_used_memory() if REDIS else 0
     holder = open_streams(port)
     time.sleep(2)
     after = rss_kib(server.pid)
     print(f"{name:<24} idle {before:>7} KiB, with {n} streams {after:>7} KiB: "
           f"{(after - before) / n:.1f} KiB per stream", flush=True)
+    if REDIS:
+        grown = redis_used_memory() - redis_before
+        print(f"{'redis-server':<24} used_memory grew {grown // 1024} KiB: "
+              f"{grown / n / 1024:.1f} KiB per channel", flush=True)
     holder()
     server.terminate()
     server.wait()
@@ -96,6 +111,9 @@ def with_curl_h2(port):
 
 
 def main():
+    if REDIS:
+        measure("http, HTTP/1.1, --redis", ["--redis", REDIS], with_asyncio(False))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

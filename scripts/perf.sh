@@ -2,8 +2,11 @@
 # The README's Performance figures: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
-# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards ...]
-# (default: all). `shards`: 40,000 clients as 4 bench shards against 4
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards|cluster ...]
+# (default: all). `cluster`: echo through haproxy to three `serve --redis`
+# instances next to one instance without Redis, then memory per idle
+# stream with Redis and Redis's own memory per channel (needs Debian's
+# redis-server and haproxy). `shards`: 40,000 clients as 4 bench shards against 4
 # serve processes (the open-file limit is 20,000 per process), merged.
 # SSECHAN_SERVE / SSECHAN_BENCH run other binaries as the server or the
 # load (a build from before a change, for figures side by side); without
@@ -57,7 +60,7 @@ PY
 }
 
 want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
-SELECTED="${*:-throughput latency scale chaos fanout tls shards}"
+SELECTED="${*:-throughput latency scale chaos fanout tls shards cluster}"
 
 if want throughput; then
   SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
@@ -136,4 +139,41 @@ if want shards; then
     kill "$p"; wait "$p" 2>/dev/null || true
   done
   "$BENCH" bench merge /tmp/ssechan-perf-shard{1,2,3,4}.json || true
+fi
+if want cluster; then
+  tmp=$(mktemp -d)
+  rport=$((port + 50)); hport=$((port + 51))
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
+    --daemonize no >/dev/null &
+  rpid=$!
+  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  R="redis://127.0.0.1:$rport/0"
+  SERVER_ARGS="--echo --keep-alive 30s (one instance, no Redis)"; start_server --echo --keep-alive 30s
+  run_bench single received --clients 100 --duration 20s
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  ipids=(); backends=""
+  for i in 1 2 3; do
+    start_server --echo --keep-alive 30s --redis "$R"
+    ipids+=("$PID"); backends+="  server s$i 127.0.0.1:$port"$'\n'
+  done
+  printf 'global\n  maxconn 8192\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend channel\n  bind 127.0.0.1:%s\n  default_backend instances\nbackend instances\n  balance roundrobin\n%s' \
+    "$hport" "$backends" >"$tmp/haproxy.cfg"
+  haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 &
+  hpid=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break; sleep 0.1; done
+  PID=${ipids[0]}; URL="http://127.0.0.1:$hport/sse"
+  SERVER_ARGS="3 x --echo --redis, haproxy round-robin; cpu and rss of the first instance"
+  run_bench cluster received --clients 100 --duration 20s
+  python3 - <<'PY'
+import json
+s = json.load(open("/tmp/ssechan-perf-single.json")); c = json.load(open("/tmp/ssechan-perf-cluster.json"))
+rs, rc = s["received"] / s["duration_s"], c["received"] / c["duration_s"]
+print(f"   one instance {rs:,.0f} round trips/s, three with Redis through haproxy {rc:,.0f}/s: {rc / rs:.0%}")
+PY
+  kill "$hpid" "${ipids[@]}"; wait "$hpid" "${ipids[@]}" 2>/dev/null || true
+  redis-cli -p "$rport" flushall >/dev/null
+  echo "== idle streams with Redis: scripts/idle_memory.py $B 1000 --redis $R"
+  python3 scripts/idle_memory.py "$SERVE" 1000 --redis "$R"
+  kill "$rpid"; wait "$rpid" 2>/dev/null || true
+  rm -rf "$tmp"
 fi
