@@ -128,7 +128,7 @@ local function peek(cid, fields)
   for i, f in ipairs(fields) do m[f] = v[i] end
   return m
 end
-local SEND = { 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold', 'pin', 'pinb' }
+local SEND = { 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold' }
 local POST = { 'ser', 'ph', 'gone', 'home', 'ni', 'pin', 'pinb', 'qb', 'fresh' }
 local CURSOR = { 'ser', 'sent', 'fid', 'fcb' }
 local TAKEN = { 'ser', 'pin', 'pinb' }
@@ -186,10 +186,8 @@ local function lose_stream(cid, m)
 end
 
 -- Hands messages from messageId `first` on to the home, with the
--- contiguous successors waiting out of order: in a notice, or (`direct`,
--- the home is the caller) returned as {'ok', serial, first, messages...}. A
--- `skip` release starts after a gap given up on (the first-message wait).
-local function release(cid, m, first, msgs, direct, skip)
+-- contiguous successors waiting out of order; returns count and bytes.
+local function release(cid, m, first, msgs)
   local q = qkey(cid)
   local qb = num(m.qb)
   local bytes = 0
@@ -204,21 +202,16 @@ local function release(cid, m, first, msgs, direct, skip)
     bytes = bytes + #v
     nx = nx + 1
   end
-  set(cid, m, 'ni', str(nx), 'qb', str(math.max(qb, 0)), 'fresh', '0', 'fw', '0',
-    'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes))
-  if direct then
-    local r = { 'ok', m.ser, str(first) }
-    for _, v in ipairs(msgs) do r[#r + 1] = v end
-    return r
-  end
   for i = 1, #msgs, CHUNK do
-    local f = { 't', 'm', 'c', cid, 's', m.ser, 'n', str(first + i - 1), 'k', skip and '1' or '0' }
+    local f = { 't', 'm', 'c', cid, 's', m.ser, 'n', str(first + i - 1) }
     for j = i, math.min(i + CHUNK - 1, #msgs) do
       f[#f + 1] = 'd'
       f[#f + 1] = msgs[j]
     end
     notify(m.home, unpack(f))
   end
+  set(cid, m, 'ni', str(nx), 'qb', str(math.max(qb, 0)), 'fresh', '0', 'fw', '0',
+    'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes))
 end
 
 -- A holder has handed events through `sent` (bytes `sentc`) to its
@@ -371,8 +364,7 @@ ops['attach'] = function(A, b)
 end
 
 -- A POST's message: deduplicated, re-ordered, and handed to the home in
--- order. Replies {'ok'} ({'ok', serial, first messageId, messages...} when
--- the caller is the home: they are its to deliver), {'dup'}, {'unknown'}, {'gone'} (the application
+-- order. Replies {'ok'}, {'dup'}, {'unknown'}, {'gone'} (the application
 -- left), {'dead'} (its home died), {'busy'} (the application is behind:
 -- retry), {'far', next} or {'qfull', bytes held}.
 ops['post'] = function(A, b)
@@ -387,8 +379,8 @@ ops['post'] = function(A, b)
   local room = pin == 0 or (pin < INMAX and pinb + #msg <= INBMAX)
   if id == ni then
     if not room then return { 'busy' } end
-    local direct = release(cid, m, id, { msg }, m.home == ME)
-    return direct or { 'ok' }
+    release(cid, m, id, { msg })
+    return { 'ok' }
   end
   if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
   if id - ni > WINDOW then return { 'far', str(ni) } end
@@ -405,33 +397,26 @@ ops['post'] = function(A, b)
 end
 
 -- What a home's application did, in order: ARGS[6] and [7] bound the
--- outgoing queue (messages, bytes), then seven values per operation: kind,
--- client id, serial, sequence, argument, and the messages (count, bytes)
--- the application took since its last operation or report. S send (the encoded data), C
+-- outgoing queue (messages, bytes), then five values per operation: kind,
+-- client id, serial, sequence, argument. S send (the encoded data), C
 -- close (reason), D drop the stream, E keep-alive ran out (epoch), F the
 -- first-message wait ran out, G the application left, W the store did
 -- not take the sends in time (slow consumer), X close now (shutdown's
 -- grace is over). An operation already applied (a batch
 -- sent again after a timeout) is skipped by its sequence. Replies the
--- client ids whose channel is no longer in the store, and the events for
--- streams attached here ({token, first id, bytes through the last, data...}
--- each), which need no notice.
+-- client ids whose channel is no longer in the store.
 ops['ops'] = function(A)
   local outmax, outbmax = tonumber(A[6]), tonumber(A[7])
-  local missing, direct = {}, {}
-  local last_direct = nil
+  local missing = {}
   local k = 8
-  while k + 6 <= #A do
+  while k + 4 <= #A do
     local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
-    local took, tookb = tonumber(A[k + 5]), tonumber(A[k + 6])
-    k = k + 7
+    k = k + 5
     local m = (kind == 'S') and peek(cid, SEND) or load(cid)
     if not m or m.ser ~= ser then
       missing[#missing + 1] = cid
     elseif seq > num(m.hseq) then
-      local pin = str(math.max(num(m.pin) - took, 0))
-      local pinb = str(math.max(num(m.pinb) - tookb, 0))
-      if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq), 'pin', pin, 'pinb', pinb) end
+      if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
       if kind == 'S' and is_live(m) then
         local ne, cum = num(m.ne), num(m.cum)
         if ne - 1 - num(m.sent) >= outmax or cum - num(m.sentc) + #arg > outbmax then
@@ -441,20 +426,8 @@ ops['ops'] = function(A)
         else
           cum = cum + #arg
           call('XADD', okey(ser), eid(ne), 'd', arg, 'c', str(cum))
-          set(cid, m, 'hseq', str(seq), 'ne', str(ne + 1), 'cum', str(cum), 'pin', pin, 'pinb', pinb)
-          if m.tok ~= '' and m.hold == ME then
-            -- The stream is here: its events go back with the reply.
-            local d = last_direct
-            if d and d[1] == m.tok and d.next == ne and #d < CHUNK then
-              d[#d + 1] = arg
-              d[3] = str(cum)
-            else
-              d = { m.tok, str(ne), str(cum), arg }
-              direct[#direct + 1] = d
-              last_direct = d
-            end
-            d.next = ne + 1
-          elseif m.tok ~= '' then
+          set(cid, m, 'hseq', str(seq), 'ne', str(ne + 1), 'cum', str(cum))
+          if m.tok ~= '' then
             -- Consecutive sends to one stream go out as one notice.
             local n = last_notice[m.hold]
             if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
@@ -492,7 +465,7 @@ ops['ops'] = function(A)
           local v = call('HGET', qkey(cid), str(low))
           call('HDEL', qkey(cid), str(low))
           set(cid, m, 'qb', str(num(m.qb) - #v - ENTRY_OVERHEAD))
-          release(cid, m, low, { v }, false, true)
+          release(cid, m, low, { v })
         end
       elseif kind == 'W' and m.ph ~= '' then
         set(cid, m, 'lost', str(num(m.lost) + 1))
@@ -506,7 +479,7 @@ ops['ops'] = function(A)
       end
     end
   end
-  return { missing, direct }
+  return missing
 end
 
 -- A holder's stream ended: the client went away, a write failed, or it

@@ -5,7 +5,6 @@
 //! through the instance's writer ([`super::ops`]); what the store decides
 //! (messages, suspensions, resumes, gaps, the close) comes back as notices.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
@@ -56,10 +55,6 @@ struct HomeState {
     phase: Phase,
     /// The messageId expected next.
     next_message: u64,
-    /// Messages that came ahead of it: a POST's reply hands this instance
-    /// its messages at once, while earlier ones may still be in the inbound
-    /// stream. Bounded by the re-order window.
-    ahead: BTreeMap<u64, String>,
     /// Number of the last operation handed to the writer.
     seq: u64,
     /// Sends not yet applied by the store, and their bytes.
@@ -69,27 +64,6 @@ struct HomeState {
     /// Messages taken by the application since the last report.
     taken: u64,
     taken_bytes: u64,
-}
-
-impl HomeState {
-    /// Messages from messageId `first` on into the inbox, in order, each
-    /// once; returns the bytes and the count of those delivered.
-    fn take_messages(&mut self, first: u64, messages: Vec<String>) -> (usize, u64) {
-        for (i, m) in messages.into_iter().enumerate() {
-            let id = first + i as u64;
-            if id >= self.next_message {
-                self.ahead.insert(id, m);
-            }
-        }
-        let (mut bytes, mut count) = (0, 0);
-        while let Some(m) = self.ahead.remove(&self.next_message) {
-            bytes += m.len();
-            count += 1;
-            self.next_message += 1;
-            self.inbox.push(ConnectionEvent::Message(m));
-        }
-        (bytes, count)
-    }
 }
 
 /// What a notice did that is worth a log line (written after the lock).
@@ -120,7 +94,6 @@ impl Home {
                 waker: None,
                 phase: Phase::Open,
                 next_message,
-                ahead: BTreeMap::new(),
                 seq: 0,
                 unflushed: 0,
                 unflushed_bytes: 0,
@@ -138,10 +111,6 @@ impl Home {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn store(&self) -> Option<Arc<Shared>> {
-        self.store.upgrade()
-    }
-
     pub(crate) fn is_suspended(&self) -> bool {
         matches!(self.lock().phase, Phase::Suspended { .. })
     }
@@ -155,7 +124,7 @@ impl Home {
     fn submit(&self, st: &mut HomeState, kind: OpKind) {
         let (Some(store), Some(home)) = (self.store.upgrade(), self.me.upgrade()) else { return };
         st.seq += 1;
-        store.submit(Op { home, seq: st.seq, kind, taken: (0, 0) });
+        store.submit(Op { home, seq: st.seq, kind });
     }
 
     /// The writer's batch holding one of our sends was applied.
@@ -237,17 +206,23 @@ impl Home {
         let mut wake = false;
         let mut log = None;
         match n {
-            Notice::Messages { first, messages, skip, .. } => {
+            Notice::Messages { first, messages, .. } => {
                 if st.app_gone || st.phase == Phase::Closed {
                     log = Some(Log::Dropped { count: messages.len() });
                 } else {
-                    if skip && first > st.next_message {
+                    if first > st.next_message {
                         log = Some(Log::Skipped { start: first });
-                        st.next_message = first;
-                        st.ahead = st.ahead.split_off(&first);
                     }
-                    let (bytes, count) = st.take_messages(first, messages);
-                    wake = count > 0;
+                    let (mut bytes, mut count) = (0, 0);
+                    for (i, m) in messages.into_iter().enumerate() {
+                        if first + i as u64 >= st.next_message {
+                            bytes += m.len();
+                            count += 1;
+                            st.inbox.push(ConnectionEvent::Message(m));
+                            wake = true;
+                        }
+                        st.next_message = st.next_message.max(first + i as u64 + 1);
+                    }
                     store.adjust_held(bytes as isize);
                     Counters::add(&store.stats().messages_in, count);
                 }

@@ -65,7 +65,7 @@ use requests::{Request, Requests};
 /// from the store by the stream.
 const ATTACH_PAGE: usize = 128;
 /// How often streams' cursors and applications' progress go to the store.
-const REPORT_EVERY: Duration = Duration::from_millis(250);
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Channels of a dead instance handled per heartbeat.
 const REAP_BATCH: usize = 256;
 /// Broadcasts kept in their stream for instances that lag behind.
@@ -360,13 +360,8 @@ impl RedisStore {
         let lease = Duration::from_millis(link.header.lease_ms);
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new_cyclic(|me| Shared {
-            requests: Requests::start(
-                link.clone(),
-                config.settings.limits,
-                me.clone(),
-                stop_rx.clone(),
-            ),
+        let shared = Arc::new(Shared {
+            requests: Requests::start(link.clone(), config.settings.limits, stop_rx.clone()),
             link: link.clone(),
             config: StoreConfig {
                 settings: config.settings,
@@ -512,9 +507,8 @@ impl Shared {
         lock(&self.homes).by_ser.values().filter(|h| !h.is_closed()).cloned().collect()
     }
 
-    /// A notice (from the inbound stream, or a reply) to its home or
-    /// stream here.
-    pub(crate) fn dispatch(&self, n: Notice) {
+    /// A notice from the inbound stream, to its home or stream here.
+    fn dispatch(&self, n: Notice) {
         if let Some(tok) = n.held_target() {
             let held = lock(&self.held).get(tok).cloned();
             match held {

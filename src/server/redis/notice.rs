@@ -10,9 +10,8 @@ use crate::server::app::CloseReason;
 /// One entry of an instance's inbound stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Notice {
-    /// For a home: messages in order, from messageId `first`; `skip`: the
-    /// ones before `first` are given up (the first-message wait ran out).
-    Messages { cid: String, ser: u64, first: u64, messages: Vec<String>, skip: bool },
+    /// For a home: messages in order, from messageId `first`.
+    Messages { cid: String, ser: u64, first: u64, messages: Vec<String> },
     /// For a home: the stream is gone, keep-alive runs (suspension `epoch`).
     Suspended { cid: String, ser: u64, epoch: u64 },
     /// For a home: the client came back.
@@ -189,8 +188,7 @@ impl Notice {
                     .data()
                     .map(|d| String::from_utf8(d.to_vec()).ok())
                     .collect::<Option<Vec<_>>>()?;
-                let skip = f.get("k").is_some_and(|k| k == "1");
-                Notice::Messages { cid: cid()?, ser: ser()?, first: f.int("n")?, messages, skip }
+                Notice::Messages { cid: cid()?, ser: ser()?, first: f.int("n")?, messages }
             }
             b"S" => Notice::Suspended { cid: cid()?, ser: ser()?, epoch: f.int("p")? },
             b"R" => Notice::Resumed { cid: cid()?, ser: ser()? },
@@ -249,36 +247,6 @@ impl Broadcast {
         let f = Fields(fields);
         Some(Broadcast { origin: f.text("o")?, seq: f.int("q")?, data: f.get("d")?.clone() })
     }
-}
-
-/// `{token, first id, bytes through the last, data...}`: events for a
-/// stream attached on the instance that sent them, returned with its call.
-pub(crate) fn direct_events(v: &Value) -> Option<Notice> {
-    let a = array(v)?;
-    let data = a.get(3..)?.iter().map(bytes).collect::<Option<Vec<_>>>()?;
-    Some(Notice::Events {
-        tok: text(a.first()?)?,
-        first: int(a.get(1)?)?,
-        cum: int(a.get(2)?)?,
-        data,
-    })
-}
-
-/// The messages a POST's reply hands to the home that made it: `{'ok',
-/// serial, first messageId, messages...}`.
-pub(crate) fn posted_direct(cid: &str, v: &Value) -> Option<Notice> {
-    let a = array(v)?;
-    if a.len() < 4 || bytes(&a[0])? != "ok" {
-        return None;
-    }
-    let messages = a[3..].iter().map(text).collect::<Option<Vec<_>>>()?;
-    Some(Notice::Messages {
-        cid: cid.to_owned(),
-        ser: int(&a[1])?,
-        first: int(&a[2])?,
-        messages,
-        skip: false,
-    })
 }
 
 /// An event as the store keeps it: id, encoded data, data bytes through it.
@@ -425,30 +393,16 @@ mod tests {
 
     #[test]
     fn notices_parse_from_their_fields() {
-        let m =
-            fields(&["t", "m", "c", "id:1", "s", "7", "n", "3", "k", "0", "d", "a", "d", "b\nc"]);
+        let m = fields(&["t", "m", "c", "id:1", "s", "7", "n", "3", "d", "a", "d", "b\nc"]);
         assert_eq!(
             Notice::parse(&m),
             Some(Notice::Messages {
                 cid: "id:1".into(),
                 ser: 7,
                 first: 3,
-                messages: vec!["a".into(), "b\nc".into()],
-                skip: false,
+                messages: vec!["a".into(), "b\nc".into()]
             })
         );
-        let direct = Value::Array(vec![bulk("ok"), bulk("7"), bulk("3"), bulk("a")]);
-        assert_eq!(
-            posted_direct("id:1", &direct),
-            Some(Notice::Messages {
-                cid: "id:1".into(),
-                ser: 7,
-                first: 3,
-                messages: vec!["a".into()],
-                skip: false
-            })
-        );
-        assert_eq!(posted_direct("id:1", &Value::Array(vec![bulk("ok")])), None);
         let e = fields(&["t", "e", "c", "x", "s", "1", "k", "I/4", "i", "5", "x", "30", "d", "ab"]);
         let n = Notice::parse(&e).expect("events");
         assert_eq!(n.held_target(), Some("I/4"));

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::home::Home;
-use super::link::{Link, Retry, StoreError};
-use super::notice::{self, Notice, reason_code};
+use super::link::{Link, Retry};
+use super::notice::{self, reason_code};
 use crate::server::app::CloseReason;
 use crate::server::config::Limits;
 
@@ -45,9 +46,6 @@ pub(crate) struct Op {
     pub home: Arc<Home>,
     pub seq: u64,
     pub kind: OpKind,
-    /// Messages (count, bytes) the application took, told with this
-    /// operation (set when its batch is formed; sent again with it).
-    pub taken: (u64, u64),
 }
 
 impl Op {
@@ -92,22 +90,9 @@ pub(crate) async fn run(
                 }
                 batch.push(op);
             }
-            // What each application took goes with its last operation:
-            // an echo's send carries the room its message made.
-            let mut seen = HashSet::new();
-            for op in batch.iter_mut().rev() {
-                if seen.insert(Arc::as_ptr(&op.home)) {
-                    op.taken = op.home.take_taken();
-                }
-            }
         }
         match apply(&link, limits, &batch).await {
-            Ok((missing, direct)) => {
-                if let Some(store) = batch.first().and_then(|op| op.home.store()) {
-                    for n in direct {
-                        store.dispatch(n);
-                    }
-                }
+            Ok(missing) => {
                 if failing {
                     failing = false;
                     info!("the store takes the applications' messages again");
@@ -138,26 +123,28 @@ pub(crate) async fn run(
 }
 
 /// One batch in one script call; returns the client ids the store no
-/// longer has, and the events for streams attached here.
+/// longer has.
 async fn apply(
     link: &Link,
     limits: Limits,
     batch: &[Op],
-) -> Result<(HashSet<String>, Vec<Notice>), StoreError> {
+) -> Result<HashSet<String>, super::link::StoreError> {
     let reply = link
         .call_within(BATCH_TIMEOUT, "ops", |inv| {
             inv.arg(limits.outgoing_messages).arg(limits.outgoing_bytes);
             for op in batch {
                 let (code, arg) = op.code_and_arg();
                 inv.arg(code).arg(&*op.home.cid).arg(op.home.ser).arg(op.seq).arg(arg.as_ref());
-                inv.arg(op.taken.0).arg(op.taken.1);
             }
         })
         .await?;
-    let [missing, direct] = notice::array(&reply).ok_or(StoreError::Reply)? else {
-        return Err(StoreError::Reply);
+    let missing = match &reply {
+        Value::Nil => Vec::new(),
+        v => notice::array(v)
+            .ok_or(super::link::StoreError::Reply)?
+            .iter()
+            .filter_map(notice::text)
+            .collect(),
     };
-    let missing = notice::array(missing).unwrap_or_default().iter().filter_map(notice::text);
-    let direct = notice::array(direct).unwrap_or_default().iter().filter_map(notice::direct_events);
-    Ok((missing.collect(), direct.collect()))
+    Ok(missing.into_iter().collect())
 }

@@ -5,7 +5,7 @@
 //! wake-ups, the function's setup) once for all; alone, a request is a call
 //! of its own. Each request still waits at most [`REQUEST_TIMEOUT`].
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use redis::{Cmd, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -77,19 +77,12 @@ pub(crate) struct Requests {
 }
 
 impl Requests {
-    /// Starts the batching tasks; they end with `stop`. Messages a POST's
-    /// reply hands to a home here go to `store`, whether or not the POST
-    /// still waits for its answer.
-    pub(crate) fn start(
-        link: Link,
-        limits: Limits,
-        store: Weak<super::Shared>,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
+    /// Starts the batching tasks; they end with `stop`.
+    pub(crate) fn start(link: Link, limits: Limits, stop: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..IN_FLIGHT {
-            tokio::spawn(run(link.clone(), limits, rx.clone(), store.clone(), stop.clone()));
+            tokio::spawn(run(link.clone(), limits, rx.clone(), stop.clone()));
         }
         Self { tx }
     }
@@ -112,7 +105,6 @@ async fn run(
     link: Link,
     limits: Limits,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Waiting>>>,
-    store: Weak<super::Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -154,12 +146,6 @@ async fn run(
             Ok(v) => match notice::array(&v) {
                 Some(replies) if replies.len() == batch.len() => {
                     for (w, r) in batch.into_iter().zip(replies) {
-                        if let Request::Post { cid, .. } = &w.request
-                            && let Some(n) = notice::posted_direct(cid, r)
-                            && let Some(store) = store.upgrade()
-                        {
-                            store.dispatch(n);
-                        }
                         let _ = w.reply.send(Ok(r.clone()));
                     }
                 }
