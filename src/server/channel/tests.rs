@@ -448,7 +448,8 @@ fn the_window_and_the_reorder_bytes_are_enforced() {
     let l = Limits { reorder_window: 4, ..limits() };
     let (mut ch, _) = open_with(None, l);
     assert_eq!(post(&mut ch, 5, "x").0, Err(InboundError::TooFarAhead { next: 0, window: 4 }));
-    let l = Limits { reorder_bytes: 70, ..limits() };
+    let reorder_bytes = 70 + crate::protocol::reorder::CHUNK_OVERHEAD;
+    let l = Limits { reorder_bytes, ..limits() };
     let (mut ch, _) = open_with(None, l);
     assert_eq!(post(&mut ch, 1, "x").0, Ok(Offer::Buffered));
     assert!(matches!(post(&mut ch, 2, "y").0, Err(InboundError::ReorderFull { .. })));
