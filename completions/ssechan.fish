@@ -60,6 +60,10 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-closed-ids
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l accept-queue -d 'New connections waiting for the server to take them; more get 503' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l request-timeout -d 'Time for a request head, a POST body, and a POST waiting for room' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l write-timeout -d 'A write to a client that makes no progress this long ends its connection' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis -d 'Share channels with other `serve` instances through this Redis (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer, any instance serves any client\'s stream and POSTs' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-wait -d 'Wait up to this long for Redis at start, instead of failing at once' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-lease -d 'An instance silent in Redis this long is dead: the others close the channels whose application it ran, and resume its streams' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-prefix -d 'Prefix of every key in Redis (separate clusters may share one Redis)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-cert -d 'Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs --tls-key' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-key -d 'The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l static -d 'Serve the files of DIR on every other path (GET/HEAD; index.html for a directory, no listings, nothing outside DIR)' -r -F

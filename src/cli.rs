@@ -145,7 +145,7 @@ Examples:
   # a site and a console page at /sse, over HTTPS with HTTP/2
   ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem
   # one of several instances sharing channels (behind a load balancer)
-  ssechan serve --echo --listen :8081 --redis redis://127.0.0.1:6379/0")]
+  ssechan serve --echo --listen :8081 --redis redis://10.0.0.5/0")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.

@@ -141,14 +141,16 @@ pub(crate) enum InboundError {
     },
 }
 
+/// A channel's life; the Redis store's home keeps one too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Open,
     /// Stream lost, keep-alive running; `epoch` tells stale timers apart.
     Suspended {
         epoch: u64,
     },
-    /// Flushing the queue; the control close follows.
+    /// Flushing the queue; the control close follows (with Redis: the
+    /// store's close notice, once the stream has flushed).
     Closing(CloseReason),
     Closed,
 }

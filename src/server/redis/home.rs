@@ -22,20 +22,9 @@ use crate::server::app::{
     ChannelApp, CloseInfo, CloseReason, ConnectionEvent, RequestInfo, SendError,
 };
 use crate::server::channel::Inbox;
+use crate::server::channel::Phase;
 use crate::server::metrics::Counters;
 use crate::server::store::StoreFuture;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Open,
-    Suspended {
-        epoch: u64,
-    },
-    /// The application (or this instance) closed it; the store's close
-    /// notice follows once the stream has flushed.
-    Closing(CloseReason),
-    Closed,
-}
 
 pub(crate) struct Home {
     me: Weak<Home>,
