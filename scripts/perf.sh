@@ -4,7 +4,8 @@
 # report and the server's CPU time and resident memory beside it.
 # Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards|cluster ...]
 # (default: all). `cluster`: echo through haproxy to three `serve --redis`
-# instances next to one instance without Redis, then memory per idle
+# instances next to one instance without Redis, the issue's chaos run
+# through them (200 clients, 2,000/s, a drop every 200 ms), memory per idle
 # stream with Redis and Redis's own memory per channel (needs Debian's
 # redis-server and haproxy). `shards`: 40,000 clients as 4 bench shards against 4
 # serve processes (the open-file limit is 20,000 per process), merged.
@@ -143,6 +144,18 @@ fi
 if want cluster; then
   tmp=$(mktemp -d)
   rport=$((port + 50)); hport=$((port + 51))
+  # start_haproxy ADDR...: round-robin over ADDRs on $hport; sets HPID.
+  start_haproxy() {
+    hport=$((hport + 1))
+    { printf 'global\n  maxconn 8192\ndefaults\n  mode http\n  timeout connect 5s\n'
+      printf '  timeout client 60s\n  timeout server 60s\nfrontend channel\n  bind 127.0.0.1:%s\n' "$hport"
+      printf '  default_backend instances\nbackend instances\n  balance roundrobin\n'
+      for a in "$@"; do printf '  server %s %s\n' "s${a##*:}" "$a"; done; } >"$tmp/haproxy.cfg"
+    haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 &
+    HPID=$!
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break; sleep 0.1; done
+    URL="http://127.0.0.1:$hport/sse"
+  }
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
     --daemonize no >/dev/null &
   rpid=$!
@@ -150,27 +163,42 @@ if want cluster; then
   R="redis://127.0.0.1:$rport/0"
   SERVER_ARGS="--echo --keep-alive 30s (one instance, no Redis)"; start_server --echo --keep-alive 30s
   run_bench single received --clients 100 --duration 20s
-  kill "$PID"; wait "$PID" 2>/dev/null || true
-  ipids=(); backends=""
-  for i in 1 2 3; do
+  SERVER_ARGS="the same instance behind haproxy"; start_haproxy "127.0.0.1:$port"
+  run_bench single-haproxy received --clients 100 --duration 20s
+  kill "$HPID" "$PID"; wait "$HPID" "$PID" 2>/dev/null || true
+  ipids=(); addrs=()
+  for _ in 1 2 3; do
     start_server --echo --keep-alive 30s --redis "$R"
-    ipids+=("$PID"); backends+="  server s$i 127.0.0.1:$port"$'\n'
+    ipids+=("$PID"); addrs+=("127.0.0.1:$port")
   done
-  printf 'global\n  maxconn 8192\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend channel\n  bind 127.0.0.1:%s\n  default_backend instances\nbackend instances\n  balance roundrobin\n%s' \
-    "$hport" "$backends" >"$tmp/haproxy.cfg"
-  haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 &
-  hpid=$!
-  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break; sleep 0.1; done
-  PID=${ipids[0]}; URL="http://127.0.0.1:$hport/sse"
+  start_haproxy "${addrs[@]}"
+  PID=${ipids[0]}
   SERVER_ARGS="3 x --echo --redis, haproxy round-robin; cpu and rss of the first instance"
+  redis-cli -p "$rport" config resetstat >/dev/null
+  declare -A c0
+  for p in "$rpid" "$HPID" "${ipids[@]}"; do c0[$p]=$(cpu_ticks "$p"); done
   run_bench cluster received --clients 100 --duration 20s
-  python3 - <<'PY'
-import json
-s = json.load(open("/tmp/ssechan-perf-single.json")); c = json.load(open("/tmp/ssechan-perf-cluster.json"))
-rs, rc = s["received"] / s["duration_s"], c["received"] / c["duration_s"]
-print(f"   one instance {rs:,.0f} round trips/s, three with Redis through haproxy {rc:,.0f}/s: {rc / rs:.0%}")
+  cpus=""
+  for p in "$rpid" "$HPID" "${ipids[@]}"; do cpus+="$(cat "/proc/$p/comm")=$(( $(cpu_ticks "$p") - c0[$p] )) "; done
+  calls=$(redis-cli -p "$rport" info commandstats | awk -F'[:=,]' '/^cmdstat_(fcall|xread|xrange):/ {n += $3} END {print n}')
+  python3 - "$(getconf CLK_TCK)" "$calls" $cpus <<'PY'
+import json, sys
+hz, calls, cpus = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+r = {n: json.load(open(f"/tmp/ssechan-perf-{n}.json")) for n in ("single", "single-haproxy", "cluster")}
+s, h, c = (r[n]["received"] / r[n]["duration_s"] for n in ("single", "single-haproxy", "cluster"))
+n = r["cluster"]["received"] or 1
+print(f"   one instance {s:,.0f} round trips/s; behind haproxy {h:,.0f}/s ({h / s:.0%}); "
+      f"three with Redis through haproxy {c:,.0f}/s: {c / s:.0%}")
+per = {}
+for kv in cpus:
+    name, ticks = kv.rsplit("=", 1)
+    per[name] = per.get(name, 0) + int(ticks) / hz
+per["ssechan bench"] = r["cluster"]["bench_cpu_s"]
+print("   cpu per round trip: " + ", ".join(f"{k} {v / n * 1e6:.0f} µs" for k, v in per.items())
+      + f"; calls to Redis per round trip {calls / n:.2f}")
 PY
-  kill "$hpid" "${ipids[@]}"; wait "$hpid" "${ipids[@]}" 2>/dev/null || true
+  run_bench cluster-chaos received --clients 200 --rate 2000 --duration 20s --drop-every 200ms
+  kill "$HPID" "${ipids[@]}"; wait "$HPID" "${ipids[@]}" 2>/dev/null || true
   redis-cli -p "$rport" flushall >/dev/null
   echo "== idle streams with Redis: scripts/idle_memory.py $B 1000 --redis $R"
   python3 scripts/idle_memory.py "$SERVE" 1000 --redis "$R"
