@@ -358,6 +358,8 @@ impl RedisStore {
         header.memory_ms = config.closed_id_memory.as_millis() as u64;
         link.header = Arc::new(header);
         let lease = Duration::from_millis(link.header.lease_ms);
+        // Bounded by its senders: each home holds at most its outgoing
+        // queue's messages and bytes unapplied (a slow consumer past that).
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

@@ -79,6 +79,9 @@ pub(crate) struct Requests {
 impl Requests {
     /// Starts the batching tasks; they end with `stop`.
     pub(crate) fn start(link: Link, limits: Limits, stop: watch::Receiver<bool>) -> Self {
+        // Bounded by its senders: one per HTTP request or stream in
+        // progress, each given up after REQUEST_TIMEOUT (and not sent
+        // once its caller has gone).
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..IN_FLIGHT {
