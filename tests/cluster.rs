@@ -89,6 +89,11 @@ async fn posts_of_one_client_across_three_instances_arrive_in_order_once() {
         let v = event_of(&mut inst[0], "message", "c").await;
         assert_eq!(v["data"], format!("m{id}"), "message {id}");
     }
+    // Nothing after them: no message was delivered twice.
+    let home = inst.remove(0);
+    let (out, _) = stop(home).await;
+    let later: Vec<&String> = out.iter().filter(|l| l.contains("\"message\"")).collect();
+    assert!(later.is_empty(), "delivered again: {later:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
