@@ -668,3 +668,46 @@ async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     assert!(!got.to_ascii_lowercase().contains("connection: close"), "{got}");
 }
+
+/// Bytes a client sends on its stream while a write waits are discarded,
+/// and the write goes on: the events arrive whole. (The write used to be
+/// abandoned half-way, and the rest of its batch lost.)
+#[tokio::test]
+async fn bytes_from_the_client_during_a_stalled_write_lose_no_event() {
+    let mut server = server(ServerConfig::default()).await;
+    let mut tcp = stuck_stream(server.local_addr(), "chatty", false).await;
+    let conn = server.accept().await.unwrap();
+    let line = "q".repeat(8 * 1024);
+    let total = 100u64;
+    for _ in 0..total {
+        conn.send(&line).unwrap(); // 800 KB: far past both kernel buffers
+    }
+    let handle = server.handle();
+    let before = handle.stats().frames;
+    eventually("the writer stalls", || (handle.stats().frames > before).then_some(())).await;
+    let mut parser = ssechan::protocol::EventStreamParser::new();
+    let mut buf = [0u8; 4096];
+    let (mut head, mut last) = (true, 0u64);
+    while last < total {
+        // A byte now and then while the server waits to write.
+        tcp.write_all(b"x").await.unwrap();
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("data").unwrap();
+        assert!(n > 0, "closed after event {last}");
+        let mut chunk = &buf[..n];
+        if head {
+            let text = String::from_utf8_lossy(chunk);
+            let Some(end) = text.find("\r\n\r\n") else { continue };
+            chunk = &chunk[end + 4..];
+            head = false;
+        }
+        parser.feed(chunk);
+        while let Some(item) = parser.next_item().unwrap() {
+            if let ssechan::protocol::parser::Parsed::Event(e) = item {
+                let id: u64 = e.last_event_id.parse().expect("numeric id");
+                assert_eq!(id, last + 1, "an event lost or cut");
+                assert_eq!(e.data, format!("\"{line}\""), "event {id} whole");
+                last = id;
+            }
+        }
+    }
+}

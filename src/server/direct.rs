@@ -160,9 +160,13 @@ async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Dur
             let _ = tokio::time::timeout(FINAL_WRITE, final_write).await;
             break;
         }
-        tokio::select! {
-            r = wr.write_all_buf(&mut data) => if r.is_err() { return },
-            r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
+        // Bytes from the client while a write waits are discarded, and the
+        // write goes on where it was (write_all_buf keeps its place).
+        while data.has_remaining() {
+            tokio::select! {
+                r = wr.write_all_buf(&mut data) => if r.is_err() { return },
+                r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
+            }
         }
     }
     let _ = wr.shutdown().await;
