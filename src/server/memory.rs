@@ -223,6 +223,7 @@ struct Registry {
     sweep_armed: bool,
 }
 
+#[derive(Clone, Copy)]
 struct ClosedBounds {
     count: usize,
     bytes: usize,
@@ -268,20 +269,39 @@ impl Registry {
         if !current || !remember {
             return (0, inbound.buffered(), None);
         }
-        let weight = closed_weight(&conn.id, &inbound);
+        self.remember(&conn.id, inbound, now, memory, bounds)
+    }
+
+    /// Keeps the re-order state of a closed `id` for `memory`, forgetting
+    /// the oldest to stay within `bounds`.
+    fn remember(
+        &mut self,
+        id: &Arc<str>,
+        inbound: ReorderBuffer<String>,
+        now: Instant,
+        memory: Duration,
+        bounds: ClosedBounds,
+    ) -> (usize, usize, Option<Instant>) {
+        let weight = closed_weight(id, &inbound);
         let mut forgotten = 0;
         while self.closed_bytes + weight > bounds.bytes || self.closed.len() >= bounds.count {
-            let Some((_, old)) = self.closed_order.pop_front() else { break };
-            forgotten += self.forget(&old);
+            let Some((at, old)) = self.closed_order.pop_front() else { break };
+            forgotten += self.forget_if_from(&old, at);
         }
         if weight > bounds.bytes {
             return (forgotten, inbound.buffered(), None);
         }
-        if let Some((_, old)) = self.closed.insert(conn.id.clone(), (now, inbound)) {
-            self.closed_bytes -= closed_weight(&conn.id, &old);
+        if let Some((_, old)) = self.closed.insert(id.clone(), (now, inbound)) {
+            self.closed_bytes -= closed_weight(id, &old);
         }
         self.closed_bytes += weight;
-        self.closed_order.push_back((now, conn.id.clone()));
+        self.closed_order.push_back((now, id.clone()));
+        // An id that comes back leaves a stale entry behind: an id closing
+        // and returning in a loop must not grow the order without bound.
+        if self.closed_order.len() > 2 * self.closed.len() + 64 {
+            let closed = &self.closed;
+            self.closed_order.retain(|(at, id)| closed.get(id).is_some_and(|(t, _)| t == at));
+        }
         let arm = (!self.sweep_armed).then(|| {
             self.sweep_armed = true;
             now + memory
@@ -289,8 +309,13 @@ impl Registry {
         (forgotten, 0, arm)
     }
 
-    /// Forgets `id` if its entry is still there; returns the messages it held.
-    fn forget(&mut self, id: &Arc<str>) -> usize {
+    /// Forgets `id` if its entry is still the one remembered `at` (else the
+    /// id came back, and maybe closed again since); returns the messages it
+    /// held.
+    fn forget_if_from(&mut self, id: &Arc<str>, at: Instant) -> usize {
+        if !self.closed.get(id).is_some_and(|(t, _)| *t == at) {
+            return 0;
+        }
         match self.closed.remove(id) {
             Some((_, r)) => {
                 self.closed_bytes -= closed_weight(id, &r);
@@ -310,10 +335,7 @@ impl Registry {
                 return (forgotten, Some(at + memory));
             }
             self.closed_order.pop_front();
-            // A stale entry: the id came back (and maybe closed again since).
-            if self.closed.get(&id).is_some_and(|(t, _)| *t == at) {
-                forgotten += self.forget(&id);
-            }
+            forgotten += self.forget_if_from(&id, at);
         }
         self.sweep_armed = false;
         (forgotten, None)
@@ -860,5 +882,41 @@ impl MemoryStore {
         info!(client = %escape_controls(&conn.id), remote = %req.info.remote, first_message_id = first, "connected");
         permit.send(Connection::new(conn.clone()));
         Ok(self.stream(conn, generation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_closing_and_coming_back_in_a_loop_keeps_the_closed_ids_bounded() {
+        let mut reg = Registry::default();
+        let (memory, t0) = (Duration::from_secs(300), Instant::now());
+        let bounds = ClosedBounds { count: 10, bytes: 1 << 20 };
+        let id: Arc<str> = "loop".into();
+        let limits = crate::protocol::reorder::ReorderLimits::default();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_micros(i);
+            reg.remember(&id, ReorderBuffer::new(0, limits), now, memory, bounds);
+            assert!(reg.take_remembered(&id).is_some());
+        }
+        assert!(reg.closed_order.len() <= 2 * reg.closed.len() + 65, "{}", reg.closed_order.len());
+        // A stale entry does not evict a newer memory of its id.
+        let other: Arc<str> = "other".into();
+        let t1 = t0 + Duration::from_secs(1);
+        for k in 0..9u32 {
+            let n: Arc<str> = format!("n{k}").into();
+            reg.remember(&n, ReorderBuffer::new(0, limits), t1, memory, bounds);
+            if k == 0 {
+                reg.remember(&id, ReorderBuffer::new(0, limits), t1, memory, bounds);
+            }
+        }
+        reg.remember(&other, ReorderBuffer::new(0, limits), t1, memory, bounds);
+        assert_eq!(reg.closed.len(), 10);
+        assert!(reg.closed.contains_key(&id), "a stale entry evicted a newer memory");
+        assert!(!reg.closed.contains_key("n0"), "the oldest real entry goes first");
+        assert_eq!(reg.sweep(t1 + memory, memory).1, None);
+        assert!(reg.closed.is_empty() && reg.closed_order.is_empty());
     }
 }
