@@ -319,7 +319,8 @@ async fn shutdown_closes_every_stream_with_control() {
     let _cb = server.accept().await.unwrap();
     let started = std::time::Instant::now();
     server.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // The streams flush at once: shutdown does not wait out its 1.5 s grace.
+    assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
     for s in [&mut a, &mut b] {
         let events = s.until_end().await;
         assert_eq!(events.last().map(|e| e.event.as_str()), Some("control"));

@@ -184,9 +184,6 @@ impl Shared {
         if dropped > 0 {
             warn!(client = %escape_controls(&conn.id), messages = dropped, "acknowledged out-of-order messages dropped with their connection");
         }
-        if self.shutting_down.load(Ordering::SeqCst) {
-            self.closed_one.notify_waiters();
-        }
     }
 
     fn sweep_closed(&self) {
@@ -406,6 +403,12 @@ impl Conn {
         }
         if fx.closed {
             self.closed.notify_waiters();
+            // A shutdown waits for every channel's end, not for its grace.
+            if let Some(s) = self.store.upgrade()
+                && s.shutting_down.load(Ordering::SeqCst)
+            {
+                s.closed_one.notify_waiters();
+            }
         }
         // Counters are the Conn's own Arc: the hot paths (a send, a batch)
         // touch no shared reference count.
