@@ -304,6 +304,50 @@ async fn a_store_outage_under_load_answers_503_loses_nothing_and_recovers() {
     assert!(started.elapsed() > Duration::from_secs(3));
 }
 
+/// During an outage, what an instance owes the store (attaches to undo,
+/// streams that ended) waits in a bounded number of retries: past
+/// --max-connections it is dropped with a warning, and the instance still
+/// recovers when Redis is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_owed_to_an_absent_store_is_bounded() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 1, &["--echo", "--max-connections", "4"]).await;
+    let mut s = inst.remove(0);
+    // Joined: a stream opens.
+    let _joined = eventually_open(&s.url, "joined").await;
+    redis.pause();
+    let client = http();
+    for i in 0..5 {
+        let url = format!("{}?{}", s.url, channel_query(&format!("away{i}"), None));
+        let r = client.get(url).header("accept", "text/event-stream").send().await.expect("get");
+        assert_eq!(r.status(), 503, "GET {i} while Redis is away");
+    }
+    s.err_line_with("requests already wait for the store; this one is dropped").await;
+    redis.resume();
+    let mut back = eventually_open(&s.url, "back").await;
+    assert_eq!(post(&client, &s.url, "back", 0, "again").await, 200);
+    assert_eq!(back.next_msg().await.data, "again");
+}
+
+/// Opens a stream, retrying while the instance answers 503 (reconnecting).
+async fn eventually_open(url: &str, who: &str) -> Stream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = http()
+            .get(format!("{url}?{}", channel_query(who, None)))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("get");
+        if r.status() == 200 {
+            return Stream::new(r);
+        }
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "the instance did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_through_haproxy_with_drops_loses_nothing() {
     let redis = RedisServer::start();

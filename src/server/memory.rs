@@ -310,7 +310,7 @@ impl Registry {
     /// id came back, and maybe closed again since); returns the messages it
     /// held.
     fn forget_if_from(&mut self, id: &Arc<str>, at: Instant) -> usize {
-        if !self.closed.get(id).is_some_and(|(t, _)| *t == at) {
+        if self.closed.get(id).is_none_or(|(t, _)| *t != at) {
             return 0;
         }
         match self.closed.remove(id) {

@@ -41,7 +41,7 @@
 local call, P, ME, LEASE, MEM, INST, LIVE
 -- Per call: Redis time, instances known, notices to write (by instance:
 -- a list of notices, each a list of fields), the last notice of each.
-local NOW, registered, lastseen, outbox, last_notice
+local NOW, lastseen, outbox, last_notice
 -- Bounds a batch's requests share (see ops.batch).
 local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE
 
@@ -631,7 +631,7 @@ end
 redis.register_function('__LIBRARY__', function(_, A)
   call, P, ME, LEASE, MEM = redis.call, A[1], A[3], tonumber(A[4]), tonumber(A[5])
   INST, LIVE = P .. 'inst', P .. 'live'
-  NOW, registered, lastseen, outbox, last_notice = nil, {}, {}, {}, {}
+  NOW, lastseen, outbox, last_notice = nil, {}, {}, {}
   local op = ops[A[2]]
   if not op or ARITY[A[2]] then
     return redis.error_reply('ssechan: unknown operation ' .. tostring(A[2]))

@@ -209,8 +209,14 @@ impl Held {
             }
             let mut cmd = redis::cmd("XRANGE");
             cmd.arg(&key).arg(format!("0-{at}")).arg(format!("0-{to}")).arg("COUNT").arg(FILL_PAGE);
-            let events = match store.link.command(&cmd).await {
-                Ok(v) => notice::stored_events(&v).unwrap_or_default(),
+            // A reply not understood is retried, not taken for lost events.
+            let events = match store.link.command(&cmd).await.map(|v| notice::stored_events(&v)) {
+                Ok(Some(events)) => events,
+                Ok(None) => {
+                    warn!(client = %escape_controls(&self.cid), "events read from the store not understood; retrying");
+                    tokio::time::sleep(retry.wait()).await;
+                    continue;
+                }
                 Err(e) => {
                     debug!(client = %escape_controls(&self.cid), "reading events from the store: {e}; retrying");
                     tokio::time::sleep(retry.wait()).await;

@@ -33,7 +33,7 @@ mod ops;
 mod requests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -181,11 +181,6 @@ impl Redis {
     pub fn url(&self) -> &str {
         &self.shown
     }
-
-    /// The store's round trips so far, for metrics.
-    pub fn metrics(&self) -> Arc<RedisMetrics> {
-        self.link.metrics.clone()
-    }
 }
 
 /// Round trips to Redis: how many, how long, how many failed.
@@ -325,6 +320,9 @@ pub(crate) struct Shared {
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
     tokens: AtomicU64,
+    /// Requests being retried until the store takes them (bounded by
+    /// --max-connections: each is the end of a stream or an attach).
+    owed: AtomicUsize,
     cursors: Mutex<Vec<Arc<Held>>>,
     taken: Mutex<Vec<Arc<Home>>>,
     /// Events found missing by streams: client id, serial, first, last.
@@ -379,6 +377,7 @@ impl RedisStore {
             stats,
             shutting_down: AtomicBool::new(false),
             tokens: AtomicU64::new(1),
+            owed: AtomicUsize::new(0),
             cursors: Mutex::default(),
             taken: Mutex::default(),
             lost: Mutex::default(),
@@ -476,32 +475,49 @@ impl Shared {
     }
 
     /// Sends `request` until the store takes it (or the store stops).
-    fn retry_until_done(&self, what: &'static str, request: impl Fn() -> Request + Send + 'static) {
-        let (requests, mut stop) = (self.requests.clone(), self.stop.subscribe());
+    fn retry_until_done(
+        self: &Arc<Self>,
+        what: &'static str,
+        request: impl Fn() -> Request + Send + 'static,
+    ) {
+        let limit = self.limits().max_connections;
+        if self.owed.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.owed.fetch_sub(1, Ordering::SeqCst);
+            warn!(
+                "{what}: {limit} requests already wait for the store; this one is dropped (the instance's lease settles its channels when it leaves)"
+            );
+            return;
+        }
+        let (me, mut stop) = (self.clone(), self.stop.subscribe());
         tokio::spawn(async move {
-            let mut retry = Retry::new(Duration::from_secs(1));
-            loop {
-                match requests.call(request()).await {
-                    Ok(_) => return,
-                    Err(e) => debug!("{what}: {e}; retrying"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(retry.wait()) => {}
-                    _ = stop.changed() => return,
-                }
-            }
+            me.retry(what, request, &mut stop).await;
+            me.owed.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
-    pub(crate) fn tell_ended(&self, e: Ended) {
+    async fn retry(
+        &self,
+        what: &'static str,
+        request: impl Fn() -> Request,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let mut retry = Retry::new(Duration::from_secs(1));
+        loop {
+            match self.requests.call(request()).await {
+                Ok(_) => return,
+                Err(e) => debug!("{what}: {e}; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry.wait()) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    pub(crate) fn tell_ended(self: &Arc<Self>, e: Ended) {
         let e = Arc::new(e);
         self.retry_until_done("telling the store a stream ended", move || {
-            Request::Ended(Ended {
-                cid: e.cid.clone(),
-                tok: e.tok.clone(),
-                home: e.home.clone(),
-                ..*e
-            })
+            Request::Ended((*e).clone())
         });
     }
 
@@ -526,6 +542,14 @@ impl Shared {
             h.notice(n);
         } else if let Some((_, buffered)) = homes.pending.get_mut(cid) {
             buffered.push(n);
+        } else if let Notice::Messages { messages, .. } = &n {
+            // The store still gave this instance messages of a channel it
+            // has ended here (a shutdown, or a home that stopped answering).
+            warn!(
+                client = %escape_controls(cid),
+                count = messages.len(),
+                "messages for a channel no longer open here: dropped"
+            );
         }
     }
 
@@ -1009,7 +1033,8 @@ impl RedisStore {
         // May a new channel be made here? Decided before asking, used only
         // if the store has none live for this id.
         let limits = s.limits();
-        let room = s.live_homes().len() < limits.max_clients;
+        // Closed homes leave `by_ser` (home_closed): no need to visit each.
+        let room = lock(&s.homes).by_ser.len() < limits.max_clients;
         let permit = room
             .then(|| lock(&s.accept).as_ref().map(|tx| tx.clone().try_reserve_owned()))
             .flatten();

@@ -11,7 +11,6 @@ use redis::{Cmd, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::link::{Link, REQUEST_TIMEOUT, StoreError};
-use super::notice;
 use crate::server::config::Limits;
 
 /// Requests per call at most, and bytes of messages.
@@ -146,10 +145,10 @@ async fn run(
             })
             .await;
         match reply {
-            Ok(v) => match notice::array(&v) {
-                Some(replies) if replies.len() == batch.len() => {
+            Ok(v) => match v {
+                Value::Array(replies) | Value::Set(replies) if replies.len() == batch.len() => {
                     for (w, r) in batch.into_iter().zip(replies) {
-                        let _ = w.reply.send(Ok(r.clone()));
+                        let _ = w.reply.send(Ok(r));
                     }
                 }
                 _ => {
