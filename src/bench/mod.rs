@@ -626,8 +626,12 @@ fn set_ids(r: &mut Report, ids: &ids::IdTracker) {
 
 /// Keeps `e` unless it is already there or enough are.
 pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
-    if samples.len() < ERROR_SAMPLES && !samples.contains(&e) {
-        samples.push(e);
+    if samples.len() < ERROR_SAMPLES {
+        // Samples quote servers' error pages, and end up on a terminal.
+        let e = crate::client::escape_controls(&e).into_owned();
+        if !samples.contains(&e) {
+            samples.push(e);
+        }
     }
 }
 
@@ -759,6 +763,15 @@ impl EmbeddedServer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn error_samples_escape_what_a_terminal_would_obey() {
+        let mut samples = Vec::new();
+        push_sample(&mut samples, "500 \u{1b}]0;owned\u{7}\u{1b}[2J".into());
+        push_sample(&mut samples, "500 \u{1b}]0;owned\u{7}\u{1b}[2J".into());
+        assert_eq!(samples, ["500 ^[]0;owned^G^[[2J"]);
+    }
+
     use super::*;
 
     fn budget(clients: u64, embedded: bool, listen: bool) -> FileBudget {

@@ -142,21 +142,20 @@ async fn one(
     let mut ids = IdTracker::default();
     let (mut events, mut first, mut last) = (0u64, None::<u64>, 0u64);
     let mut quiet_since = Instant::now();
-    let outcome = loop {
+    let outcome = 'read: loop {
         let next = poll_fn(|cx| {
             if let Some(c) = &mut conn
                 && Pin::new(c).poll(cx).is_ready()
             {
                 conn = None;
             }
-            Pin::new(&mut body).poll_frame(cx).map(Some)
+            Pin::new(&mut body).poll_frame(cx)
         });
         // Silent for --drain (before the first event too): failed.
         let limit = quiet_since + plan.drain;
         let limit = deadline.map_or(limit, |d| d.min(limit));
         let frame = match tokio::time::timeout_at(limit, next).await {
-            Ok(Some(f)) => f,
-            Ok(None) => continue,
+            Ok(f) => f,
             Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => break Outcome::Cut,
             Err(_) => {
                 break Outcome::Failed(format!(
@@ -192,7 +191,8 @@ async fn one(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(e) => return Outcome::Failed(format!("event stream: {e}")),
+                // What this request received so far still counts.
+                Err(e) => break 'read Outcome::Failed(format!("event stream: {e}")),
             }
         }
         if new > 0 {

@@ -23,8 +23,6 @@ const MAX_READS: usize = 4096;
 const MAX_EVENT: usize = 4 << 20;
 /// Control events remembered per run (a server could send them forever).
 const MAX_CONTROLS: usize = 64;
-/// Bytes of an error body kept for a reason.
-const REASON_MAX: usize = 512;
 
 /// Which HTTP versions a client may speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +44,13 @@ pub enum Flavour {
 pub fn client(opts: &Options, flavour: Flavour) -> reqwest::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .default_headers(opts.headers.clone())
+        // `-H` headers (tokens) must not follow a redirect to another
+        // origin, which reqwest would allow for any but a few it knows.
+        .redirect(reqwest::redirect::Policy::custom(|a| {
+            let same = a.previous().first().is_some_and(|p| p.origin() == a.url().origin());
+            if same && a.previous().len() < 10 { a.follow() } else { a.stop() }
+        }))
+        .referer(false)
         .connect_timeout(opts.timeout)
         .user_agent(concat!("ssechan-check/", env!("CARGO_PKG_VERSION")))
         .danger_accept_invalid_certs(opts.insecure);
@@ -197,17 +202,9 @@ impl Stream {
     }
 
     /// The first line of the body (bounded), for an error answer.
-    pub async fn reason(mut self) -> String {
-        let mut buf = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while buf.len() < REASON_MAX {
-            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
-                Ok(Ok(Some(c))) => buf.extend_from_slice(&c[..c.len().min(REASON_MAX - buf.len())]),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&buf);
-        crate::client::escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
+    pub async fn reason(self) -> String {
+        let line = crate::client::first_line(self.resp);
+        tokio::time::timeout(Duration::from_secs(2), line).await.unwrap_or_default()
     }
 
     /// The next item and when the read that completed it arrived; `None`
@@ -416,10 +413,7 @@ pub async fn post(
         let resp = req.send().await.map_err(|e| describe(&e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(REASON_MAX)]).into_owned();
-        let reason =
-            crate::client::escape_controls(text.lines().next().unwrap_or("").trim()).into_owned();
+        let reason = crate::client::first_line(resp).await;
         Ok(Posted { status, headers, reason })
     };
     match tokio::time::timeout(opts.timeout, answer).await {

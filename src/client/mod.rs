@@ -546,7 +546,7 @@ const REASON_MAX: usize = 1024;
 /// The first line of a response body, for a reason: at most [`REASON_MAX`]
 /// bytes are read, so a huge or endless error body cannot grow memory, and
 /// control characters are escaped, since the text ends up on a terminal.
-async fn first_line(mut resp: reqwest::Response) -> String {
+pub(crate) async fn first_line(mut resp: reqwest::Response) -> String {
     let mut buf = Vec::new();
     while buf.len() < REASON_MAX {
         match resp.chunk().await {
