@@ -664,6 +664,37 @@ pub struct GenerateArgs {
     pub man: PathBuf,
 }
 
+/// Longest `--data` read from a file or stdin.
+const MAX_DATA: u64 = 16 << 20;
+
+/// `--data`: the text itself, `@FILE`, or `@-` for stdin (bounded).
+pub(crate) fn request_body(data: &str) -> anyhow::Result<bytes::Bytes> {
+    use std::io::Read as _;
+    let Some(source) = data.strip_prefix('@') else {
+        return Ok(bytes::Bytes::copy_from_slice(data.as_bytes()));
+    };
+    let mut body = Vec::new();
+    let read = if source == "-" {
+        std::io::stdin().lock().take(MAX_DATA + 1).read_to_end(&mut body)
+    } else {
+        std::fs::File::open(source).and_then(|f| f.take(MAX_DATA + 1).read_to_end(&mut body))
+    };
+    let what = if source == "-" { "stdin".to_owned() } else { source.to_owned() };
+    read.map_err(|e| crate::UsageError(format!("cannot read --data @{source}: {e}")))?;
+    if body.len() as u64 > MAX_DATA {
+        return Err(
+            crate::UsageError(format!("--data from {what} is over {MAX_DATA} bytes")).into()
+        );
+    }
+    Ok(body.into())
+}
+
+/// `-X`: a method name, any case.
+pub(crate) fn http_method(m: &str) -> Result<http::Method, crate::UsageError> {
+    http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+        .map_err(|_| crate::UsageError(format!("-X {m:?} is not an HTTP method")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

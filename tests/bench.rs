@@ -1644,3 +1644,14 @@ async fn scenario_replays_what_connect_recorded() {
     assert_eq!((sc["sends"].as_u64(), sc["steps"].as_u64()), (Some(3), Some(3)), "{v}");
     assert_eq!((sc["matched"].as_u64(), u(&v, "received")), (Some(5), 15), "{v}");
 }
+
+#[tokio::test]
+async fn a_data_file_past_16_mib_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; (16 << 20) + 1]).unwrap();
+    let data = format!("@{}", big.display());
+    let r = bench(&["--mode", "listen", "--raw", "--data", &data, "http://127.0.0.1:9/sse"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is over 16777216 bytes"), "{}", r.stderr);
+}

@@ -270,25 +270,14 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
 /// `-X`, `--data` (`@FILE`, `@-` for stdin, or the text itself).
 fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
     let body = match a.data.as_deref() {
-        None => Vec::new(),
-        Some("@-") => {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
-                .context("cannot read --data @- from stdin")?;
-            v
-        }
-        Some(d) => match d.strip_prefix('@') {
-            Some(path) => std::fs::read(path)
-                .map_err(|e| usage(format!("--data @{path}: cannot read it: {e}")))?,
-            None => d.as_bytes().to_vec(),
-        },
+        None => bytes::Bytes::new(),
+        Some(d) => crate::cli::request_body(d)?,
     };
     let method = match &a.method {
-        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| usage(format!("-X {m:?} is not an HTTP method")))?,
+        Some(m) => crate::cli::http_method(m)?,
         None => http::Method::POST,
     };
-    Ok(request::RequestSpec { method, body: body.into(), per_client: a.streams })
+    Ok(request::RequestSpec { method, body, per_client: a.streams })
 }
 
 /// Runs the workload; `None` when the target cannot be reached (already

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use bytes::Bytes;
 use tracing::warn;
 
 use crate::UsageError;
@@ -71,29 +70,6 @@ pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Longest `--data` read from a file or stdin.
-const MAX_DATA: u64 = 16 << 20;
-
-/// `--data`: the text itself, `@FILE`, or `@-` for stdin (bounded).
-fn request_body(data: &str) -> anyhow::Result<Bytes> {
-    use std::io::Read as _;
-    let Some(source) = data.strip_prefix('@') else {
-        return Ok(Bytes::copy_from_slice(data.as_bytes()));
-    };
-    let mut body = Vec::new();
-    let read = if source == "-" {
-        std::io::stdin().lock().take(MAX_DATA + 1).read_to_end(&mut body)
-    } else {
-        std::fs::File::open(source).and_then(|f| f.take(MAX_DATA + 1).read_to_end(&mut body))
-    };
-    let what = if source == "-" { "stdin".to_owned() } else { source.to_owned() };
-    read.map_err(|e| UsageError(format!("cannot read --data @{source}: {e}")))?;
-    if body.len() as u64 > MAX_DATA {
-        return Err(UsageError(format!("--data from {what} is over {MAX_DATA} bytes")).into());
-    }
-    Ok(body.into())
-}
-
 /// The client settings the flags describe; bad input is a usage error.
 fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     let usage = |e: ClientError| anyhow::Error::new(UsageError(e.to_string()));
@@ -139,11 +115,10 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
         config.ca_certs = load_ca_certs(path).map_err(usage)?;
     }
     if let Some(data) = &args.data {
-        config.body = Some(request_body(data)?);
+        config.body = Some(crate::cli::request_body(data)?);
     }
     config.method = match &args.method {
-        Some(m) => http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| UsageError(format!("-X {m:?} is not an HTTP method")))?,
+        Some(m) => crate::cli::http_method(m)?,
         None if config.body.is_some() => http::Method::POST,
         None => http::Method::GET,
     };
