@@ -45,12 +45,6 @@ impl ConnectError {
     pub fn is_no_content(&self) -> bool {
         matches!(self, ConnectError::Refused(Refusal::NoContent))
     }
-
-    /// True when the target refused the TCP connection.
-    pub fn is_refused(&self) -> bool {
-        matches!(self, ConnectError::Tcp { source, .. }
-            if source.kind() == std::io::ErrorKind::ConnectionRefused)
-    }
 }
 
 /// Why the command line's URL or headers cannot be used.

@@ -24,7 +24,6 @@ use crate::reader::{Next, Reader, RetryPolicy};
 #[derive(Debug, Default)]
 pub struct StreamResult {
     pub connected: bool,
-    pub refused: bool,
     pub events: u64,
     /// The stream's id sequence: gaps, disorder, restarts, its form.
     pub ids: IdTracker,
@@ -75,7 +74,6 @@ pub async fn run(
     let mut stream = match first {
         Ok(s) => Some(s),
         Err(e) => {
-            r.refused = e.is_refused();
             r.error = Some(format!("connect: {e}"));
             return r;
         }

@@ -47,8 +47,7 @@ pub struct RequestsResult {
     pub ids: IdTracker,
     /// Events per second of each stream with two events or more.
     pub rates: Vec<f64>,
-    /// Clock µs of the first and the last event.
-    pub first_event_us: Option<u64>,
+    /// Clock µs of the last event.
     pub last_event_us: u64,
     pub error: Option<String>,
 }
@@ -206,7 +205,6 @@ async fn one(
     }
     r.events += events;
     if let Some(f) = first {
-        r.first_event_us = Some(r.first_event_us.map_or(f, |x| x.min(f)));
         r.last_event_us = r.last_event_us.max(last);
         let span = last.saturating_sub(f) as f64 / 1e6;
         if events > 1 && span > 0.0 {

@@ -37,10 +37,6 @@ impl Clock {
     pub fn instant_at(&self, us: u64) -> Instant {
         self.base + Duration::from_micros(us)
     }
-
-    pub fn us_of(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.base).as_micros() as u64
-    }
 }
 
 impl Default for Clock {

@@ -64,8 +64,6 @@ pub const NO_ECHO: &str = "the server does not echo: start it with `ssechan serv
 #[derive(Debug, Default, Clone)]
 pub struct ClientResult {
     pub connected: bool,
-    /// Connecting at start failed because the target refused it.
-    pub refused: bool,
     pub sent: u64,
     pub received: u64,
     pub lost: u64,
@@ -130,7 +128,6 @@ pub async fn run(
     let (stream, post) = match opened {
         Ok(x) => x,
         Err(e) => {
-            result.refused = e.is_refused();
             result.error = Some(format!("connect: {e}"));
             // Still take part in the start so that the count adds up.
             let _ = start.wait_for(Option::is_some).await;

@@ -97,7 +97,7 @@ impl ExecSpec {
         set("SSECHAN_REMOTE_ADDR", req.remote.to_string());
         set("REMOTE_ADDR", req.remote.ip().to_string());
         set("REMOTE_PORT", req.remote.port().to_string());
-        let name = req.host.as_deref().map(host_name).unwrap_or_default();
+        let name = req.host.as_deref().map(crate::server::policy::host_name).unwrap_or_default();
         let name = if name.is_empty() { self.server.ip().to_string() } else { name.to_owned() };
         set("SERVER_NAME", name);
         set("SERVER_PORT", self.server.port().to_string());
@@ -111,14 +111,6 @@ impl ExecSpec {
         }
         env
     }
-}
-
-/// The host part of a `Host` value: no port, no IPv6 brackets.
-fn host_name(host: &str) -> &str {
-    if let Some(v6) = host.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or("");
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 /// Finds `program` as `execvp` would: as a path when it has a `/`, else in
@@ -304,6 +296,8 @@ pub(super) async fn run(
     tokio::pin!(exited);
     let stopping = shutdown.wait_for(|s| *s);
     tokio::pin!(stopping);
+    let client_gone = handle.closed();
+    tokio::pin!(client_gone);
     let end = 'conversation: loop {
         let ev = tokio::select! {
             biased;
@@ -335,7 +329,7 @@ pub(super) async fn run(
                 lost += 1;
             },
             _ = &mut stopping => { lost += 1; break 'conversation End::Shutdown }
-            _ = handle.closed() => { lost += 1; break 'conversation End::ClientGone }
+            _ = &mut client_gone => { lost += 1; break 'conversation End::ClientGone }
             how = &mut exited => {
                 info!(client = %id, "process exited ({how})");
                 lost += 1;
@@ -485,9 +479,9 @@ mod tests {
 
     #[test]
     fn server_name_without_port_or_brackets_else_the_listen_address() {
-        assert_eq!(host_name("example.test:9000"), "example.test");
-        assert_eq!(host_name("example.test"), "example.test");
-        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(crate::server::policy::host_name("example.test:9000"), "example.test");
+        assert_eq!(crate::server::policy::host_name("example.test"), "example.test");
+        assert_eq!(crate::server::policy::host_name("[::1]:8080"), "::1");
         let name = |h| {
             spec()
                 .environment("a", &request(h))

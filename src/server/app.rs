@@ -95,20 +95,7 @@ pub struct RequestInfo {
     pub user_agent: Option<String>,
 }
 
-impl RequestInfo {
-    /// A request known only by its peer (library callers, tests).
-    pub fn from_remote(remote: SocketAddr) -> Self {
-        Self {
-            remote,
-            local: remote,
-            host: None,
-            path: String::new(),
-            query: None,
-            origin: None,
-            user_agent: None,
-        }
-    }
-}
+impl RequestInfo {}
 
 /// The application side of one channel, as a store provides it.
 pub(crate) trait ChannelApp: Send + Sync {

@@ -19,7 +19,6 @@ use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
-use super::config::Limits;
 use super::deadlines::Deadlines;
 use super::metrics::Counters;
 use super::store::{
@@ -35,7 +34,6 @@ const CLOSED_ENTRY_OVERHEAD: usize = 128;
 #[derive(Debug, Clone)]
 pub(crate) struct MemoryConfig {
     pub settings: Settings,
-    pub limits: Limits,
     /// How long the next expected messageId of a closed id is kept.
     pub closed_id_memory: Duration,
     /// How long a POST waits for room before it is refused.
@@ -160,7 +158,7 @@ impl Shared {
 
     /// Removes a closing channel and remembers its re-order state.
     fn retire(&self, conn: &Conn, inbound: ReorderBuffer<String>) {
-        let limits = self.config.limits;
+        let limits = self.config.settings.limits;
         let remember = !self.config.closed_id_memory.is_zero();
         let mut reg = self.lock_registry();
         let (forgotten, dropped, arm) = reg.retire(
@@ -575,7 +573,6 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 struct MemoryStream {
     conn: Arc<Conn>,
     generation: u64,
-    stats: Arc<Counters>,
 }
 
 impl StreamSource for MemoryStream {
@@ -588,9 +585,9 @@ impl StreamSource for MemoryStream {
                 return Poll::Pending;
             }
             Batch::Data(bytes, events) => {
-                Counters::add(&self.stats.frames, 1);
-                Counters::add(&self.stats.events, events);
-                Counters::add(&self.stats.bytes_out, bytes.len() as u64);
+                Counters::add(&self.conn.stats.frames, 1);
+                Counters::add(&self.conn.stats.events, events);
+                Counters::add(&self.conn.stats.bytes_out, bytes.len() as u64);
                 StreamItem::Data(bytes)
             }
             Batch::Final => StreamItem::Final,
@@ -681,7 +678,7 @@ impl MemoryStore {
         req: &StreamRequest,
     ) -> Result<(Arc<Conn>, u64, tokio::sync::mpsc::OwnedPermit<Connection>), Refusal> {
         let s = &self.shared;
-        let limits = s.config.limits;
+        let limits = s.config.settings.limits;
         if reg.live.len() >= limits.max_clients {
             return Err(Refusal::unavailable(format!(
                 "too many clients (limit {})",
@@ -725,7 +722,7 @@ impl MemoryStore {
     }
 
     fn stream(&self, conn: Arc<Conn>, generation: u64) -> Box<dyn StreamSource> {
-        Box::new(MemoryStream { conn, generation, stats: self.shared.stats.clone() })
+        Box::new(MemoryStream { conn, generation })
     }
 }
 
@@ -747,7 +744,7 @@ impl ChannelStore for MemoryStore {
             let s = &self.shared;
             let conn = s.lock_registry().get(client_id);
             let Some(conn) = conn else { return Err(Refusal::unknown_client(client_id)) };
-            let total = s.config.limits.incoming_total;
+            let total = s.config.settings.limits.incoming_total;
             if s.stats.held.load(Ordering::Relaxed) + bytes > total {
                 return Err(Refusal::unavailable(format!(
                     "server busy: incoming messages held reached the limit of {total} bytes"

@@ -22,7 +22,7 @@ mod direct;
 mod http;
 mod memory;
 mod metrics;
-mod policy;
+pub(crate) mod policy;
 pub mod redis;
 mod store;
 mod stream;
@@ -139,7 +139,6 @@ impl Server {
             None => Box::new(MemoryStore::new(
                 MemoryConfig {
                     settings,
-                    limits,
                     closed_id_memory: config.closed_id_memory,
                     post_wait: config.request_timeout,
                 },

@@ -82,7 +82,7 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// The host part of `host[:port]` or `[v6]:port`.
-fn host_name(host: &str) -> &str {
+pub(crate) fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
