@@ -507,3 +507,21 @@ async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis(
     assert!(m("ssechan_redis_round_trip_seconds_count") > trips);
     assert_eq!(m("ssechan_refusals_total{status=\"503\"}"), 1.0);
 }
+
+/// An instance that stops (SIGTERM) closes every channel it had, and
+/// leaves the store: nothing of it is left for the others to reap.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_stops_leaves_nothing_behind() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 2, &["--echo"]).await;
+    let a = inst.remove(0);
+    // More channels than one batch of the leave script (256), for what
+    // the closes leave to it.
+    let ids: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+    let streams = join_all(ids.iter().map(|id| open(&a.url, id, None))).await;
+    assert!(redis.command(&["SCARD", "ssechan:live"]).starts_with(":300"));
+    let _ = stop(a).await;
+    drop(streams);
+    assert_eq!(redis.command(&["SCARD", "ssechan:live"]), ":0\r\n");
+    assert_eq!(redis.command(&["HLEN", "ssechan:inst"]), ":1\r\n", "only the other instance");
+}

@@ -592,11 +592,12 @@ ops['beat'] = function(A)
 end
 
 -- An instance leaves (shutdown): what is left of its channels goes as if
--- it had died, and it is forgotten.
+-- it had died, a batch at a time, and then it is forgotten. Replies how
+-- many channels this call handled.
 ops['leave'] = function(A)
-  local batch = tonumber(A[6])
-  while reap(ME, batch) > 0 do end
-  return 1
+  -- One batch per call (the caller repeats until 0): a script blocks
+  -- every other client of Redis while it runs.
+  return reap(ME, tonumber(A[6]))
 end
 
 -- A broadcast: every instance gives it to the channels homed there.

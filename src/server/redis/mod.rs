@@ -1000,10 +1000,19 @@ impl ChannelStore for RedisStore {
                     undelivered: 0,
                 });
             }
-            let left = s.link.call_within(REQUEST_TIMEOUT, "leave", |inv| {
-                inv.arg(REAP_BATCH);
-            });
-            if let Err(e) = left.await {
+            // A batch per call, all within the time one call may take.
+            let left = async {
+                loop {
+                    let n = s.link.call("leave", |inv| {
+                        inv.arg(REAP_BATCH);
+                    });
+                    if matches!(n.await?, Value::Int(0)) {
+                        return Ok::<_, StoreError>(());
+                    }
+                }
+            };
+            let left = tokio::time::timeout(REQUEST_TIMEOUT, left).await;
+            if let Err(e) = left.map_err(|_| StoreError::Timeout(REQUEST_TIMEOUT)).and_then(|r| r) {
                 warn!(
                     "could not leave the store cleanly ({e}): the others will close what is left after the lease"
                 );
