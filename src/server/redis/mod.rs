@@ -676,6 +676,7 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         retry.reset();
         conn = Some(c);
+        let mut read_in = false;
         for (key, entries) in streams {
             for (id, fields) in entries {
                 if key == in_key {
@@ -686,6 +687,7 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         }
                     }
                     last_in = id;
+                    read_in = true;
                 } else if key == b_key {
                     if let Some(b) = Broadcast::parse(&fields) {
                         if let Some(prev) = last_seq
@@ -705,7 +707,10 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        *lock(&s.read_through) = notice::next_id(&last_in);
+        // Only news is worth a trim: an idle instance makes no report.
+        if read_in {
+            *lock(&s.read_through) = notice::next_id(&last_in);
+        }
     }
 }
 
