@@ -48,9 +48,9 @@ local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE
 -- Messages carried by one notice at most (unpack's stack is bounded).
 local CHUNK = 1000
 -- What holding an out-of-order message costs besides its bytes (reorder.rs).
-local ENTRY_OVERHEAD = 64
+local ENTRY_OVERHEAD = __ENTRY_OVERHEAD__
 -- What keeping an event for replay costs besides its bytes (channel.rs).
-local REPLAY_OVERHEAD = 48
+local REPLAY_OVERHEAD = __REPLAY_OVERHEAD__
 
 local function num(v) return tonumber(v) or 0 end
 local function str(x) return string.format('%d', x) end

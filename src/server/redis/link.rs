@@ -17,12 +17,16 @@ const LIBRARY: &str = include_str!("channels.lua");
 
 /// The library as loaded, and the name of its one function.
 fn library() -> (String, String) {
+    // The weights the memory store counts, so that both bound alike.
+    let text = LIBRARY
+        .replace("__ENTRY_OVERHEAD__", &crate::protocol::reorder::ENTRY_OVERHEAD.to_string())
+        .replace("__REPLAY_OVERHEAD__", &crate::server::channel::REPLAY_OVERHEAD.to_string());
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = LIBRARY
+    let hash = text
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     let name = format!("ssechan_{hash:016x}");
-    (LIBRARY.replace("__LIBRARY__", &name), name)
+    (text.replace("__LIBRARY__", &name), name)
 }
 
 /// How long a request waits for Redis before its caller gives up (a POST
