@@ -525,3 +525,34 @@ async fn an_instance_that_stops_leaves_nothing_behind() {
     assert_eq!(redis.command(&["SCARD", "ssechan:live"]), ":0\r\n");
     assert_eq!(redis.command(&["HLEN", "ssechan:inst"]), ":1\r\n", "only the other instance");
 }
+
+/// A resume on another instance from before what the store still keeps
+/// (`--replay`): the events it has, and a gap told to the home's
+/// application, as on one instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_older_than_the_kept_events_is_a_gap_across_instances() {
+    let redis = RedisServer::start();
+    let args = ["--format", "json", "--keep-alive", "30s", "--replay", "2"];
+    let mut inst = instances(&redis, 2, &args).await;
+    let mut s = open(&inst[0].url, "g", None).await;
+    event_of(&mut inst[0], "connect", "g").await;
+    for i in 1..=6 {
+        say(&mut inst[0], serde_json::json!({"client": "g", "data": format!("m{i}")})).await;
+    }
+    assert_eq!(s.msgs(6).await.len(), 6);
+    // The store keeps what no stream has taken yet: wait until the
+    // instance has said the stream took them, and the store trimmed.
+    let kept = || {
+        let keys = redis.command(&["KEYS", "ssechan:o:*"]);
+        let key = keys.lines().find(|l| l.starts_with("ssechan:o:"))?.to_owned();
+        let len = redis.command(&["XLEN", &key]);
+        (len.trim() == ":2").then_some(())
+    };
+    eventually("the store keeps 2 events", kept).await;
+    drop(s);
+    event_of(&mut inst[0], "suspend", "g").await;
+    let mut b = open(&inst[1].url, "g", Some(1)).await;
+    assert_eq!(b.msgs(2).await.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6]);
+    let gap = event_of(&mut inst[0], "gap", "g").await;
+    assert_eq!(gap["lost"], 3, "{gap}");
+}
