@@ -67,22 +67,9 @@ pub fn client(opts: &Options, flavour: Flavour) -> reqwest::Result<reqwest::Clie
 }
 
 /// A transport error in a few words, with its innermost cause ("cannot
-/// connect: Connection refused (os error 111)").
+/// connect: Connection refused (os error 111)"): the client's wording.
 pub fn describe(e: &reqwest::Error) -> String {
-    let mut root: &dyn std::error::Error = e;
-    while let Some(s) = root.source() {
-        root = s;
-    }
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    format!("{what}: {root}")
+    crate::client::describe(e)
 }
 
 /// One read from a stream: when it arrived and what it held.
@@ -185,11 +172,7 @@ impl Stream {
     }
 
     pub fn is_event_stream(&self) -> bool {
-        self.headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        crate::reader::is_event_stream(self.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))
     }
 
     /// A header's value for display, `none` when absent.
@@ -331,14 +314,7 @@ impl Channel {
     }
 
     fn url(&self, message_id: Option<u64>) -> Url {
-        let mut u = self.base.clone();
-        let extra = query::channel_query(&self.id, message_id);
-        let q = match self.base.query() {
-            Some(q) if !q.is_empty() => format!("{q}&{extra}"),
-            _ => extra,
-        };
-        u.set_query(Some(&q));
-        u
+        crate::client::with_query(&self.base, &query::channel_query(&self.id, message_id))
     }
 
     pub fn stream_url(&self) -> Url {

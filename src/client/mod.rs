@@ -10,6 +10,7 @@
 pub mod config;
 mod sender;
 mod stream;
+pub(crate) use stream::with_query;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -503,7 +504,7 @@ impl Shared {
 /// A reqwest error with its innermost cause, e.g. "cannot connect:
 /// Connection refused (os error 111)", instead of only the outer "error
 /// sending request for url (...)".
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let root = config::root_cause(e);
     if e.is_timeout() {
         "timed out".into()

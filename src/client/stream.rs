@@ -49,7 +49,7 @@ pub(super) fn stream_url(url: &Url, mode: &Mode) -> Url {
 }
 
 /// `url` with `extra` appended to its query string.
-pub(super) fn with_query(url: &Url, extra: &str) -> Url {
+pub(crate) fn with_query(url: &Url, extra: &str) -> Url {
     let mut u = url.clone();
     let q = match url.query() {
         Some(q) if !q.is_empty() => format!("{q}&{extra}"),
