@@ -597,9 +597,8 @@ async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
             conn = Some(c);
         }
         // Read a little, slowly, then reset the connection under the data.
-        let mut parser = ssechan::protocol::EventStreamParser::new();
+        let mut events = RawEvents::default();
         let mut buf = [0u8; 2048];
-        let mut head = true;
         for _ in 0..40 {
             if last == total {
                 break;
@@ -608,20 +607,10 @@ async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
             if n == 0 {
                 break;
             }
-            let mut chunk = &buf[..n];
-            if head {
-                let text = String::from_utf8_lossy(chunk);
-                let Some(end) = text.find("\r\n\r\n") else { continue };
-                chunk = &chunk[end + 4..];
-                head = false;
-            }
-            parser.feed(chunk);
-            while let Some(item) = parser.next_item().unwrap() {
-                if let ssechan::protocol::parser::Parsed::Event(e) = item {
-                    let id: u64 = e.last_event_id.parse().unwrap();
-                    assert_eq!(id, last + 1, "after {cuts} cuts");
-                    last = id;
-                }
+            for e in events.feed(&buf[..n]) {
+                let id: u64 = e.last_event_id.parse().unwrap();
+                assert_eq!(id, last + 1, "after {cuts} cuts");
+                last = id;
             }
             tokio::task::yield_now().await;
         }
@@ -685,29 +674,51 @@ async fn bytes_from_the_client_during_a_stalled_write_lose_no_event() {
     let handle = server.handle();
     let before = handle.stats().frames;
     eventually("the writer stalls", || (handle.stats().frames > before).then_some(())).await;
-    let mut parser = ssechan::protocol::EventStreamParser::new();
+    let mut events = RawEvents::default();
     let mut buf = [0u8; 4096];
-    let (mut head, mut last) = (true, 0u64);
+    let mut last = 0u64;
     while last < total {
         // A byte now and then while the server waits to write.
         tcp.write_all(b"x").await.unwrap();
         let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("data").unwrap();
         assert!(n > 0, "closed after event {last}");
-        let mut chunk = &buf[..n];
-        if head {
-            let text = String::from_utf8_lossy(chunk);
-            let Some(end) = text.find("\r\n\r\n") else { continue };
-            chunk = &chunk[end + 4..];
-            head = false;
+        for e in events.feed(&buf[..n]) {
+            let id: u64 = e.last_event_id.parse().expect("numeric id");
+            assert_eq!(id, last + 1, "an event lost or cut");
+            assert_eq!(e.data, format!("\"{line}\""), "event {id} whole");
+            last = id;
         }
-        parser.feed(chunk);
-        while let Some(item) = parser.next_item().unwrap() {
+    }
+}
+
+/// Events of a raw HTTP/1.1 stream response, read chunk by chunk.
+#[derive(Default)]
+struct RawEvents {
+    head: Vec<u8>,
+    in_body: bool,
+    parser: ssechan::protocol::EventStreamParser,
+}
+
+impl RawEvents {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<ssechan::protocol::Event> {
+        let mut body = chunk;
+        if !self.in_body {
+            self.head.extend_from_slice(chunk);
+            let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return Vec::new();
+            };
+            self.in_body = true;
+            let rest = self.head.split_off(end + 4);
+            self.parser.feed(&rest);
+            body = &[];
+        }
+        self.parser.feed(body);
+        let mut out = Vec::new();
+        while let Some(item) = self.parser.next_item().unwrap() {
             if let ssechan::protocol::parser::Parsed::Event(e) = item {
-                let id: u64 = e.last_event_id.parse().expect("numeric id");
-                assert_eq!(id, last + 1, "an event lost or cut");
-                assert_eq!(e.data, format!("\"{line}\""), "event {id} whole");
-                last = id;
+                out.push(e);
             }
         }
+        out
     }
 }
