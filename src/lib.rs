@@ -53,6 +53,7 @@ pub mod generate;
 pub mod junit;
 pub mod lines;
 pub mod logging;
+pub mod mcp;
 pub mod protocol;
 pub mod reader;
 pub mod serve;

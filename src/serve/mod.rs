@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::cli::{Format, ServeArgs};
-use crate::server::{FD_RESERVE, Limits, OriginPolicy, Server, ServerConfig};
+use crate::server::{FD_RESERVE, Limits, McpConfig, OriginPolicy, Protocol, Server, ServerConfig};
 
 /// How long to wait for the last output lines once the server has shut down.
 const FLUSH_GRACE: Duration = Duration::from_millis(300);
@@ -44,11 +44,22 @@ impl ServeArgs {
             closed_id_bytes: self.max_closed_ids_bytes,
             accept_queue: self.accept_queue,
         };
+        let protocol = match self.mcp {
+            false => Protocol::Sse,
+            true => Protocol::Mcp(McpConfig {
+                session_idle: self.session_idle,
+                max_streams: self.max_session_streams.max(1),
+                ..McpConfig::default()
+            }),
+        };
+        // An MCP stream cut before its answer is resumed: keep it a while.
+        let keep_alive = self.keep_alive.or(self.mcp.then_some(MCP_KEEP_ALIVE));
         ServerConfig {
             static_dir: self.static_dir.clone(),
             devconsole: self.devconsole,
             path: self.path.clone(),
-            keep_alive: self.keep_alive,
+            keep_alive,
+            protocol,
             heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
             retry: self.retry,
             origins: OriginPolicy::from_list(&self.allow_origins, default_origins),
@@ -85,6 +96,10 @@ impl ServeArgs {
         w
     }
 }
+
+/// `--keep-alive` of `--mcp` when not given: how long a cut stream may be
+/// resumed.
+const MCP_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The shortest `--redis-lease`: it is refreshed every tenth of it.
 const MIN_LEASE: Duration = Duration::from_secs(1);
@@ -186,7 +201,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         warn!("{w}");
     }
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
-    if args.format == Format::Json && !args.echo {
+    // MCP sessions on stdin/stdout: JSON lines, which name the session.
+    let format = if args.mcp { Format::Json } else { args.format };
+    if format == Format::Json && !args.echo {
         let _ =
             out_tx.send(serde_json::json!({"event": "listening", "url": url}).to_string()).await;
     }
@@ -209,8 +226,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let handle = server.handle();
         let max = args.max_message_size;
-        tokio::spawn(stdio::read_stdin(handle, args.format, max));
-        Mode::Stdio(args.format)
+        tokio::spawn(stdio::read_stdin(handle, format, max));
+        Mode::Stdio(format)
     };
     // Processes are told at once when the server stops, and waited for
     // (each bounds its own wait), so that none outlives the server.

@@ -52,7 +52,44 @@ pub struct ServerConfig {
     /// Share channels with other servers through this Redis (PROTOCOL.md
     /// §8); `None` keeps them in this process.
     pub redis: Option<super::Redis>,
+    /// The protocol the endpoint speaks.
+    pub protocol: Protocol,
     pub limits: Limits,
+}
+
+/// Which protocol the endpoint speaks; the channel core is the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Dart package:sse's channels (PROTOCOL.md).
+    #[default]
+    Sse,
+    /// MCP's Streamable HTTP (docs/mcp.md): each application side is a
+    /// session, each of its SSE streams a channel.
+    Mcp(McpConfig),
+}
+
+/// The bounds of MCP sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpConfig {
+    /// A session with no request in flight and no stream open this long
+    /// ends (its process too).
+    pub session_idle: Duration,
+    /// Streams a session may have open at once (each request answered as a
+    /// stream, and the `GET` stream); more requests get 429.
+    pub max_streams: usize,
+    /// How long a request answered as `application/json` waits for its
+    /// response.
+    pub json_wait: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(600),
+            max_streams: 64,
+            json_wait: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -72,6 +109,7 @@ impl Default for ServerConfig {
             devconsole: false,
             tls: None,
             redis: None,
+            protocol: Protocol::Sse,
             limits: Limits::default(),
         }
     }
