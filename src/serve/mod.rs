@@ -342,6 +342,39 @@ mod tests {
     }
 
     #[test]
+    fn mcp_serves_at_slash_mcp_resumable_and_same_origin_with_a_command() {
+        use crate::server::{McpConfig, Protocol};
+        let c = config(&["--mcp", "--", "cat"]);
+        assert_eq!(c.path, "/mcp");
+        assert_eq!(c.keep_alive, Some(Duration::from_secs(30)), "a cut stream may be resumed");
+        assert_eq!(c.origins, OriginPolicy::SameOrigin);
+        assert_eq!(c.protocol, Protocol::Mcp(McpConfig::default()));
+        let c = config(&[
+            "--mcp",
+            "--path=/x",
+            "--keep-alive=5s",
+            "--session-idle=1m",
+            "--max-session-streams=3",
+        ]);
+        assert_eq!((c.path.as_str(), c.keep_alive), ("/x", Some(Duration::from_secs(5))));
+        let want = McpConfig {
+            session_idle: Duration::from_secs(60),
+            max_streams: 3,
+            ..McpConfig::default()
+        };
+        assert_eq!(c.protocol, Protocol::Mcp(want));
+        assert_eq!(config(&[]).protocol, Protocol::Sse);
+        let refused =
+            |a: &[&str]| Cli::try_parse_from([&["ssechan", "serve"], a].concat()).is_err();
+        assert!(refused(&["--mcp", "--echo"]));
+        assert!(
+            refused(&["--mcp", "--redis", "redis://127.0.0.1/"]),
+            "sessions live in one process"
+        );
+        assert!(refused(&["--session-idle", "1m"]), "needs --mcp");
+    }
+
+    #[test]
     fn a_command_gets_same_origin_and_fewer_clients() {
         let c = config(&["--", "cat"]);
         assert_eq!(c.origins, OriginPolicy::SameOrigin);
