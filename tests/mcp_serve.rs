@@ -454,7 +454,8 @@ async fn idle_sessions_end_with_their_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_command_sessions_are_json_lines_and_unrelated_messages_wait_for_get() {
-    let mut serve = Serve::spawn(&["--mcp", "--metrics", "127.0.0.1:0"]).await;
+    let mut serve =
+        Serve::spawn(&["--mcp", "--metrics", "127.0.0.1:0", "--heartbeat", "200ms"]).await;
     let metrics_line = serve.err_line_with("metrics on").await;
     let metrics_url = metrics_line.split("metrics on ").nth(1).expect("url").trim().to_owned();
     assert_eq!(serve.out_json().await["event"], "listening");
@@ -487,6 +488,12 @@ async fn without_command_sessions_are_json_lines_and_unrelated_messages_wait_for
     let e = next_message(&mut standalone).await.expect("the waiting notification");
     assert_eq!(json_of(&e), note);
     assert_eq!(event_id::stream_of(e.last_event_id.parse().expect("id")), 0);
+    // Heartbeats keep an idle stream open through proxies, as for channels.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !standalone.comments.iter().any(|c| c.contains("ping")) {
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat on the GET stream");
+        assert!(standalone.next_event(Duration::from_millis(100)).await.is_none(), "nothing else");
+    }
     // A request the client cancels: its stream ends, its late answer goes nowhere.
     let mut call = raw.call(&session, json!({"jsonrpc":"2.0","id":3,"method":"tools/list"})).await;
     assert_eq!(

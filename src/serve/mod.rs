@@ -25,8 +25,10 @@ impl ServeArgs {
     pub fn config(&self, fd_limit: u64) -> ServerConfig {
         let exec = !self.command.is_empty();
         // A process per client runs what the client sends: only pages of
-        // this server may drive it unless told otherwise.
-        let default_origins = if exec { OriginPolicy::SameOrigin } else { OriginPolicy::Any };
+        // this server may drive it unless told otherwise. MCP requires the
+        // Origin checked whatever answers (its servers act for their user).
+        let default_origins =
+            if exec || self.mcp { OriginPolicy::SameOrigin } else { OriginPolicy::Any };
         let limits = Limits {
             max_message_bytes: self.max_message_size,
             reorder_window: self.reorder_window,
@@ -363,6 +365,7 @@ mod tests {
             ..McpConfig::default()
         };
         assert_eq!(c.protocol, Protocol::Mcp(want));
+        assert_eq!(c.origins, OriginPolicy::SameOrigin, "without COMMAND too");
         assert_eq!(config(&[]).protocol, Protocol::Sse);
         let refused =
             |a: &[&str]| Cli::try_parse_from([&["ssechan", "serve"], a].concat()).is_err();

@@ -813,7 +813,8 @@ async fn post(
     let body = read_body(body, limits.max_message_bytes, timeout).await?;
     let msg = Message::parse(&body).map_err(|e| bad_request(format!("{e}")))?;
     let headers = &parts.headers;
-    let session = if headers.contains_key(&SESSION_ID) {
+    let opened = !headers.contains_key(&SESSION_ID);
+    let session = if !opened {
         if msg.is_initialize() {
             return Err(bad_request(
                 "initialize opens a new session: send it without Mcp-Session-Id",
@@ -862,7 +863,7 @@ async fn post(
     let mut resp = match answer {
         Ok(r) => r,
         Err(r) => {
-            if session.lock().init_id.is_some() && session.lock().router.in_flight() == 0 {
+            if opened {
                 // Its initialize never reached the application.
                 session.end(CloseReason::Closed);
             }
@@ -901,7 +902,11 @@ async fn answer(
                 })
                 .await?;
             let conn = rx.await.map_err(|_| Refusal::unavailable("stream not opened"))?;
-            session.start(stream, &msg, Target::Stream(conn.handle()))?;
+            let handle = conn.handle();
+            if let Err(r) = session.start(stream, &msg, Target::Stream(handle.clone())) {
+                handle.close();
+                return Err(r);
+            }
             session.watch(stream, 0, conn);
             if let Err(r) = session.push(msg.to_line(), timeout).await {
                 session.abandon(stream, &msg);
