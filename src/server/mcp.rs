@@ -319,18 +319,21 @@ impl Session {
                         "the application is not reading this session's messages",
                     ));
                 }
-                let total = limits.incoming_total;
-                if self.stats.held.load(Ordering::Relaxed) + line.len() > total {
-                    return Err(Refusal::unavailable(format!(
-                        "server busy: incoming messages held reached the limit of {total} bytes"
-                    )));
-                }
                 let idle = st.inbox.messages() == 0;
                 let fits = st.inbox.messages() < limits.incoming_messages
                     && st.inbox.bytes() + line.len() <= limits.incoming_bytes;
                 if idle || fits {
+                    // Counted in the same step as decided: concurrent POSTs
+                    // of other sessions never see the total below its value.
+                    let (total, len) = (limits.incoming_total, line.len());
+                    let held = &self.stats.held;
+                    let admit = |h: usize| (h + len <= total).then_some(h + len);
+                    if held.fetch_update(Ordering::AcqRel, Ordering::Acquire, admit).is_err() {
+                        return Err(Refusal::unavailable(format!(
+                            "server busy: incoming messages held reached the limit of {total} bytes"
+                        )));
+                    }
                     st.last_active = Instant::now();
-                    self.stats.held.fetch_add(line.len(), Ordering::Relaxed);
                     st.inbox.push(ConnectionEvent::Message(line));
                     let waker = st.app_waker.take();
                     drop(st);
@@ -610,7 +613,7 @@ impl ChannelApp for Session {
             }
             st.init_id = None;
         }
-        Counters::add(&self.stats.messages_out, 1);
+        // Counted as sent by the stream's channel.
         let json = msg.to_line();
         match route {
             Route::Stream { stream, last } => match st.targets.get(&stream) {
