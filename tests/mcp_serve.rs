@@ -523,3 +523,42 @@ async fn without_command_sessions_are_json_lines_and_unrelated_messages_wait_for
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_not_resumed_within_the_keep_alive_cancels_its_request() {
+    let mut serve = Serve::spawn(&["--mcp", "--keep-alive", "300ms"]).await;
+    assert_eq!(serve.out_json().await["event"], "listening");
+    let raw = Raw::new(&serve.url);
+    let r = raw.post(None, INIT).await;
+    let session = header(&r, "mcp-session-id");
+    drop(r);
+    assert_eq!(serve.out_json().await["event"], "connect");
+    assert_eq!(serve.out_json().await["event"], "message");
+    // A request whose stream is cut and never resumed.
+    let call = raw.call(&session, json!({"jsonrpc":"2.0","id":"c1","method":"tools/list"})).await;
+    let asked = serve.out_json().await;
+    assert!(asked["data"].as_str().expect("data").contains("\"c1\""), "{asked}");
+    drop(call);
+    // The application is told to stop what nobody can receive.
+    let told = serve.out_json().await;
+    let cancel: Value = serde_json::from_str(told["data"].as_str().expect("data")).expect("JSON");
+    assert_eq!(cancel["method"], "notifications/cancelled");
+    assert_eq!(cancel["params"]["requestId"], "c1");
+    assert_eq!(told["client"].as_str(), Some(&*session));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bounds_of_a_session_are_enforced() {
+    let mut serve =
+        Serve::spawn(&["--mcp", "--max-session-streams", "1", "--max-message-size", "1K"]).await;
+    assert_eq!(serve.out_json().await["event"], "listening");
+    let raw = Raw::new(&serve.url);
+    let r = raw.post(None, INIT).await;
+    let session = header(&r, "mcp-session-id");
+    let _init_stream = r; // the initialize is in flight: the one stream allowed
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    assert_eq!(refusal(raw.post(Some(&session), ping).await).await, (429, -32000));
+    let big = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"data":"x".repeat(2048)}});
+    assert_eq!(refusal(raw.post(Some(&session), &big.to_string()).await).await.0, 413);
+    assert_eq!(serve.out_json().await["event"], "connect");
+}
