@@ -211,6 +211,65 @@ mod tests {
         assert_eq!(r.in_flight(), 0);
     }
 
+    proptest::proptest! {
+        /// Whatever the order of requests, answers, cancels and lost
+        /// streams: each request is answered at most once, on its own
+        /// stream, and a stream ends exactly when its last request does.
+        #[test]
+        fn each_request_is_answered_once_on_its_stream(
+            ops in proptest::collection::vec((0u8..4, 0u64..6, 1u32..4), 0..60)
+        ) {
+            let mut r = Router::default();
+            // The model: request id -> stream.
+            let mut live: std::collections::BTreeMap<u64, u32> = Default::default();
+            for (op, id, stream) in ops {
+                match op {
+                    0 => {
+                        let started = r.start(stream, &call(id, None));
+                        proptest::prop_assert_eq!(started.is_ok(), !live.contains_key(&id));
+                        live.entry(id).or_insert(stream);
+                    }
+                    1 => {
+                        let want = live.remove(&id).map(|s| Route::Stream {
+                            stream: s,
+                            last: !live.values().any(|o| *o == s),
+                        });
+                        proptest::prop_assert_eq!(r.route(&answer(id)), want.unwrap_or(Route::Nowhere));
+                    }
+                    2 => {
+                        let gone: Vec<u64> =
+                            live.iter().filter(|(_, s)| **s == stream).map(|(i, _)| *i).collect();
+                        live.retain(|_, s| *s != stream);
+                        let mut got: Vec<u64> = r
+                            .stream_gone(stream)
+                            .iter()
+                            .map(|i| i.as_json().parse().unwrap())
+                            .collect();
+                        got.sort();
+                        proptest::prop_assert_eq!(got, gone);
+                    }
+                    _ => {
+                        let streams: std::collections::BTreeSet<u32> =
+                            live.values().copied().collect();
+                        let streams: Vec<u32> = streams.into_iter().collect();
+                        let want = match streams.as_slice() {
+                            [only] => Route::Stream { stream: *only, last: false },
+                            _ => Route::Standalone,
+                        };
+                        proptest::prop_assert_eq!(r.route(&log()), want);
+                    }
+                }
+                proptest::prop_assert_eq!(r.in_flight(), live.len());
+            }
+        }
+
+        /// Any bytes: a message or a reason, never a panic.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = Message::parse(&bytes);
+        }
+    }
+
     impl Message {
         fn kind_id(&self) -> RequestId {
             match &self.kind {
