@@ -45,6 +45,10 @@ struct Pending {
 /// A session's routing table. See the module docs.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// A process shared by many clients (the per-request era): a message
+    /// goes only where it says it belongs, never "with the one request in
+    /// flight", which could be another client's.
+    shared: bool,
     requests: HashMap<RequestId, Pending>,
     progress: HashMap<String, u32>,
     /// Streams with requests awaiting their response, and how many.
@@ -52,6 +56,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// The table of a process that many clients share (see `shared`).
+    pub fn shared() -> Self {
+        Self { shared: true, ..Self::default() }
+    }
+
     /// Client request `msg` is answered on `stream`.
     pub fn start(&mut self, stream: u32, msg: &Message) -> Result<(), DuplicateId> {
         let Kind::Request { id, .. } = &msg.kind else { return Ok(()) };
@@ -77,6 +86,12 @@ impl Router {
         }
         if let Some(stream) = msg.progress_token().and_then(|t| self.progress.get(&t)) {
             return Route::Stream { stream: *stream, last: false };
+        }
+        if let Some(p) = msg.subscription_id().and_then(|id| self.requests.get(&id)) {
+            return Route::Stream { stream: p.stream, last: false };
+        }
+        if self.shared {
+            return Route::Nowhere;
         }
         let mut streams = self.outstanding.keys();
         match (streams.next(), streams.next()) {
@@ -196,6 +211,22 @@ mod tests {
         assert_eq!(r.route(&sampling), Route::Stream { stream: 1, last: false });
         r.start(2, &call(2, None)).unwrap();
         assert_eq!(r.route(&log()), Route::Standalone, "several in flight: related to none");
+    }
+
+    #[test]
+    fn a_shared_process_messages_go_only_where_they_say() {
+        let mut r = Router::shared();
+        let listen = m(r#"{"jsonrpc":"2.0","id":"ssechan-1","method":"subscriptions/listen"}"#);
+        r.start(1, &listen).unwrap();
+        r.start(2, &call(2, Some("t"))).unwrap();
+        let note = m(
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":"ssechan-1"}}}"#,
+        );
+        assert_eq!(r.route(&note), Route::Stream { stream: 1, last: false });
+        assert_eq!(r.route(&progress("t")), Route::Stream { stream: 2, last: false });
+        let _ = r.finish(&listen.kind_id());
+        assert_eq!(r.route(&log()), Route::Nowhere, "never another client's stream");
+        assert_eq!(r.route(&note), Route::Nowhere);
     }
 
     #[test]
