@@ -203,8 +203,18 @@ fn ping(port: u16) -> bool {
         && c.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
-/// haproxy in front of `backends`: round-robin, no stickiness, every
-/// request balanced on its own.
+/// Where haproxy sends each request, balanced round-robin within each list,
+/// no stickiness: every request is routed on its own.
+pub struct Routes<'a> {
+    /// Stream GETs without `Last-Event-ID`: new channels.
+    pub new_streams: &'a [SocketAddr],
+    /// Stream GETs with `Last-Event-ID`: reconnects.
+    pub reconnects: &'a [SocketAddr],
+    /// Everything else (POSTs, DELETEs).
+    pub rest: &'a [SocketAddr],
+}
+
+/// haproxy in front of the instances.
 pub struct Haproxy {
     child: Child,
     pub port: u16,
@@ -212,20 +222,45 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// Every request to any of `backends`.
     pub fn start(backends: &[SocketAddr]) -> Haproxy {
-        start_on_a_free_port("haproxy", |port| Self::try_start_on(port, backends))
+        Self::start_routed(&Routes { new_streams: backends, reconnects: backends, rest: backends })
     }
 
-    fn try_start_on(port: u16, backends: &[SocketAddr]) -> Result<Haproxy, String> {
+    pub fn start_routed(routes: &Routes) -> Haproxy {
+        start_on_a_free_port("haproxy", |port| Self::try_start_on(port, routes))
+    }
+
+    fn try_start_on(port: u16, routes: &Routes) -> Result<Haproxy, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let servers: String =
-            backends.iter().enumerate().map(|(i, a)| format!("  server s{i} {a}\n")).collect();
-        let config = format!(
-            "global\n  maxconn 8192\n\
-             defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-             frontend channel\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
-             backend instances\n  balance roundrobin\n{servers}"
-        );
+        let mut config: Vec<String> = [
+            "global",
+            "  maxconn 8192",
+            "defaults",
+            "  mode http",
+            "  timeout connect 5s",
+            "  timeout client 60s",
+            "  timeout server 60s",
+            "frontend channel",
+            &format!("  bind 127.0.0.1:{port}"),
+            "  acl stream method GET",
+            "  acl resuming req.hdr(last-event-id) -m found",
+            "  use_backend reconnects if stream resuming",
+            "  use_backend new_streams if stream",
+            "  default_backend rest",
+        ]
+        .map(str::to_owned)
+        .into();
+        for (name, servers) in [
+            ("new_streams", routes.new_streams),
+            ("reconnects", routes.reconnects),
+            ("rest", routes.rest),
+        ] {
+            config.push(format!("backend {name}\n  balance roundrobin"));
+            config
+                .extend(servers.iter().enumerate().map(|(i, a)| format!("  server {name}{i} {a}")));
+        }
+        let config = config.join("\n") + "\n";
         let file = dir.path().join("haproxy.cfg");
         std::fs::write(&file, config).expect("write haproxy.cfg");
         let mut child = dies_with_parent(
@@ -268,6 +303,26 @@ pub async fn instances(redis: &RedisServer, n: usize, args: &[&str]) -> Vec<Serv
         v.push(Serve::spawn(&all).await);
     }
     v
+}
+
+/// The URL of an instance's `--metrics` listener, from its stderr.
+pub async fn metrics_url(s: &mut Serve) -> String {
+    let line = s.err_line_with("metrics on ").await;
+    line.split("metrics on ").nth(1).expect("a URL").trim().to_owned()
+}
+
+/// A scrape of `url`: the value of a sample by its full name (labels
+/// included).
+pub async fn scrape(url: &str) -> impl Fn(&str) -> f64 {
+    let text = super::util::http().get(url).send().await.expect("scrape");
+    let text = text.text().await.expect("text");
+    move |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            .parse()
+            .expect("a number")
+    }
 }
 
 /// The address an instance listens on.
