@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::client::{ClientEvent, escape_controls};
+use crate::client::ClientEvent;
+use crate::text::escape_controls;
 
 /// One `--format json` line; `event` comes first so lines read well.
 #[derive(Debug, Serialize)]

@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 use super::exit_status;
 use super::output::{View, status_line};
 use crate::cli::ConnectArgs;
-use crate::client::{ChannelClient, ClientEvent, Status, escape_controls};
+use crate::client::{ChannelClient, ClientEvent, Status};
+use crate::text::escape_controls;
 
 const PROMPT: &str = "> ";
 

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::guard::{GUARD_ARG, STATUS_FD};
 use crate::lines::{Line, read_line};
 use crate::server::{Connection, ConnectionEvent, ConnectionHandle, RequestInfo};
+use crate::text::escape_controls;
 
 /// Longest stderr line passed on whole; longer ones are summarised.
 const MAX_STDERR_LINE: usize = 64 * 1024;
@@ -288,7 +289,7 @@ pub(super) async fn run(
         None => tokio::spawn(async {}),
     };
     if let Some(err) = io.stderr {
-        tokio::spawn(stderr_to_log(err, escape_controls(&id)));
+        tokio::spawn(stderr_to_log(err, escape_controls(&id).into_owned()));
     }
     let mut stdin = io.stdin;
     let mut lost = 0u64;
@@ -413,18 +414,6 @@ async fn stderr_to_log(err: impl AsyncRead + Unpin, prefix: String) {
     }
 }
 
-/// `s` with control characters escaped: a client id is remote input and
-/// must not drive the terminal or forge log lines.
-pub(crate) fn escape_controls(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let esc: Vec<char> =
-                if c.is_control() { c.escape_default().collect() } else { vec![c] };
-            esc
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,11 +501,5 @@ mod tests {
         assert!(err(dir.path().to_str().unwrap()).contains("is a directory"));
         assert!(err("/nonexistent/prog").contains("No such file"));
         assert!(err("").contains("empty"));
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("a\r\nb\u{1b}[2J"), "a\\r\\nb\\u{1b}[2J");
-        assert_eq!(escape_controls("plain-id"), "plain-id");
     }
 }

@@ -18,9 +18,9 @@ use super::app::RequestInfo;
 use super::policy::check_origin;
 use super::store::{Refusal, StreamRequest};
 use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
-use crate::client::escape_controls;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
+use crate::text::escape_controls;
 use crate::web::{FileBody, devconsole, static_files};
 
 pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, FileBody>>;
