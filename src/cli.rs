@@ -402,6 +402,11 @@ pub struct ConnectArgs {
     /// they go to the URL's own host only; no Referer is ever sent).
     #[arg(long)]
     pub location_trusted: bool,
+    /// Follow a redirect of a POST (a message, or --raw -d) to another
+    /// origin, body included; without it that is an error. GETs follow
+    /// redirects anywhere, as EventSource does.
+    #[arg(short = 'L', long)]
+    pub location: bool,
     /// With --raw: the request method (default GET, or POST with --data).
     #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
     pub method: Option<String>,

@@ -448,6 +448,9 @@ impl Shared {
     /// `Cookie`): an API key must not leak to wherever a server points.
     /// No `Referer` is sent, so the client id in the URL stays put too.
     /// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+    /// A POST is redirected to another origin only with `location` (`-L`,
+    /// as curl): a server must not be able to send it, body and all, to
+    /// any host, internal ones included.
     async fn request(
         &self,
         method: http::Method,
@@ -488,6 +491,13 @@ impl Shared {
                         escape_controls(&String::from_utf8_lossy(location.as_bytes()))
                     ))
                 })?;
+            let posting = method != http::Method::GET && method != http::Method::HEAD;
+            if posting && next.origin() != home && !self.config.location {
+                return Err(SendError::Redirect(format!(
+                    "redirect {status} of a {method} to another origin ({}) not followed (-L follows it)",
+                    escape_controls(next.as_str())
+                )));
+            }
             tracing::debug!(%status, to = %next, "following redirect");
             if matches!(status, 301..=303)
                 && method != http::Method::GET
