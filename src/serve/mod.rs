@@ -132,6 +132,10 @@ impl ServeArgs {
 /// from the system's generator). `Err` when a given one is weak or would
 /// need escaping in a URL.
 fn secret(given: &str) -> Result<String, crate::UsageError> {
+    // `--secret` alone outranks the variable for clap; the variable still
+    // names the secret.
+    let from_env = std::env::var("SSECHAN_SECRET").ok().filter(|s| !s.is_empty());
+    let given = if given.is_empty() { from_env.as_deref().unwrap_or("") } else { given };
     if given.is_empty() {
         return Ok(uuid::Uuid::new_v4().simple().to_string());
     }

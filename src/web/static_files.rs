@@ -342,8 +342,12 @@ async fn locate(root: &Path, rel: &Path) -> Option<Found> {
 }
 
 fn open_inside(root: &Path, rel: &Path) -> Option<Found> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
+    open_checked(&resolve(root, rel)?)
+}
+
+/// The real path `rel` leads to, if it is inside `root` and hidden nowhere
+/// on the way.
+fn resolve(root: &Path, rel: &Path) -> Option<PathBuf> {
     let real = std::fs::canonicalize(root.join(rel)).ok()?;
     let inside = real.strip_prefix(root).ok()?;
     // `relative_path` refused hidden names in the URL; a symlink may
@@ -351,13 +355,20 @@ fn open_inside(root: &Path, rel: &Path) -> Option<Found> {
     if inside.components().any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")) {
         return None;
     }
+    Some(real)
+}
+
+/// Opens `real` as [`resolve`] found it, or nothing if it changed since.
+fn open_checked(real: &Path) -> Option<Found> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     // A symlink swapped in for the last name since is not followed; one
     // for a directory on the way shows in the open file's own path. No
     // wait on a FIFO, no controlling terminal from a device.
     let file = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&real)
+        .open(real)
         .ok()?;
     let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
     if opened != real {
@@ -367,7 +378,7 @@ fn open_inside(root: &Path, rel: &Path) -> Option<Found> {
     if meta.is_dir() {
         Some(Found::Dir)
     } else if meta.is_file() {
-        Some(Found::File(file, Box::new(meta), real))
+        Some(Found::File(file, Box::new(meta), real.to_owned()))
     } else {
         None // sockets, devices, FIFOs
     }
@@ -424,6 +435,49 @@ mod tests {
         assert_eq!(slash_redirect("/a/b", Some("x=1")), "./b/?x=1");
         assert_eq!(slash_redirect("//evil.example", None), "./evil.example/");
         assert_eq!(slash_redirect("/a:b", None), "./a:b/");
+    }
+
+    #[test]
+    fn symlinks_lead_nowhere_hidden_or_outside() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let r = root.path().canonicalize().unwrap();
+        std::fs::write(r.join(".env"), "TOKEN=1").unwrap();
+        std::fs::create_dir(r.join(".git")).unwrap();
+        std::fs::write(r.join(".git/config"), "x").unwrap();
+        std::fs::write(r.join("page.html"), "ok").unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, r.join(name)).unwrap();
+        link(&r.join(".env"), "config.txt");
+        link(&r.join(".git"), "repo");
+        link(&outside.path().join("secret"), "leak");
+        link(&r.join("page.html"), "alias.html");
+        for hidden in ["config.txt", "repo/config", "leak"] {
+            assert!(open_inside(&r, Path::new(hidden)).is_none(), "{hidden}");
+        }
+        assert!(matches!(open_inside(&r, Path::new("alias.html")), Some(Found::File(..))));
+    }
+
+    #[test]
+    fn what_is_opened_is_what_was_checked() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let r = root.path().canonicalize().unwrap();
+        std::fs::create_dir(r.join("sub")).unwrap();
+        std::fs::write(r.join("sub/page.html"), "ok").unwrap();
+        std::fs::write(r.join("page.html"), "ok").unwrap();
+        std::fs::write(outside.path().join("page.html"), "secret").unwrap();
+        // Checked, then the file becomes a symlink to a secret.
+        let checked = resolve(&r, Path::new("page.html")).unwrap();
+        std::fs::remove_file(r.join("page.html")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("page.html"), r.join("page.html")).unwrap();
+        assert!(open_checked(&checked).is_none(), "followed a symlink swapped in for the file");
+        // Checked, then a directory on the way becomes a symlink.
+        let checked = resolve(&r, Path::new("sub/page.html")).unwrap();
+        std::fs::rename(r.join("sub"), r.join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("sub")).unwrap();
+        assert!(open_checked(&checked).is_none(), "followed a directory swapped for a symlink");
+        // Unchanged, it opens.
+        let checked = resolve(&r, Path::new("moved/page.html")).unwrap();
+        assert!(matches!(open_checked(&checked), Some(Found::File(..))));
     }
 
     #[test]
