@@ -91,11 +91,12 @@ async fn stop(mut serve: Serve) {
 
 #[tokio::test]
 async fn a_command_on_a_network_address_does_not_start_without_the_secret() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
         .args(["serve", "--listen", "0.0.0.0:0", "--", "cat"])
-        .output()
-        .await
-        .unwrap();
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run).await.expect("it does not start").unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
