@@ -220,13 +220,15 @@ pub(crate) fn check_fetch_metadata(
     policy: &OriginPolicy,
     headers: &HeaderMap,
 ) -> Result<(), &'static str> {
-    let value = |name| headers.get(name).map(|v| v.as_bytes().to_ascii_lowercase());
-    let cross = matches!(value("sec-fetch-site").as_deref(), Some(b"cross-site" | b"same-site"));
-    let blind = matches!(
-        value("sec-fetch-mode").as_deref(),
-        Some(b"no-cors" | b"navigate" | b"nested-navigate")
-    );
-    if cross && blind && !policy.allows_any() {
+    let is = |name: &str, values: &[&str]| {
+        headers
+            .get(name)
+            .is_some_and(|v| values.iter().any(|w| v.as_bytes().eq_ignore_ascii_case(w.as_bytes())))
+    };
+    if !policy.allows_any()
+        && is("sec-fetch-site", &["cross-site", "same-site"])
+        && is("sec-fetch-mode", &["no-cors", "navigate", "nested-navigate"])
+    {
         return Err(
             "a page of another site may open the channel only with EventSource or a CORS fetch",
         );
