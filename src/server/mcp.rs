@@ -34,11 +34,11 @@ use tracing::{debug, info, warn};
 
 use super::ServerShared;
 use super::app::{
-    ChannelApp, CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo,
-    SendError,
+    ChannelApp, CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, Handoff,
+    RequestInfo, SendError,
 };
 use super::channel::Inbox;
-use super::config::{Limits, McpConfig, ServerConfig};
+use super::config::{Admission, Limits, McpConfig, ServerConfig};
 use super::http::{
     ConnCtx, ResponseBody, bad_request, check_declared_length, preflight, read_body, request_host,
     request_info, text,
@@ -46,11 +46,11 @@ use super::http::{
 use super::metrics::Counters;
 use super::store::{LayerOpen, NewChannel, Refusal, StreamRequest};
 use super::stream::{EventStreamBody, stream_headers};
-use crate::client::escape_controls;
 use crate::mcp::message::{Kind, Message, Renamed, RequestId};
 use crate::mcp::route::{Route, Router};
 use crate::mcp::{self, AnswerFormat, codes, event_id, version};
 use crate::protocol::event::retry_event;
+use crate::text::escape_controls;
 
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -71,6 +71,8 @@ pub(crate) struct Sessions {
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
     opened: AtomicU64,
+    /// The application's say on each new session (see [`Admission`]).
+    admission: Option<Arc<dyn Admission>>,
     /// Whether COMMAND speaks the per-request era, found by probing it.
     era: tokio::sync::Mutex<CommandEra>,
 }
@@ -118,6 +120,7 @@ impl Sessions {
             shutting_down: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             era: tokio::sync::Mutex::new(CommandEra::Unknown),
+            admission: server.admission.clone(),
         })
     }
 
@@ -166,9 +169,22 @@ impl Sessions {
     /// A new session for an `initialize`, handed to the application.
     /// `shared`: the one process of the per-request era, which many
     /// clients' requests reach.
-    fn create(self: &Arc<Self>, info: RequestInfo, shared: bool) -> Result<Arc<Session>, Refusal> {
+    async fn create(
+        self: &Arc<Self>,
+        mut info: RequestInfo,
+        shared: bool,
+    ) -> Result<Arc<Session>, Refusal> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::unavailable("server is shutting down"));
+        }
+        // 128 random bits: the session id is the only credential a client has.
+        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        // The application's say first (serve -- COMMAND starts the process
+        // here, within its cap and rate): a session it cannot serve gets a
+        // 503 with the reason. Dropped unused, what it gave undoes itself.
+        if let Some(admission) = &self.admission {
+            let admitted = admission.admit(&id, &info).await.map_err(Refusal::unavailable)?;
+            info.admitted = Handoff::new(admitted);
         }
         let mut map = self.lock();
         let max = self.settings.limits.max_clients;
@@ -190,8 +206,6 @@ impl Sessions {
             }
             None => return Err(Refusal::unavailable("server is shutting down")),
         };
-        // 128 random bits: the session id is the only credential a client has.
-        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let session = Arc::new_cyclic(|me| Session {
             me: me.clone(),
             id: id.clone(),
@@ -232,7 +246,7 @@ impl Sessions {
             CommandEra::PerRequest(s) if s.is_live() => return Ok(PerRequest::Shared(s.clone())),
             _ => {}
         }
-        let session = self.create(info, true)?;
+        let session = self.create(info, true).await?;
         let probe = serde_json::json!({"jsonrpc":"2.0","id":PROBE_ID,"method":"server/discover",
             "params":{"_meta":{"io.modelcontextprotocol/protocolVersion":requested}}});
         let probe = Message::from_value(probe).map_err(bad_request)?;
@@ -947,7 +961,7 @@ async fn post(
             version::Opening::Initialize => {
                 let path = parts.uri.path();
                 let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
-                sessions.create(info, false)?
+                sessions.create(info, false).await?
             }
             version::Opening::PerRequest(v) => {
                 let id = match &msg.kind {
