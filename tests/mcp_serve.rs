@@ -693,3 +693,23 @@ async fn per_request_traffic_passes_through_to_a_command_of_that_era() {
     assert_eq!(r.status(), 400);
     assert_eq!(json_body(r).await["error"]["code"], -32020);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_count_against_the_process_cap() {
+    let serve = bridge(&["--max-processes", "1"]).await;
+    let raw = Raw::new(&serve.url);
+    let first = raw.open().await;
+    // A second session would need a second process: refused with the reason.
+    let r = raw.post(None, INIT).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    assert_eq!(serve_sessions(&serve), 1);
+    // Once the first is gone, its place is free again.
+    assert_eq!(raw.delete(&first).await, 204);
+    let pid = serve.child.id().expect("pid");
+    eventually("the first session's process to end", || {
+        session_processes(pid).is_empty().then_some(())
+    })
+    .await;
+    raw.open().await;
+}
