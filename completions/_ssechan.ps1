@@ -156,6 +156,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable)')
             [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
             [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
+            [CompletionResult]::new('--max-refusals', '--max-refusals', [CompletionResultType]::ParameterName, 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)')
             [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
             [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
             [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')
@@ -182,6 +183,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         'ssechan;bench;merge' {
             [CompletionResult]::new('--max-lost', '--max-lost', [CompletionResultType]::ParameterName, 'Fail when more messages than this are lost')
             [CompletionResult]::new('--max-duplicated', '--max-duplicated', [CompletionResultType]::ParameterName, 'Fail when more messages than this are duplicated')
+            [CompletionResult]::new('--max-refusals', '--max-refusals', [CompletionResultType]::ParameterName, 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)')
             [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail when the p99 round trip (listen: time to first event) is slower than this')
             [CompletionResult]::new('--min-throughput', '--min-throughput', [CompletionResultType]::ParameterName, 'Fail below this many verified round trips (or, listen mode, events) per second')
             [CompletionResult]::new('--min-events', '--min-events', [CompletionResultType]::ParameterName, 'Listen mode: fail below this many events in total [default: 1]')

@@ -73,7 +73,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -X -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge"
+            opts="-c -m -d -r -s -X -H -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --threads --keep-alive --drain --verbose --quiet --help --version merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,6 +175,10 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-refusals)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-p99)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -227,7 +231,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench__subcmd__merge)
-            opts="-v -q -h -V --max-lost --max-duplicated --max-p99 --min-throughput --min-events --json --junit --verbose --quiet --help --version"
+            opts="-v -q -h -V --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,6 +242,10 @@ _ssechan() {
                     return 0
                     ;;
                 --max-duplicated)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-refusals)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

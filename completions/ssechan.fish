@@ -132,6 +132,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s H -l header -d 'Extra request header (repeatable)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-refusals -d 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
@@ -151,6 +152,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-refusals -d 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r

@@ -589,6 +589,10 @@ pub struct GateArgs {
     /// Fail when more messages than this are duplicated.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_duplicated: u64,
+    /// Fail when more POSTs than this were answered with an error status
+    /// (retried or not): a count, or a share of the POSTs (`0.5%`).
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_refusals: crate::bench::report::RefusalLimit,
     /// Fail when the p99 round trip (listen: time to first event) is slower than this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_p99: Option<Duration>,

@@ -115,6 +115,8 @@ const FIELDS: &[&str] = &[
     "failed_resumes",
     "stream_ends",
     "post_errors",
+    "posts",
+    "refusals",
     "timeouts",
     "errors",
     "error_samples",
@@ -193,6 +195,8 @@ async fn embedded_default_passes() {
     assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
     assert!(v["connect_ms"]["max"].as_f64().unwrap() > 0.0);
     assert_eq!(u(&v, "post_connections"), 4);
+    assert_eq!(v["refusals"], serde_json::json!({}), "{v}");
+    assert_eq!(u(&v, "posts"), 200, "{v}");
     // With --json - the human report goes to stderr, and no progress
     // display when stderr is not a terminal.
     assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
@@ -310,6 +314,50 @@ async fn server_that_drops_messages_fails_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_refusing_one_post_in_100_fails_the_verdict() {
+    // 503 to the first POST of messageIds 99 and 199 of each client; the
+    // retry is taken. Every message still arrives exactly once, and the
+    // refusals are shown in every report and fail the run.
+    let url = bench_servers::faulty_echo(Fault::RefuseOnce(100, 503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("bench.xml");
+    let args = [&url, "-c", "2", "-m", "200", "--window", "4", "--json", "-"];
+    let mut first = args.to_vec();
+    first.extend(["--junit", xml.to_str().unwrap()]);
+    let r = bench(&first).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["refusals"], serde_json::json!({"503": 4}), "{v}");
+    assert_eq!(u(&v, "posts"), 404, "each refused POST answered twice: {v}");
+    assert_eq!((u(&v, "sent"), u(&v, "received")), (400, 400), "{v}");
+    for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+    assert_eq!(failure_names(&v), ["refusals"], "{v}");
+    assert!(
+        r.stderr.contains("refusals    4 of 404 POSTs answered with an error status: 503 \u{d7}4"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("FAIL  refusals        4 POSTs (max 0 POSTs)"), "{}", r.stderr);
+    let x = std::fs::read_to_string(&xml).unwrap();
+    validate_junit(&x);
+    let failed: Vec<String> = junit_cases(&x).into_iter().filter(|c| c.1).map(|c| c.0).collect();
+    assert_eq!(failed, ["refusals"], "{x}");
+    assert!(x.contains("4 of 404 POSTs answered with an error status (503 \u{d7}4)"), "{x}");
+    // Allowed by count or by share (4 of 404 is 0.99%).
+    for (limit, code) in [("4", 0), ("3", 1), ("1%", 0), ("0.5%", 1)] {
+        let mut a = args.to_vec();
+        a.extend(["--max-refusals", limit]);
+        let r = bench(&a).await;
+        assert_eq!(r.code, code, "--max-refusals {limit}: {}", r.stderr);
+        assert_eq!(r.json()["refusals"]["503"], 4, "{limit}");
+    }
+    let r = bench(&[&url, "--max-refusals", "5 %x"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn server_that_reorders_fails_out_of_order() {
     let url = bench_servers::faulty_echo(Fault::SwapPairs).await;
     let r = bench(&[&url, "-c", "2", "-m", "20", "--window", "2", "--json", "-"]).await;
@@ -376,6 +424,7 @@ async fn chaos_against_keep_alive_loses_nothing() {
     for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors"] {
         assert_eq!(u(&v, k), 0, "{k}: {v}");
     }
+    assert_eq!(v["refusals"], serde_json::json!({}), "{v}");
     assert!(v["recovery_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
     let resume = &v["resume_ms"];
     assert!(resume["p50"].as_f64().unwrap() > 0.0, "{v}");
@@ -923,12 +972,21 @@ async fn junit_has_a_case_per_check_and_validates() {
     let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(
         names,
-        ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"],
+        [
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "corrupted",
+            "refusals",
+            "errors",
+            "p99",
+            "throughput"
+        ],
         "{x}"
     );
     let failed: Vec<&str> = cases.iter().filter(|c| c.1).map(|c| c.0.as_str()).collect();
     assert_eq!(failed, ["p99"], "{x}");
-    assert!(x.contains(r#"tests="7" failures="1""#), "{x}");
+    assert!(x.contains(r#"tests="8" failures="1""#), "{x}");
     // The limit and the measured value are in the case.
     assert!(x.contains("p99: ") && x.contains("(max 0.001 ms)"), "{x}");
     assert!(x.contains("<system-out>lost: 0 messages (max 0 messages)</system-out>"), "{x}");
@@ -940,11 +998,11 @@ async fn junit_has_a_case_per_check_and_validates() {
     // The JSON holds the same checks.
     let v = r.json();
     let checks = v["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 7, "{v}");
-    assert_eq!(checks[5]["name"], "p99");
-    assert_eq!(checks[5]["bound"], "max");
-    assert_eq!(checks[5]["passed"], false);
-    assert_eq!(checks[5]["limit"].as_f64(), Some(0.001));
+    assert_eq!(checks.len(), 8, "{v}");
+    assert_eq!(checks[6]["name"], "p99");
+    assert_eq!(checks[6]["bound"], "max");
+    assert_eq!(checks[6]["passed"], false);
+    assert_eq!(checks[6]["limit"].as_f64(), Some(0.001));
     // To stdout, and validating when it passes too.
     let r = bench(&["-c", "2", "-m", "20", "--junit", "-"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);

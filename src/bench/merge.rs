@@ -124,6 +124,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             (&mut m.failed_resumes, r.failed_resumes),
             (&mut m.stream_ends, r.stream_ends),
             (&mut m.post_errors, r.post_errors),
+            (&mut m.posts, r.posts),
             (&mut m.timeouts, r.timeouts),
             (&mut m.post_connections, r.post_connections),
             (&mut m.errors, r.errors),
@@ -140,6 +141,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             (&mut m.events_short, r.events_short),
         ] {
             *total += x;
+        }
+        for (status, n) in &r.refusals {
+            let c = m.refusals.entry(*status).or_default();
+            *c = c.saturating_add(*n);
         }
         for e in &r.error_samples {
             super::push_sample(&mut m.error_samples, e.clone());

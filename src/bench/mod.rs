@@ -137,6 +137,7 @@ pub(crate) fn gates(g: &GateArgs) -> Gates {
     Gates {
         max_lost: g.max_lost,
         max_duplicated: g.max_duplicated,
+        max_refusals: g.max_refusals,
         max_p99: g.max_p99,
         min_throughput: g.min_throughput,
         min_events: g.min_events,
@@ -385,6 +386,7 @@ async fn bench(
     report.clients = local.len() as u64;
     report.bench_cpu_s = cpu;
     report.set_histograms(stats.merged());
+    report.refusals = stats.refusals();
     report.set_rates();
     note_short_run(&mut report);
     Ok(Some(report))
@@ -443,6 +445,7 @@ async fn run_echo(
         r.failed_resumes += c.failed_resumes;
         r.stream_ends += c.stream_ends;
         r.post_errors += c.post_errors;
+        r.posts += c.posts;
         r.timeouts += c.timeouts;
         *not_channel = not_channel.or(c.not_channel);
         if let Some(e) = c.error.or_else(|| {

@@ -2,6 +2,7 @@
 //! as text for people or as JUnit XML for CI; and the gates that decide pass
 //! or fail, each kept as a [`Check`] with its limit and measured value.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -131,8 +132,14 @@ pub struct Report {
     pub failed_resumes: u64,
     /// Streams the server ended without a control close.
     pub stream_ends: u64,
-    /// POST attempts that failed (each retried with the same messageId).
+    /// POST attempts that got no answer (each retried with the same
+    /// messageId).
     pub post_errors: u64,
+    /// POSTs answered, whatever the status (echo mode).
+    pub posts: u64,
+    /// POSTs answered with a status other than 2xx, by status, whether
+    /// retried or not: a retry that then succeeds hides nothing.
+    pub refusals: BTreeMap<u16, u64>,
     /// Closed-loop messages given up on after `--drain` without an echo.
     pub timeouts: u64,
     /// Connections the POSTs went over: one per client, or fewer shared
@@ -206,11 +213,50 @@ pub struct Report {
     pub histograms: Histograms,
 }
 
+/// `--max-refusals`: a count of refused POSTs, or a share of the POSTs
+/// answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RefusalLimit {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Default for RefusalLimit {
+    fn default() -> Self {
+        RefusalLimit::Count(0)
+    }
+}
+
+impl std::str::FromStr for RefusalLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is neither a count nor a percentage (examples: 10, 0.5%)");
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(RefusalLimit::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.parse().map(RefusalLimit::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalLimit::Count(n) => write!(f, "{n}"),
+            RefusalLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// The thresholds of a run.
 #[derive(Debug, Clone, Default)]
 pub struct Gates {
     pub max_lost: u64,
     pub max_duplicated: u64,
+    pub max_refusals: RefusalLimit,
     pub max_p99: Option<Duration>,
     pub min_throughput: Option<f64>,
     /// Listen mode: fewest events in total; 1 unless given.
@@ -218,6 +264,48 @@ pub struct Gates {
 }
 
 impl Report {
+    /// POSTs refused, all statuses.
+    pub fn refused(&self) -> u64 {
+        self.refusals.values().fold(0u64, |a, n| a.saturating_add(*n))
+    }
+
+    /// `503 ×2, 429 ×1`: the statuses, most frequent first.
+    pub fn refusals_by_status(&self) -> String {
+        let mut v: Vec<(&u16, &u64)> = self.refusals.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter().map(|(s, n)| format!("{s} \u{d7}{n}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The refusals check: a count, or a share of the POSTs answered.
+    fn refusals_check(&self, limit: RefusalLimit) -> (Check, String) {
+        let n = self.refused();
+        let statuses = match n {
+            0 => String::new(),
+            _ => format!(" ({})", self.refusals_by_status()),
+        };
+        match limit {
+            RefusalLimit::Count(max) => (
+                Check::new("refusals", n as f64, Bound::Max, max as f64, "POSTs"),
+                format!(
+                    "refusals: {n} of {} POSTs answered with an error status{statuses}, each \
+                     retried or given up (allowed {max}; --max-refusals raises it)",
+                    self.posts
+                ),
+            ),
+            RefusalLimit::Percent(max) => {
+                let share = if self.posts > 0 { n as f64 * 100.0 / self.posts as f64 } else { 0.0 };
+                (
+                    Check::new("refusals", share, Bound::Max, max, "%"),
+                    format!(
+                        "refusals: {n} of {} POSTs ({share:.3}%) answered with an error \
+                         status{statuses} (allowed {max}%)",
+                        self.posts
+                    ),
+                )
+            }
+        }
+    }
+
     /// Listen mode: why the id sequences could not be checked at all.
     pub fn ids_unchecked(&self) -> Option<String> {
         if self.mode != Mode::Listen || self.events == 0 || !self.id_format.is_empty() {
@@ -310,6 +398,8 @@ impl Report {
                 count("corrupted", self.corrupted, 0, "messages"),
                 format!("corrupted: {} echoes corrupted or not ours (allowed 0)", self.corrupted),
             );
+            let (c, failure) = self.refusals_check(g.max_refusals);
+            check(c, failure);
         }
         let first = self.error_samples.first().map_or("", String::as_str);
         check(
@@ -603,10 +693,22 @@ impl Report {
                 self.post_connections
             );
         }
+        if self.mode == Mode::Echo {
+            let statuses = match self.refused() {
+                0 => String::new(),
+                _ => format!(": {}", self.refusals_by_status()),
+            };
+            let _ = writeln!(
+                s,
+                "  refusals    {} of {} POSTs answered with an error status{statuses}",
+                self.refused(),
+                self.posts
+            );
+        }
         if self.post_errors + self.timeouts > 0 {
             let _ = writeln!(
                 s,
-                "  retries     {} failed POST attempts, {} echoes timed out",
+                "  retries     {} POST attempts unanswered, {} echoes timed out",
                 self.post_errors, self.timeouts
             );
         }
@@ -680,9 +782,11 @@ mod tests {
         r.error_samples = vec!["boom".into()];
         r.latency_ms.p99 = 7.0;
         r.throughput_msgs_per_s = 10.0;
+        r.refusals = [(503, 1)].into();
         r.judge(&Gates {
             max_lost: 0,
             max_duplicated: 1,
+            max_refusals: RefusalLimit::Count(0),
             max_p99: Some(Duration::from_millis(5)),
             min_throughput: Some(100.0),
             min_events: None,
@@ -692,7 +796,16 @@ mod tests {
             r.failures.iter().map(|f| f.split(':').next().unwrap_or("")).collect();
         assert_eq!(
             names,
-            ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"]
+            [
+                "lost",
+                "duplicated",
+                "out_of_order",
+                "corrupted",
+                "refusals",
+                "errors",
+                "p99",
+                "throughput"
+            ]
         );
         assert!(r.human().contains("FAILED"));
     }
@@ -704,6 +817,35 @@ mod tests {
         r.duplicated = 3;
         r.judge(&Gates { max_lost: 3, max_duplicated: 3, ..Gates::default() });
         assert!(r.passed, "{:?}", r.failures);
+    }
+
+    #[test]
+    fn refusals_are_judged_by_count_or_share() {
+        assert_eq!("3".parse(), Ok(RefusalLimit::Count(3)));
+        assert_eq!(" 0.5% ".parse(), Ok(RefusalLimit::Percent(0.5)));
+        for bad in ["", "-1", "x", "101%", "%", "1e400%", "NaN%"] {
+            assert!(bad.parse::<RefusalLimit>().is_err(), "{bad:?}");
+        }
+        let mut r = ok_report();
+        r.posts = 200;
+        r.refusals = [(503, 3), (429, 1)].into();
+        r.judge(&Gates::default());
+        assert!(!r.passed);
+        assert_eq!(
+            r.failures[0],
+            "refusals: 4 of 200 POSTs answered with an error status (503 \u{d7}3, 429 \u{d7}1), \
+             each retried or given up (allowed 0; --max-refusals raises it)"
+        );
+        r.judge(&Gates { max_refusals: RefusalLimit::Count(4), ..Gates::default() });
+        assert!(r.passed, "{:?}", r.failures);
+        // 4 of 200 is 2%.
+        r.judge(&Gates { max_refusals: RefusalLimit::Percent(2.0), ..Gates::default() });
+        assert!(r.passed, "{:?}", r.failures);
+        r.judge(&Gates { max_refusals: RefusalLimit::Percent(1.9), ..Gates::default() });
+        assert!(!r.passed);
+        assert!(r.human().contains(
+            "refusals    4 of 200 POSTs answered with an error status: 503 \u{d7}3, 429 \u{d7}1"
+        ));
     }
 
     #[test]
@@ -725,6 +867,8 @@ mod tests {
             "failures",
             "corrupted",
             "failed_resumes",
+            "posts",
+            "refusals",
             "connect_ms",
             "duration_s",
             "bench_cpu_s",

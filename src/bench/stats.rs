@@ -3,6 +3,7 @@
 //! serialized form (so that reports of sharded runs merge exactly), and the
 //! percentile summaries of the report.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -194,12 +195,38 @@ pub struct Counters {
     pub reconnects: AtomicU64,
 }
 
+/// Error statuses and how often each came; a handful of statuses at most,
+/// so a list beats a map.
+#[derive(Debug, Default, Clone)]
+pub struct StatusCounts(Vec<(u16, u64)>);
+
+impl StatusCounts {
+    pub fn add(&mut self, status: u16, n: u64) {
+        match self.0.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, c)) => *c = c.saturating_add(n),
+            None => self.0.push((status, n)),
+        }
+    }
+
+    pub fn into_map(self) -> BTreeMap<u16, u64> {
+        let mut m = BTreeMap::new();
+        for (s, n) in self.0 {
+            let c: &mut u64 = m.entry(s).or_default();
+            *c = c.saturating_add(n);
+        }
+        m
+    }
+}
+
 /// One thread's share; padded so shards never share a cache line.
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct Shard {
     hist: Mutex<Histograms>,
     counters: Counters,
+    /// POSTs answered with an error status (off the hot path: only
+    /// refusals take this lock).
+    refusals: Mutex<StatusCounts>,
 }
 
 /// Statistics shared by every client, sharded by thread: a client records
@@ -234,6 +261,22 @@ impl Stats {
     /// The counters of the calling thread's shard.
     pub fn counters(&self) -> &Counters {
         &self.shard().counters
+    }
+
+    /// Counts a POST answered with an error status.
+    pub fn refused(&self, status: u16) {
+        self.shard().refusals.lock().unwrap_or_else(|e| e.into_inner()).add(status, 1);
+    }
+
+    /// The refusals so far, by status.
+    pub fn refusals(&self) -> BTreeMap<u16, u64> {
+        let mut all = StatusCounts::default();
+        for s in self.shards.iter() {
+            for &(status, n) in &s.refusals.lock().unwrap_or_else(|e| e.into_inner()).0 {
+                all.add(status, n);
+            }
+        }
+        all.into_map()
     }
 
     /// Sums of the live counters: (sent, received, reconnects).

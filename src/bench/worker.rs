@@ -75,8 +75,10 @@ pub struct ClientResult {
     pub failed_resumes: u64,
     /// Streams the server ended without a control close.
     pub stream_ends: u64,
-    /// POST attempts that failed (each retried).
+    /// POST attempts that got no answer (each retried).
     pub post_errors: u64,
+    /// POSTs answered, whatever the status.
+    pub posts: u64,
     /// Closed-loop window slots released because an echo never came.
     pub timeouts: u64,
     /// The server sent a control close before this client was done.
@@ -798,6 +800,14 @@ impl Client {
 
     fn on_post_done(&mut self, r: PostOutcome) {
         let seq = self.current.map_or(0, |c| c.0);
+        if let Ok((status, _)) = &r {
+            self.result.posts += 1;
+            if !status.is_success() {
+                // Counted whether retried or not: a retry that succeeds
+                // must not hide a server refusing healthy traffic.
+                self.plan.stats.refused(status.as_u16());
+            }
+        }
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;

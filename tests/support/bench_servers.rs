@@ -81,6 +81,10 @@ pub enum Fault {
     /// Flood every event stream with `: ping` comments, as fast as the
     /// client reads; answer POSTs but echo nothing.
     FloodStream,
+    /// Refuse the first POST of each messageId with n % k == k - 1 with
+    /// `status` (as an overloaded server does), and take it when it is sent
+    /// again.
+    RefuseOnce(u64, u16),
 }
 
 #[derive(Default)]
@@ -88,6 +92,7 @@ struct Client {
     tx: Option<mpsc::UnboundedSender<Bytes>>,
     next_event_id: u64,
     held: Option<Bytes>,
+    refused: std::collections::HashSet<u64>,
 }
 
 type Clients = Arc<Mutex<HashMap<String, Client>>>;
@@ -167,6 +172,13 @@ pub async fn faulty_echo(fault: Fault) -> String {
             let Some(c) = all.get_mut(&id) else {
                 return respond(StatusCode::NOT_FOUND, ChannelBody::full("unknown"));
             };
+            if let Fault::RefuseOnce(k, status) = fault
+                && n % k == k - 1
+                && c.refused.insert(n)
+            {
+                let status = StatusCode::from_u16(status).expect("a status");
+                return respond(status, ChannelBody::full("server busy, try again"));
+            }
             let mut out: Vec<Bytes> = Vec::new();
             match fault {
                 Fault::None => out.push(body),
@@ -202,7 +214,7 @@ pub async fn faulty_echo(fault: Fault) -> String {
                     out.push(Bytes::from(v));
                 }
                 Fault::HangPosts | Fault::FloodStream => {}
-                Fault::CloseAfter(_) => out.push(body),
+                Fault::CloseAfter(_) | Fault::RefuseOnce(..) => out.push(body),
             }
             let mut ev = Vec::new();
             for data in out {
