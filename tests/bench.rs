@@ -60,24 +60,33 @@ async fn ssechan(args: &[&str], env: &[(&str, &str)], stdin: Option<String>) -> 
 
 /// Runs bench with its open-file limit (soft and hard) set to `files`.
 async fn bench_with_files(args: &[&str], files: Option<u64>) -> Run {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let limits: Vec<_> = files.map(|n| (libc::RLIMIT_NOFILE, n)).into_iter().collect();
+    ssechan_limited(&all, &limits).await
+}
+
+/// Runs `ssechan ARGS` with these resource limits (soft and hard) set.
+async fn ssechan_limited(args: &[&str], limits: &[(libc::__rlimit_resource_t, u64)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
-    if let Some(n) = files {
-        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
-        unsafe {
-            cmd.pre_exec(move || {
+    let limits = limits.to_vec();
+    // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(resource, n) in &limits {
                 let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                if libc::setrlimit(resource, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
-    let child = cmd.arg("bench").args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+    let child = cmd.args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     let out = tokio::time::timeout(RUN_LIMIT, child)
         .await
-        .expect("bench finished in time")
-        .expect("run bench");
+        .expect("ssechan finished in time")
+        .expect("run ssechan");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1140,10 +1149,190 @@ async fn merge_refuses_what_is_not_a_report() {
     std::fs::write(&f, "{\"mode\": 3}").unwrap();
     let r = ssechan(&["bench", "merge", f.to_str().unwrap()], &[], None).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("is not a bench JSON report"), "{}", r.stderr);
+    assert!(r.stderr.contains("x.json: not a bench JSON report"), "{}", r.stderr);
     let r = ssechan(&["bench", "merge", "/nonexistent.json"], &[], None).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cannot read /nonexistent.json"), "{}", r.stderr);
+}
+
+/// A real report of a short run, as JSON.
+async fn a_real_report() -> Value {
+    let r = bench(&["-c", "2", "-m", "10", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()
+}
+
+/// HdrHistogram V2 (uncompressed) over 1 µs to 1 h, 3 digits, whose header
+/// claims a payload of `claimed` bytes and which holds one count.
+fn v2_histogram(claimed: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    for word in [0x1c84_9313u32, claimed, 0, 3] {
+        b.extend(word.to_be_bytes());
+    }
+    b.extend(1u64.to_be_bytes());
+    b.extend(3_600_000_000u64.to_be_bytes());
+    b.extend(1f64.to_be_bytes());
+    b.extend([2, 0]);
+    b
+}
+
+/// The same, deflated as HdrHistogram's compressed V2 form.
+fn deflated_histogram(inner: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(inner).unwrap();
+    let z = z.finish().unwrap();
+    let mut b = 0x1c84_9314u32.to_be_bytes().to_vec();
+    b.extend((z.len() as u32).to_be_bytes());
+    b.extend(z);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_refuses_crafted_reports_in_one_line() {
+    use base64::Engine as _;
+    let good = a_real_report().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: &Value| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, v.to_string()).unwrap();
+        f.display().to_string()
+    };
+    let b64 = |b: &[u8]| Value::from(base64::engine::general_purpose::STANDARD.encode(b));
+    let with = |field: &str, x: Value| {
+        let mut v = good.clone();
+        match field.split_once('.') {
+            Some((a, b)) => v[a][b] = x,
+            None => v[field] = x,
+        }
+        v
+    };
+    // Under 1 GiB of address space: a blob that makes merge allocate the
+    // 4 GiB it claims aborts instead of answering.
+    let merge = |files: Vec<String>| async move {
+        let mut args = vec!["bench".to_string(), "merge".to_string()];
+        args.extend(files);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ssechan_limited(&args, &[(libc::RLIMIT_AS, 1 << 30)]).await
+    };
+    let ok = write("good.json", &good);
+    let r = merge(vec![ok.clone()]).await;
+    assert_eq!(r.code, 0, "the limit leaves room for a real merge: {}", r.stderr);
+    let claims = "claims a payload of 4294967295 bytes and holds 2 (they must be equal)";
+    let max = u64::MAX.to_string();
+    for (name, v, want) in [
+        ("v2.json", with("histograms.latency", b64(&v2_histogram(u32::MAX))), claims),
+        (
+            "deflated.json",
+            with("histograms.recovery", b64(&deflated_histogram(&v2_histogram(u32::MAX)))),
+            claims,
+        ),
+        (
+            "huge.json",
+            with("duration_s", 1e300.into()),
+            "duration_s: 1e300 is out of range (0 to 100000000)",
+        ),
+        (
+            "negative.json",
+            with("duration_s", (-1.0).into()),
+            "duration_s: -1 is out of range (0 to 100000000)",
+        ),
+        (
+            "rate.json",
+            with("stream_events_per_s.mean", 1e300.into()),
+            "stream_events_per_s.mean: 1e300 is out of range",
+        ),
+    ] {
+        let f = write(name, &v);
+        let r = merge(vec![ok.clone(), f.clone()]).await;
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        let line = r.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{name}: one line: {line}");
+        assert!(line.starts_with(&format!("ssechan: {f}: ")), "{name}: {line}");
+        assert!(line.contains(want), "{name}: {want:?} in {line}");
+        if name.ends_with("v2.json") {
+            assert!(line.contains("histograms.latency: "), "{line}");
+        }
+        if name == "deflated.json" {
+            assert!(line.contains("histograms.recovery: "), "{line}");
+        }
+    }
+    // Sums that would wrap: refused, naming the count and the report.
+    let big = write("big.json", &with("sent", Value::from(u64::MAX)));
+    let r = merge(vec![big, ok.clone()]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("ssechan: {ok}: sent: the sum of the reports is over {max} (the largest count)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_refuses_times_out_of_range_in_one_line() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = record_session(dir.path(), &url, Duration::from_millis(1));
+    let text = std::fs::read_to_string(&good).unwrap();
+    // Once a panic in every replaying client (1e308), once a replay that
+    // never ended (1e20).
+    for t in ["1e308", "1e20", "-5"] {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let i = lines.iter().position(|l| l.contains("\"event\":\"send\"")).unwrap();
+        let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
+        v["t_ms"] = serde_json::from_str(t).unwrap();
+        lines[i] = v.to_string();
+        let f = dir.path().join(format!("t{t}.jsonl"));
+        std::fs::write(&f, lines.join("\n")).unwrap();
+        let r = bench_within(Duration::from_secs(10), &["--scenario", f.to_str().unwrap()]).await;
+        assert_eq!(r.code, 2, "{t}: {}", r.stderr);
+        let line = r.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{t}: {line}");
+        assert!(line.starts_with(&format!("ssechan: --scenario {}: step ", f.display())), "{line}");
+        assert!(
+            line.contains(&format!("(\"send\"): t_ms {} is out of range (0 to 604800000 ms", t)),
+            "{t}: {line}"
+        );
+    }
+    // A speed that stretches the replay past a week.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &["--scenario", good.to_str().unwrap(), "--speed", "1e-12"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--speed 0.000000000001 stretches the replay past a week"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_says_which_url_the_file_chose_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the notice comes first, then the failure.
+    let file = record_session(dir.path(), "http://127.0.0.1:1/from-the-file", Duration::ZERO);
+    let file = file.to_str().unwrap();
+    let r = bench_within(Duration::from_secs(20), &["--scenario", file, "-c", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(
+            format!(
+                "ssechan: --scenario {file}: replaying against http://127.0.0.1:1/from-the-file, \
+                 the recording's URL (give a URL to use another)"
+            )
+            .as_str()
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(lines[1..].iter().any(|l| l.contains("cannot reach")), "{}", r.stderr);
+    // A URL given on the command line is used without a word.
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench(&["--scenario", file, &url, "-c", "1", "--expect", "none"]).await;
+    assert!(!r.stderr.contains("replaying against"), "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::stats::{Histograms, Percentiles};
 use crate::junit;
 
+/// A number as a person reads it: `1e300`, not 301 digits.
+pub(crate) fn number(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e15 { format!("{x}") } else { format!("{x:e}") }
+}
+
 /// Events per second of single streams (listen mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamRates {

@@ -66,6 +66,75 @@ pub enum HistError {
     Decode(hdrhistogram::serialization::DeserializeError),
     #[error("histogram values out of range (1 µs to 1 h)")]
     Range,
+    /// What the blob declares does not fit what it holds, or what this
+    /// program merges: checked before anything is sized from it.
+    #[error("histogram {0}")]
+    Header(String),
+}
+
+/// HdrHistogram V2: cookie, payload length, normalizing offset, significant
+/// digits, lowest, highest, int-to-double ratio; then the counts.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+const V2_HEADER: usize = 40;
+/// Most significant digits read: with at most 3 the counts array of any
+/// range stays under 60,000 entries (this program records with 3).
+const MAX_DIGITS: u32 = 3;
+/// Longest V2 payload of such a histogram: every count a 9-byte varint.
+const MAX_V2_PAYLOAD: usize = 64 * 1024 * 9;
+
+/// The V2 bytes of a blob (inflated when compressed), checked against
+/// what it declares: a blob cannot make the reader allocate more than its
+/// own size allows, which hdrhistogram's deserializer would (it sizes its
+/// buffer from the declared length).
+fn v2_bytes(blob: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, HistError> {
+    let bad = |m: String| HistError::Header(m);
+    let u32_at = |b: &[u8], i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    };
+    let cookie = u32_at(blob, 0).ok_or_else(|| bad("is shorter than its cookie".into()))?;
+    let v2 = match cookie {
+        V2_COOKIE => std::borrow::Cow::Borrowed(blob),
+        V2_COMPRESSED_COOKIE => {
+            let len = u32_at(blob, 4).ok_or_else(|| bad("is cut in its header".into()))? as usize;
+            let have = blob.len() - 8;
+            if len > have {
+                return Err(bad(format!(
+                    "claims {len} compressed bytes and holds {have} (at most what it holds)"
+                )));
+            }
+            let mut out = Vec::new();
+            let limit = (V2_HEADER + MAX_V2_PAYLOAD) as u64;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::ZlibDecoder::new(&blob[8..8 + len]),
+                    limit + 1,
+                ),
+                &mut out,
+            )
+            .map_err(|e| bad(format!("does not inflate: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err(bad(format!("inflates past {limit} bytes (at most {limit})")));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+        other => return Err(bad(format!("cookie {other:#x} is not HdrHistogram V2"))),
+    };
+    if v2.len() < V2_HEADER || u32_at(&v2, 0) != Some(V2_COOKIE) {
+        return Err(bad("is cut in its header".into()));
+    }
+    let payload = u32_at(&v2, 4).unwrap_or_default() as usize;
+    let have = v2.len() - V2_HEADER;
+    if payload != have {
+        return Err(bad(format!(
+            "claims a payload of {payload} bytes and holds {have} (they must be equal)"
+        )));
+    }
+    let digits = u32_at(&v2, 12).unwrap_or_default();
+    if digits > MAX_DIGITS {
+        return Err(bad(format!("has {digits} significant digits (at most {MAX_DIGITS})")));
+    }
+    Ok(v2)
 }
 
 impl Hist {
@@ -100,8 +169,9 @@ impl Hist {
     /// its values fit.
     pub fn decode(s: &str) -> Result<Self, HistError> {
         let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim())?;
+        let v2 = v2_bytes(&bytes)?;
         let h: Histogram<u64> =
-            Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(HistError::Decode)?;
+            Deserializer::new().deserialize(&mut &v2[..]).map_err(HistError::Decode)?;
         let mut me = Self::new();
         me.0.add(&h).map_err(|_| HistError::Range)?;
         Ok(me)
@@ -159,6 +229,7 @@ pub struct Percentiles {
 
 /// The histograms one shard collects (and the report carries, in µs).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawHistograms")]
 pub struct Histograms {
     /// Round trip (echo) or, nothing in listen mode.
     pub latency: Hist,
@@ -174,6 +245,37 @@ pub struct Histograms {
     /// Request sent to the end of its stream (listen with -X/--data).
     #[serde(default)]
     pub stream: Hist,
+}
+
+/// A report's histograms before decoding, so that a bad one is named.
+#[derive(Deserialize)]
+#[serde(default)]
+#[derive(Default)]
+struct RawHistograms {
+    latency: Option<String>,
+    recovery: Option<String>,
+    resume: Option<String>,
+    connect: Option<String>,
+    first_event: Option<String>,
+    stream: Option<String>,
+}
+
+impl TryFrom<RawHistograms> for Histograms {
+    type Error = String;
+    fn try_from(r: RawHistograms) -> Result<Self, String> {
+        let decode = |name: &str, s: Option<String>| match s {
+            None => Ok(Hist::new()),
+            Some(s) => Hist::decode(&s).map_err(|e| format!("histograms.{name}: {e}")),
+        };
+        Ok(Histograms {
+            latency: decode("latency", r.latency)?,
+            recovery: decode("recovery", r.recovery)?,
+            resume: decode("resume", r.resume)?,
+            connect: decode("connect", r.connect)?,
+            first_event: decode("first_event", r.first_event)?,
+            stream: decode("stream", r.stream)?,
+        })
+    }
 }
 
 impl Histograms {
@@ -357,6 +459,63 @@ mod tests {
         assert_eq!(again.0, h.0);
         assert!(Hist::decode("not base64!").is_err());
         assert!(Hist::decode("aGVsbG8=").is_err());
+    }
+
+    /// A V2 blob (uncompressed) with this header and payload.
+    fn v2(payload_len: u32, digits: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(V2_COOKIE.to_be_bytes());
+        b.extend(payload_len.to_be_bytes());
+        b.extend(0u32.to_be_bytes());
+        b.extend(digits.to_be_bytes());
+        b.extend(1u64.to_be_bytes());
+        b.extend(MAX_US.to_be_bytes());
+        b.extend(1f64.to_be_bytes());
+        b.extend(payload);
+        b
+    }
+
+    fn deflated(cookie_len: Option<u32>, v2: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(v2).unwrap();
+        let z = z.finish().unwrap();
+        let mut b = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+        b.extend(cookie_len.unwrap_or(z.len() as u32).to_be_bytes());
+        b.extend(z);
+        b
+    }
+
+    fn decode_bytes(b: &[u8]) -> Result<Hist, HistError> {
+        Hist::decode(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    #[test]
+    fn crafted_histograms_are_refused_before_anything_is_sized_from_them() {
+        let why = |b: &[u8]| decode_bytes(b).map(|_| ()).unwrap_err().to_string();
+        // 4 GiB claimed, 2 bytes held: hdrhistogram would allocate the 4 GiB.
+        assert_eq!(
+            why(&v2(u32::MAX, 3, &[2, 0])),
+            "histogram claims a payload of 4294967295 bytes and holds 2 (they must be equal)"
+        );
+        assert_eq!(
+            why(&deflated(None, &v2(u32::MAX, 3, &[2, 0]))),
+            "histogram claims a payload of 4294967295 bytes and holds 2 (they must be equal)"
+        );
+        assert!(
+            why(&deflated(Some(u32::MAX), &v2(2, 3, &[2, 0])))
+                .starts_with("histogram claims 4294967295 compressed bytes and holds")
+        );
+        // A deflate bomb: 64 MiB of zeros in a few kilobytes.
+        let bomb = deflated(None, &vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 100_000);
+        assert!(why(&bomb).starts_with("histogram inflates past"), "{}", why(&bomb));
+        // 5 digits over 1 µs to 1 h: a counts array of millions.
+        assert_eq!(why(&v2(2, 5, &[2, 0])), "histogram has 5 significant digits (at most 3)");
+        assert!(why(&[0x1c, 0x84]).contains("shorter than its cookie"));
+        assert!(why(&v2(0, 3, &[])[..30]).contains("cut in its header"));
+        // A well-formed hand-made one decodes: count 1 at index 0.
+        assert_eq!(decode_bytes(&v2(1, 3, &[2])).unwrap().count(), 1);
     }
 
     #[test]
