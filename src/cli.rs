@@ -451,9 +451,10 @@ pub enum BenchMode {
     disable_help_subcommand = true,
     after_help = "\
 Exit status:
-  0  every check passed
-  1  a check failed (each is named)
-  2  usage error or unreachable target
+  0    every check passed
+  1    a check failed (each is named)
+  2    usage error, unreachable target, or one that refuses the run
+  130  interrupted (Ctrl-C): the report is of the run so far
 
 Examples:
   # embedded echo server, 10 s
@@ -469,7 +470,9 @@ Examples:
   # streams answering a POST (LLM-style APIs)
   ssechan bench URL --mode listen --raw --data @body.json --rate 5 -d 60s
   # replay a `connect --record` session with 100 clients
-  ssechan bench --scenario session.jsonl -c 100"
+  ssechan bench --scenario session.jsonl -c 100
+  # over https, trusting a self-signed certificate
+  ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -549,6 +552,14 @@ pub struct BenchArgs {
     /// Time limit for connecting each client and for each POST's answer (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// https: accept any server certificate (like curl -k): encrypted but
+    /// not authenticated, for test servers only.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// https: PEM file of certificates (a CA, or a self-signed server's
+    /// own) to trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Client threads; 0 uses half the cores, leaving the rest to a local server.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,

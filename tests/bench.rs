@@ -5,6 +5,8 @@
 mod bench_servers;
 #[path = "support/nchan.rs"]
 mod nchan;
+#[path = "support/tls_cert.rs"]
+mod tls_cert;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -250,7 +252,7 @@ async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = tokio::time::timeout(RUN_LIMIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(i) = line.find("http://") {
+            if let Some(i) = line.find("https://").or_else(|| line.find("http://")) {
                 return line[i..].trim().to_string();
             }
         }
@@ -632,6 +634,242 @@ async fn unreachable_target_exits_2() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_url_without_scheme_gets_connects_hint() {
+    let r = bench(&["localhost:8080/sse", "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.trim().ends_with("(did you mean http://localhost:8080/sse?)"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+}
+
+/// Runs bench and says how long it took.
+async fn timed_bench(args: &[&str]) -> (Run, Duration) {
+    let t0 = std::time::Instant::now();
+    let r = bench(args).await;
+    (r, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permanent_errors_end_the_run_at_once_whatever_the_duration() {
+    // Servers that accept one connection every 300 ms: connecting 50
+    // clients takes 15 s, and bench used to connect them all before its
+    // first POST (so 501 took 10 s to say). The verdict is known at the
+    // first contact. (Measured by hand: each exits in under 0.1 s.)
+    let every = Duration::from_millis(300);
+    let without_post =
+        bench_servers::slow_to_accept(bench_servers::Site::SseWithoutPost, every).await;
+    let (r, took) = timed_bench(&[&without_post, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "ssechan: {without_post}: not a package:sse channel endpoint (POST answered 501); \
+             to read a plain SSE stream use --mode listen --raw"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A POST refused for another reason: its status and the reason's text.
+    let forbidden = bench_servers::slow_to_accept(bench_servers::Site::ForbiddenPosts, every).await;
+    let (r, took) = timed_bench(&[&forbidden, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("ssechan: {forbidden}: POST answered 403 Forbidden: missing credentials")
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Not an event stream: the first stream's answer stops the clients
+    // still waiting to connect.
+    let html = bench_servers::slow_to_accept(bench_servers::Site::Html, every).await;
+    let (r, took) = timed_bench(&["--mode", "listen", "--raw", &html, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "ssechan: cannot reach {html}: connect: not an event stream: Content-Type is \
+             \"text/html\", not text/event-stream"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_are_reduced_to_their_text() {
+    // A POST refused for good after others were taken: the client's error
+    // quotes the page's words, not `<!DOCTYPE HTML>`.
+    let url = bench_servers::faulty_echo(Fault::HtmlErrorAfter(3)).await;
+    let r = bench(&[&url, "-c", "1", "-m", "10", "--drain", "300ms", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        first_sample(&r.json()),
+        "POST of message 3 refused: 500 Internal Server Error: Oops Something broke & we \
+         know it."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_against_serve_tls() {
+    let cert = tls_cert::Cert::new();
+    let mut args = cert.args();
+    args.push("--keep-alive".into());
+    args.push("10s".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_serve, url) = serve_echo(&args).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let cacert = cert.cert.to_str().unwrap();
+    // Trusted with --cacert; chaos too (every resume a new handshake).
+    let r = bench(&[
+        &url,
+        "--cacert",
+        cacert,
+        "-c",
+        "3",
+        "--duration",
+        "1s",
+        "--drop-every",
+        "200ms",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert!(u(&v, "received") > 0, "{v}");
+    assert_eq!(u(&v, "sent"), u(&v, "received"), "{v}");
+    assert!(u(&v, "resumes") > 0, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "errors")), (0, 0), "{v}");
+    // -k: not checked, and said so.
+    let r = bench(&[&url, "-k", "-c", "2", "-m", "20", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "received"), 40);
+    assert!(
+        r.stderr.contains("--insecure: the server's certificate is not checked"),
+        "{}",
+        r.stderr
+    );
+    // Listen mode over TLS.
+    let r = bench(&[
+        "--mode",
+        "listen",
+        &url,
+        "--cacert",
+        cacert,
+        "-c",
+        "2",
+        "--duration",
+        "300ms",
+        "--min-events",
+        "0",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "connected"), 2);
+    // Neither: one line, with the way out.
+    let r = bench(&[&url, "-c", "2", "-m", "5"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with(&format!("ssechan: cannot reach {url}: TLS: ")), "{line}");
+    assert!(line.contains("certificate"), "{line}");
+    assert!(line.ends_with("(--cacert FILE trusts it, -k skips the check)"), "{line}");
+    // A bad --cacert is a usage error.
+    let r = bench(&[&url, "--cacert", cert.key.to_str().unwrap(), "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no PEM certificate"), "{}", r.stderr);
+}
+
+/// Starts bench (verbose, so it says when the load started), waits for
+/// that, sends it SIGINT and returns what it did.
+async fn interrupted_bench(args: &[&str], started: &str) -> (Run, Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .arg("bench")
+        .args(args)
+        .arg("-v")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn bench");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    tokio::time::timeout(RUN_LIMIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.contains(started) {
+                return;
+            }
+        }
+        panic!("bench ended before {started:?}: {stderr}");
+    })
+    .await
+    .expect("the load started");
+    let t0 = std::time::Instant::now();
+    let pid = child.id().expect("pid") as libc::pid_t;
+    // SAFETY: signals a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let rest = tokio::spawn(async move {
+        let mut s = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    });
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("bench ended after SIGINT")
+        .unwrap();
+    let took = t0.elapsed();
+    stderr.push_str(&rest.await.unwrap());
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    };
+    (run, took)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_prints_the_run_so_far_and_exits_130() {
+    let (r, took) =
+        interrupted_bench(&["-c", "4", "--duration", "60s", "--json", "-"], "load started").await;
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    assert!(took < Duration::from_secs(20), "long before --duration: {took:?}");
+    let v = r.json();
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert!(v["duration_s"].as_f64().unwrap() < 60.0, "{v}");
+    // What was in flight came back within the grace: nothing lost.
+    assert_eq!(u(&v, "sent"), u(&v, "received"), "{v}");
+    assert_eq!(u(&v, "lost"), 0, "{v}");
+    assert!(r.stderr.contains("verdict     INTERRUPTED"), "{}", r.stderr);
+    assert!(r.stderr.contains(", INTERRUPTED\n"), "{}", r.stderr);
+    // Listen mode too.
+    let (_serve, url) = serve_echo(&[]).await;
+    let (r, _) = interrupted_bench(
+        &[
+            "--mode",
+            "listen",
+            &url,
+            "-c",
+            "2",
+            "--duration",
+            "60s",
+            "--min-events",
+            "0",
+            "--json",
+            "-",
+        ],
+        "connecting",
+    )
+    .await;
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((v["interrupted"].as_bool(), u(&v, "errors")), (Some(true), 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_path_is_unreachable() {
     let (_serve, url) = serve_echo(&[]).await;
     let url = url.replace("/sse", "/nope");
@@ -646,7 +884,6 @@ async fn usage_errors_exit_2() {
         &["--raw", "-m", "1"][..],
         &["--size", "10"],
         &["ftp://127.0.0.1/sse"],
-        &["https://127.0.0.1/sse"],
         &["not a url"],
         &["--mode", "listen"],
         &["--window", "0"],
@@ -1664,11 +1901,13 @@ async fn broken_refused_and_silent_post_streams_fail() {
     assert_eq!((u(&v, "failed_requests"), u(&v, "completed"), u(&v, "events")), (2, 0, 4));
     assert!(first_sample(&v).starts_with("stream broken after 2 events"), "{v}");
     assert_eq!(failure_names(&v), ["failed_requests"], "{v}");
-    // An error status.
+    // An error status: the first one ends the run (the other client's
+    // request may be cut then).
     let r = run("not json", &[]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "failed_requests"), u(&v, "events")), (2, 0), "{v}");
+    assert!((1..=2).contains(&u(&v, "failed_requests")), "{v}");
+    assert_eq!(u(&v, "events"), 0, "{v}");
     assert!(first_sample(&v).contains("400"), "{v}");
     assert_eq!(failure_names(&v), ["failed_requests", "events"], "{v}");
     // Silent for --drain after the first event.
@@ -1706,8 +1945,19 @@ async fn post_streams_against_ssechan_serve() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "requests"), u(&v, "failed_requests"), u(&v, "completed")), (6, 6, 0));
+    // The first refusal ends the run (nothing had succeeded): not all 6
+    // requests are made; those in flight then are not counted.
+    let failed = u(&v, "failed_requests");
+    assert!((1..=2).contains(&failed), "{v}");
+    assert_eq!((u(&v, "requests"), u(&v, "completed")), (failed, 0), "{v}");
     assert!(first_sample(&v).contains("400"), "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the run ended at the first request refused"),
+        "{v}"
+    );
     // -X GET of a channel stream: an event stream that stays open; cut by
     // --duration, it is neither completed nor failed.
     let r = bench_within(

@@ -160,6 +160,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             urls.push(&r.url);
         }
         m.embedded |= r.embedded;
+        m.interrupted |= r.interrupted;
         if let Some(sc) = &r.scenario {
             match &mut m.scenario {
                 Some(total) => total.add(sc).map_err(|f| MergeError::Overflow(i + 1, f))?,

@@ -6,12 +6,14 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod halt;
 mod ids;
 mod lanes;
 mod listen;
 pub mod merge;
 pub mod payload;
 mod progress;
+mod reason;
 pub mod report;
 mod request;
 mod runtimes;
@@ -19,14 +21,15 @@ pub mod scenario;
 pub mod shard;
 pub mod stats;
 mod timer;
+mod tls;
 pub mod verify;
 mod worker;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -36,7 +39,8 @@ use tracing::{info, warn};
 use crate::UsageError;
 use crate::cli::{BenchArgs, BenchCommand, BenchMode, GateArgs, ReportArgs};
 use crate::server::{Server, ServerConfig};
-use conn::Target;
+use conn::{Dialer, Target};
+use halt::Halting;
 use report::{Gates, Mode, Report, StreamRates};
 use shard::Shard;
 use stats::{Clock, Stats};
@@ -57,7 +61,9 @@ const DEFAULT_EVENTS: u64 = 1000;
 /// What every client of a run shares (read-only but for the stats).
 pub(crate) struct Plan {
     pub target: Target,
-    pub addr: SocketAddr,
+    pub dialer: Dialer,
+    /// As given (for messages).
+    pub url: String,
     /// Clients of the whole run (all shards): open-loop send times are
     /// spread over them, so a shard's clients keep their place in it.
     pub clients: usize,
@@ -81,8 +87,11 @@ pub(crate) struct Plan {
     pub lanes: Option<lanes::Lanes>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
-    /// Set to stop every client at once (the target is no channel endpoint).
-    pub stop: watch::Sender<bool>,
+    /// Ctrl-C, or a permanent error: every client watches it.
+    pub halting: Arc<Halting>,
+    /// Some POST (or, with -X/--data, some request) was taken: a permanent
+    /// refusal after that is one client's, not the whole run's.
+    pub accepted: AtomicBool,
 }
 
 /// What `validate` derived from the flags.
@@ -104,18 +113,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let setup = validate(&args)?;
     let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
+    let halting = Arc::new(Halting::default());
+    let ctrl_c = halt::on_ctrl_c(halting.clone());
+    let result = run_mode(&args, &setup, local, &halting).await;
+    if let Some(t) = ctrl_c {
+        t.abort();
+    }
+    let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
+    report.judge(&gates(&args.gates));
+    write_report(&args.output, &report)?;
+    Ok(exit_code(&report))
+}
+
+/// 0 passed, 1 a check failed, 130 interrupted (the report is of the run
+/// so far, whatever it says).
+pub(crate) fn exit_code(report: &Report) -> ExitCode {
+    match (report.interrupted, report.passed) {
+        (true, _) => ExitCode::from(130),
+        (false, true) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(1),
+    }
+}
+
+/// The run of `--scenario` or of a mode.
+async fn run_mode(
+    args: &BenchArgs,
+    setup: &Setup,
+    local: Range<usize>,
+    halting: &Arc<Halting>,
+) -> anyhow::Result<Option<Report>> {
     if let Some(path) = &args.scenario {
         crate::sys::raise_open_file_limit(local.len() as u64 * 2 + SPARE_FILES);
-        let Some(mut report) = scenario::run(&args, path, local, setup.start_at).await? else {
-            return Ok(ExitCode::from(2));
-        };
-        report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
-        report.judge(&gates(&args.gates));
-        write_report(&args.output, &report)?;
-        return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        let report = scenario::run(args, path, local, setup.start_at, halting).await?;
+        return Ok(report.map(|mut r| {
+            r.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
+            r
+        }));
     }
     let clients = local.len();
-    let files = crate::sys::raise_open_file_limit(FileBudget::new(&args, clients as u64).own());
+    let files = crate::sys::raise_open_file_limit(FileBudget::new(args, clients as u64).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -123,14 +159,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (s.url.clone(), Some(s))
         }
     };
-    let result = bench(&args, &setup, &url, embedded.is_some(), files).await;
+    let result = bench(args, setup, &url, embedded.is_some(), files, halting).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
-    let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
-    report.judge(&gates(&args.gates));
-    write_report(&args.output, &report)?;
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    result
 }
 
 pub(crate) fn gates(g: &GateArgs) -> Gates {
@@ -281,16 +314,31 @@ fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
     Ok(request::RequestSpec { method, body, per_client: a.streams })
 }
 
-/// Runs the workload; `None` when the target cannot be reached (already
-/// said on stderr).
+/// Runs the workload; `None` when the target cannot be reached or refuses
+/// the run for good (already said on stderr, in one line).
 async fn bench(
     args: &BenchArgs,
     setup: &Setup,
     url: &str,
     embedded: bool,
     files: u64,
+    halting: &Arc<Halting>,
 ) -> anyhow::Result<Option<Report>> {
     let target = Target::parse(url, &args.headers).map_err(|e| usage(e.to_string()))?;
+    let tls = target
+        .tls
+        .then(|| {
+            let connector = tls::connector(args.cacert.as_deref(), args.insecure)?;
+            Ok::<_, String>((connector, tls::server_name(&target.host)?))
+        })
+        .transpose()
+        .map_err(usage)?;
+    if args.insecure && target.tls {
+        warn!(
+            "--insecure: the server's certificate is not checked; anyone in between can read \
+             and change the traffic"
+        );
+    }
     let unreachable = |why: String| {
         eprintln!("ssechan: cannot reach {url}: {why}");
         Ok(None)
@@ -306,12 +354,23 @@ async fn bench(
             ));
         }
     };
-    match tokio::time::timeout(args.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return unreachable(e.to_string()),
-        Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
-    }
+    let dialer = match tls {
+        Some((connector, name)) => Dialer::tls(addr, connector, name),
+        None => Dialer::plain(addr),
+    };
     let listen = args.mode == BenchMode::Listen;
+    let run_id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // First contact, before any client: a refused connection, a TLS
+    // failure or (echo mode) a POST refused for good ends the run now.
+    let probe = (!listen).then(|| format!("{run_id}-probe"));
+    match first_contact(&target, &dialer, probe.as_deref(), args.connect_timeout).await {
+        Ok(()) => {}
+        Err(FirstContact::Unreachable(why)) => return unreachable(why),
+        Err(FirstContact::Refused(status, why)) => {
+            eprintln!("ssechan: {}", worker::not_taken(url, status, &why));
+            return Ok(None);
+        }
+    }
     let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
     let rts = runtimes::Runtimes::start(args.threads).context("cannot start the client threads")?;
     let lanes = (!listen)
@@ -322,7 +381,7 @@ async fn bench(
                 "open-file limit {files} is too low for a POST connection per client: \
                      {n} shared POST connections instead"
             );
-            lanes::Lanes::start(n, local.len(), addr, args.connect_timeout, &rts)
+            lanes::Lanes::start(n, local.len(), &dialer, args.connect_timeout, &rts)
         });
     let post_connections = match (&lanes, listen) {
         (_, true) => 0,
@@ -332,10 +391,11 @@ async fn bench(
     let stats = Stats::new();
     let plan = Arc::new(Plan {
         target,
-        addr,
+        dialer,
+        url: url.to_string(),
         clients: args.clients,
         local: local.clone(),
-        run_id: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        run_id,
         size: args.size,
         messages: setup.messages,
         duration: setup.duration,
@@ -349,31 +409,27 @@ async fn bench(
         lanes,
         clock: Clock::new(),
         stats: stats.clone(),
-        stop: watch::Sender::new(false),
+        halting: halting.clone(),
+        accepted: AtomicBool::new(false),
     });
     info!(clients = local.len(), %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
-    let mut not_channel = None;
     let mut report = if let Some(spec) = &setup.request {
         run_requests(&plan, spec, &rts).await
     } else if listen {
         run_listen(&plan, &rts).await
     } else {
-        run_echo(&plan, &rts, &mut cpu0, &mut not_channel).await
+        run_echo(&plan, &rts, &mut cpu0).await
     };
     progress.finish();
     rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
-    if let Some(status) = not_channel {
-        eprintln!(
-            "ssechan: {url}: not a package:sse channel endpoint (POST answered {}); to read a \
-             plain SSE stream use --mode listen --raw",
-            status.as_u16()
-        );
+    if let Some(line) = halting.fatal() {
+        eprintln!("ssechan: {line}");
         return Ok(None);
     }
-    if report.connected == 0 {
+    if report.connected == 0 && !halting.interrupted() {
         let why =
             report.error_samples.first().cloned().unwrap_or_else(|| "no client connected".into());
         return unreachable(why);
@@ -381,6 +437,7 @@ async fn bench(
     report.mode = if listen { Mode::Listen } else { Mode::Echo };
     report.url = url.to_string();
     report.embedded = embedded;
+    report.interrupted = halting.interrupted();
     report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
     report.post_connections = post_connections;
     report.clients = local.len() as u64;
@@ -388,18 +445,71 @@ async fn bench(
     report.set_histograms(stats.merged());
     report.refusals = stats.refusals();
     report.set_rates();
+    if halting.now() == halt::Halt::Stop {
+        report.warnings.push(
+            "the run ended at the first request refused for good (none had succeeded): the \
+             others would have been refused too"
+                .into(),
+        );
+    }
     note_short_run(&mut report);
     Ok(Some(report))
 }
 
+/// Why the first contact ended the run.
+enum FirstContact {
+    Unreachable(String),
+    /// The probe POST was refused for good: status and reason.
+    Refused(http::StatusCode, String),
+}
+
+/// Connects once (TLS included) and, with a `probe` client id, POSTs one
+/// message for it: that id has no stream, so a channel server answers 404
+/// (unknown client) and keeps nothing, while a server without POST (405,
+/// 501) or one that refuses the run (401, 403…) says so before a single
+/// client connects. An answer that may change (404, 408, 429, 5xx "later")
+/// or none within the timeout lets the run go on: the clients will see.
+async fn first_contact(
+    target: &Target,
+    dialer: &Dialer,
+    probe: Option<&str>,
+    timeout: Duration,
+) -> Result<(), FirstContact> {
+    let io = match tokio::time::timeout(timeout, dialer.connect()).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(conn::ConnectError::Tcp { source, .. })) => {
+            return Err(FirstContact::Unreachable(source.to_string()));
+        }
+        Ok(Err(e)) => return Err(FirstContact::Unreachable(e.to_string())),
+        Err(_) => {
+            return Err(FirstContact::Unreachable(format!("no connection within {timeout:?}")));
+        }
+    };
+    let Some(id) = probe else { return Ok(()) };
+    let post = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let uri = format!("{}0", target.post_prefix(id)).parse().ok()?;
+        let req = target.post_request(uri, bytes::Bytes::from_static(b"\"ssechan bench probe\""));
+        lanes::read_response(sender.send_request(req)).await.ok()
+    };
+    match tokio::time::timeout(timeout, post).await {
+        Ok(Some((status, body)))
+            if !status.is_success()
+                && status != http::StatusCode::NOT_FOUND
+                && !conn::retry_later(status) =>
+        {
+            let why =
+                if body.is_empty() { status.to_string() } else { format!("{status}: {body}") };
+            Err(FirstContact::Refused(status, why))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
 /// so that connecting thousands of clients does not count per message.
-async fn run_echo(
-    plan: &Arc<Plan>,
-    rts: &runtimes::Runtimes,
-    cpu0: &mut Duration,
-    not_channel: &mut Option<http::StatusCode>,
-) -> Report {
+async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
@@ -416,7 +526,8 @@ async fn run_echo(
     let n = u32::try_from(plan.local.len()).unwrap_or(u32::MAX);
     let _ = ready.acquire_many(n).await;
     if let Some(at) = plan.start_at {
-        wait_for_start(at).await;
+        let mut halted = plan.halting.watch(halt::Halt::Interrupt);
+        let _ = halt::unless(&mut halted, wait_for_start(at)).await;
     }
     let start_us = plan.clock.now_us();
     *cpu0 = stats::process_cpu();
@@ -447,7 +558,6 @@ async fn run_echo(
         r.post_errors += c.post_errors;
         r.posts += c.posts;
         r.timeouts += c.timeouts;
-        *not_channel = not_channel.or(c.not_channel);
         if let Some(e) = c.error.or_else(|| {
             c.closed_early.then(|| "closed by the server before the end of the run".to_string())
         }) {

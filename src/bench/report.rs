@@ -111,6 +111,9 @@ pub struct Report {
     pub url: String,
     /// The target was the embedded echo server (no URL given).
     pub embedded: bool,
+    /// Ctrl-C ended the run: the figures are of the run so far (messages
+    /// in flight then were given a second to come back).
+    pub interrupted: bool,
     /// `I/N` of a sharded run (`--shard`); a merged report lists every
     /// shard it holds.
     pub shards: Vec<String>,
@@ -552,9 +555,10 @@ impl Report {
             1 => format!(", shard {}", self.shards[0]),
             n => format!(", {n} shards merged"),
         };
+        let interrupted = if self.interrupted { ", INTERRUPTED" } else { "" };
         let _ = writeln!(
             s,
-            "ssechan bench: {} mode, {} clients ({} connected), {}{target}{shards}, {:.2} s",
+            "ssechan bench: {} mode, {} clients ({} connected), {}{target}{shards}, {:.2} s{interrupted}",
             self.mode.as_str(),
             self.clients,
             self.connected,
@@ -740,7 +744,16 @@ impl Report {
             let why = c.skipped.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
             let _ = writeln!(s, "    {mark:<5} {:<16}{}{why}", c.name, c.describe());
         }
-        if self.passed {
+        if self.interrupted {
+            let _ = writeln!(
+                s,
+                "  verdict     INTERRUPTED (the checks above are of the run so far: {})",
+                if self.passed { "passed" } else { "failed" }
+            );
+            for f in &self.failures {
+                let _ = writeln!(s, "    - {f}");
+            }
+        } else if self.passed {
             let _ = writeln!(s, "  verdict     PASSED");
         } else {
             let _ = writeln!(s, "  verdict     FAILED");

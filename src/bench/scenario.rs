@@ -177,12 +177,29 @@ struct Replay {
     connect_timeout: Duration,
     /// Bounds the clients connecting at once.
     gate: Semaphore,
+    /// https: `--cacert` and `-k`, as `connect` takes them.
+    ca_certs: Vec<reqwest::Certificate>,
+    insecure: bool,
+    halting: Arc<super::halt::Halting>,
 }
 
 /// Replays the scenario as client `index`.
 async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
-    let Replay { ref run_id, ref url, ref sc, speed, expect, drain, connect_timeout, ref gate } =
-        *p;
+    let Replay {
+        ref run_id,
+        ref url,
+        ref sc,
+        speed,
+        expect,
+        drain,
+        connect_timeout,
+        ref gate,
+        ref ca_certs,
+        insecure,
+        ref halting,
+    } = *p;
+    // Ctrl-C ends the replay where it is: what came so far is reported.
+    let mut halt = halting.watch(super::halt::Halt::Interrupt);
     let mut out = Replayed::default();
     let mode =
         if sc.raw { Mode::Raw } else { Mode::Channel { client_id: format!("{run_id}-{index}") } };
@@ -190,6 +207,8 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
     let t0 = Instant::now();
     let started = ClientConfig::new(url, mode).and_then(|mut config| {
         config.timeout = connect_timeout;
+        config.ca_certs = ca_certs.clone();
+        config.insecure = insecure;
         ChannelClient::start(config)
     });
     let (client, mut events) = match started {
@@ -255,19 +274,27 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
         }
     };
     while !enough(out.received as usize) {
-        match tokio::time::timeout_at(end, events.recv()).await {
-            Err(_) | Ok(None) => break,
-            Ok(Some(ClientEvent::Message(m))) => keep(&mut out, m),
-            Ok(Some(ClientEvent::Event(ev))) => keep(&mut out, ev.data),
-            Ok(Some(ClientEvent::SendFailed { message_id, reason })) => {
-                out.error.get_or_insert(format!("message {message_id} refused: {reason}"));
-            }
-            Ok(Some(ev)) if ev.is_terminal() => {
-                out.error.get_or_insert(terminal(&ev));
-                break;
-            }
-            Ok(Some(_)) => {}
+        let next = super::halt::unless(&mut halt, events.recv());
+        match tokio::time::timeout_at(end, next).await {
+            Err(_) | Ok(None) | Ok(Some(None)) => break,
+            Ok(Some(Some(ev))) => match ev {
+                ClientEvent::Message(m) => keep(&mut out, m),
+                ClientEvent::Event(ev) => keep(&mut out, ev.data),
+                ClientEvent::SendFailed { message_id, reason } => {
+                    out.error.get_or_insert(format!("message {message_id} refused: {reason}"));
+                }
+                ev if ev.is_terminal() => {
+                    out.error.get_or_insert(terminal(&ev));
+                    break;
+                }
+                _ => {}
+            },
         }
+    }
+    if halt.is_done() {
+        // Interrupted: the sends still to come are not waited for.
+        client.stop();
+        return out;
     }
     match tokio::time::timeout_at(end, sender).await {
         Ok(Ok((sent, err))) => {
@@ -354,6 +381,7 @@ pub async fn run(
     path: &Path,
     local: std::ops::Range<usize>,
     start_at: Option<std::time::SystemTime>,
+    halting: &Arc<super::halt::Halting>,
 ) -> anyhow::Result<Option<super::report::Report>> {
     use super::report::{Mode, Report};
     let file = path.display().to_string();
@@ -388,6 +416,12 @@ pub async fn run(
         drain: args.drain,
         connect_timeout: args.connect_timeout,
         gate: Semaphore::new(super::CONNECT_CONCURRENCY),
+        ca_certs: match &args.cacert {
+            Some(p) => crate::client::load_ca_certs(p).map_err(|e| super::usage(e.to_string()))?,
+            None => Vec::new(),
+        },
+        insecure: args.insecure,
+        halting: halting.clone(),
     });
     if let Some(at) = start_at {
         super::wait_for_start(at).await;
@@ -421,6 +455,7 @@ pub async fn run(
         eprintln!("ssechan: cannot reach {url}: {why}");
         return Ok(None);
     }
+    r.interrupted = halting.interrupted();
     r.clients = local.len() as u64;
     r.duration_s = clock.now_us() as f64 / 1e6;
     r.started_at = super::rfc3339(clock.wall_at(0));
