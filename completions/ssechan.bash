@@ -73,7 +73,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --shard --start-at --connect-timeout --insecure --cacert --threads --keep-alive --drain --verbose --quiet --help --version merge"
+            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --shard --start-at --connect-timeout --insecure --cacert --threads --dashboard --keep-alive --drain --verbose --quiet --help --version merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -199,6 +199,10 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --shard)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -219,6 +223,10 @@ _ssechan() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --dashboard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --keep-alive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -235,7 +243,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench__subcmd__merge)
-            opts="-v -q -h -V --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --verbose --quiet --help --version"
+            opts="-v -q -h -V --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,6 +278,10 @@ _ssechan() {
                     return 0
                     ;;
                 --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --html)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

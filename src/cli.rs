@@ -563,6 +563,11 @@ pub struct BenchArgs {
     /// Client threads; 0 uses half the cores, leaving the rest to a local server.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Serve a live view of the run at http://ADDR/ (same forms as serve
+    /// --listen: a bare port is on loopback): the HTML report, updated once
+    /// a second by an event stream.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub dashboard: Option<SocketAddr>,
     /// Keep-alive of the embedded server (without URL).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,
@@ -624,6 +629,10 @@ pub struct ReportArgs {
     /// Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE: charts of
+    /// the run second by second, the checks, the command line and machine.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

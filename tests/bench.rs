@@ -3,6 +3,8 @@
 
 #[path = "support/bench_servers.rs"]
 mod bench_servers;
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "support/nchan.rs"]
 mod nchan;
 #[path = "support/tls_cert.rs"]
@@ -237,29 +239,51 @@ async fn human_report_on_stdout_and_json_file() {
     assert_eq!((u(&v, "sent"), u(&v, "received")), (40, 40));
 }
 
-/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
-/// returns it and its URL.
-async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
+type StderrLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Starts `ssechan ARGS` (stdin piped, stdout to `stdout`) and reads its
+/// stderr until `find` picks something from a line: returns the child,
+/// that, what stderr said up to there, and the rest of it.
+async fn spawn_watching<T>(
+    args: &[&str],
+    stdout: Stdio,
+    find: impl Fn(&str) -> Option<T>,
+) -> (tokio::process::Child, T, String, StderrLines) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn serve");
+        .expect("spawn ssechan");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(RUN_LIMIT, async {
+    let mut said = String::new();
+    let found = tokio::time::timeout(RUN_LIMIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(i) = line.find("https://").or_else(|| line.find("http://")) {
-                return line[i..].trim().to_string();
+            said.push_str(&line);
+            said.push('\n');
+            if let Some(x) = find(&line) {
+                return x;
             }
         }
-        panic!("serve ended without printing its URL");
+        panic!("ssechan {args:?} ended before the line looked for: {said}");
     })
     .await
-    .expect("serve printed its URL");
+    .expect("the line looked for");
+    (child, found, said, lines)
+}
+
+/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
+/// returns it and its URL.
+async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (child, url, _, mut lines) = spawn_watching(&all, Stdio::null(), |line| {
+        let i = line.find("https://").or_else(|| line.find("http://"))?;
+        Some(line[i..].trim().to_string())
+    })
+    .await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
 }
@@ -781,30 +805,11 @@ async fn over_https_against_serve_tls() {
 /// Starts bench (verbose, so it says when the load started), waits for
 /// that, sends it SIGINT and returns what it did.
 async fn interrupted_bench(args: &[&str], started: &str) -> (Run, Duration) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .arg("bench")
-        .args(args)
-        .arg("-v")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn bench");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stderr = String::new();
-    tokio::time::timeout(RUN_LIMIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            stderr.push_str(&line);
-            stderr.push('\n');
-            if line.contains(started) {
-                return;
-            }
-        }
-        panic!("bench ended before {started:?}: {stderr}");
-    })
-    .await
-    .expect("the load started");
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("-v");
+    let (child, (), mut stderr, mut lines) =
+        spawn_watching(&all, Stdio::piped(), |line| line.contains(started).then_some(())).await;
     let t0 = std::time::Instant::now();
     let pid = child.id().expect("pid") as libc::pid_t;
     // SAFETY: signals a child this test started and still owns.
@@ -1595,7 +1600,8 @@ async fn shard_from_the_job_index_and_start_at() {
         (&["-c", "2", "--shard", "1/3"], &[], "has none"),
         (&["--start-at", "yesterday"], &[], "RFC 3339"),
         (&["--start-at", "+48h"], &[], "at most"),
-        (&["--json", "-", "--junit", "-"], &[], "both write to stdout"),
+        (&["--json", "-", "--junit", "-"], &[], "can write to stdout"),
+        (&["--html", "-", "--junit", "-"], &[], "can write to stdout"),
     ] {
         let mut all = vec!["bench"];
         all.extend_from_slice(args);
@@ -2151,4 +2157,299 @@ async fn a_data_file_past_16_mib_is_a_usage_error() {
     let r = bench(&["--mode", "listen", "--raw", "--data", &data, "http://127.0.0.1:9/sse"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("is over 16777216 bytes"), "{}", r.stderr);
+}
+
+/// The JSON a report page embeds (its `<script id="report">`).
+fn embedded_json(html: &str) -> Value {
+    let start =
+        html.find("<script type=\"application/json\" id=\"report\">").expect("the data element")
+            + "<script type=\"application/json\" id=\"report\">".len();
+    let end = start + html[start..].find("</script>").expect("its end");
+    serde_json::from_str(&html[start..end]).expect("JSON")
+}
+
+/// Where screenshots go: SSECHAN_SCREENSHOTS, or the test's temp dir.
+fn screenshot_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("SSECHAN_SCREENSHOTS") {
+        Some(d) => std::path::PathBuf::from(d).join(name),
+        None => dir.join(name),
+    }
+}
+
+/// A PNG that is a picture: the signature, and more than a blank page's
+/// bytes.
+fn assert_picture(path: &std::path::Path) {
+    let png = std::fs::read(path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert!(png.len() > 40_000, "{}: {} bytes, a blank page?", path.display(), png.len());
+}
+
+/// Figures (charts) of the page that drew something, by their id.
+const DRAWN: &str = "[...document.querySelectorAll('figure[data-chart]')]\
+    .filter((f) => f.querySelector('path.line, rect.bar'))\
+    .map((f) => f.dataset.chart)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_report_of_a_chaos_run_draws_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (html, json) = (dir.path().join("report.html"), dir.path().join("report.json"));
+    let r = bench(&[
+        "-c",
+        "4",
+        "--duration",
+        "4s",
+        "--drop-every",
+        "300ms",
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&html).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let embedded = embedded_json(&text);
+    for k in ["sent", "received", "drops", "resumes", "lost"] {
+        assert_eq!(embedded[k], v[k], "{k}");
+    }
+    assert!(u(&v, "drops") > 0, "{v}");
+    // Self-contained: nothing to fetch, and a policy that allows nothing else.
+    for remote in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!text.contains(remote), "{remote}");
+    }
+    assert!(text.contains("default-src 'none'"));
+    // Second by second: about 4 samples, adding up to the run.
+    let samples = v["timeline"]["samples"].as_array().unwrap();
+    assert!((3..=6).contains(&samples.len()), "{v}");
+    let received: u64 = samples.iter().map(|s| s["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, u(&v, "received"), "every echo in one second or another");
+    let drops: u64 = samples.iter().map(|s| s["drops"].as_u64().unwrap()).sum();
+    assert_eq!(drops, u(&v, "drops"));
+    assert_eq!(v["command"][0], "ssechan");
+    assert!(v["machine"]["cpus"].as_u64().unwrap() > 0);
+
+    let mut browser = chromium::Browser::launch().await;
+    let page = browser.open(&format!("file://{}", html.display())).await;
+    browser.wait_for(&page, "window.ssechanReport", "the report to render").await;
+    let drawn = browser.eval(&page, DRAWN).await;
+    let drawn: Vec<&str> = drawn.as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    for chart in ["throughput", "latency", "distribution", "streams", "recovery"] {
+        assert!(drawn.contains(&chart), "{chart} drawn: {drawn:?}");
+    }
+    // The figures shown are the report's.
+    let card = |k: &str| {
+        format!(
+            "[...document.querySelectorAll('#figures .card')].find((c) => \
+             c.querySelector('.k').textContent === '{k}').querySelector('.v').textContent"
+        )
+    };
+    let shown = browser.eval(&page, &card("Throughput")).await;
+    let shown: f64 = shown.as_str().unwrap().trim_end_matches("/s").parse().unwrap();
+    let throughput = v["throughput_msgs_per_s"].as_f64().unwrap();
+    assert!((shown - throughput).abs() <= 1.0, "{shown} vs {throughput}");
+    let p99 = browser.eval(&page, &card("Latency p99")).await;
+    let p99 = p99.as_str().unwrap();
+    let want = v["latency_ms"]["p99"].as_f64().unwrap();
+    let (n, unit) = p99.split_once(' ').unwrap();
+    let n: f64 = n.parse().unwrap();
+    let got = match unit {
+        "µs" => n / 1000.0,
+        "s" => n * 1000.0,
+        _ => n,
+    };
+    assert!((got - want).abs() <= want * 0.01 + 0.001, "{p99} vs {want} ms");
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('verdict').textContent").await,
+        "PASSED"
+    );
+    let checks = browser.eval(&page, "document.querySelectorAll('#checks tr').length").await;
+    assert_eq!(checks.as_u64(), Some(v["checks"].as_array().unwrap().len() as u64 + 1));
+    let shot = screenshot_path(dir.path(), "bench-report.png");
+    browser.screenshot_full(&page, 1280, &shot).await;
+    assert_picture(&shot);
+    // Dark, and printed.
+    browser.emulate(&page, false, true).await;
+    let bg = browser.eval(&page, "getComputedStyle(document.body).backgroundColor").await;
+    assert_ne!(bg, "rgb(255, 255, 255)", "dark mode has a dark background");
+    let dark = screenshot_path(dir.path(), "bench-report-dark.png");
+    browser.screenshot_full(&page, 1280, &dark).await;
+    assert_picture(&dark);
+    browser.emulate(&page, true, false).await;
+    let printed = screenshot_path(dir.path(), "bench-report-print.png");
+    browser.screenshot_full(&page, 794, &printed).await;
+    assert_picture(&printed);
+    let pdf = browser.print_pdf(&page).await;
+    assert!(pdf.starts_with(b"%PDF") && pdf.len() > 20_000, "{} bytes", pdf.len());
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_html_shows_each_shard() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> =
+        (1..=2).map(|i| dir.path().join(format!("s{i}.json")).display().to_string()).collect();
+    let runs = futures_util::future::join_all((0..2).map(|i| {
+        let args: Vec<String> = [
+            url.as_str(),
+            "-c",
+            "4",
+            "--duration",
+            "2s",
+            "--shard",
+            ["1/2", "2/2"][i],
+            "--start-at",
+            "+1s",
+            "--json",
+            &files[i],
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args).await
+        }
+    }))
+    .await;
+    for r in &runs {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let html = dir.path().join("merged.html");
+    let r = ssechan(
+        &["bench", "merge", &files[0], &files[1], "--html", html.to_str().unwrap(), "--json", "-"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let runs = v["shard_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    assert_eq!((runs[0]["shard"].as_str(), runs[1]["shard"].as_str()), (Some("1/2"), Some("2/2")));
+    let sent: u64 = runs.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+    assert_eq!(sent, u(&v, "sent"));
+    // Started together: the skew is well under the second they waited.
+    for s in runs {
+        assert!(s["skew_ms"].as_f64().unwrap() < 1000.0, "{s}");
+        assert!(!s["rates"].as_array().unwrap().is_empty(), "{s}");
+    }
+    // One timeline of both, on one clock.
+    let samples = v["timeline"]["samples"].as_array().unwrap();
+    let received: u64 = samples.iter().map(|s| s["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, u(&v, "received"));
+    let mut browser = chromium::Browser::launch().await;
+    let page = browser.open(&format!("file://{}", html.display())).await;
+    browser.wait_for(&page, "window.ssechanReport", "the report to render").await;
+    let rows = browser
+        .eval(&page, "[...document.querySelectorAll('#shards tr')].slice(1).map((r) => r.cells[0].textContent)")
+        .await;
+    assert_eq!(rows, serde_json::json!(["1/2", "2/2"]));
+    let lines = browser
+        .eval(
+            &page,
+            "document.querySelectorAll('figure[data-chart=\"shard-throughput\"] path.line').length",
+        )
+        .await;
+    assert_eq!(lines.as_u64(), Some(2));
+    let drawn = browser.eval(&page, DRAWN).await;
+    assert!(drawn.as_array().unwrap().len() >= 3, "{drawn}");
+    let shot = screenshot_path(dir.path(), "bench-merged.png");
+    browser.screenshot_full(&page, 1280, &shot).await;
+    assert_picture(&shot);
+    browser.close().await;
+}
+
+/// The events of an event stream, parsed as they come, by the project's
+/// own parser.
+async fn next_events(
+    resp: &mut reqwest::Response,
+    parser: &mut ssechan::protocol::parser::EventStreamParser,
+) -> Vec<String> {
+    use ssechan::protocol::parser::Parsed;
+    let mut out = Vec::new();
+    while out.is_empty() {
+        let Some(chunk) = resp.chunk().await.expect("stream") else { break };
+        parser.feed(&chunk);
+        while let Ok(Some(item)) = parser.next_item() {
+            if let Parsed::Event(ev) = item {
+                out.push(ev.data);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_feeds_a_sample_a_second() {
+    let args =
+        ["bench", "-c", "4", "--duration", "4s", "--dashboard", "127.0.0.1:0", "--json", "-"];
+    let (child, base, _, mut lines) = spawn_watching(&args, Stdio::piped(), |line| {
+        line.strip_prefix("ssechan: dashboard at ").map(str::to_owned)
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let client = reqwest::Client::new();
+    // The page: the report's page, fed by /events.
+    let page = client.get(&base).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-live=\"events\""), "{page:.300}");
+    assert_eq!(embedded_json(&page)["live"], true);
+    // A page of another site (DNS rebinding) is refused.
+    let evil = client.get(&base).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(evil.status(), 403);
+    let mut resp = client.get(format!("{base}events")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Viewers are bounded: the 17th is turned away, the run goes on.
+    let mut viewers = Vec::new();
+    for _ in 1..16 {
+        let r = client.get(format!("{base}events")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        viewers.push(r);
+    }
+    let full = client.get(format!("{base}events")).send().await.unwrap();
+    assert_eq!(full.status(), 503);
+    drop(viewers);
+    // The stream: a state a second, each with one more sample, then the
+    // judged report.
+    let mut parser = ssechan::protocol::parser::EventStreamParser::new();
+    let mut states: Vec<Value> = Vec::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let got =
+            tokio::time::timeout(Duration::from_secs(10), next_events(&mut resp, &mut parser))
+                .await
+                .expect("a state within 10 s");
+        if got.is_empty() {
+            break;
+        }
+        for g in got {
+            states.push(serde_json::from_str(&g).unwrap());
+        }
+        if states.last().is_some_and(|s| s.get("live").is_none()) {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    let last = states.pop().expect("the final report");
+    assert_eq!(last["passed"], true, "{last}");
+    let samples: Vec<usize> =
+        states.iter().map(|s| s["timeline"]["samples"].as_array().map_or(0, Vec::len)).collect();
+    // One a second during a 4 s run (the first may be the start's).
+    assert!(samples.iter().filter(|&&n| n > 0).count() >= 3, "{samples:?} in {took:?}");
+    assert!(samples.windows(2).all(|w| w[0] <= w[1]), "{samples:?}");
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(last["sent"], v["sent"]);
+    assert_eq!(last["received"], v["received"]);
 }

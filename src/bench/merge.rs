@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::report::{Report, StreamRates, number};
+use super::report::{Report, ShardRun, StreamRates, number};
 use super::stats::Histograms;
 use crate::UsageError;
 use crate::cli::MergeArgs;
@@ -58,6 +58,7 @@ const MAX_RATE: f64 = 1e12;
 /// Reads, merges, judges and writes; exit 0 passed, 1 failed, 2 unusable
 /// input.
 pub async fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    super::check_outputs(&args.output)?;
     let mut reports = Vec::new();
     let mut labels = Vec::new();
     for path in &args.reports {
@@ -76,6 +77,8 @@ pub async fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         let at = e.report().and_then(|i| labels.get(i - 1));
         UsageError(at.map_or_else(|| e.to_string(), |l| format!("{l}: {e}")))
     })?;
+    merged.command = super::report::command_line(std::env::args());
+    merged.machine = super::report::Machine::this();
     merged.judge(&super::gates(&args.gates));
     super::write_report(&args.output, &merged)?;
     Ok(if merged.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -131,6 +134,7 @@ fn check_ranges(r: &Report) -> Result<(), String> {
     within("stream_events_per_s.min", s.min, MAX_RATE)?;
     within("stream_events_per_s.mean", s.mean, MAX_RATE)?;
     within("stream_events_per_s.max", s.max, MAX_RATE)?;
+    r.timeline.check(MAX_DURATION_S)?;
     if let Some(sc) = &r.scenario {
         within("scenario.speed", sc.speed, MAX_RATE)?;
         for d in &sc.divergences {
@@ -258,6 +262,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
     }
     m.set_histograms(hists);
     m.set_rates();
+    side_by_side(reports, &mut m);
     if !rates.is_empty() {
         let streams = rates.iter().fold(0u64, |a, r| a.saturating_add(r.streams));
         m.stream_events_per_s = StreamRates {
@@ -268,6 +273,85 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         };
     }
     Ok(m)
+}
+
+/// Most intervals a merged timeline spans: runs further apart than that are
+/// not drawn on one clock.
+const MAX_MERGED_SAMPLES: usize = 4 * super::timeline::MAX_SAMPLES;
+
+/// Each report's own figures side by side, and one timeline of them all
+/// on the clock of the earliest start (counts added up; a percentile is the
+/// highest of the runs', an upper bound).
+fn side_by_side(reports: &[Report], m: &mut Report) {
+    let starts: Vec<Option<std::time::SystemTime>> =
+        reports.iter().map(|r| humantime::parse_rfc3339_weak(&r.started_at).ok()).collect();
+    let first = starts.iter().flatten().min().copied();
+    let offset = |i: usize| match (starts[i], first) {
+        (Some(s), Some(f)) => s.duration_since(f).map_or(0.0, |d| d.as_secs_f64()),
+        _ => 0.0,
+    };
+    let interval = reports.iter().map(|r| r.timeline.interval_s).fold(1.0, f64::max);
+    let mut merged: Vec<Option<super::timeline::Sample>> = Vec::new();
+    let mut too_far = false;
+    for (i, r) in reports.iter().enumerate() {
+        let off = offset(i);
+        let p99 = if r.mode == super::report::Mode::Listen {
+            r.histograms.first_event.summary().p99
+        } else {
+            r.histograms.latency.summary().p99
+        };
+        m.shard_runs.push(ShardRun {
+            shard: if r.shards.is_empty() {
+                format!("report {}", i + 1)
+            } else {
+                r.shards.join(",")
+            },
+            started_at: r.started_at.clone(),
+            skew_ms: off * 1e3,
+            duration_s: r.duration_s,
+            throughput_msgs_per_s: r.throughput_msgs_per_s,
+            p99_ms: p99,
+            sent: r.sent,
+            received: r.received,
+            lost: r.lost,
+            errors: r.errors,
+            refused: r.refused(),
+            rates: r.timeline.samples.iter().map(|s| (s.t + off, s.rate)).collect(),
+        });
+        for s in &r.timeline.samples {
+            // The interval (of the coarsest timeline) this sample ends in:
+            // samples end a few ms after each whole interval.
+            let k = ((off + s.t) / interval).round().max(1.0) as usize - 1;
+            if k >= MAX_MERGED_SAMPLES {
+                too_far = true;
+                continue;
+            }
+            if merged.len() <= k {
+                merged.resize(k + 1, None);
+            }
+            match &mut merged[k] {
+                Some(into) => into.overlay(s),
+                slot => *slot = Some(s.clone()),
+            }
+        }
+    }
+    if too_far {
+        m.warnings.push(format!(
+            "the runs are more than {MAX_MERGED_SAMPLES} intervals apart: the merged timeline \
+             leaves the later ones out"
+        ));
+    }
+    m.timeline.interval_s = interval;
+    m.timeline.samples = merged
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, s)| {
+            s.map(|mut s| {
+                s.t = (k + 1) as f64 * interval;
+                s
+            })
+        })
+        .collect();
 }
 
 /// Shards must be all or none, of one run (same N), each exactly once.

@@ -6,7 +6,9 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod dashboard;
 mod halt;
+mod html;
 mod ids;
 mod lanes;
 mod listen;
@@ -20,6 +22,7 @@ mod runtimes;
 pub mod scenario;
 pub mod shard;
 pub mod stats;
+mod timeline;
 mod timer;
 mod tls;
 pub mod verify;
@@ -92,6 +95,28 @@ pub(crate) struct Plan {
     /// Some POST (or, with -X/--data, some request) was taken: a permanent
     /// refusal after that is one client's, not the whole run's.
     pub accepted: AtomicBool,
+    /// The run second by second, from the load's start.
+    sampler: std::sync::Mutex<Option<timeline::Sampler>>,
+    /// Where the sampler shows the run as it goes (the dashboard).
+    live: Option<watch::Sender<timeline::Live>>,
+}
+
+impl Plan {
+    /// Starts the timeline at clock µs `start_us` (the load's start).
+    pub(crate) fn start_sampler(&self, start_us: u64) {
+        let s =
+            timeline::Sampler::start(self.stats.clone(), self.clock, start_us, self.live.clone());
+        *self.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    /// The timeline, once the load is over.
+    async fn timeline(&self) -> timeline::Timeline {
+        let s = self.sampler.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match s {
+            Some(s) => s.finish().await,
+            None => timeline::Timeline::new(),
+        }
+    }
 }
 
 /// What `validate` derived from the flags.
@@ -114,15 +139,65 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let setup = validate(&args)?;
     let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
     let halting = Arc::new(Halting::default());
+    // What every report says of its run, whatever the mode.
+    let about = Report {
+        mode: if args.scenario.is_some() {
+            Mode::Scenario
+        } else if args.mode == BenchMode::Listen {
+            Mode::Listen
+        } else {
+            Mode::Echo
+        },
+        url: args.url.clone().unwrap_or_default(),
+        clients: local.len() as u64,
+        command: report::command_line(std::env::args()),
+        machine: report::Machine::this(),
+        ..Report::default()
+    };
+    let dashboard = match args.dashboard {
+        Some(addr) => {
+            let first = Report { live: true, ..about.clone() }.to_json_line();
+            let d = Arc::new(dashboard::Dashboard::start(addr, first).await?);
+            eprintln!("ssechan: dashboard at {}", d.url);
+            Some(d)
+        }
+        None => None,
+    };
     let ctrl_c = halt::on_ctrl_c(halting.clone());
-    let result = run_mode(&args, &setup, local, &halting).await;
+    let result = run_mode(&args, &setup, local, &halting, &about, dashboard.as_ref()).await;
     if let Some(t) = ctrl_c {
         t.abort();
     }
-    let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
-    report.judge(&gates(&args.gates));
-    write_report(&args.output, &report)?;
-    Ok(exit_code(&report))
+    let report = match result {
+        Ok(Some(mut report)) => {
+            report.command = about.command.clone();
+            report.machine = about.machine.clone();
+            report.judge(&gates(&args.gates));
+            write_report(&args.output, &report)?;
+            Some(report)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            if let Some(d) = &dashboard {
+                d.finish(Report { failures: vec![format!("{e:#}")], ..about }.to_json_line()).await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(d) = &dashboard {
+        let last = match &report {
+            Some(r) => r.to_json_line(),
+            None => Report {
+                failures: vec![
+                    halting.fatal().unwrap_or_else(|| "the target cannot be reached".into()),
+                ],
+                ..about
+            }
+            .to_json_line(),
+        };
+        d.finish(last).await;
+    }
+    Ok(report.as_ref().map_or(ExitCode::from(2), exit_code))
 }
 
 /// 0 passed, 1 a check failed, 130 interrupted (the report is of the run
@@ -141,6 +216,8 @@ async fn run_mode(
     setup: &Setup,
     local: Range<usize>,
     halting: &Arc<Halting>,
+    about: &Report,
+    dashboard: Option<&Arc<dashboard::Dashboard>>,
 ) -> anyhow::Result<Option<Report>> {
     if let Some(path) = &args.scenario {
         crate::sys::raise_open_file_limit(local.len() as u64 * 2 + SPARE_FILES);
@@ -159,7 +236,8 @@ async fn run_mode(
             (s.url.clone(), Some(s))
         }
     };
-    let result = bench(args, setup, &url, embedded.is_some(), files, halting).await;
+    let about = Report { url: url.clone(), embedded: embedded.is_some(), ..about.clone() };
+    let result = bench(args, setup, &about, files, halting, dashboard).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
@@ -260,16 +338,7 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     if a.gates.min_events.is_some() && !listen {
         return Err(usage("--min-events applies to listen mode (echo mode counts every message)"));
     }
-    let both_stdout = |o: &ReportArgs| {
-        [&o.json, &o.junit]
-            .iter()
-            .filter(|p| p.as_ref().is_some_and(|p| p.as_os_str() == "-"))
-            .count()
-            > 1
-    };
-    if both_stdout(&a.output) {
-        return Err(usage("--json - and --junit - cannot both write to stdout"));
-    }
+    check_outputs(&a.output)?;
     let job_index = std::env::var(shard::JOB_INDEX_VAR).ok();
     let shard = a
         .shard
@@ -301,6 +370,18 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     Ok(Setup { request, shard, start_at, messages: a.messages.unwrap_or(DEFAULT_EVENTS), duration })
 }
 
+/// At most one report goes to stdout.
+pub(crate) fn check_outputs(o: &ReportArgs) -> anyhow::Result<()> {
+    let to_stdout = [&o.json, &o.junit, &o.html]
+        .iter()
+        .filter(|p| p.as_ref().is_some_and(|p| p.as_os_str() == "-"))
+        .count();
+    if to_stdout > 1 {
+        return Err(usage("only one of --json, --junit and --html can write to stdout (-)"));
+    }
+    Ok(())
+}
+
 /// `-X`, `--data` (`@FILE`, `@-` for stdin, or the text itself).
 fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
     let body = match a.data.as_deref() {
@@ -319,11 +400,12 @@ fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
 async fn bench(
     args: &BenchArgs,
     setup: &Setup,
-    url: &str,
-    embedded: bool,
+    about: &Report,
     files: u64,
     halting: &Arc<Halting>,
+    dashboard: Option<&Arc<dashboard::Dashboard>>,
 ) -> anyhow::Result<Option<Report>> {
+    let (url, embedded) = (about.url.as_str(), about.embedded);
     let target = Target::parse(url, &args.headers).map_err(|e| usage(e.to_string()))?;
     let tls = target
         .tls
@@ -411,6 +493,8 @@ async fn bench(
         stats: stats.clone(),
         halting: halting.clone(),
         accepted: AtomicBool::new(false),
+        sampler: std::sync::Mutex::new(None),
+        live: dashboard.map(|d| show_live(d.clone(), about.clone())),
     });
     info!(clients = local.len(), %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
@@ -425,6 +509,7 @@ async fn bench(
     progress.finish();
     rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
+    report.timeline = plan.timeline().await;
     if let Some(line) = halting.fatal() {
         eprintln!("ssechan: {line}");
         return Ok(None);
@@ -454,6 +539,29 @@ async fn bench(
     }
     note_short_run(&mut report);
     Ok(Some(report))
+}
+
+/// Where the sampler's view of the run goes: each second, the dashboard
+/// shows `about` with the figures so far.
+fn show_live(dashboard: Arc<dashboard::Dashboard>, about: Report) -> watch::Sender<timeline::Live> {
+    let (tx, mut rx) = watch::channel(timeline::Live::default());
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let live = rx.borrow_and_update().clone();
+            let t = &live.totals;
+            let mut r = Report { live: true, ..about.clone() };
+            r.duration_s = live.timeline.samples.last().map_or(0.0, |s| s.t);
+            (r.sent, r.received, r.events) = (t.sent, t.received, t.received);
+            (r.drops, r.resumes, r.post_errors) = (t.drops, t.reconnects, t.unanswered);
+            r.refusals = live.refusals;
+            r.latency_ms = live.latency_ms;
+            r.recovery_ms = live.recovery_ms;
+            r.timeline = live.timeline;
+            r.set_rates();
+            dashboard.show(r.to_json_line());
+        }
+    });
+    tx
 }
 
 /// Why the first contact ended the run.
@@ -531,6 +639,7 @@ async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duratio
     }
     let start_us = plan.clock.now_us();
     *cpu0 = stats::process_cpu();
+    plan.start_sampler(start_us);
     let _ = start_tx.send(Some(start_us));
     info!("all clients connected; load started");
     let mut r = Report::default();
@@ -600,6 +709,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         wait_for_start(at).await;
     }
     let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    plan.start_sampler(plan.clock.now_us());
     let tasks: Vec<_> = plan
         .local
         .clone()
@@ -671,6 +781,7 @@ async fn run_requests(
     }
     let start_us = plan.clock.now_us();
     let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    plan.start_sampler(start_us);
     let tasks: Vec<_> = plan
         .local
         .clone()
@@ -771,6 +882,7 @@ pub(crate) fn write_report(out: &ReportArgs, report: &Report) -> anyhow::Result<
     for (path, text) in [
         (&out.json, out.json.as_ref().map(|_| report.to_json())),
         (&out.junit, out.junit.as_ref().map(|_| report.to_junit())),
+        (&out.html, out.html.as_ref().map(|_| html::page(&report.to_json_line(), None))),
     ] {
         let (Some(p), Some(text)) = (path, text) else { continue };
         if p.as_os_str() == "-" {

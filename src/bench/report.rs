@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{Histograms, Percentiles};
+use super::timeline::Timeline;
 use crate::junit;
 
 /// A number as a person reads it: `1e300`, not 301 digits.
@@ -114,6 +115,9 @@ pub struct Report {
     /// Ctrl-C ended the run: the figures are of the run so far (messages
     /// in flight then were given a second to come back).
     pub interrupted: bool,
+    /// The dashboard's view of a run still going on (never in a file).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
     /// `I/N` of a sharded run (`--shard`); a merged report lists every
     /// shard it holds.
     pub shards: Vec<String>,
@@ -219,6 +223,119 @@ pub struct Report {
     /// The histograms behind the percentiles, lossless (see
     /// [`super::stats::Hist`]), in µs: what `bench merge` adds up.
     pub histograms: Histograms,
+    /// Percentile distributions for plotting (from the histograms).
+    pub distributions: Distributions,
+    /// The run second by second (see [`super::timeline`]).
+    pub timeline: Timeline,
+    /// The command line (header values hidden), and where it ran.
+    pub command: Vec<String>,
+    pub machine: Machine,
+    /// A merged report: each shard's own figures, side by side.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shard_runs: Vec<ShardRun>,
+}
+
+/// `[percentile, ms]` pairs at quantiles evenly spaced on the 1/(1 − q)
+/// scale (HdrHistogram's percentile plot), ending at 100 (the maximum).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Distributions {
+    pub latency: Vec<(f64, f64)>,
+    pub recovery: Vec<(f64, f64)>,
+    pub first_event: Vec<(f64, f64)>,
+}
+
+/// Where a run ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Machine {
+    pub host: String,
+    /// `linux x86_64`.
+    pub os: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    pub cpus: u64,
+    /// ssechan's version.
+    pub version: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        // SAFETY: uname only writes the struct we pass.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::uname(&mut u) } == 0;
+        let field = |f: &[libc::c_char]| {
+            let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        Self {
+            host: if ok { field(&u.nodename) } else { String::new() },
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            kernel: if ok { field(&u.release) } else { String::new() },
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u64),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// One shard of a merged run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardRun {
+    /// `I/N`, or the report's place among those merged.
+    pub shard: String,
+    pub started_at: String,
+    /// How much later than the earliest shard it started.
+    pub skew_ms: f64,
+    pub duration_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub p99_ms: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub errors: u64,
+    pub refused: u64,
+    /// Its own throughput second by second: `[t, per second]`, `t` from
+    /// the earliest shard's start.
+    pub rates: Vec<(f64, f64)>,
+}
+
+/// The command line for a report: header values (tokens, cookies) hidden,
+/// long arguments cut.
+pub fn command_line(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut header_next = false;
+    for (i, a) in args.into_iter().enumerate() {
+        // The program by its name, not where it was built.
+        let a = match (i, std::path::Path::new(&a).file_name()) {
+            (0, Some(name)) => name.to_string_lossy().into_owned(),
+            _ => a,
+        };
+        let hide = |h: &str| match h.split_once(':') {
+            Some((name, _)) => format!("{name}: …"),
+            None => h.to_string(),
+        };
+        let a = if header_next {
+            header_next = false;
+            hide(&a)
+        } else if a == "-H" || a == "--header" {
+            header_next = true;
+            a
+        } else if let Some(h) = a.strip_prefix("--header=") {
+            format!("--header={}", hide(h))
+        } else if let Some(h) = a.strip_prefix("-H").filter(|h| !h.is_empty()) {
+            format!("-H{}", hide(h))
+        } else {
+            a
+        };
+        let a = if a.chars().count() > 200 {
+            a.chars().take(200).chain(std::iter::once('…')).collect()
+        } else {
+            a
+        };
+        out.push(crate::text::escape_controls(&a).into_owned());
+    }
+    out
 }
 
 /// `--max-refusals`: a count of refused POSTs, or a share of the POSTs
@@ -448,6 +565,11 @@ impl Report {
         self.connect_ms = h.connect.summary();
         self.first_event_ms = h.first_event.summary();
         self.stream_ms = h.stream.summary();
+        self.distributions = Distributions {
+            latency: h.latency.distribution(),
+            recovery: h.recovery.distribution(),
+            first_event: h.first_event.distribution(),
+        };
         self.histograms = h;
     }
 
@@ -544,6 +666,11 @@ impl Report {
     pub fn to_json(&self) -> String {
         // Plain numbers, strings and vectors: serialising cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The same on one line (the HTML page and the dashboard's events).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The report for people.
@@ -864,6 +991,33 @@ mod tests {
         assert!(r.human().contains(
             "refusals    4 of 200 POSTs answered with an error status: 503 \u{d7}3, 429 \u{d7}1"
         ));
+    }
+
+    #[test]
+    fn command_lines_hide_header_values() {
+        let args = [
+            "ssechan",
+            "bench",
+            "-H",
+            "Authorization: Bearer s3cret",
+            "--header=Cookie: a=b",
+            "-HX-Key: k",
+            "http://h/sse",
+        ];
+        let line = command_line(args.iter().map(|s| s.to_string()));
+        assert_eq!(
+            line,
+            [
+                "ssechan",
+                "bench",
+                "-H",
+                "Authorization: …",
+                "--header=Cookie: …",
+                "-HX-Key: …",
+                "http://h/sse"
+            ]
+        );
+        assert_eq!(command_line(["x".repeat(500)])[0].chars().count(), 201);
     }
 
     #[test]

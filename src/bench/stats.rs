@@ -177,6 +177,43 @@ impl Hist {
         Ok(me)
     }
 
+    /// What this (cumulative) histogram holds beyond `earlier`, a state of
+    /// it before.
+    pub fn minus(&self, earlier: &Hist) -> Hist {
+        let mut d = self.clone();
+        if d.0.subtract(&earlier.0).is_err() {
+            // Not an earlier state of it: nothing can be told apart.
+            d.0.reset();
+        }
+        d
+    }
+
+    /// Percentile and value (ms) at the percentiles HdrHistogram's plots
+    /// mark, three to a decade of 1/(1 − q): 0, 50, 75, 90, 95, 97.5, 99 …
+    /// up to the last one the samples can tell apart, then the maximum.
+    /// Empty when empty.
+    pub fn distribution(&self) -> Vec<(f64, f64)> {
+        let n = self.0.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        'decades: for d in 0..8 {
+            for m in [1.0, 0.5, 0.25] {
+                let tail = 10f64.powi(-d) * m;
+                if tail < 1.0 && tail * (n as f64) < 1.0 {
+                    break 'decades;
+                }
+                let q = if tail >= 1.0 { 0.0 } else { 1.0 - tail };
+                // Rounded: 99.9, not 99.90000000000001.
+                let pct = (q * 1e8).round() / 1e6;
+                out.push((pct, self.0.value_at_quantile(q) as f64 / 1000.0));
+            }
+        }
+        out.push((100.0, self.0.max() as f64 / 1000.0));
+        out
+    }
+
     /// Adds another histogram's samples (from a report: it may not fit).
     pub fn try_merge(&mut self, other: &Hist) -> Result<(), HistError> {
         self.0.add(&other.0).map_err(|_| HistError::Range)
@@ -289,12 +326,26 @@ impl Histograms {
     }
 }
 
-/// Live counters for the progress display; relaxed, per shard.
+/// Live counters for the progress display and the timeline; relaxed, per
+/// shard.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     pub reconnects: AtomicU64,
+    pub drops: AtomicU64,
+    /// POST attempts that got no answer.
+    pub unanswered: AtomicU64,
+}
+
+/// The live counters summed over the shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub sent: u64,
+    pub received: u64,
+    pub reconnects: u64,
+    pub drops: u64,
+    pub unanswered: u64,
 }
 
 /// Error statuses and how often each came; a handful of statuses at most,
@@ -381,15 +432,18 @@ impl Stats {
         all.into_map()
     }
 
-    /// Sums of the live counters: (sent, received, reconnects).
-    pub fn totals(&self) -> (u64, u64, u64) {
-        self.shards.iter().fold((0, 0, 0), |(s, r, c), sh| {
-            (
-                s + sh.counters.sent.load(Ordering::Relaxed),
-                r + sh.counters.received.load(Ordering::Relaxed),
-                c + sh.counters.reconnects.load(Ordering::Relaxed),
-            )
-        })
+    /// Sums of the live counters.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for sh in self.shards.iter() {
+            let c = &sh.counters;
+            t.sent += c.sent.load(Ordering::Relaxed);
+            t.received += c.received.load(Ordering::Relaxed);
+            t.reconnects += c.reconnects.load(Ordering::Relaxed);
+            t.drops += c.drops.load(Ordering::Relaxed);
+            t.unanswered += c.unanswered.load(Ordering::Relaxed);
+        }
+        t
     }
 
     /// All shards merged.
@@ -519,6 +573,20 @@ mod tests {
     }
 
     #[test]
+    fn distribution_marks_the_plotted_percentiles() {
+        let mut h = Hist::new();
+        for us in 1..=1000 {
+            h.record_us(us);
+        }
+        let d = h.distribution();
+        let pcts: Vec<f64> = d.iter().map(|p| p.0).collect();
+        assert_eq!(pcts, [0.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 100.0]);
+        assert_eq!(d[1].1, 0.5);
+        assert_eq!(d.last().unwrap().1, 1.0);
+        assert!(Hist::new().distribution().is_empty());
+    }
+
+    #[test]
     fn shards_merge() {
         let stats = Stats::new();
         stats.local().latency.record_us(100);
@@ -526,7 +594,8 @@ mod tests {
         std::thread::spawn(move || s2.local().latency.record_us(200)).join().unwrap();
         stats.counters().sent.fetch_add(3, Ordering::Relaxed);
         assert_eq!(stats.merged().latency.count(), 2);
-        assert_eq!(stats.totals(), (3, 0, 0));
+        let t = stats.totals();
+        assert_eq!((t.sent, t.received, t.reconnects), (3, 0, 0));
     }
 
     #[test]

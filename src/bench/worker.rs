@@ -539,6 +539,7 @@ impl Client {
             return;
         }
         self.result.drops += 1;
+        self.plan.stats.counters().drops.fetch_add(1, Ordering::Relaxed);
         self.drop_stream();
         self.reader.dropped();
         self.recovering_since = Some(self.now_us());
@@ -797,7 +798,7 @@ impl Client {
         }
         self.inflight = None;
         self.close_post();
-        self.retry_post(&format!("no answer within {limit:?}"));
+        self.unanswered(&format!("no answer within {limit:?}"));
     }
 
     /// No message at all came within `--drain` of the first accepted POST.
@@ -835,7 +836,7 @@ impl Client {
             Err(e) => {
                 debug!(client = self.index, "POST failed: {e}");
                 self.close_post();
-                self.retry_post(&e);
+                self.unanswered(&e);
                 return;
             }
         };
@@ -867,8 +868,15 @@ impl Client {
         self.halt = self.plan.halting.watch(Halt::Stop);
     }
 
-    fn retry_post(&mut self, why: &dyn std::fmt::Display) {
+    /// A POST attempt got no answer (network error, timeout, no
+    /// connection): counted, then retried.
+    fn unanswered(&mut self, why: &dyn std::fmt::Display) {
         self.result.post_errors += 1;
+        self.plan.stats.counters().unanswered.fetch_add(1, Ordering::Relaxed);
+        self.retry_post(why);
+    }
+
+    fn retry_post(&mut self, why: &dyn std::fmt::Display) {
         let now = now_std();
         let Next::RetryIn(wait) = self.post_backoff.failed(now) else {
             let seq = self.current.map_or(0, |c| c.0);
@@ -895,7 +903,7 @@ impl Client {
             }
             Err(e) => {
                 debug!(client = self.index, "POST connection failed: {e}");
-                self.retry_post(&e);
+                self.unanswered(&e);
             }
         }
     }
