@@ -472,7 +472,11 @@ Examples:
   # replay a `connect --record` session with 100 clients
   ssechan bench --scenario session.jsonl -c 100
   # over https, trusting a self-signed certificate
-  ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem"
+  ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem
+  # a page with charts, and a live view while it runs
+  ssechan bench URL -d 60s --html report.html --dashboard 8090
+
+The reference: docs/bench.md"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
