@@ -23,7 +23,7 @@ pub use crate::reader::RetryPolicy;
 use crate::text::escape_controls;
 pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
-    parse_headers, parse_url,
+    parse_headers, parse_url, read_ca_file,
 };
 
 /// Events the caller may fall behind on before the stream stops reading.
