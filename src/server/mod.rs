@@ -93,6 +93,10 @@ pub(crate) struct ServerShared {
     pub(crate) mcp: Option<Arc<mcp::Sessions>>,
     stop: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    /// TCP connections open, bounded by `max_connections`: taken by the
+    /// accept loop only within the bound (one atomic step), given back by
+    /// [`Open`] once the connection is closed. Never above the bound nor
+    /// below what is open.
     open_connections: AtomicUsize,
 }
 
@@ -335,7 +339,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Counts a TCP connection while it lives.
+/// Counts a TCP connection while it lives: dropped with the connection's
+/// task, after its socket is closed.
 struct Open(Arc<ServerShared>);
 
 impl Drop for Open {
@@ -375,8 +380,7 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
-            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if !metrics::hold_within(&shared.open_connections, 1, max) {
             shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
