@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::TcpStream;
 
+use crate::client::early::EarlyAnswer;
 use crate::protocol::query::channel_query;
 use crate::reader::{Refusal, check_response};
 
@@ -22,8 +23,9 @@ pub type Io = TokioIo<TcpStream>;
 /// The connection that carries one event stream.
 /// (An empty `Full` body is no body: a GET goes out without one.)
 pub type StreamConn = http1::Connection<Io, Full<Bytes>>;
-/// The keep-alive connection that carries a client's POSTs.
-pub type PostConn = http1::Connection<Io, Full<Bytes>>;
+/// The keep-alive connection that carries a client's POSTs; it reads an
+/// answer given before the body was written (see `client::early`).
+pub type PostConn = http1::Connection<TokioIo<EarlyAnswer<TcpStream>>, Full<Bytes>>;
 pub type PostSender = http1::SendRequest<Full<Bytes>>;
 
 /// Why a connection or a stream could not be opened.
@@ -177,11 +179,11 @@ impl Target {
     }
 }
 
-async fn tcp(addr: SocketAddr) -> Result<Io, ConnectError> {
+async fn tcp(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
     let s = TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
     // Small requests and events: never wait for Nagle.
     let _ = s.set_nodelay(true);
-    Ok(TokioIo::new(s))
+    Ok(s)
 }
 
 /// An open event stream: the connection to poll and the body to read.
@@ -210,7 +212,7 @@ pub async fn open_with(
     timeout: Duration,
 ) -> Result<OpenStream, ConnectError> {
     let work = async {
-        let io = tcp(addr).await?;
+        let io = TokioIo::new(tcp(addr).await?);
         let (mut sender, mut conn) = http1::handshake::<_, Full<Bytes>>(io).await?;
         let resp = sender.send_request(req);
         tokio::pin!(resp);
@@ -237,7 +239,7 @@ pub async fn open_post(
     timeout: Duration,
 ) -> Result<(PostSender, PostConn), ConnectError> {
     let work = async {
-        let io = tcp(addr).await?;
+        let io = TokioIo::new(EarlyAnswer::new(tcp(addr).await?));
         Ok(http1::Builder::new().handshake::<_, Full<Bytes>>(io).await?)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
