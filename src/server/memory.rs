@@ -212,6 +212,11 @@ impl Shared {
 
 // --- the registry -----------------------------------------------------------
 
+/// The live channels and the remembered closed ids, behind the store's
+/// registry lock: the counts admission reads here (clients against
+/// `max_clients`, remembered ids and bytes against their bounds) are
+/// checked and changed under that one lock, so they are exact. A closing
+/// channel counts as a client until it is retired (it still holds memory).
 #[derive(Default)]
 struct Registry {
     live: HashMap<Arc<str>, Arc<Conn>>,
