@@ -65,7 +65,9 @@ pub(crate) struct Counters {
     /// store changes it only with a channel locked, before unlocking, by
     /// that channel's own part (`memory::HeldShare`), and admits a POST with
     /// [`hold_within`]: at every instant it is the sum of what the channels
-    /// hold. The Redis store keeps its own part of it (`redis/`).
+    /// hold. MCP sessions (`mcp.rs`) change it under the session's lock, a
+    /// POST admitted in one compare-and-add. The Redis store keeps its own
+    /// part of it (`redis/`).
     pub(crate) held: AtomicUsize,
     refusals: [AtomicU64; STATUSES.len()],
 }
