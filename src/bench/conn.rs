@@ -23,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use crate::client::early::EarlyAnswer;
 use crate::protocol::query::channel_query;
 use crate::reader::{Refusal, check_response};
 
@@ -30,8 +31,9 @@ pub type Io = TokioIo<Stream>;
 /// The connection that carries one event stream.
 /// (An empty `Full` body is no body: a GET goes out without one.)
 pub type StreamConn = http1::Connection<Io, Full<Bytes>>;
-/// The keep-alive connection that carries a client's POSTs.
-pub type PostConn = http1::Connection<Io, Full<Bytes>>;
+/// The keep-alive connection that carries a client's POSTs; it reads an
+/// answer given before the body was written (see `client::early`).
+pub type PostConn = http1::Connection<TokioIo<EarlyAnswer<Stream>>, Full<Bytes>>;
 pub type PostSender = http1::SendRequest<Full<Bytes>>;
 
 /// Why a connection or a stream could not be opened.
@@ -297,6 +299,11 @@ impl Dialer {
 
     /// A new connection (and its handshake).
     pub async fn connect(&self) -> Result<Io, ConnectError> {
+        Ok(TokioIo::new(self.stream().await?))
+    }
+
+    /// A new connection (and its handshake), not yet wrapped for hyper.
+    pub async fn stream(&self) -> Result<Stream, ConnectError> {
         let addr = self.addr;
         let s =
             TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
@@ -311,7 +318,7 @@ impl Dialer {
                     .map_err(|e| ConnectError::Tls(super::tls::describe(&e)))?,
             )),
         };
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 }
 
@@ -368,7 +375,7 @@ pub async fn open_post(
     timeout: Duration,
 ) -> Result<(PostSender, PostConn), ConnectError> {
     let work = async {
-        let io = dialer.connect().await?;
+        let io = TokioIo::new(EarlyAnswer::new(dialer.stream().await?));
         Ok(http1::Builder::new().handshake::<_, Full<Bytes>>(io).await?)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
