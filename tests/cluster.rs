@@ -544,13 +544,23 @@ async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis(
     assert!(m("ssechan_redis_round_trip_seconds_sum") > 0.0);
     assert_eq!(m("ssechan_redis_errors_total"), 0.0);
     // Redis away: a POST is refused, and the failed round trip counted.
+    // The call carrying the POST gives up on its own clock, a moment after
+    // the POST's answer: Redis stays away until it has, or it could still
+    // answer that call in time.
     redis.pause();
     let (status, why) = post_text(&s.url, "m", 3, "late").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let m = loop {
+        let m = scrape(&metrics).await;
+        if m("ssechan_redis_errors_total") >= 1.0 || tokio::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     redis.resume();
     assert_eq!(status, 503, "{why}");
     assert!(why.starts_with("store unavailable: Redis did not answer"), "{why}");
-    let m = scrape(&metrics).await;
-    assert!(m("ssechan_redis_errors_total") >= 1.0);
+    assert!(m("ssechan_redis_errors_total") >= 1.0, "the failed round trip is counted");
     assert!(m("ssechan_redis_round_trip_seconds_count") > trips);
     assert_eq!(m("ssechan_refusals_total{status=\"503\"}"), 1.0);
 }
