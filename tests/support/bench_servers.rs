@@ -494,6 +494,8 @@ pub async fn with_content_type(content_type: &'static str) -> String {
 /// connection is then cut mid-stream).
 struct Fallible {
     rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+    /// The error, held back for one poll.
+    error: Option<std::io::Error>,
 }
 
 impl Body for Fallible {
@@ -503,7 +505,20 @@ impl Body for Fallible {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.rx.poll_recv(cx) {
+            // hyper drops what it has not flushed when a body fails, and it
+            // flushes when the body is pending: once, so that the events
+            // before the cut go out whenever the cut comes.
+            Poll::Ready(Some(Err(e))) => {
+                self.error = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            p => p.map(|o| o.map(|r| r.map(Frame::data))),
+        }
     }
 }
 
@@ -530,7 +545,7 @@ pub async fn post_stream() -> String {
                     let spec: Option<serde_json::Value> =
                         body.ok().and_then(|b| serde_json::from_slice(&b).ok());
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let mut r = Response::new(Fallible { rx });
+                    let mut r = Response::new(Fallible { rx, error: None });
                     let Some(spec) = spec.filter(|_| json && post) else {
                         let _ = tx.send(Ok(Bytes::from_static(b"expected a JSON POST\n")));
                         *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -543,8 +558,6 @@ pub async fn post_stream() -> String {
                     tokio::spawn(async move {
                         for i in 1..=n {
                             if cut.is_some_and(|k| i > k) {
-                                // Let the events before the cut go out first.
-                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                                 let _ = tx.send(Err(std::io::Error::other("cut")));
                                 return;
                             }
