@@ -52,10 +52,13 @@
 //!     with no length runs 2 s instead of 10; check's `--idle-probe` is at
 //!     most 10 s, and 1 s when not given.
 
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "support/examples.rs"]
 mod examples;
 #[path = "support/markdown.rs"]
 mod markdown;
+mod util;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -286,4 +289,41 @@ fn every_local_link_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The README's browser page, as written there, in Chromium against
+/// `ssechan serve --static`: what the server sends shows on the page, and
+/// what is typed on the page reaches the server.
+#[tokio::test]
+async fn the_readmes_browser_page_talks_both_ways_in_chromium() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = markdown::blocks("README.md", &readme)
+        .into_iter()
+        .find(|b| b.heading == "A browser page" && b.lang == "sh")
+        .expect("README: a sh block under \"A browser page\"");
+    let page = block
+        .body
+        .split_once("cat > site/index.html <<'EOF'\n")
+        .and_then(|(_, rest)| rest.split_once("\nEOF\n"))
+        .expect("the page, written by a heredoc")
+        .0;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), page).unwrap();
+    let site = dir.path().to_str().unwrap();
+    // As in the README, with JSON on stdout to see the page connect.
+    let mut serve =
+        util::Serve::spawn(&["--static", site, "--keep-alive", "30s", "--format", "json"]).await;
+    assert_eq!(serve.out_json().await["event"], "listening");
+    let mut browser = chromium::Browser::launch().await;
+    let tab = browser.open(&serve.url.replace("/sse", "/")).await;
+    assert_eq!(serve.out_json().await["event"], "connect");
+    serve.send_line(r#"{"data":"hello page"}"#).await;
+    browser.wait_for(&tab, "log.textContent === 'hello page\\n'", "the message on the page").await;
+    browser.eval(&tab, "say.value = 'hello server'; say.dispatchEvent(new Event('change'))").await;
+    let ev = serve.out_json().await;
+    assert_eq!(
+        (ev["event"].as_str(), ev["data"].as_str()),
+        (Some("message"), Some("hello server"))
+    );
+    browser.close().await;
 }
