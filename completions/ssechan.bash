@@ -339,7 +339,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
+            opts="-H -k -L -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --location --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -539,7 +539,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --metrics --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --redis --redis-wait --redis-lease --redis-prefix --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --secret --insecure-no-secret --line-breaks --metrics --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-processes --spawn-rate --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --redis --redis-wait --redis-lease --redis-prefix --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -571,6 +571,14 @@ _ssechan() {
                     ;;
                 --allow-origin)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --line-breaks)
+                    COMPREPLY=($(compgen -W "refuse pass" -- "${cur}"))
                     return 0
                     ;;
                 --metrics)
@@ -610,6 +618,14 @@ _ssechan() {
                     return 0
                     ;;
                 --max-clients)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-processes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spawn-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

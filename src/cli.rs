@@ -65,6 +65,15 @@ pub enum Format {
     Json,
 }
 
+/// What `serve` does with a message that holds a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LineBreakPolicy {
+    /// 400 with the reason.
+    Refuse,
+    /// Taken as it is (a text-mode reader sees several lines).
+    Pass,
+}
+
 /// Parses `30s`, `2m`, `250ms` (humantime).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))
@@ -175,13 +184,30 @@ pub struct ServeArgs {
     /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Put everything (channel, --static files, console) below a secret
+    /// path, /SECRET/sse: only who is given the URL printed at start can
+    /// reach anything. SECRET is random unless given here (visible to
+    /// local users in the process list: prefer SSECHAN_SECRET, needed
+    /// anyway to give several instances the same one).
+    #[arg(long, env = "SSECHAN_SECRET", hide_env_values = true, value_name = "SECRET", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    pub secret: Option<String>,
+    /// Run a COMMAND on a non-loopback address without --secret: anyone who
+    /// can reach the address can run it, with your rights.
+    #[arg(long, requires = "command", conflicts_with = "secret")]
+    pub insecure_no_secret: bool,
+    /// Messages with a line break (\n or \r): refused with 400 (the
+    /// default in text mode and with a COMMAND, where a message is one
+    /// line), or passed on as they are (the default with --format json and
+    /// --echo).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub line_breaks: Option<LineBreakPolicy>,
     /// Serve Prometheus metrics at http://ADDR/metrics (same forms as
     /// --listen), on an address of their own.
     #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Host name answered besides loopback ones (repeatable; `*` for any).
-    /// A loopback listener answers only loopback names by default (against
-    /// DNS rebinding); another answers any host unless this is given.
+    /// By default a loopback listener answers only loopback names, another
+    /// also IP addresses (against DNS rebinding).
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
     /// Largest message (POST body); larger ones get 413.
@@ -210,6 +236,17 @@ pub struct ServeArgs {
     /// the open-file limit allows.
     #[arg(long, value_name = "N")]
     pub max_clients: Option<usize>,
+    /// With COMMAND: processes at once, those still ending included; a
+    /// client whose process cannot start gets 503. Default: what the
+    /// open-file limit allows (six descriptors per client).
+    #[arg(long, value_name = "N", requires = "command")]
+    pub max_processes: Option<usize>,
+    /// With COMMAND: processes started at most this fast, as N/s, N/m,
+    /// N/h or N/DURATION (N at once, then one every DURATION/N); more get
+    /// 503. 0: no limit. EventSource gives up on a 503, so leave room for
+    /// every client reconnecting at once after a restart.
+    #[arg(long, value_parser = crate::serve::SpawnRate::parse, default_value = "100/s", value_name = "RATE")]
+    pub spawn_rate: crate::serve::SpawnRate,
     /// TCP connections at once; more get an immediate 503. Default: the
     /// open-file limit less a reserve.
     #[arg(long, value_name = "N")]
@@ -241,7 +278,9 @@ pub struct ServeArgs {
     pub write_timeout: Duration,
     /// Share channels with other `serve` instances through this Redis
     /// (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer,
-    /// any instance serves any client's stream and POSTs.
+    /// any instance serves any client's stream and POSTs. A password in the
+    /// URL given here is visible to local users in the process list: put
+    /// the URL in SSECHAN_REDIS instead.
     #[arg(long, env = "SSECHAN_REDIS", hide_env_values = true, value_name = "URL")]
     pub redis: Option<String>,
     /// Wait up to this long for Redis at start, instead of failing at once.
@@ -363,6 +402,11 @@ pub struct ConnectArgs {
     /// they go to the URL's own host only; no Referer is ever sent).
     #[arg(long)]
     pub location_trusted: bool,
+    /// Follow a redirect of a POST (a message, or --raw -d) to another
+    /// origin, body included; without it that is an error. GETs follow
+    /// redirects anywhere, as EventSource does.
+    #[arg(short = 'L', long)]
+    pub location: bool,
     /// With --raw: the request method (default GET, or POST with --data).
     #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
     pub method: Option<String>,

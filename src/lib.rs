@@ -58,6 +58,7 @@ pub mod reader;
 pub mod serve;
 pub mod server;
 pub mod sys;
+pub mod text;
 pub mod web;
 
 use std::process::ExitCode;

@@ -39,8 +39,8 @@
 //!   - `skip: REASON`: not run. Keep these rare: each is listed in
 //!     [`SKIPPED`] with its reason, so that a new one shows in review.
 //! * Expected output: `…` matches any text within a line and a line of `…`
-//!   alone any lines; UUIDs, RFC 3339 times and decimal numbers match any
-//!   of their kind (ids, times and measurements differ on every run);
+//!   alone any lines; UUIDs (and ids of 32 hexadecimal digits), RFC 3339
+//!   times and decimal numbers match any of their kind (ids, times and measurements differ on every run);
 //!   `   ← note` at the end of a line is for the reader.
 //! * What the runner changes, so that recipes written for a person run
 //!   side by side in seconds (tests/support/examples.rs, `Rewrite`):

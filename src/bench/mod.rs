@@ -617,7 +617,7 @@ fn set_ids(r: &mut Report, ids: &ids::IdTracker) {
 pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
     if samples.len() < ERROR_SAMPLES {
         // Samples quote servers' error pages, and end up on a terminal.
-        let e = crate::client::escape_controls(&e).into_owned();
+        let e = crate::text::escape_controls(&e).into_owned();
         if !samples.contains(&e) {
             samples.push(e);
         }

@@ -58,6 +58,10 @@ pub struct ClientConfig {
     pub last_event_id: Option<String>,
     /// Send the `-H` headers to other hosts a redirect leads to as well.
     pub location_trusted: bool,
+    /// Follow a redirect of a request with a body (a POST) to another
+    /// origin, body included (`-L`); by default it is an error, since the
+    /// server could send the body to any host, internal ones included.
+    pub location: bool,
 }
 
 /// Called with a message's id and POST body (a JSON string) when the
@@ -110,6 +114,7 @@ impl ClientConfig {
             body: None,
             last_event_id: None,
             location_trusted: false,
+            location: false,
         })
     }
 

@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 pub use app::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
-pub use config::{FD_RESERVE, Limits, OriginPolicy, ServerConfig};
+pub use config::{Admission, Admitted, FD_RESERVE, Limits, LineBreaks, OriginPolicy, ServerConfig};
 pub use redis::{Redis, RedisError, RedisOptions};
 pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};

@@ -273,7 +273,7 @@ fn replace_ports(s: &str, ports: &HashMap<u16, u16>) -> String {
 fn line_pattern(expected: &str) -> String {
     static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(concat!(
-            r"…|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            r"…|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{32}\b",
             r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z|\d+\.\d+"
         ))
         .unwrap()
@@ -288,6 +288,7 @@ fn line_pattern(expected: &str) -> String {
             t if t.len() == 36 && t.contains('-') && !t.contains(':') => {
                 "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
             }
+            t if t.len() == 32 => "[0-9a-f]{32}",
             t if t.contains('T') => r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z",
             _ => r"\d+(?:\.\d+)?",
         });
@@ -905,6 +906,8 @@ mod tests {
             false
         ));
         assert!(matches(&e("took 0.010 s   ← a note"), "took 2.5 s\n\n", false));
+        let secret = "/3f9c0e5a8d2b47e1a06c9b4f7d31e2a8/sse";
+        assert!(matches(&e(secret), "/5078463e3ba74009b0535428a32c8346/sse", false));
         assert!(matches(&e("a\n…\nd"), "a\nb\nc\nd\n", false));
         assert!(matches(&e("a…z"), "abcz", false));
         assert!(!matches(&e("a\nd"), "a\nb\nd\n", false));
