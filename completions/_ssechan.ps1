@@ -38,8 +38,10 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         }
         'ssechan;serve' {
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port')
-            [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'Path of the channel endpoint')
-            [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default')
+            [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'Path of the channel endpoint (with --mcp: /mcp)')
+            [CompletionResult]::new('--session-idle', '--session-idle', [CompletionResultType]::ParameterName, 'With --mcp: a session with no request in flight and no stream open this long ends (its process too)')
+            [CompletionResult]::new('--max-session-streams', '--max-session-streams', [CompletionResultType]::ParameterName, 'With --mcp: requests a session may have in flight at once (each answered as a stream); more get 429')
+            [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default (with --mcp: 30s, each stream)')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Idle time before a `: ping` heartbeat comment; 0 disables')
             [CompletionResult]::new('--retry', '--retry', [CompletionResultType]::ParameterName, 'Reconnect delay told to clients with `retry:` at stream start')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Data format on stdin/stdout')
@@ -76,6 +78,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--static', '--static', [CompletionResultType]::ParameterName, 'Serve the files of DIR on every other path (GET/HEAD; index.html for a directory, no listings, nothing outside DIR)')
             [CompletionResult]::new('--passenv', '--passenv', [CompletionResultType]::ParameterName, 'With COMMAND: pass this variable of the server''s environment on to the process (repeatable). Otherwise a process gets only PATH and the CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…)')
             [CompletionResult]::new('--kill-grace', '--kill-grace', [CompletionResultType]::ParameterName, 'With COMMAND: how long a process may run after its client left (its stdin closed) before SIGTERM, and after SIGTERM before SIGKILL')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'Speak MCP''s Streamable HTTP instead of package:sse: each session (initialize) gets its own COMMAND, a stdio MCP server; without COMMAND sessions are JSON lines on stdin/stdout (docs/mcp.md)')
             [CompletionResult]::new('--echo', '--echo', [CompletionResultType]::ParameterName, 'Send every message back to the client that sent it; stdin/stdout carry no data')
             [CompletionResult]::new('--insecure-no-secret', '--insecure-no-secret', [CompletionResultType]::ParameterName, 'Run a COMMAND on a non-loopback address without --secret: anyone who can reach the address can run it, with your rights')
             [CompletionResult]::new('--devconsole', '--devconsole', [CompletionResultType]::ParameterName, 'A browser opening the channel path gets a console page that connects, shows every message in and out, and sends what you type')

@@ -539,7 +539,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__serve)
-            opts="-v -q -h -V --listen --path --keep-alive --heartbeat --retry --format --echo --allow-origin --secret --insecure-no-secret --line-breaks --metrics --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-processes --spawn-rate --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --redis --redis-wait --redis-lease --redis-prefix --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --path --mcp --session-idle --max-session-streams --keep-alive --heartbeat --retry --format --echo --allow-origin --secret --insecure-no-secret --line-breaks --metrics --allow-host --max-message-size --reorder-window --reorder-bytes --max-queue --max-queue-bytes --replay --replay-bytes --max-clients --max-processes --spawn-rate --max-connections --max-client-id --max-incoming --max-incoming-bytes --max-incoming-total --max-closed-ids-bytes --accept-queue --request-timeout --write-timeout --redis --redis-wait --redis-lease --redis-prefix --tls-cert --tls-key --static --devconsole --passenv --kill-grace --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -550,6 +550,14 @@ _ssechan() {
                     return 0
                     ;;
                 --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-session-streams)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -34,8 +34,10 @@ complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "bench" -d 'Load-tes
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "check" -d 'Run named conformance and proxy checks against a live endpoint, with the fix for each failure'
 complete -c ssechan -n "__fish_ssechan_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l listen -d 'Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT (every interface); port 0 picks a free port' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l path -d 'Path of the channel endpoint (with --mcp: /mcp)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l session-idle -d 'With --mcp: a session with no request in flight and no stream open this long ends (its process too)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-session-streams -d 'With --mcp: requests a session may have in flight at once (each answered as a stream); more get 429' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l keep-alive -d 'Keep a connection this long after its stream ends, so a client resumes transparently (e.g. 30s); off by default (with --mcp: 30s, each stream)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l heartbeat -d 'Idle time before a `: ping` heartbeat comment; 0 disables' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reconnect delay told to clients with `retry:` at stream start' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
@@ -74,6 +76,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l tls-key -d 'Th
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l static -d 'Serve the files of DIR on every other path (GET/HEAD; index.html for a directory, no listings, nothing outside DIR)' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l passenv -d 'With COMMAND: pass this variable of the server\'s environment on to the process (repeatable). Otherwise a process gets only PATH and the CGI-style variables (REMOTE_ADDR, QUERY_STRING, HTTP_ORIGIN…)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l kill-grace -d 'With COMMAND: how long a process may run after its client left (its stdin closed) before SIGTERM, and after SIGTERM before SIGKILL' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l mcp -d 'Speak MCP\'s Streamable HTTP instead of package:sse: each session (initialize) gets its own COMMAND, a stdio MCP server; without COMMAND sessions are JSON lines on stdin/stdout (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l insecure-no-secret -d 'Run a COMMAND on a non-loopback address without --secret: anyone who can reach the address can run it, with your rights'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l devconsole -d 'A browser opening the channel path gets a console page that connects, shows every message in and out, and sends what you type'

@@ -42,7 +42,7 @@ const GLOBAL: &str = "Global options";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE.
     Connect(ConnectArgs),
     /// Load-test a channel server and verify exactly-once, in-order delivery.
@@ -154,17 +154,32 @@ Examples:
   # a site and a console page at /sse, over HTTPS with HTTP/2
   ssechan serve --static site --devconsole --tls-cert c.pem --tls-key k.pem
   # one of several instances sharing channels (behind a load balancer)
-  ssechan serve --echo --listen :8081 --redis redis://10.0.0.5/0")]
+  ssechan serve --echo --listen :8081 --redis redis://10.0.0.5/0
+  # a stdio MCP server on http://127.0.0.1:8080/mcp, a process per session
+  ssechan serve --mcp -- npx -y @modelcontextprotocol/server-everything stdio")]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT, a bare PORT (loopback), or :PORT
     /// (every interface); port 0 picks a free port.
     #[arg(long, value_parser = parse_listen, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub listen: SocketAddr,
-    /// Path of the channel endpoint.
-    #[arg(long, default_value = "/sse")]
+    /// Path of the channel endpoint (with --mcp: /mcp).
+    #[arg(long, default_value = "/sse", default_value_if("mcp", "true", "/mcp"))]
     pub path: String,
+    /// Speak MCP's Streamable HTTP instead of package:sse: each session
+    /// (initialize) gets its own COMMAND, a stdio MCP server; without
+    /// COMMAND sessions are JSON lines on stdin/stdout (docs/mcp.md).
+    #[arg(long, conflicts_with_all = ["echo", "devconsole", "redis"])]
+    pub mcp: bool,
+    /// With --mcp: a session with no request in flight and no stream open
+    /// this long ends (its process too).
+    #[arg(long, value_parser = parse_duration, default_value = "10m", value_name = "DURATION", requires = "mcp")]
+    pub session_idle: Duration,
+    /// With --mcp: requests a session may have in flight at once (each
+    /// answered as a stream); more get 429.
+    #[arg(long, default_value_t = 64, value_name = "N", requires = "mcp")]
+    pub max_session_streams: usize,
     /// Keep a connection this long after its stream ends, so a client resumes
-    /// transparently (e.g. 30s); off by default.
+    /// transparently (e.g. 30s); off by default (with --mcp: 30s, each stream).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub keep_alive: Option<Duration>,
     /// Idle time before a `: ping` heartbeat comment; 0 disables.

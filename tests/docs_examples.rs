@@ -7,7 +7,9 @@
 //! * Blocks fenced as `sh` or `console` are shell examples. `sh` is a
 //!   script, run by `bash -e`. `console` is a transcript: `$ ` starts a
 //!   command (a line ending in `\` continues it) and the lines after it are
-//!   what it prints, stdout and stderr together as on a terminal. Other
+//!   what it prints, stdout and stderr together as on a terminal; the
+//!   commands of a block run in one `bash`, one after another, so that what
+//!   one sets (a variable) holds for the next. Other
 //!   blocks (`text`, `yaml`, `rust`, …) are not run; a line in one that
 //!   starts with `$ ` or `ssechan SUBCOMMAND` fails the test (a shell
 //!   example in disguise), and `rust` blocks live in docs/library.md, which
@@ -16,8 +18,9 @@
 //!   directory as a reader would type them, in one terminal or several:
 //!   `ssechan` is the binary under test, first on PATH; HOME is inside the
 //!   directory (with `$HOME/.cargo/bin` on PATH, as rustup sets it up),
-//!   which also holds copies of the clone's `completions/` and `man/`;
-//!   NO_COLOR is set. Recipes run side by side, on ports of
+//!   which also holds copies of the clone's `completions/` and `man/`, and
+//!   the npm packages of tests/mcp (`npm ci` there), so that `npx` runs the
+//!   pinned ones and never downloads; NO_COLOR is set. Recipes run side by side, on ports of
 //!   their own.
 //! * A block runs to its end within a minute and exits 0, and a console
 //!   block prints what its transcript shows; what it started in the

@@ -18,7 +18,9 @@ use tracing::{info, warn};
 pub use budget::SpawnRate;
 
 use crate::cli::{Format, LineBreakPolicy, ServeArgs};
-use crate::server::{FD_RESERVE, Limits, LineBreaks, OriginPolicy, Server, ServerConfig};
+use crate::server::{
+    FD_RESERVE, Limits, LineBreaks, McpConfig, OriginPolicy, Protocol, Server, ServerConfig,
+};
 
 /// How long to wait for the last output lines once the server has shut down.
 const FLUSH_GRACE: Duration = Duration::from_millis(300);
@@ -36,8 +38,10 @@ impl ServeArgs {
             None => LineBreaks::Pass,
         };
         // A process per client runs what the client sends: only pages of
-        // this server may drive it unless told otherwise.
-        let default_origins = if exec { OriginPolicy::SameOrigin } else { OriginPolicy::Any };
+        // this server may drive it unless told otherwise. MCP requires the
+        // Origin checked whatever answers (its servers act for their user).
+        let default_origins =
+            if exec || self.mcp { OriginPolicy::SameOrigin } else { OriginPolicy::Any };
         let limits = Limits {
             max_message_bytes: self.max_message_size,
             reorder_window: self.reorder_window,
@@ -55,11 +59,22 @@ impl ServeArgs {
             closed_id_bytes: self.max_closed_ids_bytes,
             accept_queue: self.accept_queue,
         };
+        let protocol = match self.mcp {
+            false => Protocol::Sse,
+            true => Protocol::Mcp(McpConfig {
+                session_idle: self.session_idle,
+                max_streams: self.max_session_streams.max(1),
+                ..McpConfig::default()
+            }),
+        };
+        // An MCP stream cut before its answer is resumed: keep it a while.
+        let keep_alive = self.keep_alive.or(self.mcp.then_some(MCP_KEEP_ALIVE));
         ServerConfig {
             static_dir: self.static_dir.clone(),
             devconsole: self.devconsole,
             path: self.path.clone(),
-            keep_alive: self.keep_alive,
+            keep_alive,
+            protocol,
             heartbeat: (!self.heartbeat.is_zero()).then_some(self.heartbeat),
             retry: self.retry,
             origins: OriginPolicy::from_list(&self.allow_origins, default_origins),
@@ -127,6 +142,10 @@ impl ServeArgs {
         w
     }
 }
+
+/// `--keep-alive` of `--mcp` when not given: how long a cut stream may be
+/// resumed.
+const MCP_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The secret of `--secret`: the one given, or a random one (122 bits
 /// from the system's generator). `Err` when a given one is weak or would
@@ -276,7 +295,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("processes: at most {}, started at most {rate}", a.budget.max());
     }
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
-    if args.format == Format::Json && !args.echo {
+    // MCP sessions on stdin/stdout: JSON lines, which name the session.
+    let format = if args.mcp { Format::Json } else { args.format };
+    if format == Format::Json && !args.echo {
         let mut event = serde_json::json!({"event": "listening", "url": urls[0]});
         if urls.len() > 1 {
             event["urls"] = serde_json::json!(urls);
@@ -303,8 +324,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let handle = server.handle();
         let max = args.max_message_size;
-        tokio::spawn(stdio::read_stdin(handle, args.format, max));
-        Mode::Stdio(args.format)
+        tokio::spawn(stdio::read_stdin(handle, format, max));
+        Mode::Stdio(format)
     };
     // Processes are told at once when the server stops, and waited for
     // (each bounds its own wait), so that none outlives the server.
@@ -437,7 +458,7 @@ mod tests {
     fn args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["ssechan", "serve"], args].concat()).unwrap();
         let Command::Serve(serve) = cli.command else { panic!("not serve") };
-        serve
+        *serve
     }
 
     fn config(a: &[&str]) -> crate::server::ServerConfig {
@@ -457,6 +478,40 @@ mod tests {
             (c.request_timeout, c.write_timeout),
             (Duration::from_secs(10), Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn mcp_serves_at_slash_mcp_resumable_and_same_origin_with_a_command() {
+        use crate::server::{McpConfig, Protocol};
+        let c = config(&["--mcp", "--", "cat"]);
+        assert_eq!(c.path, "/mcp");
+        assert_eq!(c.keep_alive, Some(Duration::from_secs(30)), "a cut stream may be resumed");
+        assert_eq!(c.origins, OriginPolicy::SameOrigin);
+        assert_eq!(c.protocol, Protocol::Mcp(McpConfig::default()));
+        let c = config(&[
+            "--mcp",
+            "--path=/x",
+            "--keep-alive=5s",
+            "--session-idle=1m",
+            "--max-session-streams=3",
+        ]);
+        assert_eq!((c.path.as_str(), c.keep_alive), ("/x", Some(Duration::from_secs(5))));
+        let want = McpConfig {
+            session_idle: Duration::from_secs(60),
+            max_streams: 3,
+            ..McpConfig::default()
+        };
+        assert_eq!(c.protocol, Protocol::Mcp(want));
+        assert_eq!(c.origins, OriginPolicy::SameOrigin, "without COMMAND too");
+        assert_eq!(config(&[]).protocol, Protocol::Sse);
+        let refused =
+            |a: &[&str]| Cli::try_parse_from([&["ssechan", "serve"], a].concat()).is_err();
+        assert!(refused(&["--mcp", "--echo"]));
+        assert!(
+            refused(&["--mcp", "--redis", "redis://127.0.0.1/"]),
+            "sessions live in one process"
+        );
+        assert!(refused(&["--session-idle", "1m"]), "needs --mcp");
     }
 
     #[test]

@@ -138,7 +138,17 @@ pub(crate) trait ChannelApp: Send + Sync {
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>>;
     /// Queues an encoded `data:` tail (see [`event::encode_data`]).
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError>;
+    /// Queues one message of the application; its protocol encodes it
+    /// (package:sse: a JSON string in one `data:` line).
+    fn send_text(&self, message: &str) -> Result<(), SendError> {
+        self.send_encoded(event::encode_data(message))
+    }
     fn close(&self);
+    /// Closes once what is queued has reached a stream (see
+    /// [`super::channel::Channel::close_when_delivered`]).
+    fn close_when_delivered(&self) {
+        self.close()
+    }
     fn drop_stream(&self);
     fn is_live(&self) -> bool;
     /// The [`Connection`] was dropped: nobody reads its messages any more.
@@ -202,7 +212,7 @@ impl Connection {
 
     /// See [`ConnectionHandle::send`].
     pub fn send(&self, message: &str) -> Result<(), SendError> {
-        self.chan.send_encoded(event::encode_data(message))
+        self.chan.send_text(message)
     }
 
     /// See [`ConnectionHandle::close`].
@@ -237,7 +247,7 @@ impl ConnectionHandle {
     /// Queues a message for the client, in order. While the connection is
     /// suspended the message waits for the resume.
     pub fn send(&self, message: &str) -> Result<(), SendError> {
-        self.chan.send_encoded(event::encode_data(message))
+        self.chan.send_text(message)
     }
 
     /// Queues a message already encoded by [`event::encode_data`] (a
@@ -255,6 +265,11 @@ impl ConnectionHandle {
     /// client's resume).
     pub fn drop_stream(&self) {
         self.chan.drop_stream()
+    }
+
+    /// See [`ChannelApp::close_when_delivered`].
+    pub(crate) fn close_when_delivered(&self) {
+        self.chan.close_when_delivered()
     }
 
     /// Whether the connection is still open or suspended.

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub secret: Option<String>,
     /// Asked before a `GET` opens a new channel (see [`Admission`]).
     pub admission: Option<Arc<dyn Admission>>,
+    /// The protocol the endpoint speaks.
+    pub protocol: Protocol,
     pub limits: Limits,
 }
 
@@ -71,6 +73,41 @@ impl ServerConfig {
         self.path = format!("/{secret}{}", self.path);
         self.secret = Some(secret.to_owned());
         self
+    }
+}
+
+/// Which protocol the endpoint speaks; the channel core is the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Dart package:sse's channels (PROTOCOL.md).
+    #[default]
+    Sse,
+    /// MCP's Streamable HTTP (docs/mcp.md): each application side is a
+    /// session, each of its SSE streams a channel.
+    Mcp(McpConfig),
+}
+
+/// The bounds of MCP sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpConfig {
+    /// A session with no request in flight and no stream open this long
+    /// ends (its process too).
+    pub session_idle: Duration,
+    /// Streams a session may have open at once (each request answered as a
+    /// stream, and the `GET` stream); more requests get 429.
+    pub max_streams: usize,
+    /// How long a request answered as `application/json` waits for its
+    /// response.
+    pub json_wait: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(600),
+            max_streams: 64,
+            json_wait: Duration::from_secs(300),
+        }
     }
 }
 
@@ -94,6 +131,7 @@ impl Default for ServerConfig {
             line_breaks: LineBreaks::Pass,
             secret: None,
             admission: None,
+            protocol: Protocol::Sse,
             limits: Limits::default(),
         }
     }

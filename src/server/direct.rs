@@ -56,8 +56,10 @@ pub(crate) async fn route(
         Ok(Ok(0)) => return None, // closed before sending anything
         Ok(Ok(len)) => len,
     };
+    // Only package:sse's streams are written here (MCP's go through hyper).
+    let sse = matches!(shared.config.protocol, super::config::Protocol::Sse);
     let start = match parse_stream_request(&head[..complete], &shared.config.path) {
-        Some((headers, query)) if complete == head.len() => {
+        Some((headers, query)) if sse && complete == head.len() => {
             start_stream(shared, ctx, &headers, &shared.config.path, query.as_deref()).await.ok()
         }
         _ => None,

@@ -56,6 +56,12 @@ enum Due {
     ClosedIds,
 }
 
+/// Where a new channel's application side goes.
+enum AppSide {
+    Accept(tokio::sync::mpsc::OwnedPermit<Connection>),
+    Layer(tokio::sync::oneshot::Sender<Connection>),
+}
+
 pub(crate) struct MemoryStore {
     shared: Arc<Shared>,
 }
@@ -526,6 +532,10 @@ impl ChannelApp for Conn {
         self.update(|c| ((), c.close(CloseReason::Closed)))
     }
 
+    fn close_when_delivered(&self) {
+        self.update(|c| ((), c.close_when_delivered(CloseReason::Closed)))
+    }
+
     fn drop_stream(&self) {
         self.update(|c| ((), c.drop_stream()))
     }
@@ -561,7 +571,8 @@ fn adjust_held(held: &AtomicUsize, before: usize, after: usize) {
     }
 }
 
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
+pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
@@ -671,12 +682,13 @@ pub(crate) fn inbound_refusal(e: InboundError, client_id: &str, message_id: u64)
 }
 
 impl MemoryStore {
-    /// A new channel for `req`, registered and handed to the application.
+    /// A new channel for `req`, registered; its application side goes to
+    /// the accept queue, or to the protocol layer that opened it.
     fn create(
         &self,
         reg: &mut Registry,
-        req: &StreamRequest,
-    ) -> Result<(Arc<Conn>, u64, tokio::sync::mpsc::OwnedPermit<Connection>), Refusal> {
+        req: &mut StreamRequest,
+    ) -> Result<(Arc<Conn>, u64, AppSide), Refusal> {
         let s = &self.shared;
         let limits = s.config.settings.limits;
         if reg.live.len() >= limits.max_clients {
@@ -685,23 +697,15 @@ impl MemoryStore {
                 limits.max_clients
             )));
         }
-        let permit = s
-            .accept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|tx| tx.clone().try_reserve_owned());
-        let permit = match permit {
-            Some(Ok(p)) => p,
-            Some(Err(_)) => {
-                return Err(Refusal::unavailable(
-                    "the application is not accepting new connections (accept queue full)",
-                ));
-            }
-            None => return Err(Refusal::unavailable("server is shutting down")),
+        let (app, first_event_id) = match req.layer.as_mut() {
+            None => (AppSide::Accept(self.accept_permit()?), 1),
+            Some(layer) => match layer.create.take() {
+                Some(new) => (AppSide::Layer(new.app), new.first_event_id),
+                None => return Err(Refusal::unknown_client(&req.client_id)),
+            },
         };
         let remembered = reg.take_remembered(&req.client_id);
-        let mut chan = Channel::new(s.settings(), remembered);
+        let mut chan = Channel::new(s.settings(), remembered).starting_at(first_event_id);
         let (generation, fx) = chan.attach(None);
         debug_assert!(fx == Effects::default());
         let generation = generation.unwrap_or(1);
@@ -718,7 +722,25 @@ impl MemoryStore {
         });
         reg.insert(conn.clone());
         Counters::add(&s.stats.channels_opened, 1);
-        Ok((conn, generation, permit))
+        Ok((conn, generation, app))
+    }
+
+    /// Room in the accept queue for one new connection.
+    fn accept_permit(&self) -> Result<tokio::sync::mpsc::OwnedPermit<Connection>, Refusal> {
+        let permit = self
+            .shared
+            .accept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|tx| tx.clone().try_reserve_owned());
+        match permit {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(_)) => Err(Refusal::unavailable(
+                "the application is not accepting new connections (accept queue full)",
+            )),
+            None => Err(Refusal::unavailable("server is shutting down")),
+        }
     }
 
     fn stream(&self, conn: Arc<Conn>, generation: u64) -> Box<dyn StreamSource> {
@@ -858,7 +880,7 @@ impl ChannelStore for MemoryStore {
 }
 
 impl MemoryStore {
-    fn open_now(&self, req: StreamRequest) -> Result<Box<dyn StreamSource>, Refusal> {
+    fn open_now(&self, mut req: StreamRequest) -> Result<Box<dyn StreamSource>, Refusal> {
         let s = &self.shared;
         if s.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::unavailable("server is shutting down"));
@@ -876,11 +898,21 @@ impl MemoryStore {
             drop(slot);
             reg.live.remove(req.client_id.as_str());
         }
-        let (conn, generation, permit) = self.create(&mut reg, &req)?;
+        let (conn, generation, app) = self.create(&mut reg, &mut req)?;
         drop(reg);
-        let first = conn.lock().chan.next_message_id();
-        info!(client = %escape_controls(&conn.id), remote = %req.info.remote, first_message_id = first, "connected");
-        permit.send(Connection::new(conn.clone()));
+        match app {
+            AppSide::Accept(permit) => {
+                let first = conn.lock().chan.next_message_id();
+                info!(client = %escape_controls(&conn.id), remote = %req.info.remote, first_message_id = first, "connected");
+                permit.send(Connection::new(conn.clone()));
+            }
+            AppSide::Layer(tx) => {
+                debug!(client = %escape_controls(&conn.id), "channel opened");
+                // A layer that gave up meanwhile drops the Connection, which
+                // refuses the channel's POSTs; its stream ends with the body.
+                let _ = tx.send(Connection::new(conn.clone()));
+            }
+        }
         Ok(self.stream(conn, generation))
     }
 }

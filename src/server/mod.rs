@@ -5,7 +5,7 @@
 //!   and hands each to [`direct`] (a fresh channel `GET`, written without
 //!   hyper) or to hyper and [`http`] (everything else).
 //! - [`http`] decides who may ask (`Host`, `Origin`: [`policy`]) and maps
-//!   requests to the [`store`] seam, whose in-process implementation is
+//!   package:sse's requests to the [`store`] seam ([`mcp`] maps MCP's), whose in-process implementation is
 //!   [`memory`]: a registry of [`channel`] state machines; [`redis`] shares
 //!   channels between instances through Redis.
 //! - Streams leave through [`stream`], one policy for both paths.
@@ -20,6 +20,7 @@ mod config;
 mod deadlines;
 mod direct;
 mod http;
+mod mcp;
 mod memory;
 mod metrics;
 pub(crate) mod policy;
@@ -46,7 +47,10 @@ use tracing::{debug, info, warn};
 pub use app::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
-pub use config::{Admission, Admitted, FD_RESERVE, Limits, LineBreaks, OriginPolicy, ServerConfig};
+pub use config::{
+    Admission, Admitted, FD_RESERVE, Limits, LineBreaks, McpConfig, OriginPolicy, Protocol,
+    ServerConfig,
+};
 pub use redis::{Redis, RedisError, RedisOptions};
 pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};
@@ -85,6 +89,8 @@ pub(crate) struct ServerShared {
     pub(crate) store: Box<dyn ChannelStore>,
     pub(crate) hosts: HostPolicy,
     pub(crate) stats: Arc<Counters>,
+    /// MCP's sessions, when the endpoint speaks MCP.
+    pub(crate) mcp: Option<Arc<mcp::Sessions>>,
     stop: watch::Sender<bool>,
     shutting_down: AtomicBool,
     open_connections: AtomicUsize,
@@ -134,6 +140,12 @@ impl Server {
             first_message_wait: config.first_message_wait,
             max_frame: MAX_FRAME,
         };
+        let mcp = match &config.protocol {
+            config::Protocol::Sse => None,
+            config::Protocol::Mcp(m) => {
+                Some(mcp::Sessions::new(m.clone(), &config, accept_tx.clone(), stats.clone()))
+            }
+        };
         // Nothing of Redis runs unless it is asked for.
         let store: Box<dyn ChannelStore> = match &config.redis {
             None => Box::new(MemoryStore::new(
@@ -163,6 +175,7 @@ impl Server {
             config,
             store,
             stats,
+            mcp,
             stop,
             shutting_down: AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
@@ -235,9 +248,12 @@ impl Server {
 }
 
 impl ServerHandle {
-    /// Connections at the moment, suspended ones included.
+    /// Connections at the moment, suspended ones included (MCP: sessions).
     pub fn client_count(&self) -> usize {
-        self.shared.store.counts().channels
+        match &self.shared.mcp {
+            Some(m) => m.count(),
+            None => self.shared.store.counts().channels,
+        }
     }
 
     /// Channels open and suspended.
@@ -261,20 +277,30 @@ impl ServerHandle {
 
     /// Queues `message` for every live connection; returns how many took it.
     pub async fn broadcast(&self, message: &str) -> usize {
+        if let Some(m) = &self.shared.mcp {
+            return m.broadcast(message);
+        }
         let data = crate::protocol::event::encode_data(message);
         self.shared.store.broadcast(data).await
     }
 
-    /// The live connection of `client_id`, if any.
+    /// The live connection of `client_id` (MCP: session), if any.
     pub fn connection(&self, client_id: &str) -> Option<ConnectionHandle> {
-        self.shared.store.lookup(client_id)
+        match &self.shared.mcp {
+            Some(m) => m.lookup(client_id),
+            None => self.shared.store.lookup(client_id),
+        }
     }
 
     /// The Prometheus text exposition of what the server counts.
     pub fn metrics(&self) -> String {
         let s = &self.shared;
         let connections = s.open_connections.load(Ordering::Relaxed);
-        s.stats.render(&s.store.counts(), connections, &s.store.metrics())
+        let mut extra = s.store.metrics();
+        if let Some(m) = &s.mcp {
+            extra.push_str(&m.metrics());
+        }
+        s.stats.render(&s.store.counts(), connections, &extra)
     }
 
     /// Serves `GET /metrics` (the Prometheus exposition) on `listener`
@@ -287,6 +313,9 @@ impl ServerHandle {
     /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
         if !self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            if let Some(m) = &self.shared.mcp {
+                m.begin_shutdown();
+            }
             self.shared.store.begin_shutdown();
         }
     }

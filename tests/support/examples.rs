@@ -22,6 +22,8 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 /// How long stopped processes get to exit before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The line the runner prints after each command of a console block.
+const STEP_END: &str = "@@ssechan-docs: the command ended with";
 
 /// What a `<!-- run: … -->` note asks for.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -435,7 +437,8 @@ struct Proc {
 /// Where a recipe runs and what it runs with.
 pub struct Env {
     /// A fresh directory, with copies of the clone's `completions/` and
-    /// `man/` (the install steps copy them from "the clone").
+    /// `man/` (the install steps copy them from "the clone"), and the MCP
+    /// packages of tests/mcp.
     pub dir: PathBuf,
     /// Holds `ssechan`, the binary under test.
     pub bin: PathBuf,
@@ -457,6 +460,11 @@ impl Env {
                 std::fs::copy(f.path(), dir.join(sub).join(f.file_name())).unwrap();
             }
         }
+        // npx finds the MCP packages the tests pinned (tests/mcp, `npm ci`)
+        // here, and never downloads (NPM_CONFIG_OFFLINE below).
+        let npm = root.join("tests/mcp");
+        std::os::unix::fs::symlink(npm.join("node_modules"), dir.join("node_modules")).unwrap();
+        std::fs::copy(npm.join("package.json"), dir.join("package.json")).unwrap();
         Env {
             dir: dir.to_owned(),
             bin: bin.to_owned(),
@@ -475,6 +483,7 @@ impl Env {
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("NO_COLOR", "1")
+            .env("NPM_CONFIG_OFFLINE", "true")
             .env("TERM", "dumb")
             .env_remove("RUST_LOG")
             .env_remove("SSECHAN_REDIS");
@@ -614,24 +623,44 @@ impl<'a> Recipe<'a> {
         let script = self.rw.command(&b.body);
         match o.background {
             true => self.start(b, o, &script, Vec::new(), true),
-            false => finish(&mut self.env.spawn(&script, true), b, o, &script, None),
+            false => finish(&mut self.env.spawn(&script, true), b, o, &script),
         }
     }
 
     fn console(&mut self, b: &'a Block, o: &Opts) -> Result<(), String> {
         let steps = transcript(&b.body).map_err(|e| format!("{}: {e}", at(b)))?;
-        if o.background && steps.len() != 1 {
-            return Err(format!("{}: a background console block has one command", at(b)));
-        }
-        for step in &steps {
+        let expected = |step: &Step| step.output.iter().map(|l| self.rw.text(l)).collect();
+        if o.background {
+            let [step] = &steps[..] else {
+                return Err(format!("{}: a background console block has one command", at(b)));
+            };
             let command = self.rw.command(&step.command);
-            let expected: Vec<String> = step.output.iter().map(|l| self.rw.text(l)).collect();
-            match o.background {
-                true => self.start(b, o, &command, expected, false)?,
-                false => {
-                    finish(&mut self.env.spawn(&command, false), b, o, &command, Some(&expected))?
-                }
-            }
+            return self.start(b, o, &command, expected(step), false);
+        }
+        // One shell for the block, as one terminal: what a command sets (a
+        // variable, a directory) holds for the next. A line after each
+        // command tells its output and status from the next one's.
+        let commands: Vec<String> = steps.iter().map(|s| self.rw.command(&s.command)).collect();
+        let script: String =
+            commands.iter().map(|c| format!("{c}\nprintf '\\n{STEP_END} %d\\n' $?\n")).collect();
+        let mut p = self.env.spawn(&script, false);
+        let ended = p.wait(COMMAND_LIMIT).is_some();
+        p.stop();
+        let out = p.out.text();
+        let mut rest = out.as_str();
+        for (step, command) in steps.iter().zip(&commands) {
+            let mark = format!("\n{STEP_END} ");
+            let Some(i) = rest.find(&mark) else {
+                let why = if ended {
+                    "did not end (the shell exited)"
+                } else {
+                    "still ran after a minute"
+                };
+                return Err(format!("{}: `{command}` {why}; it printed:\n{}", at(b), show(rest)));
+            };
+            let (status, tail) = rest[i + mark.len()..].split_once('\n').unwrap_or(("", ""));
+            verdict(b, o, command, status.parse().ok(), &rest[..i], Some(&expected(step)))?;
+            rest = tail;
         }
         Ok(())
     }
@@ -690,13 +719,7 @@ fn wait_ready(p: &Proc, o: &Opts, rw: &Rewrite) -> Result<(), String> {
 }
 
 /// Waits for a foreground process, then checks its status and output.
-fn finish(
-    p: &mut Proc,
-    b: &Block,
-    o: &Opts,
-    what: &str,
-    expected: Option<&[String]>,
-) -> Result<(), String> {
+fn finish(p: &mut Proc, b: &Block, o: &Opts, what: &str) -> Result<(), String> {
     let status = p.wait(COMMAND_LIMIT);
     // What it started in the background ends with it.
     p.stop();
@@ -708,21 +731,31 @@ fn finish(
             show(&out)
         ));
     };
-    if !o.accepts(status.code()) {
-        return Err(format!(
-            "{}: `{what}` ended with {status}; it printed:\n{}",
-            at(b),
-            show(&out)
-        ));
+    verdict(b, o, what, status.code(), &out, None)
+}
+
+/// Whether a command that ended with `code` and printed `out` did as its
+/// block says.
+fn verdict(
+    b: &Block,
+    o: &Opts,
+    what: &str,
+    code: Option<i32>,
+    out: &str,
+    expected: Option<&[String]>,
+) -> Result<(), String> {
+    if !o.accepts(code) {
+        let code = code.map_or("a signal".to_owned(), |c| format!("exit {c}"));
+        return Err(format!("{}: `{what}` ended with {code}; it printed:\n{}", at(b), show(out)));
     }
     if let Some(expected) = expected
-        && !matches(expected, &out, false)
+        && !matches(expected, out, false)
     {
         return Err(format!(
             "{}: `{what}` was to print:\n{}but printed:\n{}",
             at(b),
             show(&expected.join("\n")),
-            show(&out)
+            show(out)
         ));
     }
     Ok(())

@@ -1033,6 +1033,13 @@ impl RedisStore {
         if s.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::unavailable("server is shutting down"));
         }
+        if req.layer.is_some() {
+            // `serve --mcp` refuses --redis: see docs/mcp.md.
+            return Err(Refusal::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "this protocol's channels are not shared through Redis",
+            ));
+        }
         let mut registered = s.registered.subscribe();
         if tokio::time::timeout(REQUEST_TIMEOUT, registered.wait_for(|r| *r)).await.is_err() {
             return Err(Refusal::unavailable(
