@@ -466,9 +466,10 @@ pub enum BenchMode {
     disable_help_subcommand = true,
     after_help = "\
 Exit status:
-  0  every check passed
-  1  a check failed (each is named)
-  2  usage error or unreachable target
+  0    every check passed
+  1    a check failed (each is named)
+  2    usage error, unreachable target, or one that refuses the run
+  130  interrupted (Ctrl-C): the report is of the run so far
 
 Examples:
   # embedded echo server, 10 s
@@ -484,7 +485,13 @@ Examples:
   # streams answering a POST (LLM-style APIs)
   ssechan bench URL --mode listen --raw --data @body.json --rate 5 -d 60s
   # replay a `connect --record` session with 100 clients
-  ssechan bench --scenario session.jsonl -c 100"
+  ssechan bench --scenario session.jsonl -c 100
+  # over https, trusting a self-signed certificate
+  ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem
+  # a page with charts, and a live view while it runs
+  ssechan bench URL -d 60s --html report.html --dashboard 8090
+
+The reference: docs/bench.md"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -564,9 +571,22 @@ pub struct BenchArgs {
     /// Time limit for connecting each client and for each POST's answer (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// https: accept any server certificate (like curl -k): encrypted but
+    /// not authenticated, for test servers only.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// https: PEM file of certificates (a CA, or a self-signed server's
+    /// own) to trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Client threads; 0 uses half the cores, leaving the rest to a local server.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Serve a live view of the run at http://ADDR/ (same forms as serve
+    /// --listen: a bare port is on loopback): the HTML report, updated once
+    /// a second by an event stream.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub dashboard: Option<SocketAddr>,
     /// Keep-alive of the embedded server (without URL).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,
@@ -604,6 +624,10 @@ pub struct GateArgs {
     /// Fail when more messages than this are duplicated.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_duplicated: u64,
+    /// Fail when more POSTs than this were answered with an error status
+    /// (retried or not): a count, or a share of the POSTs (`0.5%`).
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_refusals: crate::bench::report::RefusalLimit,
     /// Fail when the p99 round trip (listen: time to first event) is slower than this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_p99: Option<Duration>,
@@ -624,6 +648,10 @@ pub struct ReportArgs {
     /// Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE: charts of
+    /// the run second by second, the checks, the command line and machine.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -12,7 +12,7 @@
 //!   one sets (a variable) holds for the next. Other
 //!   blocks (`text`, `yaml`, `rust`, …) are not run; a line in one that
 //!   starts with `$ ` or `ssechan SUBCOMMAND` fails the test (a shell
-//!   example in disguise), and `rust` blocks live in docs/library.md, which
+//!   example in disguise), unless it is a usage line (`[OPTIONS]`), and `rust` blocks live in docs/library.md, which
 //!   is compiled and run as doc tests (src/lib.rs).
 //! * The blocks under one heading are one recipe, run in order in a fresh
 //!   directory as a reader would type them, in one terminal or several:
@@ -47,7 +47,7 @@
 //!   `   ← note` at the end of a line is for the reader.
 //! * What the runner changes, so that recipes written for a person run
 //!   side by side in seconds (tests/support/examples.rs, `Rewrite`):
-//!   - the ports the docs use (8080–8083, 8443, 6379, 9090) become free
+//!   - the ports the docs use (8080–8099, 8443, 6379–6399, 9090–9099) become free
 //!     ports, in commands and expected output alike; a `serve` without
 //!     `--listen` (8080) gets it made explicit;
 //!   - bench's `--duration` (or `-d`) is at most 2 s, `--clients` 20,
@@ -135,7 +135,9 @@ fn disguised(b: &Block) -> Option<String> {
             .iter()
             .any(|s| l.strip_prefix("ssechan ").is_some_and(|r| r.starts_with(s)))
     };
-    b.body.lines().find(|l| l.starts_with("$ ") || subcommand(l)).map(|l| {
+    // A usage line (`ssechan bench [URL] [OPTIONS]`) is no example.
+    let usage = |l: &str| l.contains("[OPTIONS]");
+    b.body.lines().find(|l| l.starts_with("$ ") || (subcommand(l) && !usage(l))).map(|l| {
         format!("{l:?} in a {:?} block is a shell example: fence it as `sh` or `console`", b.lang)
     })
 }

@@ -135,3 +135,23 @@ async fn connect_names_the_fix_for_each_certificate_failure() {
     let err = connect(vec!["--cacert".into(), s(&other.cert), serve.url.clone()]).await;
     assert!(err.contains("the --cacert file holds neither"), "{err}");
 }
+
+/// `ssechan bench` over https gives the same hints as `connect`: the first
+/// contact with a server whose certificate is marked CA:TRUE names the
+/// OpenSSL option, not the `--cacert` that was given.
+#[tokio::test]
+async fn bench_names_the_fix_for_a_certificate_marked_as_a_cas() {
+    let ca = Cert::openssl_ca_marked();
+    let serve = serve_tls(&ca, &["--echo"]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["bench", &serve.url, "--cacert", ca.cert.to_str().unwrap(), "-c", "1", "-m", "1"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("CaUsedAsEndEntity"), "{err}");
+    assert!(err.contains("-addext basicConstraints=critical,CA:FALSE"), "{err}");
+    assert!(!err.contains("--cacert FILE"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! the receiving end of the (bounded) event channel.
 
 pub mod config;
+pub(crate) mod early;
 mod sender;
 mod stream;
 pub(crate) use stream::with_query;
@@ -23,8 +24,11 @@ pub use crate::reader::RetryPolicy;
 use crate::text::escape_controls;
 pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
-    parse_headers, parse_url,
+    parse_headers, parse_url, read_ca_file,
 };
+
+/// The client's `User-Agent`.
+const USER_AGENT: &str = concat!("ssechan/", env!("CARGO_PKG_VERSION"));
 
 /// Events the caller may fall behind on before the stream stops reading.
 const EVENT_BUFFER: usize = 1024;
@@ -244,7 +248,7 @@ impl ChannelClient {
             .tcp_keepalive(config::TCP_KEEPALIVE)
             .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
             .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
-            .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .danger_accept_invalid_certs(config.insecure);
         for cert in &config.ca_certs {
             http = http.add_root_certificate(cert.clone());
@@ -575,7 +579,7 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
 }
 
 /// Bytes of an error response body kept for a reason.
-const REASON_MAX: usize = 1024;
+pub(crate) const REASON_MAX: usize = 1024;
 
 /// The first line of a response body, for a reason: at most [`REASON_MAX`]
 /// bytes are read, so a huge or endless error body cannot grow memory, and
@@ -588,7 +592,12 @@ pub(crate) async fn first_line(mut resp: reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&buf);
+    reason_line(&buf)
+}
+
+/// The first line of the start of an error body, made safe for a terminal.
+pub(crate) fn reason_line(start: &[u8]) -> String {
+    let text = String::from_utf8_lossy(start);
     escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
 }
 

@@ -1,9 +1,34 @@
 //! What the server counts, and the Prometheus text it is shown as
 //! (`serve --metrics ADDR`). Counters are plain atomics bumped where things
 //! happen; gauges are read from the store when scraped.
+//!
+//! The rule for a shared count that admission reads (so that a healthy
+//! server never refuses for a count that is momentarily wrong): it never
+//! shows less than what it counts nor wraps, because each change is
+//! applied under the lock that decided it, or the count is taken before
+//! what it counts exists and given back after it is gone; and a decision
+//! against a bound takes the room in the same atomic step as it checks
+//! it ([`hold_within`]). The counts and where each keeps the rule:
+//! - [`Counters::held`]: see its doc.
+//! - TCP connections (`ServerShared::open_connections`, `mod.rs`): taken
+//!   by the accept loop within `max_connections`, given back when the
+//!   connection's task ends.
+//! - Clients of the memory store: the registry's map, changed and checked
+//!   against `max_clients` under the registry lock.
+//! - Remembered closed ids and their bytes (`Registry::closed_bytes`):
+//!   under the registry lock.
+//! - Per channel (reservations, inbox, re-order buffer, queue, replay):
+//!   fields of the [`super::channel::Channel`], under its lock.
+//! - The accept queue: a bounded channel, whose permit is taken atomically.
+//!
+//! The other gauges ([`Counts`]: channels, streams, remembered ids) are
+//! read from the store's own state under its locks when scraped, and decide
+//! nothing. The totals below (`*_total`) decide nothing: they are only added to,
+//! where the thing happens, and a scrape may see one a moment before
+//! another.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use http::StatusCode;
 
@@ -35,9 +60,26 @@ pub(crate) struct Counters {
     /// Events a resume asked for that the replay log no longer had.
     pub(crate) gap_events: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
-    /// Bytes held for incoming messages over all channels (a gauge).
-    pub(crate) held: std::sync::atomic::AtomicUsize,
+    /// Bytes held for incoming messages over all channels (a gauge), which
+    /// POSTs are admitted against (`--max-incoming-total`). The memory
+    /// store changes it only with a channel locked, before unlocking, by
+    /// that channel's own part (`memory::HeldShare`), and admits a POST with
+    /// [`hold_within`]: at every instant it is the sum of what the channels
+    /// hold. MCP sessions (`mcp.rs`) change it under the session's lock, a
+    /// POST admitted in one compare-and-add. The Redis store keeps its own
+    /// part of it (`redis/`).
+    pub(crate) held: AtomicUsize,
     refusals: [AtomicU64; STATUSES.len()],
+}
+
+/// Adds `n` to `count` if the sum stays within `limit`, in one atomic step
+/// (two callers cannot both take the last room); whether it did.
+pub(crate) fn hold_within(count: &AtomicUsize, n: usize, limit: usize) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(n).filter(|sum| *sum <= limit)
+        })
+        .is_ok()
 }
 
 impl Counters {

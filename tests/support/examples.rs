@@ -105,7 +105,8 @@ fn split_outside_quotes(s: &str) -> Vec<&str> {
 }
 
 /// The ports the docs use: each gets a free port of its own in each recipe.
-pub const DOC_PORTS: &[u16] = &[8080, 8081, 8082, 8083, 8443, 6379, 9090];
+pub const DOC_PORTS: &[std::ops::RangeInclusive<u16>] =
+    &[8080..=8099, 8443..=8443, 6379..=6399, 9090..=9099];
 
 /// How a recipe's text becomes what runs: its ports, the defaults made
 /// explicit and the lengths capped.
@@ -151,7 +152,7 @@ impl Cap {
 impl Rewrite {
     pub fn new(recipe_text: &str) -> Rewrite {
         let mut ports = HashMap::new();
-        for &p in DOC_PORTS {
+        for p in DOC_PORTS.iter().flat_map(|r| r.clone()) {
             if contains_port(recipe_text, p) || (p == 8080 && recipe_text.contains("ssechan serve"))
             {
                 let free = std::net::TcpListener::bind("127.0.0.1:0")
