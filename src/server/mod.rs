@@ -19,6 +19,7 @@ mod channel;
 mod config;
 mod deadlines;
 mod direct;
+mod gauge;
 mod http;
 mod memory;
 mod metrics;
@@ -27,6 +28,7 @@ pub mod redis;
 mod store;
 mod stream;
 mod tls;
+mod wait;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,6 +24,7 @@ use crate::server::channel::encode_batch;
 use crate::server::metrics::Counters;
 use crate::server::store::{StreamItem, StreamSource};
 use crate::server::stream::DetachProbe;
+use crate::server::wait;
 
 /// Events asked of the store per read when filling a gap.
 const FILL_PAGE: usize = 512;
@@ -355,10 +356,7 @@ impl StreamSource for HeldStream {
             st.detached = true;
             return Poll::Ready(StreamItem::Final);
         }
-        match &st.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.waker = Some(cx.waker().clone()),
-        }
+        wait::register(&mut st.waker, cx);
         Poll::Pending
     }
 
@@ -369,10 +367,7 @@ impl StreamSource for HeldStream {
             if st.detached && !st.final_written {
                 return true;
             }
-            match &st.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => st.waker = Some(cx.waker().clone()),
-            }
+            wait::register(&mut st.waker, cx);
             false
         })
     }

@@ -25,6 +25,7 @@ use crate::server::channel::Inbox;
 use crate::server::channel::Phase;
 use crate::server::metrics::Counters;
 use crate::server::store::StoreFuture;
+use crate::server::wait;
 
 pub(crate) struct Home {
     me: Weak<Home>,
@@ -366,10 +367,7 @@ impl ChannelApp for Home {
             }
             None if st.inbox.is_done() => Poll::Ready(None),
             None => {
-                match &st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => st.waker = Some(cx.waker().clone()),
-                }
+                wait::register(&mut st.waker, cx);
                 Poll::Pending
             }
         }
@@ -444,15 +442,7 @@ impl ChannelApp for Home {
 
     fn closed(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            loop {
-                let closed = self.closed.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if self.is_closed() {
-                    return;
-                }
-                closed.await;
-            }
+            wait::until(&self.closed, None, || self.is_closed()).await;
         })
     }
 }

@@ -48,11 +48,13 @@ use super::app::{Connection, ConnectionHandle};
 use super::channel::{InboundError, Settings};
 use super::config::Limits;
 use super::deadlines::Deadlines;
+use super::gauge;
 use super::memory::inbound_refusal;
 use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamRequest, StreamSource,
 };
+use super::wait;
 use crate::client::escape_controls;
 use held::{Held, HeldStream};
 use home::Home;
@@ -431,14 +433,10 @@ impl Shared {
     /// Bytes of incoming messages held here: POST bodies being stored
     /// and the applications' inboxes (the gauge `incoming_total` bounds).
     pub(crate) fn adjust_held(&self, by: isize) {
-        let held = &self.stats.held;
         if by >= 0 {
-            held.fetch_add(by as usize, Ordering::Relaxed);
+            gauge::raise(&self.stats.held, by as usize);
         } else {
-            let less = by.unsigned_abs();
-            let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                Some(h.saturating_sub(less))
-            });
+            gauge::lower(&self.stats.held, by.unsigned_abs());
         }
     }
 
@@ -868,12 +866,11 @@ impl ChannelStore for RedisStore {
         let total = s.limits().incoming_total;
         let result = if s.shutting_down.load(Ordering::SeqCst) {
             Err(Refusal::unavailable("server is shutting down"))
-        } else if s.stats.held.load(Ordering::Relaxed) + bytes > total {
+        } else if !gauge::try_take(&s.stats.held, bytes, total) {
             Err(Refusal::unavailable(format!(
                 "server busy: incoming messages held reached the limit of {total} bytes"
             )))
         } else {
-            s.adjust_held(bytes as isize);
             let slot: Box<dyn PostSlot> =
                 Box::new(RedisPost { shared: s.clone(), cid: _client_id.to_owned(), bytes });
             Ok(slot)
@@ -970,17 +967,7 @@ impl ChannelStore for RedisStore {
         Box::pin(async move {
             let s = &self.shared;
             let deadline = Instant::now() + grace;
-            loop {
-                let closed = s.closed_one.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if s.live_homes().is_empty() {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                    break;
-                }
-            }
+            wait::until(&s.closed_one, Some(deadline), || s.live_homes().is_empty()).await;
             let left = s.live_homes();
             for h in &left {
                 h.force_close();
@@ -988,17 +975,7 @@ impl ChannelStore for RedisStore {
             // The store closes them and says so; what it does not confirm
             // in time is closed here (the store's side goes with `leave`).
             let confirm = Instant::now() + REQUEST_TIMEOUT * 2;
-            loop {
-                let closed = s.closed_one.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if left.iter().all(|h| h.is_closed()) {
-                    break;
-                }
-                if tokio::time::timeout_at(confirm, closed).await.is_err() {
-                    break;
-                }
-            }
+            wait::until(&s.closed_one, Some(confirm), || left.iter().all(|h| h.is_closed())).await;
             for h in left {
                 h.closed_notice(super::app::CloseInfo {
                     reason: super::app::CloseReason::Shutdown,
