@@ -28,7 +28,7 @@ use crate::client::escape_controls;
 use crate::protocol::reorder::ReorderBuffer;
 
 /// What remembering one closed id costs besides its key and held messages.
-const CLOSED_ENTRY_OVERHEAD: usize = 128;
+pub(crate) const CLOSED_ENTRY_OVERHEAD: usize = 128;
 
 /// What the store needs from the server's configuration.
 #[derive(Debug, Clone)]

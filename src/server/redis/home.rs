@@ -253,7 +253,10 @@ impl Home {
                 self.closed_notice(CloseInfo { reason, undelivered });
                 return;
             }
-            Notice::Events { .. } | Notice::Detach { .. } | Notice::Final { .. } => {}
+            Notice::Events { .. }
+            | Notice::Detach { .. }
+            | Notice::Final { .. }
+            | Notice::Forgotten { .. } => {}
         }
         let waker = if wake { st.waker.take() } else { None };
         drop(st);

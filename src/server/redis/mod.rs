@@ -156,6 +156,7 @@ impl Redis {
             me,
             lease_ms: options.lease.as_millis() as u64,
             memory_ms: 0,
+            bounds: Header::bounds_of(&Limits::default(), ATTACH_PAGE),
         };
         let give_up = Instant::now() + wait;
         let mut retry = Retry::new(Duration::from_secs(2));
@@ -356,6 +357,7 @@ impl RedisStore {
         let mut link = redis.link.clone();
         let mut header = (*link.header).clone();
         header.memory_ms = config.closed_id_memory.as_millis() as u64;
+        header.bounds = Header::bounds_of(&config.settings.limits, ATTACH_PAGE);
         link.header = Arc::new(header);
         let lease = Duration::from_millis(link.header.lease_ms);
         // Bounded by its senders: each home holds at most its outgoing
@@ -363,7 +365,7 @@ impl RedisStore {
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            requests: Requests::start(link.clone(), config.settings.limits, stop_rx.clone()),
+            requests: Requests::start(link.clone(), stop_rx.clone()),
             link: link.clone(),
             config: StoreConfig {
                 settings: config.settings,
@@ -398,7 +400,7 @@ impl RedisStore {
                 })
                 .await
         });
-        tokio::spawn(ops::run(link, config.settings.limits, ops_rx, stop_rx.clone()));
+        tokio::spawn(ops::run(link, ops_rx, stop_rx.clone()));
         tokio::spawn(heartbeat(shared.clone(), stop_rx.clone()));
         tokio::spawn(read_loop(shared.clone(), stop_rx.clone()));
         tokio::spawn(report_loop(shared.clone(), stop_rx));
@@ -533,6 +535,10 @@ impl Shared {
             }
             return;
         }
+        if let Notice::Forgotten { evicted, dropped, expired } = n {
+            forgotten(evicted, dropped, expired);
+            return;
+        }
         let Some((cid, ser)) = n.home_target() else { return };
         let mut homes = lock(&self.homes);
         if let Some(h) = homes.by_ser.get(&ser).cloned() {
@@ -560,6 +566,28 @@ impl Shared {
                 h.send_encoded(data.clone()).is_ok()
             })
             .count()
+    }
+}
+
+/// Logs what the store forgot of closed ids, as the memory store words it.
+fn forgotten(evicted: u64, dropped: u64, expired: u64) {
+    if evicted > 0 {
+        warn!(
+            messages = evicted,
+            "forgot acknowledged out-of-order messages of closed client ids (closed-id memory full)"
+        );
+    }
+    if dropped > 0 {
+        warn!(
+            messages = dropped,
+            "acknowledged out-of-order messages dropped with their connection"
+        );
+    }
+    if expired > 0 {
+        warn!(
+            messages = expired,
+            "forgot acknowledged out-of-order messages of closed client ids (memory period over)"
+        );
     }
 }
 
@@ -742,13 +770,10 @@ async fn report_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if cursors.is_empty() && taken.is_empty() && read.is_none() {
             continue;
         }
-        let limits = s.limits();
         let r = s
             .link
             .call("report", |inv| {
-                inv.arg(limits.replay_events)
-                    .arg(limits.replay_bytes)
-                    .arg(read.as_deref().unwrap_or(""));
+                inv.arg(read.as_deref().unwrap_or(""));
                 inv.arg(cursors.len());
                 for (h, (ser, sent, cum)) in &cursors {
                     inv.arg(&*h.cid).arg(ser).arg(sent).arg(cum);
@@ -829,6 +854,11 @@ impl PostSlot for RedisPost {
                     }
                     Some(Posted::ReorderFull { bytes }) => {
                         return refused(InboundError::ReorderFull { bytes: bytes as usize });
+                    }
+                    Some(Posted::Full { limit }) => {
+                        return Err(Refusal::unavailable(format!(
+                            "server busy: out-of-order messages held in the store reached the limit of {limit} bytes"
+                        )));
                     }
                     Some(Posted::HomeDead) => {
                         return Err(Refusal::unavailable(

@@ -18,7 +18,6 @@ use super::home::Home;
 use super::link::{Link, Retry};
 use super::notice::{self, reason_code};
 use crate::server::app::CloseReason;
-use crate::server::config::Limits;
 
 /// Operations per batch at most, and bytes of sent data.
 const MAX_OPS: usize = 1024;
@@ -66,7 +65,6 @@ impl Op {
 /// Runs until `stop`, then applies what is still queued (bounded).
 pub(crate) async fn run(
     link: Link,
-    limits: Limits,
     mut rx: mpsc::UnboundedReceiver<Op>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -91,7 +89,7 @@ pub(crate) async fn run(
                 batch.push(op);
             }
         }
-        match apply(&link, limits, &batch).await {
+        match apply(&link, &batch).await {
             Ok(missing) => {
                 if failing {
                     failing = false;
@@ -124,14 +122,9 @@ pub(crate) async fn run(
 
 /// One batch in one script call; returns the client ids the store no
 /// longer has.
-async fn apply(
-    link: &Link,
-    limits: Limits,
-    batch: &[Op],
-) -> Result<HashSet<String>, super::link::StoreError> {
+async fn apply(link: &Link, batch: &[Op]) -> Result<HashSet<String>, super::link::StoreError> {
     let reply = link
         .call_within(BATCH_TIMEOUT, "ops", |inv| {
-            inv.arg(limits.outgoing_messages).arg(limits.outgoing_bytes);
             for op in batch {
                 let (code, arg) = op.code_and_arg();
                 inv.arg(code).arg(&*op.home.cid).arg(op.home.ser).arg(op.seq).arg(arg.as_ref());

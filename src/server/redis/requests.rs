@@ -11,7 +11,6 @@ use redis::{Cmd, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::link::{Link, REQUEST_TIMEOUT, StoreError};
-use crate::server::config::Limits;
 
 /// Requests per call at most, and bytes of messages.
 const MAX_REQUESTS: usize = 512;
@@ -77,14 +76,14 @@ pub(crate) struct Requests {
 
 impl Requests {
     /// Starts the batching tasks; they end with `stop`.
-    pub(crate) fn start(link: Link, limits: Limits, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn start(link: Link, stop: watch::Receiver<bool>) -> Self {
         // Bounded by its senders: one per HTTP request or stream in
         // progress, each given up after REQUEST_TIMEOUT (and not sent
         // once its caller has gone).
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..IN_FLIGHT {
-            tokio::spawn(run(link.clone(), limits, rx.clone(), stop.clone()));
+            tokio::spawn(run(link.clone(), rx.clone(), stop.clone()));
         }
         Self { tx }
     }
@@ -105,7 +104,6 @@ impl Requests {
 
 async fn run(
     link: Link,
-    limits: Limits,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Waiting>>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -136,9 +134,6 @@ async fn run(
         }
         let reply = link
             .call_within(REQUEST_TIMEOUT, "batch", |cmd| {
-                cmd.arg(limits.reorder_window).arg(limits.reorder_bytes);
-                cmd.arg(limits.incoming_messages).arg(limits.incoming_bytes);
-                cmd.arg(limits.replay_events).arg(limits.replay_bytes).arg(super::ATTACH_PAGE);
                 for w in &batch {
                     w.request.add_to(cmd);
                 }
