@@ -319,6 +319,20 @@ impl Held {
     }
 }
 
+impl super::report::CursorSource for Held {
+    fn cid(&self) -> &str {
+        &self.cid
+    }
+
+    fn cursor(&self) -> Option<(u64, u64, u64)> {
+        Held::cursor(self)
+    }
+
+    fn unreport(&self) {
+        Held::unreport(self)
+    }
+}
+
 /// The [`StreamSource`] of a held stream; dropping it ends the stream.
 pub(crate) struct HeldStream {
     pub(crate) held: Arc<Held>,

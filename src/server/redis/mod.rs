@@ -30,10 +30,12 @@ mod home;
 mod link;
 mod notice;
 mod ops;
+mod owed;
+mod report;
 mod requests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -57,17 +59,17 @@ use super::store::{
 use super::wait;
 use crate::client::escape_controls;
 use held::{Held, HeldStream};
-use home::Home;
+use home::{Home, HomeEnv, HomeExit, HomeSettings, Timers};
 use link::{Header, Link, REQUEST_TIMEOUT, Retry, StoreError};
 use notice::{Attached, Broadcast, How, Notice, Posted};
-use ops::Op;
+use ops::Writer;
+use owed::Owed;
+use report::Reporter;
 use requests::{Request, Requests};
 
 /// Events the attach's reply carries at most; a longer replay is read
 /// from the store by the stream.
 const ATTACH_PAGE: usize = 128;
-/// How often streams' cursors and applications' progress go to the store.
-const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Channels of a dead instance handled per heartbeat.
 const REAP_BATCH: usize = 256;
 /// Broadcasts kept in their stream for instances that lag behind.
@@ -264,25 +266,9 @@ pub(crate) struct RedisConfig {
     pub write_timeout: Duration,
 }
 
-/// Deadlines of homes: keep-alive (by epoch), first message, and the
-/// watchdog of a close the store has not confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum DueKind {
-    KeepAlive(u64),
-    FirstMessage,
-    Watchdog,
-}
-
-pub(crate) struct Due {
-    home: Weak<Home>,
-    kind: DueKind,
-}
-
 pub(crate) struct StoreConfig {
     pub settings: Settings,
     pub post_wait: Duration,
-    /// How long a close may go unconfirmed before the home closes alone.
-    pub close_watchdog: Duration,
     pub lease: Duration,
 }
 
@@ -309,29 +295,20 @@ pub(crate) struct Ended {
     undelivered: u64,
 }
 
-type LostEvents = (Arc<str>, u64, u64, u64);
-
 pub(crate) struct Shared {
     link: Link,
     requests: Requests,
     config: StoreConfig,
     homes: Mutex<Homes>,
     held: Mutex<HashMap<Arc<str>, Arc<Held>>>,
-    ops: mpsc::UnboundedSender<Op>,
-    deadlines: Arc<Deadlines<(u64, DueKind), Due>>,
+    timers: Arc<Timers>,
+    reporter: Arc<Reporter>,
+    owed: Arc<Owed>,
+    home_env: Arc<HomeEnv>,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
     tokens: AtomicU64,
-    /// Requests being retried until the store takes them (bounded by
-    /// --max-connections: each is the end of a stream or an attach).
-    owed: AtomicUsize,
-    cursors: Mutex<Vec<Arc<Held>>>,
-    taken: Mutex<Vec<Arc<Home>>>,
-    /// Events found missing by streams: client id, serial, first, last.
-    lost: Mutex<Vec<LostEvents>>,
-    /// The inbound stream is read through this id (for trimming it).
-    read_through: Mutex<Option<String>>,
     registered: watch::Sender<bool>,
     closed_one: Notify,
     stop: watch::Sender<bool>,
@@ -360,50 +337,63 @@ impl RedisStore {
         header.bounds = Header::bounds_of(&config.settings.limits, ATTACH_PAGE);
         link.header = Arc::new(header);
         let lease = Duration::from_millis(link.header.lease_ms);
-        // Bounded by its senders: each home holds at most its outgoing
-        // queue's messages and bytes unapplied (a slow consumer past that).
-        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            requests: Requests::start(link.clone(), stop_rx.clone()),
-            link: link.clone(),
-            config: StoreConfig {
-                settings: config.settings,
-                post_wait: config.post_wait,
-                close_watchdog: config.write_timeout + lease * 2,
-                lease,
-            },
-            homes: Mutex::default(),
-            held: Mutex::default(),
-            ops: ops_tx,
-            deadlines: Arc::new(Deadlines::new()),
-            accept: Mutex::new(Some(accept)),
-            stats,
-            shutting_down: AtomicBool::new(false),
-            tokens: AtomicU64::new(1),
-            owed: AtomicUsize::new(0),
-            cursors: Mutex::default(),
-            taken: Mutex::default(),
-            lost: Mutex::default(),
-            read_through: Mutex::default(),
-            registered: watch::channel(false).0,
-            closed_one: Notify::new(),
-            stop,
+        let requests = Requests::start(link.clone(), stop_rx.clone());
+        let limits = config.settings.limits;
+        let owed = Arc::new(Owed::new(requests.clone(), limits.max_connections, stop_rx.clone()));
+        let reporter = Arc::new(Reporter::default());
+        let timers: Arc<Timers> = Arc::new(Deadlines::new());
+        let shared = Arc::new_cyclic(|me: &Weak<Shared>| {
+            let exit: Weak<dyn HomeExit> = me.clone();
+            let home_env = Arc::new(HomeEnv {
+                settings: HomeSettings {
+                    keep_alive: config.settings.keep_alive,
+                    first_message_wait: config.settings.first_message_wait,
+                    close_watchdog: config.write_timeout + lease * 2,
+                    outgoing_messages: limits.outgoing_messages,
+                    outgoing_bytes: limits.outgoing_bytes,
+                },
+                writer: Writer::start(link.clone(), stop_rx.clone()),
+                timers: timers.clone(),
+                stats: stats.clone(),
+                reporter: Arc::downgrade(&reporter),
+                exit,
+            });
+            Shared {
+                requests,
+                link: link.clone(),
+                config: StoreConfig {
+                    settings: config.settings,
+                    post_wait: config.post_wait,
+                    lease,
+                },
+                homes: Mutex::default(),
+                held: Mutex::default(),
+                timers: timers.clone(),
+                reporter: reporter.clone(),
+                owed: owed.clone(),
+                home_env,
+                accept: Mutex::new(Some(accept)),
+                stats,
+                shutting_down: AtomicBool::new(false),
+                tokens: AtomicU64::new(1),
+                registered: watch::channel(false).0,
+                closed_one: Notify::new(),
+                stop,
+            }
         });
-        let deadlines = shared.deadlines.clone();
         tokio::spawn(async move {
-            deadlines
-                .run(|_, due: Due| {
-                    if let Some(home) = due.home.upgrade() {
-                        home.fire(due.kind);
+            timers
+                .run(|(_, due), home: Weak<Home>| {
+                    if let Some(home) = home.upgrade() {
+                        home.fire(due);
                     }
                 })
                 .await
         });
-        tokio::spawn(ops::run(link, ops_rx, stop_rx.clone()));
+        tokio::spawn(reporter.run(link, owed, stop_rx.clone()));
         tokio::spawn(heartbeat(shared.clone(), stop_rx.clone()));
-        tokio::spawn(read_loop(shared.clone(), stop_rx.clone()));
-        tokio::spawn(report_loop(shared.clone(), stop_rx));
+        tokio::spawn(read_loop(shared.clone(), stop_rx));
         Self { shared }
     }
 }
@@ -411,7 +401,7 @@ impl RedisStore {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         let _ = self.shared.stop.send(true);
-        self.shared.deadlines.stop();
+        self.shared.timers.stop();
     }
 }
 
@@ -420,16 +410,8 @@ impl Shared {
         self.config.settings.limits
     }
 
-    pub(crate) fn submit(&self, op: Op) {
-        let _ = self.ops.send(op);
-    }
-
-    pub(crate) fn list_taken(&self, home: Arc<Home>) {
-        lock(&self.taken).push(home);
-    }
-
     pub(crate) fn list_cursor(&self, held: Arc<Held>) {
-        lock(&self.cursors).push(held);
+        self.reporter.list_cursor(held);
     }
 
     /// Bytes of incoming messages held here: POST bodies being stored
@@ -446,23 +428,6 @@ impl Shared {
         &self.stats
     }
 
-    pub(crate) fn arm(&self, ser: u64, kind: DueKind, at: Option<(Duration, Due)>) {
-        match at {
-            Some((after, due)) => self.deadlines.arm((ser, kind), Instant::now() + after, due),
-            None => self.deadlines.cancel(&(ser, kind)),
-        }
-    }
-
-    pub(crate) fn home_closed(&self, home: &Home) {
-        let mut homes = lock(&self.homes);
-        homes.by_ser.remove(&home.ser);
-        if homes.by_cid.get(&home.cid) == Some(&home.ser) {
-            homes.by_cid.remove(&home.cid);
-        }
-        drop(homes);
-        self.closed_one.notify_waiters();
-    }
-
     pub(crate) fn forget_held(&self, held: &Held) {
         let mut map = lock(&self.held);
         if map.get(&held.tok).is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), held)) {
@@ -471,52 +436,12 @@ impl Shared {
     }
 
     pub(crate) fn report_lost(&self, cid: Arc<str>, ser: u64, first: u64, last: u64) {
-        lock(&self.lost).push((cid, ser, first, last));
+        self.reporter.lost(cid, ser, first, last);
     }
 
-    /// Sends `request` until the store takes it (or the store stops).
-    fn retry_until_done(
-        self: &Arc<Self>,
-        what: &'static str,
-        request: impl Fn() -> Request + Send + 'static,
-    ) {
-        let limit = self.limits().max_connections;
-        if self.owed.fetch_add(1, Ordering::SeqCst) >= limit {
-            self.owed.fetch_sub(1, Ordering::SeqCst);
-            warn!(
-                "{what}: {limit} requests already wait for the store; this one is dropped (the instance's lease settles its channels when it leaves)"
-            );
-            return;
-        }
-        let (me, mut stop) = (self.clone(), self.stop.subscribe());
-        tokio::spawn(async move {
-            me.retry(what, request, &mut stop).await;
-            me.owed.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-
-    async fn retry(
-        &self,
-        what: &'static str,
-        request: impl Fn() -> Request,
-        stop: &mut watch::Receiver<bool>,
-    ) {
-        let mut retry = Retry::new(Duration::from_secs(1));
-        loop {
-            match self.requests.call(request()).await {
-                Ok(_) => return,
-                Err(e) => debug!("{what}: {e}; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(retry.wait()) => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    pub(crate) fn tell_ended(self: &Arc<Self>, e: Ended) {
+    pub(crate) fn tell_ended(&self, e: Ended) {
         let e = Arc::new(e);
-        self.retry_until_done("telling the store a stream ended", move || {
+        self.owed.retry_until_done("telling the store a stream ended", move || {
             Request::Ended((*e).clone())
         });
     }
@@ -588,6 +513,18 @@ fn forgotten(evicted: u64, dropped: u64, expired: u64) {
             messages = expired,
             "forgot acknowledged out-of-order messages of closed client ids (memory period over)"
         );
+    }
+}
+
+impl HomeExit for Shared {
+    fn home_closed(&self, cid: &Arc<str>, ser: u64) {
+        let mut homes = lock(&self.homes);
+        homes.by_ser.remove(&ser);
+        if homes.by_cid.get(cid) == Some(&ser) {
+            homes.by_cid.remove(cid);
+        }
+        drop(homes);
+        self.closed_one.notify_waiters();
     }
 }
 
@@ -735,67 +672,7 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         // Only news is worth a trim: an idle instance makes no report.
         if read_in {
-            *lock(&s.read_through) = notice::next_id(&last_in);
-        }
-    }
-}
-
-/// Every [`REPORT_EVERY`]: the streams' cursors (bounding the queue and
-/// the replay in the store), what the applications took (room for more
-/// POSTs), events found missing, and how far the inbound stream was read.
-async fn report_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(REPORT_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-        let helds = std::mem::take(&mut *lock(&s.cursors));
-        let homes = std::mem::take(&mut *lock(&s.taken));
-        let lost = std::mem::take(&mut *lock(&s.lost));
-        let read = lock(&s.read_through).take();
-        let cursors: Vec<_> = helds.iter().filter_map(|h| Some((h.clone(), h.cursor()?))).collect();
-        let taken: Vec<_> = homes
-            .iter()
-            .map(|h| (h.clone(), h.take_taken()))
-            .filter(|(_, (n, _))| *n > 0)
-            .collect();
-        for (cid, ser, first, last) in lost {
-            s.retry_until_done("reporting lost events", move || Request::Lost {
-                cid: cid.clone(),
-                ser,
-                first,
-                last,
-            });
-        }
-        if cursors.is_empty() && taken.is_empty() && read.is_none() {
-            continue;
-        }
-        let r = s
-            .link
-            .call("report", |inv| {
-                inv.arg(read.as_deref().unwrap_or(""));
-                inv.arg(cursors.len());
-                for (h, (ser, sent, cum)) in &cursors {
-                    inv.arg(&*h.cid).arg(ser).arg(sent).arg(cum);
-                }
-                inv.arg(taken.len());
-                for (h, (n, bytes)) in &taken {
-                    inv.arg(&*h.cid).arg(h.ser).arg(n).arg(bytes);
-                }
-            })
-            .await;
-        if let Err(e) = r {
-            debug!("report: {e}; again next time");
-            for (h, _) in &cursors {
-                h.unreport();
-            }
-            for (h, (n, bytes)) in taken {
-                h.untake(n, bytes);
-            }
-            let mut rt = lock(&s.read_through);
-            if rt.is_none() {
-                *rt = read;
-            }
+            s.reporter.read_through(notice::next_id(&last_in));
         }
     }
 }
@@ -1007,7 +884,7 @@ impl ChannelStore for RedisStore {
             let confirm = Instant::now() + REQUEST_TIMEOUT * 2;
             wait::until(&s.closed_one, Some(confirm), || left.iter().all(|h| h.is_closed())).await;
             for h in left {
-                h.closed_notice(super::app::CloseInfo {
+                h.close_here(super::app::CloseInfo {
                     reason: super::app::CloseReason::Shutdown,
                     undelivered: 0,
                 });
@@ -1092,20 +969,19 @@ impl RedisStore {
             }
             None => Vec::new(),
         };
-        let attached =
-            match attached {
-                Ok(a) => a,
-                Err(e) => {
-                    let orphan = !homes.by_cid.contains_key(&cid);
-                    drop(homes);
-                    s.forget_held(&held);
-                    let (cid, tok) = (cid.clone(), tok.clone());
-                    s.retry_until_done("undoing an attach that timed out", move || {
-                        Request::Abandon { cid: cid.clone(), tok: tok.clone(), orphan }
-                    });
-                    return Err(unavailable(&e));
-                }
-            };
+        let attached = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                let orphan = !homes.by_cid.contains_key(&cid);
+                drop(homes);
+                s.forget_held(&held);
+                let (cid, tok) = (cid.clone(), tok.clone());
+                s.owed.retry_until_done("undoing an attach that timed out", move || {
+                    Request::Abandon { cid: cid.clone(), tok: tok.clone(), orphan }
+                });
+                return Err(unavailable(&e));
+            }
+        };
         let client = escape_controls(&cid);
         let remote = req.info.remote;
         match attached {
@@ -1115,7 +991,7 @@ impl RedisStore {
                 Err(Refusal::unavailable(full))
             }
             Attached::New { ser, next_message } => {
-                let home = Home::new(cid.clone(), ser, req.info, next_message, Arc::downgrade(s));
+                let home = Home::new(cid.clone(), ser, req.info, next_message, s.home_env.clone());
                 homes.by_ser.insert(ser, home.clone());
                 homes.by_cid.insert(cid.clone(), ser);
                 drop(homes);
