@@ -21,6 +21,7 @@ mod deadlines;
 mod direct;
 mod gauge;
 mod http;
+mod machine;
 mod memory;
 mod metrics;
 pub(crate) mod policy;

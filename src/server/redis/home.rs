@@ -29,6 +29,7 @@ use crate::server::app::{
 };
 use crate::server::channel::{Phase, Timer};
 use crate::server::deadlines::Deadlines;
+use crate::server::machine::Machine;
 use crate::server::metrics::Counters;
 use crate::server::store::StoreFuture;
 use crate::server::{gauge, wait};
@@ -51,7 +52,7 @@ pub(crate) struct HomeEnv {
     pub exit: Weak<dyn HomeExit>,
 }
 
-struct Slot {
+pub(crate) struct Slot {
     state: HomeState,
     waker: Option<Waker>,
 }
@@ -88,70 +89,12 @@ impl Home {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn is_suspended(&self) -> bool {
         self.lock().state.phase().is_suspended()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().state.phase() == Phase::Closed
-    }
-
-    /// Runs one transition and applies its effects.
-    fn update<R>(&self, f: impl FnOnce(&mut HomeState) -> (R, Effects)) -> R {
-        let mut slot = self.lock();
-        let (r, fx) = f(&mut slot.state);
-        self.apply(slot, fx);
-        r
-    }
-
-    /// Everything a transition asked for, after the lock: the one place
-    /// where the application is woken, operations listed, deadlines armed,
-    /// held bytes lowered, counters bumped and transitions logged.
-    fn apply(&self, mut slot: MutexGuard<'_, Slot>, fx: Effects) {
-        let waker = if fx.wake_app { slot.waker.take() } else { None };
-        drop(slot);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        let env = &*self.env;
-        if let Some(me) = self.me.upgrade() {
-            if fx.write {
-                env.writer.list(me.clone());
-            }
-            if fx.report
-                && let Some(reporter) = env.reporter.upgrade()
-            {
-                reporter.list_taken(me);
-            }
-        }
-        for (due, timer) in fx.timers {
-            match timer {
-                Timer::Arm(after) => {
-                    env.timers.arm((self.ser, due), Instant::now() + after, self.me.clone())
-                }
-                Timer::Cancel => env.timers.cancel(&(self.ser, due)),
-            }
-        }
-        gauge::lower(&env.stats.held, fx.released);
-        Counters::add(&env.stats.messages_in, fx.delivered);
-        Counters::add(&env.stats.gap_events, fx.gap_events);
-        Counters::add(&env.stats.messages_out, fx.sent);
-        if let Some(info) = fx.closed {
-            self.closed.notify_waiters();
-            if info.reason == CloseReason::SlowConsumer {
-                Counters::add(&env.stats.slow_consumers, 1);
-            }
-            if let Some(exit) = env.exit.upgrade() {
-                exit.home_closed(&self.cid, self.ser);
-            }
-        }
-        for log in &fx.logs {
-            self.log(log);
-        }
     }
 
     /// Applies what the store decided.
@@ -222,6 +165,66 @@ impl Home {
                 %client,
                 count, "the application dropped the connection with messages unread"
             ),
+        }
+    }
+}
+
+impl Machine for Home {
+    type Slot = Slot;
+    type State = HomeState;
+    type Effects = Effects;
+
+    fn slot(&self) -> &Mutex<Slot> {
+        &self.slot
+    }
+
+    fn state(slot: &mut Slot) -> &mut HomeState {
+        &mut slot.state
+    }
+
+    /// Everything a transition asked for, after the lock: the one place
+    /// where the application is woken, operations listed, deadlines armed,
+    /// held bytes lowered, counters bumped and transitions logged.
+    fn apply(&self, mut slot: MutexGuard<'_, Slot>, fx: Effects) {
+        let waker = if fx.wake_app { slot.waker.take() } else { None };
+        drop(slot);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        let env = &*self.env;
+        if let Some(me) = self.me.upgrade() {
+            if fx.write {
+                env.writer.list(me.clone());
+            }
+            if fx.report
+                && let Some(reporter) = env.reporter.upgrade()
+            {
+                reporter.list_taken(me);
+            }
+        }
+        for (due, timer) in fx.timers {
+            match timer {
+                Timer::Arm(after) => {
+                    env.timers.arm((self.ser, due), Instant::now() + after, self.me.clone())
+                }
+                Timer::Cancel => env.timers.cancel(&(self.ser, due)),
+            }
+        }
+        gauge::lower(&env.stats.held, fx.released);
+        Counters::add(&env.stats.messages_in, fx.delivered);
+        Counters::add(&env.stats.gap_events, fx.gap_events);
+        Counters::add(&env.stats.messages_out, fx.sent);
+        if let Some(info) = fx.closed {
+            self.closed.notify_waiters();
+            if info.reason == CloseReason::SlowConsumer {
+                Counters::add(&env.stats.slow_consumers, 1);
+            }
+            if let Some(exit) = env.exit.upgrade() {
+                exit.home_closed(&self.cid, self.ser);
+            }
+        }
+        for log in &fx.logs {
+            self.log(log);
         }
     }
 }

@@ -58,7 +58,7 @@ use super::store::{
 };
 use super::wait;
 use crate::client::escape_controls;
-use held::{Held, HeldStream};
+use held::{Held, HeldEnv, HeldExit, HeldStream};
 use home::{Home, HomeEnv, HomeExit, HomeSettings, Timers};
 use link::{Header, Link, REQUEST_TIMEOUT, Retry, StoreError};
 use notice::{Attached, Broadcast, How, Notice, Posted};
@@ -281,20 +281,6 @@ struct Homes {
     pending: HashMap<Arc<str>, (usize, Vec<Notice>)>,
 }
 
-/// What a holder tells the store when its stream ends.
-#[derive(Clone)]
-pub(crate) struct Ended {
-    cid: Arc<str>,
-    ser: u64,
-    tok: Arc<str>,
-    sent: u64,
-    sent_cum: u64,
-    flushed: bool,
-    home: String,
-    reason: &'static str,
-    undelivered: u64,
-}
-
 pub(crate) struct Shared {
     link: Link,
     requests: Requests,
@@ -305,6 +291,7 @@ pub(crate) struct Shared {
     reporter: Arc<Reporter>,
     owed: Arc<Owed>,
     home_env: Arc<HomeEnv>,
+    held_env: Arc<HeldEnv>,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
@@ -345,6 +332,15 @@ impl RedisStore {
         let timers: Arc<Timers> = Arc::new(Deadlines::new());
         let shared = Arc::new_cyclic(|me: &Weak<Shared>| {
             let exit: Weak<dyn HomeExit> = me.clone();
+            let held_exit: Weak<dyn HeldExit> = me.clone();
+            let held_env = Arc::new(HeldEnv {
+                link: link.clone(),
+                owed: owed.clone(),
+                reporter: Arc::downgrade(&reporter),
+                exit: held_exit,
+                stats: stats.clone(),
+                max_frame: config.settings.max_frame,
+            });
             let home_env = Arc::new(HomeEnv {
                 settings: HomeSettings {
                     keep_alive: config.settings.keep_alive,
@@ -373,6 +369,7 @@ impl RedisStore {
                 reporter: reporter.clone(),
                 owed: owed.clone(),
                 home_env,
+                held_env,
                 accept: Mutex::new(Some(accept)),
                 stats,
                 shutting_down: AtomicBool::new(false),
@@ -410,10 +407,6 @@ impl Shared {
         self.config.settings.limits
     }
 
-    pub(crate) fn list_cursor(&self, held: Arc<Held>) {
-        self.reporter.list_cursor(held);
-    }
-
     /// Bytes of incoming messages held here: POST bodies being stored
     /// and the applications' inboxes (the gauge `incoming_total` bounds).
     pub(crate) fn adjust_held(&self, by: isize) {
@@ -422,28 +415,6 @@ impl Shared {
         } else {
             gauge::lower(&self.stats.held, by.unsigned_abs());
         }
-    }
-
-    pub(crate) fn stats(&self) -> &Counters {
-        &self.stats
-    }
-
-    pub(crate) fn forget_held(&self, held: &Held) {
-        let mut map = lock(&self.held);
-        if map.get(&held.tok).is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), held)) {
-            map.remove(&held.tok);
-        }
-    }
-
-    pub(crate) fn report_lost(&self, cid: Arc<str>, ser: u64, first: u64, last: u64) {
-        self.reporter.lost(cid, ser, first, last);
-    }
-
-    pub(crate) fn tell_ended(&self, e: Ended) {
-        let e = Arc::new(e);
-        self.owed.retry_until_done("telling the store a stream ended", move || {
-            Request::Ended((*e).clone())
-        });
     }
 
     fn live_homes(&self) -> Vec<Arc<Home>> {
@@ -513,6 +484,15 @@ fn forgotten(evicted: u64, dropped: u64, expired: u64) {
             messages = expired,
             "forgot acknowledged out-of-order messages of closed client ids (memory period over)"
         );
+    }
+}
+
+impl HeldExit for Shared {
+    fn forget_held(&self, held: &Held) {
+        let mut map = lock(&self.held);
+        if map.get(&held.tok).is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), held)) {
+            map.remove(&held.tok);
+        }
     }
 }
 
@@ -926,7 +906,7 @@ impl RedisStore {
         let me = s.link.header.me.clone();
         let tok: Arc<str> = format!("{me}/{}", s.tokens.fetch_add(1, Ordering::Relaxed)).into();
         let cid: Arc<str> = Arc::from(req.client_id.as_str());
-        let held = Held::new(cid.clone(), tok.clone(), Arc::downgrade(s));
+        let held = Held::new(cid.clone(), tok.clone(), s.held_env.clone());
         lock(&s.held).insert(tok.clone(), held.clone());
         // May a new channel be made here? Decided before asking, used only
         // if the store has none live for this id.
@@ -1035,7 +1015,7 @@ impl RedisStore {
     }
 
     fn stream(&self, held: Arc<Held>) -> Box<dyn StreamSource> {
-        Box::new(HeldStream { held, max_frame: self.shared.config.settings.max_frame })
+        Box::new(HeldStream { held })
     }
 }
 

@@ -18,11 +18,30 @@ const MAX_BYTES: usize = 1 << 20;
 /// Calls in flight at once: one is being answered while the next fills.
 const IN_FLIGHT: usize = 2;
 
+/// What a holder tells the store when its stream ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    pub cid: Arc<str>,
+    pub ser: u64,
+    pub tok: Arc<str>,
+    /// What the stream handed to its socket: the last event id, and the
+    /// channel's data bytes through it.
+    pub sent: u64,
+    pub sent_cum: u64,
+    /// It wrote the control close.
+    pub flushed: bool,
+    /// For a closing channel: its home, the reason and what never reached
+    /// the client, for telling the home if the channel is gone meanwhile.
+    pub home: String,
+    pub reason: &'static str,
+    pub undelivered: u64,
+}
+
 /// One request, as `ops.batch` in `channels.lua` takes it.
 pub(crate) enum Request {
     Attach { cid: Arc<str>, tok: Arc<str>, last: i64, keep_alive: u64, may_create: bool },
     Post { cid: String, id: u64, message: String },
-    Ended(super::Ended),
+    Ended(Ended),
     Abandon { cid: Arc<str>, tok: Arc<str>, orphan: bool },
     ClientClosed { cid: String },
     Lost { cid: Arc<str>, ser: u64, first: u64, last: u64 },
