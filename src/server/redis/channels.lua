@@ -500,6 +500,8 @@ ops['ops'] = function(A)
       missing[#missing + 1] = cid
     elseif seq > num(m.hseq) then
       if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
+      -- A send that crossed the client's DELETE never reaches it: counted.
+      if kind == 'S' and m.ph == 'c' then call('HINCRBY', mkey(cid), 'lost', 1) end
       if kind == 'S' and is_live(m) then
         local ne, cum = num(m.ne), num(m.cum)
         if ne - 1 - num(m.sent) >= OUTMAX or cum - num(m.sentc) + #arg > OUTBMAX then
@@ -609,9 +611,20 @@ end
 
 -- A DELETE: the client leaves for good.
 ops['cclose'] = function(A, b)
-  local m = load(A[b])
+  local cid = A[b]
+  local m = load(cid)
   if not is_live(m) then return 0 end
-  finish(A[b], m, 'l')
+  if m.ph == 'o' and m.tok ~= '' and alive(m.hold) then
+    -- Closed for everyone at once; its holder ends the stream without the
+    -- control event (nobody listens) and says what it wrote, so that the
+    -- close counts exactly what never reached the client ('ended').
+    set(cid, m, 'ph', 'c', 'rs', 'l')
+    call('SREM', LIVE, cid)
+    notify(m.hold, 't', 'f', 'c', cid, 's', m.ser, 'k', m.tok, 'i', str(num(m.ne) - 1),
+      'r', 'l', 'l', m.lost, 'h', m.home, 'q', '1')
+  else
+    finish(cid, m, 'l')
+  end
   return 1
 end
 

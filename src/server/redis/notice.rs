@@ -28,8 +28,10 @@ pub(crate) enum Notice {
     /// For a holder: its stream is no longer the channel's.
     Detach { tok: String },
     /// For a holder: write the events through `last`, then the control
-    /// close. `home`, `reason` and `lost` are for telling the home.
-    Final { tok: String, last: u64, reason: CloseReason, lost: u64, home: String },
+    /// close; or (`quiet`: the client left) end the stream at once. Either
+    /// way the store hears what it wrote. `home`, `reason` and `lost` are
+    /// for telling the home.
+    Final { tok: String, last: u64, reason: CloseReason, lost: u64, home: String, quiet: bool },
     /// For the caller of a change: acknowledged out-of-order messages of
     /// closed ids it forgot (evicted for room, dropped with their channel,
     /// remembered for the whole memory period).
@@ -222,6 +224,7 @@ impl Notice {
                 reason: reason_of(f.get("r")?)?,
                 lost: f.int("l")?,
                 home: f.text("h")?,
+                quiet: f.get("q").is_some_and(|q| q == "1"),
             },
             _ => return None,
         })
@@ -435,7 +438,8 @@ mod tests {
                 last: 9,
                 reason: CloseReason::SlowConsumer,
                 lost: 2,
-                home: "H".into()
+                home: "H".into(),
+                quiet: false,
             })
         );
         let two = fields(&[

@@ -71,6 +71,9 @@ pub(crate) struct HeldState {
     final_info: Option<FinalInfo>,
     final_written: bool,
     detached: bool,
+    /// The client left: ended without the control close, and the store
+    /// waits to hear what was written.
+    quit: bool,
     /// Handed to the socket: the last event id, and the channel's data
     /// bytes through it (`None` before this stream wrote anything).
     written: u64,
@@ -98,6 +101,7 @@ impl HeldState {
             final_info: None,
             final_written: false,
             detached: false,
+            quit: false,
             written: 0,
             written_cum: None,
             reported: 0,
@@ -152,9 +156,13 @@ impl HeldState {
                 }
             }
             Notice::Detach { .. } => self.detached = true,
-            Notice::Final { last, reason, lost, home, .. } => {
+            Notice::Final { last, reason, lost, home, quiet, .. } => {
                 self.known = self.known.max(last);
                 self.final_info = Some(FinalInfo { last, reason, lost, home });
+                if quiet {
+                    self.quit = true;
+                    self.detached = true;
+                }
             }
             _ => return Effects::default(),
         }
@@ -274,7 +282,7 @@ impl HeldState {
     /// The stream's writer is gone (client left, write failed, or ended by
     /// us): the store hears it, unless the channel detached it first.
     pub(crate) fn dropped(&mut self) -> Effects {
-        let tell = !self.detached || self.final_written;
+        let tell = !self.detached || self.final_written || self.quit;
         self.detached = true;
         Effects { ended: tell.then(|| self.ended()), ..Effects::default() }
     }

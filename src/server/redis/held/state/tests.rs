@@ -60,7 +60,14 @@ fn written(h: &mut HeldState) -> Vec<u64> {
 }
 
 fn final_notice(last: u64, lost: u64) -> Notice {
-    Notice::Final { tok: "t".into(), last, reason: CloseReason::Closed, lost, home: "H".into() }
+    Notice::Final {
+        tok: "t".into(),
+        last,
+        reason: CloseReason::Closed,
+        lost,
+        home: "H".into(),
+        quiet: false,
+    }
 }
 
 #[test]
@@ -164,6 +171,27 @@ fn a_closing_stream_that_dies_counts_what_it_did_not_write() {
     let ended = h.dropped().ended.expect("told");
     assert!(!ended.flushed);
     assert_eq!((ended.sent, ended.undelivered), (2, 1));
+}
+
+#[test]
+fn a_client_that_left_ends_its_stream_at_once_and_the_store_hears_what_it_got() {
+    let mut h = held();
+    let _ = h.start(7, "H".into(), 1, 3, stored(1..=3));
+    let _ = h.next_batch(1);
+    let quit = Notice::Final {
+        tok: "t".into(),
+        last: 3,
+        reason: CloseReason::ClosedByClient,
+        lost: 0,
+        home: "H".into(),
+        quiet: true,
+    };
+    assert!(h.notice(quit).wake);
+    assert!(h.probe(), "a writer stuck on the socket stops");
+    assert_eq!(h.next_batch(1 << 20).0, Batch::End, "no more events, no control close");
+    let ended = h.dropped().ended.expect("the store hears it");
+    assert!(!ended.flushed);
+    assert_eq!((ended.sent, ended.undelivered, ended.reason), (1, 2, "l"));
 }
 
 #[test]
