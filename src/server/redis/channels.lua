@@ -5,8 +5,8 @@
 --
 -- ARGS[1] key prefix, ARGS[2] operation, ARGS[3] the calling instance,
 -- ARGS[4] the instance lease (ms), ARGS[5] how long a closed id's next
--- messageId is remembered (ms), ARGS[6] to ARGS[H] the caller's bounds
--- (see `bounds`); the operation's own arguments follow.
+-- messageId is remembered (ms), ARGS[6] the caller's bounds (see
+-- `bounds`); the operation's own arguments follow.
 --
 -- Keys (P = prefix; a client id goes last, after a prefix of its own, so
 -- no id can name another id's key):
@@ -54,14 +54,18 @@ local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB
 -- Per call: Redis time, instances known, notices to write (by instance:
 -- a list of notices, each a list of fields), the last notice of each, and
 -- out-of-order messages forgotten (evicted for room, dropped, expired).
-local NOW, lastseen, outbox, last_notice, forgot
+local NOW, lastseen, outbox, last_notice
+local forgot = { e = 0, d = 0, x = 0 }
 -- The caller's bounds: re-order window and bytes, incoming messages and
 -- bytes per channel, replay events and bytes, events in an attach's reply,
 -- outgoing messages and bytes, out-of-order bytes over all channels,
 -- bytes and ids remembered of closed ids.
 local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS
 -- Where an operation's own arguments begin.
-local H = 17
+local H = 6
+-- Bounds as parsed, by their text: each instance sends the same text with
+-- every call, parsed once (kept while the library is loaded).
+local parsed_bounds = {}
 
 -- Messages carried by one notice at most (unpack's stack is bounded).
 local CHUNK = 1000
@@ -723,10 +727,15 @@ ops['batch'] = function(A)
   return replies
 end
 
-local function bounds(A)
-  local b = {}
-  for i = 6, H do b[#b + 1] = tonumber(A[i]) or 0 end
-  WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS = unpack(b)
+-- The caller's bounds, twelve numbers separated by commas.
+local function bounds(text)
+  local b = parsed_bounds[text]
+  if not b then
+    b = {}
+    for v in string.gmatch(text, '%d+') do b[#b + 1] = tonumber(v) end
+    parsed_bounds[text] = b
+  end
+  WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS = unpack(b, 1, 12)
 end
 
 -- Out-of-order messages this call forgot, for the caller to log.
@@ -741,8 +750,8 @@ local function run(_, A)
   INST, LIVE, HELD = P .. 'inst', P .. 'live', P .. 'held'
   CLOSED, CLOSEDW, CLOSEDB = P .. 'closed', P .. 'closedw', P .. 'closedb'
   NOW, lastseen, outbox, last_notice = nil, {}, {}, {}
-  forgot = { e = 0, d = 0, x = 0 }
-  bounds(A)
+  forgot.e, forgot.d, forgot.x = 0, 0, 0
+  bounds(A[6])
   local op = ops[A[2]]
   if not op or ARITY[A[2]] then
     return redis.error_reply('ssechan: unknown operation ' .. tostring(A[2]))

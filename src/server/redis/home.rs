@@ -192,7 +192,9 @@ impl Machine for Home {
             w.wake();
         }
         let env = &*self.env;
-        if let Some(me) = self.me.upgrade() {
+        if (fx.write || fx.report)
+            && let Some(me) = self.me.upgrade()
+        {
             if fx.write {
                 env.writer.list(me.clone());
             }

@@ -75,18 +75,15 @@ pub(crate) struct Header {
     pub lease_ms: u64,
     pub memory_ms: u64,
     /// The bounds the library applies, as `channels.lua`'s `bounds` takes
-    /// them.
-    pub bounds: [u64; 12],
+    /// them: one argument, parsed once by the library.
+    pub bounds: String,
 }
 
 impl Header {
-    /// The bounds of `limits`, in the library's order.
-    pub(crate) fn bounds_of(
-        limits: &crate::server::config::Limits,
-        attach_page: usize,
-    ) -> [u64; 12] {
+    /// The bounds of `limits`, in the library's order, as one argument.
+    pub(crate) fn bounds_of(limits: &crate::server::config::Limits, attach_page: usize) -> String {
         let n = |v: usize| v as u64;
-        [
+        let all = [
             limits.reorder_window,
             n(limits.reorder_bytes),
             n(limits.incoming_messages),
@@ -99,7 +96,8 @@ impl Header {
             n(limits.incoming_total),
             n(limits.closed_id_bytes),
             n(limits.max_clients),
-        ]
+        ];
+        all.map(|v| v.to_string()).join(",")
     }
 }
 
@@ -163,7 +161,7 @@ impl Link {
             cmd.arg(&self.library.1);
         }
         cmd.arg(0).arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
-        cmd.arg(&h.bounds[..]);
+        cmd.arg(&h.bounds);
         args(&mut cmd);
         let mut conn = self.conn.clone();
         let started = Instant::now();
@@ -262,5 +260,32 @@ impl Retry {
 
     pub(crate) fn reset(&mut self) {
         self.0.succeeded();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::Limits;
+
+    #[test]
+    fn bounds_go_in_the_order_the_library_reads_them() {
+        let limits = Limits {
+            reorder_window: 1,
+            reorder_bytes: 2,
+            incoming_messages: 3,
+            incoming_bytes: 4,
+            replay_events: 5,
+            replay_bytes: 6,
+            outgoing_messages: 8,
+            outgoing_bytes: 9,
+            incoming_total: 10,
+            closed_id_bytes: 11,
+            max_clients: 12,
+            ..Limits::default()
+        };
+        assert_eq!(Header::bounds_of(&limits, 7), "1,2,3,4,5,6,7,8,9,10,11,12");
+        let order = "WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS = unpack(b, 1, 12)";
+        assert!(LIBRARY.contains(order), "channels.lua reads them in this order");
     }
 }

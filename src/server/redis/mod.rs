@@ -143,7 +143,7 @@ impl Redis {
             lease_ms: options.lease.as_millis() as u64,
             memory_ms: 0,
             // The store's, once it starts: nothing is called before.
-            bounds: [0; 12],
+            bounds: String::new(),
         };
         let give_up = Instant::now() + wait;
         let mut retry = Retry::new(Duration::from_secs(2));
