@@ -188,10 +188,21 @@ impl Machine for Home {
     fn apply(&self, mut slot: MutexGuard<'_, Slot>, fx: Effects) {
         let waker = if fx.wake_app { slot.waker.take() } else { None };
         drop(slot);
+        let env = &*self.env;
+        // Gone from the homes here before the application hears it: its
+        // place is free by then.
+        if let Some(info) = fx.closed {
+            self.closed.notify_waiters();
+            if info.reason == CloseReason::SlowConsumer {
+                Counters::add(&env.stats.slow_consumers, 1);
+            }
+            if let Some(exit) = env.exit.upgrade() {
+                exit.home_closed(&self.cid, self.ser);
+            }
+        }
         if let Some(w) = waker {
             w.wake();
         }
-        let env = &*self.env;
         if (fx.write || fx.report)
             && let Some(me) = self.me.upgrade()
         {
@@ -216,15 +227,6 @@ impl Machine for Home {
         Counters::add(&env.stats.messages_in, fx.delivered);
         Counters::add(&env.stats.gap_events, fx.gap_events);
         Counters::add(&env.stats.messages_out, fx.sent);
-        if let Some(info) = fx.closed {
-            self.closed.notify_waiters();
-            if info.reason == CloseReason::SlowConsumer {
-                Counters::add(&env.stats.slow_consumers, 1);
-            }
-            if let Some(exit) = env.exit.upgrade() {
-                exit.home_closed(&self.cid, self.ser);
-            }
-        }
         for log in &fx.logs {
             self.log(log);
         }

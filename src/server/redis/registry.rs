@@ -4,6 +4,7 @@
 //! only; callers apply what they get after it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use super::held::{Held, HeldExit};
 use super::home::{Home, HomeExit};
 use super::notice::Notice;
 use crate::server::app::ChannelApp;
+use crate::server::gauge;
 
 #[derive(Default)]
 struct Maps {
@@ -37,6 +39,10 @@ pub(crate) enum Route {
 #[derive(Default)]
 pub(crate) struct Registry {
     maps: Mutex<Maps>,
+    /// Homes here and the attaches that may make one (`--max-clients`):
+    /// taken before the attach, given back when it made none or when its
+    /// home closes.
+    places: AtomicUsize,
     /// A home closed (shutdown waits on it).
     closed_one: Notify,
 }
@@ -50,9 +56,15 @@ impl Registry {
         self.lock().held.insert(held.tok.clone(), held);
     }
 
-    /// Homes here (closed ones have left).
-    pub(crate) fn homes(&self) -> usize {
-        self.lock().homes.len()
+    /// Takes a place for a home an attach may make, if fewer than `max`
+    /// are taken.
+    pub(crate) fn take_place(&self, max: usize) -> bool {
+        gauge::try_take(&self.places, 1, max)
+    }
+
+    /// The attach that took a place made no home.
+    pub(crate) fn give_place(&self) {
+        gauge::lower(&self.places, 1);
     }
 
     /// Homes here that are not closed.
@@ -141,11 +153,14 @@ impl Registry {
 impl HomeExit for Registry {
     fn home_closed(&self, cid: &Arc<str>, ser: u64) {
         let mut maps = self.lock();
-        maps.homes.remove(&ser);
+        let left = maps.homes.remove(&ser).is_some();
         if maps.by_cid.get(cid) == Some(&ser) {
             maps.by_cid.remove(cid);
         }
         drop(maps);
+        if left {
+            self.give_place();
+        }
         self.closed_one.notify_waiters();
     }
 }

@@ -389,14 +389,16 @@ impl RedisStore {
         let cid: Arc<str> = Arc::from(req.client_id.as_str());
         let held = Held::new(cid.clone(), tok.clone(), p.held_env.clone());
         p.registry.add_held(held.clone());
-        // May a new channel be made here? Decided before asking, used only
-        // if the store has none live for this id. Closed homes leave the
-        // registry: no need to visit each.
+        // May a new channel be made here? Decided before asking (its place
+        // taken), used only if the store has none live for this id.
         let max = p.limits.max_clients;
-        let room = p.registry.homes() < max;
+        let room = p.registry.take_place(max);
         let permit = room
             .then(|| lock(&p.accept).as_ref().map(|tx| tx.clone().try_reserve_owned()))
             .flatten();
+        if room && !matches!(permit, Some(Ok(_))) {
+            p.registry.give_place();
+        }
         let full = match (&permit, room) {
             (_, false) => format!("too many clients (limit {max})"),
             (None, true) => "server is shutting down".into(),
@@ -418,6 +420,10 @@ impl RedisStore {
         };
         let reply = p.requests.call(attach).await;
         let attached = reply.and_then(|v| Attached::parse(&v).ok_or(StoreError::Reply));
+        // The place is the new home's, or given back.
+        if permit.is_some() && !matches!(attached, Ok(Attached::New { .. })) {
+            p.registry.give_place();
+        }
         let client = escape_controls(&cid);
         let remote = req.info.remote;
         match attached {

@@ -1,8 +1,10 @@
 //! What the Redis store keeps in Redis is bounded as the memory store's
 //! memory is: out-of-order messages by --max-incoming-total and closed ids
 //! by --max-closed-ids-bytes, one budget kept in Redis for every instance
-//! sharing it; and a Redis that is full refuses with 503 instead of losing
-//! what it acknowledged. The real binary and Debian's redis-server.
+//! sharing it; a Redis that is full refuses with 503 instead of losing what
+//! it acknowledged; and the clients an instance admits never pass
+//! --max-clients, however many arrive at once. The real binary (or server)
+//! and Debian's redis-server.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use cluster::{RedisServer, instances};
 use ssechan::protocol::query::channel_query;
 use ssechan::protocol::reorder::ENTRY_OVERHEAD;
-use ssechan::server::{Redis, RedisOptions, ServerConfig};
+use ssechan::server::{ConnectionEvent, Limits, Redis, RedisOptions, Server, ServerConfig};
 use util::*;
 
 /// What remembering a closed id costs besides its id and messages
@@ -201,13 +203,9 @@ async fn a_full_redis_refuses_posts_and_loses_nothing_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn closed_ids_are_forgotten_after_the_memory_period() {
     let redis = RedisServer::start();
-    let store = Redis::connect(RedisOptions::new(redis.url())).await.expect("connect");
-    let config = ServerConfig {
-        redis: Some(store),
-        closed_id_memory: Duration::from_millis(300),
-        ..ServerConfig::default()
-    };
-    let mut server = server(config).await;
+    let config =
+        ServerConfig { closed_id_memory: Duration::from_millis(300), ..ServerConfig::default() };
+    let mut server = with_redis(&redis, config).await;
     let url = server.url();
     let _s = open(&url, "s", None).await;
     let _app = server.accept().await.expect("the channel");
@@ -226,7 +224,70 @@ async fn closed_ids_are_forgotten_after_the_memory_period() {
     assert!(closed.starts_with(":0"), "{closed}");
 }
 
+/// An in-process server sharing its channels through `redis`.
+async fn with_redis(redis: &RedisServer, config: ServerConfig) -> Server {
+    let store = Redis::connect(RedisOptions::new(redis.url())).await.expect("connect");
+    server(ServerConfig { redis: Some(store), ..config }).await
+}
+
+/// A stream's GET, answered (its body not read).
+async fn get(client: &reqwest::Client, url: &str, who: String) -> reqwest::Response {
+    let url = format!("{url}?{}", channel_query(&who, None));
+    client.get(url).header("accept", "text/event-stream").send().await.expect("get")
+}
+
 async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
     let body = ssechan::protocol::encode_message_body(msg);
     post_raw(url, &channel_query(who, Some(id)), body).await
+}
+
+/// New clients arriving at once are admitted against --max-clients in one
+/// step each: never more than the limit, the rest refused 503 with the
+/// reason; a client that leaves makes room for one more.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_arriving_at_once_never_pass_max_clients() {
+    let redis = RedisServer::start();
+    let limits = Limits { max_clients: 3, ..Limits::default() };
+    let mut server = with_redis(&redis, ServerConfig { limits, ..ServerConfig::default() }).await;
+    let url = server.url();
+    let client = http();
+    let gets = (0..24).map(|i| get(&client, &url, format!("n{i}")));
+    let answers = futures_util::future::join_all(gets).await;
+    let (open, refused): (Vec<_>, Vec<_>) = answers.into_iter().partition(|r| r.status() == 200);
+    assert_eq!(open.len(), 3, "admitted at once");
+    for r in refused {
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.text().await.expect("reason").trim_end(), "too many clients (limit 3)");
+    }
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(server.accept().await.expect("a channel"));
+    }
+    // One leaves: its application hears the close once its place is free;
+    // then one more fits, and only one.
+    let gone = apps[0].id().to_owned();
+    assert_eq!(delete(&url, &gone).await, 204);
+    loop {
+        let ev = tokio::time::timeout(WAIT, apps[0].recv()).await.expect("the close in time");
+        match ev.expect("the close before the end") {
+            ConnectionEvent::Closed(_) => break,
+            _ => continue,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _later = loop {
+        let r = get(&client, &url, "later".into()).await;
+        if r.status() == 200 {
+            break r;
+        }
+        // Between the close's wake-up and the place given back.
+        assert_eq!(r.status(), 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place of the client that left is free again"
+        );
+    };
+    let r = get(&client, &url, "one-too-many".into()).await;
+    assert_eq!(r.status(), 503, "full again");
+    drop((open, r));
 }
