@@ -53,11 +53,13 @@ pub mod generate;
 pub mod junit;
 pub mod lines;
 pub mod logging;
+pub mod mcp;
 pub mod protocol;
 pub mod reader;
 pub mod serve;
 pub mod server;
 pub mod sys;
+pub mod text;
 pub mod web;
 
 use std::process::ExitCode;
@@ -71,7 +73,7 @@ pub struct UsageError(pub String);
 /// (0 fine, 1 failed, 2 usage error or unreachable target).
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
         cli::Command::Connect(args) => connect::run(args, cli.quiet).await,
         cli::Command::Bench(args) => bench::run(args).await,
         cli::Command::Check(args) => check::run(args).await,

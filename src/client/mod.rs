@@ -8,6 +8,7 @@
 //! the receiving end of the (bounded) event channel.
 
 pub mod config;
+pub(crate) mod early;
 mod sender;
 mod stream;
 pub(crate) use stream::with_query;
@@ -20,10 +21,14 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use crate::reader::RetryPolicy;
+use crate::text::escape_controls;
 pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
-    parse_headers, parse_url,
+    parse_headers, parse_url, read_ca_file,
 };
+
+/// The client's `User-Agent`.
+const USER_AGENT: &str = concat!("ssechan/", env!("CARGO_PKG_VERSION"));
 
 /// Events the caller may fall behind on before the stream stops reading.
 const EVENT_BUFFER: usize = 1024;
@@ -243,7 +248,7 @@ impl ChannelClient {
             .tcp_keepalive(config::TCP_KEEPALIVE)
             .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
             .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
-            .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .danger_accept_invalid_certs(config.insecure);
         for cert in &config.ca_certs {
             http = http.add_root_certificate(cert.clone());
@@ -447,6 +452,9 @@ impl Shared {
     /// `Cookie`): an API key must not leak to wherever a server points.
     /// No `Referer` is sent, so the client id in the URL stays put too.
     /// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+    /// A POST is redirected to another origin only with `location` (`-L`,
+    /// as curl): a server must not be able to send it, body and all, to
+    /// any host, internal ones included.
     async fn request(
         &self,
         method: http::Method,
@@ -487,6 +495,13 @@ impl Shared {
                         escape_controls(&String::from_utf8_lossy(location.as_bytes()))
                     ))
                 })?;
+            let posting = method != http::Method::GET && method != http::Method::HEAD;
+            if posting && next.origin() != home && !self.config.location {
+                return Err(SendError::Redirect(format!(
+                    "redirect {status} of a {method} to another origin ({}) not followed (-L follows it)",
+                    escape_controls(next.as_str())
+                )));
+            }
             tracing::debug!(%status, to = %next, "following redirect");
             if matches!(status, 301..=303)
                 && method != http::Method::GET
@@ -542,7 +557,7 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
 }
 
 /// Bytes of an error response body kept for a reason.
-const REASON_MAX: usize = 1024;
+pub(crate) const REASON_MAX: usize = 1024;
 
 /// The first line of a response body, for a reason: at most [`REASON_MAX`]
 /// bytes are read, so a huge or endless error body cannot grow memory, and
@@ -555,42 +570,11 @@ pub(crate) async fn first_line(mut resp: reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&buf);
+    reason_line(&buf)
+}
+
+/// The first line of the start of an error body, made safe for a terminal.
+pub(crate) fn reason_line(start: &[u8]) -> String {
+    let text = String::from_utf8_lossy(start);
     escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
-}
-
-/// Makes server-sent text safe for a terminal: control characters other
-/// than tab and newline become caret notation (`^[`), so a message or an
-/// error body cannot move the cursor, clear the screen or retitle the
-/// window of whoever reads it.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
-    if !text.chars().any(bad) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\u{7f}' => out.push_str("^?"),
-            c if (c as u32) < 0x20 && bad(c) => {
-                out.push('^');
-                out.push(char::from(b'@' + c as u8));
-            }
-            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn terminal_text_is_defused() {
-        assert_eq!(escape_controls("plain\ttext\nok"), "plain\ttext\nok");
-        assert_eq!(escape_controls("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
-        assert_eq!(escape_controls("\u{9b}x"), "\\u{9b}x");
-    }
 }

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{ClientEvent, Mode, Shared, State, describe, escape_controls, first_line};
+use super::{ClientEvent, Mode, Shared, State, describe, first_line};
 use crate::protocol::parser::Parsed;
 use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
 use crate::reader::{Next, Reader, Refusal};
+use crate::text::escape_controls;
 
 /// Why opening a stream did not give an open response.
 #[derive(Debug, Clone, PartialEq, Eq)]

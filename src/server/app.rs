@@ -2,12 +2,13 @@
 //! to send, close and drop. Backed by whichever store holds the channel.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::policy::Admitted;
 use crate::protocol::event;
 
 /// What the application learns about a connection, in order.
@@ -93,9 +94,41 @@ pub struct RequestInfo {
     pub query: Option<String>,
     pub origin: Option<String>,
     pub user_agent: Option<String>,
+    /// What the server's [`super::Admission`] gave this request, until the
+    /// application takes it.
+    pub(crate) admitted: Handoff,
 }
 
-impl RequestInfo {}
+/// An [`Admitted`] on its way to the application: clones share it, and it
+/// is dropped (undoing itself) with the last of them if never taken.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Option<Arc<Mutex<Option<Admitted>>>>);
+
+impl Handoff {
+    pub(crate) fn new(admitted: Admitted) -> Self {
+        Self(Some(Arc::new(Mutex::new(Some(admitted)))))
+    }
+
+    fn take(&self) -> Option<Admitted> {
+        let slot = self.0.as_ref()?;
+        slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Not a fact of the request: every hand-off compares equal.
+impl PartialEq for Handoff {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Handoff {}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Handoff(admitted)" } else { "Handoff(none)" })
+    }
+}
 
 /// The application side of one channel, as a store provides it.
 pub(crate) trait ChannelApp: Send + Sync {
@@ -105,7 +138,17 @@ pub(crate) trait ChannelApp: Send + Sync {
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>>;
     /// Queues an encoded `data:` tail (see [`event::encode_data`]).
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError>;
+    /// Queues one message of the application; its protocol encodes it
+    /// (package:sse: a JSON string in one `data:` line).
+    fn send_text(&self, message: &str) -> Result<(), SendError> {
+        self.send_encoded(event::encode_data(message))
+    }
     fn close(&self);
+    /// Closes once what is queued has reached a stream (see
+    /// [`super::channel::Channel::close_when_delivered`]).
+    fn close_when_delivered(&self) {
+        self.close()
+    }
     fn drop_stream(&self);
     fn is_live(&self) -> bool;
     /// The [`Connection`] was dropped: nobody reads its messages any more.
@@ -142,6 +185,12 @@ impl Connection {
         self.chan.info()
     }
 
+    /// What the server's [`super::Admission`] gave this connection, once
+    /// (`None` after the first call, or when there was no admission).
+    pub fn take_admitted(&self) -> Option<Admitted> {
+        self.chan.info().admitted.take()
+    }
+
     /// A cloneable handle for sending from elsewhere.
     pub fn handle(&self) -> ConnectionHandle {
         ConnectionHandle { chan: self.chan.clone() }
@@ -163,7 +212,7 @@ impl Connection {
 
     /// See [`ConnectionHandle::send`].
     pub fn send(&self, message: &str) -> Result<(), SendError> {
-        self.chan.send_encoded(event::encode_data(message))
+        self.chan.send_text(message)
     }
 
     /// See [`ConnectionHandle::close`].
@@ -198,7 +247,7 @@ impl ConnectionHandle {
     /// Queues a message for the client, in order. While the connection is
     /// suspended the message waits for the resume.
     pub fn send(&self, message: &str) -> Result<(), SendError> {
-        self.chan.send_encoded(event::encode_data(message))
+        self.chan.send_text(message)
     }
 
     /// Queues a message already encoded by [`event::encode_data`] (a
@@ -216,6 +265,11 @@ impl ConnectionHandle {
     /// client's resume).
     pub fn drop_stream(&self) {
         self.chan.drop_stream()
+    }
+
+    /// See [`ChannelApp::close_when_delivered`].
+    pub(crate) fn close_when_delivered(&self) {
+        self.chan.close_when_delivered()
     }
 
     /// Whether the connection is still open or suspended.

@@ -197,6 +197,9 @@ pub(crate) struct Channel {
     lost: u64,
     /// The highest event id reported lost in a gap.
     gap_reported_through: u64,
+    /// Close once a stream has taken the queue ([`Channel::close_when_delivered`]
+    /// while suspended).
+    close_on_resume: Option<CloseReason>,
 }
 
 impl Channel {
@@ -234,7 +237,16 @@ impl Channel {
             retired: false,
             lost: 0,
             gap_reported_through: 0,
+            close_on_resume: None,
         }
+    }
+
+    /// A new channel's events are numbered from `first` instead of 1 (a
+    /// protocol layer encodes in its ids which stream they belong to).
+    pub(crate) fn starting_at(mut self, first: u64) -> Self {
+        self.next_event_id = first.max(1);
+        self.gap_reported_through = self.next_event_id - 1;
+        self
     }
 
     /// Open or suspended: the application may still send.
@@ -307,6 +319,12 @@ impl Channel {
         self.phase = Phase::Open;
         if let (Some(last), true) = (last_event_id, continued) {
             self.requeue_after(last, &mut fx);
+        }
+        if let Some(reason) = self.close_on_resume.take() {
+            // What was queued (and replayed) goes out first, then the end.
+            self.phase = Phase::Closing(reason);
+            self.retire(&mut fx);
+            fx.logs.push(Log::Closing(reason));
         }
         (Some(self.generations), fx)
     }
@@ -464,6 +482,19 @@ impl Channel {
             Phase::Closing(_) | Phase::Closed => {}
         }
         fx
+    }
+
+    /// Closes once what is queued has reached a stream: now (flushing
+    /// first) when one is attached, else at the next resume, which replays
+    /// as usual; the keep-alive still bounds the wait. MCP's response
+    /// streams end so, and a client whose stream was cut before the answer
+    /// resumes to fetch it.
+    pub(crate) fn close_when_delivered(&mut self, reason: CloseReason) -> Effects {
+        if self.is_suspended() {
+            self.close_on_resume.get_or_insert(reason);
+            return Effects::default();
+        }
+        self.close(reason)
     }
 
     /// The client closed for good: no control event (it is not listening),

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use super::ServerShared;
 use super::http::{ConnCtx, StreamStart, start_stream};
+use super::linger;
 use super::stream::{GuardSlot, GuardedIo, close_delimited_head};
 
 /// Longest request head read here; a longer one goes to hyper, which
@@ -56,8 +57,10 @@ pub(crate) async fn route(
         Ok(Ok(0)) => return None, // closed before sending anything
         Ok(Ok(len)) => len,
     };
+    // Only package:sse's streams are written here (MCP's go through hyper).
+    let sse = matches!(shared.config.protocol, super::config::Protocol::Sse);
     let start = match parse_stream_request(&head[..complete], &shared.config.path) {
-        Some((headers, query)) if complete == head.len() => {
+        Some((headers, query)) if sse && complete == head.len() => {
             start_stream(shared, ctx, &headers, &shared.config.path, query.as_deref()).await.ok()
         }
         _ => None,
@@ -169,7 +172,11 @@ async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Dur
             }
         }
     }
-    let _ = wr.shutdown().await;
+    // A lingering close: what the client still sends must not reset the
+    // connection under the end of the stream.
+    if wr.shutdown().await.is_ok() {
+        linger::discard(&mut rd, linger::budget(0), linger::LINGER_TIME).await;
+    }
     debug!("direct stream ended");
 }
 

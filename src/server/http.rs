@@ -1,6 +1,8 @@
 //! Routing and the HTTP side of the protocol: who may ask (Host, Origin),
-//! status codes, CORS, bodies. Every decision on channel state is the
-//! store's ([`super::store::ChannelStore`]); this module only translates.
+//! status codes, CORS, bodies, and package:sse's requests mapped onto the
+//! store (MCP's are [`super::mcp`]'s: one translation per protocol, one
+//! channel core). Every decision on channel state is the store's
+//! ([`super::store::ChannelStore`]); this module only translates.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,13 +16,14 @@ use hyper::body::Incoming;
 use tracing::{debug, info};
 
 use super::ServerShared;
-use super::app::RequestInfo;
-use super::policy::check_origin;
+use super::app::{Handoff, RequestInfo};
+use super::config::Protocol;
+use super::policy::{check_fetch_metadata, check_message, check_origin, site_path};
 use super::store::{Refusal, StreamRequest};
 use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
-use crate::client::escape_controls;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
+use crate::text::escape_controls;
 use crate::web::{FileBody, devconsole, static_files};
 
 pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, FileBody>>;
@@ -54,7 +57,10 @@ pub(crate) async fn handle(
         let remote = ctx.remote;
         info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
         shared.stats.refused(r.status);
-        let mut resp = text(r.status, format!("{}\n", r.reason), cors.as_ref());
+        let mut resp = match shared.config.protocol {
+            Protocol::Sse => text(r.status, format!("{}\n", r.reason), cors.as_ref()),
+            Protocol::Mcp(_) => super::mcp::refusal(&r, cors.as_ref()),
+        };
         if r.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
         }
@@ -74,16 +80,22 @@ async fn route(
     cors: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let host = request_host(&req);
-    *cors = admit(shared, ctx, req.headers(), host.as_deref())?;
+    *cors = admit(shared, ctx, req.headers(), host.as_deref(), req.uri().path())?;
     if req.uri().path() != shared.config.path {
         let Some(root) = &shared.config.static_dir else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
         };
         let (method, uri) = (req.method(), req.uri());
-        let files = static_files::serve(root, method, uri.path(), uri.query(), req.headers());
+        let secret = shared.config.secret.as_deref();
+        let path = site_path(secret, uri.path()).unwrap_or_default();
+        let site = static_files::Site { root, private: secret.is_some() };
+        let files = static_files::serve(&site, method, path, uri.query(), req.headers());
         return Ok(web_response(files.await));
     }
     let cors = cors.as_ref();
+    if let Protocol::Mcp(_) = shared.config.protocol {
+        return super::mcp::route(shared, ctx, req, cors).await;
+    }
     match *req.method() {
         Method::GET => open_stream(shared, ctx, &req).await,
         Method::HEAD => stream_head(shared, &req, cors),
@@ -95,29 +107,34 @@ async fn route(
 }
 
 /// `Host`, or the `:authority` of an HTTP/2 request.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
     match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok().map(str::to_owned),
         None => req.uri().authority().map(|a| a.as_str().to_owned()),
     }
 }
 
-/// The Host and Origin checks every request passes; `Ok` with the value
-/// for `Access-Control-Allow-Origin`.
+/// The secret, Host and Origin checks every request passes; `Ok` with the
+/// value for `Access-Control-Allow-Origin`.
 fn admit(
     shared: &ServerShared,
     ctx: &ConnCtx,
     headers: &HeaderMap,
     host: Option<&str>,
+    path: &str,
 ) -> Result<Option<HeaderValue>, Refusal> {
+    if site_path(shared.config.secret.as_deref(), path).is_none() {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
+    }
     let forbidden = |why: &str| Refusal::new(StatusCode::FORBIDDEN, why);
     shared.hosts.check(host).map_err(|why| {
         debug!(host = %escape_controls(host.unwrap_or("")), "{why}");
         forbidden(why)
     })?;
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
-    let allowed = check_origin(&shared.config.origins, origin, host.map(str::as_bytes), ctx.tls)
-        .map_err(|why| {
+    let (policy, hosts) = (&shared.config.origins, &shared.hosts);
+    let allowed =
+        check_origin(policy, hosts, origin, host.map(str::as_bytes), ctx.tls).map_err(|why| {
             let shown = String::from_utf8_lossy(origin.unwrap_or_default()).into_owned();
             debug!(origin = %escape_controls(&shown), "{why}");
             forbidden(why)
@@ -125,7 +142,11 @@ fn admit(
     Ok(allowed.and_then(|v| HeaderValue::from_bytes(v).ok()))
 }
 
-fn text(status: StatusCode, body: String, cors: Option<&HeaderValue>) -> Response<ResponseBody> {
+pub(crate) fn text(
+    status: StatusCode,
+    body: String,
+    cors: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     if status != StatusCode::OK {
@@ -136,7 +157,7 @@ fn text(status: StatusCode, body: String, cors: Option<&HeaderValue>) -> Respons
     r
 }
 
-fn bad_request(e: impl std::fmt::Display) -> Refusal {
+pub(crate) fn bad_request(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
@@ -171,6 +192,8 @@ fn check_stream_request(
         // A browser navigating here: the console page (hyper path).
         return Err(Refusal::new(StatusCode::NOT_ACCEPTABLE, "a browser page, not a stream"));
     }
+    check_fetch_metadata(&shared.config.origins, headers)
+        .map_err(|why| Refusal::new(StatusCode::FORBIDDEN, why))?;
     if !accepts_event_stream(headers) {
         return Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -190,6 +213,29 @@ fn check_stream_request(
     Ok((q.client_id, last_event_id))
 }
 
+/// What the application learns of the request that opened its connection.
+pub(crate) fn request_info(
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+    host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> RequestInfo {
+    let text = |name: header::HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    RequestInfo {
+        remote: ctx.remote,
+        local: ctx.local,
+        host: host.map(str::to_owned),
+        path: path.to_owned(),
+        query: query.map(str::to_owned),
+        origin: text(header::ORIGIN),
+        user_agent: text(header::USER_AGENT),
+        admitted: Handoff::default(),
+    }
+}
+
 /// Decides on a `GET` of the channel path, for both stream paths, and
 /// attaches (resume, takeover) or opens the channel. No side effect unless
 /// it returns `Ok`.
@@ -201,21 +247,20 @@ pub(crate) async fn start_stream(
     query: Option<&str>,
 ) -> Result<StreamStart, Refusal> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let cors = admit(shared, ctx, headers, host)?;
+    let cors = admit(shared, ctx, headers, host, path)?;
     let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
-    let text = |name: header::HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-    };
-    let info = RequestInfo {
-        remote: ctx.remote,
-        local: ctx.local,
-        host: host.map(str::to_owned),
-        path: path.to_owned(),
-        query: query.map(str::to_owned),
-        origin: text(header::ORIGIN),
-        user_agent: text(header::USER_AGENT),
-    };
-    let source = shared.store.open_stream(StreamRequest { client_id, last_event_id, info }).await?;
+    let mut info = request_info(ctx, headers, host, path, query);
+    // A new channel only: a resume or takeover has what it needs.
+    if let Some(admission) = &shared.config.admission
+        && shared.store.lookup(&client_id).is_none()
+    {
+        let admitted = admission.admit(&client_id, &info).await.map_err(Refusal::unavailable)?;
+        info.admitted = Handoff::new(admitted);
+    }
+    let source = shared
+        .store
+        .open_stream(StreamRequest { client_id, last_event_id, info, layer: None })
+        .await?;
     let body = EventStreamBody::new(
         source,
         retry_event(shared.config.retry.as_millis() as u64),
@@ -295,14 +340,8 @@ async fn post_message(
         Ok(q) => q,
         Err(e) => return Err(refuse(bad_request(e), &mut body).await),
     };
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("message body over the limit of {} bytes", limits.max_message_bytes),
-        )
-    };
     if declared.is_some_and(|n| n > limits.max_message_bytes as u64) {
-        return Err(too_large().body_unread());
+        return Err(too_large(limits.max_message_bytes).body_unread());
     }
     // Room first, body second: a POST waiting for a slow application holds
     // its headers, not its body.
@@ -312,21 +351,51 @@ async fn post_message(
         Err(r) => return Err(refuse(r, &mut body).await),
     };
     let Some(body) = body else { return Err(bad_request("no body")) };
-    let read = Limited::new(body, limits.max_message_bytes).collect();
-    let body = match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large().body_unread());
-        }
-        Ok(Err(e)) => return Err(bad_request(format!("failed to read body: {e}")).body_unread()),
-        Err(_) => {
-            let why = format!("body not received within {timeout:?}");
-            return Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread());
-        }
-    };
+    let body = read_body(body, limits.max_message_bytes, timeout).await?;
     let message = decode_message_body(&body).map_err(bad_request)?;
+    check_message(shared.config.line_breaks, &message).map_err(bad_request)?;
     slot.deliver(q.message_id, message).await?;
     Ok(text(StatusCode::OK, String::new(), cors))
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("message body over the limit of {max} bytes"),
+    )
+}
+
+/// A refusal when the declared `Content-Length` is over `max` (the body is
+/// left unread).
+pub(crate) fn check_declared_length(headers: &HeaderMap, max: usize) -> Result<(), Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => Err(too_large(max).body_unread()),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a request body of at most `max` bytes within `timeout`.
+pub(crate) async fn read_body(
+    body: Incoming,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Refusal> {
+    let read = Limited::new(body, max).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(too_large(max).body_unread())
+        }
+        Ok(Err(e)) => Err(bad_request(format!("failed to read body: {e}")).body_unread()),
+        Err(_) => {
+            let why = format!("body not received within {timeout:?}");
+            Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread())
+        }
+    }
 }
 
 /// `DELETE`: the client leaves for good (an ssechan extension; package:sse
@@ -351,7 +420,10 @@ fn web_response(r: Response<static_files::WebBody>) -> Response<ResponseBody> {
     })
 }
 
-fn preflight(req: &Request<Incoming>, cors: Option<&HeaderValue>) -> Response<ResponseBody> {
+pub(crate) fn preflight(
+    req: &Request<Incoming>,
+    cors: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();

@@ -5,7 +5,7 @@
 //!   and hands each to [`direct`] (a fresh channel `GET`, written without
 //!   hyper) or to hyper and [`http`] (everything else).
 //! - [`http`] decides who may ask (`Host`, `Origin`: [`policy`]) and maps
-//!   requests to the [`store`] seam, whose in-process implementation is
+//!   package:sse's requests to the [`store`] seam ([`mcp`] maps MCP's), whose in-process implementation is
 //!   [`memory`]: a registry of [`channel`] state machines; [`redis`] shares
 //!   channels between instances through Redis.
 //! - Streams leave through [`stream`], one policy for both paths.
@@ -19,9 +19,10 @@ mod channel;
 mod config;
 mod deadlines;
 mod direct;
-mod gauge;
 mod http;
+mod linger;
 mod machine;
+mod mcp;
 mod memory;
 mod metrics;
 pub(crate) mod policy;
@@ -49,12 +50,16 @@ use tracing::{debug, info, warn};
 pub use app::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
-pub use config::{FD_RESERVE, Limits, OriginPolicy, ServerConfig};
+pub use config::{
+    Admission, Admitted, FD_RESERVE, Limits, LineBreaks, McpConfig, OriginPolicy, Protocol,
+    ServerConfig,
+};
 pub use redis::{Redis, RedisError, RedisOptions};
 pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};
 
 use channel::Settings;
+use linger::Lingering;
 use memory::{MemoryConfig, MemoryStore};
 use metrics::Counters;
 use policy::HostPolicy;
@@ -88,8 +93,14 @@ pub(crate) struct ServerShared {
     pub(crate) store: Box<dyn ChannelStore>,
     pub(crate) hosts: HostPolicy,
     pub(crate) stats: Arc<Counters>,
+    /// MCP's sessions, when the endpoint speaks MCP.
+    pub(crate) mcp: Option<Arc<mcp::Sessions>>,
     stop: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    /// TCP connections open, bounded by `max_connections`: taken by the
+    /// accept loop only within the bound (one atomic step), given back by
+    /// [`Open`] once the connection is closed. Never above the bound nor
+    /// below what is open.
     open_connections: AtomicUsize,
 }
 
@@ -137,6 +148,12 @@ impl Server {
             first_message_wait: config.first_message_wait,
             max_frame: MAX_FRAME,
         };
+        let mcp = match &config.protocol {
+            config::Protocol::Sse => None,
+            config::Protocol::Mcp(m) => {
+                Some(mcp::Sessions::new(m.clone(), &config, accept_tx.clone(), stats.clone()))
+            }
+        };
         // Nothing of Redis runs unless it is asked for.
         let store: Box<dyn ChannelStore> = match &config.redis {
             None => Box::new(MemoryStore::new(
@@ -166,6 +183,7 @@ impl Server {
             config,
             store,
             stats,
+            mcp,
             stop,
             shutting_down: AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
@@ -238,9 +256,12 @@ impl Server {
 }
 
 impl ServerHandle {
-    /// Connections at the moment, suspended ones included.
+    /// Connections at the moment, suspended ones included (MCP: sessions).
     pub fn client_count(&self) -> usize {
-        self.shared.store.counts().channels
+        match &self.shared.mcp {
+            Some(m) => m.count(),
+            None => self.shared.store.counts().channels,
+        }
     }
 
     /// Channels open and suspended.
@@ -264,20 +285,30 @@ impl ServerHandle {
 
     /// Queues `message` for every live connection; returns how many took it.
     pub async fn broadcast(&self, message: &str) -> usize {
+        if let Some(m) = &self.shared.mcp {
+            return m.broadcast(message);
+        }
         let data = crate::protocol::event::encode_data(message);
         self.shared.store.broadcast(data).await
     }
 
-    /// The live connection of `client_id`, if any.
+    /// The live connection of `client_id` (MCP: session), if any.
     pub fn connection(&self, client_id: &str) -> Option<ConnectionHandle> {
-        self.shared.store.lookup(client_id)
+        match &self.shared.mcp {
+            Some(m) => m.lookup(client_id),
+            None => self.shared.store.lookup(client_id),
+        }
     }
 
     /// The Prometheus text exposition of what the server counts.
     pub fn metrics(&self) -> String {
         let s = &self.shared;
         let connections = s.open_connections.load(Ordering::Relaxed);
-        s.stats.render(&s.store.counts(), connections, &s.store.metrics())
+        let mut extra = s.store.metrics();
+        if let Some(m) = &s.mcp {
+            extra.push_str(&m.metrics());
+        }
+        s.stats.render(&s.store.counts(), connections, &extra)
     }
 
     /// Serves `GET /metrics` (the Prometheus exposition) on `listener`
@@ -290,6 +321,9 @@ impl ServerHandle {
     /// control-closed and no new one is accepted. See [`Server::shutdown`].
     pub fn begin_shutdown(&self) {
         if !self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            if let Some(m) = &self.shared.mcp {
+                m.begin_shutdown();
+            }
             self.shared.store.begin_shutdown();
         }
     }
@@ -309,7 +343,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Counts a TCP connection while it lives.
+/// Counts a TCP connection while it lives: dropped with the connection's
+/// task, after its socket is closed.
 struct Open(Arc<ServerShared>);
 
 impl Drop for Open {
@@ -349,8 +384,7 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
-            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if !metrics::hold_within(&shared.open_connections, 1, max) {
             shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
@@ -432,6 +466,9 @@ async fn serve_hyper<IO>(
     let first = Arc::new(AtomicBool::new(false));
     let started = first.clone();
     let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
+    // hyper shuts a connection down when done with it, maybe with a body
+    // unread: a lingering close lets the client read the answer.
+    let io = Lingering::new(io, linger::budget(shared.config.limits.max_message_bytes));
     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
         started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
@@ -464,13 +501,12 @@ async fn refuse_at_limit(mut tcp: TcpStream, max: usize) {
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    // Read what the client sent first, so closing does not reset the
-    // connection under the answer.
-    let mut buf = [0u8; 4096];
-    let _ = tcp.try_read(&mut buf);
+    // A lingering close, so that closing does not reset the connection
+    // under the answer; all within a second, on a descriptor of the reserve.
     let write = async {
-        let _ = tcp.write_all(resp.as_bytes()).await;
-        let _ = tcp.shutdown().await;
+        if tcp.write_all(resp.as_bytes()).await.is_ok() && tcp.shutdown().await.is_ok() {
+            linger::discard(&mut tcp, linger::budget(0), Duration::from_secs(1)).await;
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     debug!("refused a connection: at the limit of {max}");

@@ -52,17 +52,36 @@ impl Refusal {
     }
 
     pub(crate) fn unknown_client(client_id: &str) -> Self {
-        let id = crate::client::escape_controls(client_id);
+        let id = crate::text::escape_controls(client_id);
         Self::new(StatusCode::NOT_FOUND, format!("unknown client id {id:?}"))
     }
 }
 
 /// A channel `GET` that passed routing and policy.
-#[derive(Debug, Clone)]
 pub(crate) struct StreamRequest {
     pub client_id: String,
     pub last_event_id: Option<u64>,
     pub info: RequestInfo,
+    /// `None`: package:sse's rule (attach, or open a channel that the
+    /// application accepts). A protocol layer ([`super::mcp`]) opens its
+    /// channels itself: see [`LayerOpen`].
+    pub layer: Option<LayerOpen>,
+}
+
+/// How a protocol layer opens a channel: attach to the live channel of the
+/// id, or, when `create` is given and there is none, open one whose
+/// application side goes to the layer instead of the accept queue.
+pub(crate) struct LayerOpen {
+    pub create: Option<NewChannel>,
+}
+
+/// A channel a protocol layer opens.
+pub(crate) struct NewChannel {
+    /// The id of its first event (a layer may encode in ids which stream
+    /// they belong to).
+    pub first_event_id: u64,
+    /// Gets the channel's [`super::Connection`].
+    pub app: tokio::sync::oneshot::Sender<super::Connection>,
 }
 
 /// What a stream writes next.

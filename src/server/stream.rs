@@ -58,6 +58,9 @@ pub(crate) struct EventStreamBody {
     source: Box<dyn StreamSource>,
     prelude: Option<Bytes>,
     heartbeat: Option<Heartbeat>,
+    /// What a closing channel writes last (package:sse's control close);
+    /// empty: the stream just ends.
+    close_frame: &'static [u8],
     ended: bool,
 }
 
@@ -78,7 +81,14 @@ impl EventStreamBody {
             last_write: Instant::now(),
             timer: Box::pin(tokio::time::sleep(every)),
         });
-        Self { source, prelude: Some(prelude), heartbeat, ended: false }
+        Self { source, prelude: Some(prelude), heartbeat, close_frame: CONTROL_CLOSE, ended: false }
+    }
+
+    /// A protocol whose streams end with `frame` instead of the control
+    /// close (none: MCP's streams just end).
+    pub(crate) fn closing_with(mut self, frame: &'static [u8]) -> Self {
+        self.close_frame = frame;
+        self
     }
 
     /// Whether the last frame (the control close) has been handed out.
@@ -120,7 +130,10 @@ impl Body for EventStreamBody {
             }
             Poll::Ready(StreamItem::Final) => {
                 this.ended = true;
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(CONTROL_CLOSE)))));
+                if this.close_frame.is_empty() {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(this.close_frame)))));
             }
             Poll::Ready(StreamItem::End) => {
                 this.ended = true;

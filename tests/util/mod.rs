@@ -249,6 +249,16 @@ fn lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     rx
 }
 
+/// The pids of `pid`'s children, all threads included.
+pub fn children(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return vec![] };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|l| l.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<_>>())
+        .collect()
+}
+
 /// Polls `f` until it returns `Some`, up to [`WAIT`].
 pub async fn eventually<T, F: FnMut() -> Option<T>>(what: &str, mut f: F) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;

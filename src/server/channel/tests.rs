@@ -339,6 +339,61 @@ fn closing_a_suspended_channel_is_immediate() {
 }
 
 #[test]
+fn close_when_delivered_while_suspended_waits_for_the_resume_and_replays() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "progress");
+    assert_eq!(ids(&batch(&mut ch, g)), [1]);
+    let _ = ch.stream_ended(g); // cut: the event may be lost in the socket
+    let _ = send(&mut ch, "answer");
+    let fx = ch.close_when_delivered(CloseReason::Closed);
+    assert_eq!(fx, Effects::default(), "nothing happens until the client comes back");
+    assert!(ch.is_live());
+    let (g2, fx) = ch.attach(Some(0));
+    let g2 = g2.expect("a resume is still taken");
+    assert!(fx.retire && fx.logs.contains(&Log::Closing(CloseReason::Closed)));
+    assert_eq!(batch(&mut ch, g2), [(1, "progress".into()), (2, "answer".into())]);
+    assert_eq!(ch.next_batch(g2).0, Batch::Final);
+    // The unread suspension was cancelled by the resume.
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 0)]);
+}
+
+#[test]
+fn close_when_delivered_with_a_stream_is_a_close_and_keep_alive_still_bounds_it() {
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "answer");
+    let fx = ch.close_when_delivered(CloseReason::Closed);
+    assert!(fx.wake_stream && fx.retire);
+    assert_eq!(ids(&batch(&mut ch, g)), [1]);
+    assert_eq!(ch.next_batch(g).0, Batch::Final);
+    // Suspended and never resumed: the keep-alive ends it, the answer
+    // counted undelivered.
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = ch.stream_ended(g);
+    let _ = send(&mut ch, "answer");
+    let _ = ch.close_when_delivered(CloseReason::Closed);
+    let _ = ch.deadline(Deadline::KeepAlive { epoch: 1 });
+    assert_eq!(
+        inbox(&mut ch),
+        [ConnectionEvent::Suspended, closed(CloseReason::KeepAliveExpired, 1)]
+    );
+}
+
+#[test]
+fn a_channel_may_number_its_events_from_elsewhere() {
+    let first = (7u64 << 32) + 1;
+    let mut ch = Channel::new(settings(Some(KEEP), limits()), None).starting_at(first);
+    let (g, _) = ch.attach(None);
+    let g = g.expect("open");
+    let _ = send(&mut ch, "a");
+    let _ = send(&mut ch, "b");
+    assert_eq!(ids(&batch(&mut ch, g)), [first, first + 1]);
+    let _ = ch.stream_ended(g);
+    let (g, fx) = ch.attach(Some(first));
+    assert!(!fx.logs.iter().any(|l| matches!(l, Log::Gap { .. })), "{:?}", fx.logs);
+    assert_eq!(ids(&batch(&mut ch, g.expect("resumed"))), [first + 1]);
+}
+
+#[test]
 fn drop_stream_ends_without_close_and_suspends() {
     let (mut ch, g) = open(Some(KEEP));
     let fx = ch.drop_stream();

@@ -20,13 +20,13 @@ use super::notice::{self, Notice, StoredEvent};
 use super::owed::Owed;
 use super::report::{CursorSource, Reporter};
 use super::requests::Request;
-use crate::client::escape_controls;
 use crate::server::channel::Batch;
 use crate::server::machine::Machine;
 use crate::server::metrics::Counters;
 use crate::server::store::{StreamItem, StreamSource};
 use crate::server::stream::DetachProbe;
 use crate::server::wait;
+use crate::text::escape_controls;
 
 /// Events asked of the store per read when filling a gap.
 const FILL_PAGE: usize = 512;

@@ -23,16 +23,16 @@ use state::{Effects, HomeState, Log};
 use super::notice::Notice;
 use super::ops::{Op, OpSource, Writer};
 use super::report::{Reporter, TakenSource};
-use crate::client::escape_controls;
 use crate::server::app::{
     ChannelApp, CloseInfo, CloseReason, ConnectionEvent, RequestInfo, SendError,
 };
 use crate::server::channel::{Phase, Timer};
 use crate::server::deadlines::Deadlines;
 use crate::server::machine::Machine;
-use crate::server::metrics::Counters;
+use crate::server::metrics::{Counters, hold, release};
 use crate::server::store::StoreFuture;
-use crate::server::{gauge, wait};
+use crate::server::wait;
+use crate::text::escape_controls;
 
 /// The deadlines of the homes, by serial.
 pub(crate) type Timers = Deadlines<(u64, Due), Weak<Home>>;
@@ -102,7 +102,7 @@ impl Home {
         // Counted held before they are here, never after (admission reads
         // the count): what the inbox does not keep is released.
         if let Notice::Messages { messages, .. } = &n {
-            gauge::raise(&self.env.stats.held, messages.iter().map(String::len).sum());
+            hold(&self.env.stats.held, messages.iter().map(String::len).sum());
         }
         self.update(|s| ((), s.notice(n)));
     }
@@ -223,7 +223,7 @@ impl Machine for Home {
                 Timer::Cancel => env.timers.cancel(&(self.ser, due)),
             }
         }
-        gauge::lower(&env.stats.held, fx.released);
+        release(&env.stats.held, fx.released);
         Counters::add(&env.stats.messages_in, fx.delivered);
         Counters::add(&env.stats.gap_events, fx.gap_events);
         Counters::add(&env.stats.messages_out, fx.sent);

@@ -15,7 +15,7 @@ use super::link::{self, Link, Retry};
 use super::notice::{self, Broadcast, Notice};
 use super::registry::{Registry, Route};
 use super::report::Reporter;
-use crate::client::escape_controls;
+use crate::text::escape_controls;
 
 /// Reads until `stop`; how far the inbound stream was read goes to the
 /// reporter (which trims it).

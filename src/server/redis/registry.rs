@@ -14,7 +14,7 @@ use super::held::{Held, HeldExit};
 use super::home::{Home, HomeExit};
 use super::notice::Notice;
 use crate::server::app::ChannelApp;
-use crate::server::gauge;
+use crate::server::metrics::{hold_within, release};
 
 #[derive(Default)]
 struct Maps {
@@ -59,12 +59,12 @@ impl Registry {
     /// Takes a place for a home an attach may make, if fewer than `max`
     /// are taken.
     pub(crate) fn take_place(&self, max: usize) -> bool {
-        gauge::try_take(&self.places, 1, max)
+        hold_within(&self.places, 1, max)
     }
 
     /// The attach that took a place made no home.
     pub(crate) fn give_place(&self) {
-        gauge::lower(&self.places, 1);
+        release(&self.places, 1);
     }
 
     /// Homes here that are not closed.

@@ -25,17 +25,17 @@ use super::registry::Registry;
 use super::report::Reporter;
 use super::requests::{Request, Requests};
 use super::{Redis, RedisConfig, inbound, lease};
-use crate::client::escape_controls;
 use crate::server::app::{CloseInfo, CloseReason, Connection, ConnectionHandle};
 use crate::server::channel::InboundError;
 use crate::server::config::Limits;
 use crate::server::deadlines::Deadlines;
 use crate::server::memory::inbound_refusal;
-use crate::server::metrics::Counters;
+use crate::server::metrics::{Counters, hold_within, release};
 use crate::server::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamRequest, StreamSource,
 };
-use crate::server::{gauge, wait};
+use crate::server::wait;
+use crate::text::escape_controls;
 
 /// Events the attach's reply carries at most; a longer replay is read
 /// from the store by the stream.
@@ -176,7 +176,7 @@ struct RedisPost {
 
 impl Drop for RedisPost {
     fn drop(&mut self) {
-        gauge::lower(&self.parts.stats.held, self.bytes);
+        release(&self.parts.stats.held, self.bytes);
     }
 }
 
@@ -254,7 +254,7 @@ impl ChannelStore for RedisStore {
         let total = p.limits.incoming_total;
         let result = if p.shutting_down.load(Ordering::SeqCst) {
             Err(Refusal::unavailable("server is shutting down"))
-        } else if !gauge::try_take(&p.stats.held, bytes, total) {
+        } else if !hold_within(&p.stats.held, bytes, total) {
             Err(Refusal::unavailable(format!(
                 "server busy: incoming messages held reached the limit of {total} bytes"
             )))
@@ -377,6 +377,13 @@ impl RedisStore {
         let p = &self.parts;
         if p.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::unavailable("server is shutting down"));
+        }
+        if req.layer.is_some() {
+            // `serve --mcp` refuses --redis: see docs/mcp.md.
+            return Err(Refusal::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "this protocol's channels are not shared through Redis",
+            ));
         }
         let mut joined = p.joined.clone();
         if tokio::time::timeout(REQUEST_TIMEOUT, joined.wait_for(|j| *j)).await.is_err() {

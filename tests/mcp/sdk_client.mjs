@@ -1,0 +1,137 @@
+// The official TypeScript SDK as a client of `ssechan serve --mcp`, for
+// tests/mcp_serve.rs. One JSON object per stdout line; the Rust test
+// checks what it says.
+//
+//   node sdk_client.mjs sessions URL N
+//     N concurrent sessions, each calling `echo` and `get-sum`; prints
+//     {"sessions":[{session,echo,sum},...]}, waits for a line on stdin,
+//     deletes every session (DELETE), prints {"deleted":N}.
+//   node sdk_client.mjs long URL
+//     one `trigger-long-running-operation` (6 steps over 3 s) whose POST
+//     stream this script cuts after two progress events; the SDK resumes
+//     it with Last-Event-ID. Prints {"progress":[...],"result":...,
+//     "resumes":[{lastEventId,status}],"cut":bool}.
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { createInterface } from 'node:readline';
+
+const [mode, url, arg] = process.argv.slice(2);
+const print = (v) => process.stdout.write(JSON.stringify(v) + '\n');
+
+async function connect(fetchFn) {
+  const transport = new StreamableHTTPClientTransport(new URL(url), fetchFn ? { fetch: fetchFn } : {});
+  const client = new Client({ name: 'ssechan-test', version: '1.0.0' });
+  await client.connect(transport);
+  return { client, transport };
+}
+
+async function sessions(n) {
+  const all = await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const { client, transport } = await connect();
+      const echo = await client.callTool({ name: 'echo', arguments: { message: `hello ${i}` } });
+      const sum = await client.callTool({ name: 'get-sum', arguments: { a: i, b: 1000 } });
+      return { i, client, transport, echo: echo.content[0].text, sum: sum.content[0].text };
+    }),
+  );
+  print({
+    sessions: all.map(({ i, transport, echo, sum }) => ({ i, session: transport.sessionId, echo, sum })),
+  });
+  const lines = createInterface({ input: process.stdin });
+  for await (const _ of lines) break;
+  await Promise.all(all.map(({ transport }) => transport.terminateSession()));
+  await Promise.all(all.map(({ client }) => client.close()));
+  print({ deleted: all.length });
+}
+
+// Passes whole events through until the n-th progress event, then cuts the
+// connection (the error comes at the next read, after what was passed on).
+function cutAfterProgress(body, n, onCut) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  let buffer = '';
+  let seen = 0;
+  let cut = false;
+  return new ReadableStream({
+    async pull(controller) {
+      if (cut) {
+        await reader.cancel();
+        onCut();
+        controller.error(new Error(`cut by the test after ${n} progress events`));
+        return;
+      }
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          controller.close();
+          return;
+        }
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        let passed = false;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, end + 2);
+          buffer = buffer.slice(end + 2);
+          controller.enqueue(encoder.encode(event));
+          passed = true;
+          if (event.includes('"notifications/progress"') && ++seen === n) {
+            cut = true;
+            return;
+          }
+        }
+        if (passed) return;
+      }
+    },
+  });
+}
+
+async function long() {
+  let cut = false;
+  let armed = true;
+  const resumes = [];
+  const fetchFn = async (input, init = {}) => {
+    const res = await fetch(input, init);
+    const headers = new Headers(init.headers);
+    const method = (init.method ?? 'GET').toUpperCase();
+    if (method === 'GET' && headers.get('last-event-id')) {
+      resumes.push({ lastEventId: headers.get('last-event-id'), status: res.status });
+    }
+    let body;
+    try {
+      body = method === 'POST' && typeof init.body === 'string' ? JSON.parse(init.body) : undefined;
+    } catch {
+      body = undefined;
+    }
+    if (armed && body?.method === 'tools/call' && res.body) {
+      armed = false;
+      const stream = cutAfterProgress(res.body, 2, () => (cut = true));
+      return new Response(stream, { status: res.status, statusText: res.statusText, headers: res.headers });
+    }
+    return res;
+  };
+  const { client, transport } = await connect(fetchFn);
+  const progress = [];
+  const result = await client.callTool(
+    { name: 'trigger-long-running-operation', arguments: { duration: 3, steps: 6 } },
+    undefined,
+    { onprogress: (p) => progress.push(p.progress), timeout: 30000 },
+  );
+  print({ progress, result: result.content[0].text, resumes, cut, session: transport.sessionId });
+  await transport.terminateSession();
+  await client.close();
+}
+
+const modes = { sessions: () => sessions(Number(arg)), long };
+if (!modes[mode]) {
+  console.error(`usage: sdk_client.mjs (sessions URL N | long URL)`);
+  process.exit(2);
+}
+modes[mode]().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`sdk_client ${mode}: ${e?.stack ?? e}`);
+    process.exit(1);
+  },
+);
