@@ -171,7 +171,8 @@ async fn run(
 }
 
 /// Takes from the listed homes, in turn, what one batch holds; a home with
-/// operations left stays first in line for the next.
+/// operations left (the batch is full) goes to the back of the line, so
+/// that a busy home does not hold up the others.
 fn fill(batch: &mut Batch, listed: &mut VecDeque<Arc<dyn OpSource>>) {
     let (mut bytes, mut ops) = (0, Vec::new());
     while let Some(source) = listed.pop_front() {
@@ -182,7 +183,7 @@ fn fill(batch: &mut Batch, listed: &mut VecDeque<Arc<dyn OpSource>>) {
             batch.push((source.clone(), op));
         }
         if more {
-            listed.push_front(source);
+            listed.push_back(source);
         }
         if batch.len() >= MAX_OPS || bytes >= MAX_BYTES {
             return;
@@ -207,4 +208,61 @@ async fn apply(link: &Link, batch: &Batch) -> Result<HashSet<String>, StoreError
         v => notice::array(v).ok_or(StoreError::Reply)?.iter().filter_map(notice::text).collect(),
     };
     Ok(missing.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A home reduced to its operations.
+    struct Source(&'static str, Mutex<VecDeque<Op>>);
+
+    impl Source {
+        fn listed(cid: &'static str, n: u64) -> Arc<dyn OpSource> {
+            let ops = (1..=n).map(|seq| Op { seq, kind: OpKind::Drop }).collect();
+            Arc::new(Source(cid, Mutex::new(ops)))
+        }
+    }
+
+    impl OpSource for Source {
+        fn target(&self) -> (&str, u64) {
+            (self.0, 1)
+        }
+
+        fn take_ops(&self, into: &mut Vec<Op>, max_ops: usize, _max_bytes: usize) -> bool {
+            let mut ops = self.1.lock().expect("ops");
+            while into.len() < max_ops {
+                let Some(op) = ops.pop_front() else { break };
+                into.push(op);
+            }
+            !ops.is_empty()
+        }
+
+        fn flushed(&self, _: usize) {}
+
+        fn missing(&self) {}
+    }
+
+    fn cids(batch: &Batch) -> Vec<&str> {
+        let mut v: Vec<&str> = batch.iter().map(|(s, _)| s.target().0).collect();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn a_busy_home_does_not_hold_up_the_others() {
+        let mut listed: VecDeque<_> =
+            [Source::listed("busy", 3000), Source::listed("quiet", 1)].into();
+        let mut batch = Vec::new();
+        fill(&mut batch, &mut listed);
+        assert_eq!((batch.len(), cids(&batch)), (MAX_OPS, vec!["busy"]));
+        batch.clear();
+        fill(&mut batch, &mut listed);
+        assert_eq!(cids(&batch), ["quiet", "busy"], "the quiet home's turn comes first");
+        // Each home's operations stay in their order.
+        let seqs: Vec<u64> = batch[1..].iter().map(|(_, op)| op.seq).collect();
+        assert_eq!(seqs, (MAX_OPS as u64 + 1..2 * MAX_OPS as u64).collect::<Vec<_>>());
+    }
 }
