@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's Performance figures: release builds, `ssechan serve` and
+# The figures of docs/performance.md: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
 # Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards|cluster|post ...]

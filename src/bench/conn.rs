@@ -285,7 +285,8 @@ impl AsyncWrite for Stream {
 #[derive(Clone)]
 pub struct Dialer {
     pub addr: SocketAddr,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The connector, the name to check, and whether `--cacert` was given.
+    tls: Option<(TlsConnector, ServerName<'static>, bool)>,
 }
 
 impl Dialer {
@@ -293,8 +294,13 @@ impl Dialer {
         Self { addr, tls: None }
     }
 
-    pub fn tls(addr: SocketAddr, connector: TlsConnector, name: ServerName<'static>) -> Self {
-        Self { addr, tls: Some((connector, name)) }
+    pub fn tls(
+        addr: SocketAddr,
+        connector: TlsConnector,
+        name: ServerName<'static>,
+        cacert: bool,
+    ) -> Self {
+        Self { addr, tls: Some((connector, name, cacert)) }
     }
 
     /// A new connection (and its handshake).
@@ -311,11 +317,11 @@ impl Dialer {
         let _ = s.set_nodelay(true);
         let stream = match &self.tls {
             None => Stream::Plain(s),
-            Some((connector, name)) => Stream::Tls(Box::new(
+            Some((connector, name, cacert)) => Stream::Tls(Box::new(
                 connector
                     .connect(name.clone(), s)
                     .await
-                    .map_err(|e| ConnectError::Tls(super::tls::describe(&e)))?,
+                    .map_err(|e| ConnectError::Tls(super::tls::describe(&e, *cacert)))?,
             )),
         };
         Ok(stream)

@@ -93,8 +93,8 @@ async fn open(
         ))),
         Ok(Err(e)) if e.is_tls_failure() => {
             let mut why = e.describe();
-            if why.contains("certificate") {
-                why.push_str(" (--cacert FILE trusts it, -k skips the check)");
+            if let Some(hint) = super::tls_hint(&why, !config.ca_certs.is_empty()) {
+                why = format!("{why} ({hint})");
             }
             Err(OpenError::Fatal(why))
         }

@@ -697,7 +697,7 @@ impl ChannelApp for Session {
             }
             None if st.inbox.is_done() => Poll::Ready(None),
             None => {
-                super::memory::register(&mut st.app_waker, cx);
+                super::wait::register(&mut st.app_waker, cx);
                 Poll::Pending
             }
         }
@@ -822,15 +822,7 @@ impl ChannelApp for Session {
 
     fn closed(&self) -> super::store::StoreFuture<'_, ()> {
         Box::pin(async move {
-            loop {
-                let closed = self.closed.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if self.lock().closed.is_some() {
-                    return;
-                }
-                closed.await;
-            }
+            super::wait::until(&self.closed, None, || self.lock().closed.is_some()).await;
         })
     }
 }

@@ -24,11 +24,12 @@ use super::metrics::{Counters, hold_within};
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
 };
+use super::wait;
 use crate::protocol::reorder::ReorderBuffer;
 use crate::text::escape_controls;
 
 /// What remembering one closed id costs besides its key and held messages.
-const CLOSED_ENTRY_OVERHEAD: usize = 128;
+pub(crate) const CLOSED_ENTRY_OVERHEAD: usize = 128;
 
 /// What the store needs from the server's configuration.
 #[derive(Debug, Clone)]
@@ -637,7 +638,7 @@ impl ChannelApp for Conn {
             }
             None if slot.chan.is_done() => Poll::Ready(None),
             None => {
-                register(&mut slot.app_waker, cx);
+                wait::register(&mut slot.app_waker, cx);
                 Poll::Pending
             }
         }
@@ -673,24 +674,8 @@ impl ChannelApp for Conn {
 
     fn closed(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            loop {
-                let closed = self.closed.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if self.lock().chan.is_closed() {
-                    return;
-                }
-                closed.await;
-            }
+            wait::until(&self.closed, None, || self.lock().chan.is_closed()).await;
         })
-    }
-}
-
-/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
-pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -707,7 +692,7 @@ impl StreamSource for MemoryStream {
         let (batch, fx) = slot.chan.next_batch(self.generation);
         let item = match batch {
             Batch::Pending => {
-                register(&mut slot.stream_waker, cx);
+                wait::register(&mut slot.stream_waker, cx);
                 return Poll::Pending;
             }
             Batch::Data(bytes, events) => {
@@ -730,7 +715,7 @@ impl StreamSource for MemoryStream {
             if !slot.chan.is_attached(generation) {
                 return true;
             }
-            register(&mut slot.stream_waker, cx);
+            wait::register(&mut slot.stream_waker, cx);
             false
         })
     }
@@ -975,17 +960,8 @@ impl ChannelStore for MemoryStore {
             let s = &self.shared;
             let closing = std::mem::take(&mut *s.closing.lock().unwrap_or_else(|e| e.into_inner()));
             let deadline = Instant::now() + grace;
-            loop {
-                let closed = s.closed_one.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if closing.iter().all(|c| c.lock().chan.is_closed()) {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                    break;
-                }
-            }
+            let all_closed = || closing.iter().all(|c| c.lock().chan.is_closed());
+            wait::until(&s.closed_one, Some(deadline), all_closed).await;
             // Opened meanwhile, or still flushing: close them now.
             for c in closing.iter().chain(s.all_conns().iter()) {
                 c.update(|ch| ((), ch.force_close()));

@@ -21,6 +21,7 @@ mod deadlines;
 mod direct;
 mod http;
 mod linger;
+mod machine;
 mod mcp;
 mod memory;
 mod metrics;
@@ -29,6 +30,7 @@ pub mod redis;
 mod store;
 mod stream;
 mod tls;
+mod wait;
 
 use std::future::Future;
 use std::net::SocketAddr;
