@@ -907,11 +907,16 @@ impl ChannelStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
-    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
+    fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
         let conns = self.shared.all_conns();
-        let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
-        Counters::add(&self.shared.stats.messages_out, n as u64);
-        Box::pin(std::future::ready(n))
+        let (mut took, mut sent) = (0, 0);
+        for c in &conns {
+            let n = c.update(|ch| ch.send_all(&batch));
+            took += usize::from(n > 0);
+            sent += n as u64;
+        }
+        Counters::add(&self.shared.stats.messages_out, sent);
+        Box::pin(std::future::ready(took))
     }
 
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle> {

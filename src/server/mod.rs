@@ -285,11 +285,18 @@ impl ServerHandle {
 
     /// Queues `message` for every live connection; returns how many took it.
     pub async fn broadcast(&self, message: &str) -> usize {
+        self.broadcast_all(&[message]).await
+    }
+
+    /// Queues `messages`, in order, for every live connection; returns how
+    /// many took them. Each message is encoded once for all connections,
+    /// and each connection is locked and woken once for the batch.
+    pub async fn broadcast_all(&self, messages: &[&str]) -> usize {
         if let Some(m) = &self.shared.mcp {
-            return m.broadcast(message);
+            return messages.iter().map(|msg| m.broadcast(msg)).max().unwrap_or(0);
         }
-        let data = crate::protocol::event::encode_data(message);
-        self.shared.store.broadcast(data).await
+        let batch = messages.iter().map(|m| crate::protocol::event::encode_data(m)).collect();
+        self.shared.store.broadcast(batch).await
     }
 
     /// The live connection of `client_id` (MCP: session), if any.
