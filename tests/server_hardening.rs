@@ -722,3 +722,56 @@ impl RawEvents {
         out
     }
 }
+
+/// Counts its calls; refuses the ids that start with `no`.
+#[derive(Debug, Default)]
+struct CountingAdmission(std::sync::atomic::AtomicUsize);
+
+impl ssechan::server::Admission for CountingAdmission {
+    fn admit<'a>(
+        &'a self,
+        client_id: &'a str,
+        _request: &'a ssechan::server::RequestInfo,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<ssechan::server::Admitted, String>> + Send + 'a>,
+    > {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let refused = client_id.starts_with("no");
+        Box::pin(
+            async move { if refused { Err("not today".into()) } else { Ok(Box::new(()) as _) } },
+        )
+    }
+}
+
+/// A stream refused on the direct path (its first request on a fresh
+/// connection) is answered by hyper with the refusal decided there: the
+/// admission (with `serve --exec`, a process started) runs once, whether
+/// it refuses or the store refuses after it.
+#[tokio::test]
+async fn a_refused_direct_get_runs_admission_once() {
+    let admission = std::sync::Arc::new(CountingAdmission::default());
+    let mut server = server(ServerConfig {
+        admission: Some(admission.clone()),
+        limits: Limits { max_clients: 1, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let get = |id: &str| {
+        format!(
+            "GET /sse?sseClientId={id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
+    };
+    let calls = || admission.0.load(std::sync::atomic::Ordering::SeqCst);
+    let answer = exchange(addr, get("no1").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("not today"), "{answer}");
+    assert_eq!(calls(), 1, "the admission's refusal is not asked again");
+    let _a = open(&server.url(), "a", None).await;
+    let _ = server.accept().await;
+    assert_eq!(calls(), 2);
+    let answer = exchange(addr, get("b").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many clients"), "{answer}");
+    assert_eq!(calls(), 3, "admitted once, refused by the store once");
+}

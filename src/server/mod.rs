@@ -439,8 +439,8 @@ async fn serve_plain(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, false);
-    if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
-        Box::pin(serve_hyper(io, ctx, shared, builder, watcher)).await;
+    if let Some(direct::Routed::Hyper(io, decided)) = direct::route(tcp, &ctx, &shared).await {
+        Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
     }
 }
 
@@ -455,13 +455,15 @@ async fn serve_tls(
 ) {
     let ctx = conn_ctx(&tcp, remote, true);
     if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-        serve_hyper(io, ctx, shared, builder, watcher).await;
+        serve_hyper(io, None, ctx, shared, builder, watcher).await;
     }
 }
 
-/// Serves one connection with hyper until it ends (or shutdown ends it).
+/// Serves one connection with hyper until it ends (or shutdown ends it);
+/// `decided`: the answer to its first request, decided already.
 async fn serve_hyper<IO>(
     io: IO,
+    decided: Option<http::Decided>,
     ctx: http::ConnCtx,
     shared: Arc<ServerShared>,
     builder: &auto::Builder<TokioExecutor>,
@@ -476,11 +478,13 @@ async fn serve_hyper<IO>(
     // hyper shuts a connection down when done with it, maybe with a body
     // unread: a lingering close lets the client read the answer.
     let io = Lingering::new(io, linger::budget(shared.config.limits.max_message_bytes));
+    let decided = std::sync::Mutex::new(decided);
     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
         started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
         ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
-        http::handle(shared.clone(), ctx, req)
+        let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).take();
+        http::handle(shared.clone(), ctx, req, decided)
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     tokio::pin!(conn);
