@@ -15,7 +15,8 @@
 //!                             would otherwise starve the connects of the rest)
 //! ceiling count URL N SECS    N raw-socket streams of URL (`sseClientId=fI`
 //!                             added), events counted for SECS once all are
-//!                             open; prints one JSON line
+//!                             open (said on stderr: `open N`); prints one
+//!                             JSON line
 //! ```
 //!
 //! Both servers print `listening on http://ADDR` on stderr once bound and
@@ -174,6 +175,8 @@ async fn count(url: &str, n: usize, secs: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_s = started.elapsed().as_secs_f64();
+    // For a script that must wait for the streams (scripts/perf_compare.sh).
+    eprintln!("open {}", open.load(Ordering::Relaxed));
     let (e0, t0) = (events.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(secs).await;
     let (e1, took) = (events.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());

@@ -19,6 +19,62 @@
 #   echo     `bench --clients 100 --duration ${ECHO_SECS}s`, closed loop
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# table RESULTS ROUNDS: the medians and ratios of a results file.
+table() {
+  python3 - "$1" "$2" <<'PY'
+import statistics, sys
+from collections import defaultdict
+lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rounds = int(sys.argv[2])
+vals = defaultdict(list)     # (row, side) -> values in round order
+extra = defaultdict(list)
+for l in lines:
+    vals[(l[0], l[1])].append(float(l[2]))
+    extra[(l[0], l[1])].append(" ".join(l[3:]))
+med = lambda xs: statistics.median(xs) if xs else None
+def ratios(row, a, b):
+    xs, ys = vals.get((row, a), []), vals.get((row, b), [])
+    return [x / y for x, y in zip(xs, ys) if y]
+fmt = {
+    "post": lambda v: f"{v:,.0f} req/s", "fanout": lambda v: f"{v / 1e6:.2f} M events/s",
+    "idle": lambda v: f"{v:,.0f} B", "tls": lambda v: f"{v:,.0f} B",
+    "fanmem": lambda v: f"{v / 1e6:.0f} MB", "latency": lambda v: f"{v:.3f} ms",
+    "echo": lambda v: f"{v:,.0f}/s",
+}
+goal = {
+    "post": "≥ 0.85 of ceiling, all 2xx", "fanout": "≥ 0.85 of ceiling and ≥ old",
+    "idle": "≤ 4,096 B", "tls": "≤ 12,288 B", "fanmem": "≤ 100 MB",
+    "latency": "≤ 1.0 ms", "echo": "≥ old",
+}
+print(f"\n{rounds} rounds; medians, and in brackets every round\n")
+print("| row | ceiling | old | new | new/ceiling | new/old | goal | met |")
+print("|---|---|---|---|---|---|---|---|")
+for row in ["post", "fanout", "idle", "tls", "fanmem", "latency", "echo"]:
+    if not any(k[0] == row for k in vals):
+        continue
+    f = fmt[row]
+    cell = lambda side: (f"{f(med(vals[(row, side)]))} [{', '.join(f(v) for v in vals[(row, side)])}]"
+                         if vals.get((row, side)) else "-")
+    rc, ro = ratios(row, "new", "ceil"), ratios(row, "new", "old")
+    rc_s = f"{med(rc):.2f} [{', '.join(f'{r:.2f}' for r in rc)}]" if rc else "-"
+    ro_s = f"{med(ro):.2f} [{', '.join(f'{r:.2f}' for r in ro)}]" if ro else "-"
+    new = med(vals.get((row, "new"), []))
+    met = {
+        "post": rc and med(rc) >= 0.85 and all(e.endswith("=0") for e in extra[(row, "new")]),
+        "fanout": rc and ro and med(rc) >= 0.85 and med(ro) >= 1.0,
+        "idle": new is not None and new <= 4096, "tls": new is not None and new <= 12288,
+        "fanmem": new is not None and new <= 100e6, "latency": new is not None and new <= 1.0,
+        "echo": ro and med(ro) >= 1.0,
+    }[row]
+    print(f"| {row} | {cell('ceil')} | {cell('old')} | {cell('new')} | {rc_s} | {ro_s} | {goal[row]} | {'yes' if met else 'NO'} |")
+PY
+}
+# scripts/perf.sh compare --table RESULTS ROUNDS: the table of a former
+# run's raw results (/tmp/ssechan-compare.txt).
+if [ "${1:-}" = --table ]; then
+  table "$2" "$3"
+  exit
+fi
 [ $# -ge 2 ] || { echo "usage: scripts/perf.sh compare OLD_BIN NEW_BIN [ROW ...]" >&2; exit 2; }
 OLD=$(realpath "$1")
 NEW=$(realpath "$2")
@@ -37,7 +93,10 @@ out=$(mktemp -d)
 results=$out/results
 port=$((19000 + RANDOM % 2000))
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$out"
+}
 trap cleanup EXIT
 
 # wait_port PORT: until something listens there.
@@ -73,20 +132,27 @@ bin_of() { case $1 in old) echo "$OLD" ;; new) echo "$NEW" ;; esac; }
 
 row_post() {
   local side=$1
-  if [ "$side" = ceil ]; then server ceil post; else server "$side" --echo --keep-alive 30s; fi
+  # --reorder-window: at 60k POSTs/s the default 4,096 ids are 70 ms, and on
+  # a shared machine the OS can deschedule a worker thread holding one
+  # connection's request that long: its id comes more than 4,096 late, the
+  # POSTs past the window get 429 and wrk, which never sends an id again,
+  # leaves the channel waiting for them for the rest of the run (both builds).
+  if [ "$side" = ceil ]; then server ceil post; else server "$side" --echo --keep-alive 30s --reorder-window 65536; fi
   local reader=""
   if [ "$side" != ceil ]; then
-    "$CEIL" count "$URL" 1 3600 >/dev/null 2>&1 &
+    # The client's stream first: a POST for an unknown client is refused.
+    "$CEIL" count "$URL" 1 3600 >/dev/null 2>"$out/reader" &
     reader=$!
-    sleep 0.5
+    for _ in $(seq 300); do grep -q '^open 1' "$out/reader" && break; sleep 0.1; done
   fi
   wrk -t1 -c50 -d"${POST_SECS}s" -s scripts/post_ingest.lua "$URL" -- f0 >"$out/wrk" 2>&1 || true
   [ -n "$reader" ] && stop "$reader"
   stop "$PID"
-  local rps bad
+  local rps bad statuses
   rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk")
   bad=$(awk '$1 == "posts" && $2 ~ /^[0-9]+$/ && $2 !~ /^2/ {n += $3} END {print n + 0}' "$out/wrk")
-  record post "$side" "${rps:-0}" "non2xx=$bad"
+  statuses=$(awk '$1 == "posts" && $2 ~ /^[0-9]+$/ {printf "%s%s:%s", sep, $2, $3; sep = ","}' "$out/wrk")
+  record post "$side" "${rps:-0}" "statuses=$statuses" "non2xx=$bad"
 }
 
 row_fanout() {
@@ -167,51 +233,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 cp "$results" /tmp/ssechan-compare.txt
-python3 - "$results" "$ROUNDS" <<'PY'
-import statistics, sys
-from collections import defaultdict
-lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
-rounds = int(sys.argv[2])
-vals = defaultdict(list)     # (row, side) -> values in round order
-extra = defaultdict(list)
-for l in lines:
-    vals[(l[0], l[1])].append(float(l[2]))
-    extra[(l[0], l[1])].append(" ".join(l[3:]))
-med = lambda xs: statistics.median(xs) if xs else None
-def ratios(row, a, b):
-    xs, ys = vals.get((row, a), []), vals.get((row, b), [])
-    return [x / y for x, y in zip(xs, ys) if y]
-fmt = {
-    "post": lambda v: f"{v:,.0f} req/s", "fanout": lambda v: f"{v / 1e6:.2f} M events/s",
-    "idle": lambda v: f"{v:,.0f} B", "tls": lambda v: f"{v:,.0f} B",
-    "fanmem": lambda v: f"{v / 1e6:.0f} MB", "latency": lambda v: f"{v:.3f} ms",
-    "echo": lambda v: f"{v:,.0f}/s",
-}
-goal = {
-    "post": "≥ 0.85 of ceiling, all 2xx", "fanout": "≥ 0.85 of ceiling and ≥ old",
-    "idle": "≤ 4,096 B", "tls": "≤ 12,288 B", "fanmem": "≤ 100 MB",
-    "latency": "≤ 1.0 ms", "echo": "≥ old",
-}
-print(f"\n{rounds} rounds; medians, and in brackets every round\n")
-print("| row | ceiling | old | new | new/ceiling | new/old | goal | met |")
-print("|---|---|---|---|---|---|---|---|")
-for row in ["post", "fanout", "idle", "tls", "fanmem", "latency", "echo"]:
-    if not any(k[0] == row for k in vals):
-        continue
-    f = fmt[row]
-    cell = lambda side: (f"{f(med(vals[(row, side)]))} [{', '.join(f(v) for v in vals[(row, side)])}]"
-                         if vals.get((row, side)) else "-")
-    rc, ro = ratios(row, "new", "ceil"), ratios(row, "new", "old")
-    rc_s = f"{med(rc):.2f} [{', '.join(f'{r:.2f}' for r in rc)}]" if rc else "-"
-    ro_s = f"{med(ro):.2f} [{', '.join(f'{r:.2f}' for r in ro)}]" if ro else "-"
-    new = med(vals.get((row, "new"), []))
-    met = {
-        "post": rc and med(rc) >= 0.85 and all(e.endswith("=0") for e in extra[(row, "new")]),
-        "fanout": rc and ro and med(rc) >= 0.85 and med(ro) >= 1.0,
-        "idle": new is not None and new <= 4096, "tls": new is not None and new <= 12288,
-        "fanmem": new is not None and new <= 100e6, "latency": new is not None and new <= 1.0,
-        "echo": ro and med(ro) >= 1.0,
-    }[row]
-    print(f"| {row} | {cell('ceil')} | {cell('old')} | {cell('new')} | {rc_s} | {ro_s} | {goal[row]} | {'yes' if met else 'NO'} |")
-PY
+table "$results" "$ROUNDS"
 echo "(raw results: /tmp/ssechan-compare.txt)"
