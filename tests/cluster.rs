@@ -574,17 +574,28 @@ async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_stops_leaves_nothing_behind() {
     let redis = RedisServer::start();
-    let mut inst = instances(&redis, 2, &["--echo"]).await;
+    // A lease shorter than the wait below, for when leaving fails.
+    let mut inst = instances(&redis, 2, &["--echo", "--redis-lease", "5s"]).await;
     let a = inst.remove(0);
     // More channels than one batch of the leave script (256), for what
     // the closes leave to it.
     let ids: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
     let streams = join_all(ids.iter().map(|id| open(&a.url, id, None))).await;
     assert!(redis.command(&["SCARD", "ssechan:live"]).starts_with(":300"));
-    let _ = stop(a).await;
+    let (_, err) = stop(a).await;
     drop(streams);
-    assert_eq!(redis.command(&["SCARD", "ssechan:live"]), ":0\r\n");
-    assert_eq!(redis.command(&["HLEN", "ssechan:inst"]), ":1\r\n", "only the other instance");
+    let clean = || {
+        let live = redis.command(&["SCARD", "ssechan:live"]);
+        let inst = redis.command(&["HLEN", "ssechan:inst"]);
+        (live == ":0\r\n" && inst == ":1\r\n").then_some(())
+    };
+    if err.iter().any(|l| l.contains("could not leave the store cleanly")) {
+        // Redis did not answer in time (a busy machine): what is left goes
+        // with the lease, taken by the other instance.
+        eventually("the other instance to close what the leaver left", clean).await;
+    } else {
+        assert_eq!(clean(), Some(()), "nothing left but the other instance");
+    }
 }
 
 /// A resume on another instance from before what the store still keeps
