@@ -126,6 +126,24 @@ async fn a_stream_dropped_on_one_instance_resumes_on_another_with_replay() {
     assert_eq!(got, [(3, "e3"), (4, "e4"), (5, "e5"), (6, "e6")]);
 }
 
+/// With a COMMAND, a channel's process runs on its home only: a resume on
+/// another instance starts none there. That instance's one process place
+/// is taken, so starting one for the resume would be refused with 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_on_another_instance_starts_no_process_there() {
+    let redis = RedisServer::start();
+    let args = ["--keep-alive", "30s", "--max-processes", "1", "--", "cat"];
+    let inst = instances(&redis, 2, &args).await;
+    let _x = open(&inst[1].url, "x", None).await;
+    let mut a = open(&inst[0].url, "c", None).await;
+    assert_eq!(post_text(&inst[0].url, "c", 0, "one").await.0, 200);
+    assert_eq!(a.next_msg().await.data, "one");
+    drop(a);
+    let mut b = open(&inst[1].url, "c", Some(1)).await;
+    assert_eq!(post_text(&inst[1].url, "c", 1, "two").await.0, 200);
+    assert_eq!(b.next_msg().await.data, "two");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_on_another_instance_takes_over() {
     let redis = RedisServer::start();

@@ -250,9 +250,10 @@ pub(crate) async fn start_stream(
     let cors = admit(shared, ctx, headers, host, path)?;
     let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
     let mut info = request_info(ctx, headers, host, path, query);
-    // A new channel only: a resume or takeover has what it needs.
+    // A new channel only: a resume or takeover, here or on another
+    // instance, has what it needs.
     if let Some(admission) = &shared.config.admission
-        && shared.store.lookup(&client_id).is_none()
+        && !shared.store.is_open(&client_id).await
     {
         let admitted = admission.admit(&client_id, &info).await.map_err(Refusal::unavailable)?;
         info.admitted = Handoff::new(admitted);
