@@ -88,7 +88,11 @@ async fn route(
         let (method, uri) = (req.method(), req.uri());
         let secret = shared.config.secret.as_deref();
         let path = site_path(secret, uri.path()).unwrap_or_default();
-        let site = static_files::Site { root, private: secret.is_some() };
+        let site = static_files::Site {
+            root,
+            private: secret.is_some(),
+            open_files: &shared.static_files,
+        };
         let files = static_files::serve(&site, method, path, uri.query(), req.headers());
         return Ok(web_response(files.await));
     }
