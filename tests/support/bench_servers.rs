@@ -1,4 +1,4 @@
-//! Test servers for `tests/bench.rs`: a deliberately faulty channel echo
+//! Test servers for `tests/bench.rs` (and connect's tests): a deliberately faulty channel echo
 //! server and a plain SSE server that sends a known stream, both real hyper
 //! servers on 127.0.0.1:0.
 #![allow(dead_code)]
