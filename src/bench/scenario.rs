@@ -319,6 +319,8 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
             out.error.get_or_insert_with(|| "sending did not finish in time".into());
         }
     }
+    // Every POST answered (or the time is up), so that its answer counts.
+    let _ = tokio::time::timeout_at(end, client.wait_settled()).await;
     // Tell the server the channel is over (bounded: it may not know how).
     let _ = tokio::time::timeout(connect_timeout, client.close()).await;
     out.tally(&client)
