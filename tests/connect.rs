@@ -268,7 +268,7 @@ fn refusals_show_in_json_and_in_the_record() {
         "reason": "server busy, try again",
         "retried": true
     });
-    assert_eq!(of("refused"), [refused.clone()], "{lines:?}");
+    assert_eq!(of("refused"), std::slice::from_ref(&refused), "{lines:?}");
     let data: Vec<Value> = of("message").into_iter().map(|m| m["data"].clone()).collect();
     assert_eq!(data, [json!("a"), json!("b"), json!("c")], "{lines:?}");
     let err = c.stderr();
