@@ -775,3 +775,53 @@ async fn a_refused_direct_get_runs_admission_once() {
     assert!(answer.contains("too many clients"), "{answer}");
     assert_eq!(calls(), 3, "admitted once, refused by the store once");
 }
+
+/// Reads from `tcp` until `out` holds `needle` (after `from`); the index
+/// just past it.
+async fn read_until(tcp: &mut TcpStream, out: &mut Vec<u8>, from: usize, needle: &[u8]) -> usize {
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(i) = out[from..].windows(needle.len()).position(|w| w == needle) {
+            return from + i + needle.len();
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "closed; read so far: {:?}", String::from_utf8_lossy(&out[from..]));
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A kept-alive HTTP/1 connection whose event stream has ended carries its
+/// next answer whole: the ended stream's detach guard no longer fails that
+/// answer's writes when the socket is full (a client receive buffer of 4
+/// KiB fills it many times over for a 4 MiB file).
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_guard_of_its_ended_stream() {
+    const SIZE: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![b'x'; SIZE]).unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let mut server =
+        server(ServerConfig { static_dir: Some(root), ..ServerConfig::default() }).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.local_addr()).await.unwrap();
+    let mut out = Vec::new();
+    // A HEAD first: the connection goes to hyper, not the direct path.
+    tcp.write_all(b"HEAD /sse?sseClientId=k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut at = read_until(&mut tcp, &mut out, 0, b"\r\n\r\n").await;
+    tcp.write_all(b"GET /sse?sseClientId=k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let conn = tokio::time::timeout(WAIT, server.accept()).await.unwrap().expect("connection");
+    conn.close();
+    // The control close, then the chunked body's end: the stream is over.
+    at = read_until(&mut tcp, &mut out, at, b"\r\n0\r\n\r\n").await;
+    tcp.write_all(b"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let body = read_until(&mut tcp, &mut out, at, b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&out[at..body]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut buf = vec![0u8; 65536];
+    while out.len() - body < SIZE {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "the answer was cut after {} of {SIZE} bytes", out.len() - body);
+        out.extend_from_slice(&buf[..n]);
+    }
+}

@@ -62,6 +62,8 @@ pub(crate) struct EventStreamBody {
     /// empty: the stream just ends.
     close_frame: &'static [u8],
     ended: bool,
+    /// The connection's guard this stream set, cleared when it ends.
+    guarding: Option<(GuardSlot, DetachProbe)>,
 }
 
 struct Heartbeat {
@@ -81,7 +83,24 @@ impl EventStreamBody {
             last_write: Instant::now(),
             timer: Box::pin(tokio::time::sleep(every)),
         });
-        Self { source, prelude: Some(prelude), heartbeat, close_frame: CONTROL_CLOSE, ended: false }
+        Self {
+            source,
+            prelude: Some(prelude),
+            heartbeat,
+            close_frame: CONTROL_CLOSE,
+            ended: false,
+            guarding: None,
+        }
+    }
+
+    /// Makes this stream's detach end a stuck write on its connection, for
+    /// as long as the stream lasts: a kept-alive HTTP/1 connection's next
+    /// answer is not failed by a stream that ended before it.
+    pub(crate) fn guard(mut self, slot: &GuardSlot) -> Self {
+        let probe = self.probe();
+        slot.set(probe.clone());
+        self.guarding = Some((slot.clone(), probe));
+        self
     }
 
     /// A protocol whose streams end with `frame` instead of the control
@@ -104,6 +123,14 @@ impl EventStreamBody {
     fn wrote(&mut self) {
         if let Some(hb) = &mut self.heartbeat {
             hb.last_write = Instant::now();
+        }
+    }
+}
+
+impl Drop for EventStreamBody {
+    fn drop(&mut self) {
+        if let Some((slot, probe)) = self.guarding.take() {
+            slot.clear_if(&probe);
         }
     }
 }
@@ -168,6 +195,14 @@ pub(crate) struct GuardSlot(Arc<Mutex<Option<DetachProbe>>>);
 impl GuardSlot {
     pub(crate) fn set(&self, probe: DetachProbe) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// Clears the slot if it still holds `probe`.
+    fn clear_if(&self, probe: &DetachProbe) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, probe)) {
+            *slot = None;
+        }
     }
 
     fn detached(&self, cx: &mut Context<'_>) -> bool {
