@@ -57,11 +57,6 @@ async fn say(s: &mut Serve, v: Value) {
     s.send_line(&v.to_string()).await;
 }
 
-async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
-    let body = ssechan::protocol::encode_message_body(msg);
-    post_raw(url, &channel_query(who, Some(id)), body).await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn posts_of_one_client_across_three_instances_arrive_in_order_once() {
     let redis = RedisServer::start();
