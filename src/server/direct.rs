@@ -163,12 +163,12 @@ fn parse_stream_request(head: &[u8], path: &str) -> Option<(HeaderMap, Option<St
 /// Writes the stream until it ends (closed, dropped, taken over) or the
 /// client goes away, which the read side tells at once.
 async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Duration) {
-    let StreamStart { body, headers } = start;
+    let StreamStart { mut body, headers } = start;
     let head = close_delimited_head(&headers);
     drop(headers); // not kept for the life of the stream
     let (mut rd, wr) = tcp.split();
     let guard = GuardSlot::default();
-    let mut body = body.guard(&guard);
+    guard.set(body.probe());
     let mut wr = GuardedIo::new(wr, write_timeout, guard);
     let mut scratch = [0u8; 64];
     let wrote = wr.write_all(&head).await;

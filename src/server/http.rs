@@ -308,9 +308,9 @@ async fn open_stream(
     let (headers, uri) = (req.headers(), req.uri());
     let host = request_host(headers, uri);
     let ask = StreamAsk { headers, host, path: uri.path(), query: uri.query(), cors };
-    let StreamStart { mut body, headers } = start_stream(shared, ctx, ask).await?;
+    let StreamStart { body, headers } = start_stream(shared, ctx, ask).await?;
     if !ctx.multiplexed {
-        body = body.guard(&ctx.guard);
+        ctx.guard.set(body.probe());
     }
     let mut r = Response::new(Either::Right(Either::Left(body)));
     *r.headers_mut() = headers;

@@ -486,6 +486,9 @@ async fn serve_hyper<IO>(
         started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
         ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
+        if !ctx.multiplexed {
+            ctx.guard.clear();
+        }
         let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).take();
         http::handle(shared.clone(), ctx, req, decided)
     });

@@ -62,8 +62,6 @@ pub(crate) struct EventStreamBody {
     /// empty: the stream just ends.
     close_frame: &'static [u8],
     ended: bool,
-    /// The connection's guard this stream set, cleared when it ends.
-    guarding: Option<(GuardSlot, DetachProbe)>,
 }
 
 struct Heartbeat {
@@ -83,24 +81,7 @@ impl EventStreamBody {
             last_write: Instant::now(),
             timer: Box::pin(tokio::time::sleep(every)),
         });
-        Self {
-            source,
-            prelude: Some(prelude),
-            heartbeat,
-            close_frame: CONTROL_CLOSE,
-            ended: false,
-            guarding: None,
-        }
-    }
-
-    /// Makes this stream's detach end a stuck write on its connection, for
-    /// as long as the stream lasts: a kept-alive HTTP/1 connection's next
-    /// answer is not failed by a stream that ended before it.
-    pub(crate) fn guard(mut self, slot: &GuardSlot) -> Self {
-        let probe = self.probe();
-        slot.set(probe.clone());
-        self.guarding = Some((slot.clone(), probe));
-        self
+        Self { source, prelude: Some(prelude), heartbeat, close_frame: CONTROL_CLOSE, ended: false }
     }
 
     /// A protocol whose streams end with `frame` instead of the control
@@ -123,14 +104,6 @@ impl EventStreamBody {
     fn wrote(&mut self) {
         if let Some(hb) = &mut self.heartbeat {
             hb.last_write = Instant::now();
-        }
-    }
-}
-
-impl Drop for EventStreamBody {
-    fn drop(&mut self) {
-        if let Some((slot, probe)) = self.guarding.take() {
-            slot.clear_if(&probe);
         }
     }
 }
@@ -197,12 +170,13 @@ impl GuardSlot {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
     }
 
-    /// Clears the slot if it still holds `probe`.
-    fn clear_if(&self, probe: &DetachProbe) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, probe)) {
-            *slot = None;
-        }
+    /// A new request on an HTTP/1 connection: an earlier request's stream
+    /// has ended and guards nothing (else the next answer's first full
+    /// socket fails as "stream detached"). Not cleared when that stream's
+    /// body ends: hyper may still be flushing it, and a detached stream's
+    /// stuck flush must fail.
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn detached(&self, cx: &mut Context<'_>) -> bool {
