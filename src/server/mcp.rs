@@ -934,8 +934,8 @@ async fn post(
         .body_unread());
     };
     check_declared_length(headers, limits.max_message_bytes)?;
-    let host = request_host(&req);
     let (parts, body) = req.into_parts();
+    let host = request_host(&parts.headers, &parts.uri);
     let body = read_body(body, limits.max_message_bytes, timeout).await?;
     let msg = Message::parse(&body).map_err(|e| bad_request(format!("{e}")))?;
     let headers = &parts.headers;
@@ -951,7 +951,7 @@ async fn post(
         match version::opening(header_text(headers, &PROTOCOL_VERSION), &msg) {
             version::Opening::Initialize => {
                 let path = parts.uri.path();
-                let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
+                let info = request_info(ctx, headers, host, path, parts.uri.query());
                 sessions.create(info, false).await?
             }
             version::Opening::PerRequest(v) => {
@@ -960,7 +960,7 @@ async fn post(
                     _ => None,
                 };
                 let path = parts.uri.path();
-                let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
+                let info = request_info(ctx, headers, host, path, parts.uri.query());
                 match sessions.per_request(info, &v, timeout).await? {
                     PerRequest::Shared(session) => {
                         let mirrored = version::Mirrored {
@@ -1160,8 +1160,8 @@ async fn get(
             ))
         })?),
     };
-    let host = request_host(req);
-    let info = request_info(ctx, headers, host.as_deref(), req.uri().path(), req.uri().query());
+    let host = request_host(req.headers(), req.uri());
+    let info = request_info(ctx, headers, host, req.uri().path(), req.uri().query());
     let (stream, last_event_id) = match last {
         Some((id, stream)) => (stream, Some(id)),
         None => (STANDALONE, None),
