@@ -331,6 +331,10 @@ struct State {
     /// Messages tied to no request while no `GET` stream is open.
     backlog: VecDeque<Bytes>,
     backlog_bytes: usize,
+    /// The backlog's overflow was logged: once until a `GET` stream opens
+    /// (a server that keeps sending progress of a cancelled request would
+    /// otherwise log a line per message).
+    overflow_said: bool,
     /// Messages of the application that never reached the client.
     lost: u64,
     /// The revision the session negotiated (from the InitializeResult).
@@ -354,6 +358,7 @@ impl State {
             serials: 0,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            overflow_said: false,
             lost: 0,
             version: version::DEFAULT.to_owned(),
             init_id: None,
@@ -538,6 +543,7 @@ impl Session {
             }
         }
         st.standalone = Some((serial, handle));
+        st.overflow_said = false;
         st.last_active = Instant::now();
         drop(st);
         self.watch(STANDALONE, serial, conn);
@@ -623,7 +629,12 @@ impl Session {
         }
         if dropped > 0 {
             st.lost += dropped;
-            warn!(session = %self.id, dropped, lost = st.lost, "no GET stream open: messages tied to no request dropped (oldest first) past the replay bounds");
+            if st.overflow_said {
+                debug!(session = %self.id, dropped, lost = st.lost, "no GET stream open: dropped");
+            } else {
+                st.overflow_said = true;
+                warn!(session = %self.id, lost = st.lost, "no GET stream open: messages tied to no request dropped (oldest first) past the replay bounds; said once until a GET stream opens, counted in the session's undelivered messages");
+            }
         }
     }
 
