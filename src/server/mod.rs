@@ -442,12 +442,20 @@ async fn serve_plain(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, false);
-    if let Some(direct::Routed::Hyper(io, decided)) = direct::route(tcp, &ctx, &shared).await {
-        Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+    match direct::route(tcp, &ctx, &shared).await {
+        Some(direct::Routed::Stream(mut tcp, start)) => {
+            let (rd, wr) = tcp.split();
+            direct::write_stream(rd, wr, start, shared.config.write_timeout).await;
+        }
+        Some(direct::Routed::Hyper(io, decided)) => {
+            Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+        }
+        None => {}
     }
 }
 
-/// HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+/// HTTPS: h2 goes to hyper; HTTP/1.1 as plain TCP does (a fresh stream
+/// written here, the rest hyper), see tls.rs.
 async fn serve_tls(
     tls: TlsConfig,
     tcp: TcpStream,
@@ -457,8 +465,19 @@ async fn serve_tls(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, true);
-    if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-        serve_hyper(io, None, ctx, shared, builder, watcher).await;
+    let Some(io) = tls.accept(tcp, shared.config.request_timeout).await else { return };
+    if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+        return Box::pin(serve_hyper(io, None, ctx, shared, builder, watcher)).await;
+    }
+    match direct::route(io, &ctx, &shared).await {
+        Some(direct::Routed::Stream(io, start)) => {
+            let (rd, wr) = tokio::io::split(io);
+            direct::write_stream(rd, wr, start, shared.config.write_timeout).await;
+        }
+        Some(direct::Routed::Hyper(io, decided)) => {
+            Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+        }
+        None => {}
     }
 }
 
