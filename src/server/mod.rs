@@ -465,18 +465,26 @@ async fn serve_tls(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, true);
-    let Some(io) = tls.accept(tcp, shared.config.request_timeout).await else { return };
-    if io.get_ref().1.alpn_protocol() == Some(b"h2") {
-        return Box::pin(serve_hyper(io, None, ctx, shared, builder, watcher)).await;
-    }
-    match direct::route(io, &ctx, &shared).await {
-        Some(direct::Routed::Stream(io, start)) => {
+    // Boxed: the handshake and the head hold the TLS state inline, and the
+    // task, which lives as long as the stream, must not be sized for them.
+    let routed = Box::pin(async {
+        let io = tls.accept(tcp, shared.config.request_timeout).await?;
+        if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+            return Some(Err(io));
+        }
+        direct::route(io, &ctx, &shared).await.map(Ok)
+    })
+    .await;
+    match routed {
+        Some(Ok(direct::Routed::Stream(mut io, start))) => {
+            io.get_mut().1.set_buffer_limit(Some(tls::STREAM_BUFFER));
             let (rd, wr) = tokio::io::split(io);
             direct::write_stream(rd, wr, start, shared.config.write_timeout).await;
         }
-        Some(direct::Routed::Hyper(io, decided)) => {
+        Some(Ok(direct::Routed::Hyper(io, decided))) => {
             Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
         }
+        Some(Err(io)) => Box::pin(serve_hyper(io, None, ctx, shared, builder, watcher)).await,
         None => {}
     }
 }
