@@ -508,6 +508,29 @@ async fn without_command_sessions_are_json_lines_and_unrelated_messages_wait_for
         messages_until_end(&mut call).await.is_empty(),
         "the cancelled request's stream ends without an answer"
     );
+    // A request answered as JSON, cancelled: its POST is told so.
+    let (http, url, sid) = (raw.http.clone(), raw.url.clone(), session.clone());
+    let waiting = tokio::spawn(async move {
+        let r = http
+            .post(&url)
+            .header("mcp-session-id", &sid)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#)
+            .send()
+            .await
+            .expect("POST");
+        refusal(r).await
+    });
+    // (The cancel of request 3 reached the application first.)
+    let forwarded = serve.out_json().await;
+    assert!(forwarded["data"].as_str().expect("data").contains("notifications/cancelled"));
+    let asked = serve.out_json().await;
+    assert!(asked["data"].as_str().expect("data").contains("\"id\":4"), "{asked}");
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4}});
+    assert_eq!(raw.post(Some(&session), &cancel.to_string()).await.status(), 202);
+    assert_eq!(waiting.await.expect("the POST"), (409, -32000));
     let metrics = reqwest::get(&metrics_url).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("\nssechan_mcp_sessions 1\n"), "{metrics}");
     // DELETE: the application is told the session closed.

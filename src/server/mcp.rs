@@ -405,10 +405,11 @@ impl Session {
     /// stream ends when nothing else is pending on it.
     fn cancel(&self, id: &RequestId) {
         let mut st = self.lock();
-        if let Some((stream, true)) = st.router.finish(id)
-            && let Some(Target::Stream(h)) = st.targets.remove(&stream)
-        {
-            h.close_when_delivered();
+        if let Some((stream, true)) = st.router.finish(id) {
+            // A JSON answer's POST learns it from its dropped sender.
+            if let Some(Target::Stream(h)) = st.targets.remove(&stream) {
+                h.close_when_delivered();
+            }
         }
     }
 
@@ -930,6 +931,10 @@ async fn answer(
             };
             match tokio::time::timeout(wait, rx).await {
                 Ok(Ok(json)) => Ok(json_response(StatusCode::OK, json, cors)),
+                Ok(Err(_)) if session.is_live() => Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "the request was cancelled (notifications/cancelled) before its response",
+                )),
                 Ok(Err(_)) => Err(session_gone()),
                 Err(_) => {
                     session.abandon(stream, &msg);
