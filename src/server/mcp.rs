@@ -962,6 +962,10 @@ fn stream_response(
         shared.config.heartbeat,
     )
     .closing_with(b"");
+    // Not tied to the connection's detach guard: an MCP stream ends after
+    // its answer and its connection carries the client's next request,
+    // whose writes the stale guard would fail. The write timeout bounds a
+    // stuck write.
     let mut r = Response::new(Either::Right(Either::Left(body)));
     *r.headers_mut() = stream_headers(cors);
     r
