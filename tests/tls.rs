@@ -1,6 +1,6 @@
 //! `serve --tls-cert --tls-key`: HTTPS with ALPN h2 and http/1.1 from the
 //! command line, and bad certificate files refused at start. Every stream
-//! behaviour over h2 with TLS is in server_streams.rs.
+//! behaviour over h2 with TLS is in store_conformance.rs.
 
 mod util;
 

@@ -321,29 +321,24 @@ impl Link {
     /// path it names.
     pub async fn open(&self, url: &str, who: &str, last_event_id: Option<u64>) -> Stream {
         let query = channel_query(who, None);
+        let url = format!("{url}?{query}");
         let client = match self.transport {
-            Transport::Fresh => http(),
-            Transport::KeptAlive => {
-                let c = reqwest::Client::builder()
-                    .http1_only()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .expect("client");
-                // HEAD has no side effect; its connection is then reused.
-                let r = c.head(format!("{url}?{query}")).send().await.expect("head");
-                assert_eq!(r.status(), 200);
-                c
-            }
+            Transport::KeptAlive => None,
+            Transport::Fresh => Some(http()),
             Transport::H2c => {
-                reqwest::Client::builder().http2_prior_knowledge().build().expect("client")
+                Some(reqwest::Client::builder().http2_prior_knowledge().build().expect("client"))
             }
-            Transport::H2Tls => self.http(),
+            Transport::H2Tls => Some(self.http()),
         };
-        let mut req = client.get(format!("{url}?{query}")).header("accept", "text/event-stream");
-        if let Some(l) = last_event_id {
-            req = req.header("last-event-id", l.to_string());
-        }
-        let response = req.send().await.expect("get");
+        let response = if let Some(client) = client {
+            let mut req = client.get(&url).header("accept", "text/event-stream");
+            if let Some(l) = last_event_id {
+                req = req.header("last-event-id", l.to_string());
+            }
+            req.send().await.expect("get")
+        } else {
+            get_after_a_head(&url, last_event_id).await
+        };
         let t = self.transport;
         assert_eq!(response.status(), 200, "GET {url} for {who} over {t:?}");
         let h = response.headers();
@@ -360,4 +355,32 @@ impl Link {
         }
         Stream::new(response)
     }
+}
+
+/// A stream `GET` as the second request of an HTTP/1.1 connection, after a
+/// `HEAD` (which has no side effect). One hyper connection, so that the GET
+/// cannot go out on a new one, as it could through a pool that has not had
+/// the first connection back yet.
+async fn get_after_a_head(url: &str, last_event_id: Option<u64>) -> reqwest::Response {
+    use http_body_util::Empty;
+    let uri: hyper::Uri = url.parse().expect("url");
+    let host = uri.authority().expect("host").as_str().to_owned();
+    let target = uri.path_and_query().expect("path").as_str().to_owned();
+    let tcp = tokio::net::TcpStream::connect(&host).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
+    tokio::spawn(conn);
+    let request =
+        |method| hyper::Request::builder().method(method).uri(&target).header("host", &host);
+    let empty = Empty::<bytes::Bytes>::new;
+    let head = request(hyper::Method::HEAD).body(empty()).expect("request");
+    let head = sender.send_request(head).await.expect("head");
+    assert_eq!(head.status(), 200);
+    sender.ready().await.expect("the connection takes a second request");
+    let mut get = request(hyper::Method::GET).header("accept", "text/event-stream");
+    if let Some(l) = last_event_id {
+        get = get.header("last-event-id", l.to_string());
+    }
+    let response = sender.send_request(get.body(empty()).expect("request")).await.expect("get");
+    reqwest::Response::from(response.map(reqwest::Body::wrap))
 }
