@@ -695,19 +695,20 @@ pub(crate) fn request_body(data: &str) -> anyhow::Result<bytes::Bytes> {
         std::fs::File::open(source).and_then(|f| f.take(MAX_DATA + 1).read_to_end(&mut body))
     };
     let what = if source == "-" { "stdin".to_owned() } else { source.to_owned() };
-    read.map_err(|e| crate::UsageError(format!("cannot read --data @{source}: {e}")))?;
+    read.map_err(|e| crate::exit::UsageError(format!("cannot read --data @{source}: {e}")))?;
     if body.len() as u64 > MAX_DATA {
-        return Err(
-            crate::UsageError(format!("--data from {what} is over {MAX_DATA} bytes")).into()
-        );
+        return Err(crate::exit::UsageError(format!(
+            "--data from {what} is over {MAX_DATA} bytes"
+        ))
+        .into());
     }
     Ok(body.into())
 }
 
 /// `-X`: a method name, any case.
-pub(crate) fn http_method(m: &str) -> Result<http::Method, crate::UsageError> {
+pub(crate) fn http_method(m: &str) -> Result<http::Method, crate::exit::UsageError> {
     http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-        .map_err(|_| crate::UsageError(format!("-X {m:?} is not an HTTP method")))
+        .map_err(|_| crate::exit::UsageError(format!("-X {m:?} is not an HTTP method")))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use anyhow::Context as _;
 
 use super::report::{Report, StreamRates};
 use super::stats::Histograms;
-use crate::UsageError;
 use crate::cli::MergeArgs;
+use crate::exit::UsageError;
 
 /// Why reports cannot be merged.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -33,8 +33,8 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
-use crate::UsageError;
 use crate::cli::{BenchArgs, BenchCommand, BenchMode, GateArgs, ReportArgs};
+use crate::exit::UsageError;
 use crate::server::{Server, ServerConfig};
 use conn::Target;
 use report::{Gates, Mode, Report, StreamRates};

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use self::catalogue::Check;
 use self::probe::{Channel, Flavour, Posted, Stream};
 use self::verdict::{Outcome, Printer, Tally, Verdict};
-use crate::UsageError;
 use crate::cli::{CheckArgs, Format};
+use crate::exit::UsageError;
 
 /// Everything the checks are told, validated.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 //! the receiving end of the (bounded) event channel.
 
 pub mod config;
+pub mod driver;
 mod sender;
 mod stream;
 pub(crate) use stream::with_query;

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use tracing::warn;
 
-use crate::UsageError;
 use crate::cli::{ConnectArgs, Format};
 use crate::client::{
     ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, SendHook, client_id,
     load_ca_certs, parse_headers,
 };
+use crate::exit::UsageError;
 use output::View;
 use record::{Header, RecordMode, Recorder};
 

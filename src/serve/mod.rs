@@ -115,7 +115,7 @@ async fn connect_redis(args: &ServeArgs, url: &str) -> anyhow::Result<crate::ser
         prefix: args.redis_prefix.clone(),
     };
     let redis = Redis::connect_waiting(options, args.redis_wait).await.map_err(|e| match e {
-        RedisError::BadUrl { .. } => anyhow::Error::from(crate::UsageError(e.to_string())),
+        RedisError::BadUrl { .. } => anyhow::Error::from(crate::exit::UsageError(e.to_string())),
         RedisError::Unreachable { .. } if args.redis_wait.is_zero() => {
             anyhow::anyhow!("{e} (is redis-server running? --redis-wait 30s waits for it)")
         }
@@ -132,7 +132,7 @@ const PIPES_PER_PROCESS: usize = 3;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let usage = |m: String| anyhow::Error::from(crate::UsageError(m));
+    let usage = |m: String| anyhow::Error::from(crate::exit::UsageError(m));
     if !args.path.starts_with('/') {
         return Err(usage(format!("--path must start with '/', got {:?}", args.path)));
     }
@@ -155,7 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 args.kill_grace,
                 args.max_message_size,
             )
-            .map_err(crate::UsageError)?,
+            .map_err(crate::exit::UsageError)?,
         ),
     };
     let signalled = shutdown_signal().context("cannot listen for signals")?;
@@ -165,11 +165,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.config(fd_limit);
     if let Some(dir) = &args.static_dir {
         config.static_dir =
-            Some(crate::web::static_files::check_root(dir).map_err(crate::UsageError)?);
+            Some(crate::web::static_files::check_root(dir).map_err(crate::exit::UsageError)?);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let tls = crate::server::TlsConfig::from_pem_files(cert, key)
-            .map_err(|e| crate::UsageError(e.to_string()))?;
+            .map_err(|e| crate::exit::UsageError(e.to_string()))?;
         config.tls = Some(tls);
     }
     if let Some(url) = &args.redis {

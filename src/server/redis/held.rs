@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::link::Retry;
+use super::link;
 use super::notice::{self, Notice, StoredEvent, reason_code};
 use crate::client::escape_controls;
 use crate::server::app::CloseReason;
@@ -201,7 +201,7 @@ impl Held {
     async fn fill(self: Arc<Self>, store: Arc<Shared>, ser: u64, from: u64, to: u64) {
         let key = store.link.key(&format!("o:{ser}"));
         let mut at = from;
-        let mut retry = Retry::new(Duration::from_secs(1));
+        let mut retry = link::retry(Duration::from_secs(1));
         let mut lost = Vec::new();
         while at <= to {
             if self.lock().detached {
@@ -223,7 +223,7 @@ impl Held {
                     continue;
                 }
             };
-            retry.reset();
+            retry.succeeded();
             let page_full = events.len() == FILL_PAGE;
             let mut st = self.lock();
             for (id, data, cum) in events {

@@ -56,7 +56,7 @@ use super::store::{
 use crate::client::escape_controls;
 use held::{Held, HeldStream};
 use home::Home;
-use link::{Header, Link, REQUEST_TIMEOUT, Retry, StoreError};
+use link::{Header, Link, REQUEST_TIMEOUT, StoreError};
 use notice::{Attached, Broadcast, How, Notice, Posted};
 use ops::Op;
 use requests::{Request, Requests};
@@ -156,7 +156,7 @@ impl Redis {
             memory_ms: 0,
         };
         let give_up = Instant::now() + wait;
-        let mut retry = Retry::new(Duration::from_secs(2));
+        let mut retry = link::retry(Duration::from_secs(2));
         loop {
             match Link::connect(client.clone(), header.clone(), Duration::from_secs(2)).await {
                 Ok(link) => return Ok(Redis { link, shown }),
@@ -501,7 +501,7 @@ impl Shared {
         request: impl Fn() -> Request,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let mut retry = Retry::new(Duration::from_secs(1));
+        let mut retry = link::retry(Duration::from_secs(1));
         loop {
             match self.requests.call(request()).await {
                 Ok(_) => return,
@@ -622,7 +622,7 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut last_b: Option<String> = None;
     let mut last_seq: Option<u64> = None;
     let mut conn = None;
-    let mut retry = Retry::new(Duration::from_secs(1));
+    let mut retry = link::retry(Duration::from_secs(1));
     loop {
         let mut c = match conn.take() {
             Some(c) => c,
@@ -674,7 +674,7 @@ async fn read_loop(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         };
-        retry.reset();
+        retry.succeeded();
         conn = Some(c);
         let mut read_in = false;
         for (key, entries) in streams {

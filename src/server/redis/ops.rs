@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::home::Home;
-use super::link::{Link, Retry};
+use super::link::{self, Link};
 use super::notice::{self, reason_code};
 use crate::server::app::CloseReason;
 use crate::server::config::Limits;
@@ -71,7 +71,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch: Vec<Op> = Vec::new();
-    let mut retry = Retry::new(Duration::from_secs(1));
+    let mut retry = link::retry(Duration::from_secs(1));
     let mut failing = false;
     loop {
         if batch.is_empty() {
@@ -97,7 +97,7 @@ pub(crate) async fn run(
                     failing = false;
                     info!("the store takes the applications' messages again");
                 }
-                retry.reset();
+                retry.succeeded();
                 for op in batch.drain(..) {
                     if let OpKind::Send(d) = &op.kind {
                         op.home.flushed(d.len());
