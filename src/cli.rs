@@ -312,10 +312,27 @@ Examples:
   # pipe: stdin lines out, messages to stdout
   echo hi | ssechan connect http://localhost:8080/sse
   # read any plain SSE endpoint
-  ssechan connect --raw https://example.com/events")]
+  ssechan connect --raw https://example.com/events
+  # an MCP server: a REPL (/tools, /call NAME {json}), or JSON-RPC lines in a pipe
+  ssechan connect --mcp http://127.0.0.1:8080/mcp")]
 pub struct ConnectArgs {
-    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    /// Channel endpoint (or, with --raw, any SSE endpoint; with --mcp, an
+    /// MCP endpoint).
     pub url: String,
+    /// Speak MCP's Streamable HTTP: initialize (either era), then a REPL
+    /// on a terminal, or one JSON-RPC message per stdin and stdout line;
+    /// cut streams resume with Last-Event-ID (docs/mcp.md).
+    #[arg(long, conflicts_with_all = ["raw", "client_id", "debug_key", "method", "data", "last_event_id", "events", "show_comments"])]
+    pub mcp: bool,
+    /// With --mcp: the protocol revision to speak (2025-11-25, 2025-06-18,
+    /// 2025-03-26 or 2026-07-28); by default the server's era is probed
+    /// and the newest revision both speak is used.
+    #[arg(long, value_name = "REVISION", requires = "mcp")]
+    pub protocol_version: Option<String>,
+    /// With --mcp: after stdin ends, how long the answers still owed may
+    /// take; past it the run fails, naming them.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION", requires = "mcp")]
+    pub answer_timeout: Duration,
     /// Client id to use instead of a random UUID.
     #[arg(long, conflicts_with = "debug_key")]
     pub client_id: Option<String>,

@@ -50,6 +50,11 @@ pub struct Scenario {
 impl Scenario {
     pub fn read(path: &Path) -> Result<Scenario, record::RecordError> {
         let (header, steps) = record::read_file(path)?;
+        if header.mode == RecordMode::Mcp {
+            return Err(record::RecordError::Header(
+                "a record of `connect --mcp`: --scenario replays channel and raw records".into(),
+            ));
+        }
         // The timeline starts when the recorded stream opened.
         let origin = steps.iter().find(|s| s.what.event() == "open").map_or(0.0, |s| s.t_ms);
         let mut sc = Scenario {

@@ -46,6 +46,16 @@ pub enum OpenError {
     Network(String),
 }
 
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Refused { refusal, body } if body.is_empty() => write!(f, "{refusal}"),
+            OpenError::Refused { refusal, body } => write!(f, "{refusal}: {body}"),
+            OpenError::Fatal(why) | OpenError::Network(why) => f.write_str(why),
+        }
+    }
+}
+
 impl From<Refusal> for OpenError {
     fn from(refusal: Refusal) -> Self {
         OpenError::Refused { refusal, body: String::new() }
@@ -98,6 +108,9 @@ pub enum Step {
     // The last steps.
     /// 204: the server says stop reconnecting.
     NoContent,
+    /// The answer is no event stream (WHATWG: no retry); `body`: the
+    /// first line of its body.
+    Refused { refusal: Refusal, body: String },
     /// Not an event stream, or a failure not worth a retry.
     Failed { reason: String },
     /// Out of retries.
@@ -311,11 +324,7 @@ where
             Err(OpenError::Refused { refusal: Refusal::NoContent, .. }) => {
                 self.done(Step::NoContent)
             }
-            Err(OpenError::Refused { refusal, body }) => {
-                let why = refusal.to_string();
-                let reason = if body.is_empty() { why } else { format!("{why}: {body}") };
-                self.done(Step::Failed { reason })
-            }
+            Err(OpenError::Refused { refusal, body }) => self.done(Step::Refused { refusal, body }),
             Err(OpenError::Fatal(reason)) => self.done(Step::Failed { reason }),
             Err(OpenError::Network(reason)) => {
                 let attempt = self.reader.attempt();
@@ -486,10 +495,9 @@ mod tests {
         let mut d =
             Driver::new(config(None, Resume::Plain), opener(vec![Err(refused)], Asked::default()));
         d.next().await;
-        assert_eq!(
-            d.next().await,
-            Some(Step::Failed { reason: "server answered 404 Not Found: no such channel".into() })
-        );
+        let Some(Step::Refused { refusal, body }) = d.next().await else { panic!("refused") };
+        let why = OpenError::Refused { refusal, body }.to_string();
+        assert_eq!(why, "server answered 404 Not Found: no such channel");
         assert_eq!(d.next().await, None);
         let answers = vec![Err(Refusal::NoContent.into())];
         let mut d = Driver::new(config(None, Resume::Plain), opener(answers, Asked::default()));

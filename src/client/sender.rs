@@ -193,7 +193,15 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
     // What browsers send; servers must not depend on it.
     headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain;charset=UTF-8"));
     let timeout = Some(shared.config.timeout);
-    let sent = shared.request(http::Method::POST, url, headers, Some(body.into()), timeout);
+    let sent = super::request(
+        &shared.http,
+        &shared.config,
+        http::Method::POST,
+        url,
+        headers,
+        Some(body.into()),
+        timeout,
+    );
     let resp = sent.await.map_err(|e| e.describe())?;
     let status = resp.status().as_u16();
     let reason = first_line(resp).await;

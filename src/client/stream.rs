@@ -60,8 +60,15 @@ pub(super) async fn open(
         // As curl -d does.
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     }
-    let sent =
-        shared.request(config.method.clone(), url.clone(), headers, config.body.clone(), None);
+    let sent = super::request(
+        &shared.http,
+        config,
+        config.method.clone(),
+        url.clone(),
+        headers,
+        config.body.clone(),
+        None,
+    );
     let resp = sent_within(config.timeout, sent).await?;
     judge(resp).await
 }
@@ -207,6 +214,10 @@ async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEve
             }
             Some(Step::Waiting { attempt, delay }) => ClientEvent::Reconnecting { attempt, delay },
             Some(Step::Broken { reason } | Step::Failed { reason }) => {
+                return ClientEvent::Failed { reason };
+            }
+            Some(Step::Refused { refusal, body }) => {
+                let reason = OpenError::Refused { refusal, body }.to_string();
                 return ClientEvent::Failed { reason };
             }
             Some(Step::NoContent) => return ClientEvent::NoContent,

@@ -1,5 +1,6 @@
 //! `ssechan connect`: REPL on a terminal, pipe client otherwise, plain SSE reader.
 
+mod mcp;
 mod output;
 mod pipe;
 pub mod record;
@@ -28,6 +29,9 @@ const MAX_LINE: usize = 16 << 20;
 /// Runs `connect`; exit 0 done or closed by the server, 1 failed or gave
 /// up. `quiet` (`-q`) silences the status lines of pipe mode.
 pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if args.mcp {
+        return mcp::run(&args, quiet).await;
+    }
     let mut config = config(&args)?;
     let recorder = match &args.record {
         Some(path) => {

@@ -5,6 +5,7 @@
 //! belongs on ([`route`]). [`crate::server`] maps them onto its channels
 //! (docs/mcp.md: "How ssechan maps MCP onto its channels").
 
+pub mod client;
 pub mod event_id;
 pub mod message;
 pub mod route;

@@ -36,6 +36,11 @@ pub fn node() -> String {
     installed("node_modules/.bin/node")
 }
 
+/// The conformance suite's entry point.
+pub fn conformance_js() -> String {
+    installed("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
 /// The reference server's entry point.
 pub fn everything() -> String {
     installed("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
@@ -91,7 +96,7 @@ impl Reference {
 /// scenario's (checks passed, checks failed).
 pub async fn conformance(url: &str) -> BTreeMap<String, (u32, u32)> {
     let out = Command::new(node())
-        .arg(installed("node_modules/@modelcontextprotocol/conformance/dist/index.js"))
+        .arg(conformance_js())
         .args(["server", "--url", url])
         .stdin(Stdio::null())
         .kill_on_drop(true)
