@@ -185,6 +185,36 @@ async fn a_pipe_calls_tools_of_the_reference_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_of_both_eras_is_spoken_to_in_the_per_request_one_unless_asked() {
+    // The Python SDK serves 2026-07-28's per-request era and sessions on
+    // one endpoint: the probe finds the new era, which a client of both
+    // then speaks (no session, no GET stream); asked, it opens a session.
+    let server = Reference::start_dual_era().await;
+    for (flags, era, revision) in [
+        (
+            &[][..],
+            "a server of the per-request era",
+            "revision 2026-07-28, no session (per-request era)",
+        ),
+        (
+            &["--protocol-version", "2025-11-25"][..],
+            "asked for 2025-11-25",
+            "revision 2025-11-25, session ",
+        ),
+    ] {
+        let mut c = Connect::start(&server.url, flags);
+        c.stderr_with(era).await;
+        let hello = c.stderr_with("connected to py-dual-era").await;
+        assert!(hello.contains(revision), "{hello}");
+        c.say(&call(1, "echo", json!({"message": revision}))).await;
+        c.end_input();
+        let m = c.until_response(1, WAIT).await;
+        assert_eq!(text_of(m.last().unwrap()), format!("Echo: {revision}"));
+        assert_eq!(c.exit(WAIT).await, 0, "{:#?}", c.said);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cut_call_resumes_with_last_event_id_and_says_so() {
     let serve = bridge(&[]).await;
     let mut c = Connect::start(&serve.url, &[]);

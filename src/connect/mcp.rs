@@ -125,9 +125,12 @@ fn connected_text(client: &McpClient, info: &ServerInfo) -> Vec<String> {
     };
     let mut lines = vec![
         format!(
-            "connected to {} {} (revision {}{session})",
+            "connected to {}{} (revision {}{session})",
             escape_controls(&info.name),
-            escape_controls(&info.version),
+            match info.version.as_str() {
+                "" => String::new(),
+                v => format!(" {}", escape_controls(v)),
+            },
             escape_controls(&info.protocol_version)
         ),
         format!("capabilities: {}", escape_controls(&info.capability_list())),
