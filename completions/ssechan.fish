@@ -43,8 +43,11 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l retry -d 'Reco
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l format -d 'Data format on stdin/stdout' -r -f -a "text\t'One line per message'
 json\t'One JSON object per line, with lifecycle events'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-origin -d 'Allowed browser origin (repeatable; `*` for any, `null` only if listed). Default: any origin, but with a COMMAND only the server\'s own' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l secret -d 'Put everything (channel, --static files, console) below a secret path, /SECRET/sse: only who is given the URL printed at start can reach anything. SECRET is random unless given here (visible to local users in the process list: prefer SSECHAN_SECRET, needed anyway to give several instances the same one)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l line-breaks -d 'Messages with a line break (\\n or \\r): refused with 400 (the default in text mode and with a COMMAND, where a message is one line), or passed on as they are (the default with --format json and --echo)' -r -f -a "refuse\t'400 with the reason'
+pass\t'Taken as it is (a text-mode reader sees several lines)'"
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics at http://ADDR/metrics (same forms as --listen), on an address of their own' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). A loopback listener answers only loopback names by default (against DNS rebinding); another answers any host unless this is given' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l allow-host -d 'Host name answered besides loopback ones (repeatable; `*` for any). By default a loopback listener answers only loopback names, another also IP addresses (against DNS rebinding)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-message-size -d 'Largest message (POST body); larger ones get 413' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-window -d 'How far ahead of the next expected messageId a POST may be (else 429)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l reorder-bytes -d 'Bytes of out-of-order messages held per client (else 429)' -r
@@ -53,6 +56,8 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-queue-byte
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay -d 'Recent events kept per client for Last-Event-ID replay' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l replay-bytes -d 'Bytes of recent events kept per client for replay (each event counts 48 bytes more); the kernel send buffer is an eighth of it' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-clients -d 'Clients at once (suspended ones count); more get 503. Default: what the open-file limit allows' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-processes -d 'With COMMAND: processes at once, those still ending included; a client whose process cannot start gets 503. Default: what the open-file limit allows (six descriptors per client)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l spawn-rate -d 'With COMMAND: processes started at most this fast, as N/s, N/m, N/h or N/DURATION (N at once, then one every DURATION/N); more get 503. 0: no limit. EventSource gives up on a 503, so leave room for every client reconnecting at once after a restart' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-connections -d 'TCP connections at once; more get an immediate 503. Default: the open-file limit less a reserve' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-client-id -d 'Longest accepted sseClientId, in bytes' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-incoming -d 'Received messages waiting for stdout (or the process) per client; POSTs wait while full' -r
@@ -62,7 +67,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l max-closed-ids
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l accept-queue -d 'New connections waiting for the server to take them; more get 503' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l request-timeout -d 'Time for a request head, a POST body, and a POST waiting for room' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l write-timeout -d 'A write to a client that makes no progress this long ends its connection' -r
-complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis -d 'Share channels with other `serve` instances through this Redis (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer, any instance serves any client\'s stream and POSTs' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis -d 'Share channels with other `serve` instances through this Redis (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer, any instance serves any client\'s stream and POSTs. A password in the URL given here is visible to local users in the process list: put the URL in SSECHAN_REDIS instead' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-wait -d 'Wait up to this long for Redis at start, instead of failing at once' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-lease -d 'An instance silent in Redis this long is dead: the others close the channels whose application it ran, and resume its streams' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l redis-prefix -d 'Prefix of every key in Redis (separate clusters may share one Redis)' -r
@@ -73,11 +78,14 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l passenv -d 'Wi
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l kill-grace -d 'With COMMAND: how long a process may run after its client left (its stdin closed) before SIGTERM, and after SIGTERM before SIGKILL' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l mcp -d 'Speak MCP\'s Streamable HTTP instead of package:sse: each session (initialize) gets its own COMMAND, a stdio MCP server; without COMMAND sessions are JSON lines on stdin/stdout (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l echo -d 'Send every message back to the client that sent it; stdin/stdout carry no data'
+complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l insecure-no-secret -d 'Run a COMMAND on a non-loopback address without --secret: anyone who can reach the address can run it, with your rights'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -l devconsole -d 'A browser opening the channel path gets a console page that connects, shows every message in and out, and sends what you type'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l protocol-version -d 'With --mcp: the protocol revision to speak (2025-11-25, 2025-06-18, 2025-03-26 or 2026-07-28); by default the server\'s era is probed and the newest revision both speak is used' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l answer-timeout -d 'With --mcp: after stdin ends, how long the answers still owed may take; past it the run fails, naming them' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l client-id -d 'Client id to use instead of a random UUID' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l debug-key -d 'Use the client id KEY-<uuid>, as package:sse\'s debugKey does' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
@@ -98,10 +106,12 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s d -l data -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l last-event-id -d 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l event -d 'Print only events of this type (repeatable; channel messages are `message`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l record -d 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l mcp -d 'Speak MCP\'s Streamable HTTP: initialize (either era), then a REPL on a terminal, or one JSON-RPC message per stdin and stdout line; cut streams resume with Last-Event-ID (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-first -d 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l location-trusted -d 'Follow redirects to other hosts with the -H headers too (by default they go to the URL\'s own host only; no Referer is ever sent)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s L -l location -d 'Follow a redirect of a POST (a message, or --raw -d) to another origin, body included; without it that is an error. GETs follow redirects anywhere, as EventSource does'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l show-comments -d 'Text mode: print comments (e.g. heartbeats) as `:text` lines (JSON always has them as `comment` events)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l timestamps -d 'Add the receive time (RFC 3339, UTC) to each output line'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
@@ -128,18 +138,23 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s H -l header -d 'Extra request header (repeatable)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-refusals -d 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l html -d 'Write the report as one self-contained HTML page to FILE: charts of the run second by second, the checks, the command line and machine' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l shard -d 'Run the I-th of N equal slices of the workload (1-based: clients and rate divided, client ids disjoint); `N` alone takes I from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job sets it)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l start-at -d 'Start the load at this time (RFC 3339, e.g. 2026-12-02T10:00:00Z) or this long after start (+5s), so that shards started apart run together' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l connect-timeout -d 'Time limit for connecting each client and for each POST\'s answer (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l cacert -d 'https: PEM file of certificates (a CA, or a self-signed server\'s own) to trust in addition to the built-in roots' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l threads -d 'Client threads; 0 uses half the cores, leaving the rest to a local server' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l dashboard -d 'Serve a live view of the run at http://ADDR/ (same forms as serve --listen: a bare port is on loopback): the HTML report, updated once a second by an event stream' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s k -l insecure -d 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -147,11 +162,13 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -a "merge" -d 'Merge the JSON reports of sharded runs into one (counts summed, percentiles from the merged histograms) and apply the gates given here'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-lost -d 'Fail when more messages than this are lost' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-duplicated -d 'Fail when more messages than this are duplicated' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-refusals -d 'Fail when more POSTs than this were answered with an error status (retried or not): a count, or a share of the POSTs (`0.5%`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l max-p99 -d 'Fail when the p99 round trip (listen: time to first event) is slower than this' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-throughput -d 'Fail below this many verified round trips (or, listen mode, events) per second' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l min-events -d 'Listen mode: fail below this many events in total [default: 1]' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l json -d 'Write the report as JSON to FILE (`-` for stdout)' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l junit -d 'Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -l html -d 'Write the report as one self-contained HTML page to FILE: charts of the run second by second, the checks, the command line and machine' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'

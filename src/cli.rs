@@ -42,7 +42,7 @@ const GLOBAL: &str = "Global options";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Host a channel endpoint: pipe stdin/stdout, echo, or run a process per client.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Connect to a channel (REPL on a terminal, pipe otherwise) or read plain SSE.
     Connect(ConnectArgs),
     /// Load-test a channel server and verify exactly-once, in-order delivery.
@@ -63,6 +63,15 @@ pub enum Format {
     Text,
     /// One JSON object per line, with lifecycle events.
     Json,
+}
+
+/// What `serve` does with a message that holds a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LineBreakPolicy {
+    /// 400 with the reason.
+    Refuse,
+    /// Taken as it is (a text-mode reader sees several lines).
+    Pass,
 }
 
 /// Parses `30s`, `2m`, `250ms` (humantime).
@@ -190,13 +199,30 @@ pub struct ServeArgs {
     /// own.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Put everything (channel, --static files, console) below a secret
+    /// path, /SECRET/sse: only who is given the URL printed at start can
+    /// reach anything. SECRET is random unless given here (visible to
+    /// local users in the process list: prefer SSECHAN_SECRET, needed
+    /// anyway to give several instances the same one).
+    #[arg(long, env = "SSECHAN_SECRET", hide_env_values = true, value_name = "SECRET", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    pub secret: Option<String>,
+    /// Run a COMMAND on a non-loopback address without --secret: anyone who
+    /// can reach the address can run it, with your rights.
+    #[arg(long, requires = "command", conflicts_with = "secret")]
+    pub insecure_no_secret: bool,
+    /// Messages with a line break (\n or \r): refused with 400 (the
+    /// default in text mode and with a COMMAND, where a message is one
+    /// line), or passed on as they are (the default with --format json and
+    /// --echo).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub line_breaks: Option<LineBreakPolicy>,
     /// Serve Prometheus metrics at http://ADDR/metrics (same forms as
     /// --listen), on an address of their own.
     #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Host name answered besides loopback ones (repeatable; `*` for any).
-    /// A loopback listener answers only loopback names by default (against
-    /// DNS rebinding); another answers any host unless this is given.
+    /// By default a loopback listener answers only loopback names, another
+    /// also IP addresses (against DNS rebinding).
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
     /// Largest message (POST body); larger ones get 413.
@@ -225,6 +251,17 @@ pub struct ServeArgs {
     /// the open-file limit allows.
     #[arg(long, value_name = "N")]
     pub max_clients: Option<usize>,
+    /// With COMMAND: processes at once, those still ending included; a
+    /// client whose process cannot start gets 503. Default: what the
+    /// open-file limit allows (six descriptors per client).
+    #[arg(long, value_name = "N", requires = "command")]
+    pub max_processes: Option<usize>,
+    /// With COMMAND: processes started at most this fast, as N/s, N/m,
+    /// N/h or N/DURATION (N at once, then one every DURATION/N); more get
+    /// 503. 0: no limit. EventSource gives up on a 503, so leave room for
+    /// every client reconnecting at once after a restart.
+    #[arg(long, value_parser = crate::serve::SpawnRate::parse, default_value = "100/s", value_name = "RATE")]
+    pub spawn_rate: crate::serve::SpawnRate,
     /// TCP connections at once; more get an immediate 503. Default: the
     /// open-file limit less a reserve.
     #[arg(long, value_name = "N")]
@@ -256,7 +293,9 @@ pub struct ServeArgs {
     pub write_timeout: Duration,
     /// Share channels with other `serve` instances through this Redis
     /// (redis://HOST:PORT/DB, or rediss:// for TLS): behind a load balancer,
-    /// any instance serves any client's stream and POSTs.
+    /// any instance serves any client's stream and POSTs. A password in the
+    /// URL given here is visible to local users in the process list: put
+    /// the URL in SSECHAN_REDIS instead.
     #[arg(long, env = "SSECHAN_REDIS", hide_env_values = true, value_name = "URL")]
     pub redis: Option<String>,
     /// Wait up to this long for Redis at start, instead of failing at once.
@@ -395,6 +434,11 @@ pub struct ConnectArgs {
     /// they go to the URL's own host only; no Referer is ever sent).
     #[arg(long)]
     pub location_trusted: bool,
+    /// Follow a redirect of a POST (a message, or --raw -d) to another
+    /// origin, body included; without it that is an error. GETs follow
+    /// redirects anywhere, as EventSource does.
+    #[arg(short = 'L', long)]
+    pub location: bool,
     /// With --raw: the request method (default GET, or POST with --data).
     #[arg(short = 'X', long, value_name = "METHOD", requires = "raw")]
     pub method: Option<String>,
@@ -439,9 +483,10 @@ pub enum BenchMode {
     disable_help_subcommand = true,
     after_help = "\
 Exit status:
-  0  every check passed
-  1  a check failed (each is named)
-  2  usage error or unreachable target
+  0    every check passed
+  1    a check failed (each is named)
+  2    usage error, unreachable target, or one that refuses the run
+  130  interrupted (Ctrl-C): the report is of the run so far
 
 Examples:
   # embedded echo server, 10 s
@@ -457,7 +502,13 @@ Examples:
   # streams answering a POST (LLM-style APIs)
   ssechan bench URL --mode listen --raw --data @body.json --rate 5 -d 60s
   # replay a `connect --record` session with 100 clients
-  ssechan bench --scenario session.jsonl -c 100"
+  ssechan bench --scenario session.jsonl -c 100
+  # over https, trusting a self-signed certificate
+  ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem
+  # a page with charts, and a live view while it runs
+  ssechan bench URL -d 60s --html report.html --dashboard 8090
+
+The reference: docs/bench.md"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -537,9 +588,22 @@ pub struct BenchArgs {
     /// Time limit for connecting each client and for each POST's answer (at least 10ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// https: accept any server certificate (like curl -k): encrypted but
+    /// not authenticated, for test servers only.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// https: PEM file of certificates (a CA, or a self-signed server's
+    /// own) to trust in addition to the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Client threads; 0 uses half the cores, leaving the rest to a local server.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Serve a live view of the run at http://ADDR/ (same forms as serve
+    /// --listen: a bare port is on loopback): the HTML report, updated once
+    /// a second by an event stream.
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR")]
+    pub dashboard: Option<SocketAddr>,
     /// Keep-alive of the embedded server (without URL).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub keep_alive: Duration,
@@ -577,6 +641,10 @@ pub struct GateArgs {
     /// Fail when more messages than this are duplicated.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_duplicated: u64,
+    /// Fail when more POSTs than this were answered with an error status
+    /// (retried or not): a count, or a share of the POSTs (`0.5%`).
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_refusals: crate::bench::report::RefusalLimit,
     /// Fail when the p99 round trip (listen: time to first event) is slower than this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_p99: Option<Duration>,
@@ -597,6 +665,10 @@ pub struct ReportArgs {
     /// Write the checks as JUnit XML to FILE (`-` for stdout), for CI test reports.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE: charts of
+    /// the run second by second, the checks, the command line and machine.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

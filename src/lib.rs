@@ -61,6 +61,7 @@ pub mod reader;
 pub mod serve;
 pub mod server;
 pub mod sys;
+pub mod text;
 pub mod web;
 
 use std::process::ExitCode;
@@ -69,7 +70,7 @@ use std::process::ExitCode;
 /// (0 fine, 1 failed, 2 usage error or unreachable target).
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
         cli::Command::Connect(args) => connect::run(args, cli.quiet).await,
         cli::Command::Bench(args) => bench::run(args).await,
         cli::Command::Check(args) => check::run(args).await,

@@ -3,8 +3,12 @@
 
 #[path = "support/bench_servers.rs"]
 mod bench_servers;
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "support/nchan.rs"]
 mod nchan;
+#[path = "support/tls_cert.rs"]
+mod tls_cert;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -60,24 +64,33 @@ async fn ssechan(args: &[&str], env: &[(&str, &str)], stdin: Option<String>) -> 
 
 /// Runs bench with its open-file limit (soft and hard) set to `files`.
 async fn bench_with_files(args: &[&str], files: Option<u64>) -> Run {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let limits: Vec<_> = files.map(|n| (libc::RLIMIT_NOFILE, n)).into_iter().collect();
+    ssechan_limited(&all, &limits).await
+}
+
+/// Runs `ssechan ARGS` with these resource limits (soft and hard) set.
+async fn ssechan_limited(args: &[&str], limits: &[(libc::__rlimit_resource_t, u64)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssechan"));
-    if let Some(n) = files {
-        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
-        unsafe {
-            cmd.pre_exec(move || {
+    let limits = limits.to_vec();
+    // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(resource, n) in &limits {
                 let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                if libc::setrlimit(resource, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
-    let child = cmd.arg("bench").args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+    let child = cmd.args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     let out = tokio::time::timeout(RUN_LIMIT, child)
         .await
-        .expect("bench finished in time")
-        .expect("run bench");
+        .expect("ssechan finished in time")
+        .expect("run ssechan");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,6 +128,8 @@ const FIELDS: &[&str] = &[
     "failed_resumes",
     "stream_ends",
     "post_errors",
+    "posts",
+    "refusals",
     "timeouts",
     "errors",
     "error_samples",
@@ -193,6 +208,8 @@ async fn embedded_default_passes() {
     assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
     assert!(v["connect_ms"]["max"].as_f64().unwrap() > 0.0);
     assert_eq!(u(&v, "post_connections"), 4);
+    assert_eq!(v["refusals"], serde_json::json!({}), "{v}");
+    assert_eq!(u(&v, "posts"), 200, "{v}");
     // With --json - the human report goes to stderr, and no progress
     // display when stderr is not a terminal.
     assert!(r.stderr.contains("verdict     PASSED"), "{}", r.stderr);
@@ -222,29 +239,51 @@ async fn human_report_on_stdout_and_json_file() {
     assert_eq!((u(&v, "sent"), u(&v, "received")), (40, 40));
 }
 
-/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
-/// returns it and its URL.
-async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
+type StderrLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Starts `ssechan ARGS` (stdin piped, stdout to `stdout`) and reads its
+/// stderr until `find` picks something from a line: returns the child,
+/// that, what stderr said up to there, and the rest of it.
+async fn spawn_watching<T>(
+    args: &[&str],
+    stdout: Stdio,
+    find: impl Fn(&str) -> Option<T>,
+) -> (tokio::process::Child, T, String, StderrLines) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn serve");
+        .expect("spawn ssechan");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(RUN_LIMIT, async {
+    let mut said = String::new();
+    let found = tokio::time::timeout(RUN_LIMIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(i) = line.find("http://") {
-                return line[i..].trim().to_string();
+            said.push_str(&line);
+            said.push('\n');
+            if let Some(x) = find(&line) {
+                return x;
             }
         }
-        panic!("serve ended without printing its URL");
+        panic!("ssechan {args:?} ended before the line looked for: {said}");
     })
     .await
-    .expect("serve printed its URL");
+    .expect("the line looked for");
+    (child, found, said, lines)
+}
+
+/// `ssechan serve ARGS` as a child process (stdin piped, stderr drained);
+/// returns it and its URL.
+async fn spawn_serve(args: &[&str]) -> (tokio::process::Child, String) {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (child, url, _, mut lines) = spawn_watching(&all, Stdio::null(), |line| {
+        let i = line.find("https://").or_else(|| line.find("http://"))?;
+        Some(line[i..].trim().to_string())
+    })
+    .await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
 }
@@ -307,6 +346,50 @@ async fn server_that_drops_messages_fails_lost() {
         bench(&[&url, "-c", "3", "-m", "30", "--drain", "200ms", "--max-lost", "9", "--json", "-"])
             .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_refusing_one_post_in_100_fails_the_verdict() {
+    // 503 to the first POST of messageIds 99 and 199 of each client; the
+    // retry is taken. Every message still arrives exactly once, and the
+    // refusals are shown in every report and fail the run.
+    let url = bench_servers::faulty_echo(Fault::RefuseOnce(100, 503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("bench.xml");
+    let args = [&url, "-c", "2", "-m", "200", "--window", "4", "--json", "-"];
+    let mut first = args.to_vec();
+    first.extend(["--junit", xml.to_str().unwrap()]);
+    let r = bench(&first).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["refusals"], serde_json::json!({"503": 4}), "{v}");
+    assert_eq!(u(&v, "posts"), 404, "each refused POST answered twice: {v}");
+    assert_eq!((u(&v, "sent"), u(&v, "received")), (400, 400), "{v}");
+    for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors"] {
+        assert_eq!(u(&v, k), 0, "{k}: {v}");
+    }
+    assert_eq!(failure_names(&v), ["refusals"], "{v}");
+    assert!(
+        r.stderr.contains("refusals    4 of 404 POSTs answered with an error status: 503 \u{d7}4"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("FAIL  refusals        4 POSTs (max 0 POSTs)"), "{}", r.stderr);
+    let x = std::fs::read_to_string(&xml).unwrap();
+    validate_junit(&x);
+    let failed: Vec<String> = junit_cases(&x).into_iter().filter(|c| c.1).map(|c| c.0).collect();
+    assert_eq!(failed, ["refusals"], "{x}");
+    assert!(x.contains("4 of 404 POSTs answered with an error status (503 \u{d7}4)"), "{x}");
+    // Allowed by count or by share (4 of 404 is 0.99%).
+    for (limit, code) in [("4", 0), ("3", 1), ("1%", 0), ("0.5%", 1)] {
+        let mut a = args.to_vec();
+        a.extend(["--max-refusals", limit]);
+        let r = bench(&a).await;
+        assert_eq!(r.code, code, "--max-refusals {limit}: {}", r.stderr);
+        assert_eq!(r.json()["refusals"]["503"], 4, "{limit}");
+    }
+    let r = bench(&[&url, "--max-refusals", "5 %x"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,6 +459,7 @@ async fn chaos_against_keep_alive_loses_nothing() {
     for k in ["lost", "duplicated", "out_of_order", "corrupted", "errors"] {
         assert_eq!(u(&v, k), 0, "{k}: {v}");
     }
+    assert_eq!(v["refusals"], serde_json::json!({}), "{v}");
     assert!(v["recovery_ms"]["max"].as_f64().unwrap() > 0.0, "{v}");
     let resume = &v["resume_ms"];
     assert!(resume["p50"].as_f64().unwrap() > 0.0, "{v}");
@@ -574,6 +658,223 @@ async fn unreachable_target_exits_2() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_url_without_scheme_gets_connects_hint() {
+    let r = bench(&["localhost:8080/sse", "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.trim().ends_with("(did you mean http://localhost:8080/sse?)"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+}
+
+/// Runs bench and says how long it took.
+async fn timed_bench(args: &[&str]) -> (Run, Duration) {
+    let t0 = std::time::Instant::now();
+    let r = bench(args).await;
+    (r, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permanent_errors_end_the_run_at_once_whatever_the_duration() {
+    // Servers that accept one connection every 300 ms: connecting 50
+    // clients takes 15 s, and bench used to connect them all before its
+    // first POST (so 501 took 10 s to say). The verdict is known at the
+    // first contact. (Measured by hand: each exits in under 0.1 s.)
+    let every = Duration::from_millis(300);
+    let without_post =
+        bench_servers::slow_to_accept(bench_servers::Site::SseWithoutPost, every).await;
+    let (r, took) = timed_bench(&[&without_post, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "ssechan: {without_post}: not a package:sse channel endpoint (POST answered 501); \
+             to read a plain SSE stream use --mode listen --raw"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A POST refused for another reason: its status and the reason's text.
+    let forbidden = bench_servers::slow_to_accept(bench_servers::Site::ForbiddenPosts, every).await;
+    let (r, took) = timed_bench(&[&forbidden, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("ssechan: {forbidden}: POST answered 403 Forbidden: missing credentials")
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Not an event stream: the first stream's answer stops the clients
+    // still waiting to connect.
+    let html = bench_servers::slow_to_accept(bench_servers::Site::Html, every).await;
+    let (r, took) = timed_bench(&["--mode", "listen", "--raw", &html, "--duration", "30s"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "ssechan: cannot reach {html}: connect: not an event stream: Content-Type is \
+             \"text/html\", not text/event-stream"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_are_reduced_to_their_text() {
+    // A POST refused for good after others were taken: the client's error
+    // quotes the page's words, not `<!DOCTYPE HTML>`.
+    let url = bench_servers::faulty_echo(Fault::HtmlErrorAfter(3)).await;
+    let r = bench(&[&url, "-c", "1", "-m", "10", "--drain", "300ms", "--json", "-"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        first_sample(&r.json()),
+        "POST of message 3 refused: 500 Internal Server Error: Oops Something broke & we \
+         know it."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_against_serve_tls() {
+    let cert = tls_cert::Cert::new();
+    let mut args = cert.args();
+    args.push("--keep-alive".into());
+    args.push("10s".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_serve, url) = serve_echo(&args).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let cacert = cert.cert.to_str().unwrap();
+    // Trusted with --cacert; chaos too (every resume a new handshake).
+    let r = bench(&[
+        &url,
+        "--cacert",
+        cacert,
+        "-c",
+        "3",
+        "--duration",
+        "1s",
+        "--drop-every",
+        "200ms",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert!(u(&v, "received") > 0, "{v}");
+    assert_eq!(u(&v, "sent"), u(&v, "received"), "{v}");
+    assert!(u(&v, "resumes") > 0, "{v}");
+    assert_eq!((u(&v, "lost"), u(&v, "errors")), (0, 0), "{v}");
+    // -k: not checked, and said so.
+    let r = bench(&[&url, "-k", "-c", "2", "-m", "20", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "received"), 40);
+    assert!(
+        r.stderr.contains("--insecure: the server's certificate is not checked"),
+        "{}",
+        r.stderr
+    );
+    // Listen mode over TLS.
+    let r = bench(&[
+        "--mode",
+        "listen",
+        &url,
+        "--cacert",
+        cacert,
+        "-c",
+        "2",
+        "--duration",
+        "300ms",
+        "--min-events",
+        "0",
+        "--json",
+        "-",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(u(&r.json(), "connected"), 2);
+    // Neither: one line, with the way out.
+    let r = bench(&[&url, "-c", "2", "-m", "5"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with(&format!("ssechan: cannot reach {url}: TLS: ")), "{line}");
+    assert!(line.contains("certificate"), "{line}");
+    assert!(line.ends_with("(--cacert FILE trusts it, -k skips the check)"), "{line}");
+    // A bad --cacert is a usage error.
+    let r = bench(&[&url, "--cacert", cert.key.to_str().unwrap(), "-c", "1", "-m", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no PEM certificate"), "{}", r.stderr);
+}
+
+/// Starts bench (verbose, so it says when the load started), waits for
+/// that, sends it SIGINT and returns what it did.
+async fn interrupted_bench(args: &[&str], started: &str) -> (Run, Duration) {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("-v");
+    let (child, (), mut stderr, mut lines) =
+        spawn_watching(&all, Stdio::piped(), |line| line.contains(started).then_some(())).await;
+    let t0 = std::time::Instant::now();
+    let pid = child.id().expect("pid") as libc::pid_t;
+    // SAFETY: signals a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let rest = tokio::spawn(async move {
+        let mut s = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    });
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("bench ended after SIGINT")
+        .unwrap();
+    let took = t0.elapsed();
+    stderr.push_str(&rest.await.unwrap());
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    };
+    (run, took)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_prints_the_run_so_far_and_exits_130() {
+    let (r, took) =
+        interrupted_bench(&["-c", "4", "--duration", "60s", "--json", "-"], "load started").await;
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    assert!(took < Duration::from_secs(20), "long before --duration: {took:?}");
+    let v = r.json();
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert!(v["duration_s"].as_f64().unwrap() < 60.0, "{v}");
+    // What was in flight came back within the grace: nothing lost.
+    assert_eq!(u(&v, "sent"), u(&v, "received"), "{v}");
+    assert_eq!(u(&v, "lost"), 0, "{v}");
+    assert!(r.stderr.contains("verdict     INTERRUPTED"), "{}", r.stderr);
+    assert!(r.stderr.contains(", INTERRUPTED\n"), "{}", r.stderr);
+    // Listen mode too.
+    let (_serve, url) = serve_echo(&[]).await;
+    let (r, _) = interrupted_bench(
+        &[
+            "--mode",
+            "listen",
+            &url,
+            "-c",
+            "2",
+            "--duration",
+            "60s",
+            "--min-events",
+            "0",
+            "--json",
+            "-",
+        ],
+        "connecting",
+    )
+    .await;
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!((v["interrupted"].as_bool(), u(&v, "errors")), (Some(true), 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_path_is_unreachable() {
     let (_serve, url) = serve_echo(&[]).await;
     let url = url.replace("/sse", "/nope");
@@ -588,7 +889,6 @@ async fn usage_errors_exit_2() {
         &["--raw", "-m", "1"][..],
         &["--size", "10"],
         &["ftp://127.0.0.1/sse"],
-        &["https://127.0.0.1/sse"],
         &["not a url"],
         &["--mode", "listen"],
         &["--window", "0"],
@@ -923,12 +1223,21 @@ async fn junit_has_a_case_per_check_and_validates() {
     let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(
         names,
-        ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"],
+        [
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "corrupted",
+            "refusals",
+            "errors",
+            "p99",
+            "throughput"
+        ],
         "{x}"
     );
     let failed: Vec<&str> = cases.iter().filter(|c| c.1).map(|c| c.0.as_str()).collect();
     assert_eq!(failed, ["p99"], "{x}");
-    assert!(x.contains(r#"tests="7" failures="1""#), "{x}");
+    assert!(x.contains(r#"tests="8" failures="1""#), "{x}");
     // The limit and the measured value are in the case.
     assert!(x.contains("p99: ") && x.contains("(max 0.001 ms)"), "{x}");
     assert!(x.contains("<system-out>lost: 0 messages (max 0 messages)</system-out>"), "{x}");
@@ -940,11 +1249,11 @@ async fn junit_has_a_case_per_check_and_validates() {
     // The JSON holds the same checks.
     let v = r.json();
     let checks = v["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 7, "{v}");
-    assert_eq!(checks[5]["name"], "p99");
-    assert_eq!(checks[5]["bound"], "max");
-    assert_eq!(checks[5]["passed"], false);
-    assert_eq!(checks[5]["limit"].as_f64(), Some(0.001));
+    assert_eq!(checks.len(), 8, "{v}");
+    assert_eq!(checks[6]["name"], "p99");
+    assert_eq!(checks[6]["bound"], "max");
+    assert_eq!(checks[6]["passed"], false);
+    assert_eq!(checks[6]["limit"].as_f64(), Some(0.001));
     // To stdout, and validating when it passes too.
     let r = bench(&["-c", "2", "-m", "20", "--junit", "-"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -1082,10 +1391,190 @@ async fn merge_refuses_what_is_not_a_report() {
     std::fs::write(&f, "{\"mode\": 3}").unwrap();
     let r = ssechan(&["bench", "merge", f.to_str().unwrap()], &[], None).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("is not a bench JSON report"), "{}", r.stderr);
+    assert!(r.stderr.contains("x.json: not a bench JSON report"), "{}", r.stderr);
     let r = ssechan(&["bench", "merge", "/nonexistent.json"], &[], None).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cannot read /nonexistent.json"), "{}", r.stderr);
+}
+
+/// A real report of a short run, as JSON.
+async fn a_real_report() -> Value {
+    let r = bench(&["-c", "2", "-m", "10", "--json", "-"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()
+}
+
+/// HdrHistogram V2 (uncompressed) over 1 µs to 1 h, 3 digits, whose header
+/// claims a payload of `claimed` bytes and which holds one count.
+fn v2_histogram(claimed: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    for word in [0x1c84_9313u32, claimed, 0, 3] {
+        b.extend(word.to_be_bytes());
+    }
+    b.extend(1u64.to_be_bytes());
+    b.extend(3_600_000_000u64.to_be_bytes());
+    b.extend(1f64.to_be_bytes());
+    b.extend([2, 0]);
+    b
+}
+
+/// The same, deflated as HdrHistogram's compressed V2 form.
+fn deflated_histogram(inner: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(inner).unwrap();
+    let z = z.finish().unwrap();
+    let mut b = 0x1c84_9314u32.to_be_bytes().to_vec();
+    b.extend((z.len() as u32).to_be_bytes());
+    b.extend(z);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_refuses_crafted_reports_in_one_line() {
+    use base64::Engine as _;
+    let good = a_real_report().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: &Value| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, v.to_string()).unwrap();
+        f.display().to_string()
+    };
+    let b64 = |b: &[u8]| Value::from(base64::engine::general_purpose::STANDARD.encode(b));
+    let with = |field: &str, x: Value| {
+        let mut v = good.clone();
+        match field.split_once('.') {
+            Some((a, b)) => v[a][b] = x,
+            None => v[field] = x,
+        }
+        v
+    };
+    // Under 1 GiB of address space: a blob that makes merge allocate the
+    // 4 GiB it claims aborts instead of answering.
+    let merge = |files: Vec<String>| async move {
+        let mut args = vec!["bench".to_string(), "merge".to_string()];
+        args.extend(files);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ssechan_limited(&args, &[(libc::RLIMIT_AS, 1 << 30)]).await
+    };
+    let ok = write("good.json", &good);
+    let r = merge(vec![ok.clone()]).await;
+    assert_eq!(r.code, 0, "the limit leaves room for a real merge: {}", r.stderr);
+    let claims = "claims a payload of 4294967295 bytes and holds 2 (they must be equal)";
+    let max = u64::MAX.to_string();
+    for (name, v, want) in [
+        ("v2.json", with("histograms.latency", b64(&v2_histogram(u32::MAX))), claims),
+        (
+            "deflated.json",
+            with("histograms.recovery", b64(&deflated_histogram(&v2_histogram(u32::MAX)))),
+            claims,
+        ),
+        (
+            "huge.json",
+            with("duration_s", 1e300.into()),
+            "duration_s: 1e300 is out of range (0 to 100000000)",
+        ),
+        (
+            "negative.json",
+            with("duration_s", (-1.0).into()),
+            "duration_s: -1 is out of range (0 to 100000000)",
+        ),
+        (
+            "rate.json",
+            with("stream_events_per_s.mean", 1e300.into()),
+            "stream_events_per_s.mean: 1e300 is out of range",
+        ),
+    ] {
+        let f = write(name, &v);
+        let r = merge(vec![ok.clone(), f.clone()]).await;
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        let line = r.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{name}: one line: {line}");
+        assert!(line.starts_with(&format!("ssechan: {f}: ")), "{name}: {line}");
+        assert!(line.contains(want), "{name}: {want:?} in {line}");
+        if name.ends_with("v2.json") {
+            assert!(line.contains("histograms.latency: "), "{line}");
+        }
+        if name == "deflated.json" {
+            assert!(line.contains("histograms.recovery: "), "{line}");
+        }
+    }
+    // Sums that would wrap: refused, naming the count and the report.
+    let big = write("big.json", &with("sent", Value::from(u64::MAX)));
+    let r = merge(vec![big, ok.clone()]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("ssechan: {ok}: sent: the sum of the reports is over {max} (the largest count)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_refuses_times_out_of_range_in_one_line() {
+    let (_serve, url) = serve_echo(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = record_session(dir.path(), &url, Duration::from_millis(1));
+    let text = std::fs::read_to_string(&good).unwrap();
+    // Once a panic in every replaying client (1e308), once a replay that
+    // never ended (1e20).
+    for t in ["1e308", "1e20", "-5"] {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let i = lines.iter().position(|l| l.contains("\"event\":\"send\"")).unwrap();
+        let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
+        v["t_ms"] = serde_json::from_str(t).unwrap();
+        lines[i] = v.to_string();
+        let f = dir.path().join(format!("t{t}.jsonl"));
+        std::fs::write(&f, lines.join("\n")).unwrap();
+        let r = bench_within(Duration::from_secs(10), &["--scenario", f.to_str().unwrap()]).await;
+        assert_eq!(r.code, 2, "{t}: {}", r.stderr);
+        let line = r.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{t}: {line}");
+        assert!(line.starts_with(&format!("ssechan: --scenario {}: step ", f.display())), "{line}");
+        assert!(
+            line.contains(&format!("(\"send\"): t_ms {} is out of range (0 to 604800000 ms", t)),
+            "{t}: {line}"
+        );
+    }
+    // A speed that stretches the replay past a week.
+    let r = bench_within(
+        Duration::from_secs(10),
+        &["--scenario", good.to_str().unwrap(), "--speed", "1e-12"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--speed 0.000000000001 stretches the replay past a week"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_says_which_url_the_file_chose_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the notice comes first, then the failure.
+    let file = record_session(dir.path(), "http://127.0.0.1:1/from-the-file", Duration::ZERO);
+    let file = file.to_str().unwrap();
+    let r = bench_within(Duration::from_secs(20), &["--scenario", file, "-c", "1"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(
+            format!(
+                "ssechan: --scenario {file}: replaying against http://127.0.0.1:1/from-the-file, \
+                 the recording's URL (give a URL to use another)"
+            )
+            .as_str()
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(lines[1..].iter().any(|l| l.contains("cannot reach")), "{}", r.stderr);
+    // A URL given on the command line is used without a word.
+    let (_serve, url) = serve_echo(&[]).await;
+    let r = bench(&["--scenario", file, &url, "-c", "1", "--expect", "none"]).await;
+    assert!(!r.stderr.contains("replaying against"), "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1111,7 +1600,8 @@ async fn shard_from_the_job_index_and_start_at() {
         (&["-c", "2", "--shard", "1/3"], &[], "has none"),
         (&["--start-at", "yesterday"], &[], "RFC 3339"),
         (&["--start-at", "+48h"], &[], "at most"),
-        (&["--json", "-", "--junit", "-"], &[], "both write to stdout"),
+        (&["--json", "-", "--junit", "-"], &[], "can write to stdout"),
+        (&["--html", "-", "--junit", "-"], &[], "can write to stdout"),
     ] {
         let mut all = vec!["bench"];
         all.extend_from_slice(args);
@@ -1417,11 +1907,13 @@ async fn broken_refused_and_silent_post_streams_fail() {
     assert_eq!((u(&v, "failed_requests"), u(&v, "completed"), u(&v, "events")), (2, 0, 4));
     assert!(first_sample(&v).starts_with("stream broken after 2 events"), "{v}");
     assert_eq!(failure_names(&v), ["failed_requests"], "{v}");
-    // An error status.
+    // An error status: the first one ends the run (the other client's
+    // request may be cut then).
     let r = run("not json", &[]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "failed_requests"), u(&v, "events")), (2, 0), "{v}");
+    assert!((1..=2).contains(&u(&v, "failed_requests")), "{v}");
+    assert_eq!(u(&v, "events"), 0, "{v}");
     assert!(first_sample(&v).contains("400"), "{v}");
     assert_eq!(failure_names(&v), ["failed_requests", "events"], "{v}");
     // Silent for --drain after the first event.
@@ -1459,8 +1951,19 @@ async fn post_streams_against_ssechan_serve() {
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
-    assert_eq!((u(&v, "requests"), u(&v, "failed_requests"), u(&v, "completed")), (6, 6, 0));
+    // The first refusal ends the run (nothing had succeeded): not all 6
+    // requests are made; those in flight then are not counted.
+    let failed = u(&v, "failed_requests");
+    assert!((1..=2).contains(&failed), "{v}");
+    assert_eq!((u(&v, "requests"), u(&v, "completed")), (failed, 0), "{v}");
     assert!(first_sample(&v).contains("400"), "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the run ended at the first request refused"),
+        "{v}"
+    );
     // -X GET of a channel stream: an event stream that stays open; cut by
     // --duration, it is neither completed nor failed.
     let r = bench_within(
@@ -1654,4 +2157,299 @@ async fn a_data_file_past_16_mib_is_a_usage_error() {
     let r = bench(&["--mode", "listen", "--raw", "--data", &data, "http://127.0.0.1:9/sse"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("is over 16777216 bytes"), "{}", r.stderr);
+}
+
+/// The JSON a report page embeds (its `<script id="report">`).
+fn embedded_json(html: &str) -> Value {
+    let start =
+        html.find("<script type=\"application/json\" id=\"report\">").expect("the data element")
+            + "<script type=\"application/json\" id=\"report\">".len();
+    let end = start + html[start..].find("</script>").expect("its end");
+    serde_json::from_str(&html[start..end]).expect("JSON")
+}
+
+/// Where screenshots go: SSECHAN_SCREENSHOTS, or the test's temp dir.
+fn screenshot_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("SSECHAN_SCREENSHOTS") {
+        Some(d) => std::path::PathBuf::from(d).join(name),
+        None => dir.join(name),
+    }
+}
+
+/// A PNG that is a picture: the signature, and more than a blank page's
+/// bytes.
+fn assert_picture(path: &std::path::Path) {
+    let png = std::fs::read(path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert!(png.len() > 40_000, "{}: {} bytes, a blank page?", path.display(), png.len());
+}
+
+/// Figures (charts) of the page that drew something, by their id.
+const DRAWN: &str = "[...document.querySelectorAll('figure[data-chart]')]\
+    .filter((f) => f.querySelector('path.line, rect.bar'))\
+    .map((f) => f.dataset.chart)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_report_of_a_chaos_run_draws_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (html, json) = (dir.path().join("report.html"), dir.path().join("report.json"));
+    let r = bench(&[
+        "-c",
+        "4",
+        "--duration",
+        "4s",
+        "--drop-every",
+        "300ms",
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&html).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let embedded = embedded_json(&text);
+    for k in ["sent", "received", "drops", "resumes", "lost"] {
+        assert_eq!(embedded[k], v[k], "{k}");
+    }
+    assert!(u(&v, "drops") > 0, "{v}");
+    // Self-contained: nothing to fetch, and a policy that allows nothing else.
+    for remote in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!text.contains(remote), "{remote}");
+    }
+    assert!(text.contains("default-src 'none'"));
+    // Second by second: about 4 samples, adding up to the run.
+    let samples = v["timeline"]["samples"].as_array().unwrap();
+    assert!((3..=6).contains(&samples.len()), "{v}");
+    let received: u64 = samples.iter().map(|s| s["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, u(&v, "received"), "every echo in one second or another");
+    let drops: u64 = samples.iter().map(|s| s["drops"].as_u64().unwrap()).sum();
+    assert_eq!(drops, u(&v, "drops"));
+    assert_eq!(v["command"][0], "ssechan");
+    assert!(v["machine"]["cpus"].as_u64().unwrap() > 0);
+
+    let mut browser = chromium::Browser::launch().await;
+    let page = browser.open(&format!("file://{}", html.display())).await;
+    browser.wait_for(&page, "window.ssechanReport", "the report to render").await;
+    let drawn = browser.eval(&page, DRAWN).await;
+    let drawn: Vec<&str> = drawn.as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    for chart in ["throughput", "latency", "distribution", "streams", "recovery"] {
+        assert!(drawn.contains(&chart), "{chart} drawn: {drawn:?}");
+    }
+    // The figures shown are the report's.
+    let card = |k: &str| {
+        format!(
+            "[...document.querySelectorAll('#figures .card')].find((c) => \
+             c.querySelector('.k').textContent === '{k}').querySelector('.v').textContent"
+        )
+    };
+    let shown = browser.eval(&page, &card("Throughput")).await;
+    let shown: f64 = shown.as_str().unwrap().trim_end_matches("/s").parse().unwrap();
+    let throughput = v["throughput_msgs_per_s"].as_f64().unwrap();
+    assert!((shown - throughput).abs() <= 1.0, "{shown} vs {throughput}");
+    let p99 = browser.eval(&page, &card("Latency p99")).await;
+    let p99 = p99.as_str().unwrap();
+    let want = v["latency_ms"]["p99"].as_f64().unwrap();
+    let (n, unit) = p99.split_once(' ').unwrap();
+    let n: f64 = n.parse().unwrap();
+    let got = match unit {
+        "µs" => n / 1000.0,
+        "s" => n * 1000.0,
+        _ => n,
+    };
+    assert!((got - want).abs() <= want * 0.01 + 0.001, "{p99} vs {want} ms");
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('verdict').textContent").await,
+        "PASSED"
+    );
+    let checks = browser.eval(&page, "document.querySelectorAll('#checks tr').length").await;
+    assert_eq!(checks.as_u64(), Some(v["checks"].as_array().unwrap().len() as u64 + 1));
+    let shot = screenshot_path(dir.path(), "bench-report.png");
+    browser.screenshot_full(&page, 1280, &shot).await;
+    assert_picture(&shot);
+    // Dark, and printed.
+    browser.emulate(&page, false, true).await;
+    let bg = browser.eval(&page, "getComputedStyle(document.body).backgroundColor").await;
+    assert_ne!(bg, "rgb(255, 255, 255)", "dark mode has a dark background");
+    let dark = screenshot_path(dir.path(), "bench-report-dark.png");
+    browser.screenshot_full(&page, 1280, &dark).await;
+    assert_picture(&dark);
+    browser.emulate(&page, true, false).await;
+    let printed = screenshot_path(dir.path(), "bench-report-print.png");
+    browser.screenshot_full(&page, 794, &printed).await;
+    assert_picture(&printed);
+    let pdf = browser.print_pdf(&page).await;
+    assert!(pdf.starts_with(b"%PDF") && pdf.len() > 20_000, "{} bytes", pdf.len());
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_html_shows_each_shard() {
+    let (_serve, url) = serve_echo(&["--keep-alive", "10s"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> =
+        (1..=2).map(|i| dir.path().join(format!("s{i}.json")).display().to_string()).collect();
+    let runs = futures_util::future::join_all((0..2).map(|i| {
+        let args: Vec<String> = [
+            url.as_str(),
+            "-c",
+            "4",
+            "--duration",
+            "2s",
+            "--shard",
+            ["1/2", "2/2"][i],
+            "--start-at",
+            "+1s",
+            "--json",
+            &files[i],
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args).await
+        }
+    }))
+    .await;
+    for r in &runs {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let html = dir.path().join("merged.html");
+    let r = ssechan(
+        &["bench", "merge", &files[0], &files[1], "--html", html.to_str().unwrap(), "--json", "-"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let runs = v["shard_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    assert_eq!((runs[0]["shard"].as_str(), runs[1]["shard"].as_str()), (Some("1/2"), Some("2/2")));
+    let sent: u64 = runs.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+    assert_eq!(sent, u(&v, "sent"));
+    // Started together: the skew is well under the second they waited.
+    for s in runs {
+        assert!(s["skew_ms"].as_f64().unwrap() < 1000.0, "{s}");
+        assert!(!s["rates"].as_array().unwrap().is_empty(), "{s}");
+    }
+    // One timeline of both, on one clock.
+    let samples = v["timeline"]["samples"].as_array().unwrap();
+    let received: u64 = samples.iter().map(|s| s["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, u(&v, "received"));
+    let mut browser = chromium::Browser::launch().await;
+    let page = browser.open(&format!("file://{}", html.display())).await;
+    browser.wait_for(&page, "window.ssechanReport", "the report to render").await;
+    let rows = browser
+        .eval(&page, "[...document.querySelectorAll('#shards tr')].slice(1).map((r) => r.cells[0].textContent)")
+        .await;
+    assert_eq!(rows, serde_json::json!(["1/2", "2/2"]));
+    let lines = browser
+        .eval(
+            &page,
+            "document.querySelectorAll('figure[data-chart=\"shard-throughput\"] path.line').length",
+        )
+        .await;
+    assert_eq!(lines.as_u64(), Some(2));
+    let drawn = browser.eval(&page, DRAWN).await;
+    assert!(drawn.as_array().unwrap().len() >= 3, "{drawn}");
+    let shot = screenshot_path(dir.path(), "bench-merged.png");
+    browser.screenshot_full(&page, 1280, &shot).await;
+    assert_picture(&shot);
+    browser.close().await;
+}
+
+/// The events of an event stream, parsed as they come, by the project's
+/// own parser.
+async fn next_events(
+    resp: &mut reqwest::Response,
+    parser: &mut ssechan::protocol::parser::EventStreamParser,
+) -> Vec<String> {
+    use ssechan::protocol::parser::Parsed;
+    let mut out = Vec::new();
+    while out.is_empty() {
+        let Some(chunk) = resp.chunk().await.expect("stream") else { break };
+        parser.feed(&chunk);
+        while let Ok(Some(item)) = parser.next_item() {
+            if let Parsed::Event(ev) = item {
+                out.push(ev.data);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_feeds_a_sample_a_second() {
+    let args =
+        ["bench", "-c", "4", "--duration", "4s", "--dashboard", "127.0.0.1:0", "--json", "-"];
+    let (child, base, _, mut lines) = spawn_watching(&args, Stdio::piped(), |line| {
+        line.strip_prefix("ssechan: dashboard at ").map(str::to_owned)
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let client = reqwest::Client::new();
+    // The page: the report's page, fed by /events.
+    let page = client.get(&base).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-live=\"events\""), "{page:.300}");
+    assert_eq!(embedded_json(&page)["live"], true);
+    // A page of another site (DNS rebinding) is refused.
+    let evil = client.get(&base).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(evil.status(), 403);
+    let mut resp = client.get(format!("{base}events")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Viewers are bounded: the 17th is turned away, the run goes on.
+    let mut viewers = Vec::new();
+    for _ in 1..16 {
+        let r = client.get(format!("{base}events")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        viewers.push(r);
+    }
+    let full = client.get(format!("{base}events")).send().await.unwrap();
+    assert_eq!(full.status(), 503);
+    drop(viewers);
+    // The stream: a state a second, each with one more sample, then the
+    // judged report.
+    let mut parser = ssechan::protocol::parser::EventStreamParser::new();
+    let mut states: Vec<Value> = Vec::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let got =
+            tokio::time::timeout(Duration::from_secs(10), next_events(&mut resp, &mut parser))
+                .await
+                .expect("a state within 10 s");
+        if got.is_empty() {
+            break;
+        }
+        for g in got {
+            states.push(serde_json::from_str(&g).unwrap());
+        }
+        if states.last().is_some_and(|s| s.get("live").is_none()) {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    let last = states.pop().expect("the final report");
+    assert_eq!(last["passed"], true, "{last}");
+    let samples: Vec<usize> =
+        states.iter().map(|s| s["timeline"]["samples"].as_array().map_or(0, Vec::len)).collect();
+    // One a second during a 4 s run (the first may be the start's).
+    assert!(samples.iter().filter(|&&n| n > 0).count() >= 3, "{samples:?} in {took:?}");
+    assert!(samples.windows(2).all(|w| w[0] <= w[1]), "{samples:?}");
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(last["sent"], v["sent"]);
+    assert_eq!(last["received"], v["received"]);
 }

@@ -717,6 +717,42 @@ fn redirect_to_another_host_keeps_headers_and_client_id_home() {
 }
 
 #[test]
+fn a_post_follows_a_redirect_to_another_origin_only_with_location() {
+    // A 307 keeps the method and the body: without -L a server could send
+    // them to any host, internal ones included.
+    for follow in [false, true] {
+        let b = SseServer::start(vec![NO_CONTENT.into()]);
+        let b_url = b.url.replacen("127.0.0.1", "localhost", 1);
+        let a = SseServer::start(vec![redirect_to(&b_url)]);
+        let mut args = vec!["--raw", "-d", "the-body", "--max-retries", "0", &a.url];
+        if follow {
+            args.insert(0, "-L");
+        }
+        let mut c = connect(&args);
+        let status = c.wait();
+        assert_eq!(a.requests().len(), 1);
+        if follow {
+            assert!(status.success(), "stderr:\n{}", c.stderr());
+            let at_b = b.requests();
+            assert!(at_b[0].request_line.starts_with("POST "), "{at_b:?}");
+            assert_eq!(at_b[0].body, "the-body");
+        } else {
+            assert_eq!(status.code(), Some(1), "stderr:\n{}", c.stderr());
+            let err = c.stderr();
+            assert!(err.contains("to another origin") && err.contains("-L follows it"), "{err}");
+            assert!(b.requests().is_empty(), "the body went to the other origin");
+        }
+    }
+    // Within the origin a POST follows, as before.
+    let a = SseServer::start(vec![redirect_to("/moved"), NO_CONTENT.into()]);
+    let mut c = connect(&["--raw", "-d", "the-body", &a.url]);
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    let seen = a.requests();
+    assert!(seen[1].request_line.starts_with("POST /moved "), "{seen:?}");
+    assert_eq!(seen[1].body, "the-body");
+}
+
+#[test]
 fn redirect_within_the_host_keeps_headers() {
     let a = SseServer::start(vec![redirect_to("/moved"), NO_CONTENT.into()]);
     let mut c = connect(&["--raw", "-H", "X-Api-Key: s3cret", &a.url]);

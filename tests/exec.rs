@@ -126,10 +126,42 @@ async fn the_environment_is_cgi_like_and_nothing_else_leaks() {
 }
 
 #[tokio::test]
-async fn stderr_goes_to_the_servers_prefixed_with_the_client_id() {
-    let mut serve = serve_sh(&[], r#"echo "warned $SSECHAN_CLIENT_ID" >&2; cat"#).await;
+async fn stderr_goes_to_the_servers_prefixed_with_the_client_id_and_escaped() {
+    let script =
+        r#"echo "warned $SSECHAN_CLIENT_ID" >&2; while read -r l; do echo "said $l" >&2; done"#;
+    let mut serve = serve_sh(&[], script).await;
     let _s = open(&serve.url, "err-me", None).await;
     assert_eq!(serve.err_line_with("warned").await, "[err-me] warned err-me");
+    // What a client sends, repeated on stderr, must not drive the
+    // operator's terminal (window title, screen clear, bidi override).
+    let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{202e}x";
+    assert_eq!(post(&http(), &serve.url, "err-me", 0, hostile).await, 200);
+    let line = serve.err_line_with("said").await;
+    assert_eq!(line, "[err-me] said ^[]0;PWNED^G^[[2J\\u{202e}x");
+}
+
+/// Descriptors the server holds now.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn each_client_holds_the_descriptors_its_limits_are_derived_from() {
+    let serve = serve_sh(&[], "echo started; exec cat").await;
+    let pid = serve.child.id().unwrap();
+    // One first: what the first process alone sets up (tokio's reaper).
+    let mut first = open(&serve.url, "fd-0", None).await;
+    assert_eq!(first.next_msg().await.data, "started");
+    let before = open_fds(pid);
+    let mut streams = Vec::new();
+    for i in 1..=4 {
+        let mut s = open(&serve.url, &format!("fd-{i}"), None).await;
+        assert_eq!(s.next_msg().await.data, "started");
+        streams.push(s);
+    }
+    // Its socket, and what `--max-clients`/`--max-processes` count for it.
+    let added = open_fds(pid) - before;
+    assert_eq!(added, 4 * (1 + ssechan::serve::FDS_PER_PROCESS), "{before} before");
 }
 
 #[tokio::test]

@@ -226,25 +226,32 @@ async fn a_resume_replays_from_its_own_stream_only() {
     let session = raw.open().await;
     let mut a = raw.call(&session, long_call(1, "a", 2, 4)).await;
     let mut b = raw.call(&session, long_call(2, "b", 2, 4)).await;
-    // Two progress events of A, then A's connection is cut.
+    // Two progress events of A, then A's connection is cut. (The server
+    // may say other things, tied to no request; they go where the rule
+    // says, never carrying B's progress.)
     let mut last = String::new();
-    for step in 1..=2 {
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
         let e = next_message(&mut a).await.expect("progress of A");
         let m = json_of(&e);
-        assert_eq!(
-            (m["params"]["progressToken"].as_str(), m["params"]["progress"].as_u64()),
-            (Some("a"), Some(step))
-        );
+        assert_ne!(m["params"]["progressToken"], "b", "{m}");
+        if let Some(p) = m["params"]["progress"].as_u64() {
+            assert_eq!(m["params"]["progressToken"], "a");
+            seen.push(p);
+        }
         last = e.last_event_id;
     }
+    assert_eq!(seen, [1, 2]);
     let stream_a = event_id::stream_of(last.parse().expect("numeric id"));
     drop(a);
     // B goes on undisturbed on its own stream.
     let b_events = messages_until_end(&mut b).await;
     let b_json: Vec<Value> = b_events.iter().map(json_of).collect();
-    assert_eq!(b_json.len(), 5, "{b_json:?}");
-    assert!(b_json[..4].iter().all(|m| m["params"]["progressToken"] == "b"));
-    assert_eq!(b_json[4]["id"], 2);
+    let b_progress: Vec<u64> =
+        b_json.iter().filter_map(|m| m["params"]["progress"].as_u64()).collect();
+    assert_eq!(b_progress, [1, 2, 3, 4], "{b_json:?}");
+    assert!(b_json.iter().all(|m| m["params"]["progressToken"] != "a"), "{b_json:?}");
+    assert_eq!(b_json.last().expect("B's answer")["id"], 2);
     let stream_b = event_id::stream_of(b_events[0].last_event_id.parse().expect("id"));
     assert_ne!(stream_a, stream_b);
     // A resumed: the rest of A, from A's stream only, then its answer.
@@ -330,21 +337,20 @@ async fn an_unsupported_protocol_version_is_400() {
     // as its Backward Compatibility section asks: a recognized error.
     let modern = json!({"jsonrpc":"2.0","id":9,"method":"tools/list","params":{"_meta":{
         "io.modelcontextprotocol/protocolVersion":"2026-07-28"}}});
-    let r = raw
-        .http
-        .post(&raw.url)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(modern.to_string())
-        .send()
-        .await
-        .expect("POST");
+    let r = post_modern(&raw, &modern, "application/json, text/event-stream").await;
     assert_eq!(r.status(), 400);
     let body = json_body(r).await;
     assert_eq!(body["id"], 9);
     assert_eq!(body["error"]["code"], -32022);
     assert_eq!(body["error"]["data"]["supported"][0], "2025-11-25");
+    // The COMMAND was probed (server/discover) and does not speak it: the
+    // probe's process is gone, the session's stays.
+    let pid = serve.child.id().expect("pid");
+    eventually("the probe's process to end", || {
+        let procs = session_processes(pid);
+        (procs.len() == 1 && procs.contains_key(&session)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -552,9 +558,9 @@ async fn a_stream_not_resumed_within_the_keep_alive_cancels_its_request() {
     let mut serve = Serve::spawn(&["--mcp", "--keep-alive", "300ms"]).await;
     assert_eq!(serve.out_json().await["event"], "listening");
     let raw = Raw::new(&serve.url);
-    let r = raw.post(None, INIT).await;
-    let session = header(&r, "mcp-session-id");
-    drop(r);
+    // (The initialize's stream stays open: only the call below is cut.)
+    let init = raw.post(None, INIT).await;
+    let session = header(&init, "mcp-session-id");
     assert_eq!(serve.out_json().await["event"], "connect");
     assert_eq!(serve.out_json().await["event"], "message");
     // A request whose stream is cut and never resumed.
@@ -584,4 +590,126 @@ async fn the_bounds_of_a_session_are_enforced() {
     let big = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"data":"x".repeat(2048)}});
     assert_eq!(refusal(raw.post(Some(&session), &big.to_string()).await).await.0, 413);
     assert_eq!(serve.out_json().await["event"], "connect");
+}
+
+// --- the per-request era (2026-07-28) ----------------------------------------------
+
+/// A request of the per-request era: its revision in `_meta`.
+fn modern(id: Value, method: &str, mut params: Value) -> Value {
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
+    json!({"jsonrpc":"2.0","id":id,"method":method,"params":params})
+}
+
+/// POSTs `body` with the headers 2026-07-28 mirrors from it.
+async fn post_modern(raw: &Raw, body: &Value, accept: &str) -> reqwest::Response {
+    post_modern_named(raw, body, accept, body["params"]["name"].as_str()).await
+}
+
+/// [`post_modern`] with this `Mcp-Name`.
+async fn post_modern_named(
+    raw: &Raw,
+    body: &Value,
+    accept: &str,
+    name: Option<&str>,
+) -> reqwest::Response {
+    let mut r = raw
+        .http
+        .post(&raw.url)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", body["method"].as_str().expect("method"))
+        .header("content-type", "application/json")
+        .header("accept", accept);
+    if let Some(name) = name {
+        r = r.header("mcp-name", name);
+    }
+    r.body(body.to_string()).send().await.expect("POST")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_request_traffic_passes_through_to_a_command_of_that_era() {
+    let args = [
+        "--mcp".to_string(),
+        "--".into(),
+        node(),
+        npm_dir().join("modern_server.mjs").to_string_lossy().into_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut serve = Serve::spawn(&args).await;
+    let raw = Raw::new(&serve.url);
+    // Two clients, the same request id: each gets its own answer, as JSON.
+    let echo = |text: &str| {
+        modern(json!(1), "tools/call", json!({"name":"echo","arguments":{"message":text}}))
+    };
+    let (echo_a, echo_b) = (echo("a"), echo("b"));
+    let (a, b) = tokio::join!(
+        post_modern(&raw, &echo_a, "application/json"),
+        post_modern(&raw, &echo_b, "application/json")
+    );
+    assert!(a.headers().get("mcp-session-id").is_none(), "no sessions in this era");
+    let (a, b) = (json_body(a).await, json_body(b).await);
+    assert_eq!((&a["id"], &a["result"]["content"][0]["text"]), (&json!(1), &json!("Echo: a")));
+    assert_eq!((&b["id"], &b["result"]["content"][0]["text"]), (&json!(1), &json!("Echo: b")));
+    // Progress under the client's own token, then the answer, then the end.
+    let slow = modern(
+        json!("s"),
+        "tools/call",
+        json!({"name":"slow","arguments":{"steps":3,"every":20},"_meta":{"progressToken":"tok"}}),
+    );
+    let r = post_modern(&raw, &slow, "application/json, text/event-stream").await;
+    assert_eq!(header(&r, "content-type"), "text/event-stream");
+    let msgs: Vec<Value> =
+        messages_until_end(&mut Stream::new(r)).await.iter().map(json_of).collect();
+    let progress: Vec<(&Value, &Value)> = msgs[..3]
+        .iter()
+        .map(|m| (&m["params"]["progressToken"], &m["params"]["progress"]))
+        .collect();
+    assert_eq!(
+        progress,
+        [(&json!("tok"), &json!(1)), (&json!("tok"), &json!(2)), (&json!("tok"), &json!(3))]
+    );
+    assert_eq!((msgs.len(), &msgs[3]["id"]), (4, &json!("s")));
+    // A subscription's stream carries its notifications under its own id;
+    // closing the stream cancels it in the process.
+    let listen = modern(
+        json!("sub-1"),
+        "subscriptions/listen",
+        json!({"notifications":{"toolsListChanged":true}}),
+    );
+    let r = post_modern(&raw, &listen, "application/json, text/event-stream").await;
+    let mut s = Stream::new(r);
+    for want in ["notifications/subscriptions/acknowledged", "notifications/tools/list_changed"] {
+        let m = json_of(&next_message(&mut s).await.expect(want));
+        assert_eq!(m["method"], want);
+        assert_eq!(m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1");
+    }
+    drop(s);
+    let said = serve.err_line_with("] cancelled").await;
+    assert!(
+        said.contains("cancelled \"ssechan-"),
+        "the process is told, under its own name: {said}"
+    );
+    // Mirrored headers must match the body.
+    let r = post_modern_named(&raw, &echo("x"), "application/json", Some("not-echo")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_body(r).await["error"]["code"], -32020);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_count_against_the_process_cap() {
+    let serve = bridge(&["--max-processes", "1"]).await;
+    let raw = Raw::new(&serve.url);
+    let first = raw.open().await;
+    // A second session would need a second process: refused with the reason.
+    let r = raw.post(None, INIT).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    assert_eq!(serve_sessions(&serve), 1);
+    // Once the first is gone, its place is free again.
+    assert_eq!(raw.delete(&first).await, 204);
+    let pid = serve.child.id().expect("pid");
+    eventually("the first session's process to end", || {
+        session_processes(pid).is_empty().then_some(())
+    })
+    .await;
+    raw.open().await;
 }

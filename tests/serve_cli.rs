@@ -256,6 +256,33 @@ async fn usage_errors_exit_2() {
     }
 }
 
+/// Secrets in argv are visible to every local user (`ps`): the help of the
+/// flags that take one says so and names the variable to use instead.
+#[tokio::test]
+async fn help_points_secrets_to_the_environment() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["serve", "--help"])
+        .env("COLUMNS", "200")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let para = |flag: &str| -> String {
+        let start = text.find(flag).unwrap_or_else(|| panic!("{flag} in:\n{text}"));
+        let rest = &text[start..];
+        let words = rest[..rest.find("\n\n").unwrap_or(rest.len())].split_whitespace();
+        words.collect::<Vec<_>>().join(" ")
+    };
+    let redis = para("--redis <URL>");
+    assert!(redis.contains("password") && redis.contains("visible to local users"), "{redis}");
+    assert!(redis.contains("SSECHAN_REDIS"), "{redis}");
+    let secret = para("--secret[=<SECRET>]");
+    assert!(
+        secret.contains("visible to local users") && secret.contains("SSECHAN_SECRET"),
+        "{secret}"
+    );
+}
+
 #[tokio::test]
 async fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -25,6 +25,13 @@ fn site() -> (tempfile::TempDir, tempfile::TempDir) {
     std::os::unix::fs::symlink(d.join("app.js"), d.join("alias.js")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret.txt"), d.join("leak.txt")).unwrap();
     std::os::unix::fs::symlink(outside.path(), d.join("out")).unwrap();
+    // Inside DIR, but leading to hidden names.
+    std::fs::create_dir(d.join(".git")).unwrap();
+    std::fs::write(d.join(".git/config"), "TOKEN=2").unwrap();
+    std::os::unix::fs::symlink(d.join(".env"), d.join("settings.txt")).unwrap();
+    std::os::unix::fs::symlink(d.join(".git"), d.join("repo")).unwrap();
+    std::fs::create_dir(d.join("assets")).unwrap();
+    std::fs::write(d.join("assets/index.html"), "<h1>assets</h1>").unwrap();
     (dir, outside)
 }
 
@@ -32,15 +39,20 @@ fn base(serve: &Serve) -> String {
     serve.url.trim_end_matches("/sse").to_owned()
 }
 
-/// One request written by hand, so that no client normalises the path.
-async fn raw_status(base: &str, target: &str) -> u16 {
+/// The whole answer to one request written by hand, so that no client
+/// normalises the path.
+async fn raw_answer(base: &str, target: &str) -> String {
     let addr = base.trim_start_matches("http://");
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut out)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn raw_status(base: &str, target: &str) -> u16 {
+    let text = raw_answer(base, target).await;
     assert!(!text.contains("secret") && !text.contains("TOKEN"), "{target} leaked: {text}");
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
@@ -108,7 +120,9 @@ async fn files_with_types_validators_and_ranges() {
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let moved = no_follow.get(format!("{base}/docs?x=1")).send().await.unwrap();
     assert_eq!(moved.status(), 301);
-    assert_eq!(moved.headers()["location"], "/docs/?x=1");
+    assert_eq!(moved.headers()["location"], "./docs/?x=1");
+    let there = reqwest::Url::parse(&format!("{base}/docs?x=1")).unwrap().join("./docs/?x=1");
+    assert_eq!(there.unwrap().as_str(), format!("{base}/docs/?x=1"));
 
     // Ranges.
     let part =
@@ -156,11 +170,35 @@ async fn nothing_outside_dir_no_hidden_files_no_listings() {
         "/empty/",
         "/missing.html",
         "/app.js%00.html",
+        "/settings.txt",
+        "/repo/config",
+        "/repo/",
     ] {
         assert_eq!(raw_status(&base, target).await, 404, "{target}");
     }
     // The channel path is still the channel.
     let _s = open(&serve.url, "static-chan", None).await;
+}
+
+#[tokio::test]
+async fn a_directory_redirect_never_leads_to_another_host() {
+    let (dir, _outside) = site();
+    let serve = serve_site(dir.path(), &[]).await;
+    let base = base(&serve);
+    for (target, want) in
+        [("//assets", "./assets/"), ("/assets", "./assets/"), ("//assets?q", "./assets/?q")]
+    {
+        let text = raw_answer(&base, target).await;
+        assert!(text.starts_with("HTTP/1.1 301"), "{target}: {text}");
+        let location = text
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("{target}: {text}"));
+        assert_eq!(location, want, "{target}");
+        // Where a browser goes: this host (`//assets/` would be http://assets/).
+        let page = reqwest::Url::parse(&format!("{base}{target}")).unwrap();
+        assert_eq!(page.join(location).unwrap().host_str(), Some("127.0.0.1"), "{target}");
+    }
 }
 
 #[tokio::test]
@@ -186,12 +224,11 @@ async fn devconsole_answers_a_browser_and_leaves_clients_alone() {
         let page = http().get(&url).header("accept", nav).send().await.unwrap();
         assert_eq!(page.status(), 200, "{url}");
         assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
-        assert!(
-            page.headers()["content-security-policy"]
-                .to_str()
-                .unwrap()
-                .contains("default-src 'none'")
-        );
+        let csp = page.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        // No other site may frame it and trick its user into typing.
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(page.headers()["x-frame-options"], "DENY");
         assert!(
             page.text().await.unwrap().contains("new EventSource(url, { withCredentials: true })")
         );

@@ -1,8 +1,12 @@
 //! The target and its HTTP/1.1 connections: one for a client's event stream,
 //! one keep-alive connection for its POSTs, both straight over a
-//! `TcpStream` (no pool: each client owns its sockets).
+//! `TcpStream`, or TLS over it for `https://` (no pool: each client owns
+//! its sockets).
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,12 +17,16 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::protocol::query::channel_query;
 use crate::reader::{Refusal, check_response};
 
-pub type Io = TokioIo<TcpStream>;
+pub type Io = TokioIo<Stream>;
 /// The connection that carries one event stream.
 /// (An empty `Full` body is no body: a GET goes out without one.)
 pub type StreamConn = http1::Connection<Io, Full<Bytes>>;
@@ -31,6 +39,9 @@ pub type PostSender = http1::SendRequest<Full<Bytes>>;
 pub enum ConnectError {
     #[error("connect to {addr}: {source}")]
     Tcp { addr: SocketAddr, source: std::io::Error },
+    /// The handshake failed: said for people (see [`super::tls::describe`]).
+    #[error("{0}")]
+    Tls(String),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no response within {0:?}")]
@@ -45,6 +56,22 @@ impl ConnectError {
     pub fn is_no_content(&self) -> bool {
         matches!(self, ConnectError::Refused(Refusal::NoContent))
     }
+
+    /// An answer (or a handshake) that trying again will not change: not
+    /// an event stream, 204, a status other than the ones that say "later"
+    /// (408, 429, 502, 503, 504), or a certificate that is not trusted.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::Refused(Refusal::Status(s)) => !retry_later(*s),
+            ConnectError::Refused(_) | ConnectError::Tls(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Statuses that say "not now": the same request may succeed later.
+pub fn retry_later(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 502..=504)
 }
 
 /// Why the command line's URL or headers cannot be used.
@@ -54,6 +81,9 @@ pub enum TargetError {
     Url(String, String),
     #[error("{0}")]
     Header(String),
+    /// The URL is no http(s) URL (`connect`'s words).
+    #[error("{0}")]
+    Scheme(String),
 }
 
 /// Where the bench sends its requests.
@@ -61,6 +91,8 @@ pub enum TargetError {
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// `https://`.
+    pub tls: bool,
     /// The `Host` header value.
     host_header: HeaderValue,
     /// The path and any query of the URL.
@@ -71,17 +103,19 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses an `http://` URL and `Name: value` headers.
+    /// Parses an `http://` or `https://` URL and `Name: value` headers.
     pub fn parse(url: &str, headers: &[String]) -> Result<Self, TargetError> {
+        // The same words as `connect`, with its hint for a missing scheme.
+        crate::client::parse_url(url).map_err(|e| TargetError::Scheme(e.to_string()))?;
         let bad = |why: &str| TargetError::Url(url.to_string(), why.to_string());
         let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https is not supported by bench; use http://")),
-            _ => return Err(bad("expected http://HOST[:PORT]/PATH")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("expected http(s)://HOST[:PORT]/PATH")),
+        };
         let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
         let host_header = HeaderValue::from_str(authority).map_err(|_| bad("bad host"))?;
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -94,6 +128,7 @@ impl Target {
         Ok(Self {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port,
+            tls,
             host_header,
             path_and_query,
             channel_base,
@@ -177,11 +212,107 @@ impl Target {
     }
 }
 
-async fn tcp(addr: SocketAddr) -> Result<Io, ConnectError> {
-    let s = TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
-    // Small requests and events: never wait for Nagle.
-    let _ = s.set_nodelay(true);
-    Ok(TokioIo::new(s))
+/// A connection: plain TCP, or TLS over it. Both are `Unpin`; each call
+/// goes to the one it is (vectored writes included, which hyper uses when
+/// the stream supports them).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How a run reaches its target: the address resolved at start, and TLS
+/// for `https://`.
+#[derive(Clone)]
+pub struct Dialer {
+    pub addr: SocketAddr,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Dialer {
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+
+    pub fn tls(addr: SocketAddr, connector: TlsConnector, name: ServerName<'static>) -> Self {
+        Self { addr, tls: Some((connector, name)) }
+    }
+
+    /// A new connection (and its handshake).
+    pub async fn connect(&self) -> Result<Io, ConnectError> {
+        let addr = self.addr;
+        let s =
+            TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
+        // Small requests and events: never wait for Nagle.
+        let _ = s.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Stream::Plain(s),
+            Some((connector, name)) => Stream::Tls(Box::new(
+                connector
+                    .connect(name.clone(), s)
+                    .await
+                    .map_err(|e| ConnectError::Tls(super::tls::describe(&e)))?,
+            )),
+        };
+        Ok(TokioIo::new(stream))
+    }
 }
 
 /// An open event stream: the connection to poll and the body to read.
@@ -194,23 +325,23 @@ pub struct OpenStream {
 /// returns once the 200 response headers are in, within `timeout`.
 pub async fn open_stream(
     target: &Target,
-    addr: SocketAddr,
+    dialer: &Dialer,
     uri: Uri,
     last_event_id: Option<&str>,
     timeout: Duration,
 ) -> Result<OpenStream, ConnectError> {
-    open_with(addr, target.stream_request(uri, last_event_id), timeout).await
+    open_with(dialer, target.stream_request(uri, last_event_id), timeout).await
 }
 
 /// Connects, sends `req` and returns once a `200 text/event-stream`
 /// answer's headers are in, within `timeout`.
 pub async fn open_with(
-    addr: SocketAddr,
+    dialer: &Dialer,
     req: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<OpenStream, ConnectError> {
     let work = async {
-        let io = tcp(addr).await?;
+        let io = dialer.connect().await?;
         let (mut sender, mut conn) = http1::handshake::<_, Full<Bytes>>(io).await?;
         let resp = sender.send_request(req);
         tokio::pin!(resp);
@@ -233,11 +364,11 @@ pub async fn open_with(
 
 /// Opens the keep-alive connection a client's POSTs go over.
 pub async fn open_post(
-    addr: SocketAddr,
+    dialer: &Dialer,
     timeout: Duration,
 ) -> Result<(PostSender, PostConn), ConnectError> {
     let work = async {
-        let io = tcp(addr).await?;
+        let io = dialer.connect().await?;
         Ok(http1::Builder::new().handshake::<_, Full<Bytes>>(io).await?)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
@@ -265,9 +396,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_urls_and_headers() {
-        for bad in ["", "ftp://h/", "https://h/", "127.0.0.1:80/sse", "http:///x", "not a url"] {
+        for bad in ["", "ftp://h/", "127.0.0.1:80/sse", "http:///x", "not a url"] {
             assert!(Target::parse(bad, &[]).is_err(), "{bad:?}");
         }
+        // What `connect` says, hint included.
+        let why = Target::parse("localhost:8080/sse", &[]).unwrap_err().to_string();
+        assert!(why.ends_with("(did you mean http://localhost:8080/sse?)"), "{why}");
+        let t = Target::parse("https://h/sse", &[]).unwrap();
+        assert!(t.tls && t.port == 443);
         assert!(matches!(
             Target::parse("http://h/", &["nocolon".into()]),
             Err(TargetError::Header(_))

@@ -4,7 +4,6 @@
 //! per host the same way. Each lane is one keep-alive connection serving
 //! the clients `index % lanes` in turn; clients never share a lock.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,13 +12,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{PostSender, open_post};
+use super::conn::{Dialer, PostSender, open_post};
 use super::runtimes::Runtimes;
 
 /// The longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 1024;
 
-/// A POST's status and (error) body text, or why it got no answer.
+/// A POST's status and the reason its body gives (see [`super::reason`]),
+/// or why it got no answer.
 pub type PostOutcome = Result<(StatusCode, String), String>;
 
 /// Awaits a response and reads its (small) body, so the connection stays
@@ -37,7 +37,7 @@ pub async fn read_response(
         .await
         .map_err(|e| format!("{status}, body unreadable: {e}"))?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
+    Ok((status, super::reason::reason(&String::from_utf8_lossy(&body))))
 }
 
 struct Job {
@@ -56,7 +56,7 @@ impl Lanes {
     pub fn start(
         n: usize,
         clients: usize,
-        addr: SocketAddr,
+        dialer: &Dialer,
         timeout: Duration,
         rts: &Runtimes,
     ) -> Self {
@@ -64,7 +64,7 @@ impl Lanes {
         let lanes = (0..n.max(1))
             .map(|i| {
                 let (tx, rx) = mpsc::channel(per_lane);
-                rts.spawn(i, lane(addr, timeout, rx));
+                rts.spawn(i, lane(dialer.clone(), timeout, rx));
                 tx
             })
             .collect();
@@ -92,7 +92,7 @@ impl Lanes {
     }
 }
 
-async fn lane(addr: SocketAddr, timeout: Duration, mut rx: mpsc::Receiver<Job>) {
+async fn lane(dialer: Dialer, timeout: Duration, mut rx: mpsc::Receiver<Job>) {
     let mut sender: Option<PostSender> = None;
     while let Some(job) = rx.recv().await {
         // Its client gave up waiting (and will retry, queueing it again):
@@ -102,7 +102,7 @@ async fn lane(addr: SocketAddr, timeout: Duration, mut rx: mpsc::Receiver<Job>) 
             continue;
         }
         // A POST that is never answered would stall every client of the lane.
-        let out = tokio::time::timeout(timeout, send(&mut sender, addr, timeout, job.req))
+        let out = tokio::time::timeout(timeout, send(&mut sender, &dialer, timeout, job.req))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         if out.is_err() {
@@ -114,14 +114,14 @@ async fn lane(addr: SocketAddr, timeout: Duration, mut rx: mpsc::Receiver<Job>) 
 
 async fn send(
     slot: &mut Option<PostSender>,
-    addr: SocketAddr,
+    dialer: &Dialer,
     timeout: Duration,
     req: Request<Full<Bytes>>,
 ) -> PostOutcome {
     let sender = match slot {
         Some(s) if !s.is_closed() => s,
         _ => {
-            let (s, conn) = open_post(addr, timeout).await.map_err(|e| e.to_string())?;
+            let (s, conn) = open_post(dialer, timeout).await.map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             slot.insert(s)
         }
@@ -133,6 +133,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,7 +189,7 @@ mod tests {
         tx.send(job(gone)).await.unwrap();
         let (live, answer) = oneshot::channel();
         tx.send(job(live)).await.unwrap();
-        tokio::spawn(lane(addr, Duration::from_secs(10), rx));
+        tokio::spawn(lane(Dialer::plain(addr), Duration::from_secs(10), rx));
         let (status, _) = answer.await.unwrap().unwrap();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(count.load(Ordering::SeqCst), 1, "only the live POST went out");

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::Plan;
 use super::conn::{OpenStream, StreamConn, open_stream};
+use super::halt::{self, Halt};
 use super::ids::IdTracker;
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::reader::{Next, Reader, RetryPolicy};
@@ -58,14 +59,18 @@ pub async fn run(
         let _permit = gate.acquire().await;
         let opened_at = plan.clock.now_us();
         let t0 = std::time::Instant::now();
-        let s = open_stream(&plan.target, plan.addr, uri.clone(), None, plan.connect_timeout).await;
+        let s =
+            open_stream(&plan.target, &plan.dialer, uri.clone(), None, plan.connect_timeout).await;
         if s.is_ok() {
             plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
         }
         (s, opened_at)
     };
-    let (first, opened_at) = match until(deadline, connect).await {
+    // Any halt ends a stream: it has nothing in flight to wait for.
+    let mut halt = plan.halting.watch(Halt::Interrupt);
+    let (first, opened_at) = match until(deadline, &mut halt, connect).await {
         Some(x) => x,
+        None if halt.is_done() => return r,
         None => {
             r.error = Some("connect: not connected before the end of --duration".into());
             return r;
@@ -74,6 +79,10 @@ pub async fn run(
     let mut stream = match first {
         Ok(s) => Some(s),
         Err(e) => {
+            if e.is_permanent() {
+                // Every stream would get the same: the run ends now.
+                plan.halting.stop(Some(format!("cannot reach {}: connect: {e}", plan.url)));
+            }
             r.error = Some(format!("connect: {e}"));
             return r;
         }
@@ -102,7 +111,7 @@ pub async fn run(
                 }
                 Poll::Pending
             });
-            let Some(frame) = until(quiet.limit(deadline), next).await else {
+            let Some(frame) = until(quiet.limit(deadline), &mut halt, next).await else {
                 finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             };
@@ -185,7 +194,7 @@ pub async fn run(
                     break 'run;
                 }
             };
-            if until(quiet.limit(deadline), tokio::time::sleep(wait)).await.is_none() {
+            if until(quiet.limit(deadline), &mut halt, tokio::time::sleep(wait)).await.is_none() {
                 finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             }
@@ -193,12 +202,12 @@ pub async fn run(
             let last_id = reader.last_event_id().to_owned();
             let res = open_stream(
                 &plan.target,
-                plan.addr,
+                &plan.dialer,
                 uri.clone(),
                 Some(&last_id),
                 plan.connect_timeout,
             );
-            let Some(res) = until(quiet.limit(deadline), res).await else {
+            let Some(res) = until(quiet.limit(deadline), &mut halt, res).await else {
                 finish(&quiet, &reader, &mut r, plan.messages);
                 break 'run;
             };
@@ -317,10 +326,16 @@ fn finish(quiet: &Quiet, reader: &Reader, r: &mut StreamResult, messages: u64) {
     }
 }
 
-/// `fut`'s output, or `None` when `deadline` passes first.
-pub(super) async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+/// `fut`'s output, or `None` when `deadline` passes or the run is halted
+/// first.
+pub(super) async fn until<F: Future>(
+    deadline: Option<Instant>,
+    halt: &mut halt::Watch,
+    fut: F,
+) -> Option<F::Output> {
+    let raced = halt::unless(halt, fut);
     match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
+        Some(d) => tokio::time::timeout_at(d, raced).await.ok().flatten(),
+        None => raced.await,
     }
 }

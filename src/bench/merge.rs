@@ -8,9 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
-use super::report::{Report, StreamRates};
+use super::report::{Report, ShardRun, StreamRates, number};
 use super::stats::Histograms;
 use crate::cli::MergeArgs;
 use crate::exit::UsageError;
@@ -22,7 +20,7 @@ pub enum MergeError {
     Empty,
     #[error("reports of different modes ({0} and {1}) do not add up")]
     Modes(&'static str, &'static str),
-    #[error("report {0}: shard {1:?} is not I/N")]
+    #[error("shard {1:?} is not I/N")]
     BadShard(usize, String),
     #[error("some reports are shards of a run and some are not")]
     MixedShards,
@@ -32,22 +30,55 @@ pub enum MergeError {
     ShardTwice(String),
     #[error("shard {0} is missing: the merged report would undercount the run")]
     ShardMissing(String),
-    #[error("report {0}: {1}")]
+    #[error("{1}")]
     Histogram(usize, String),
+    #[error("{1}: the sum of the reports is over {max} (the largest count)", max = u64::MAX)]
+    Overflow(usize, &'static str),
 }
+
+impl MergeError {
+    /// The report (from 1) the error is about, if one.
+    fn report(&self) -> Option<usize> {
+        match self {
+            MergeError::BadShard(i, _)
+            | MergeError::Histogram(i, _)
+            | MergeError::Overflow(i, _) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// Largest report read (a 10-minute run's is about 200 KB).
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+/// Longest run a report may claim: about three years.
+const MAX_DURATION_S: f64 = 1e8;
+/// Highest rate a report may claim, per second.
+const MAX_RATE: f64 = 1e12;
 
 /// Reads, merges, judges and writes; exit 0 passed, 1 failed, 2 unusable
 /// input.
 pub async fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    super::check_outputs(&args.output)?;
     let mut reports = Vec::new();
+    let mut labels = Vec::new();
     for path in &args.reports {
         let before = reports.len();
         read_reports(path, &mut reports)?;
-        if reports.len() == before {
+        let n = reports.len() - before;
+        if n == 0 {
             return Err(UsageError(format!("{}: no report in it", name(path))).into());
         }
+        labels.extend((1..=n).map(|k| match n {
+            1 => name(path),
+            _ => format!("{} (report {k})", name(path)),
+        }));
     }
-    let mut merged = merge(&reports).map_err(|e| UsageError(e.to_string()))?;
+    let mut merged = merge(&reports).map_err(|e| {
+        let at = e.report().and_then(|i| labels.get(i - 1));
+        UsageError(at.map_or_else(|| e.to_string(), |l| format!("{l}: {e}")))
+    })?;
+    merged.command = super::report::command_line(std::env::args());
+    merged.machine = super::report::Machine::this();
     merged.judge(&super::gates(&args.gates));
     super::write_report(&args.output, &merged)?;
     Ok(if merged.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -57,21 +88,58 @@ fn name(path: &Path) -> String {
     if path.as_os_str() == "-" { "stdin".into() } else { path.display().to_string() }
 }
 
-/// Every JSON report in `path` (`-`: stdin), one after another.
+/// Every JSON report in `path` (`-`: stdin), one after another, each
+/// checked: a crafted file is one line naming it, the field and the bound.
 fn read_reports(path: &Path, out: &mut Vec<Report>) -> anyhow::Result<()> {
-    let text = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
-        s
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(MAX_REPORT_BYTES + 1).read_to_string(&mut text)
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_REPORT_BYTES + 1).read_to_string(&mut text))
     };
-    for (i, r) in serde_json::Deserializer::from_str(&text).into_iter::<Report>().enumerate() {
-        let r = r.map_err(|e| {
-            UsageError(format!("{}: report {} is not a bench JSON report: {e}", name(path), i + 1))
-        })?;
+    read.map_err(|e| UsageError(format!("cannot read {}: {e}", name(path))))?;
+    if text.len() as u64 > MAX_REPORT_BYTES {
+        return Err(UsageError(format!(
+            "{}: larger than {MAX_REPORT_BYTES} bytes (at most that): not a bench report",
+            name(path)
+        ))
+        .into());
+    }
+    let all: Vec<_> = serde_json::Deserializer::from_str(&text).into_iter::<Report>().collect();
+    let many = all.len() > 1;
+    for (i, r) in all.into_iter().enumerate() {
+        let at = if many { format!("{} (report {})", name(path), i + 1) } else { name(path) };
+        let r = r.map_err(|e| UsageError(format!("{at}: not a bench JSON report: {e}")))?;
+        check_ranges(&r).map_err(|e| UsageError(format!("{at}: {e}")))?;
         out.push(r);
+    }
+    Ok(())
+}
+
+/// Every number of a report that the merge computes with, in range: a
+/// crafted one would otherwise panic (a duration of 1e300 s) or pass (-1).
+fn check_ranges(r: &Report) -> Result<(), String> {
+    let within = |field: &str, x: f64, max: f64| {
+        if x.is_finite() && (0.0..=max).contains(&x) {
+            Ok(())
+        } else {
+            Err(format!("{field}: {} is out of range (0 to {})", number(x), number(max)))
+        }
+    };
+    within("duration_s", r.duration_s, MAX_DURATION_S)?;
+    // CPU time of a run of every core of a large machine.
+    within("bench_cpu_s", r.bench_cpu_s, MAX_DURATION_S * 1024.0)?;
+    let s = &r.stream_events_per_s;
+    within("stream_events_per_s.min", s.min, MAX_RATE)?;
+    within("stream_events_per_s.mean", s.mean, MAX_RATE)?;
+    within("stream_events_per_s.max", s.max, MAX_RATE)?;
+    r.timeline.check(MAX_DURATION_S)?;
+    if let Some(sc) = &r.scenario {
+        within("scenario.speed", sc.speed, MAX_RATE)?;
+        for d in &sc.divergences {
+            within("scenario.divergences.t_ms", d.t_ms.unwrap_or(0.0), MAX_DURATION_S * 1e3)?;
+        }
     }
     Ok(())
 }
@@ -96,9 +164,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             urls.push(&r.url);
         }
         m.embedded |= r.embedded;
+        m.interrupted |= r.interrupted;
         if let Some(sc) = &r.scenario {
             match &mut m.scenario {
-                Some(total) => total.add(sc),
+                Some(total) => total.add(sc).map_err(|f| MergeError::Overflow(i + 1, f))?,
                 None => m.scenario = Some(sc.clone()),
             }
         }
@@ -110,45 +179,53 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
             };
         }
         m.shards.extend(r.shards.iter().cloned());
-        for (total, x) in [
-            (&mut m.clients, r.clients),
-            (&mut m.connected, r.connected),
-            (&mut m.sent, r.sent),
-            (&mut m.received, r.received),
-            (&mut m.lost, r.lost),
-            (&mut m.duplicated, r.duplicated),
-            (&mut m.out_of_order, r.out_of_order),
-            (&mut m.corrupted, r.corrupted),
-            (&mut m.drops, r.drops),
-            (&mut m.resumes, r.resumes),
-            (&mut m.failed_resumes, r.failed_resumes),
-            (&mut m.stream_ends, r.stream_ends),
-            (&mut m.post_errors, r.post_errors),
-            (&mut m.timeouts, r.timeouts),
-            (&mut m.post_connections, r.post_connections),
-            (&mut m.errors, r.errors),
-            (&mut m.events, r.events),
-            (&mut m.id_gaps, r.id_gaps),
-            (&mut m.id_restarts, r.id_restarts),
-            (&mut m.ids_unordered, r.ids_unordered),
-            (&mut m.ids_absent, r.ids_absent),
-            (&mut m.requests, r.requests),
-            (&mut m.completed, r.completed),
-            (&mut m.failed_requests, r.failed_requests),
-            (&mut m.bytes, r.bytes),
-            (&mut m.idle, r.idle),
-            (&mut m.events_short, r.events_short),
+        for (field, total, x) in [
+            ("clients", &mut m.clients, r.clients),
+            ("connected", &mut m.connected, r.connected),
+            ("sent", &mut m.sent, r.sent),
+            ("received", &mut m.received, r.received),
+            ("lost", &mut m.lost, r.lost),
+            ("duplicated", &mut m.duplicated, r.duplicated),
+            ("out_of_order", &mut m.out_of_order, r.out_of_order),
+            ("corrupted", &mut m.corrupted, r.corrupted),
+            ("drops", &mut m.drops, r.drops),
+            ("resumes", &mut m.resumes, r.resumes),
+            ("failed_resumes", &mut m.failed_resumes, r.failed_resumes),
+            ("stream_ends", &mut m.stream_ends, r.stream_ends),
+            ("post_errors", &mut m.post_errors, r.post_errors),
+            ("posts", &mut m.posts, r.posts),
+            ("timeouts", &mut m.timeouts, r.timeouts),
+            ("post_connections", &mut m.post_connections, r.post_connections),
+            ("errors", &mut m.errors, r.errors),
+            ("events", &mut m.events, r.events),
+            ("id_gaps", &mut m.id_gaps, r.id_gaps),
+            ("id_restarts", &mut m.id_restarts, r.id_restarts),
+            ("ids_unordered", &mut m.ids_unordered, r.ids_unordered),
+            ("ids_absent", &mut m.ids_absent, r.ids_absent),
+            ("requests", &mut m.requests, r.requests),
+            ("completed", &mut m.completed, r.completed),
+            ("failed_requests", &mut m.failed_requests, r.failed_requests),
+            ("bytes", &mut m.bytes, r.bytes),
+            ("idle", &mut m.idle, r.idle),
+            ("events_short", &mut m.events_short, r.events_short),
         ] {
-            *total += x;
+            *total = total.checked_add(x).ok_or(MergeError::Overflow(i + 1, field))?;
+        }
+        for (status, n) in &r.refusals {
+            let c = m.refusals.entry(*status).or_default();
+            *c = c.checked_add(*n).ok_or(MergeError::Overflow(i + 1, "refusals"))?;
         }
         for e in &r.error_samples {
             super::push_sample(&mut m.error_samples, e.clone());
         }
         for w in &r.warnings {
-            if !m.warnings.contains(w) {
-                m.warnings.push(w.clone());
+            // Files come from elsewhere, and the report ends up on a terminal.
+            let w = crate::text::escape_controls(w).into_owned();
+            if !m.warnings.contains(&w) {
+                m.warnings.push(w);
             }
         }
+        // In range (checked on reading): a sum of finite numbers.
         m.bench_cpu_s += r.bench_cpu_s;
         if r.stream_events_per_s.streams > 0 {
             rates.push(r.stream_events_per_s);
@@ -168,8 +245,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         // longest duration is known.
         span = match (span, humantime::parse_rfc3339_weak(&r.started_at)) {
             (Some((a, b)), Ok(s)) => {
-                let e = s + std::time::Duration::from_secs_f64(r.duration_s.max(0.0));
-                Some((a.min(s), b.max(e)))
+                let d = std::time::Duration::try_from_secs_f64(r.duration_s).unwrap_or_default();
+                s.checked_add(d).map(|e| (a.min(s), b.max(e)))
             }
             _ => None,
         };
@@ -179,11 +256,15 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         m.started_at = humantime::format_rfc3339_micros(a).to_string();
         m.duration_s = b.duration_since(a).map_or(m.duration_s, |d| d.as_secs_f64());
     }
-    m.url = urls.join(" ");
+    m.url = crate::text::escape_controls(&urls.join(" ")).into_owned();
+    if let Some(sc) = &mut m.scenario {
+        sc.file = crate::text::escape_controls(&sc.file).into_owned();
+    }
     m.set_histograms(hists);
     m.set_rates();
+    side_by_side(reports, &mut m);
     if !rates.is_empty() {
-        let streams: u64 = rates.iter().map(|r| r.streams).sum();
+        let streams = rates.iter().fold(0u64, |a, r| a.saturating_add(r.streams));
         m.stream_events_per_s = StreamRates {
             min: rates.iter().map(|r| r.min).fold(f64::MAX, f64::min),
             mean: rates.iter().map(|r| r.mean * r.streams as f64).sum::<f64>() / streams as f64,
@@ -192,6 +273,85 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         };
     }
     Ok(m)
+}
+
+/// Most intervals a merged timeline spans: runs further apart than that are
+/// not drawn on one clock.
+const MAX_MERGED_SAMPLES: usize = 4 * super::timeline::MAX_SAMPLES;
+
+/// Each report's own figures side by side, and one timeline of them all
+/// on the clock of the earliest start (counts added up; a percentile is the
+/// highest of the runs', an upper bound).
+fn side_by_side(reports: &[Report], m: &mut Report) {
+    let starts: Vec<Option<std::time::SystemTime>> =
+        reports.iter().map(|r| humantime::parse_rfc3339_weak(&r.started_at).ok()).collect();
+    let first = starts.iter().flatten().min().copied();
+    let offset = |i: usize| match (starts[i], first) {
+        (Some(s), Some(f)) => s.duration_since(f).map_or(0.0, |d| d.as_secs_f64()),
+        _ => 0.0,
+    };
+    let interval = reports.iter().map(|r| r.timeline.interval_s).fold(1.0, f64::max);
+    let mut merged: Vec<Option<super::timeline::Sample>> = Vec::new();
+    let mut too_far = false;
+    for (i, r) in reports.iter().enumerate() {
+        let off = offset(i);
+        let p99 = if r.mode == super::report::Mode::Listen {
+            r.histograms.first_event.summary().p99
+        } else {
+            r.histograms.latency.summary().p99
+        };
+        m.shard_runs.push(ShardRun {
+            shard: if r.shards.is_empty() {
+                format!("report {}", i + 1)
+            } else {
+                r.shards.join(",")
+            },
+            started_at: r.started_at.clone(),
+            skew_ms: off * 1e3,
+            duration_s: r.duration_s,
+            throughput_msgs_per_s: r.throughput_msgs_per_s,
+            p99_ms: p99,
+            sent: r.sent,
+            received: r.received,
+            lost: r.lost,
+            errors: r.errors,
+            refused: r.refused(),
+            rates: r.timeline.samples.iter().map(|s| (s.t + off, s.rate)).collect(),
+        });
+        for s in &r.timeline.samples {
+            // The interval (of the coarsest timeline) this sample ends in:
+            // samples end a few ms after each whole interval.
+            let k = ((off + s.t) / interval).round().max(1.0) as usize - 1;
+            if k >= MAX_MERGED_SAMPLES {
+                too_far = true;
+                continue;
+            }
+            if merged.len() <= k {
+                merged.resize(k + 1, None);
+            }
+            match &mut merged[k] {
+                Some(into) => into.overlay(s),
+                slot => *slot = Some(s.clone()),
+            }
+        }
+    }
+    if too_far {
+        m.warnings.push(format!(
+            "the runs are more than {MAX_MERGED_SAMPLES} intervals apart: the merged timeline \
+             leaves the later ones out"
+        ));
+    }
+    m.timeline.interval_s = interval;
+    m.timeline.samples = merged
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, s)| {
+            s.map(|mut s| {
+                s.t = (k + 1) as f64 * interval;
+                s
+            })
+        })
+        .collect();
 }
 
 /// Shards must be all or none, of one run (same N), each exactly once.

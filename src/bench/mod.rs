@@ -6,27 +6,33 @@
 //! one instant, and judges the merged results against the gates.
 
 mod conn;
+mod dashboard;
+mod halt;
+mod html;
 mod ids;
 mod lanes;
 mod listen;
 pub mod merge;
 pub mod payload;
 mod progress;
+mod reason;
 pub mod report;
 mod request;
 mod runtimes;
 pub mod scenario;
 pub mod shard;
 pub mod stats;
+mod timeline;
 mod timer;
+mod tls;
 pub mod verify;
 mod worker;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -36,7 +42,8 @@ use tracing::{info, warn};
 use crate::cli::{BenchArgs, BenchCommand, BenchMode, GateArgs, ReportArgs};
 use crate::exit::UsageError;
 use crate::server::{Server, ServerConfig};
-use conn::Target;
+use conn::{Dialer, Target};
+use halt::Halting;
 use report::{Gates, Mode, Report, StreamRates};
 use shard::Shard;
 use stats::{Clock, Stats};
@@ -57,7 +64,9 @@ const DEFAULT_EVENTS: u64 = 1000;
 /// What every client of a run shares (read-only but for the stats).
 pub(crate) struct Plan {
     pub target: Target,
-    pub addr: SocketAddr,
+    pub dialer: Dialer,
+    /// As given (for messages).
+    pub url: String,
     /// Clients of the whole run (all shards): open-loop send times are
     /// spread over them, so a shard's clients keep their place in it.
     pub clients: usize,
@@ -81,8 +90,33 @@ pub(crate) struct Plan {
     pub lanes: Option<lanes::Lanes>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
-    /// Set to stop every client at once (the target is no channel endpoint).
-    pub stop: watch::Sender<bool>,
+    /// Ctrl-C, or a permanent error: every client watches it.
+    pub halting: Arc<Halting>,
+    /// Some POST (or, with -X/--data, some request) was taken: a permanent
+    /// refusal after that is one client's, not the whole run's.
+    pub accepted: AtomicBool,
+    /// The run second by second, from the load's start.
+    sampler: std::sync::Mutex<Option<timeline::Sampler>>,
+    /// Where the sampler shows the run as it goes (the dashboard).
+    live: Option<watch::Sender<timeline::Live>>,
+}
+
+impl Plan {
+    /// Starts the timeline at clock µs `start_us` (the load's start).
+    pub(crate) fn start_sampler(&self, start_us: u64) {
+        let s =
+            timeline::Sampler::start(self.stats.clone(), self.clock, start_us, self.live.clone());
+        *self.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    /// The timeline, once the load is over.
+    async fn timeline(&self) -> timeline::Timeline {
+        let s = self.sampler.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match s {
+            Some(s) => s.finish().await,
+            None => timeline::Timeline::new(),
+        }
+    }
 }
 
 /// What `validate` derived from the flags.
@@ -104,18 +138,97 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let setup = validate(&args)?;
     let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
+    let halting = Arc::new(Halting::default());
+    // What every report says of its run, whatever the mode.
+    let about = Report {
+        mode: if args.scenario.is_some() {
+            Mode::Scenario
+        } else if args.mode == BenchMode::Listen {
+            Mode::Listen
+        } else {
+            Mode::Echo
+        },
+        url: args.url.clone().unwrap_or_default(),
+        clients: local.len() as u64,
+        command: report::command_line(std::env::args()),
+        machine: report::Machine::this(),
+        ..Report::default()
+    };
+    let dashboard = match args.dashboard {
+        Some(addr) => {
+            let first = Report { live: true, ..about.clone() }.to_json_line();
+            let d = Arc::new(dashboard::Dashboard::start(addr, first).await?);
+            eprintln!("ssechan: dashboard at {}", d.url);
+            Some(d)
+        }
+        None => None,
+    };
+    let ctrl_c = halt::on_ctrl_c(halting.clone());
+    let result = run_mode(&args, &setup, local, &halting, &about, dashboard.as_ref()).await;
+    if let Some(t) = ctrl_c {
+        t.abort();
+    }
+    let report = match result {
+        Ok(Some(mut report)) => {
+            report.command = about.command.clone();
+            report.machine = about.machine.clone();
+            report.judge(&gates(&args.gates));
+            write_report(&args.output, &report)?;
+            Some(report)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            if let Some(d) = &dashboard {
+                d.finish(Report { failures: vec![format!("{e:#}")], ..about }.to_json_line()).await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(d) = &dashboard {
+        let last = match &report {
+            Some(r) => r.to_json_line(),
+            None => Report {
+                failures: vec![
+                    halting.fatal().unwrap_or_else(|| "the target cannot be reached".into()),
+                ],
+                ..about
+            }
+            .to_json_line(),
+        };
+        d.finish(last).await;
+    }
+    Ok(report.as_ref().map_or(ExitCode::from(2), exit_code))
+}
+
+/// 0 passed, 1 a check failed, 130 interrupted (the report is of the run
+/// so far, whatever it says).
+pub(crate) fn exit_code(report: &Report) -> ExitCode {
+    match (report.interrupted, report.passed) {
+        (true, _) => ExitCode::from(130),
+        (false, true) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(1),
+    }
+}
+
+/// The run of `--scenario` or of a mode.
+async fn run_mode(
+    args: &BenchArgs,
+    setup: &Setup,
+    local: Range<usize>,
+    halting: &Arc<Halting>,
+    about: &Report,
+    dashboard: Option<&Arc<dashboard::Dashboard>>,
+) -> anyhow::Result<Option<Report>> {
     if let Some(path) = &args.scenario {
         crate::sys::raise_open_file_limit(local.len() as u64 * 2 + SPARE_FILES);
-        let Some(mut report) = scenario::run(&args, path, local, setup.start_at).await? else {
-            return Ok(ExitCode::from(2));
-        };
-        report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
-        report.judge(&gates(&args.gates));
-        write_report(&args.output, &report)?;
-        return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        let report = scenario::run(args, path, local, setup.start_at, halting).await?;
+        return Ok(report.map(|mut r| {
+            r.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
+            r
+        }));
     }
     let clients = local.len();
-    let files = crate::sys::raise_open_file_limit(FileBudget::new(&args, clients as u64).own());
+    let files = crate::sys::raise_open_file_limit(FileBudget::new(args, clients as u64).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -123,20 +236,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (s.url.clone(), Some(s))
         }
     };
-    let result = bench(&args, &setup, &url, embedded.is_some(), files).await;
+    let about = Report { url: url.clone(), embedded: embedded.is_some(), ..about.clone() };
+    let result = bench(args, setup, &about, files, halting, dashboard).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
-    let Some(mut report) = result? else { return Ok(ExitCode::from(2)) };
-    report.judge(&gates(&args.gates));
-    write_report(&args.output, &report)?;
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    result
 }
 
 pub(crate) fn gates(g: &GateArgs) -> Gates {
     Gates {
         max_lost: g.max_lost,
         max_duplicated: g.max_duplicated,
+        max_refusals: g.max_refusals,
         max_p99: g.max_p99,
         min_throughput: g.min_throughput,
         min_events: g.min_events,
@@ -226,16 +338,7 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     if a.gates.min_events.is_some() && !listen {
         return Err(usage("--min-events applies to listen mode (echo mode counts every message)"));
     }
-    let both_stdout = |o: &ReportArgs| {
-        [&o.json, &o.junit]
-            .iter()
-            .filter(|p| p.as_ref().is_some_and(|p| p.as_os_str() == "-"))
-            .count()
-            > 1
-    };
-    if both_stdout(&a.output) {
-        return Err(usage("--json - and --junit - cannot both write to stdout"));
-    }
+    check_outputs(&a.output)?;
     let job_index = std::env::var(shard::JOB_INDEX_VAR).ok();
     let shard = a
         .shard
@@ -267,6 +370,18 @@ fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     Ok(Setup { request, shard, start_at, messages: a.messages.unwrap_or(DEFAULT_EVENTS), duration })
 }
 
+/// At most one report goes to stdout.
+pub(crate) fn check_outputs(o: &ReportArgs) -> anyhow::Result<()> {
+    let to_stdout = [&o.json, &o.junit, &o.html]
+        .iter()
+        .filter(|p| p.as_ref().is_some_and(|p| p.as_os_str() == "-"))
+        .count();
+    if to_stdout > 1 {
+        return Err(usage("only one of --json, --junit and --html can write to stdout (-)"));
+    }
+    Ok(())
+}
+
 /// `-X`, `--data` (`@FILE`, `@-` for stdin, or the text itself).
 fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
     let body = match a.data.as_deref() {
@@ -280,16 +395,32 @@ fn request_spec(a: &BenchArgs) -> anyhow::Result<request::RequestSpec> {
     Ok(request::RequestSpec { method, body, per_client: a.streams })
 }
 
-/// Runs the workload; `None` when the target cannot be reached (already
-/// said on stderr).
+/// Runs the workload; `None` when the target cannot be reached or refuses
+/// the run for good (already said on stderr, in one line).
 async fn bench(
     args: &BenchArgs,
     setup: &Setup,
-    url: &str,
-    embedded: bool,
+    about: &Report,
     files: u64,
+    halting: &Arc<Halting>,
+    dashboard: Option<&Arc<dashboard::Dashboard>>,
 ) -> anyhow::Result<Option<Report>> {
+    let (url, embedded) = (about.url.as_str(), about.embedded);
     let target = Target::parse(url, &args.headers).map_err(|e| usage(e.to_string()))?;
+    let tls = target
+        .tls
+        .then(|| {
+            let connector = tls::connector(args.cacert.as_deref(), args.insecure)?;
+            Ok::<_, String>((connector, tls::server_name(&target.host)?))
+        })
+        .transpose()
+        .map_err(usage)?;
+    if args.insecure && target.tls {
+        warn!(
+            "--insecure: the server's certificate is not checked; anyone in between can read \
+             and change the traffic"
+        );
+    }
     let unreachable = |why: String| {
         eprintln!("ssechan: cannot reach {url}: {why}");
         Ok(None)
@@ -305,12 +436,23 @@ async fn bench(
             ));
         }
     };
-    match tokio::time::timeout(args.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return unreachable(e.to_string()),
-        Err(_) => return unreachable(format!("no connection within {:?}", args.connect_timeout)),
-    }
+    let dialer = match tls {
+        Some((connector, name)) => Dialer::tls(addr, connector, name),
+        None => Dialer::plain(addr),
+    };
     let listen = args.mode == BenchMode::Listen;
+    let run_id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // First contact, before any client: a refused connection, a TLS
+    // failure or (echo mode) a POST refused for good ends the run now.
+    let probe = (!listen).then(|| format!("{run_id}-probe"));
+    match first_contact(&target, &dialer, probe.as_deref(), args.connect_timeout).await {
+        Ok(()) => {}
+        Err(FirstContact::Unreachable(why)) => return unreachable(why),
+        Err(FirstContact::Refused(status, why)) => {
+            eprintln!("ssechan: {}", worker::not_taken(url, status, &why));
+            return Ok(None);
+        }
+    }
     let local = setup.shard.unwrap_or(Shard::ALL).clients(args.clients);
     let rts = runtimes::Runtimes::start(args.threads).context("cannot start the client threads")?;
     let lanes = (!listen)
@@ -321,7 +463,7 @@ async fn bench(
                 "open-file limit {files} is too low for a POST connection per client: \
                      {n} shared POST connections instead"
             );
-            lanes::Lanes::start(n, local.len(), addr, args.connect_timeout, &rts)
+            lanes::Lanes::start(n, local.len(), &dialer, args.connect_timeout, &rts)
         });
     let post_connections = match (&lanes, listen) {
         (_, true) => 0,
@@ -331,10 +473,11 @@ async fn bench(
     let stats = Stats::new();
     let plan = Arc::new(Plan {
         target,
-        addr,
+        dialer,
+        url: url.to_string(),
         clients: args.clients,
         local: local.clone(),
-        run_id: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        run_id,
         size: args.size,
         messages: setup.messages,
         duration: setup.duration,
@@ -348,31 +491,30 @@ async fn bench(
         lanes,
         clock: Clock::new(),
         stats: stats.clone(),
-        stop: watch::Sender::new(false),
+        halting: halting.clone(),
+        accepted: AtomicBool::new(false),
+        sampler: std::sync::Mutex::new(None),
+        live: dashboard.map(|d| show_live(d.clone(), about.clone())),
     });
     info!(clients = local.len(), %url, "connecting");
     let progress = progress::Progress::start(stats.clone(), listen);
     let mut cpu0 = stats::process_cpu();
-    let mut not_channel = None;
     let mut report = if let Some(spec) = &setup.request {
         run_requests(&plan, spec, &rts).await
     } else if listen {
         run_listen(&plan, &rts).await
     } else {
-        run_echo(&plan, &rts, &mut cpu0, &mut not_channel).await
+        run_echo(&plan, &rts, &mut cpu0).await
     };
     progress.finish();
     rts.stop();
     let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
-    if let Some(status) = not_channel {
-        eprintln!(
-            "ssechan: {url}: not a package:sse channel endpoint (POST answered {}); to read a \
-             plain SSE stream use --mode listen --raw",
-            status.as_u16()
-        );
+    report.timeline = plan.timeline().await;
+    if let Some(line) = halting.fatal() {
+        eprintln!("ssechan: {line}");
         return Ok(None);
     }
-    if report.connected == 0 {
+    if report.connected == 0 && !halting.interrupted() {
         let why =
             report.error_samples.first().cloned().unwrap_or_else(|| "no client connected".into());
         return unreachable(why);
@@ -380,24 +522,102 @@ async fn bench(
     report.mode = if listen { Mode::Listen } else { Mode::Echo };
     report.url = url.to_string();
     report.embedded = embedded;
+    report.interrupted = halting.interrupted();
     report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
     report.post_connections = post_connections;
     report.clients = local.len() as u64;
     report.bench_cpu_s = cpu;
     report.set_histograms(stats.merged());
+    report.refusals = stats.refusals();
     report.set_rates();
+    if halting.now() == halt::Halt::Stop {
+        report.warnings.push(
+            "the run ended at the first request refused for good (none had succeeded): the \
+             others would have been refused too"
+                .into(),
+        );
+    }
     note_short_run(&mut report);
     Ok(Some(report))
 }
 
+/// Where the sampler's view of the run goes: each second, the dashboard
+/// shows `about` with the figures so far.
+fn show_live(dashboard: Arc<dashboard::Dashboard>, about: Report) -> watch::Sender<timeline::Live> {
+    let (tx, mut rx) = watch::channel(timeline::Live::default());
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let live = rx.borrow_and_update().clone();
+            let t = &live.totals;
+            let mut r = Report { live: true, ..about.clone() };
+            r.duration_s = live.timeline.samples.last().map_or(0.0, |s| s.t);
+            (r.sent, r.received, r.events) = (t.sent, t.received, t.received);
+            (r.drops, r.resumes, r.post_errors) = (t.drops, t.reconnects, t.unanswered);
+            r.refusals = live.refusals;
+            r.latency_ms = live.latency_ms;
+            r.recovery_ms = live.recovery_ms;
+            r.timeline = live.timeline;
+            r.set_rates();
+            dashboard.show(r.to_json_line());
+        }
+    });
+    tx
+}
+
+/// Why the first contact ended the run.
+enum FirstContact {
+    Unreachable(String),
+    /// The probe POST was refused for good: status and reason.
+    Refused(http::StatusCode, String),
+}
+
+/// Connects once (TLS included) and, with a `probe` client id, POSTs one
+/// message for it: that id has no stream, so a channel server answers 404
+/// (unknown client) and keeps nothing, while a server without POST (405,
+/// 501) or one that refuses the run (401, 403…) says so before a single
+/// client connects. An answer that may change (404, 408, 429, 5xx "later")
+/// or none within the timeout lets the run go on: the clients will see.
+async fn first_contact(
+    target: &Target,
+    dialer: &Dialer,
+    probe: Option<&str>,
+    timeout: Duration,
+) -> Result<(), FirstContact> {
+    let io = match tokio::time::timeout(timeout, dialer.connect()).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(conn::ConnectError::Tcp { source, .. })) => {
+            return Err(FirstContact::Unreachable(source.to_string()));
+        }
+        Ok(Err(e)) => return Err(FirstContact::Unreachable(e.to_string())),
+        Err(_) => {
+            return Err(FirstContact::Unreachable(format!("no connection within {timeout:?}")));
+        }
+    };
+    let Some(id) = probe else { return Ok(()) };
+    let post = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let uri = format!("{}0", target.post_prefix(id)).parse().ok()?;
+        let req = target.post_request(uri, bytes::Bytes::from_static(b"\"ssechan bench probe\""));
+        lanes::read_response(sender.send_request(req)).await.ok()
+    };
+    match tokio::time::timeout(timeout, post).await {
+        Ok(Some((status, body)))
+            if !status.is_success()
+                && status != http::StatusCode::NOT_FOUND
+                && !conn::retry_later(status) =>
+        {
+            let why =
+                if body.is_empty() { status.to_string() } else { format!("{status}: {body}") };
+            Err(FirstContact::Refused(status, why))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs the echo clients; `cpu0` becomes the CPU time at the load's start,
 /// so that connecting thousands of clients does not count per message.
-async fn run_echo(
-    plan: &Arc<Plan>,
-    rts: &runtimes::Runtimes,
-    cpu0: &mut Duration,
-    not_channel: &mut Option<http::StatusCode>,
-) -> Report {
+async fn run_echo(plan: &Arc<Plan>, rts: &runtimes::Runtimes, cpu0: &mut Duration) -> Report {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
@@ -414,10 +634,12 @@ async fn run_echo(
     let n = u32::try_from(plan.local.len()).unwrap_or(u32::MAX);
     let _ = ready.acquire_many(n).await;
     if let Some(at) = plan.start_at {
-        wait_for_start(at).await;
+        let mut halted = plan.halting.watch(halt::Halt::Interrupt);
+        let _ = halt::unless(&mut halted, wait_for_start(at)).await;
     }
     let start_us = plan.clock.now_us();
     *cpu0 = stats::process_cpu();
+    plan.start_sampler(start_us);
     let _ = start_tx.send(Some(start_us));
     info!("all clients connected; load started");
     let mut r = Report::default();
@@ -443,8 +665,8 @@ async fn run_echo(
         r.failed_resumes += c.failed_resumes;
         r.stream_ends += c.stream_ends;
         r.post_errors += c.post_errors;
+        r.posts += c.posts;
         r.timeouts += c.timeouts;
-        *not_channel = not_channel.or(c.not_channel);
         if let Some(e) = c.error.or_else(|| {
             c.closed_early.then(|| "closed by the server before the end of the run".to_string())
         }) {
@@ -487,6 +709,7 @@ async fn run_listen(plan: &Arc<Plan>, rts: &runtimes::Runtimes) -> Report {
         wait_for_start(at).await;
     }
     let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    plan.start_sampler(plan.clock.now_us());
     let tasks: Vec<_> = plan
         .local
         .clone()
@@ -558,6 +781,7 @@ async fn run_requests(
     }
     let start_us = plan.clock.now_us();
     let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    plan.start_sampler(start_us);
     let tasks: Vec<_> = plan
         .local
         .clone()
@@ -617,7 +841,7 @@ fn set_ids(r: &mut Report, ids: &ids::IdTracker) {
 pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
     if samples.len() < ERROR_SAMPLES {
         // Samples quote servers' error pages, and end up on a terminal.
-        let e = crate::client::escape_controls(&e).into_owned();
+        let e = crate::text::escape_controls(&e).into_owned();
         if !samples.contains(&e) {
             samples.push(e);
         }
@@ -658,6 +882,7 @@ pub(crate) fn write_report(out: &ReportArgs, report: &Report) -> anyhow::Result<
     for (path, text) in [
         (&out.json, out.json.as_ref().map(|_| report.to_json())),
         (&out.junit, out.junit.as_ref().map(|_| report.to_junit())),
+        (&out.html, out.html.as_ref().map(|_| html::page(&report.to_json_line(), None))),
     ] {
         let (Some(p), Some(text)) = (path, text) else { continue };
         if p.as_os_str() == "-" {

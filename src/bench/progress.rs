@@ -33,7 +33,8 @@ impl Progress {
             let mut tick = tokio::time::interval(TICK);
             loop {
                 tick.tick().await;
-                let (sent, received, reconnects) = stats.totals();
+                let t = stats.totals();
+                let (sent, received, reconnects) = (t.sent, t.received, t.reconnects);
                 let now = Instant::now();
                 let rate = (received - last.1.min(received)) as f64
                     / now.duration_since(last.0).as_secs_f64().max(1e-3);

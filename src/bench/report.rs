@@ -2,13 +2,20 @@
 //! as text for people or as JUnit XML for CI; and the gates that decide pass
 //! or fail, each kept as a [`Check`] with its limit and measured value.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::stats::{Histograms, Percentiles};
+use super::timeline::Timeline;
 use crate::junit;
+
+/// A number as a person reads it: `1e300`, not 301 digits.
+pub(crate) fn number(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e15 { format!("{x}") } else { format!("{x:e}") }
+}
 
 /// Events per second of single streams (listen mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -105,6 +112,12 @@ pub struct Report {
     pub url: String,
     /// The target was the embedded echo server (no URL given).
     pub embedded: bool,
+    /// Ctrl-C ended the run: the figures are of the run so far (messages
+    /// in flight then were given a second to come back).
+    pub interrupted: bool,
+    /// The dashboard's view of a run still going on (never in a file).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
     /// `I/N` of a sharded run (`--shard`); a merged report lists every
     /// shard it holds.
     pub shards: Vec<String>,
@@ -131,8 +144,14 @@ pub struct Report {
     pub failed_resumes: u64,
     /// Streams the server ended without a control close.
     pub stream_ends: u64,
-    /// POST attempts that failed (each retried with the same messageId).
+    /// POST attempts that got no answer (each retried with the same
+    /// messageId).
     pub post_errors: u64,
+    /// POSTs answered, whatever the status (echo mode).
+    pub posts: u64,
+    /// POSTs answered with a status other than 2xx, by status, whether
+    /// retried or not: a retry that then succeeds hides nothing.
+    pub refusals: BTreeMap<u16, u64>,
     /// Closed-loop messages given up on after `--drain` without an echo.
     pub timeouts: u64,
     /// Connections the POSTs went over: one per client, or fewer shared
@@ -204,6 +223,157 @@ pub struct Report {
     /// The histograms behind the percentiles, lossless (see
     /// [`super::stats::Hist`]), in µs: what `bench merge` adds up.
     pub histograms: Histograms,
+    /// Percentile distributions for plotting (from the histograms).
+    pub distributions: Distributions,
+    /// The run second by second (see [`super::timeline`]).
+    pub timeline: Timeline,
+    /// The command line (header values hidden), and where it ran.
+    pub command: Vec<String>,
+    pub machine: Machine,
+    /// A merged report: each shard's own figures, side by side.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shard_runs: Vec<ShardRun>,
+}
+
+/// `[percentile, ms]` pairs at quantiles evenly spaced on the 1/(1 − q)
+/// scale (HdrHistogram's percentile plot), ending at 100 (the maximum).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Distributions {
+    pub latency: Vec<(f64, f64)>,
+    pub recovery: Vec<(f64, f64)>,
+    pub first_event: Vec<(f64, f64)>,
+}
+
+/// Where a run ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Machine {
+    pub host: String,
+    /// `linux x86_64`.
+    pub os: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    pub cpus: u64,
+    /// ssechan's version.
+    pub version: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        // SAFETY: uname only writes the struct we pass.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::uname(&mut u) } == 0;
+        let field = |f: &[libc::c_char]| {
+            let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        Self {
+            host: if ok { field(&u.nodename) } else { String::new() },
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            kernel: if ok { field(&u.release) } else { String::new() },
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u64),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// One shard of a merged run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardRun {
+    /// `I/N`, or the report's place among those merged.
+    pub shard: String,
+    pub started_at: String,
+    /// How much later than the earliest shard it started.
+    pub skew_ms: f64,
+    pub duration_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub p99_ms: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub errors: u64,
+    pub refused: u64,
+    /// Its own throughput second by second: `[t, per second]`, `t` from
+    /// the earliest shard's start.
+    pub rates: Vec<(f64, f64)>,
+}
+
+/// The command line for a report: header values (tokens, cookies) hidden,
+/// long arguments cut.
+pub fn command_line(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut header_next = false;
+    for (i, a) in args.into_iter().enumerate() {
+        // The program by its name, not where it was built.
+        let a = match (i, std::path::Path::new(&a).file_name()) {
+            (0, Some(name)) => name.to_string_lossy().into_owned(),
+            _ => a,
+        };
+        let hide = |h: &str| match h.split_once(':') {
+            Some((name, _)) => format!("{name}: …"),
+            None => h.to_string(),
+        };
+        let a = if header_next {
+            header_next = false;
+            hide(&a)
+        } else if a == "-H" || a == "--header" {
+            header_next = true;
+            a
+        } else if let Some(h) = a.strip_prefix("--header=") {
+            format!("--header={}", hide(h))
+        } else if let Some(h) = a.strip_prefix("-H").filter(|h| !h.is_empty()) {
+            format!("-H{}", hide(h))
+        } else {
+            a
+        };
+        let a = if a.chars().count() > 200 {
+            a.chars().take(200).chain(std::iter::once('…')).collect()
+        } else {
+            a
+        };
+        out.push(crate::text::escape_controls(&a).into_owned());
+    }
+    out
+}
+
+/// `--max-refusals`: a count of refused POSTs, or a share of the POSTs
+/// answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RefusalLimit {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Default for RefusalLimit {
+    fn default() -> Self {
+        RefusalLimit::Count(0)
+    }
+}
+
+impl std::str::FromStr for RefusalLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is neither a count nor a percentage (examples: 10, 0.5%)");
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(RefusalLimit::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.parse().map(RefusalLimit::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalLimit::Count(n) => write!(f, "{n}"),
+            RefusalLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// The thresholds of a run.
@@ -211,6 +381,7 @@ pub struct Report {
 pub struct Gates {
     pub max_lost: u64,
     pub max_duplicated: u64,
+    pub max_refusals: RefusalLimit,
     pub max_p99: Option<Duration>,
     pub min_throughput: Option<f64>,
     /// Listen mode: fewest events in total; 1 unless given.
@@ -218,6 +389,48 @@ pub struct Gates {
 }
 
 impl Report {
+    /// POSTs refused, all statuses.
+    pub fn refused(&self) -> u64 {
+        self.refusals.values().fold(0u64, |a, n| a.saturating_add(*n))
+    }
+
+    /// `503 ×2, 429 ×1`: the statuses, most frequent first.
+    pub fn refusals_by_status(&self) -> String {
+        let mut v: Vec<(&u16, &u64)> = self.refusals.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter().map(|(s, n)| format!("{s} \u{d7}{n}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The refusals check: a count, or a share of the POSTs answered.
+    fn refusals_check(&self, limit: RefusalLimit) -> (Check, String) {
+        let n = self.refused();
+        let statuses = match n {
+            0 => String::new(),
+            _ => format!(" ({})", self.refusals_by_status()),
+        };
+        match limit {
+            RefusalLimit::Count(max) => (
+                Check::new("refusals", n as f64, Bound::Max, max as f64, "POSTs"),
+                format!(
+                    "refusals: {n} of {} POSTs answered with an error status{statuses}, each \
+                     retried or given up (allowed {max}; --max-refusals raises it)",
+                    self.posts
+                ),
+            ),
+            RefusalLimit::Percent(max) => {
+                let share = if self.posts > 0 { n as f64 * 100.0 / self.posts as f64 } else { 0.0 };
+                (
+                    Check::new("refusals", share, Bound::Max, max, "%"),
+                    format!(
+                        "refusals: {n} of {} POSTs ({share:.3}%) answered with an error \
+                         status{statuses} (allowed {max}%)",
+                        self.posts
+                    ),
+                )
+            }
+        }
+    }
+
     /// Listen mode: why the id sequences could not be checked at all.
     pub fn ids_unchecked(&self) -> Option<String> {
         if self.mode != Mode::Listen || self.events == 0 || !self.id_format.is_empty() {
@@ -310,6 +523,8 @@ impl Report {
                 count("corrupted", self.corrupted, 0, "messages"),
                 format!("corrupted: {} echoes corrupted or not ours (allowed 0)", self.corrupted),
             );
+            let (c, failure) = self.refusals_check(g.max_refusals);
+            check(c, failure);
         }
         let first = self.error_samples.first().map_or("", String::as_str);
         check(
@@ -350,6 +565,11 @@ impl Report {
         self.connect_ms = h.connect.summary();
         self.first_event_ms = h.first_event.summary();
         self.stream_ms = h.stream.summary();
+        self.distributions = Distributions {
+            latency: h.latency.distribution(),
+            recovery: h.recovery.distribution(),
+            first_event: h.first_event.distribution(),
+        };
         self.histograms = h;
     }
 
@@ -448,6 +668,11 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The same on one line (the HTML page and the dashboard's events).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// The report for people.
     pub fn human(&self) -> String {
         let mut s = String::new();
@@ -457,9 +682,10 @@ impl Report {
             1 => format!(", shard {}", self.shards[0]),
             n => format!(", {n} shards merged"),
         };
+        let interrupted = if self.interrupted { ", INTERRUPTED" } else { "" };
         let _ = writeln!(
             s,
-            "ssechan bench: {} mode, {} clients ({} connected), {}{target}{shards}, {:.2} s",
+            "ssechan bench: {} mode, {} clients ({} connected), {}{target}{shards}, {:.2} s{interrupted}",
             self.mode.as_str(),
             self.clients,
             self.connected,
@@ -603,10 +829,22 @@ impl Report {
                 self.post_connections
             );
         }
+        if self.mode == Mode::Echo {
+            let statuses = match self.refused() {
+                0 => String::new(),
+                _ => format!(": {}", self.refusals_by_status()),
+            };
+            let _ = writeln!(
+                s,
+                "  refusals    {} of {} POSTs answered with an error status{statuses}",
+                self.refused(),
+                self.posts
+            );
+        }
         if self.post_errors + self.timeouts > 0 {
             let _ = writeln!(
                 s,
-                "  retries     {} failed POST attempts, {} echoes timed out",
+                "  retries     {} POST attempts unanswered, {} echoes timed out",
                 self.post_errors, self.timeouts
             );
         }
@@ -633,7 +871,16 @@ impl Report {
             let why = c.skipped.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
             let _ = writeln!(s, "    {mark:<5} {:<16}{}{why}", c.name, c.describe());
         }
-        if self.passed {
+        if self.interrupted {
+            let _ = writeln!(
+                s,
+                "  verdict     INTERRUPTED (the checks above are of the run so far: {})",
+                if self.passed { "passed" } else { "failed" }
+            );
+            for f in &self.failures {
+                let _ = writeln!(s, "    - {f}");
+            }
+        } else if self.passed {
             let _ = writeln!(s, "  verdict     PASSED");
         } else {
             let _ = writeln!(s, "  verdict     FAILED");
@@ -680,9 +927,11 @@ mod tests {
         r.error_samples = vec!["boom".into()];
         r.latency_ms.p99 = 7.0;
         r.throughput_msgs_per_s = 10.0;
+        r.refusals = [(503, 1)].into();
         r.judge(&Gates {
             max_lost: 0,
             max_duplicated: 1,
+            max_refusals: RefusalLimit::Count(0),
             max_p99: Some(Duration::from_millis(5)),
             min_throughput: Some(100.0),
             min_events: None,
@@ -692,7 +941,16 @@ mod tests {
             r.failures.iter().map(|f| f.split(':').next().unwrap_or("")).collect();
         assert_eq!(
             names,
-            ["lost", "duplicated", "out_of_order", "corrupted", "errors", "p99", "throughput"]
+            [
+                "lost",
+                "duplicated",
+                "out_of_order",
+                "corrupted",
+                "refusals",
+                "errors",
+                "p99",
+                "throughput"
+            ]
         );
         assert!(r.human().contains("FAILED"));
     }
@@ -704,6 +962,62 @@ mod tests {
         r.duplicated = 3;
         r.judge(&Gates { max_lost: 3, max_duplicated: 3, ..Gates::default() });
         assert!(r.passed, "{:?}", r.failures);
+    }
+
+    #[test]
+    fn refusals_are_judged_by_count_or_share() {
+        assert_eq!("3".parse(), Ok(RefusalLimit::Count(3)));
+        assert_eq!(" 0.5% ".parse(), Ok(RefusalLimit::Percent(0.5)));
+        for bad in ["", "-1", "x", "101%", "%", "1e400%", "NaN%"] {
+            assert!(bad.parse::<RefusalLimit>().is_err(), "{bad:?}");
+        }
+        let mut r = ok_report();
+        r.posts = 200;
+        r.refusals = [(503, 3), (429, 1)].into();
+        r.judge(&Gates::default());
+        assert!(!r.passed);
+        assert_eq!(
+            r.failures[0],
+            "refusals: 4 of 200 POSTs answered with an error status (503 \u{d7}3, 429 \u{d7}1), \
+             each retried or given up (allowed 0; --max-refusals raises it)"
+        );
+        r.judge(&Gates { max_refusals: RefusalLimit::Count(4), ..Gates::default() });
+        assert!(r.passed, "{:?}", r.failures);
+        // 4 of 200 is 2%.
+        r.judge(&Gates { max_refusals: RefusalLimit::Percent(2.0), ..Gates::default() });
+        assert!(r.passed, "{:?}", r.failures);
+        r.judge(&Gates { max_refusals: RefusalLimit::Percent(1.9), ..Gates::default() });
+        assert!(!r.passed);
+        assert!(r.human().contains(
+            "refusals    4 of 200 POSTs answered with an error status: 503 \u{d7}3, 429 \u{d7}1"
+        ));
+    }
+
+    #[test]
+    fn command_lines_hide_header_values() {
+        let args = [
+            "ssechan",
+            "bench",
+            "-H",
+            "Authorization: Bearer s3cret",
+            "--header=Cookie: a=b",
+            "-HX-Key: k",
+            "http://h/sse",
+        ];
+        let line = command_line(args.iter().map(|s| s.to_string()));
+        assert_eq!(
+            line,
+            [
+                "ssechan",
+                "bench",
+                "-H",
+                "Authorization: …",
+                "--header=Cookie: …",
+                "-HX-Key: …",
+                "http://h/sse"
+            ]
+        );
+        assert_eq!(command_line(["x".repeat(500)])[0].chars().count(), 201);
     }
 
     #[test]
@@ -725,6 +1039,8 @@ mod tests {
             "failures",
             "corrupted",
             "failed_resumes",
+            "posts",
+            "refusals",
             "connect_ms",
             "duration_s",
             "bench_cpu_s",

@@ -19,7 +19,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::Plan;
-use super::conn::{ConnectError, OpenStream, open_with};
+use super::conn::{ConnectError, OpenStream, open_with, retry_later};
+use super::halt::{self, Halt};
 use super::ids::IdTracker;
 use super::listen::until;
 use crate::protocol::parser::{EventStreamParser, Parsed};
@@ -70,6 +71,7 @@ pub async fn run(
 ) -> RequestsResult {
     let mut r = RequestsResult::default();
     let start = Instant::now();
+    let mut halt = plan.halting.watch(Halt::Interrupt);
     // Open loop: this client's k-th request is due at offset + k × interval.
     let schedule = plan.rate_per_client.map(|rate| {
         let interval = 1.0 / rate;
@@ -87,12 +89,14 @@ pub async fn run(
         if deadline.is_some_and(|d| due >= d) {
             break;
         }
-        tokio::time::sleep_until(due).await;
+        if halt::unless(&mut halt, tokio::time::sleep_until(due)).await.is_none() {
+            break;
+        }
         // Timed from when it was due: a late start counts (no coordinated
         // omission).
         let sent = due.min(Instant::now());
         r.requests += 1;
-        match one(&plan, &spec, &gate, deadline, sent, &mut r).await {
+        match one(&plan, &spec, &gate, deadline, &mut halt, sent, &mut r).await {
             Outcome::Completed => r.completed += 1,
             Outcome::Failed(why) => {
                 r.failed += 1;
@@ -113,15 +117,16 @@ async fn one(
     spec: &RequestSpec,
     gate: &Semaphore,
     deadline: Option<Instant>,
+    halt: &mut halt::Watch,
     sent: Instant,
     r: &mut RequestsResult,
 ) -> Outcome {
     let opened = async {
         let _permit = gate.acquire().await;
         let req = plan.target.request_with_body(&spec.method, &spec.body);
-        open_with(plan.addr, req, plan.connect_timeout).await
+        open_with(&plan.dialer, req, plan.connect_timeout).await
     };
-    let OpenStream { conn, mut body } = match until(deadline, opened).await {
+    let OpenStream { conn, mut body } = match until(deadline, halt, opened).await {
         None => return Outcome::Cut,
         Some(Ok(s)) => s,
         // An answer, if not a stream: the target is there, the request failed.
@@ -129,12 +134,26 @@ async fn one(
             r.connected = true;
             return match why {
                 Refusal::NoContent => Outcome::Completed,
-                why => Outcome::Failed(format!("request: {why}")),
+                why => {
+                    // Refused for good before any request of the run got
+                    // a stream: the others would be too; the run ends now.
+                    let permanent = match &why {
+                        Refusal::Status(s) => !retry_later(*s),
+                        _ => true,
+                    };
+                    if permanent && !plan.accepted.load(Ordering::Relaxed) {
+                        plan.halting.stop(None);
+                    }
+                    Outcome::Failed(format!("request: {why}"))
+                }
             };
         }
         Some(Err(e)) => return Outcome::Failed(format!("request: {e}")),
     };
     r.connected = true;
+    if !plan.accepted.load(Ordering::Relaxed) {
+        plan.accepted.store(true, Ordering::Relaxed);
+    }
     plan.stats.local().connect.record_us(sent.elapsed().as_micros() as u64);
     let mut conn = Some(conn);
     let mut parser = EventStreamParser::new();
@@ -153,8 +172,9 @@ async fn one(
         // Silent for --drain (before the first event too): failed.
         let limit = quiet_since + plan.drain;
         let limit = deadline.map_or(limit, |d| d.min(limit));
-        let frame = match tokio::time::timeout_at(limit, next).await {
-            Ok(f) => f,
+        let frame = match tokio::time::timeout_at(limit, halt::unless(halt, next)).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Outcome::Cut,
             Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => break Outcome::Cut,
             Err(_) => {
                 break Outcome::Failed(format!(

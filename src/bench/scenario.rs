@@ -21,6 +21,8 @@ use crate::connect::record::{self, RecordMode, Recorded};
 
 /// Divergent steps kept in the report.
 const MAX_DIVERGENCES: usize = 10;
+/// Latest time a recording's step may have, and longest replay: a week.
+pub const MAX_SPAN_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
 /// Longest message text quoted in a divergence.
 const QUOTE: usize = 80;
 
@@ -47,13 +49,36 @@ pub struct Scenario {
     pub expected: Vec<(f64, String)>,
 }
 
+/// Why a recording cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    /// A number out of range: the step (from 1), its event, the field and
+    /// the value.
+    #[error(
+        "step {0} ({1:?}): {2} {3} is out of range (0 to {max} ms, a week)",
+        max = MAX_SPAN_MS
+    )]
+    Range(usize, String, &'static str, String),
+}
+
 impl Scenario {
-    pub fn read(path: &Path) -> Result<Scenario, record::RecordError> {
+    pub fn read(path: &Path) -> Result<Scenario, ScenarioError> {
         let (header, steps) = record::read_file(path)?;
         if header.mode == RecordMode::Mcp {
-            return Err(record::RecordError::Header(
+            return Err(ScenarioError::Record(record::RecordError::Header(
                 "a record of `connect --mcp`: --scenario replays channel and raw records".into(),
-            ));
+            )));
+        }
+        // Every time is checked before any is computed with: 1e308 would
+        // panic in a Duration, 1e20 would sleep for ever.
+        for (i, s) in steps.iter().enumerate() {
+            if !(s.t_ms.is_finite() && (0.0..=MAX_SPAN_MS).contains(&s.t_ms)) {
+                let event = s.what.event().to_string();
+                let t = super::report::number(s.t_ms);
+                return Err(ScenarioError::Range(i + 1, event, "t_ms", t));
+            }
         }
         // The timeline starts when the recorded stream opened.
         let origin = steps.iter().find(|s| s.what.event() == "open").map_or(0.0, |s| s.t_ms);
@@ -74,10 +99,11 @@ impl Scenario {
         Ok(sc)
     }
 
-    /// The replay's length at `speed`: the last step.
-    fn span(&self, speed: f64) -> Duration {
+    /// The replay's length at `speed` (the last step), if under a week.
+    pub fn span(&self, speed: f64) -> Option<Duration> {
         let last = self.sends.iter().chain(&self.expected).map(|s| s.0).fold(0.0, f64::max);
-        Duration::from_secs_f64(last / 1000.0 / speed)
+        let ms = last / speed;
+        (ms <= MAX_SPAN_MS).then(|| Duration::try_from_secs_f64(ms / 1000.0).ok()).flatten()
     }
 }
 
@@ -111,16 +137,24 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    /// Adds another run's (merge).
-    pub fn add(&mut self, o: &ScenarioReport) {
-        self.matched += o.matched;
-        self.diverged += o.diverged;
+    /// Adds another run's (merge); `Err` names the count whose sum would
+    /// overflow.
+    pub fn add(&mut self, o: &ScenarioReport) -> Result<(), &'static str> {
+        let sum = |a: u64, b: u64, field| a.checked_add(b).ok_or(field);
+        self.matched = sum(self.matched, o.matched, "scenario.matched")?;
+        self.diverged = sum(self.diverged, o.diverged, "scenario.diverged")?;
         let mut by_step: BTreeMap<usize, Divergence> =
             self.divergences.drain(..).map(|d| (d.step, d)).collect();
         for d in &o.divergences {
-            by_step.entry(d.step).and_modify(|x| x.clients += d.clients).or_insert(d.clone());
+            match by_step.get_mut(&d.step) {
+                Some(x) => x.clients = sum(x.clients, d.clients, "scenario.divergences.clients")?,
+                None => {
+                    by_step.insert(d.step, d.clone());
+                }
+            }
         }
         self.divergences = by_step.into_values().take(MAX_DIVERGENCES).collect();
+        Ok(())
     }
 }
 
@@ -148,12 +182,29 @@ struct Replay {
     connect_timeout: Duration,
     /// Bounds the clients connecting at once.
     gate: Semaphore,
+    /// https: `--cacert` and `-k`, as `connect` takes them.
+    ca_certs: Vec<reqwest::Certificate>,
+    insecure: bool,
+    halting: Arc<super::halt::Halting>,
 }
 
 /// Replays the scenario as client `index`.
 async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
-    let Replay { ref run_id, ref url, ref sc, speed, expect, drain, connect_timeout, ref gate } =
-        *p;
+    let Replay {
+        ref run_id,
+        ref url,
+        ref sc,
+        speed,
+        expect,
+        drain,
+        connect_timeout,
+        ref gate,
+        ref ca_certs,
+        insecure,
+        ref halting,
+    } = *p;
+    // Ctrl-C ends the replay where it is: what came so far is reported.
+    let mut halt = halting.watch(super::halt::Halt::Interrupt);
     let mut out = Replayed::default();
     let mode =
         if sc.raw { Mode::Raw } else { Mode::Channel { client_id: format!("{run_id}-{index}") } };
@@ -161,6 +212,8 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
     let t0 = Instant::now();
     let started = ClientConfig::new(url, mode).and_then(|mut config| {
         config.timeout = connect_timeout;
+        config.ca_certs = ca_certs.clone();
+        config.insecure = insecure;
         ChannelClient::start(config)
     });
     let (client, mut events) = match started {
@@ -203,7 +256,9 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
         tokio::spawn(async move {
             let mut sent = 0;
             for (t, data) in &sc.sends {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(t / 1000.0 / speed)).await;
+                // Within the span, which was checked.
+                let at = Duration::try_from_secs_f64(t / 1000.0 / speed).unwrap_or_default();
+                tokio::time::sleep_until(start + at).await;
                 if let Err(e) = client.send(data).await {
                     return (sent, Some(format!("send: {e}")));
                 }
@@ -214,7 +269,8 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
     };
     // Receive until the recording's end plus --drain, or (comparing) as
     // many messages as were recorded.
-    let end = start + sc.span(speed) + drain;
+    // Checked before the replay started.
+    let end = start + sc.span(speed).unwrap_or_default() + drain;
     let enough = |n: usize| expect != Expect::None && n >= sc.expected.len();
     let keep = |out: &mut Replayed, m: String| {
         out.received += 1;
@@ -223,19 +279,27 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
         }
     };
     while !enough(out.received as usize) {
-        match tokio::time::timeout_at(end, events.recv()).await {
-            Err(_) | Ok(None) => break,
-            Ok(Some(ClientEvent::Message(m))) => keep(&mut out, m),
-            Ok(Some(ClientEvent::Event(ev))) => keep(&mut out, ev.data),
-            Ok(Some(ClientEvent::SendFailed { message_id, reason })) => {
-                out.error.get_or_insert(format!("message {message_id} refused: {reason}"));
-            }
-            Ok(Some(ev)) if ev.is_terminal() => {
-                out.error.get_or_insert(terminal(&ev));
-                break;
-            }
-            Ok(Some(_)) => {}
+        let next = super::halt::unless(&mut halt, events.recv());
+        match tokio::time::timeout_at(end, next).await {
+            Err(_) | Ok(None) | Ok(Some(None)) => break,
+            Ok(Some(Some(ev))) => match ev {
+                ClientEvent::Message(m) => keep(&mut out, m),
+                ClientEvent::Event(ev) => keep(&mut out, ev.data),
+                ClientEvent::SendFailed { message_id, reason } => {
+                    out.error.get_or_insert(format!("message {message_id} refused: {reason}"));
+                }
+                ev if ev.is_terminal() => {
+                    out.error.get_or_insert(terminal(&ev));
+                    break;
+                }
+                _ => {}
+            },
         }
+    }
+    if halt.is_done() {
+        // Interrupted: the sends still to come are not waited for.
+        client.stop();
+        return out;
     }
     match tokio::time::timeout_at(end, sender).await {
         Ok(Ok((sent, err))) => {
@@ -322,11 +386,31 @@ pub async fn run(
     path: &Path,
     local: std::ops::Range<usize>,
     start_at: Option<std::time::SystemTime>,
+    halting: &Arc<super::halt::Halting>,
 ) -> anyhow::Result<Option<super::report::Report>> {
     use super::report::{Mode, Report};
-    let sc = Scenario::read(path)
-        .map_err(|e| super::usage(format!("--scenario {}: {e}", path.display())))?;
-    let url = args.url.clone().unwrap_or_else(|| sc.url.clone());
+    let file = path.display().to_string();
+    let sc = Scenario::read(path).map_err(|e| super::usage(format!("--scenario {file}: {e}")))?;
+    if sc.span(args.speed).is_none() {
+        return Err(super::usage(format!(
+            "--scenario {file}: --speed {} stretches the replay past a week (at most {MAX_SPAN_MS} ms)",
+            args.speed
+        )));
+    }
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => {
+            // The file chose where to connect: say so before anything is sent.
+            let url = crate::text::escape_controls(&sc.url).into_owned();
+            crate::client::parse_url(&sc.url)
+                .map_err(|e| super::usage(format!("--scenario {file}: url: {e}")))?;
+            eprintln!(
+                "ssechan: --scenario {file}: replaying against {url}, the recording's URL \
+                 (give a URL to use another)"
+            );
+            sc.url.clone()
+        }
+    };
     let sc = Arc::new(sc);
     let plan = Arc::new(Replay {
         run_id: format!("replay-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -337,6 +421,12 @@ pub async fn run(
         drain: args.drain,
         connect_timeout: args.connect_timeout,
         gate: Semaphore::new(super::CONNECT_CONCURRENCY),
+        ca_certs: match &args.cacert {
+            Some(p) => crate::client::load_ca_certs(p).map_err(|e| super::usage(e.to_string()))?,
+            None => Vec::new(),
+        },
+        insecure: args.insecure,
+        halting: halting.clone(),
     });
     if let Some(at) = start_at {
         super::wait_for_start(at).await;
@@ -370,6 +460,7 @@ pub async fn run(
         eprintln!("ssechan: cannot reach {url}: {why}");
         return Ok(None);
     }
+    r.interrupted = halting.interrupted();
     r.clients = local.len() as u64;
     r.duration_s = clock.now_us() as f64 / 1e6;
     r.started_at = super::rfc3339(clock.wall_at(0));
@@ -435,7 +526,7 @@ mod tests {
         assert_eq!((d.expected.as_deref(), d.got.as_deref()), (Some("b"), Some("x")));
         assert_eq!((r.divergences[1].step, r.divergences[1].got.as_deref()), (3, None));
         let mut merged = r.clone();
-        merged.add(&r);
+        merged.add(&r).unwrap();
         assert_eq!((merged.matched, merged.divergences[0].clients), (2, 4));
     }
 }

@@ -3,6 +3,7 @@
 //! serialized form (so that reports of sharded runs merge exactly), and the
 //! percentile summaries of the report.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -65,6 +66,75 @@ pub enum HistError {
     Decode(hdrhistogram::serialization::DeserializeError),
     #[error("histogram values out of range (1 µs to 1 h)")]
     Range,
+    /// What the blob declares does not fit what it holds, or what this
+    /// program merges: checked before anything is sized from it.
+    #[error("histogram {0}")]
+    Header(String),
+}
+
+/// HdrHistogram V2: cookie, payload length, normalizing offset, significant
+/// digits, lowest, highest, int-to-double ratio; then the counts.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+const V2_HEADER: usize = 40;
+/// Most significant digits read: with at most 3 the counts array of any
+/// range stays under 60,000 entries (this program records with 3).
+const MAX_DIGITS: u32 = 3;
+/// Longest V2 payload of such a histogram: every count a 9-byte varint.
+const MAX_V2_PAYLOAD: usize = 64 * 1024 * 9;
+
+/// The V2 bytes of a blob (inflated when compressed), checked against
+/// what it declares: a blob cannot make the reader allocate more than its
+/// own size allows, which hdrhistogram's deserializer would (it sizes its
+/// buffer from the declared length).
+fn v2_bytes(blob: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, HistError> {
+    let bad = |m: String| HistError::Header(m);
+    let u32_at = |b: &[u8], i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    };
+    let cookie = u32_at(blob, 0).ok_or_else(|| bad("is shorter than its cookie".into()))?;
+    let v2 = match cookie {
+        V2_COOKIE => std::borrow::Cow::Borrowed(blob),
+        V2_COMPRESSED_COOKIE => {
+            let len = u32_at(blob, 4).ok_or_else(|| bad("is cut in its header".into()))? as usize;
+            let have = blob.len() - 8;
+            if len > have {
+                return Err(bad(format!(
+                    "claims {len} compressed bytes and holds {have} (at most what it holds)"
+                )));
+            }
+            let mut out = Vec::new();
+            let limit = (V2_HEADER + MAX_V2_PAYLOAD) as u64;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::ZlibDecoder::new(&blob[8..8 + len]),
+                    limit + 1,
+                ),
+                &mut out,
+            )
+            .map_err(|e| bad(format!("does not inflate: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err(bad(format!("inflates past {limit} bytes (at most {limit})")));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+        other => return Err(bad(format!("cookie {other:#x} is not HdrHistogram V2"))),
+    };
+    if v2.len() < V2_HEADER || u32_at(&v2, 0) != Some(V2_COOKIE) {
+        return Err(bad("is cut in its header".into()));
+    }
+    let payload = u32_at(&v2, 4).unwrap_or_default() as usize;
+    let have = v2.len() - V2_HEADER;
+    if payload != have {
+        return Err(bad(format!(
+            "claims a payload of {payload} bytes and holds {have} (they must be equal)"
+        )));
+    }
+    let digits = u32_at(&v2, 12).unwrap_or_default();
+    if digits > MAX_DIGITS {
+        return Err(bad(format!("has {digits} significant digits (at most {MAX_DIGITS})")));
+    }
+    Ok(v2)
 }
 
 impl Hist {
@@ -99,11 +169,49 @@ impl Hist {
     /// its values fit.
     pub fn decode(s: &str) -> Result<Self, HistError> {
         let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim())?;
+        let v2 = v2_bytes(&bytes)?;
         let h: Histogram<u64> =
-            Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(HistError::Decode)?;
+            Deserializer::new().deserialize(&mut &v2[..]).map_err(HistError::Decode)?;
         let mut me = Self::new();
         me.0.add(&h).map_err(|_| HistError::Range)?;
         Ok(me)
+    }
+
+    /// What this (cumulative) histogram holds beyond `earlier`, a state of
+    /// it before.
+    pub fn minus(&self, earlier: &Hist) -> Hist {
+        let mut d = self.clone();
+        if d.0.subtract(&earlier.0).is_err() {
+            // Not an earlier state of it: nothing can be told apart.
+            d.0.reset();
+        }
+        d
+    }
+
+    /// Percentile and value (ms) at the percentiles HdrHistogram's plots
+    /// mark, three to a decade of 1/(1 − q): 0, 50, 75, 90, 95, 97.5, 99 …
+    /// up to the last one the samples can tell apart, then the maximum.
+    /// Empty when empty.
+    pub fn distribution(&self) -> Vec<(f64, f64)> {
+        let n = self.0.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        'decades: for d in 0..8 {
+            for m in [1.0, 0.5, 0.25] {
+                let tail = 10f64.powi(-d) * m;
+                if tail < 1.0 && tail * (n as f64) < 1.0 {
+                    break 'decades;
+                }
+                let q = if tail >= 1.0 { 0.0 } else { 1.0 - tail };
+                // Rounded: 99.9, not 99.90000000000001.
+                let pct = (q * 1e8).round() / 1e6;
+                out.push((pct, self.0.value_at_quantile(q) as f64 / 1000.0));
+            }
+        }
+        out.push((100.0, self.0.max() as f64 / 1000.0));
+        out
     }
 
     /// Adds another histogram's samples (from a report: it may not fit).
@@ -158,6 +266,7 @@ pub struct Percentiles {
 
 /// The histograms one shard collects (and the report carries, in µs).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawHistograms")]
 pub struct Histograms {
     /// Round trip (echo) or, nothing in listen mode.
     pub latency: Hist,
@@ -175,6 +284,37 @@ pub struct Histograms {
     pub stream: Hist,
 }
 
+/// A report's histograms before decoding, so that a bad one is named.
+#[derive(Deserialize)]
+#[serde(default)]
+#[derive(Default)]
+struct RawHistograms {
+    latency: Option<String>,
+    recovery: Option<String>,
+    resume: Option<String>,
+    connect: Option<String>,
+    first_event: Option<String>,
+    stream: Option<String>,
+}
+
+impl TryFrom<RawHistograms> for Histograms {
+    type Error = String;
+    fn try_from(r: RawHistograms) -> Result<Self, String> {
+        let decode = |name: &str, s: Option<String>| match s {
+            None => Ok(Hist::new()),
+            Some(s) => Hist::decode(&s).map_err(|e| format!("histograms.{name}: {e}")),
+        };
+        Ok(Histograms {
+            latency: decode("latency", r.latency)?,
+            recovery: decode("recovery", r.recovery)?,
+            resume: decode("resume", r.resume)?,
+            connect: decode("connect", r.connect)?,
+            first_event: decode("first_event", r.first_event)?,
+            stream: decode("stream", r.stream)?,
+        })
+    }
+}
+
 impl Histograms {
     pub fn merge(&mut self, o: &Histograms) {
         self.latency.merge(&o.latency);
@@ -186,12 +326,49 @@ impl Histograms {
     }
 }
 
-/// Live counters for the progress display; relaxed, per shard.
+/// Live counters for the progress display and the timeline; relaxed, per
+/// shard.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     pub reconnects: AtomicU64,
+    pub drops: AtomicU64,
+    /// POST attempts that got no answer.
+    pub unanswered: AtomicU64,
+}
+
+/// The live counters summed over the shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub sent: u64,
+    pub received: u64,
+    pub reconnects: u64,
+    pub drops: u64,
+    pub unanswered: u64,
+}
+
+/// Error statuses and how often each came; a handful of statuses at most,
+/// so a list beats a map.
+#[derive(Debug, Default, Clone)]
+pub struct StatusCounts(Vec<(u16, u64)>);
+
+impl StatusCounts {
+    pub fn add(&mut self, status: u16, n: u64) {
+        match self.0.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, c)) => *c = c.saturating_add(n),
+            None => self.0.push((status, n)),
+        }
+    }
+
+    pub fn into_map(self) -> BTreeMap<u16, u64> {
+        let mut m = BTreeMap::new();
+        for (s, n) in self.0 {
+            let c: &mut u64 = m.entry(s).or_default();
+            *c = c.saturating_add(n);
+        }
+        m
+    }
 }
 
 /// One thread's share; padded so shards never share a cache line.
@@ -200,6 +377,9 @@ pub struct Counters {
 struct Shard {
     hist: Mutex<Histograms>,
     counters: Counters,
+    /// POSTs answered with an error status (off the hot path: only
+    /// refusals take this lock).
+    refusals: Mutex<StatusCounts>,
 }
 
 /// Statistics shared by every client, sharded by thread: a client records
@@ -236,15 +416,34 @@ impl Stats {
         &self.shard().counters
     }
 
-    /// Sums of the live counters: (sent, received, reconnects).
-    pub fn totals(&self) -> (u64, u64, u64) {
-        self.shards.iter().fold((0, 0, 0), |(s, r, c), sh| {
-            (
-                s + sh.counters.sent.load(Ordering::Relaxed),
-                r + sh.counters.received.load(Ordering::Relaxed),
-                c + sh.counters.reconnects.load(Ordering::Relaxed),
-            )
-        })
+    /// Counts a POST answered with an error status.
+    pub fn refused(&self, status: u16) {
+        self.shard().refusals.lock().unwrap_or_else(|e| e.into_inner()).add(status, 1);
+    }
+
+    /// The refusals so far, by status.
+    pub fn refusals(&self) -> BTreeMap<u16, u64> {
+        let mut all = StatusCounts::default();
+        for s in self.shards.iter() {
+            for &(status, n) in &s.refusals.lock().unwrap_or_else(|e| e.into_inner()).0 {
+                all.add(status, n);
+            }
+        }
+        all.into_map()
+    }
+
+    /// Sums of the live counters.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for sh in self.shards.iter() {
+            let c = &sh.counters;
+            t.sent += c.sent.load(Ordering::Relaxed);
+            t.received += c.received.load(Ordering::Relaxed);
+            t.reconnects += c.reconnects.load(Ordering::Relaxed);
+            t.drops += c.drops.load(Ordering::Relaxed);
+            t.unanswered += c.unanswered.load(Ordering::Relaxed);
+        }
+        t
     }
 
     /// All shards merged.
@@ -316,6 +515,77 @@ mod tests {
         assert!(Hist::decode("aGVsbG8=").is_err());
     }
 
+    /// A V2 blob (uncompressed) with this header and payload.
+    fn v2(payload_len: u32, digits: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(V2_COOKIE.to_be_bytes());
+        b.extend(payload_len.to_be_bytes());
+        b.extend(0u32.to_be_bytes());
+        b.extend(digits.to_be_bytes());
+        b.extend(1u64.to_be_bytes());
+        b.extend(MAX_US.to_be_bytes());
+        b.extend(1f64.to_be_bytes());
+        b.extend(payload);
+        b
+    }
+
+    fn deflated(cookie_len: Option<u32>, v2: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(v2).unwrap();
+        let z = z.finish().unwrap();
+        let mut b = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+        b.extend(cookie_len.unwrap_or(z.len() as u32).to_be_bytes());
+        b.extend(z);
+        b
+    }
+
+    fn decode_bytes(b: &[u8]) -> Result<Hist, HistError> {
+        Hist::decode(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    #[test]
+    fn crafted_histograms_are_refused_before_anything_is_sized_from_them() {
+        let why = |b: &[u8]| decode_bytes(b).map(|_| ()).unwrap_err().to_string();
+        // 4 GiB claimed, 2 bytes held: hdrhistogram would allocate the 4 GiB.
+        assert_eq!(
+            why(&v2(u32::MAX, 3, &[2, 0])),
+            "histogram claims a payload of 4294967295 bytes and holds 2 (they must be equal)"
+        );
+        assert_eq!(
+            why(&deflated(None, &v2(u32::MAX, 3, &[2, 0]))),
+            "histogram claims a payload of 4294967295 bytes and holds 2 (they must be equal)"
+        );
+        assert!(
+            why(&deflated(Some(u32::MAX), &v2(2, 3, &[2, 0])))
+                .starts_with("histogram claims 4294967295 compressed bytes and holds")
+        );
+        // A deflate bomb: 64 MiB of zeros in a few kilobytes.
+        let bomb = deflated(None, &vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 100_000);
+        assert!(why(&bomb).starts_with("histogram inflates past"), "{}", why(&bomb));
+        // 5 digits over 1 µs to 1 h: a counts array of millions.
+        assert_eq!(why(&v2(2, 5, &[2, 0])), "histogram has 5 significant digits (at most 3)");
+        assert!(why(&[0x1c, 0x84]).contains("shorter than its cookie"));
+        assert!(why(&v2(0, 3, &[])[..30]).contains("cut in its header"));
+        // A well-formed hand-made one decodes: count 1 at index 0.
+        assert_eq!(decode_bytes(&v2(1, 3, &[2])).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn distribution_marks_the_plotted_percentiles() {
+        let mut h = Hist::new();
+        for us in 1..=1000 {
+            h.record_us(us);
+        }
+        let d = h.distribution();
+        let pcts: Vec<f64> = d.iter().map(|p| p.0).collect();
+        assert_eq!(pcts, [0.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 100.0]);
+        assert_eq!(d[1].1, 0.5);
+        assert_eq!(d.last().unwrap().1, 1.0);
+        assert!(Hist::new().distribution().is_empty());
+    }
+
     #[test]
     fn shards_merge() {
         let stats = Stats::new();
@@ -324,7 +594,8 @@ mod tests {
         std::thread::spawn(move || s2.local().latency.record_us(200)).join().unwrap();
         stats.counters().sent.fetch_add(3, Ordering::Relaxed);
         assert_eq!(stats.merged().latency.count(), 2);
-        assert_eq!(stats.totals(), (3, 0, 0));
+        let t = stats.totals();
+        assert_eq!((t.sent, t.received, t.reconnects), (3, 0, 0));
     }
 
     #[test]

@@ -22,8 +22,9 @@ use tracing::{debug, warn};
 
 use super::Plan;
 use super::conn::{
-    ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream,
+    ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream, retry_later,
 };
+use super::halt::{self, Halt};
 use super::payload::{self, Header};
 use super::timer::{Timer, poll_slot};
 use super::verify::{Arrival, Verifier};
@@ -57,6 +58,22 @@ fn now_std() -> std::time::Instant {
 const TIMER_SLACK_US: u64 = 1000;
 /// Stream chunks handled before everything else gets the first turn.
 const FAIR_STREAK: u32 = 64;
+/// How long an interrupted client waits for the echoes in flight.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+
+/// The one-line verdict of a run whose first POSTs were refused for good.
+pub(super) fn not_taken(url: &str, status: StatusCode, why: &str) -> String {
+    if matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED) {
+        // A server without POST: a plain SSE endpoint.
+        return format!(
+            "{url}: not a package:sse channel endpoint (POST answered {}); to read a plain SSE \
+             stream use --mode listen --raw",
+            status.as_u16()
+        );
+    }
+    format!("{url}: POST answered {why}")
+}
+
 /// Said when a server answers POSTs but sends no message back at all.
 pub const NO_ECHO: &str = "the server does not echo: start it with `ssechan serve --echo`";
 
@@ -75,15 +92,14 @@ pub struct ClientResult {
     pub failed_resumes: u64,
     /// Streams the server ended without a control close.
     pub stream_ends: u64,
-    /// POST attempts that failed (each retried).
+    /// POST attempts that got no answer (each retried).
     pub post_errors: u64,
+    /// POSTs answered, whatever the status.
+    pub posts: u64,
     /// Closed-loop window slots released because an echo never came.
     pub timeouts: u64,
     /// The server sent a control close before this client was done.
     pub closed_early: bool,
-    /// The target refused this client's first POST as a server without
-    /// POST does (405, 501): it is no channel endpoint.
-    pub not_channel: Option<StatusCode>,
     /// Why this client stopped early, if it did.
     pub error: Option<String>,
     /// When the last new echo arrived (clock µs).
@@ -103,44 +119,43 @@ pub async fn run(
     let mut result = ClientResult::default();
     let id = format!("{}-{index}", plan.run_id);
     let stream_uri = plan.target.stream_uri(Some(&id));
-    let opened = {
+    // A halted run (Ctrl-C, or another client's permanent error) ends the
+    // connecting too: a server slow to accept must not hold it.
+    let mut halted = plan.halting.watch(Halt::Interrupt);
+    let opened = halt::unless(&mut halted, async {
         let _permit = gate.acquire().await;
         let t0 = std::time::Instant::now();
-        match open_stream(&plan.target, plan.addr, stream_uri.clone(), None, plan.connect_timeout)
-            .await
-        {
-            Ok(s) => {
-                plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
-                if plan.lanes.is_some() {
-                    // POSTs go over the shared lanes.
-                    Ok((s, None))
-                } else {
-                    match open_post(plan.addr, plan.connect_timeout).await {
-                        Ok(p) => Ok((s, Some(p))),
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-            Err(e) => Err(e),
+        let s =
+            open_stream(&plan.target, &plan.dialer, stream_uri.clone(), None, plan.connect_timeout)
+                .await?;
+        plan.stats.local().connect.record_us(t0.elapsed().as_micros() as u64);
+        if plan.lanes.is_some() {
+            // POSTs go over the shared lanes.
+            return Ok((s, None));
         }
-    };
+        let p = open_post(&plan.dialer, plan.connect_timeout).await?;
+        Ok::<_, ConnectError>((s, Some(p)))
+    })
+    .await;
     ready.add_permits(1);
     let (stream, post) = match opened {
-        Ok(x) => x,
-        Err(e) => {
+        Some(Ok(x)) => x,
+        Some(Err(e)) => {
+            if e.is_permanent() {
+                // Every client would get the same: the run ends now.
+                plan.halting.stop(Some(format!("cannot reach {}: connect: {e}", plan.url)));
+            }
             result.error = Some(format!("connect: {e}"));
-            // Still take part in the start so that the count adds up.
-            let _ = start.wait_for(Option::is_some).await;
             return result;
         }
+        None => return result,
     };
     result.connected = true;
-    let start_us = match start.wait_for(Option::is_some).await {
-        Ok(v) => v.unwrap_or(0),
-        Err(_) => return result,
+    let start_us = match halt::unless(&mut halted, start.wait_for(Option::is_some)).await {
+        Some(Ok(v)) => v.unwrap_or(0),
+        _ => return result,
     };
     let post_prefix = plan.target.post_prefix(&id);
-    let mut stop = plan.stop.subscribe();
     // A target that keeps failing for this long ends the client.
     let give_up = plan.drain.max(plan.connect_timeout);
     let (sender, post_conn) = match post {
@@ -191,9 +206,7 @@ pub async fn run(
         echo_watch: Timer::default(),
         any_post_ok: false,
         any_message: false,
-        stop: Some(Box::pin(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })),
+        halt: halted,
         finished: false,
     };
     client.run().await;
@@ -258,9 +271,9 @@ struct Client {
     any_post_ok: bool,
     /// A message event came (an echo, even a corrupted one).
     any_message: bool,
-    /// Ready when the run is stopped for every client (the target is no
-    /// channel endpoint).
-    stop: Option<Boxed<()>>,
+    /// Ready when the run is halted: first at an interrupt (the client
+    /// winds down), then, re-armed, when it is stopped at once.
+    halt: halt::Watch,
     finished: bool,
 }
 
@@ -279,7 +292,7 @@ enum Wake {
     Drain,
     PostTimeout,
     NoEcho,
-    Stop,
+    Halt,
 }
 
 impl Client {
@@ -301,7 +314,7 @@ impl Client {
                 Wake::Drain => self.finished = true,
                 Wake::PostTimeout => self.on_post_timer(),
                 Wake::NoEcho => self.on_no_echo(),
-                Wake::Stop => self.finished = true,
+                Wake::Halt => self.on_halt(),
             }
             self.pump();
         }
@@ -410,8 +423,8 @@ impl Client {
         if self.echo_watch.poll_fired(cx) {
             return Poll::Ready(Wake::NoEcho);
         }
-        if poll_slot(&mut self.stop, cx).is_ready() {
-            return Poll::Ready(Wake::Stop);
+        if Pin::new(&mut self.halt).poll(cx).is_ready() {
+            return Poll::Ready(Wake::Halt);
         }
         Poll::Pending
     }
@@ -526,6 +539,7 @@ impl Client {
             return;
         }
         self.result.drops += 1;
+        self.plan.stats.counters().drops.fetch_add(1, Ordering::Relaxed);
         self.drop_stream();
         self.reader.dropped();
         self.recovering_since = Some(self.now_us());
@@ -541,7 +555,7 @@ impl Client {
         let uri = self.stream_uri.clone();
         let last = self.reader.channel_last_event_id().to_string();
         self.resuming = Some(Box::pin(async move {
-            open_stream(&plan.target, plan.addr, uri, Some(&last), plan.connect_timeout).await
+            open_stream(&plan.target, &plan.dialer, uri, Some(&last), plan.connect_timeout).await
         }));
     }
 
@@ -728,10 +742,9 @@ impl Client {
             let Some(sender) = &mut self.sender else {
                 if self.connecting_post.is_none() {
                     let plan = self.plan.clone();
-                    self.connecting_post =
-                        Some(Box::pin(
-                            async move { open_post(plan.addr, plan.connect_timeout).await },
-                        ));
+                    self.connecting_post = Some(Box::pin(async move {
+                        open_post(&plan.dialer, plan.connect_timeout).await
+                    }));
                 }
                 return;
             };
@@ -785,7 +798,7 @@ impl Client {
         }
         self.inflight = None;
         self.close_post();
-        self.retry_post(&format!("no answer within {limit:?}"));
+        self.unanswered(&format!("no answer within {limit:?}"));
     }
 
     /// No message at all came within `--drain` of the first accepted POST.
@@ -798,12 +811,21 @@ impl Client {
 
     fn on_post_done(&mut self, r: PostOutcome) {
         let seq = self.current.map_or(0, |c| c.0);
+        if let Ok((status, _)) = &r {
+            self.result.posts += 1;
+            if !status.is_success() {
+                // Counted whether retried or not: a retry that succeeds
+                // must not hide a server refusing healthy traffic.
+                self.plan.stats.refused(status.as_u16());
+            }
+        }
         let (status, body) = match r {
             Ok((status, _)) if status.is_success() => {
                 self.current = None;
                 self.post_backoff.succeeded();
                 if !self.any_post_ok {
                     self.any_post_ok = true;
+                    self.plan.accepted.store(true, Ordering::Relaxed);
                     if !self.any_message {
                         self.echo_watch.arm(Instant::now() + self.plan.drain);
                     }
@@ -814,41 +836,47 @@ impl Client {
             Err(e) => {
                 debug!(client = self.index, "POST failed: {e}");
                 self.close_post();
-                self.retry_post(&e);
+                self.unanswered(&e);
                 return;
             }
         };
-        if !self.any_post_ok
-            && matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED)
-        {
-            // A server without POST (a plain SSE endpoint): every client
-            // gets the same, so the whole run stops now.
-            self.result.not_channel = Some(status);
-            self.plan.stop.send_replace(true);
-            self.fail(format!("POST of message {seq} answered {status}"));
+        let why = if body.is_empty() { status.to_string() } else { format!("{status}: {body}") };
+        // A resume race (404), overload or a proxy between restarts: the
+        // same POST may succeed later.
+        if status == StatusCode::NOT_FOUND || retry_later(status) {
+            self.retry_post(&why);
+            return;
+        }
+        // Any other answer will not change. Before any POST of the run was
+        // taken, every client would get it: the run ends now, in one line.
+        if !self.plan.accepted.load(Ordering::Relaxed) {
+            self.plan.halting.stop(Some(not_taken(&self.plan.url, status, &why)));
+            self.finished = true;
+        }
+        self.fail(format!("POST of message {seq} refused: {why}"));
+    }
+
+    /// Ctrl-C: stop sending, give the echoes in flight a moment (at most
+    /// `--drain`, a second at most); a stop ends the client at once.
+    fn on_halt(&mut self) {
+        if self.plan.halting.now() == Halt::Stop {
             self.finished = true;
             return;
         }
-        // The body of an error page may be long and many lines: its first
-        // line is enough.
-        let first = body.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-        let why = if first.is_empty() { status.to_string() } else { format!("{status} {first}") };
-        match status {
-            // A resume race (404), overload or a proxy between restarts:
-            // the same POST may succeed later.
-            StatusCode::NOT_FOUND
-            | StatusCode::REQUEST_TIMEOUT
-            | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => self.retry_post(&why),
-            // Any other answer will not change.
-            _ => self.fail(format!("POST of message {seq} refused: {why}")),
-        }
+        self.stop_sending();
+        self.drain_timer.arm(Instant::now() + self.plan.drain.min(INTERRUPT_GRACE));
+        self.halt = self.plan.halting.watch(Halt::Stop);
+    }
+
+    /// A POST attempt got no answer (network error, timeout, no
+    /// connection): counted, then retried.
+    fn unanswered(&mut self, why: &dyn std::fmt::Display) {
+        self.result.post_errors += 1;
+        self.plan.stats.counters().unanswered.fetch_add(1, Ordering::Relaxed);
+        self.retry_post(why);
     }
 
     fn retry_post(&mut self, why: &dyn std::fmt::Display) {
-        self.result.post_errors += 1;
         let now = now_std();
         let Next::RetryIn(wait) = self.post_backoff.failed(now) else {
             let seq = self.current.map_or(0, |c| c.0);
@@ -875,7 +903,7 @@ impl Client {
             }
             Err(e) => {
                 debug!(client = self.index, "POST connection failed: {e}");
-                self.retry_post(&e);
+                self.unanswered(&e);
             }
         }
     }

@@ -161,7 +161,7 @@ impl Printer {
             .to_string();
         }
         let (on, off) = if self.colour { (v.status.colour(), "\x1b[0m") } else { ("", "") };
-        let text = crate::client::escape_controls(&v.explain()).replace('\n', " ");
+        let text = crate::text::escape_controls(&v.explain()).replace('\n', " ");
         format!("{on}{}{off}  {:<w$}  {text}", v.status.label(), o.check.id, w = self.id_width)
     }
 

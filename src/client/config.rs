@@ -58,6 +58,10 @@ pub struct ClientConfig {
     pub last_event_id: Option<String>,
     /// Send the `-H` headers to other hosts a redirect leads to as well.
     pub location_trusted: bool,
+    /// Follow a redirect of a request with a body (a POST) to another
+    /// origin, body included (`-L`); by default it is an error, since the
+    /// server could send the body to any host, internal ones included.
+    pub location: bool,
 }
 
 /// Called with a message's id and POST body (a JSON string) when the
@@ -110,6 +114,7 @@ impl ClientConfig {
             body: None,
             last_event_id: None,
             location_trusted: false,
+            location: false,
         })
     }
 
@@ -166,16 +171,7 @@ pub fn parse_headers<S: AsRef<str>>(list: &[S]) -> Result<HeaderMap, ClientError
 /// reported as such (e.g. a key file holds no certificate).
 pub fn load_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
     let bad = |why: String| ClientError::BadCaCert(format!("{}: {why}", path.display()));
-    // A CA bundle is kilobytes; the bound keeps a wrong path (a device, a
-    // huge file) from being read whole.
-    const MAX: u64 = 16 << 20;
-    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let mut pem = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX + 1), &mut pem)
-        .map_err(|e| bad(e.to_string()))?;
-    if pem.len() as u64 > MAX {
-        return Err(bad(format!("larger than {MAX} bytes, not a PEM certificate file")));
-    }
+    let pem = read_ca_file(path)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(root_cause(&e)))?;
     if certs.is_empty() {
         return Err(bad("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
@@ -190,6 +186,21 @@ pub fn load_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>
             .map_err(|e| bad(format!("certificate {}: {}", n + 1, root_cause(&e))))?;
     }
     Ok(certs)
+}
+
+/// The bytes of a `--cacert` file. A CA bundle is kilobytes; the bound
+/// keeps a wrong path (a device, a huge file) from being read whole.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    let bad = |why: String| ClientError::BadCaCert(format!("{}: {why}", path.display()));
+    const MAX: u64 = 16 << 20;
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX + 1), &mut pem)
+        .map_err(|e| bad(e.to_string()))?;
+    if pem.len() as u64 > MAX {
+        return Err(bad(format!("larger than {MAX} bytes, not a PEM certificate file")));
+    }
+    Ok(pem)
 }
 
 /// The innermost cause of an error: the part that says what went wrong.

@@ -22,9 +22,10 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use crate::reader::RetryPolicy;
+use crate::text::escape_controls;
 pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
-    parse_headers, parse_url,
+    parse_headers, parse_url, read_ca_file,
 };
 
 /// Events the caller may fall behind on before the stream stops reading.
@@ -456,6 +457,9 @@ pub(crate) fn http_client(config: &ClientConfig) -> Result<reqwest::Client, Clie
 /// `Cookie`): an API key must not leak to wherever a server points.
 /// No `Referer` is sent, so the client id in the URL stays put too.
 /// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+/// A POST is redirected to another origin only with `location` (`-L`,
+/// as curl): a server must not be able to send it, body and all, to
+/// any host, internal ones included.
 pub(crate) async fn request(
     client: &reqwest::Client,
     config: &ClientConfig,
@@ -497,6 +501,13 @@ pub(crate) async fn request(
                     escape_controls(&String::from_utf8_lossy(location.as_bytes()))
                 ))
             })?;
+        let posting = method != http::Method::GET && method != http::Method::HEAD;
+        if posting && next.origin() != home && !config.location {
+            return Err(SendError::Redirect(format!(
+                "redirect {status} of a {method} to another origin ({}) not followed (-L follows it)",
+                escape_controls(next.as_str())
+            )));
+        }
         tracing::debug!(%status, to = %next, "following redirect");
         if matches!(status, 301..=303)
             && method != http::Method::GET
@@ -566,40 +577,4 @@ pub(crate) async fn first_line(mut resp: reqwest::Response) -> String {
     }
     let text = String::from_utf8_lossy(&buf);
     escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
-}
-
-/// Makes server-sent text safe for a terminal: control characters other
-/// than tab and newline become caret notation (`^[`), so a message or an
-/// error body cannot move the cursor, clear the screen or retitle the
-/// window of whoever reads it.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
-    if !text.chars().any(bad) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\u{7f}' => out.push_str("^?"),
-            c if (c as u32) < 0x20 && bad(c) => {
-                out.push('^');
-                out.push(char::from(b'@' + c as u8));
-            }
-            c if bad(c) => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn terminal_text_is_defused() {
-        assert_eq!(escape_controls("plain\ttext\nok"), "plain\ttext\nok");
-        assert_eq!(escape_controls("\x1b[2Jboom\r\x07\x7f"), "^[[2Jboom^M^G^?");
-        assert_eq!(escape_controls("\u{9b}x"), "\\u{9b}x");
-    }
 }

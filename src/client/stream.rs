@@ -14,10 +14,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::driver::{Chunks, Driver, DriverConfig, OpenError, Resume, Step};
-use super::{ClientEvent, Mode, Shared, State, describe, escape_controls, first_line};
+use super::{ClientEvent, Mode, Shared, State, describe, first_line};
 use crate::protocol::parser::Parsed;
 use crate::protocol::{decode_message_body, query};
 use crate::reader::check_response;
+use crate::text::escape_controls;
 
 /// The GET URL: the given URL, plus `sseClientId` in channel mode (kept
 /// after any query the URL already has).

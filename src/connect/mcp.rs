@@ -28,11 +28,12 @@ use super::pipe::{DropSignal, StdinLines, flush, write_line};
 use super::record;
 use super::repl::{Commands, Editor, Input};
 use crate::cli::ConnectArgs;
+use crate::client::ClientEvent;
 use crate::client::mcp::{McpClient, McpError, McpEvent, McpOptions};
-use crate::client::{ClientEvent, escape_controls};
 use crate::exit::UsageError;
 use crate::mcp::client::{PER_REQUEST_REVISION, SESSION_REVISIONS, ServerInfo};
 use crate::mcp::message::{Kind, Message, RequestId};
+use crate::text::escape_controls;
 
 /// Runs `connect --mcp`.
 pub(super) async fn run(args: &ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -56,6 +57,7 @@ pub(super) async fn run(args: &ConnectArgs, quiet: bool) -> anyhow::Result<ExitC
         quiet,
         recorder: recorder(args, config.url.as_str())?,
         client_id: None,
+        terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
     let options = McpOptions { version: args.protocol_version.clone(), ..McpOptions::default() };
     let (client, info, events) = match McpClient::connect(config, options).await {
@@ -264,7 +266,10 @@ async fn pipe(
                 match &ev {
                     McpEvent::Message(m) => {
                         received += 1;
-                        if !write_line(&mut out, &m.to_line()).await? {
+                        // JSON escapes C0 controls but not C1 or bidi ones.
+                        let line = m.to_line();
+                        let line = if view.terminal { escape_controls(&line).into_owned() } else { line };
+                        if !write_line(&mut out, &line).await? {
                             client.stop();
                             return Ok(ExitCode::SUCCESS);
                         }
@@ -337,6 +342,7 @@ async fn feed(
         quiet: true,
         recorder,
         client_id: None,
+        terminal: false,
     };
     for (n, line) in first.iter().enumerate() {
         if !send_line(&client, &view, &sent, line, &format!("--send {}", n + 1)).await {

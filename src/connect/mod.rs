@@ -56,7 +56,8 @@ pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let terminal = std::io::stdout().is_terminal();
+    let interactive = std::io::stdin().is_terminal() && terminal;
     let view = View {
         json: args.format == Format::Json,
         timestamps: args.timestamps,
@@ -65,6 +66,7 @@ pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         quiet,
         recorder,
         client_id: config.client_id().map(str::to_owned),
+        terminal,
     };
     let (client, events) = ChannelClient::start(config)?;
     if interactive {
@@ -128,6 +130,7 @@ fn config(args: &ConnectArgs) -> anyhow::Result<ClientConfig> {
     };
     config.last_event_id = args.last_event_id.clone();
     config.location_trusted = args.location_trusted;
+    config.location = args.location;
     if args.insecure {
         warn!(
             "--insecure: the server's certificate is not checked; anyone in between can read and change the traffic"

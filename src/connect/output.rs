@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::client::{ClientEvent, escape_controls};
+use crate::client::ClientEvent;
+use crate::text::escape_controls;
 
 /// One `--format json` line; `event` comes first so lines read well.
 #[derive(Debug, Serialize)]
@@ -167,6 +168,9 @@ pub(super) struct View {
     pub quiet: bool,
     pub recorder: Option<std::sync::Arc<super::record::Recorder>>,
     pub client_id: Option<String>,
+    /// stdout is a terminal: the server's text gets its control characters
+    /// escaped, whether stdin is a terminal (the REPL) or not (a pipe).
+    pub terminal: bool,
 }
 
 impl View {
@@ -189,8 +193,13 @@ impl View {
         }
     }
 
-    /// The stdout line of an event in pipe mode, if it has one.
+    /// The stdout line of an event, if it has one; escaped for a terminal.
     pub fn stdout_line(&self, ev: &ClientEvent) -> Option<String> {
+        let line = self.raw_stdout_line(ev)?;
+        Some(if self.terminal { escape_controls(&line).into_owned() } else { line })
+    }
+
+    fn raw_stdout_line(&self, ev: &ClientEvent) -> Option<String> {
         if !self.wanted(ev) {
             return None;
         }
@@ -245,6 +254,31 @@ mod tests {
     fn status_lines_escape_server_text() {
         let ev = ClientEvent::Resumed { last_event_id: Some("7\x1b[2J".into()) };
         assert_eq!(status_line(&ev, None).as_deref(), Some("resumed after event 7^[[2J"));
+    }
+
+    fn view(json: bool, terminal: bool) -> View {
+        View {
+            json,
+            timestamps: false,
+            show_comments: true,
+            types: vec![],
+            quiet: false,
+            recorder: None,
+            client_id: None,
+            terminal,
+        }
+    }
+
+    #[test]
+    fn a_terminal_gets_server_text_escaped_a_pipe_gets_it_whole() {
+        let ev = ClientEvent::Message("\x1b]0;PWNED\x07\u{202e}x".into());
+        let on_terminal = view(false, true).stdout_line(&ev).unwrap();
+        assert_eq!(on_terminal, "^[]0;PWNED^G\\u{202e}x");
+        assert_eq!(view(false, false).stdout_line(&ev).unwrap(), "\x1b]0;PWNED\x07\u{202e}x");
+        let json = view(true, true).stdout_line(&ev).unwrap();
+        assert_eq!(json, r#"{"event":"message","data":"\u001b]0;PWNED\u0007\u{202e}x"}"#);
+        let comment = view(false, true).stdout_line(&ClientEvent::Comment("\x1b[2J".into()));
+        assert_eq!(comment.as_deref(), Some(":^[[2J"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::exit_status;
 use super::output::{View, status_line};
 use crate::cli::ConnectArgs;
-use crate::client::{ChannelClient, ClientEvent, Status, escape_controls};
+use crate::client::{ChannelClient, ClientEvent, Status};
 
 const PROMPT: &str = "> ";
 
@@ -275,7 +275,7 @@ pub(super) async fn run(
                 let text = match &ev {
                     ClientEvent::Comment(_) | ClientEvent::Message(_) | ClientEvent::Event(_) => {
                         match view.stdout_line(&ev) {
-                            Some(line) => format!("{}\n", escape_controls(&line)),
+                            Some(line) => format!("{line}\n"),
                             None => continue,
                         }
                     }

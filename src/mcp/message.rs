@@ -46,6 +46,16 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// A request's own names, kept while a shared process knows it by another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renamed {
+    id: Option<Value>,
+    progress_token: Option<Value>,
+    bridge: String,
+}
+
 /// What a message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -182,6 +192,61 @@ impl Message {
         self.params()?.get("_meta")?.get("io.modelcontextprotocol/protocolVersion")?.as_str()
     }
 
+    /// `params._meta["io.modelcontextprotocol/subscriptionId"]`: the
+    /// `subscriptions/listen` request a notification belongs to.
+    pub fn subscription_id(&self) -> Option<RequestId> {
+        let id = self.params()?.get("_meta")?.get(SUBSCRIPTION_ID)?;
+        RequestId::of(id, false)
+    }
+
+    /// Gives request `self` the id `bridge` (and its progress token, if
+    /// any, the same), for a process that several clients share; returns
+    /// what to put back in what the process sends for it.
+    pub fn rename(&mut self, bridge: &str) -> Renamed {
+        let mut renamed = Renamed { id: None, progress_token: None, bridge: bridge.to_owned() };
+        if let Kind::Request { id, .. } = &mut self.kind {
+            renamed.id = Some(id.to_value());
+            *id = RequestId(Value::String(bridge.to_owned()).to_string());
+            self.value["id"] = Value::String(bridge.to_owned());
+        }
+        let token = self
+            .value
+            .get_mut("params")
+            .and_then(|p| p.get_mut("_meta"))
+            .and_then(|m| m.get_mut("progressToken"));
+        if let Some(token) = token {
+            renamed.progress_token =
+                Some(std::mem::replace(token, Value::String(bridge.to_owned())));
+        }
+        renamed
+    }
+
+    /// Puts the client's names back in a message the process sent for a
+    /// renamed request: the response's id, a progress token, a
+    /// subscription id.
+    pub fn restore(&mut self, renamed: &Renamed) {
+        let bridge = Value::String(renamed.bridge.clone());
+        if let (Kind::Response { .. }, Some(id)) = (&self.kind, &renamed.id)
+            && self.value.get("id") == Some(&bridge)
+        {
+            self.value["id"] = id.clone();
+            self.kind = Kind::Response { id: RequestId(id.to_string()) };
+        }
+        let Some(params) = self.value.get_mut("params") else { return };
+        if let (Some(t), Some(original)) =
+            (params.get_mut("progressToken"), &renamed.progress_token)
+            && *t == bridge
+        {
+            *t = original.clone();
+        }
+        let sub = params.get_mut("_meta").and_then(|m| m.get_mut(SUBSCRIPTION_ID));
+        if let (Some(sub), Some(id)) = (sub, &renamed.id)
+            && *sub == bridge
+        {
+            *sub = id.clone();
+        }
+    }
+
     /// `notifications/cancelled` for request `id`, as a client would send
     /// it: tells a server to stop work nobody can receive any more.
     pub fn cancel(id: &RequestId, reason: &str) -> String {
@@ -247,6 +312,39 @@ mod tests {
         let line = m.to_line();
         assert!(!line.contains('\n'));
         assert_eq!(Message::parse(line.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_renamed_request_gets_its_names_back() {
+        let mut call = parse(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p"}}}"#,
+        )
+        .unwrap();
+        let renamed = call.rename("ssechan-3");
+        assert_eq!(call.value["id"], "ssechan-3");
+        assert_eq!(call.value["params"]["_meta"]["progressToken"], "ssechan-3");
+        assert_eq!(Message::parse(call.to_line().as_bytes()).unwrap(), call);
+        let mut answer = parse(r#"{"jsonrpc":"2.0","id":"ssechan-3","result":{}}"#).unwrap();
+        answer.restore(&renamed);
+        assert_eq!(answer.value["id"], 7);
+        assert_eq!(answer.kind, Kind::Response { id: RequestId("7".into()) });
+        let mut progress = parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"ssechan-3","progress":1}}"#,
+        )
+        .unwrap();
+        progress.restore(&renamed);
+        assert_eq!(progress.value["params"]["progressToken"], "p");
+        let mut sub = parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":"ssechan-3"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(sub.subscription_id(), Some(RequestId("\"ssechan-3\"".into())));
+        sub.restore(&renamed);
+        assert_eq!(sub.value["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+        // Another request's messages are left alone.
+        let mut other = parse(r#"{"jsonrpc":"2.0","id":"ssechan-4","result":{}}"#).unwrap();
+        other.restore(&renamed);
+        assert_eq!(other.value["id"], "ssechan-4");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub mod codes {
     pub const SESSION_NOT_FOUND: i64 = -32001;
     /// 2026-07-28's UnsupportedProtocolVersionError.
     pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// 2026-07-28's HeaderMismatch: mirrored headers differ from the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ struct Pending {
 /// A session's routing table. See the module docs.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// A process shared by many clients (the per-request era): a message
+    /// goes only where it says it belongs, never "with the one request in
+    /// flight", which could be another client's.
+    shared: bool,
     requests: HashMap<RequestId, Pending>,
     progress: HashMap<String, u32>,
     /// Streams with requests awaiting their response, and how many.
@@ -52,6 +56,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// The table of a process that many clients share (see `shared`).
+    pub fn shared() -> Self {
+        Self { shared: true, ..Self::default() }
+    }
+
     /// Client request `msg` is answered on `stream`.
     pub fn start(&mut self, stream: u32, msg: &Message) -> Result<(), DuplicateId> {
         let Kind::Request { id, .. } = &msg.kind else { return Ok(()) };
@@ -77,6 +86,12 @@ impl Router {
         }
         if let Some(stream) = msg.progress_token().and_then(|t| self.progress.get(&t)) {
             return Route::Stream { stream: *stream, last: false };
+        }
+        if let Some(p) = msg.subscription_id().and_then(|id| self.requests.get(&id)) {
+            return Route::Stream { stream: p.stream, last: false };
+        }
+        if self.shared {
+            return Route::Nowhere;
         }
         let mut streams = self.outstanding.keys();
         match (streams.next(), streams.next()) {
@@ -199,6 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_process_messages_go_only_where_they_say() {
+        let mut r = Router::shared();
+        let listen = m(r#"{"jsonrpc":"2.0","id":"ssechan-1","method":"subscriptions/listen"}"#);
+        r.start(1, &listen).unwrap();
+        r.start(2, &call(2, Some("t"))).unwrap();
+        let note = m(
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":"ssechan-1"}}}"#,
+        );
+        assert_eq!(r.route(&note), Route::Stream { stream: 1, last: false });
+        assert_eq!(r.route(&progress("t")), Route::Stream { stream: 2, last: false });
+        let _ = r.finish(&listen.kind_id());
+        assert_eq!(r.route(&log()), Route::Nowhere, "never another client's stream");
+        assert_eq!(r.route(&note), Route::Nowhere);
+    }
+
+    #[test]
     fn duplicate_ids_are_refused_and_cancels_and_lost_streams_forget() {
         let mut r = Router::default();
         r.start(1, &call(1, Some("t"))).unwrap();
@@ -209,6 +240,65 @@ mod tests {
         assert_eq!(r.stream_gone(1), vec![]);
         assert_eq!(r.route(&progress("t")), Route::Standalone);
         assert_eq!(r.in_flight(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of requests, answers, cancels and lost
+        /// streams: each request is answered at most once, on its own
+        /// stream, and a stream ends exactly when its last request does.
+        #[test]
+        fn each_request_is_answered_once_on_its_stream(
+            ops in proptest::collection::vec((0u8..4, 0u64..6, 1u32..4), 0..60)
+        ) {
+            let mut r = Router::default();
+            // The model: request id -> stream.
+            let mut live: std::collections::BTreeMap<u64, u32> = Default::default();
+            for (op, id, stream) in ops {
+                match op {
+                    0 => {
+                        let started = r.start(stream, &call(id, None));
+                        proptest::prop_assert_eq!(started.is_ok(), !live.contains_key(&id));
+                        live.entry(id).or_insert(stream);
+                    }
+                    1 => {
+                        let want = live.remove(&id).map(|s| Route::Stream {
+                            stream: s,
+                            last: !live.values().any(|o| *o == s),
+                        });
+                        proptest::prop_assert_eq!(r.route(&answer(id)), want.unwrap_or(Route::Nowhere));
+                    }
+                    2 => {
+                        let gone: Vec<u64> =
+                            live.iter().filter(|(_, s)| **s == stream).map(|(i, _)| *i).collect();
+                        live.retain(|_, s| *s != stream);
+                        let mut got: Vec<u64> = r
+                            .stream_gone(stream)
+                            .iter()
+                            .map(|i| i.as_json().parse().unwrap())
+                            .collect();
+                        got.sort();
+                        proptest::prop_assert_eq!(got, gone);
+                    }
+                    _ => {
+                        let streams: std::collections::BTreeSet<u32> =
+                            live.values().copied().collect();
+                        let streams: Vec<u32> = streams.into_iter().collect();
+                        let want = match streams.as_slice() {
+                            [only] => Route::Stream { stream: *only, last: false },
+                            _ => Route::Standalone,
+                        };
+                        proptest::prop_assert_eq!(r.route(&log()), want);
+                    }
+                }
+                proptest::prop_assert_eq!(r.in_flight(), live.len());
+            }
+        }
+
+        /// Any bytes: a message or a reason, never a panic.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = Message::parse(&bytes);
+        }
     }
 
     impl Message {

@@ -80,6 +80,73 @@ pub fn opening(header: Option<&str>, msg: &Message) -> Opening {
     }
 }
 
+/// The headers a per-request-era POST mirrors from its body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mirrored<'a> {
+    pub protocol_version: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+/// 2026-07-28's server validation: `MCP-Protocol-Version`, `Mcp-Method`
+/// and `Mcp-Name` present and equal to the body's values (a `Mcp-Name` in
+/// the `=?base64?…?=` form decoded first), so that what a proxy routed on
+/// is what the server runs. `Err`: why, for a `HeaderMismatch` error.
+pub fn check_mirrored(h: Mirrored<'_>, msg: &Message) -> Result<(), String> {
+    let body_version = msg.meta_protocol_version();
+    match (h.protocol_version, body_version) {
+        (Some(a), Some(b)) if a == b => {}
+        (a, b) => {
+            return Err(format!(
+                "MCP-Protocol-Version header {a:?} does not match the body's _meta protocolVersion {b:?}"
+            ));
+        }
+    }
+    let Some(method) = msg.method() else { return Ok(()) };
+    if h.method != Some(method) {
+        return Err(format!(
+            "Mcp-Method header {:?} does not match the body's method {method:?}",
+            h.method
+        ));
+    }
+    let field = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return Ok(()),
+    };
+    let want = msg.value.get("params").and_then(|p| p.get(field)).and_then(Value::as_str);
+    let got = h.name.map(decode_sentinel);
+    match (got, want) {
+        (Some(Some(got)), Some(want)) if got == want => Ok(()),
+        _ => Err(format!(
+            "Mcp-Name header {:?} does not match the body's params.{field} {want:?}",
+            h.name
+        )),
+    }
+}
+
+/// A header value, `=?base64?…?=` decoded; `None` if that form is broken.
+fn decode_sentinel(v: &str) -> Option<String> {
+    use base64::Engine;
+    match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        None => Some(v.to_owned()),
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+    }
+}
+
+/// 2026-07-28's `HeaderMismatch` answer (400).
+pub fn header_mismatch(id: Option<Value>, why: &str) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(Value::Null),
+        "error": { "code": codes::HEADER_MISMATCH, "message": format!("Header mismatch: {why}") },
+    })
+    .to_string()
+}
+
 /// The 400 answer to a request of a revision not served here:
 /// 2026-07-28's `UnsupportedProtocolVersionError`, listing the session
 /// revisions, which a client of both eras takes as "use `initialize`".
@@ -129,6 +196,41 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
         );
         assert_eq!(opening(None, &meta), Opening::PerRequest("2026-07-28".into()));
+    }
+
+    #[test]
+    fn mirrored_headers_must_match_the_body() {
+        let call = msg(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        let ok = Mirrored {
+            protocol_version: Some("2026-07-28"),
+            method: Some("tools/call"),
+            name: Some("=?base64?aMOpbGxv?="),
+        };
+        assert_eq!(check_mirrored(ok, &call), Ok(()));
+        for bad in [
+            Mirrored { protocol_version: None, ..ok },
+            Mirrored { protocol_version: Some("2027-01-01"), ..ok },
+            Mirrored { method: None, ..ok },
+            Mirrored { method: Some("tools/list"), ..ok },
+            Mirrored { name: None, ..ok },
+            Mirrored { name: Some("hello"), ..ok },
+            Mirrored { name: Some("=?base64?!!?="), ..ok },
+        ] {
+            assert!(check_mirrored(bad, &call).is_err(), "{bad:?}");
+        }
+        let list = msg(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        let plain = Mirrored {
+            protocol_version: Some("2026-07-28"),
+            method: Some("tools/list"),
+            name: None,
+        };
+        assert_eq!(check_mirrored(plain, &list), Ok(()));
+        let v: Value = serde_json::from_str(&header_mismatch(Some(json!(1)), "x")).unwrap();
+        assert_eq!((v["error"]["code"].as_i64(), v["id"].as_i64()), (Some(-32020), Some(1)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub enum QueryError {
     EmptyClientId,
     #[error("sseClientId is {len} bytes, over the limit of {max}")]
     ClientIdTooLong { len: usize, max: usize },
-    #[error("sseClientId contains control characters")]
+    #[error("sseClientId contains control characters or invisible ones (bidi, zero-width)")]
     ControlCharacters,
     #[error("messageId {0:?} is not a non-negative integer")]
     BadMessageId(String),
@@ -51,8 +51,9 @@ impl ChannelQuery {
                 max: max_client_id_len,
             });
         }
-        // They would reach logs, terminals and process environments.
-        if client_id.chars().any(char::is_control) {
+        // They would reach logs, terminals and process environments, and
+        // bidi overrides would show there an id other than the real one.
+        if client_id.chars().any(crate::text::is_hidden_or_control) {
             return Err(QueryError::ControlCharacters);
         }
         let message_id = match message_id {
@@ -101,7 +102,17 @@ mod tests {
             ChannelQuery::parse(Some("sseClientId=abcd"), 3),
             Err(QueryError::ClientIdTooLong { len: 4, max: 3 })
         );
-        for bad in ["a%0d%0ab", "%1b[31m", "tab%09", "del%7f", "nel%c2%85"] {
+        for bad in [
+            "a%0d%0ab",
+            "%1b[31m",
+            "tab%09",
+            "del%7f",
+            "nel%c2%85",
+            "rlo%e2%80%aegpj.exe",
+            "lri%e2%81%a6x",
+            "zwsp%e2%80%8b",
+            "bom%ef%bb%bf",
+        ] {
             let q = format!("sseClientId={bad}");
             assert_eq!(
                 ChannelQuery::parse(Some(&q), 256),

@@ -11,12 +11,17 @@
 //!
 //! The environment is CGI-like and nothing else of the server's leaks in:
 //! `PATH`, the variables named by `--passenv`, and the request's facts.
+//!
+//! A process is started before its client's stream is answered (see
+//! [`ExecAdmission`]), within the process cap and start rate of a
+//! [`Budget`]: a client whose process cannot start gets 503 and the reason,
+//! never a 200 stream with nothing behind it.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::future::Future;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +32,13 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::budget::{Budget, Reservation};
 use super::guard::{GUARD_ARG, STATUS_FD};
 use crate::lines::{Line, read_line};
-use crate::server::{Connection, ConnectionEvent, ConnectionHandle, RequestInfo};
+use crate::server::{
+    Admission, Admitted, Connection, ConnectionEvent, ConnectionHandle, RequestInfo,
+};
+use crate::text::escape_controls;
 
 /// Longest stderr line passed on whole; longer ones are summarised.
 const MAX_STDERR_LINE: usize = 64 * 1024;
@@ -47,7 +56,6 @@ pub struct ExecSpec {
     args: Vec<OsString>,
     /// `PATH` and the `--passenv` variables, as they were at start.
     inherited: Vec<(OsString, OsString)>,
-    server: SocketAddr,
     kill_grace: Duration,
     max_line: usize,
 }
@@ -77,16 +85,9 @@ impl ExecSpec {
             argv0: program.into(),
             args: args.iter().map(OsString::from).collect(),
             inherited,
-            server: SocketAddr::from(([0, 0, 0, 0], 0)),
             kill_grace,
             max_line,
         })
-    }
-
-    /// Sets the address the server listens on (`SERVER_PORT`).
-    pub fn listening_on(mut self, addr: SocketAddr) -> Self {
-        self.server = addr;
-        self
     }
 
     /// The process's whole environment for one client.
@@ -98,9 +99,9 @@ impl ExecSpec {
         set("REMOTE_ADDR", req.remote.ip().to_string());
         set("REMOTE_PORT", req.remote.port().to_string());
         let name = req.host.as_deref().map(crate::server::policy::host_name).unwrap_or_default();
-        let name = if name.is_empty() { self.server.ip().to_string() } else { name.to_owned() };
+        let name = if name.is_empty() { req.local.ip().to_string() } else { name.to_owned() };
         set("SERVER_NAME", name);
-        set("SERVER_PORT", self.server.port().to_string());
+        set("SERVER_PORT", req.local.port().to_string());
         set("REQUEST_PATH", req.path.clone());
         set("QUERY_STRING", req.query.clone().unwrap_or_default());
         if let Some(o) = &req.origin {
@@ -158,8 +159,96 @@ struct Proc {
 /// The guard's status pipe, once it said the process runs.
 type Status = BufReader<pipe::Receiver>;
 
+/// A process started for a client, with its place under the cap.
+struct Started {
+    proc: Proc,
+    status: Status,
+    io: Stdio3,
+    /// Dropped once the process and its guard are reaped.
+    place: Reservation,
+}
+
+/// What [`ExecAdmission`] hands to the client's connection. Dropped
+/// unused (another request opened the channel, or the server refused it),
+/// it ends the process on the usual schedule and frees its place after.
+struct Unclaimed {
+    started: Option<Started>,
+    id: String,
+    grace: Duration,
+}
+
+impl Unclaimed {
+    fn claim(mut self) -> Option<Started> {
+        self.started.take()
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        let Some(started) = self.started.take() else { return };
+        debug!(client = %escape_controls(&self.id), pid = started.proc.pid, "process not used: ending it");
+        started.proc.signal_guard(libc::SIGTERM);
+        let (id, grace) = (std::mem::take(&mut self.id), self.grace);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(async move {
+                let Started { proc, place, .. } = started;
+                proc.finish(grace, &id).await;
+                drop(place);
+            })),
+            // No runtime left to wait in: kill the group and the guard
+            // (SAFETY: kill(2) on the group the guard created and on the
+            // guard, our child, not yet reaped).
+            Err(_) => unsafe {
+                libc::kill(-started.proc.pid, libc::SIGKILL);
+                if let Some(guard) = started.proc.guard.id() {
+                    libc::kill(guard as i32, libc::SIGKILL);
+                }
+            },
+        }
+    }
+}
+
+/// Starts each new client's process before its stream is answered, within
+/// the [`Budget`]; see the module docs.
+#[derive(Debug)]
+pub(super) struct ExecAdmission {
+    pub(super) spec: Arc<ExecSpec>,
+    pub(super) budget: Arc<Budget>,
+}
+
+impl Admission for ExecAdmission {
+    fn admit<'a>(
+        &'a self,
+        client_id: &'a str,
+        request: &'a RequestInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let started = start(&self.spec, &self.budget, client_id, request).await?;
+            let grace = self.spec.kill_grace;
+            let unclaimed = Unclaimed { started: Some(started), id: client_id.to_owned(), grace };
+            Ok(Box::new(unclaimed) as Admitted)
+        })
+    }
+}
+
+/// Reserves a place, then starts the process; `Err` says why not.
+async fn start(
+    spec: &ExecSpec,
+    budget: &Arc<Budget>,
+    client_id: &str,
+    request: &RequestInfo,
+) -> Result<Started, String> {
+    let place = budget.reserve(std::time::Instant::now()).map_err(|e| e.to_string())?;
+    let (proc, status, io) = Proc::spawn(spec, client_id, request).await?;
+    Ok(Started { proc, status, io, place })
+}
+
 impl Proc {
-    async fn spawn(spec: &ExecSpec, conn: &Connection) -> Result<(Proc, Status, Stdio3), String> {
+    async fn spawn(
+        spec: &ExecSpec,
+        client_id: &str,
+        request: &RequestInfo,
+    ) -> Result<(Proc, Status, Stdio3), String> {
         let (status_tx, status_rx) = pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
         let status_fd = status_tx.into_blocking_fd().map_err(|e| format!("pipe: {e}"))?;
         let raw = status_fd.as_raw_fd();
@@ -172,7 +261,7 @@ impl Proc {
             .arg(&spec.argv0)
             .args(&spec.args)
             .env_clear()
-            .envs(spec.environment(conn.id(), conn.request()))
+            .envs(spec.environment(client_id, request))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -198,7 +287,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let mut guard = cmd.spawn().map_err(|e| format!("cannot start the process guard: {e}"))?;
+        let mut guard = cmd.spawn().map_err(|e| format!("cannot start the process: {e}"))?;
         drop(status_fd);
         let io = Stdio3 {
             stdin: guard.stdin.take(),
@@ -270,25 +359,33 @@ enum End {
 pub(super) async fn run(
     mut conn: Connection,
     spec: Arc<ExecSpec>,
+    budget: Arc<Budget>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let id = conn.id().to_owned();
+    let id = escape_controls(conn.id()).into_owned();
     let handle = conn.handle();
-    let (proc, mut status, io) = match Proc::spawn(&spec, &conn).await {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(client = %id, "{e}");
-            conn.close();
-            return;
-        }
+    let admitted = conn.take_admitted().and_then(|a| a.downcast::<Unclaimed>().ok());
+    let started = match admitted.and_then(|a| a.claim()) {
+        Some(s) => s,
+        // The channel was opened by a request that found it still open
+        // (it closed meanwhile): start one now, or close at once.
+        None => match start(&spec, &budget, conn.id(), conn.request()).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(client = %id, "{e}; closing the client");
+                conn.close();
+                return;
+            }
+        },
     };
-    info!(client = %id, pid = proc.pid, "process started");
+    let Started { proc, mut status, io, place } = started;
+    info!(client = %id, pid = proc.pid, running = budget.alive(), "process started");
     let mut stdout_done = match io.stdout {
         Some(out) => tokio::spawn(stdout_to_client(out, handle.clone(), spec.max_line)),
         None => tokio::spawn(async {}),
     };
     if let Some(err) = io.stderr {
-        tokio::spawn(stderr_to_log(err, escape_controls(&id)));
+        tokio::spawn(stderr_to_log(err, id.clone()));
     }
     let mut stdin = io.stdin;
     let mut lost = 0u64;
@@ -354,6 +451,7 @@ pub(super) async fn run(
         warn!(client = %id, "{lost} message(s) from the client never reached the process");
     }
     proc.finish(spec.kill_grace, &id).await;
+    drop(place);
     debug!(client = %id, "process and its group are gone");
 }
 
@@ -394,7 +492,8 @@ async fn stdout_to_client(out: impl AsyncRead + Unpin, handle: ConnectionHandle,
 }
 
 /// Copies the process's stderr to ours, a line at a time, each prefixed
-/// with `[client id]`.
+/// with `[client id]`, its control characters escaped (it may repeat what
+/// a client sent, and reaches the operator's terminal).
 async fn stderr_to_log(err: impl AsyncRead + Unpin, prefix: String) {
     let mut r = BufReader::new(err);
     let mut buf = Vec::new();
@@ -404,25 +503,11 @@ async fn stderr_to_log(err: impl AsyncRead + Unpin, prefix: String) {
             Line::Text(t) => t,
             Line::TooLong(n) => format!("(a {n}-byte line, not shown)"),
         };
-        let mut bytes = format!("[{prefix}] ").into_bytes();
-        bytes.append(&mut OsString::from(text).into_vec());
-        bytes.push(b'\n');
+        let bytes = format!("[{prefix}] {}\n", escape_controls(&text)).into_bytes();
         if out.write_all(&bytes).await.is_err() {
             break;
         }
     }
-}
-
-/// `s` with control characters escaped: a client id is remote input and
-/// must not drive the terminal or forge log lines.
-pub(crate) fn escape_controls(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let esc: Vec<char> =
-                if c.is_control() { c.escape_default().collect() } else { vec![c] };
-            esc
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -435,7 +520,6 @@ mod tests {
             argv0: "sh".into(),
             args: vec![],
             inherited: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            server: "127.0.0.1:8080".parse().unwrap(),
             kill_grace: Duration::from_secs(2),
             max_line: 1024,
         }
@@ -450,6 +534,7 @@ mod tests {
             query: Some("sseClientId=abc&x=1".into()),
             origin: Some("http://app.test".into()),
             user_agent: None,
+            admitted: Default::default(),
         }
     }
 
@@ -512,11 +597,5 @@ mod tests {
         assert!(err(dir.path().to_str().unwrap()).contains("is a directory"));
         assert!(err("/nonexistent/prog").contains("No such file"));
         assert!(err("").contains("empty"));
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("a\r\nb\u{1b}[2J"), "a\\r\\nb\\u{1b}[2J");
-        assert_eq!(escape_controls("plain-id"), "plain-id");
     }
 }

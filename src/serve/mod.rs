@@ -1,20 +1,26 @@
 //! `ssechan serve`: a channel endpoint wired to stdin/stdout, an echo, or a
 //! process per client.
 
+mod budget;
 mod exec;
 pub mod guard;
 mod stdio;
 
+use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::cli::{Format, ServeArgs};
-use crate::server::{FD_RESERVE, Limits, McpConfig, OriginPolicy, Protocol, Server, ServerConfig};
+pub use budget::SpawnRate;
+
+use crate::cli::{Format, LineBreakPolicy, ServeArgs};
+use crate::server::{
+    FD_RESERVE, Limits, LineBreaks, McpConfig, OriginPolicy, Protocol, Server, ServerConfig,
+};
 
 /// How long to wait for the last output lines once the server has shut down.
 const FLUSH_GRACE: Duration = Duration::from_millis(300);
@@ -24,6 +30,13 @@ impl ServeArgs {
     /// derived from `fd_limit`, the open-file limit in force.
     pub fn config(&self, fd_limit: u64) -> ServerConfig {
         let exec = !self.command.is_empty();
+        // A line break would split a message in two for a reader of lines.
+        let line_breaks = match self.line_breaks {
+            Some(LineBreakPolicy::Refuse) => LineBreaks::Refuse,
+            Some(LineBreakPolicy::Pass) => LineBreaks::Pass,
+            None if exec || (self.format == Format::Text && !self.echo) => LineBreaks::Refuse,
+            None => LineBreaks::Pass,
+        };
         // A process per client runs what the client sends: only pages of
         // this server may drive it unless told otherwise. MCP requires the
         // Origin checked whatever answers (its servers act for their user).
@@ -68,9 +81,33 @@ impl ServeArgs {
             allowed_hosts: self.allow_hosts.clone(),
             request_timeout: self.request_timeout,
             write_timeout: self.write_timeout,
-            limits: limits.resolve(fd_limit, if exec { PIPES_PER_PROCESS } else { 0 }),
+            limits: limits.resolve(fd_limit, if exec { FDS_PER_PROCESS } else { 0 }),
+            line_breaks,
             ..ServerConfig::default()
         }
+    }
+
+    /// `--max-processes`, or what `fd_limit` allows.
+    fn max_processes(&self, fd_limit: u64) -> usize {
+        let derived = Limits::default().resolve(fd_limit, FDS_PER_PROCESS).max_clients;
+        self.max_processes.unwrap_or(derived)
+    }
+
+    /// Refuses a COMMAND that anyone on the network could run, with the
+    /// one-line way to open it.
+    fn check_exposure(&self) -> Result<(), crate::exit::UsageError> {
+        if self.command.is_empty()
+            || self.listen.ip().is_loopback()
+            || self.secret.is_some()
+            || self.insecure_no_secret
+        {
+            return Ok(());
+        }
+        Err(crate::exit::UsageError(format!(
+            "a COMMAND on {} would run for anyone who can reach that address: add --secret to \
+             require the secret URL printed at start (or --insecure-no-secret to let anyone run it)",
+            self.listen
+        )))
     }
 
     /// One-line warnings about a configuration reachable by more than its
@@ -78,22 +115,29 @@ impl ServeArgs {
     fn warnings(&self, config: &ServerConfig) -> Vec<String> {
         let mut w = Vec::new();
         let any = config.origins.allows_any();
-        if !self.command.is_empty() && any {
-            w.push(
-                "--allow-origin '*' with a COMMAND: any web page the user visits can run it"
-                    .to_string(),
-            );
+        let exec = !self.command.is_empty();
+        let known = if self.secret.is_some() { " that knows the secret URL" } else { "" };
+        if exec && any {
+            w.push(format!(
+                "--allow-origin '*' with a COMMAND: any web page{known} the user visits can run it"
+            ));
         }
-        if !self.listen.ip().is_loopback() {
-            if any {
-                w.push(format!(
-                    "listening on {} with every origin allowed: any web page and anyone on the network can use the channel (narrow it with --allow-origin)",
-                    self.listen
-                ));
-            }
-            if self.allow_hosts.is_empty() {
-                w.push("any Host is answered on a non-loopback address: name yours with --allow-host against DNS rebinding".to_string());
-            }
+        if exec && self.allow_hosts.iter().any(|h| h == "*") {
+            w.push(format!(
+                "--allow-host '*' with a COMMAND: any web page{known} can reach the server under a name of its own (DNS rebinding), start processes and read what they print"
+            ));
+        }
+        if exec && self.insecure_no_secret && !self.listen.ip().is_loopback() {
+            w.push(format!(
+                "--insecure-no-secret: anyone who can reach {} can run {} with your rights",
+                self.listen, self.command[0]
+            ));
+        }
+        if !self.listen.ip().is_loopback() && any && self.secret.is_none() {
+            w.push(format!(
+                "listening on {} with every origin allowed: any web page and anyone on the network can use the channel (narrow it with --allow-origin, or add --secret)",
+                self.listen
+            ));
         }
         w
     }
@@ -102,6 +146,28 @@ impl ServeArgs {
 /// `--keep-alive` of `--mcp` when not given: how long a cut stream may be
 /// resumed.
 const MCP_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The secret of `--secret`: the one given, or a random one (122 bits
+/// from the system's generator). `Err` when a given one is weak or would
+/// need escaping in a URL.
+fn secret(given: &str) -> Result<String, crate::exit::UsageError> {
+    // `--secret` alone outranks the variable for clap; the variable still
+    // names the secret.
+    let from_env = std::env::var("SSECHAN_SECRET").ok().filter(|s| !s.is_empty());
+    let given = if given.is_empty() { from_env.as_deref().unwrap_or("") } else { given };
+    if given.is_empty() {
+        return Ok(uuid::Uuid::new_v4().simple().to_string());
+    }
+    let ok = given.len() >= 16
+        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(given.to_owned())
+    } else {
+        Err(crate::exit::UsageError(
+            "--secret (or SSECHAN_SECRET) must be at least 16 characters of A-Z, a-z, 0-9, - and _ (or give --secret alone for a random one)".into(),
+        ))
+    }
+}
 
 /// The shortest `--redis-lease`: it is refreshed every tenth of it.
 const MIN_LEASE: Duration = Duration::from_secs(1);
@@ -127,8 +193,10 @@ async fn connect_redis(args: &ServeArgs, url: &str) -> anyhow::Result<crate::ser
     Ok(redis)
 }
 
-/// Descriptors a process per client holds besides its client's socket.
-const PIPES_PER_PROCESS: usize = 3;
+/// Descriptors a process per client holds besides its client's socket:
+/// its stdin, stdout and stderr pipes, the guard's status pipe, and the
+/// guard's pidfd (tokio waits on it). `tests/exec.rs` measures it.
+pub const FDS_PER_PROCESS: usize = 5;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -145,6 +213,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             humantime::format_duration(MIN_LEASE)
         )));
     }
+    args.check_exposure()?;
     // A COMMAND that cannot run is a usage error, found before listening.
     let exec = match args.command.is_empty() {
         true => None,
@@ -159,10 +228,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let signalled = shutdown_signal().context("cannot listen for signals")?;
-    // A stream and a POST connection per client, and some to spare.
-    let need = args.max_clients.map_or(0, |n| n.saturating_mul(2).saturating_add(FD_RESERVE));
+    // A stream and a POST connection per client, a process's descriptors,
+    // and some to spare.
+    let need = args.max_clients.map_or(0, |n| {
+        let processes = args.max_processes.unwrap_or(n);
+        n.saturating_mul(2)
+            .saturating_add(processes.saturating_mul(FDS_PER_PROCESS))
+            .saturating_add(FD_RESERVE)
+    });
     let fd_limit = crate::sys::raise_open_file_limit(need as u64);
     let mut config = args.config(fd_limit);
+    if let Some(given) = &args.secret {
+        config = config.with_secret(&secret(given)?);
+    }
+    let exec = exec.map(|spec| {
+        let rate = args.spawn_rate.limit();
+        let budget = budget::Budget::new(args.max_processes(fd_limit), rate, Instant::now());
+        let admission = Arc::new(exec::ExecAdmission { spec: Arc::new(spec), budget });
+        config.admission = Some(admission.clone());
+        admission
+    });
     if let Some(dir) = &args.static_dir {
         config.static_dir =
             Some(crate::web::static_files::check_root(dir).map_err(crate::exit::UsageError)?);
@@ -202,6 +287,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for w in warnings {
         warn!("{w}");
     }
+    if let Some(a) = &exec {
+        let rate = args.spawn_rate.limit().map_or("no limit".into(), |r| r.to_string());
+        info!("processes: at most {}, started at most {rate}", a.budget.max());
+    }
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
     // MCP sessions on stdin/stdout: JSON lines, which name the session.
     let format = if args.mcp { Format::Json } else { args.format };
@@ -213,7 +302,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let writer = {
         let failed = stdout_failed.clone();
         tokio::spawn(async move {
-            let r = stdio::write_stdout(out_rx).await;
+            let terminal = std::io::stdout().is_terminal();
+            let r = stdio::write_stdout(out_rx, terminal).await;
             if r.is_err() {
                 failed.notify_one();
             }
@@ -223,8 +313,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mode = if args.echo {
         tokio::spawn(stdio::ignore_stdin());
         Mode::Echo
-    } else if let Some(spec) = exec {
-        Mode::Exec(Arc::new(spec.listening_on(server.local_addr())))
+    } else if let Some(admission) = exec {
+        Mode::Exec(admission)
     } else {
         let handle = server.handle();
         let max = args.max_message_size;
@@ -251,9 +341,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Mode::Stdio(format) => {
                     drop(tasks.spawn(stdio::forward(conn, *format, out_tx.clone())))
                 }
-                Mode::Exec(spec) => {
-                    drop(processes.spawn(exec::run(conn, spec.clone(), stopping_rx.clone())))
-                }
+                Mode::Exec(a) => drop(processes.spawn(exec::run(
+                    conn,
+                    a.spec.clone(),
+                    a.budget.clone(),
+                    stopping_rx.clone(),
+                ))),
             };
         })
         .await;
@@ -275,7 +368,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 enum Mode {
     Echo,
     Stdio(Format),
-    Exec(Arc<exec::ExecSpec>),
+    Exec(Arc<exec::ExecAdmission>),
 }
 
 /// Sends every message back to its sender until the connection closes.
@@ -316,12 +409,12 @@ mod tests {
     use clap::Parser;
 
     use crate::cli::{Cli, Command, ServeArgs};
-    use crate::server::{FD_RESERVE, Limits, OriginPolicy};
+    use crate::server::{FD_RESERVE, Limits, LineBreaks, OriginPolicy};
 
     fn args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["ssechan", "serve"], args].concat()).unwrap();
         let Command::Serve(serve) = cli.command else { panic!("not serve") };
-        serve
+        *serve
     }
 
     fn config(a: &[&str]) -> crate::server::ServerConfig {
@@ -381,7 +474,12 @@ mod tests {
     fn a_command_gets_same_origin_and_fewer_clients() {
         let c = config(&["--", "cat"]);
         assert_eq!(c.origins, OriginPolicy::SameOrigin);
-        assert_eq!(c.limits.max_clients, (20_000 - FD_RESERVE) / 4);
+        // Six descriptors per client: its socket and FDS_PER_PROCESS.
+        assert_eq!(c.limits.max_clients, (20_000 - FD_RESERVE) / 6);
+        assert_eq!(args(&["--", "cat"]).max_processes(20_000), (20_000 - FD_RESERVE) / 6);
+        assert_eq!(args(&["--max-processes", "7", "--", "cat"]).max_processes(20_000), 7);
+        let c = config(&["--max-clients", "100", "--", "cat"]);
+        assert_eq!(c.limits.max_connections, 20_000 - FD_RESERVE - 500);
         let c = config(&["--allow-origin", "*", "--", "cat"]);
         assert_eq!(c.origins, OriginPolicy::List(vec!["*".into()]));
     }
@@ -397,8 +495,21 @@ mod tests {
         let w = warnings(&["--allow-origin", "*", "--", "cat"]);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("any web page"), "{w:?}");
+        let w = warnings(&["--allow-host", "*", "--", "cat"]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("any web page can reach") && w[0].contains("DNS rebinding"), "{w:?}");
+        let w = warnings(&["--secret", "--allow-host", "*", "--", "cat"]);
+        assert!(w[0].contains("any web page that knows the secret URL"), "{w:?}");
         let w = warnings(&["--listen", "0.0.0.0:8080"]);
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(warnings(&["--listen", "0.0.0.0:8080", "--secret"]).is_empty());
+        let w = warnings(&["--listen", "0.0.0.0:8080", "--insecure-no-secret", "--", "cat"]);
+        assert_eq!(
+            w,
+            [
+                "--insecure-no-secret: anyone who can reach 0.0.0.0:8080 can run cat with your rights"
+            ]
+        );
         let w = warnings(&[
             "--listen",
             "0.0.0.0:8080",
@@ -408,6 +519,47 @@ mod tests {
             "a.test",
         ]);
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn a_command_on_the_network_needs_the_secret_or_the_insecure_flag() {
+        let err = args(&["--listen", "0.0.0.0:8080", "--", "cat"]).check_exposure().unwrap_err();
+        assert!(err.0.contains("add --secret") && err.0.contains("--insecure-no-secret"), "{err}");
+        assert!(!err.0.contains('\n'), "one line: {err}");
+        for ok in [
+            &["--listen", "0.0.0.0:8080", "--secret", "--", "cat"][..],
+            &["--listen", "0.0.0.0:8080", "--insecure-no-secret", "--", "cat"],
+            &["--listen", "127.0.0.1:8080", "--", "cat"],
+            &["--listen", "[::1]:8080", "--", "cat"],
+            &["--listen", "0.0.0.0:8080"],
+        ] {
+            assert!(args(ok).check_exposure().is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_given_or_drawn() {
+        let a = super::secret("").unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, super::secret("").unwrap());
+        assert_eq!(super::secret("abcdefghij-_0123").unwrap(), "abcdefghij-_0123");
+        for weak in ["short", "has space in it ok", "ümlaut-ümlaut-ümlaut", "a/b/c/d/e/f/g/h/i"]
+        {
+            assert!(super::secret(weak).is_err(), "{weak}");
+        }
+        let c = config(&["--path", "/chan"]).with_secret("abcdefghij-_0123");
+        assert_eq!(c.path, "/abcdefghij-_0123/chan");
+    }
+
+    #[test]
+    fn line_breaks_are_refused_where_a_message_is_a_line() {
+        let lb = |a: &[&str]| config(a).line_breaks;
+        assert_eq!(lb(&[]), LineBreaks::Refuse);
+        assert_eq!(lb(&["--", "cat"]), LineBreaks::Refuse);
+        assert_eq!(lb(&["--format", "json"]), LineBreaks::Pass);
+        assert_eq!(lb(&["--echo"]), LineBreaks::Pass);
+        assert_eq!(lb(&["--line-breaks", "pass"]), LineBreaks::Pass);
+        assert_eq!(lb(&["--line-breaks", "refuse", "--format", "json"]), LineBreaks::Refuse);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use crate::cli::Format;
 use crate::lines::{Line, read_line};
 use crate::server::{Connection, ConnectionEvent, ServerHandle};
+use crate::text::escape_controls;
 
 /// Forwards one connection's events to the stdout writer.
 pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sender<String>) {
@@ -52,15 +53,21 @@ pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sen
 }
 
 /// Writes lines to stdout, flushing whenever no more are waiting, so a
-/// burst costs few writes.
-pub(super) async fn write_stdout(mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
+/// burst costs few writes. On a `terminal` what clients sent has its
+/// control characters escaped: it must not retitle, clear or program the
+/// operator's terminal. A pipe gets the bytes as they are.
+pub(super) async fn write_stdout(
+    mut rx: mpsc::Receiver<String>,
+    terminal: bool,
+) -> std::io::Result<()> {
     let mut w = BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
-    while let Some(line) = rx.recv().await {
-        w.write_all(line.as_bytes()).await?;
-        w.write_all(b"\n").await?;
-        while let Ok(line) = rx.try_recv() {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(line) = next {
+            let line = if terminal { escape_controls(&line) } else { line.as_str().into() };
             w.write_all(line.as_bytes()).await?;
             w.write_all(b"\n").await?;
+            next = rx.try_recv().ok();
         }
         w.flush().await?;
     }

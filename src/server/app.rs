@@ -2,12 +2,13 @@
 //! to send, close and drop. Backed by whichever store holds the channel.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::policy::Admitted;
 use crate::protocol::event;
 
 /// What the application learns about a connection, in order.
@@ -93,9 +94,41 @@ pub struct RequestInfo {
     pub query: Option<String>,
     pub origin: Option<String>,
     pub user_agent: Option<String>,
+    /// What the server's [`super::Admission`] gave this request, until the
+    /// application takes it.
+    pub(crate) admitted: Handoff,
 }
 
-impl RequestInfo {}
+/// An [`Admitted`] on its way to the application: clones share it, and it
+/// is dropped (undoing itself) with the last of them if never taken.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Option<Arc<Mutex<Option<Admitted>>>>);
+
+impl Handoff {
+    pub(crate) fn new(admitted: Admitted) -> Self {
+        Self(Some(Arc::new(Mutex::new(Some(admitted)))))
+    }
+
+    fn take(&self) -> Option<Admitted> {
+        let slot = self.0.as_ref()?;
+        slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Not a fact of the request: every hand-off compares equal.
+impl PartialEq for Handoff {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Handoff {}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Handoff(admitted)" } else { "Handoff(none)" })
+    }
+}
 
 /// The application side of one channel, as a store provides it.
 pub(crate) trait ChannelApp: Send + Sync {
@@ -150,6 +183,12 @@ impl Connection {
     /// The request that opened the connection.
     pub fn request(&self) -> &RequestInfo {
         self.chan.info()
+    }
+
+    /// What the server's [`super::Admission`] gave this connection, once
+    /// (`None` after the first call, or when there was no admission).
+    pub fn take_admitted(&self) -> Option<Admitted> {
+        self.chan.info().admitted.take()
     }
 
     /// A cloneable handle for sending from elsewhere.

@@ -2,9 +2,10 @@
 //! peer could otherwise push, lives here with its default.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::policy::OriginPolicy;
+pub use super::policy::{Admission, Admitted, LineBreaks, OriginPolicy};
 
 /// How a [`crate::server::Server`] behaves.
 #[derive(Debug, Clone)]
@@ -52,9 +53,27 @@ pub struct ServerConfig {
     /// Share channels with other servers through this Redis (PROTOCOL.md
     /// §8); `None` keeps them in this process.
     pub redis: Option<super::Redis>,
+    /// Whether messages may carry line breaks (an application that reads
+    /// one message per line refuses them).
+    pub line_breaks: LineBreaks,
+    /// Every path, the channel's included, lies below `/SECRET`; any other
+    /// is 404. Only who was given the URL can reach anything. Set it with
+    /// [`ServerConfig::with_secret`], which prefixes `path` too.
+    pub secret: Option<String>,
+    /// Asked before a `GET` opens a new channel (see [`Admission`]).
+    pub admission: Option<Arc<dyn Admission>>,
     /// The protocol the endpoint speaks.
     pub protocol: Protocol,
     pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// Puts everything below `/SECRET` (see [`ServerConfig::secret`]).
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.path = format!("/{secret}{}", self.path);
+        self.secret = Some(secret.to_owned());
+        self
+    }
 }
 
 /// Which protocol the endpoint speaks; the channel core is the same.
@@ -109,6 +128,9 @@ impl Default for ServerConfig {
             devconsole: false,
             tls: None,
             redis: None,
+            line_breaks: LineBreaks::Pass,
+            secret: None,
+            admission: None,
             protocol: Protocol::Sse,
             limits: Limits::default(),
         }

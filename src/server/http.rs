@@ -16,14 +16,14 @@ use hyper::body::Incoming;
 use tracing::{debug, info};
 
 use super::ServerShared;
-use super::app::RequestInfo;
+use super::app::{Handoff, RequestInfo};
 use super::config::Protocol;
-use super::policy::check_origin;
+use super::policy::{check_fetch_metadata, check_message, check_origin, site_path};
 use super::store::{Refusal, StreamRequest};
 use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
-use crate::client::escape_controls;
 use crate::protocol::event::{decode_message_body, retry_event};
 use crate::protocol::query::ChannelQuery;
+use crate::text::escape_controls;
 use crate::web::{FileBody, devconsole, static_files};
 
 pub(crate) type ResponseBody = Either<Full<Bytes>, Either<EventStreamBody, FileBody>>;
@@ -80,13 +80,16 @@ async fn route(
     cors: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let host = request_host(&req);
-    *cors = admit(shared, ctx, req.headers(), host.as_deref())?;
+    *cors = admit(shared, ctx, req.headers(), host.as_deref(), req.uri().path())?;
     if req.uri().path() != shared.config.path {
         let Some(root) = &shared.config.static_dir else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
         };
         let (method, uri) = (req.method(), req.uri());
-        let files = static_files::serve(root, method, uri.path(), uri.query(), req.headers());
+        let secret = shared.config.secret.as_deref();
+        let path = site_path(secret, uri.path()).unwrap_or_default();
+        let site = static_files::Site { root, private: secret.is_some() };
+        let files = static_files::serve(&site, method, path, uri.query(), req.headers());
         return Ok(web_response(files.await));
     }
     let cors = cors.as_ref();
@@ -111,22 +114,27 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
     }
 }
 
-/// The Host and Origin checks every request passes; `Ok` with the value
-/// for `Access-Control-Allow-Origin`.
+/// The secret, Host and Origin checks every request passes; `Ok` with the
+/// value for `Access-Control-Allow-Origin`.
 fn admit(
     shared: &ServerShared,
     ctx: &ConnCtx,
     headers: &HeaderMap,
     host: Option<&str>,
+    path: &str,
 ) -> Result<Option<HeaderValue>, Refusal> {
+    if site_path(shared.config.secret.as_deref(), path).is_none() {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
+    }
     let forbidden = |why: &str| Refusal::new(StatusCode::FORBIDDEN, why);
     shared.hosts.check(host).map_err(|why| {
         debug!(host = %escape_controls(host.unwrap_or("")), "{why}");
         forbidden(why)
     })?;
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
-    let allowed = check_origin(&shared.config.origins, origin, host.map(str::as_bytes), ctx.tls)
-        .map_err(|why| {
+    let (policy, hosts) = (&shared.config.origins, &shared.hosts);
+    let allowed =
+        check_origin(policy, hosts, origin, host.map(str::as_bytes), ctx.tls).map_err(|why| {
             let shown = String::from_utf8_lossy(origin.unwrap_or_default()).into_owned();
             debug!(origin = %escape_controls(&shown), "{why}");
             forbidden(why)
@@ -184,6 +192,8 @@ fn check_stream_request(
         // A browser navigating here: the console page (hyper path).
         return Err(Refusal::new(StatusCode::NOT_ACCEPTABLE, "a browser page, not a stream"));
     }
+    check_fetch_metadata(&shared.config.origins, headers)
+        .map_err(|why| Refusal::new(StatusCode::FORBIDDEN, why))?;
     if !accepts_event_stream(headers) {
         return Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -222,6 +232,7 @@ pub(crate) fn request_info(
         query: query.map(str::to_owned),
         origin: text(header::ORIGIN),
         user_agent: text(header::USER_AGENT),
+        admitted: Handoff::default(),
     }
 }
 
@@ -236,9 +247,16 @@ pub(crate) async fn start_stream(
     query: Option<&str>,
 ) -> Result<StreamStart, Refusal> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let cors = admit(shared, ctx, headers, host)?;
+    let cors = admit(shared, ctx, headers, host, path)?;
     let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
-    let info = request_info(ctx, headers, host, path, query);
+    let mut info = request_info(ctx, headers, host, path, query);
+    // A new channel only: a resume or takeover has what it needs.
+    if let Some(admission) = &shared.config.admission
+        && shared.store.lookup(&client_id).is_none()
+    {
+        let admitted = admission.admit(&client_id, &info).await.map_err(Refusal::unavailable)?;
+        info.admitted = Handoff::new(admitted);
+    }
     let source = shared
         .store
         .open_stream(StreamRequest { client_id, last_event_id, info, layer: None })
@@ -335,6 +353,7 @@ async fn post_message(
     let Some(body) = body else { return Err(bad_request("no body")) };
     let body = read_body(body, limits.max_message_bytes, timeout).await?;
     let message = decode_message_body(&body).map_err(bad_request)?;
+    check_message(shared.config.line_breaks, &message).map_err(bad_request)?;
     slot.deliver(q.message_id, message).await?;
     Ok(text(StatusCode::OK, String::new(), cors))
 }

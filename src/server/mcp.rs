@@ -34,11 +34,11 @@ use tracing::{debug, info, warn};
 
 use super::ServerShared;
 use super::app::{
-    ChannelApp, CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo,
-    SendError,
+    ChannelApp, CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, Handoff,
+    RequestInfo, SendError,
 };
 use super::channel::Inbox;
-use super::config::{Limits, McpConfig, ServerConfig};
+use super::config::{Admission, Limits, McpConfig, ServerConfig};
 use super::http::{
     ConnCtx, ResponseBody, bad_request, check_declared_length, preflight, read_body, request_host,
     request_info, text,
@@ -46,15 +46,17 @@ use super::http::{
 use super::metrics::Counters;
 use super::store::{LayerOpen, NewChannel, Refusal, StreamRequest};
 use super::stream::{EventStreamBody, stream_headers};
-use crate::client::escape_controls;
-use crate::mcp::message::{Kind, Message, RequestId};
+use crate::mcp::message::{Kind, Message, Renamed, RequestId};
 use crate::mcp::route::{Route, Router};
 use crate::mcp::{self, AnswerFormat, codes, event_id, version};
 use crate::protocol::event::retry_event;
+use crate::text::escape_controls;
 
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 /// Longest session id taken from a client (ours are 32 hex digits).
 const MAX_SESSION_ID: usize = 128;
 /// The `GET` stream's number.
@@ -69,7 +71,30 @@ pub(crate) struct Sessions {
     stats: Arc<Counters>,
     shutting_down: AtomicBool,
     opened: AtomicU64,
+    /// The application's say on each new session (see [`Admission`]).
+    admission: Option<Arc<dyn Admission>>,
+    /// Whether COMMAND speaks the per-request era, found by probing it.
+    era: tokio::sync::Mutex<CommandEra>,
 }
+
+/// What the probe found COMMAND to be.
+enum CommandEra {
+    Unknown,
+    /// It speaks the per-request era: this process serves every such
+    /// request (a new one is probed when it ends).
+    PerRequest(Arc<Session>),
+    /// It does not: per-request requests are told the session revisions.
+    Sessions,
+}
+
+/// What serves a request of the per-request era.
+enum PerRequest {
+    Shared(Arc<Session>),
+    NotSpoken,
+}
+
+/// The id of the probe a new shared process is sent.
+const PROBE_ID: &str = "ssechan-discover";
 
 /// What each session needs of the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +119,8 @@ impl Sessions {
             stats,
             shutting_down: AtomicBool::new(false),
             opened: AtomicU64::new(0),
+            era: tokio::sync::Mutex::new(CommandEra::Unknown),
+            admission: server.admission.clone(),
         })
     }
 
@@ -140,9 +167,24 @@ impl Sessions {
     }
 
     /// A new session for an `initialize`, handed to the application.
-    fn create(self: &Arc<Self>, info: RequestInfo) -> Result<Arc<Session>, Refusal> {
+    /// `shared`: the one process of the per-request era, which many
+    /// clients' requests reach.
+    async fn create(
+        self: &Arc<Self>,
+        mut info: RequestInfo,
+        shared: bool,
+    ) -> Result<Arc<Session>, Refusal> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Refusal::unavailable("server is shutting down"));
+        }
+        // 128 random bits: the session id is the only credential a client has.
+        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        // The application's say first (serve -- COMMAND starts the process
+        // here, within its cap and rate): a session it cannot serve gets a
+        // 503 with the reason. Dropped unused, what it gave undoes itself.
+        if let Some(admission) = &self.admission {
+            let admitted = admission.admit(&id, &info).await.map_err(Refusal::unavailable)?;
+            info.admitted = Handoff::new(admitted);
         }
         let mut map = self.lock();
         let max = self.settings.limits.max_clients;
@@ -164,8 +206,6 @@ impl Sessions {
             }
             None => return Err(Refusal::unavailable("server is shutting down")),
         };
-        // 128 random bits: the session id is the only credential a client has.
-        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let session = Arc::new_cyclic(|me| Session {
             me: me.clone(),
             id: id.clone(),
@@ -173,17 +213,70 @@ impl Sessions {
             sessions: Arc::downgrade(self),
             settings: self.settings,
             stats: self.stats.clone(),
-            state: Mutex::new(State::new()),
+            shared,
+            state: Mutex::new(State::new(shared)),
             room: Notify::new(),
             closed: Notify::new(),
         });
         map.insert(id, session.clone());
         drop(map);
         self.opened.fetch_add(1, Ordering::Relaxed);
-        info!(session = %session.id, remote = %session.info.remote, "session opened");
+        match shared {
+            false => info!(session = %session.id, remote = %session.info.remote, "session opened"),
+            true => info!(session = %session.id, "process for per-request requests started"),
+        }
         permit.send(Connection::new(session.clone()));
         tokio::spawn(expire_idle(Arc::downgrade(&session), self.config.session_idle));
         Ok(session)
+    }
+
+    /// The process that serves per-request requests, started and probed
+    /// with `server/discover` (the stdio binding's Backward Compatibility
+    /// rule: a DiscoverResult or a recognized modern error means it speaks
+    /// the era; any other answer, or none in time, means it does not).
+    async fn per_request(
+        self: &Arc<Self>,
+        info: RequestInfo,
+        requested: &str,
+        wait: Duration,
+    ) -> Result<PerRequest, Refusal> {
+        let mut era = self.era.lock().await;
+        match &*era {
+            CommandEra::Sessions => return Ok(PerRequest::NotSpoken),
+            CommandEra::PerRequest(s) if s.is_live() => return Ok(PerRequest::Shared(s.clone())),
+            _ => {}
+        }
+        let session = self.create(info, true).await?;
+        let probe = serde_json::json!({"jsonrpc":"2.0","id":PROBE_ID,"method":"server/discover",
+            "params":{"_meta":{"io.modelcontextprotocol/protocolVersion":requested}}});
+        let probe = Message::from_value(probe).map_err(bad_request)?;
+        let stream = Session::next_stream(&mut session.lock(), usize::MAX)?;
+        let (tx, rx) = oneshot::channel();
+        session.start(stream, &probe, Target::Json(tx), None)?;
+        session.push(probe.to_line(), wait).await?;
+        let answer = tokio::time::timeout(wait, rx).await;
+        let speaks = match &answer {
+            Ok(Ok(json)) => Message::parse(json.as_bytes()).is_ok_and(|m| {
+                m.value["result"]["supportedVersions"].is_array()
+                    || m.value["error"]["code"].as_i64() == Some(codes::UNSUPPORTED_VERSION)
+            }),
+            _ => false,
+        };
+        if speaks {
+            info!(session = %session.id, "COMMAND speaks the per-request era: it serves those requests");
+            *era = CommandEra::PerRequest(session.clone());
+            return Ok(PerRequest::Shared(session));
+        }
+        let said = match answer {
+            Ok(Ok(json)) => escape_controls(&json).to_string(),
+            _ => "no answer".to_string(),
+        };
+        info!(
+            "COMMAND does not speak the per-request era (server/discover: {said}); such requests are told the session revisions"
+        );
+        session.end(CloseReason::Closed);
+        *era = CommandEra::Sessions;
+        Ok(PerRequest::NotSpoken)
     }
 
     fn remove(&self, session: &Session) {
@@ -226,6 +319,9 @@ struct State {
     inbox: Inbox,
     app_waker: Option<Waker>,
     router: Router,
+    /// The client's own names of the requests a shared process knows by
+    /// another, by stream.
+    renamed: HashMap<u32, Renamed>,
     targets: HashMap<u32, Target>,
     next_stream: u32,
     /// The `GET` stream's channel, with a serial telling reopened ones
@@ -246,11 +342,12 @@ struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(shared: bool) -> Self {
         Self {
             inbox: Inbox::default(),
             app_waker: None,
-            router: Router::default(),
+            router: if shared { Router::shared() } else { Router::default() },
+            renamed: HashMap::new(),
             targets: HashMap::new(),
             next_stream: 1,
             standalone: None,
@@ -274,6 +371,8 @@ pub(crate) struct Session {
     id: Arc<str>,
     info: RequestInfo,
     sessions: Weak<Sessions>,
+    /// The per-request era's shared process, not a client's session.
+    shared: bool,
     settings: SessionSettings,
     stats: Arc<Counters>,
     state: Mutex<State>,
@@ -366,13 +465,23 @@ impl Session {
     }
 
     /// Registers request `msg`, answered on `stream` (whose channel is
-    /// `target`), and primes the stream.
-    fn start(&self, stream: u32, msg: &Message, target: Target) -> Result<(), Refusal> {
+    /// `target`; `renamed`: the client's names of a request renamed for a
+    /// shared process), and primes the stream.
+    fn start(
+        &self,
+        stream: u32,
+        msg: &Message,
+        target: Target,
+        renamed: Option<Renamed>,
+    ) -> Result<(), Refusal> {
         let mut st = self.lock();
         if st.closed.is_some() {
             return Err(session_gone());
         }
         st.router.start(stream, msg).map_err(bad_request)?;
+        if let Some(r) = renamed {
+            st.renamed.insert(stream, r);
+        }
         if msg.is_initialize()
             && let Kind::Request { id, .. } = &msg.kind
         {
@@ -393,6 +502,7 @@ impl Session {
     /// the application, or its JSON wait is over).
     fn abandon(&self, stream: u32, msg: &Message) {
         let mut st = self.lock();
+        st.renamed.remove(&stream);
         if let Kind::Request { id, .. } = &msg.kind {
             st.router.finish(id);
         }
@@ -435,13 +545,18 @@ impl Session {
         self.watch(STANDALONE, serial, conn);
     }
 
-    /// Follows a stream's channel until it closes, then forgets it.
+    /// Follows a stream's channel until it closes, then forgets it. A
+    /// stream of the per-request era is not resumable: its cut is the
+    /// cancellation of its request.
     fn watch(&self, stream: u32, serial: u64, mut conn: Connection) {
         let me = self.me.clone();
+        let cut_cancels = self.shared;
         tokio::spawn(async move {
             while let Some(ev) = conn.recv().await {
-                if matches!(ev, ConnectionEvent::Closed(_)) {
-                    break;
+                match ev {
+                    ConnectionEvent::Closed(_) => break,
+                    ConnectionEvent::Suspended if cut_cancels => conn.close(),
+                    _ => {}
                 }
             }
             if let Some(s) = me.upgrade() {
@@ -465,12 +580,20 @@ impl Session {
         if matches!(st.targets.get(&stream), Some(Target::Stream(_))) {
             st.targets.remove(&stream);
         }
+        st.renamed.remove(&stream);
         let orphans = st.router.stream_gone(stream);
         if orphans.is_empty() || st.closed.is_some() {
             return;
         }
         for id in orphans {
-            warn!(session = %self.id, request = %escape_controls(id.as_json()), "the request's stream ended before its answer (not resumed in time): cancelled");
+            let request = escape_controls(id.as_json());
+            match self.shared {
+                // The per-request era's way to cancel.
+                true => debug!(%request, "the client closed the request's stream: cancelled"),
+                false => {
+                    warn!(session = %self.id, %request, "the request's stream ended before its answer (not resumed in time): cancelled")
+                }
+            }
             let line = Message::cancel(&id, "the client's stream was lost");
             self.stats.held.fetch_add(line.len(), Ordering::Relaxed);
             st.inbox.push(ConnectionEvent::Message(line));
@@ -594,7 +717,7 @@ impl ChannelApp for Session {
     /// One line of the application: a JSON-RPC message, routed to its
     /// stream.
     fn send_text(&self, line: &str) -> Result<(), SendError> {
-        let msg = match Message::parse(line.as_bytes()) {
+        let mut msg = match Message::parse(line.as_bytes()) {
             Ok(m) => m,
             Err(e) => {
                 warn!(session = %self.id, "the application wrote a line that is not an MCP message ({e}); not sent");
@@ -613,6 +736,14 @@ impl ChannelApp for Session {
                 st.version = v.to_owned();
             }
             st.init_id = None;
+        }
+        if let Route::Stream { stream, last } = route
+            && let Some(renamed) = st.renamed.get(&stream)
+        {
+            msg.restore(renamed);
+            if last {
+                st.renamed.remove(&stream);
+            }
         }
         // Counted as sent by the stream's channel.
         let json = msg.to_line();
@@ -830,20 +961,39 @@ async fn post(
             version::Opening::Initialize => {
                 let path = parts.uri.path();
                 let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
-                sessions.create(info)?
+                sessions.create(info, false).await?
             }
             version::Opening::PerRequest(v) => {
-                shared.stats.refused(StatusCode::BAD_REQUEST);
                 let id = match &msg.kind {
                     Kind::Request { id, .. } => Some(id.to_value()),
                     _ => None,
                 };
-                info!(remote = %ctx.remote, "a request of revision {} (no sessions): told the revisions served", escape_controls(&v));
-                return Ok(json_response(
-                    StatusCode::BAD_REQUEST,
-                    version::unsupported(id, &v),
-                    cors,
-                ));
+                let path = parts.uri.path();
+                let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
+                match sessions.per_request(info, &v, timeout).await? {
+                    PerRequest::Shared(session) => {
+                        let mirrored = version::Mirrored {
+                            protocol_version: header_text(headers, &PROTOCOL_VERSION),
+                            method: header_text(headers, &MCP_METHOD),
+                            name: header_text(headers, &MCP_NAME),
+                        };
+                        if let Err(why) = version::check_mirrored(mirrored, &msg) {
+                            shared.stats.refused(StatusCode::BAD_REQUEST);
+                            let body = version::header_mismatch(id, &why);
+                            return Ok(json_response(StatusCode::BAD_REQUEST, body, cors));
+                        }
+                        return per_request(shared, &session, msg, format, cors).await;
+                    }
+                    PerRequest::NotSpoken => {
+                        shared.stats.refused(StatusCode::BAD_REQUEST);
+                        info!(remote = %ctx.remote, "a request of revision {} (no sessions): told the revisions served", escape_controls(&v));
+                        return Ok(json_response(
+                            StatusCode::BAD_REQUEST,
+                            version::unsupported(id, &v),
+                            cors,
+                        ));
+                    }
+                }
             }
             version::Opening::NoSession => {
                 return Err(bad_request(
@@ -880,18 +1030,39 @@ async fn post(
     Ok(resp)
 }
 
-/// Hands request `msg` to the application and answers the POST: a stream
-/// that carries what relates to it and ends after its response, or (when
-/// the client accepts only JSON) the response alone.
-async fn answer(
+/// A request (or notification) of the per-request era, through the
+/// shared process: no session header, nothing resumable.
+async fn per_request(
     shared: &Arc<ServerShared>,
     session: &Arc<Session>,
     msg: Message,
     format: AnswerFormat,
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    if msg.is_request() {
+        return answer(shared, session, msg, format, cors).await;
+    }
+    session.push(msg.to_line(), shared.config.request_timeout).await?;
+    let mut r = text(StatusCode::ACCEPTED, String::new(), cors);
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    Ok(r)
+}
+
+/// Hands request `msg` to the application and answers the POST: a stream
+/// that carries what relates to it and ends after its response, or (when
+/// the client accepts only JSON) the response alone.
+async fn answer(
+    shared: &Arc<ServerShared>,
+    session: &Arc<Session>,
+    mut msg: Message,
+    format: AnswerFormat,
+    cors: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Refusal> {
     let timeout = shared.config.request_timeout;
     let stream = Session::next_stream(&mut session.lock(), session.settings.max_streams)?;
+    // A shared process knows each client's request by a name of its own,
+    // so that two clients' ids (and progress tokens) never meet.
+    let renamed = session.shared.then(|| msg.rename(&format!("ssechan-{stream}")));
     match format {
         AnswerFormat::Stream => {
             let (tx, rx) = oneshot::channel();
@@ -907,7 +1078,7 @@ async fn answer(
                 .await?;
             let conn = rx.await.map_err(|_| Refusal::unavailable("stream not opened"))?;
             let handle = conn.handle();
-            if let Err(r) = session.start(stream, &msg, Target::Stream(handle.clone())) {
+            if let Err(r) = session.start(stream, &msg, Target::Stream(handle.clone()), renamed) {
                 handle.close();
                 return Err(r);
             }
@@ -920,7 +1091,7 @@ async fn answer(
         }
         AnswerFormat::Json => {
             let (tx, rx) = oneshot::channel();
-            session.start(stream, &msg, Target::Json(tx))?;
+            session.start(stream, &msg, Target::Json(tx), renamed)?;
             if let Err(r) = session.push(msg.to_line(), timeout).await {
                 session.abandon(stream, &msg);
                 return Err(r);

@@ -24,8 +24,8 @@ use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
 };
-use crate::client::escape_controls;
 use crate::protocol::reorder::ReorderBuffer;
+use crate::text::escape_controls;
 
 /// What remembering one closed id costs besides its key and held messages.
 const CLOSED_ENTRY_OVERHEAD: usize = 128;

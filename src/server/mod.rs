@@ -47,7 +47,10 @@ use tracing::{debug, info, warn};
 pub use app::{
     CloseInfo, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
-pub use config::{FD_RESERVE, Limits, McpConfig, OriginPolicy, Protocol, ServerConfig};
+pub use config::{
+    Admission, Admitted, FD_RESERVE, Limits, LineBreaks, McpConfig, OriginPolicy, Protocol,
+    ServerConfig,
+};
 pub use redis::{Redis, RedisError, RedisOptions};
 pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};

@@ -52,7 +52,7 @@ impl Refusal {
     }
 
     pub(crate) fn unknown_client(client_id: &str) -> Self {
-        let id = crate::client::escape_controls(client_id);
+        let id = crate::text::escape_controls(client_id);
         Self::new(StatusCode::NOT_FOUND, format!("unknown client id {id:?}"))
     }
 }

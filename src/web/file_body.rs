@@ -2,7 +2,6 @@
 //! file costs one chunk of memory per download, not its size.
 
 use std::io::{self, SeekFrom};
-use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -20,8 +19,9 @@ pub struct FileBody {
 }
 
 impl FileBody {
-    pub async fn open(path: &Path, start: u64, len: u64) -> io::Result<FileBody> {
-        let mut file = tokio::fs::File::open(path).await?;
+    /// From a file already opened (and checked).
+    pub async fn new(file: std::fs::File, start: u64, len: u64) -> io::Result<FileBody> {
+        let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
             file.seek(SeekFrom::Start(start)).await?;
         }

@@ -7,8 +7,10 @@
 //! does the I/O. Choices: a directory serves its `index.html` (a directory
 //! path without its trailing slash is redirected to it, so relative links
 //! work) and is never listed; a path with `..`, a dot segment (`.git`,
-//! `.env`), an encoded `/`, `\` or NUL, or one that leads out of DIR
-//! through a symlink is 404 (not 403: nothing is revealed); responses carry
+//! `.env`), an encoded `/`, `\` or NUL, or one that leads out of DIR or
+//! to a hidden name through a symlink is 404 (not 403: nothing is
+//! revealed). What is checked is the file opened, once: a symlink swapped
+//! in after the check is not followed. Responses carry
 //! `ETag`, `Last-Modified`, `Cache-Control: no-cache` (revalidate: this is
 //! for development) and `X-Content-Type-Options: nosniff`; one byte range
 //! is honoured (`206`, or `416` when unsatisfiable), several are answered
@@ -213,10 +215,19 @@ pub fn check_root(dir: &Path) -> Result<PathBuf, String> {
     Ok(root)
 }
 
-/// Answers a request for a path other than the channel's from `root`
-/// (canonical, see [`check_root`]).
+/// Where files are served from.
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
+    /// Canonical (see [`check_root`]).
+    pub root: &'a Path,
+    /// The URLs hold a secret: pages must not send them on as `Referer`.
+    pub private: bool,
+}
+
+/// Answers a request for a path other than the channel's from the site
+/// (`path` is below any secret prefix).
 pub async fn serve(
-    root: &Path,
+    site: &Site<'_>,
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -229,20 +240,18 @@ pub async fn serve(
     }
     let not_found = || small(StatusCode::NOT_FOUND, "not found\n");
     let Some(rel) = relative_path(path) else { return not_found() };
-    let (file, meta) = match locate(root, &rel).await {
-        Some(Found::File(f, m)) => (f, m),
+    let root = site.root;
+    let (opened, meta, file) = match locate(root, &rel).await {
+        Some(Found::File(o, m, f)) => (o, m, f),
         Some(Found::Dir) if path.ends_with('/') => {
             match locate(root, &rel.join("index.html")).await {
-                Some(Found::File(f, m)) => (f, m),
+                Some(Found::File(o, m, f)) => (o, m, f),
                 _ => return not_found(), // no index.html: no listing either
             }
         }
         Some(Found::Dir) => {
             // Relative links in its index.html need the slash.
-            let to = match query {
-                Some(q) => format!("{path}/?{q}"),
-                None => format!("{path}/"),
-            };
+            let to = slash_redirect(path, query);
             let mut r = small(StatusCode::MOVED_PERMANENTLY, "");
             if let Ok(v) = HeaderValue::from_str(&to) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -264,6 +273,9 @@ pub async fn serve(
     set(header::CACHE_CONTROL, "no-cache");
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::ACCEPT_RANGES, "bytes");
+    if site.private {
+        set(header::REFERRER_POLICY, "no-referrer");
+    }
     if not_modified(headers, &v) {
         return with(StatusCode::NOT_MODIFIED, h, Either::Left(Full::new(Bytes::new())));
     }
@@ -291,9 +303,20 @@ pub async fn serve(
     if method == Method::HEAD {
         return with(status, h, Either::Left(Full::new(Bytes::new())));
     }
-    match FileBody::open(&file, start, end - start).await {
+    match FileBody::new(opened, start, end - start).await {
         Ok(body) => with(status, h, Either::Right(body)),
         Err(_) => not_found(),
+    }
+}
+
+/// The `Location` that adds the slash to a directory's path: relative to
+/// the request (`./NAME/`), so that no path (`//host`, `/\\host`) can make
+/// it name another host.
+pub fn slash_redirect(path: &str, query: Option<&str>) -> String {
+    let last = path.rsplit('/').next().unwrap_or_default();
+    match query {
+        Some(q) => format!("./{last}/?{q}"),
+        None => format!("./{last}/"),
     }
 }
 
@@ -305,22 +328,57 @@ fn with(status: StatusCode, headers: HeaderMap, body: WebBody) -> Response<WebBo
 }
 
 enum Found {
-    File(PathBuf, std::fs::Metadata),
+    /// The file opened, its metadata, and its real path.
+    File(std::fs::File, Box<std::fs::Metadata>, PathBuf),
     Dir,
 }
 
 /// What `rel` names inside `root`, following symlinks only while they
-/// stay inside `root`.
+/// stay inside `root` and lead to no hidden name; opened once, and the
+/// open file is what is checked.
 async fn locate(root: &Path, rel: &Path) -> Option<Found> {
-    let candidate = tokio::fs::canonicalize(root.join(rel)).await.ok()?;
-    if !candidate.starts_with(root) {
+    let (root, rel) = (root.to_owned(), rel.to_owned());
+    tokio::task::spawn_blocking(move || open_inside(&root, &rel)).await.ok()?
+}
+
+fn open_inside(root: &Path, rel: &Path) -> Option<Found> {
+    open_checked(&resolve(root, rel)?)
+}
+
+/// The real path `rel` leads to, if it is inside `root` and hidden nowhere
+/// on the way.
+fn resolve(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(root.join(rel)).ok()?;
+    let inside = real.strip_prefix(root).ok()?;
+    // `relative_path` refused hidden names in the URL; a symlink may
+    // still lead to one (`config -> .env`).
+    if inside.components().any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")) {
         return None;
     }
-    let meta = tokio::fs::metadata(&candidate).await.ok()?;
+    Some(real)
+}
+
+/// Opens `real` as [`resolve`] found it, or nothing if it changed since.
+fn open_checked(real: &Path) -> Option<Found> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A symlink swapped in for the last name since is not followed; one
+    // for a directory on the way shows in the open file's own path. No
+    // wait on a FIFO, no controlling terminal from a device.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(real)
+        .ok()?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    if opened != real {
+        return None;
+    }
+    let meta = file.metadata().ok()?;
     if meta.is_dir() {
         Some(Found::Dir)
     } else if meta.is_file() {
-        Some(Found::File(candidate, meta))
+        Some(Found::File(file, Box::new(meta), real.to_owned()))
     } else {
         None // sockets, devices, FIFOs
     }
@@ -369,6 +427,57 @@ mod tests {
         ] {
             assert_eq!(relative_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn directory_redirects_stay_on_this_host() {
+        assert_eq!(slash_redirect("/docs", None), "./docs/");
+        assert_eq!(slash_redirect("/a/b", Some("x=1")), "./b/?x=1");
+        assert_eq!(slash_redirect("//evil.example", None), "./evil.example/");
+        assert_eq!(slash_redirect("/a:b", None), "./a:b/");
+    }
+
+    #[test]
+    fn symlinks_lead_nowhere_hidden_or_outside() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let r = root.path().canonicalize().unwrap();
+        std::fs::write(r.join(".env"), "TOKEN=1").unwrap();
+        std::fs::create_dir(r.join(".git")).unwrap();
+        std::fs::write(r.join(".git/config"), "x").unwrap();
+        std::fs::write(r.join("page.html"), "ok").unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, r.join(name)).unwrap();
+        link(&r.join(".env"), "config.txt");
+        link(&r.join(".git"), "repo");
+        link(&outside.path().join("secret"), "leak");
+        link(&r.join("page.html"), "alias.html");
+        for hidden in ["config.txt", "repo/config", "leak"] {
+            assert!(open_inside(&r, Path::new(hidden)).is_none(), "{hidden}");
+        }
+        assert!(matches!(open_inside(&r, Path::new("alias.html")), Some(Found::File(..))));
+    }
+
+    #[test]
+    fn what_is_opened_is_what_was_checked() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let r = root.path().canonicalize().unwrap();
+        std::fs::create_dir(r.join("sub")).unwrap();
+        std::fs::write(r.join("sub/page.html"), "ok").unwrap();
+        std::fs::write(r.join("page.html"), "ok").unwrap();
+        std::fs::write(outside.path().join("page.html"), "secret").unwrap();
+        // Checked, then the file becomes a symlink to a secret.
+        let checked = resolve(&r, Path::new("page.html")).unwrap();
+        std::fs::remove_file(r.join("page.html")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("page.html"), r.join("page.html")).unwrap();
+        assert!(open_checked(&checked).is_none(), "followed a symlink swapped in for the file");
+        // Checked, then a directory on the way becomes a symlink.
+        let checked = resolve(&r, Path::new("sub/page.html")).unwrap();
+        std::fs::rename(r.join("sub"), r.join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("sub")).unwrap();
+        assert!(open_checked(&checked).is_none(), "followed a directory swapped for a symlink");
+        // Unchanged, it opens.
+        let checked = resolve(&r, Path::new("moved/page.html")).unwrap();
+        assert!(matches!(open_checked(&checked), Some(Found::File(..))));
     }
 
     #[test]

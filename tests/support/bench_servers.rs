@@ -81,6 +81,12 @@ pub enum Fault {
     /// Flood every event stream with `: ping` comments, as fast as the
     /// client reads; answer POSTs but echo nothing.
     FloodStream,
+    /// Refuse the first POST of each messageId with n % k == k - 1 with
+    /// `status` (as an overloaded server does), and take it when it is sent
+    /// again.
+    RefuseOnce(u64, u16),
+    /// Answer messageIds from n on with 500 and an HTML error page.
+    HtmlErrorAfter(u64),
 }
 
 #[derive(Default)]
@@ -88,6 +94,7 @@ struct Client {
     tx: Option<mpsc::UnboundedSender<Bytes>>,
     next_event_id: u64,
     held: Option<Bytes>,
+    refused: std::collections::HashSet<u64>,
 }
 
 type Clients = Arc<Mutex<HashMap<String, Client>>>;
@@ -167,6 +174,22 @@ pub async fn faulty_echo(fault: Fault) -> String {
             let Some(c) = all.get_mut(&id) else {
                 return respond(StatusCode::NOT_FOUND, ChannelBody::full("unknown"));
             };
+            if let Fault::HtmlErrorAfter(k) = fault
+                && n >= k
+            {
+                let page = "<!DOCTYPE html>\n<html>\n<head><title>Oops</title></head>\n<body>\n\
+                            <h1>Oops</h1>\n<p>Something broke &amp; we know it.</p>\n</body></html>\n";
+                let mut r = respond(StatusCode::INTERNAL_SERVER_ERROR, ChannelBody::full(page));
+                r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+                return r;
+            }
+            if let Fault::RefuseOnce(k, status) = fault
+                && n % k == k - 1
+                && c.refused.insert(n)
+            {
+                let status = StatusCode::from_u16(status).expect("a status");
+                return respond(status, ChannelBody::full("server busy, try again"));
+            }
             let mut out: Vec<Bytes> = Vec::new();
             match fault {
                 Fault::None => out.push(body),
@@ -202,7 +225,9 @@ pub async fn faulty_echo(fault: Fault) -> String {
                     out.push(Bytes::from(v));
                 }
                 Fault::HangPosts | Fault::FloodStream => {}
-                Fault::CloseAfter(_) => out.push(body),
+                Fault::CloseAfter(_) | Fault::RefuseOnce(..) | Fault::HtmlErrorAfter(_) => {
+                    out.push(body)
+                }
             }
             let mut ev = Vec::new();
             for data in out {
@@ -517,4 +542,67 @@ pub async fn post_stream() -> String {
         }
     });
     format!("http://{addr}/v1/chat")
+}
+
+/// What [`slow_to_accept`] serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Site {
+    /// GET: an event stream of ticks; POST: 501 and an HTML page, as
+    /// Python's `http.server` answers a method it lacks.
+    SseWithoutPost,
+    /// Every request: 200 with an HTML page (a static site).
+    Html,
+    /// GET: an event stream; POST: 403 with a plain reason (a channel
+    /// behind an authenticating proxy, without credentials).
+    ForbiddenPosts,
+}
+
+/// A server that takes its time to accept: one connection every `every`,
+/// from a listen backlog of 1 (as single-threaded servers such as Python's
+/// `http.server` with its backlog of 5 do under a burst of connections).
+pub async fn slow_to_accept(site: Site, every: std::time::Duration) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let listener = socket.listen(1).expect("listen");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let get = req.method() == http::Method::GET;
+                    let page = |status| {
+                        let mut r = respond(
+                            status,
+                            ChannelBody::full(
+                                "<!DOCTYPE HTML>\n<html><head><title>Site</title></head>\n\
+                                 <body><h1>Not for you</h1><p>Error code: 501</p></body></html>\n",
+                            ),
+                        );
+                        r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+                        r
+                    };
+                    let r = match (site, get) {
+                        (Site::Html, _) => page(StatusCode::OK),
+                        (Site::SseWithoutPost, false) => page(StatusCode::NOT_IMPLEMENTED),
+                        (Site::ForbiddenPosts, false) => respond(
+                            StatusCode::FORBIDDEN,
+                            ChannelBody::full("missing credentials\n"),
+                        ),
+                        (_, true) => {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            let _ = tx.send(Bytes::from_static(b"data: tick\n\n"));
+                            // Held open until the client goes.
+                            tokio::spawn(async move { tx.closed().await });
+                            event_stream(rx)
+                        }
+                    };
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+            tokio::time::sleep(every).await;
+        }
+    });
+    format!("http://{addr}/sse")
 }

@@ -220,6 +220,42 @@ impl Browser {
         std::fs::write(path, base64_decode(data)).expect("write screenshot");
     }
 
+    /// A PNG of the whole page at `width` CSS pixels (as tall as it is).
+    pub async fn screenshot_full(&mut self, page: &Page, width: u32, path: &std::path::Path) {
+        let height = self.eval(page, "document.documentElement.scrollHeight").await;
+        let height = height.as_u64().unwrap_or(1000).max(200);
+        let metrics =
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+        self.call(Some(&page.session), "Emulation.setDeviceMetricsOverride", metrics).await;
+        let r = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            )
+            .await;
+        let data = r["data"].as_str().expect("data");
+        std::fs::write(path, base64_decode(data)).expect("write screenshot");
+    }
+
+    /// Renders the page as it would look printed (`print`) or in a dark
+    /// theme (`dark`), until told otherwise.
+    pub async fn emulate(&mut self, page: &Page, print: bool, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        let params = json!({
+            "media": if print { "print" } else { "" },
+            "features": [{"name": "prefers-color-scheme", "value": scheme}],
+        });
+        self.call(Some(&page.session), "Emulation.setEmulatedMedia", params).await;
+    }
+
+    /// The page printed to PDF (A4), as Chromium's print does.
+    pub async fn print_pdf(&mut self, page: &Page) -> Vec<u8> {
+        let params = json!({"paperWidth": 8.27, "paperHeight": 11.69, "printBackground": true});
+        let r = self.call(Some(&page.session), "Page.printToPDF", params).await;
+        base64_decode(r["data"].as_str().expect("data"))
+    }
+
     pub async fn close(mut self) {
         let _ = self.to_browser.write_all(b"{\"id\":0,\"method\":\"Browser.close\"}\0").await;
         if tokio::time::timeout(BROWSER_WAIT, self.child.wait()).await.is_err() {

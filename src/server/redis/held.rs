@@ -18,12 +18,12 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::link;
 use super::notice::{self, Notice, StoredEvent, reason_code};
-use crate::client::escape_controls;
 use crate::server::app::CloseReason;
 use crate::server::channel::encode_batch;
 use crate::server::metrics::Counters;
 use crate::server::store::{StreamItem, StreamSource};
 use crate::server::stream::DetachProbe;
+use crate::text::escape_controls;
 
 /// Events asked of the store per read when filling a gap.
 const FILL_PAGE: usize = 512;

@@ -17,7 +17,6 @@ use tracing::{info, warn};
 use super::notice::Notice;
 use super::ops::{Op, OpKind};
 use super::{Due, DueKind, Shared};
-use crate::client::escape_controls;
 use crate::server::app::{
     ChannelApp, CloseInfo, CloseReason, ConnectionEvent, RequestInfo, SendError,
 };
@@ -25,6 +24,7 @@ use crate::server::channel::Inbox;
 use crate::server::channel::Phase;
 use crate::server::metrics::Counters;
 use crate::server::store::StoreFuture;
+use crate::text::escape_controls;
 
 pub(crate) struct Home {
     me: Weak<Home>,

@@ -53,7 +53,7 @@ use super::metrics::Counters;
 use super::store::{
     ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamRequest, StreamSource,
 };
-use crate::client::escape_controls;
+use crate::text::escape_controls;
 use held::{Held, HeldStream};
 use home::Home;
 use link::{Header, Link, REQUEST_TIMEOUT, StoreError};
