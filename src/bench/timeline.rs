@@ -287,9 +287,11 @@ impl Sampler {
         live: Option<watch::Sender<Live>>,
     ) -> Self {
         let (stop, mut stopped) = oneshot::channel();
+        // Read now, before the load starts: read in the task, it could
+        // come after the first echoes, which no sample would then count.
+        let mut seen = Seen::now(&stats, start_us);
         let task = tokio::spawn(async move {
             let mut timeline = Timeline::new();
-            let mut seen = Seen::now(&stats, start_us);
             // Where the last sample began.
             let mut before: Option<Seen> = None;
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);

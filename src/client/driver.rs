@@ -142,6 +142,8 @@ pub struct Driver<O, B, F> {
     last_data: Instant,
     /// A chunk was fed whose events are not all handed out yet.
     feeding: bool,
+    /// Bytes read from every stream so far.
+    bytes_read: u64,
 }
 
 impl<O, B, F> Driver<O, B, F>
@@ -162,6 +164,7 @@ where
             idle_timer: None,
             last_data: Instant::now(),
             feeding: false,
+            bytes_read: 0,
         }
     }
 
@@ -182,6 +185,11 @@ where
         self.reader.set_last_event_id(id);
     }
 
+    /// Bytes read from every stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open(_))
     }
@@ -193,6 +201,7 @@ where
             return false;
         }
         self.reader.dropped();
+        self.feeding = false;
         self.phase = Phase::Start;
         self.then = None;
         true
@@ -250,6 +259,7 @@ where
                     match body.poll_chunk(cx) {
                         Poll::Ready(Some(Ok(chunk))) => {
                             self.reader.feed(&chunk);
+                            self.bytes_read += chunk.len() as u64;
                             self.feeding = true;
                         }
                         Poll::Ready(Some(Err(reason))) => {
@@ -268,11 +278,18 @@ where
     }
 
     /// The next parsed item of the open stream; a parse error ends it.
+    /// Only after a chunk was fed: between chunks there is nothing to
+    /// parse, and this is every event's path.
+    #[inline]
     fn parsed(&mut self) -> Option<Step> {
+        if !self.feeding {
+            return None;
+        }
         match self.reader.next_item() {
             Ok(Some(item)) => Some(Step::Item(item)),
             Ok(None) => {
-                if std::mem::take(&mut self.feeding) && self.config.idle_timeout.is_some() {
+                self.feeding = false;
+                if self.config.idle_timeout.is_some() {
                     // Only now: a caller slow to take the events is no
                     // silence of the server.
                     self.last_data = Instant::now();
@@ -281,6 +298,7 @@ where
             }
             Err(e) => {
                 self.reader.dropped();
+                self.feeding = false;
                 self.phase = Phase::Start;
                 Some(Step::Broken { reason: e.to_string() })
             }
