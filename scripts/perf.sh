@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The README's Performance figures: release builds, `ssechan serve` and
+# The figures of docs/performance.md: release builds, `ssechan serve` and
 # `ssechan bench` in separate processes on loopback. Prints each bench
 # report and the server's CPU time and resident memory beside it.
-# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards|cluster ...]
-# (default: all). `cluster`: echo through haproxy to three `serve --redis`
+# Usage: scripts/perf.sh [throughput|latency|scale|chaos|fanout|tls|shards|cluster|post ...]
+# (default: all). `post`: POST ingest with wrk and scripts/post_ingest.lua,
+# 50 and 200 connections posting one client's messageIds 0, 1, 2, ...
+# while curl reads its stream, twice each, on the memory store and with
+# --redis: answers by status, the server's delivered count beside the
+# 2xx answers, and the most bytes held for incoming messages (sampled). `cluster`: echo through haproxy to three `serve --redis`
 # instances next to one instance without Redis, the issue's chaos run
 # through them (200 clients, 2,000/s, a drop every 200 ms), memory per idle
 # stream with Redis and Redis's own memory per channel (needs Debian's
@@ -61,7 +65,7 @@ PY
 }
 
 want() { [ $# -eq 0 ] || [[ " ${SELECTED} " == *" $1 "* ]]; }
-SELECTED="${*:-throughput latency scale chaos fanout tls shards cluster}"
+SELECTED="${*:-throughput latency scale chaos fanout tls shards cluster post}"
 
 if want throughput; then
   SERVER_ARGS="--echo --keep-alive 30s"; start_server --echo --keep-alive 30s
@@ -202,6 +206,50 @@ PY
   redis-cli -p "$rport" flushall >/dev/null
   echo "== idle streams with Redis: scripts/idle_memory.py $B 1000 --redis $R"
   python3 scripts/idle_memory.py "$SERVE" 1000 --redis "$R"
+  kill "$rpid"; wait "$rpid" 2>/dev/null || true
+  rm -rf "$tmp"
+fi
+if want post; then
+  tmp=$(mktemp -d)
+  rport=$((port + 60))
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
+    --daemonize no >/dev/null &
+  rpid=$!
+  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  metric() { curl -s "http://$MADDR/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+  for store in memory redis; do
+    extra=()
+    [ "$store" = redis ] && extra=(--redis "redis://127.0.0.1:$rport/0")
+    for conns in 50 200; do
+      for run in 1 2; do
+        MADDR="127.0.0.1:$((port + 500))"
+        SERVER_ARGS="--echo --keep-alive 30s ${extra[*]}"
+        start_server --echo --keep-alive 30s --metrics "$MADDR" "${extra[@]}"
+        curl -sN "$URL?sseClientId=c0" -o "$tmp/stream" &
+        cpid=$!
+        for _ in $(seq 50); do [ "$(metric ssechan_streams_open)" = 1 ] && break; sleep 0.1; done
+        ( peak=0; while kill -0 "$PID" 2>/dev/null; do
+            v=$(metric ssechan_incoming_bytes); [ "${v:-0}" -gt "$peak" ] && peak=$v && echo "$peak" >"$tmp/peak"
+            sleep 0.1; done ) &
+        sampler=$!
+        echo "== post ($store, $conns connections, run $run): wrk -t1 -c$conns -d5s -s scripts/post_ingest.lua URL -- c0"
+        wrk -t1 -c"$conns" -d5s -s scripts/post_ingest.lua "$URL" -- c0 >"$tmp/wrk" 2>&1 || true
+        # In-flight POSTs finish after wrk stops: wait until the count settles.
+        delivered=-1
+        for _ in $(seq 50); do
+          d=$(metric ssechan_messages_in_total); [ "$d" = "$delivered" ] && break; delivered=$d; sleep 0.2
+        done
+        kill "$sampler" "$cpid" 2>/dev/null; wait "$sampler" "$cpid" 2>/dev/null || true
+        awk '/Requests\/sec/ {printf "   %s", $0} /^posts / {printf "; %s %s", $2, $3} END {print ""}' "$tmp/wrk"
+        ok=$(awk '$1 == "posts" && $2 ~ /^2/ {n += $3} END {print n + 0}' "$tmp/wrk")
+        echo "   2xx answers $ok, delivered to the application $delivered, echoes read $(grep -c '^data: ' "$tmp/stream"), peak incoming bytes $(cat "$tmp/peak" 2>/dev/null || echo 0)"
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+        # Redis remembers c0's next messageId for the next run: forget it.
+        redis-cli -p "$rport" flushall >/dev/null
+        rm -f "$tmp/peak"
+      done
+    done
+  done
   kill "$rpid"; wait "$rpid" 2>/dev/null || true
   rm -rf "$tmp"
 fi

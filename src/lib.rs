@@ -77,3 +77,9 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Generate(args) => generate::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
+
+/// docs/library.md: its examples are compiled and run as doc tests, so the
+/// guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+pub struct LibraryGuide;

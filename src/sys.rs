@@ -92,3 +92,69 @@ pub fn never_stop_on_terminal_read() {
         libc::signal(libc::SIGTTIN, libc::SIG_IGN);
     }
 }
+
+/// The addresses of this machine's interfaces that are up, for telling a
+/// user where a wildcard listener (`--listen :8080`) can be reached.
+/// Loopback is left out (the caller names it first), and so are IPv6
+/// link-local addresses, which need a zone to be used in a URL.
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut found = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs allocates a list that freeifaddrs releases
+        // below; we only read it in between.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
+            return found;
+        }
+        let mut next = list;
+        while !next.is_null() {
+            // SAFETY: `next` is a node of the list getifaddrs returned.
+            let ifa = unsafe { &*next };
+            next = ifa.ifa_next;
+            let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+            if !up || ifa.ifa_addr.is_null() {
+                continue;
+            }
+            // SAFETY: the family says which sockaddr type the address is.
+            let ip = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                        IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                        IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+                    }
+                    _ => continue,
+                }
+            };
+            let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if !ip.is_loopback() && !link_local && !found.contains(&ip) {
+                found.push(ip);
+            }
+        }
+        // SAFETY: `list` came from getifaddrs and is released once.
+        unsafe { libc::freeifaddrs(list) };
+    }
+    found
+}
+
+/// This machine's host name, if it has one other than `localhost`.
+pub fn host_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+            return None;
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+        (!name.is_empty() && name != "localhost").then_some(name)
+    }
+    #[cfg(not(unix))]
+    None
+}

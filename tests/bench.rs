@@ -316,8 +316,9 @@ async fn open_loop_against_a_real_serve_child() {
     // 400/s for 1 s: 400 messages, each client's share scheduled exactly.
     assert_eq!(u(&v, "sent"), 400, "{v}");
     assert_eq!(u(&v, "received"), 400, "{v}");
+    // Not before the schedule's end (a busy machine may take longer).
     let d = v["duration_s"].as_f64().unwrap();
-    assert!((0.9..3.0).contains(&d), "open loop keeps its schedule: {d}");
+    assert!(d >= 0.9, "open loop keeps its schedule: {d}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,8 +332,10 @@ async fn correct_test_server_passes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_that_drops_messages_fails_lost() {
+    // --drain decides that an echo will not come: long enough for every
+    // echo that does come, on a busy machine too.
     let url = bench_servers::faulty_echo(Fault::DropEvery(10)).await;
-    let r = bench(&[&url, "-c", "3", "-m", "30", "--drain", "200ms", "--json", "-"]).await;
+    let r = bench(&[&url, "-c", "3", "-m", "30", "--drain", "1s", "--json", "-"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
     // messageIds 9, 19 and 29 of each client are never echoed.
@@ -343,7 +346,7 @@ async fn server_that_drops_messages_fails_lost() {
     assert_eq!(failure_names(&v), ["lost"], "{v}");
     // The same run passes once that loss is allowed.
     let r =
-        bench(&[&url, "-c", "3", "-m", "30", "--drain", "200ms", "--max-lost", "9", "--json", "-"])
+        bench(&[&url, "-c", "3", "-m", "30", "--drain", "1s", "--max-lost", "9", "--json", "-"])
             .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
@@ -419,7 +422,7 @@ async fn server_that_duplicates_fails_duplicated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn server_that_corrupts_fails_corrupted() {
     let url = bench_servers::faulty_echo(Fault::Corrupt).await;
-    let r = bench(&[&url, "-c", "1", "-m", "5", "--drain", "200ms", "--json", "-"]).await;
+    let r = bench(&[&url, "-c", "1", "-m", "5", "--drain", "1s", "--json", "-"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
     assert_eq!(u(&v, "corrupted"), 5, "{v}");
@@ -571,15 +574,16 @@ async fn listen_still_counts_disorder_within_a_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listen_duration_is_one_deadline_for_all_streams() {
     // Every stream floods; half the connections are answered only after
-    // 8 s. The run still ends about 1 s after it started, and the clients
-    // that could not connect in that time are said to have failed.
-    let url = bench_servers::flood(Duration::from_secs(8)).await;
+    // 30 s. The run still ends about 1 s after it started (well before
+    // the slow half, whatever the machine's load), and the clients that
+    // could not connect in that time are said to have failed.
+    let url = bench_servers::flood(Duration::from_secs(30)).await;
     let t0 = std::time::Instant::now();
     let r =
         bench(&["--mode", "listen", "--raw", &url, "-c", "4", "--duration", "1s", "--json", "-"])
             .await;
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(4), "took {took:?}: {}", r.stderr);
+    assert!(took < Duration::from_secs(15), "took {took:?}: {}", r.stderr);
     let v = r.json();
     // The slow half cannot connect; the others should have (on a busy
     // machine one of them may not have managed within the second).
@@ -587,7 +591,7 @@ async fn listen_duration_is_one_deadline_for_all_streams() {
     assert!((1..=2).contains(&connected), "{v}");
     assert_eq!(u(&v, "errors"), 4 - connected, "{v}");
     assert!(u(&v, "events") > 0, "{v}");
-    assert!(v["duration_s"].as_f64().unwrap() < 1.5, "{v}");
+    assert!(v["duration_s"].as_f64().unwrap() < 5.0, "{v}");
     assert!(r.stderr.contains("not connected before the end of --duration"), "{}", r.stderr);
     assert_eq!(r.code, 1, "{}", r.stderr);
 }
@@ -720,7 +724,7 @@ async fn error_pages_are_reduced_to_their_text() {
     // A POST refused for good after others were taken: the client's error
     // quotes the page's words, not `<!DOCTYPE HTML>`.
     let url = bench_servers::faulty_echo(Fault::HtmlErrorAfter(3)).await;
-    let r = bench(&[&url, "-c", "1", "-m", "10", "--drain", "300ms", "--json", "-"]).await;
+    let r = bench(&[&url, "-c", "1", "-m", "10", "--drain", "1s", "--json", "-"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(
         first_sample(&r.json()),
@@ -1047,7 +1051,7 @@ async fn listen_quiet_is_no_failure_in_a_duration_run() {
             "-c",
             "2",
             "--duration",
-            "800ms",
+            "2s",
             "--drain",
             "100ms",
             "--json",
@@ -1110,10 +1114,11 @@ async fn a_server_that_stops_echoing_ends_the_run() {
     // Closed loop used to give each of the 1,000 messages up after --drain
     // in turn (200 s here); a client now stops when the message after one
     // given up is not echoed either.
+    // (--drain long enough for the echoes that do come, on a busy machine.)
     let url = bench_servers::faulty_echo(Fault::StopAfter(3)).await;
     let r = bench_within(
-        Duration::from_secs(8),
-        &[&url, "-c", "2", "-m", "1000", "--drain", "200ms", "--json", "-"],
+        Duration::from_secs(10),
+        &[&url, "-c", "2", "-m", "1000", "--drain", "1s", "--json", "-"],
     )
     .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -1121,7 +1126,7 @@ async fn a_server_that_stops_echoing_ends_the_run() {
     // Each client: 0-2 echoed, 3 given up, 4 not echoed either: stop.
     assert_eq!((u(&v, "sent"), u(&v, "lost"), u(&v, "timeouts")), (10, 4, 2), "{v}");
     assert_eq!(u(&v, "errors"), 2, "{v}");
-    assert!(first_sample(&v).contains("no echo for 400ms: the server stopped echoing"), "{v}");
+    assert!(first_sample(&v).contains("no echo for 2s: the server stopped echoing"), "{v}");
     assert_eq!(failure_names(&v), ["lost", "errors"], "{v}");
 }
 
@@ -1676,7 +1681,7 @@ async fn a_server_that_does_not_echo_is_named_within_drain() {
         let mut args = vec![url.as_str(), "-c", "3", "--duration", "20s", "--drain", "500ms"];
         args.extend_from_slice(extra);
         args.extend(["--json", "-"]);
-        let r = bench_within(Duration::from_secs(6), &args).await;
+        let r = bench_within(Duration::from_secs(10), &args).await;
         assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);
         let v = r.json();
         assert_eq!(
@@ -1834,8 +1839,12 @@ async fn post_streams_are_completed_requests() {
     // The first event comes after one delay, the stream ends after five.
     assert!(v["first_event_ms"]["p50"].as_f64().unwrap() >= 30.0, "{v}");
     assert!(v["stream_ms"]["p50"].as_f64().unwrap() >= 150.0, "{v}");
+    // Each stream's own pace (one event per 30 ms: 33/s), not the three
+    // clients' together (100/s). Timed where bench reads, so a late first
+    // event on a busy machine makes a stream look a little faster: the
+    // bound is between the two.
     let rates = &v["stream_events_per_s"];
-    assert!(rates["max"].as_f64().unwrap() <= 1000.0 / 30.0 + 1.0, "{v}");
+    assert!(rates["max"].as_f64().unwrap() < 2.0 * 1000.0 / 30.0, "{v}");
     assert!(rates["min"].as_f64().unwrap() > 0.0, "{v}");
     assert!(r.stderr.contains("requests    6: 6 completed, 0 failed"), "{}", r.stderr);
     assert!(r.stderr.contains("ok    failed_requests"), "{}", r.stderr);
@@ -1859,32 +1868,42 @@ async fn post_streams_are_completed_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn post_streams_at_a_rate() {
-    // 20 new streams per second for 1 s over 4 clients: each client's 5
-    // are due 200 ms apart, the clients 50 ms apart.
+    // 20 new streams per second over 4 clients: each client's streams are
+    // due 200 ms apart, the clients 50 ms apart.
     let url = bench_servers::post_stream().await;
-    let r = bench(&[
-        "--mode",
-        "listen",
-        "--raw",
-        "--data",
-        r#"{"n": 2, "delay_ms": 5}"#,
-        &url,
-        "-c",
-        "4",
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--json",
-        "-",
-    ])
-    .await;
+    let run = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut args =
+                vec!["--mode", "listen", "--raw", "--data", r#"{"n": 2, "delay_ms": 5}"#];
+            args.extend([url.as_str(), "-c", "4", "--rate", "20", "--json", "-"]);
+            args.extend(extra);
+            bench(&args).await
+        }
+    };
+    // 5 each: all 20 made; the last is due 950 ms after the start, so the
+    // run lasts at least that (longer on a busy machine, where streams
+    // start late: they are timed from when they were due).
+    let r = run(&["--streams", "5"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(
+        (u(&v, "requests"), u(&v, "completed"), u(&v, "failed_requests")),
+        (20, 20, 0),
+        "{v}"
+    );
+    assert_eq!(u(&v, "events"), 40, "{v}");
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!(d >= 0.95, "the schedule held the streams back: {d} s, {v}");
+    // For --duration 1s: no more than were due in it (back to back, the
+    // clients would make dozens each). A stream the end cut is not counted
+    // (how many depends on the machine's speed), but its events are.
+    let r = run(&["--duration", "1s"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     let (requests, completed) = (u(&v, "requests"), u(&v, "completed"));
-    assert!((16..=20).contains(&requests), "{v}");
+    assert!((1..=20).contains(&requests), "{v}");
     assert_eq!((completed, u(&v, "failed_requests")), (requests, 0), "{v}");
-    // A stream cut by the end of --duration still delivered its events.
     assert!(u(&v, "events") >= 2 * completed, "{v}");
 }
 
@@ -1901,7 +1920,7 @@ async fn broken_refused_and_silent_post_streams_fail() {
         }
     };
     // Cut after 2 of 5 events: a broken stream.
-    let r = run(r#"{"n": 5, "delay_ms": 5, "break_after": 2}"#, &[]).await;
+    let r = run(r#"{"n": 5, "delay_ms": 0, "break_after": 2}"#, &[]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = r.json();
     assert_eq!((u(&v, "failed_requests"), u(&v, "completed"), u(&v, "events")), (2, 0, 4));
@@ -2084,18 +2103,24 @@ async fn scenario_says_where_clients_diverged() {
 async fn scenario_speed_shortens_the_gaps() {
     let (_serve, url) = serve_echo(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = record_session(dir.path(), &url, Duration::from_millis(600));
+    let file = record_session(dir.path(), &url, Duration::from_secs(1));
+    // The recording's span, from the stream's opening to the last send (at
+    // least the 2 s slept, more on a busy machine).
+    let (_, steps) = ssechan::connect::record::read_file(&file).unwrap();
+    let t = |e: &str| steps.iter().rev().find(|s| s.what.event() == e).unwrap().t_ms / 1000.0;
+    let span = t("send") - t("open");
     let file = file.to_str().unwrap();
-    // 1.2 s of recorded gaps: at speed 1 the replay lasts that long, at
-    // speed 4 about a quarter of it.
+    // At speed 1 the replay lasts at least that long; at speed 4 at least
+    // a quarter of it, and less than all of it (1.5 s or more to spare for
+    // connecting and the echoes).
     let r = bench(&["--scenario", file, "-c", "2", "--json", "-"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let slow = r.json()["duration_s"].as_f64().unwrap();
-    assert!(slow >= 1.2, "{slow}");
+    assert!(slow >= span, "{slow} s, recorded {span} s");
     let r = bench(&["--scenario", file, "-c", "2", "--speed", "4", "--json", "-"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let fast = r.json()["duration_s"].as_f64().unwrap();
-    assert!((0.3..1.0).contains(&fast), "{fast}");
+    assert!(fast >= span / 4.0 && fast < span, "{fast} s, recorded {span} s");
     // Usage errors.
     for args in [
         &["--scenario", file, "--speed", "0"][..],
@@ -2219,9 +2244,11 @@ async fn html_report_of_a_chaos_run_draws_in_chromium() {
         assert!(!text.contains(remote), "{remote}");
     }
     assert!(text.contains("default-src 'none'"));
-    // Second by second: about 4 samples, adding up to the run.
+    // Second by second: one sample a second of the run (4 s, and what
+    // the echoes still in flight took after it), adding up to the run.
     let samples = v["timeline"]["samples"].as_array().unwrap();
-    assert!((3..=6).contains(&samples.len()), "{v}");
+    let end = samples.last().and_then(|s| s["t"].as_f64()).unwrap_or(0.0);
+    assert!(samples.len() >= 3 && samples.len() as f64 <= end.ceil() + 1.0, "{v}");
     let received: u64 = samples.iter().map(|s| s["received"].as_u64().unwrap()).sum();
     assert_eq!(received, u(&v, "received"), "every echo in one second or another");
     let drops: u64 = samples.iter().map(|s| s["drops"].as_u64().unwrap()).sum();
@@ -2384,7 +2411,7 @@ async fn next_events(
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_feeds_a_sample_a_second() {
     let args =
-        ["bench", "-c", "4", "--duration", "4s", "--dashboard", "127.0.0.1:0", "--json", "-"];
+        ["bench", "-c", "4", "--duration", "6s", "--dashboard", "127.0.0.1:0", "--json", "-"];
     let (child, base, _, mut lines) = spawn_watching(&args, Stdio::piped(), |line| {
         line.strip_prefix("ssechan: dashboard at ").map(str::to_owned)
     })
@@ -2444,8 +2471,9 @@ async fn dashboard_feeds_a_sample_a_second() {
     assert_eq!(last["passed"], true, "{last}");
     let samples: Vec<usize> =
         states.iter().map(|s| s["timeline"]["samples"].as_array().map_or(0, Vec::len)).collect();
-    // One a second during a 4 s run (the first may be the start's).
-    assert!(samples.iter().filter(|&&n| n > 0).count() >= 3, "{samples:?} in {took:?}");
+    // One a second during a 6 s run, the latest only: a viewer that reads
+    // late (a busy machine, the checks above) skips some, never all.
+    assert!(samples.iter().filter(|&&n| n > 0).count() >= 2, "{samples:?} in {took:?}");
     assert!(samples.windows(2).all(|w| w[0] <= w[1]), "{samples:?}");
     let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output()).await.unwrap().unwrap();
     assert_eq!(out.status.code(), Some(0));

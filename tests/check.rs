@@ -548,15 +548,19 @@ async fn list_shows_the_checks_of_the_mode() {
     let ids: Vec<&str> = run.lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
     assert_eq!(ids, RAW_CHECKS);
     assert!(run.lines.iter().all(|l| l["proves"].is_string()));
-    // The README's table is the catalogue's.
+    // The table of docs/check.md is the catalogue's.
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/check.md"))
+            .unwrap();
     for mode in [&["--list", "--format", "json"][..], &["--list", "--raw", "--format", "json"]] {
         for l in check(mode).await.lines {
             let (id, proves) = (l["id"].as_str().unwrap(), l["proves"].as_str().unwrap());
             let row = readme.lines().find(|r| r.starts_with(&format!("| `{id}` |")));
-            let row = row.unwrap_or_else(|| panic!("README has no row for {id}"));
-            assert!(row.ends_with(&format!("| {proves} |")), "README row of {id} is stale: {row}");
+            let row = row.unwrap_or_else(|| panic!("docs/check.md has no row for {id}"));
+            assert!(
+                row.ends_with(&format!("| {proves} |")),
+                "docs/check.md row of {id} is stale: {row}"
+            );
         }
     }
     let run = check(&["--list", "--only", "resume"]).await;

@@ -268,8 +268,9 @@ async fn killing_a_home_closes_its_channels_within_the_lease() {
         events.last().map(|e| (e.event.as_str(), e.data.as_str())),
         Some(("control", "close"))
     );
-    // The lease, its check (a tenth of it), and a busy machine's slack.
-    assert!(took < Duration::from_millis(2000 + 200 + 2500), "closed after {took:?}");
+    // The lease and its check (a tenth of it): about 2.2 s, later on a busy
+    // machine; well before the keep-alive (30 s), which would close it too.
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
     let (status, why) = post_text(&inst[1].url, "d", 0, "late").await;
     assert_eq!(status, 404, "{why}");
 }
@@ -321,7 +322,9 @@ async fn a_store_outage_under_load_answers_503_loses_nothing_and_recovers() {
     });
     // The store goes away in the middle of the load (every client has
     // messages left), and comes back once every client has been refused,
-    // after at least two of the instances' lease refreshes.
+    // after at least two of the instances' lease refreshes, and after
+    // longer than a refusal may take (below): a POST held until the store
+    // is back would show.
     let outage = async {
         let enough = || acked.load(Ordering::SeqCst) >= CLIENTS * 10;
         until(&progress, "ten messages of each client acknowledged", enough).await;
@@ -329,12 +332,13 @@ async fn a_store_outage_under_load_answers_503_loses_nothing_and_recovers() {
         let paused = Instant::now();
         let all = || refused_clients.load(Ordering::SeqCst) == (1 << CLIENTS) - 1;
         until(&progress, "every client refused while the store is away", all).await;
-        tokio::time::sleep_until((paused + Duration::from_secs(2)).into()).await;
+        tokio::time::sleep_until((paused + Duration::from_secs(5)).into()).await;
         redis.resume();
     };
     let (results, ()) = tokio::join!(join_all(senders), outage);
     let slowest = results.iter().map(|r| r.1).max().unwrap_or_default();
-    assert!(slowest < Duration::from_millis(1500), "a refusal took {slowest:?}");
+    // The store's timeout (750 ms), and a busy machine's slack.
+    assert!(slowest < Duration::from_secs(3), "a refusal took {slowest:?}");
     // Every acknowledged message comes back once, in order, on the stream
     // that stayed open through the outage.
     for (i, st) in streams.iter_mut().enumerate() {
@@ -544,13 +548,23 @@ async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis(
     assert!(m("ssechan_redis_round_trip_seconds_sum") > 0.0);
     assert_eq!(m("ssechan_redis_errors_total"), 0.0);
     // Redis away: a POST is refused, and the failed round trip counted.
+    // The call carrying the POST gives up on its own clock, a moment after
+    // the POST's answer: Redis stays away until it has, or it could still
+    // answer that call in time.
     redis.pause();
     let (status, why) = post_text(&s.url, "m", 3, "late").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let m = loop {
+        let m = scrape(&metrics).await;
+        if m("ssechan_redis_errors_total") >= 1.0 || tokio::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     redis.resume();
     assert_eq!(status, 503, "{why}");
     assert!(why.starts_with("store unavailable: Redis did not answer"), "{why}");
-    let m = scrape(&metrics).await;
-    assert!(m("ssechan_redis_errors_total") >= 1.0);
+    assert!(m("ssechan_redis_errors_total") >= 1.0, "the failed round trip is counted");
     assert!(m("ssechan_redis_round_trip_seconds_count") > trips);
     assert_eq!(m("ssechan_refusals_total{status=\"503\"}"), 1.0);
 }

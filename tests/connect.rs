@@ -1,6 +1,8 @@
 //! `ssechan connect` end to end: the real binary against the real `ssechan
 //! serve` (or a tiny plain SSE server for `--raw`), over real HTTP.
 
+#[path = "support/closed_port.rs"]
+mod closed_port;
 #[path = "support/client_procs.rs"]
 mod procs;
 #[path = "support/client_silent.rs"]
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use closed_port::ClosedPort;
 use procs::{PlainSse, Serve, SseServer, connect};
 use serde_json::{Value, json};
 use silent::SilentServer;
@@ -239,16 +242,17 @@ fn server_gone_retries_then_exits_1() {
     );
 }
 
-/// A port that was free a moment ago: nothing listens there.
-fn refused_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}/sse")
+/// A URL whose connections are refused while the port is held.
+fn refused_url() -> (ClosedPort, String) {
+    let port = ClosedPort::new();
+    let url = port.url("/sse");
+    (port, url)
 }
 
 #[test]
 fn unreachable_server_fails_at_once() {
     // As curl does: the first connection is not retried.
-    let url = refused_url();
+    let (_port, url) = refused_url();
     let t0 = Instant::now();
     let mut c = connect(&["--format", "json", &url]);
     assert_eq!(c.wait().code(), Some(1));
@@ -257,7 +261,7 @@ fn unreachable_server_fails_at_once() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("ssechan: connection failed: cannot connect: "), "{err}");
     assert!(err.contains("refused"), "{err}");
-    let out = c.lines_for(Duration::ZERO);
+    let out = c.rest();
     assert!(!out.iter().any(|l| l.contains("attempt_failed")), "no retry: {out:?}");
 }
 
@@ -272,7 +276,7 @@ fn unknown_host_fails_at_once() {
 
 #[test]
 fn retry_first_retries_the_first_connection() {
-    let url = refused_url();
+    let (_port, url) = refused_url();
     let mut c = connect(&with(FAST, &["--retry-first", "--max-retries", "2", &url]));
     assert_eq!(c.wait().code(), Some(1));
     // The first attempt and 2 retries.
@@ -281,7 +285,7 @@ fn retry_first_retries_the_first_connection() {
 
 #[test]
 fn retry_max_caps_the_first_delay_too() {
-    let url = refused_url();
+    let (_port, url) = refused_url();
     // --retry-initial stays at its default, 250ms.
     let mut c = connect(&[
         "--retry-first",
@@ -353,8 +357,9 @@ fn max_retries_zero_does_not_reconnect() {
 
 #[test]
 fn reconnects_after_the_server_restarts() {
-    let mut a = Serve::start(&[]);
-    let port = a.port;
+    // A port no other test can be given while this server is down.
+    let port = ClosedPort::new().release();
+    let mut a = Serve::start_on(&format!("127.0.0.1:{port}"), &[]);
     let args =
         with(FAST, &["--client-id", "again", "--max-retries", "1000", "--format", "json", &a.url]);
     let mut c = connect(&args);
@@ -421,34 +426,42 @@ fn idle_timeout_notices_a_silent_server_raw() {
 
 #[test]
 fn idle_timeout_zero_is_off() {
-    let server = SilentServer::start();
+    // 1.2 s of silence in the middle of the stream: waited out, not cut.
+    let server = SilentServer::start_speaking_after(Duration::from_millis(1200));
     let c = connect(&with(FAST, &["--idle-timeout", "0", "--format", "json", &server.url]));
     c.json_event("open");
-    c.json_event("message");
-    let later = c.lines_for(Duration::from_millis(1200));
-    assert!(later.is_empty(), "still open and quiet: {later:?}");
+    assert_eq!(c.json_event("message")["data"], "event 1");
+    let next: Value =
+        serde_json::from_str(&c.line().expect("the event after the silence")).unwrap();
+    assert_eq!(next, json!({"event": "message", "data": "again 1"}), "the same stream went on");
     assert_eq!(server.gets().len(), 1);
 }
 
 #[test]
 fn heartbeats_count_as_data() {
     let mut serve = Serve::start(&["--heartbeat", "100ms"]);
-    let args = with(FAST, &["--idle-timeout", "400ms", "--format", "json", &serve.url]);
-    let c = connect(&args);
+    // Ten heartbeats per idle timeout: a busy machine would have to hold
+    // one back for a whole second to break this.
+    let args = with(FAST, &["--idle-timeout", "1s", "--format", "json", &serve.url]);
+    let mut c = connect(&args);
     let id = serve.client();
     c.json_event("open");
-    // Nothing but heartbeats for well over three idle timeouts: shown as
-    // comments, and no disconnect.
-    let quiet = c.lines_for(Duration::from_millis(1500));
-    let (comments, other): (Vec<_>, Vec<_>) =
-        quiet.iter().partition(|l| l.as_str() == r#"{"event":"comment","text":" ping"}"#);
-    assert!(other.is_empty(), "no disconnect while heartbeats flow: {other:?}");
-    assert!(comments.len() >= 3, "heartbeats are visible: {quiet:?}");
+    // Nothing but heartbeats for 25 of them, 2.5 s by the server's clock,
+    // well over two idle timeouts: each shown as a comment, nothing else.
+    let mut quiet = Vec::new();
+    while quiet.len() < 25 {
+        let line = c.line().unwrap_or_else(|| panic!("stdout ended after {quiet:?}"));
+        assert_eq!(line, r#"{"event":"comment","text":" ping"}"#, "after {quiet:?}");
+        quiet.push(line);
+    }
     serve.command(json!({"client": id, "data": "still here"}));
     assert_eq!(c.json_event("message")["data"], "still here");
-    // One stream all along: the server saw no close and no second connect.
-    let server_side = serve.proc.lines_for(Duration::from_millis(100));
-    assert!(server_side.is_empty(), "{server_side:?}");
+    // One stream all along: what the server says next is this message, no
+    // close nor second connect before it.
+    c.write("and you?\n");
+    let next = serve.proc.line().expect("serve's next line");
+    let next: Value = serde_json::from_str(&next).unwrap_or_else(|e| panic!("{next}: {e}"));
+    assert_eq!((&next["event"], &next["data"]), (&json!("message"), &json!("and you?")), "{next}");
 }
 
 #[test]
@@ -783,14 +796,19 @@ fn a_plain_sse_endpoint_refusing_posts_ends_the_run() {
 #[test]
 fn named_events_without_channel_messages_suggest_raw() {
     let server = PlainSse::start();
-    let c = connect(&["--wait", "0s", &server.url]);
+    // -vv: each event ignored is logged, so the test can wait for more.
+    let c = connect(&["-vv", "--wait", "0s", &server.url]);
     let hint = c.stderr_where("the hint", |l| l.contains("plain SSE endpoint"));
     assert_eq!(
         hint,
         "this looks like a plain SSE endpoint (events of type \"tick\", no channel message): try --raw"
     );
-    // Said once.
-    std::thread::sleep(Duration::from_millis(300));
+    // Said once, however many ticks come after it.
+    for n in 0..5 {
+        c.stderr_where(&format!("tick {n} after the hint"), |l| {
+            l.contains("ignoring event of type \"tick\"")
+        });
+    }
     assert_eq!(c.stderr().matches("plain SSE endpoint").count(), 1, "{}", c.stderr());
 }
 

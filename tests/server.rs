@@ -1,4 +1,9 @@
 //! The server library on loopback, driven over real HTTP (PROTOCOL.md §1–6).
+//!
+//! Tests about time (a wait that must or must not run out) run on tokio's
+//! paused clock: it moves only when every task waits and no socket has
+//! anything to read, so what the server does with the bytes it was sent
+//! happens before any deadline, however busy the machine.
 
 mod util;
 
@@ -212,7 +217,7 @@ async fn a_thousand_messages_in_order_with_ids() {
     assert!(stats.frames <= 50, "{stats:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_every_stream_with_control() {
     let mut server = server(keep_alive(30_000)).await;
     let url = server.url();
@@ -220,7 +225,7 @@ async fn shutdown_closes_every_stream_with_control() {
     let mut b = open(&url, "b", None).await;
     let _ca = server.accept().await.unwrap();
     let _cb = server.accept().await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     server.shutdown().await;
     // The streams flush at once: shutdown does not wait out its 1.5 s grace.
     assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
@@ -265,7 +270,7 @@ async fn http2_prior_knowledge() {
     assert_eq!(s.next_msg().await.data, "back");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn posts_wait_while_the_application_is_behind() {
     let mut server = server(ServerConfig {
         limits: Limits { incoming_messages: 2, ..Limits::default() },
@@ -282,6 +287,7 @@ async fn posts_wait_while_the_application_is_behind() {
         let (client, url) = (client.clone(), url.clone());
         async move { post(&client, &url, "bp", 2, "c").await }
     });
+    // The clock moves once the third POST is at the server, waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!third.is_finished(), "the third POST must wait for room");
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("a".into()));
@@ -357,7 +363,7 @@ async fn a_stream_after_a_post_on_a_kept_alive_connection() {
     assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{got}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     use tokio::io::AsyncWriteExt;
     let mut server = server(ServerConfig::default()).await;
@@ -365,6 +371,7 @@ async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     for part in ["GET /sse?sse", "ClientId=split HT", "TP/1.1\r\nHost: localhost\r", "\n\r\n"] {
         tcp.write_all(part.as_bytes()).await.unwrap();
         tcp.flush().await.unwrap();
+        // Paused: the server reads this part before the clock moves.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let conn = server.accept().await.unwrap();
@@ -384,7 +391,7 @@ async fn a_head_split_across_writes_and_pipelined_bytes_still_work() {
     assert!(got.starts_with("HTTP/1.1 404"), "{got}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_outlived_a_server_restart_is_not_stuck() {
     // It goes on counting from 7; this server never saw 0..6.
     let mut server = server(ServerConfig {
@@ -406,7 +413,7 @@ async fn a_client_that_outlived_a_server_restart_is_not_stuck() {
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("m9".into()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn out_of_order_first_messages_still_wait_for_zero() {
     let mut server = server(ServerConfig {
         first_message_wait: Duration::from_millis(300),
@@ -428,7 +435,7 @@ async fn out_of_order_first_messages_still_wait_for_zero() {
     assert_eq!(next_event(&mut conn).await, ConnectionEvent::Message("d".into()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn non_http_bytes_get_400_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = server(ServerConfig::default()).await;

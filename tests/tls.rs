@@ -98,3 +98,60 @@ async fn bad_certificate_files_are_one_clear_error_and_exit_2() {
         .unwrap();
     assert_eq!(half.status.code(), Some(2));
 }
+
+/// `ssechan connect` against `serve --tls-cert`: the hint after a failed
+/// handshake fits its cause. A certificate marked CA:TRUE (OpenSSL 3's
+/// `req -x509` default) cannot serve however it is trusted: the hint says
+/// how to make one that can, not to pass the --cacert that was passed.
+#[tokio::test]
+async fn connect_names_the_fix_for_each_certificate_failure() {
+    let connect = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            .arg("connect")
+            .args(["--timeout", "5s"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err
+    };
+    let s = |p: &PathBuf| p.display().to_string();
+    let ca = Cert::openssl_ca_marked();
+    let serve = serve_tls(&ca, &["--echo"]).await;
+    let err = connect(vec!["--cacert".into(), s(&ca.cert), serve.url.clone()]).await;
+    assert!(err.contains("CaUsedAsEndEntity"), "{err}");
+    assert!(err.contains("-addext basicConstraints=critical,CA:FALSE"), "{err}");
+    assert!(!err.contains("--cacert FILE"), "{err}");
+
+    let cert = Cert::new();
+    let other = Cert::new();
+    let serve = serve_tls(&cert, &["--echo"]).await;
+    let err = connect(vec![serve.url.clone()]).await;
+    assert!(err.contains("UnknownIssuer (--cacert FILE trusts it, -k skips the check)"), "{err}");
+    let err = connect(vec!["--cacert".into(), s(&other.cert), serve.url.clone()]).await;
+    assert!(err.contains("the --cacert file holds neither"), "{err}");
+}
+
+/// `ssechan bench` over https gives the same hints as `connect`: the first
+/// contact with a server whose certificate is marked CA:TRUE names the
+/// OpenSSL option, not the `--cacert` that was given.
+#[tokio::test]
+async fn bench_names_the_fix_for_a_certificate_marked_as_a_cas() {
+    let ca = Cert::openssl_ca_marked();
+    let serve = serve_tls(&ca, &["--echo"]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechan"))
+        .args(["bench", &serve.url, "--cacert", ca.cert.to_str().unwrap(), "-c", "1", "-m", "1"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("CaUsedAsEndEntity"), "{err}");
+    assert!(err.contains("-addext basicConstraints=critical,CA:FALSE"), "{err}");
+    assert!(!err.contains("--cacert FILE"), "{err}");
+}

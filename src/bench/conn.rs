@@ -25,6 +25,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::client::driver::{Chunks, Driver, DriverConfig, OpenError};
+use crate::client::early::EarlyAnswer;
 use crate::protocol::query::channel_query;
 use crate::reader::{Refusal, check_response};
 
@@ -32,8 +33,9 @@ pub type Io = TokioIo<Stream>;
 /// The connection that carries one event stream.
 /// (An empty `Full` body is no body: a GET goes out without one.)
 pub type StreamConn = http1::Connection<Io, Full<Bytes>>;
-/// The keep-alive connection that carries a client's POSTs.
-pub type PostConn = http1::Connection<Io, Full<Bytes>>;
+/// The keep-alive connection that carries a client's POSTs; it reads an
+/// answer given before the body was written (see `client::early`).
+pub type PostConn = http1::Connection<TokioIo<EarlyAnswer<Stream>>, Full<Bytes>>;
 pub type PostSender = http1::SendRequest<Full<Bytes>>;
 
 /// Why a connection or a stream could not be opened.
@@ -280,7 +282,8 @@ impl AsyncWrite for Stream {
 #[derive(Clone)]
 pub struct Dialer {
     pub addr: SocketAddr,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The connector, the name to check, and whether `--cacert` was given.
+    tls: Option<(TlsConnector, ServerName<'static>, bool)>,
 }
 
 impl Dialer {
@@ -288,12 +291,22 @@ impl Dialer {
         Self { addr, tls: None }
     }
 
-    pub fn tls(addr: SocketAddr, connector: TlsConnector, name: ServerName<'static>) -> Self {
-        Self { addr, tls: Some((connector, name)) }
+    pub fn tls(
+        addr: SocketAddr,
+        connector: TlsConnector,
+        name: ServerName<'static>,
+        cacert: bool,
+    ) -> Self {
+        Self { addr, tls: Some((connector, name, cacert)) }
     }
 
     /// A new connection (and its handshake).
     pub async fn connect(&self) -> Result<Io, ConnectError> {
+        Ok(TokioIo::new(self.stream().await?))
+    }
+
+    /// A new connection (and its handshake), not yet wrapped for hyper.
+    pub async fn stream(&self) -> Result<Stream, ConnectError> {
         let addr = self.addr;
         let s =
             TcpStream::connect(addr).await.map_err(|source| ConnectError::Tcp { addr, source })?;
@@ -301,14 +314,14 @@ impl Dialer {
         let _ = s.set_nodelay(true);
         let stream = match &self.tls {
             None => Stream::Plain(s),
-            Some((connector, name)) => Stream::Tls(Box::new(
+            Some((connector, name, cacert)) => Stream::Tls(Box::new(
                 connector
                     .connect(name.clone(), s)
                     .await
-                    .map_err(|e| ConnectError::Tls(super::tls::describe(&e)))?,
+                    .map_err(|e| ConnectError::Tls(super::tls::describe(&e, *cacert)))?,
             )),
         };
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 }
 
@@ -421,7 +434,7 @@ pub async fn open_post(
     timeout: Duration,
 ) -> Result<(PostSender, PostConn), ConnectError> {
     let work = async {
-        let io = dialer.connect().await?;
+        let io = TokioIo::new(EarlyAnswer::new(dialer.stream().await?));
         Ok(http1::Builder::new().handshake::<_, Full<Bytes>>(io).await?)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?

@@ -56,7 +56,7 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// Distinct error messages kept for the report.
 const ERROR_SAMPLES: usize = 5;
 /// Echo mode's run without --messages or --duration: long enough for its
-/// figures to repeat within about 10% (measured: see the README).
+/// figures to repeat within about 10% (measured: see docs/performance.md).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Listen mode's events per stream without --messages or --duration.
 const DEFAULT_EVENTS: u64 = 1000;
@@ -437,7 +437,7 @@ async fn bench(
         }
     };
     let dialer = match tls {
-        Some((connector, name)) => Dialer::tls(addr, connector, name),
+        Some((connector, name)) => Dialer::tls(addr, connector, name, args.cacert.is_some()),
         None => Dialer::plain(addr),
     };
     let listen = args.mode == BenchMode::Listen;
@@ -849,7 +849,7 @@ pub(crate) fn push_sample(samples: &mut Vec<String>, e: String) {
 }
 
 /// Shortest run whose figures repeat within about 10% on this project's
-/// machine (see the README), and fewest round trips for a p99.9 with ten
+/// machine (see docs/performance.md), and fewest round trips for a p99.9 with ten
 /// samples above it.
 const STABLE_DURATION: Duration = Duration::from_secs(5);
 const STABLE_SAMPLES: u64 = 10_000;

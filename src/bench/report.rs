@@ -1,4 +1,4 @@
-//! The bench report: one struct, written as JSON (the schema in the README),
+//! The bench report: one struct, written as JSON (the schema in docs/bench.md),
 //! as text for people or as JUnit XML for CI; and the gates that decide pass
 //! or fail, each kept as a [`Check`] with its limit and measured value.
 

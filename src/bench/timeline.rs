@@ -287,8 +287,9 @@ impl Sampler {
         live: Option<watch::Sender<Live>>,
     ) -> Self {
         let (stop, mut stopped) = oneshot::channel();
-        // Read now, before the load starts: read in the task, it could
-        // come after the first echoes, which no sample would then count.
+        // Read here, not in the task: the load starts as this returns, and
+        // the task may first run after some echoes, which no sample would
+        // then count.
         let mut seen = Seen::now(&stats, start_us);
         let task = tokio::spawn(async move {
             let mut timeline = Timeline::new();
@@ -374,6 +375,19 @@ mod tests {
         // The worst p99 of the seconds a sample covers.
         assert!(tl.samples.iter().all(|s| s.latency_ms.unwrap().p99 == 6.0));
         assert!(tl.samples.iter().all(|s| (s.rate - 10.0).abs() < 1e-9));
+    }
+
+    #[tokio::test]
+    async fn what_comes_after_the_start_is_in_the_timeline() {
+        // Current-thread runtime: the sampler's task has not run yet when
+        // the first echo is counted, as on a busy machine.
+        let stats = Stats::new();
+        let clock = Clock::new();
+        let sampler = Sampler::start(stats.clone(), clock, clock.now_us(), None);
+        stats.counters().received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tl = sampler.finish().await;
+        let total: u64 = tl.samples.iter().map(|s| s.received).sum();
+        assert_eq!(total, 1, "{tl:?}");
     }
 
     #[test]

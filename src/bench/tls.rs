@@ -58,16 +58,16 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 }
 
 /// A TLS failure for people: certificate trouble says how to get past it,
-/// as `connect` does.
-pub fn describe(e: &std::io::Error) -> String {
-    let mut why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+/// with `connect`'s hints (`cacert`: whether `--cacert` was given).
+pub fn describe(e: &std::io::Error, cacert: bool) -> String {
+    let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(t) => format!("TLS: {t}"),
         None => format!("TLS: {e}"),
     };
-    if why.contains("certificate") {
-        why.push_str(" (--cacert FILE trusts it, -k skips the check)");
+    match crate::client::tls_hint(&why, cacert) {
+        Some(hint) => format!("{why} ({hint})"),
+        None => why,
     }
-    why
 }
 
 /// `-k`: any certificate, any name; the handshake's signatures are still

@@ -330,7 +330,8 @@ impl Client {
             }
             self.fair_turn = false;
             self.data_streak = 0;
-            if let Poll::Ready(w) = self.poll_rest(cx) {
+            // By the clock: the time driver may not have run since.
+            if let Poll::Ready(w) = self.poll_rest(cx, Some(Instant::now())) {
                 return Poll::Ready(w);
             }
             return self.poll_stream(cx);
@@ -338,7 +339,7 @@ impl Client {
         if let Poll::Ready(w) = self.poll_stream(cx) {
             return Poll::Ready(w);
         }
-        self.poll_rest(cx)
+        self.poll_rest(cx, None)
     }
 
     /// The event stream: what it delivered, or what happened to it.
@@ -354,8 +355,9 @@ impl Client {
         }
     }
 
-    /// Everything but the event stream: POSTs, timers.
-    fn poll_rest(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+    /// Everything but the event stream: POSTs, timers (with `now`, also
+    /// those past by the clock: see [`Timer::poll_fired`]).
+    fn poll_rest(&mut self, cx: &mut Context<'_>, now: Option<Instant>) -> Poll<Wake> {
         if let Some(c) = &mut self.post_conn
             && Pin::new(c).poll(cx).is_ready()
         {
@@ -378,22 +380,22 @@ impl Client {
             self.want_ready = false;
             return Poll::Ready(Wake::Send);
         }
-        if self.send_timer.poll_fired(cx) || self.post_retry.poll_fired(cx) {
+        if self.send_timer.poll_fired(cx, now) || self.post_retry.poll_fired(cx, now) {
             return Poll::Ready(Wake::Send);
         }
-        if self.drop_timer.poll_fired(cx) {
+        if self.drop_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::Drop);
         }
-        if self.stall_timer.poll_fired(cx) {
+        if self.stall_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::Stall);
         }
-        if self.drain_timer.poll_fired(cx) {
+        if self.drain_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::Drain);
         }
-        if self.post_timer.poll_fired(cx) {
+        if self.post_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::PostTimeout);
         }
-        if self.echo_watch.poll_fired(cx) {
+        if self.echo_watch.poll_fired(cx, now) {
             return Poll::Ready(Wake::NoEcho);
         }
         if Pin::new(&mut self.halt).poll(cx).is_ready() {

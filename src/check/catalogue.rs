@@ -1,6 +1,6 @@
 //! The checks as data: id, title, what each proves, whether it needs an
 //! echo, where it applies, and the async function that runs it. `--list`,
-//! the README table and `--only`/`--skip` all read this one table.
+//! the table of docs/check.md and `--only`/`--skip` all read this one table.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,7 +49,7 @@ pub struct Check {
     pub group: Group,
     /// A few words.
     pub title: &'static str,
-    /// What a PASS proves (the README table and `--list`).
+    /// What a PASS proves (the table of docs/check.md and `--list`).
     pub proves: &'static str,
     /// In channel mode: skipped with a reason when the server does not echo.
     pub needs_echo: bool,

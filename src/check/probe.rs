@@ -7,15 +7,19 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
-use http::{HeaderMap, StatusCode, Version};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ORIGIN, USER_AGENT};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
 use reqwest::Url;
 use tokio::time::Instant;
 
 use super::Options;
 use super::verdict::Verdict;
+use crate::client::early;
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::protocol::{CONTROL_EVENT, Event, decode_message_body, query};
+
+/// The checker's `User-Agent`.
+const USER_AGENT_VALUE: &str = concat!("ssechan-check/", env!("CARGO_PKG_VERSION"));
 
 /// Reads kept per stream for the timing checks; later ones only count.
 const MAX_READS: usize = 4096;
@@ -52,7 +56,7 @@ pub fn client(opts: &Options, flavour: Flavour) -> reqwest::Result<reqwest::Clie
         }))
         .referer(false)
         .connect_timeout(opts.timeout)
-        .user_agent(concat!("ssechan-check/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT_VALUE)
         .danger_accept_invalid_certs(opts.insecure);
     for cert in &opts.ca_certs {
         b = b.add_root_certificate(cert.clone());
@@ -378,15 +382,28 @@ pub async fn post(
     body: Vec<u8>,
     origin: Option<&str>,
 ) -> Result<Posted, String> {
-    let mut req = client
-        .post(ch.post_url(message_id))
-        .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
-        .body(body);
-    if let Some(o) = origin {
-        req = req.header(ORIGIN, o);
+    let url = ch.post_url(message_id);
+    let mut headers = opts.headers.clone();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain;charset=UTF-8"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    if let Some(o) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+        headers.insert(ORIGIN, o);
     }
+    let body = bytes::Bytes::from(body);
+    let req = client.post(url.clone()).headers(headers.clone()).body(body.clone());
     let answer = async {
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            // The server answered and closed while the body was still
+            // being written (a 413 from the declared length): read that
+            // answer, as a browser or curl would.
+            Err(e) if early::closed_while_sending(&e) && url.scheme() == "http" => {
+                let a = early::post_once(&url, &headers, body, opts.timeout).await;
+                let a = a.map_err(|why| format!("{} (asked again: {why})", describe(&e)))?;
+                return Ok(Posted { status: a.status, headers: a.headers, reason: a.reason });
+            }
+            Err(e) => return Err(describe(&e)),
+        };
         let status = resp.status();
         let headers = resp.headers().clone();
         let reason = crate::client::first_line(resp).await;

@@ -811,7 +811,7 @@ impl McpClient {
         let body = bytes::Bytes::from(msg.to_line());
         let sent =
             request(&self.inner.http, c, Method::POST, c.url.clone(), headers, Some(body), None);
-        sent_within(c.timeout, sent).await
+        sent_within(c, sent).await
     }
 
     /// Re-opens a cut stream: `GET` with `Last-Event-ID`.
@@ -825,7 +825,7 @@ impl McpClient {
         }
         let c = &self.inner.config;
         let sent = request(&self.inner.http, c, Method::GET, c.url.clone(), headers, None, None);
-        judge(sent_within(c.timeout, sent).await?).await
+        judge(sent_within(c, sent).await?).await
     }
 
     /// A JSON answer, bounded; `None` for an empty body.

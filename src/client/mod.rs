@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod driver;
+pub(crate) mod early;
 pub mod mcp;
 mod sender;
 mod stream;
@@ -27,6 +28,9 @@ pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
     parse_headers, parse_url, read_ca_file,
 };
+
+/// The client's `User-Agent`.
+const USER_AGENT: &str = concat!("ssechan/", env!("CARGO_PKG_VERSION"));
 
 /// Events the caller may fall behind on before the stream stops reading.
 const EVENT_BUFFER: usize = 1024;
@@ -443,7 +447,7 @@ pub(crate) fn http_client(config: &ClientConfig) -> Result<reqwest::Client, Clie
         .tcp_keepalive(config::TCP_KEEPALIVE)
         .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
         .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
-        .user_agent(concat!("ssechan/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .danger_accept_invalid_certs(config.insecure);
     for cert in &config.ca_certs {
         http = http.add_root_certificate(cert.clone());
@@ -539,6 +543,28 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// What to do about a failed TLS handshake, from rustls's reason (reqwest
+/// hides its error type) and whether `--cacert` was given: the fix for a
+/// certificate nobody trusts yet is not the fix for one that can never be
+/// a server's. None when the handshake failed for another reason than the
+/// certificate (a server that does not speak TLS).
+pub(crate) fn tls_hint(reason: &str, cacert: bool) -> Option<&'static str> {
+    Some(if reason.contains("CaUsedAsEndEntity") {
+        // OpenSSL 3's `req -x509` marks the certificate it makes CA:TRUE.
+        "the server's certificate is a CA's (basicConstraints CA:TRUE), which a server's may not be: \
+         make it with `-addext basicConstraints=critical,CA:FALSE`"
+    } else if cacert && ["UnknownIssuer", "BadSignature"].iter().any(|r| reason.contains(r)) {
+        // BadSignature: an issuer of the same name, e.g. an older cert.pem.
+        "the --cacert file holds neither this certificate nor its issuer; -k skips the check"
+    } else if reason.contains("UnknownIssuer") {
+        "--cacert FILE trusts it, -k skips the check"
+    } else if reason.contains("certificate") {
+        "-k skips the check"
+    } else {
+        return None;
+    })
+}
+
 /// Whether connecting failed in the TLS handshake: an untrusted or wrong
 /// certificate, or a peer that does not speak TLS. Retrying cannot fix
 /// that, so the stream fails at once instead of backing off for a minute.
@@ -562,7 +588,7 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
 }
 
 /// Bytes of an error response body kept for a reason.
-const REASON_MAX: usize = 1024;
+pub(crate) const REASON_MAX: usize = 1024;
 
 /// The first line of a response body, for a reason: at most [`REASON_MAX`]
 /// bytes are read, so a huge or endless error body cannot grow memory, and
@@ -575,6 +601,35 @@ pub(crate) async fn first_line(mut resp: reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&buf);
+    reason_line(&buf)
+}
+
+/// The first line of the start of an error body, made safe for a terminal.
+pub(crate) fn reason_line(start: &[u8]) -> String {
+    let text = String::from_utf8_lossy(start);
     escape_controls(text.lines().next().unwrap_or("").trim()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_hints_fit_the_failure() {
+        let ca =
+            "TLS handshake failed: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        for cacert in [false, true] {
+            let hint = tls_hint(ca, cacert).unwrap();
+            assert!(hint.contains("basicConstraints=critical,CA:FALSE"), "{hint}");
+            assert!(!hint.contains("--cacert"), "{hint}");
+        }
+        let unknown = "TLS handshake failed: invalid peer certificate: UnknownIssuer";
+        assert_eq!(tls_hint(unknown, false), Some("--cacert FILE trusts it, -k skips the check"));
+        assert!(tls_hint(unknown, true).unwrap().starts_with("the --cacert file holds neither"));
+        let other = "TLS handshake failed: invalid peer certificate: BadSignature";
+        assert!(tls_hint(other, true).unwrap().starts_with("the --cacert file holds neither"));
+        let name = "TLS handshake failed: invalid peer certificate: certificate not valid for name";
+        assert_eq!(tls_hint(name, true), Some("-k skips the check"));
+        assert_eq!(tls_hint("TLS handshake failed: received corrupt message", false), None);
+    }
 }

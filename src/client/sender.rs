@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::stream::with_query;
-use super::{ClientEvent, Mode, Outgoing, PostOutcome, Shared, State, first_line};
+use super::{
+    ClientEvent, Mode, Outgoing, PostOutcome, SendError, Shared, State, describe, early, first_line,
+};
 use crate::protocol::query::channel_query;
 use crate::reader::{Backoff, Next};
 
@@ -192,17 +194,31 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
     let mut headers = http::HeaderMap::new();
     // What browsers send; servers must not depend on it.
     headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain;charset=UTF-8"));
-    let timeout = Some(shared.config.timeout);
+    let timeout = shared.config.timeout;
+    let body = bytes::Bytes::from(body);
     let sent = super::request(
         &shared.http,
         &shared.config,
         http::Method::POST,
-        url,
-        headers,
-        Some(body.into()),
-        timeout,
+        url.clone(),
+        headers.clone(),
+        Some(body.clone()),
+        Some(timeout),
     );
-    let resp = sent.await.map_err(|e| e.describe())?;
+    let resp = match sent.await {
+        Ok(resp) => resp,
+        // The server answered and closed while the body was still being
+        // written (a 413 from the declared length): read that answer, as
+        // curl does, instead of retrying into the same refusal.
+        Err(SendError::Http(e)) if early::closed_while_sending(&e) && url.scheme() == "http" => {
+            headers.extend(shared.config.headers.clone());
+            headers.insert(USER_AGENT, http::HeaderValue::from_static(super::USER_AGENT));
+            let a = early::post_once(&url, &headers, body, timeout).await;
+            let a = a.map_err(|why| format!("{} (asked again: {why})", describe(&e)))?;
+            return Ok(PostOutcome { message_id: id, status: a.status.as_u16(), reason: a.reason });
+        }
+        Err(e) => return Err(e.describe()),
+    };
     let status = resp.status().as_u16();
     let reason = first_line(resp).await;
     Ok(PostOutcome { message_id: id, status, reason })

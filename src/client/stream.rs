@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::driver::{Chunks, Driver, DriverConfig, OpenError, Resume, Step};
-use super::{ClientEvent, Mode, Shared, State, describe, first_line};
+use super::{ClientConfig, ClientEvent, Mode, Shared, State, describe, first_line};
 use crate::protocol::parser::Parsed;
 use crate::protocol::{decode_message_body, query};
 use crate::reader::check_response;
@@ -70,16 +70,17 @@ pub(super) async fn open(
         config.body.clone(),
         None,
     );
-    let resp = sent_within(config.timeout, sent).await?;
+    let resp = sent_within(config, sent).await?;
     judge(resp).await
 }
 
-/// The answer of `sent`, within `timeout`: a TLS failure is fatal, any
-/// other failure network trouble.
+/// The answer of `sent`, within the config's timeout: a TLS failure is
+/// fatal (with a hint that fits it), any other failure network trouble.
 pub(super) async fn sent_within(
-    timeout: Duration,
+    config: &ClientConfig,
     sent: impl Future<Output = Result<reqwest::Response, super::SendError>>,
 ) -> Result<reqwest::Response, OpenError> {
+    let timeout = config.timeout;
     match tokio::time::timeout(timeout, sent).await {
         Err(_) => Err(OpenError::Network(format!(
             "no response within {}",
@@ -87,8 +88,8 @@ pub(super) async fn sent_within(
         ))),
         Ok(Err(e)) if e.is_tls_failure() => {
             let mut why = e.describe();
-            if why.contains("certificate") {
-                why.push_str(" (--cacert FILE trusts it, -k skips the check)");
+            if let Some(hint) = super::tls_hint(&why, !config.ca_certs.is_empty()) {
+                why = format!("{why} ({hint})");
             }
             Err(OpenError::Fatal(why))
         }

@@ -277,7 +277,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    eprintln!("ssechan: listening on {url}");
+    let urls = reachable_urls(&url, server.local_addr());
+    for u in &urls {
+        eprintln!("ssechan: listening on {u}");
+    }
     if let Some(listener) = metrics {
         if let Ok(addr) = listener.local_addr() {
             eprintln!("ssechan: metrics on http://{addr}/metrics");
@@ -295,8 +298,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // MCP sessions on stdin/stdout: JSON lines, which name the session.
     let format = if args.mcp { Format::Json } else { args.format };
     if format == Format::Json && !args.echo {
-        let _ =
-            out_tx.send(serde_json::json!({"event": "listening", "url": url}).to_string()).await;
+        let mut event = serde_json::json!({"event": "listening", "url": urls[0]});
+        if urls.len() > 1 {
+            event["urls"] = serde_json::json!(urls);
+        }
+        let _ = out_tx.send(event.to_string()).await;
     }
     let stdout_failed = Arc::new(Notify::new());
     let writer = {
@@ -364,6 +370,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The URLs to print for a listener on `addr`, whose server calls itself
+/// `url`: that one, unless `addr` is a wildcard (`--listen :8080`), which
+/// no client can connect to: then loopback's first (for the tests and
+/// scripts that read the first line), one per address of this machine and
+/// one by its host name.
+fn reachable_urls(url: &str, addr: std::net::SocketAddr) -> Vec<String> {
+    if !addr.ip().is_unspecified() {
+        return vec![url.to_owned()];
+    }
+    wildcard_urls(url, addr, &crate::sys::interface_addresses(), crate::sys::host_name())
+}
+
+/// [`reachable_urls`] with the machine's addresses and name given.
+fn wildcard_urls(
+    url: &str,
+    addr: std::net::SocketAddr,
+    ips: &[std::net::IpAddr],
+    host_name: Option<String>,
+) -> Vec<String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let at = |host: String| url.replacen(&addr.to_string(), &host, 1);
+    let loopback = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    let mut urls = vec![at(SocketAddr::new(loopback, addr.port()).to_string())];
+    // An IPv4 wildcard takes IPv4 only; an IPv6 one takes both on Linux.
+    let served = |ip: &&IpAddr| ip.is_ipv4() || addr.is_ipv6();
+    for ip in ips.iter().filter(served) {
+        urls.push(at(SocketAddr::new(*ip, addr.port()).to_string()));
+    }
+    if let Some(name) = host_name {
+        urls.push(at(format!("{name}:{}", addr.port())));
+    }
+    urls
+}
+
 #[derive(Clone)]
 enum Mode {
     Echo,
@@ -408,6 +451,7 @@ mod tests {
 
     use clap::Parser;
 
+    use super::{reachable_urls, wildcard_urls};
     use crate::cli::{Cli, Command, ServeArgs};
     use crate::server::{FD_RESERVE, Limits, LineBreaks, OriginPolicy};
 
@@ -620,5 +664,23 @@ mod tests {
                 accept_queue: 31,
             }
         );
+    }
+
+    #[test]
+    fn a_wildcard_listener_prints_urls_a_client_can_use() {
+        let ips = ["10.1.2.3".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        let host = || Some("devbox".to_owned());
+        let v4 = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(
+            wildcard_urls("http://0.0.0.0:8080/sse", v4, &ips, host()),
+            ["http://127.0.0.1:8080/sse", "http://10.1.2.3:8080/sse", "http://devbox:8080/sse"]
+        );
+        let v6 = "[::]:8443".parse().unwrap();
+        assert_eq!(
+            wildcard_urls("https://[::]:8443/x", v6, &ips, None),
+            ["https://[::1]:8443/x", "https://10.1.2.3:8443/x", "https://[2001:db8::7]:8443/x"]
+        );
+        let one = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(reachable_urls("http://127.0.0.1:8080/sse", one), ["http://127.0.0.1:8080/sse"]);
     }
 }

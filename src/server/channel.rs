@@ -155,6 +155,17 @@ pub(crate) enum Phase {
     Closed,
 }
 
+impl Phase {
+    /// Open or suspended: the application may still send.
+    pub(crate) fn is_live(self) -> bool {
+        matches!(self, Phase::Open | Phase::Suspended { .. })
+    }
+
+    pub(crate) fn is_suspended(self) -> bool {
+        matches!(self, Phase::Suspended { .. })
+    }
+}
+
 /// One channel's state. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Channel {
@@ -240,7 +251,7 @@ impl Channel {
 
     /// Open or suspended: the application may still send.
     pub(crate) fn is_live(&self) -> bool {
-        matches!(self.phase, Phase::Open | Phase::Suspended { .. })
+        self.phase.is_live()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -248,7 +259,7 @@ impl Channel {
     }
 
     pub(crate) fn is_suspended(&self) -> bool {
-        matches!(self.phase, Phase::Suspended { .. })
+        self.phase.is_suspended()
     }
 
     /// The messageId expected next from the client.

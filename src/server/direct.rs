@@ -24,6 +24,7 @@ use tracing::debug;
 
 use super::ServerShared;
 use super::http::{ConnCtx, StreamStart, start_stream};
+use super::linger;
 use super::stream::{GuardSlot, GuardedIo, close_delimited_head};
 
 /// Longest request head read here; a longer one goes to hyper, which
@@ -171,7 +172,11 @@ async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Dur
             }
         }
     }
-    let _ = wr.shutdown().await;
+    // A lingering close: what the client still sends must not reset the
+    // connection under the end of the stream.
+    if wr.shutdown().await.is_ok() {
+        linger::discard(&mut rd, linger::budget(0), linger::LINGER_TIME).await;
+    }
     debug!("direct stream ended");
 }
 

@@ -43,7 +43,7 @@ use super::http::{
     ConnCtx, ResponseBody, bad_request, check_declared_length, preflight, read_body, request_host,
     request_info, text,
 };
-use super::metrics::Counters;
+use super::metrics::{Counters, hold_within};
 use super::store::{LayerOpen, NewChannel, Refusal, StreamRequest};
 use super::stream::{EventStreamBody, stream_headers};
 use crate::mcp::message::{Kind, Message, Renamed, RequestId};
@@ -424,10 +424,8 @@ impl Session {
                 if idle || fits {
                     // Counted in the same step as decided: concurrent POSTs
                     // of other sessions never see the total below its value.
-                    let (total, len) = (limits.incoming_total, line.len());
-                    let held = &self.stats.held;
-                    let admit = |h: usize| (h + len <= total).then_some(h + len);
-                    if held.fetch_update(Ordering::AcqRel, Ordering::Acquire, admit).is_err() {
+                    let total = limits.incoming_total;
+                    if !hold_within(&self.stats.held, line.len(), total) {
                         return Err(Refusal::unavailable(format!(
                             "server busy: incoming messages held reached the limit of {total} bytes"
                         )));
@@ -687,10 +685,11 @@ impl ChannelApp for Session {
         let (ev, room) = st.inbox.recv();
         match ev {
             Some(ev) => {
-                drop(st);
+                // Under the lock that took it, as every change to the total.
                 if let ConnectionEvent::Message(m) = &ev {
                     self.stats.held.fetch_sub(m.len(), Ordering::Relaxed);
                 }
+                drop(st);
                 if room {
                     self.room.notify_waiters();
                 }
@@ -698,7 +697,7 @@ impl ChannelApp for Session {
             }
             None if st.inbox.is_done() => Poll::Ready(None),
             None => {
-                super::memory::register(&mut st.app_waker, cx);
+                super::wait::register(&mut st.app_waker, cx);
                 Poll::Pending
             }
         }
@@ -823,15 +822,7 @@ impl ChannelApp for Session {
 
     fn closed(&self) -> super::store::StoreFuture<'_, ()> {
         Box::pin(async move {
-            loop {
-                let closed = self.closed.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if self.lock().closed.is_some() {
-                    return;
-                }
-                closed.await;
-            }
+            super::wait::until(&self.closed, None, || self.lock().closed.is_some()).await;
         })
     }
 }

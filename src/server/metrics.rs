@@ -1,9 +1,39 @@
 //! What the server counts, and the Prometheus text it is shown as
 //! (`serve --metrics ADDR`). Counters are plain atomics bumped where things
 //! happen; gauges are read from the store when scraped.
+//!
+//! The rule for a shared count that admission reads (so that a healthy
+//! server never refuses for a count that is momentarily wrong): it never
+//! shows less than what it counts nor wraps, because each change is
+//! applied under the lock that decided it, or the count is taken before
+//! what it counts exists and given back after it is gone; and a decision
+//! against a bound takes the room in the same atomic step as it checks
+//! it ([`hold_within`]). The counts and where each keeps the rule:
+//! - [`Counters::held`]: see its doc.
+//! - TCP connections (`ServerShared::open_connections`, `mod.rs`): taken
+//!   by the accept loop within `max_connections`, given back when the
+//!   connection's task ends.
+//! - Clients of the memory store: the registry's map, changed and checked
+//!   against `max_clients` under the registry lock.
+//! - Remembered closed ids and their bytes (`Registry::closed_bytes`):
+//!   under the registry lock.
+//! - Per channel (reservations, inbox, re-order buffer, queue, replay):
+//!   fields of the [`super::channel::Channel`], under its lock.
+//! - The accept queue: a bounded channel, whose permit is taken atomically.
+//! - The Redis store's homes (`redis::registry`, against `max_clients`): a
+//!   place taken with [`hold_within`] before the attach that may make one,
+//!   given back when it made none or when its home closes. Out-of-order
+//!   bytes and closed ids held in Redis: budgets kept in Redis, changed in
+//!   the same script call as the data.
+//!
+//! The other gauges ([`Counts`]: channels, streams, remembered ids) are
+//! read from the store's own state under its locks when scraped, and decide
+//! nothing. The totals below (`*_total`) decide nothing: they are only added to,
+//! where the thing happens, and a scrape may see one a moment before
+//! another.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use http::StatusCode;
 
@@ -35,9 +65,52 @@ pub(crate) struct Counters {
     /// Events a resume asked for that the replay log no longer had.
     pub(crate) gap_events: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
-    /// Bytes held for incoming messages over all channels (a gauge).
-    pub(crate) held: std::sync::atomic::AtomicUsize,
+    /// Bytes held for incoming messages over all channels (a gauge), which
+    /// POSTs are admitted against (`--max-incoming-total`). The memory
+    /// store changes it only with a channel locked, before unlocking, by
+    /// that channel's own part (`memory::HeldShare`), and admits a POST with
+    /// [`hold_within`]: at every instant it is the sum of what the channels
+    /// hold. MCP sessions (`mcp.rs`) change it under the session's lock, a
+    /// POST admitted in one compare-and-add. The Redis store takes a POST's
+    /// share with [`hold_within`] before its body is read and releases it
+    /// when the POST ends; what the store hands a home is held ([`hold`])
+    /// before it reaches the inbox and released after the application took
+    /// it.
+    pub(crate) held: AtomicUsize,
     refusals: [AtomicU64; STATUSES.len()],
+}
+
+/// Adds `n` to `count` if the sum stays within `limit`, in one atomic step
+/// (two callers cannot both take the last room); whether it did.
+pub(crate) fn hold_within(count: &AtomicUsize, n: usize, limit: usize) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(n).filter(|sum| *sum <= limit)
+        })
+        .is_ok()
+}
+
+/// Counts `n` more in `count`, before what they count is held (taken
+/// before, given back after: a reader may see the count high for a moment,
+/// never low).
+pub(crate) fn hold(count: &AtomicUsize, n: usize) {
+    if n > 0 {
+        count.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Gives back `n` of `count`, once what they counted is no longer held.
+/// Each follows the [`hold`] or [`hold_within`] it undoes, so the count
+/// cannot go below zero; were one misplaced, it stops at zero instead of
+/// wrapping to a huge value.
+pub(crate) fn release(count: &AtomicUsize, n: usize) {
+    if n > 0 {
+        let r = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(n));
+        debug_assert!(r.is_ok(), "{n} released from a count of less");
+        if r.is_err() {
+            count.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Counters {
@@ -215,6 +288,41 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::Serv
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn holding_within_a_limit_is_one_step() {
+        let g = AtomicUsize::new(0);
+        assert!(hold_within(&g, 60, 100));
+        assert!(!hold_within(&g, 41, 100), "61 past the limit");
+        assert!(hold_within(&g, 40, 100), "exactly the limit fits");
+        assert!(!hold_within(&g, 1, 100));
+        release(&g, 100);
+        assert_eq!(g.load(Ordering::Relaxed), 0);
+        hold(&g, 5);
+        assert!(!hold_within(&g, usize::MAX, usize::MAX), "no wrap on overflow");
+        release(&g, 5);
+        // Threads take and give back at once: never past the limit, and
+        // the count ends where it began.
+        let g = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if hold_within(&g, 7, 1000) {
+                            assert!(g.load(Ordering::Relaxed) <= 1000);
+                            release(&g, 7);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+        assert_eq!(g.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn the_exposition_is_well_formed_and_counts() {

@@ -20,6 +20,8 @@ mod config;
 mod deadlines;
 mod direct;
 mod http;
+mod linger;
+mod machine;
 mod mcp;
 mod memory;
 mod metrics;
@@ -28,6 +30,7 @@ pub mod redis;
 mod store;
 mod stream;
 mod tls;
+mod wait;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +59,7 @@ pub use store::Counts;
 pub use tls::{TlsConfig, TlsError};
 
 use channel::Settings;
+use linger::Lingering;
 use memory::{MemoryConfig, MemoryStore};
 use metrics::Counters;
 use policy::HostPolicy;
@@ -93,6 +97,10 @@ pub(crate) struct ServerShared {
     pub(crate) mcp: Option<Arc<mcp::Sessions>>,
     stop: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    /// TCP connections open, bounded by `max_connections`: taken by the
+    /// accept loop only within the bound (one atomic step), given back by
+    /// [`Open`] once the connection is closed. Never above the bound nor
+    /// below what is open.
     open_connections: AtomicUsize,
 }
 
@@ -335,7 +343,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Counts a TCP connection while it lives.
+/// Counts a TCP connection while it lives: dropped with the connection's
+/// task, after its socket is closed.
 struct Open(Arc<ServerShared>);
 
 impl Drop for Open {
@@ -375,8 +384,7 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
-            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if !metrics::hold_within(&shared.open_connections, 1, max) {
             shared.stats.refused(::http::StatusCode::SERVICE_UNAVAILABLE);
             tokio::spawn(refuse_at_limit(tcp, max));
             continue;
@@ -458,6 +466,9 @@ async fn serve_hyper<IO>(
     let first = Arc::new(AtomicBool::new(false));
     let started = first.clone();
     let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
+    // hyper shuts a connection down when done with it, maybe with a body
+    // unread: a lingering close lets the client read the answer.
+    let io = Lingering::new(io, linger::budget(shared.config.limits.max_message_bytes));
     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
         started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
@@ -490,13 +501,12 @@ async fn refuse_at_limit(mut tcp: TcpStream, max: usize) {
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    // Read what the client sent first, so closing does not reset the
-    // connection under the answer.
-    let mut buf = [0u8; 4096];
-    let _ = tcp.try_read(&mut buf);
+    // A lingering close, so that closing does not reset the connection
+    // under the answer; all within a second, on a descriptor of the reserve.
     let write = async {
-        let _ = tcp.write_all(resp.as_bytes()).await;
-        let _ = tcp.shutdown().await;
+        if tcp.write_all(resp.as_bytes()).await.is_ok() && tcp.shutdown().await.is_ok() {
+            linger::discard(&mut tcp, linger::budget(0), Duration::from_secs(1)).await;
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     debug!("refused a connection: at the limit of {max}");

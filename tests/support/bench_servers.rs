@@ -95,6 +95,9 @@ struct Client {
     next_event_id: u64,
     held: Option<Bytes>,
     refused: std::collections::HashSet<u64>,
+    /// The next messageId to take, and the ones that came before it.
+    next_message_id: u64,
+    early: std::collections::BTreeMap<u64, Bytes>,
 }
 
 type Clients = Arc<Mutex<HashMap<String, Client>>>;
@@ -146,7 +149,11 @@ where
     format!("http://{addr}/sse")
 }
 
-/// A channel echo server (no keep-alive, no replay) with a fault.
+/// A channel echo server (no keep-alive, no replay) with a fault. Like every
+/// channel server (PROTOCOL.md §3) it takes each client's messages in
+/// messageId order, once, whatever order their POSTs arrive in (a client
+/// has several in flight), and the fault applies to that sequence: a test
+/// about a fault never depends on which POST won a race.
 pub async fn faulty_echo(fault: Fault) -> String {
     let clients: Clients = Arc::default();
     serve(move |req| {
@@ -190,57 +197,29 @@ pub async fn faulty_echo(fault: Fault) -> String {
                 let status = StatusCode::from_u16(status).expect("a status");
                 return respond(status, ChannelBody::full("server busy, try again"));
             }
-            let mut out: Vec<Bytes> = Vec::new();
-            match fault {
-                Fault::None => out.push(body),
-                Fault::DropEvery(k) => {
-                    if n % k != k - 1 {
-                        out.push(body);
-                    }
-                }
-                Fault::StopAfter(k) => {
-                    if n < k {
-                        out.push(body);
-                    }
-                }
-                Fault::SwapPairs => {
-                    if n.is_multiple_of(2) {
-                        c.held = Some(body);
-                    } else {
-                        out.push(body);
-                        out.extend(c.held.take());
-                    }
-                }
-                Fault::DuplicateEvery(k) => {
-                    out.push(body.clone());
-                    if n % k == k - 1 {
-                        out.push(body);
-                    }
-                }
-                Fault::Corrupt => {
-                    let mut v = body.to_vec();
-                    if v.len() > 10 {
-                        v[10] = if v[10] == b'z' { b'y' } else { b'z' };
-                    }
-                    out.push(Bytes::from(v));
-                }
-                Fault::HangPosts | Fault::FloodStream => {}
-                Fault::CloseAfter(_) | Fault::RefuseOnce(..) | Fault::HtmlErrorAfter(_) => {
-                    out.push(body)
-                }
+            // Taken in messageId order: a duplicate is acknowledged and
+            // dropped, a message from the future waits for its predecessors.
+            if n >= c.next_message_id {
+                c.early.entry(n).or_insert(body);
             }
             let mut ev = Vec::new();
-            for data in out {
-                c.next_event_id += 1;
-                ev.extend_from_slice(format!("id: {}\ndata: ", c.next_event_id).as_bytes());
-                ev.extend_from_slice(&data);
-                ev.extend_from_slice(b"\n\n");
-            }
-            let close = matches!(fault, Fault::CloseAfter(k) if k == n);
-            if close {
-                // In the same write as the last echo: the client sees both
-                // at once, before it can send another message.
-                ev.extend_from_slice(b"event: control\ndata: close\n\n");
+            let mut close = false;
+            while let Some(body) = c.early.remove(&c.next_message_id) {
+                let n = c.next_message_id;
+                c.next_message_id += 1;
+                for data in apply(fault, c, n, body) {
+                    c.next_event_id += 1;
+                    ev.extend_from_slice(format!("id: {}\ndata: ", c.next_event_id).as_bytes());
+                    ev.extend_from_slice(&data);
+                    ev.extend_from_slice(b"\n\n");
+                }
+                if matches!(fault, Fault::CloseAfter(k) if k == n) {
+                    // In the same write as the last echo: the client sees
+                    // both at once, before it can send another message.
+                    ev.extend_from_slice(b"event: control\ndata: close\n\n");
+                    close = true;
+                    break;
+                }
             }
             if let Some(tx) = &c.tx
                 && !ev.is_empty()
@@ -254,6 +233,48 @@ pub async fn faulty_echo(fault: Fault) -> String {
         }
     })
     .await
+}
+
+/// What the faulty echo server echoes for message `n`, taken in order.
+fn apply(fault: Fault, c: &mut Client, n: u64, body: Bytes) -> Vec<Bytes> {
+    let mut out: Vec<Bytes> = Vec::new();
+    match fault {
+        Fault::None => out.push(body),
+        Fault::DropEvery(k) => {
+            if n % k != k - 1 {
+                out.push(body);
+            }
+        }
+        Fault::StopAfter(k) => {
+            if n < k {
+                out.push(body);
+            }
+        }
+        Fault::SwapPairs => {
+            if n.is_multiple_of(2) {
+                c.held = Some(body);
+            } else {
+                out.push(body);
+                out.extend(c.held.take());
+            }
+        }
+        Fault::DuplicateEvery(k) => {
+            out.push(body.clone());
+            if n % k == k - 1 {
+                out.push(body);
+            }
+        }
+        Fault::Corrupt => {
+            let mut v = body.to_vec();
+            if v.len() > 10 {
+                v[10] = if v[10] == b'z' { b'y' } else { b'z' };
+            }
+            out.push(Bytes::from(v));
+        }
+        Fault::HangPosts | Fault::FloodStream => {}
+        Fault::CloseAfter(_) | Fault::RefuseOnce(..) | Fault::HtmlErrorAfter(_) => out.push(body),
+    }
+    out
 }
 
 /// A plain SSE server: each stream gets `ids` as `id:` + `data:` events,
@@ -473,6 +494,8 @@ pub async fn with_content_type(content_type: &'static str) -> String {
 /// connection is then cut mid-stream).
 struct Fallible {
     rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+    /// The error, held back for one poll.
+    error: Option<std::io::Error>,
 }
 
 impl Body for Fallible {
@@ -482,7 +505,20 @@ impl Body for Fallible {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.rx.poll_recv(cx) {
+            // hyper drops what it has not flushed when a body fails, and it
+            // flushes when the body is pending: once, so that the events
+            // before the cut go out whenever the cut comes.
+            Poll::Ready(Some(Err(e))) => {
+                self.error = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            p => p.map(|o| o.map(|r| r.map(Frame::data))),
+        }
     }
 }
 
@@ -509,7 +545,7 @@ pub async fn post_stream() -> String {
                     let spec: Option<serde_json::Value> =
                         body.ok().and_then(|b| serde_json::from_slice(&b).ok());
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let mut r = Response::new(Fallible { rx });
+                    let mut r = Response::new(Fallible { rx, error: None });
                     let Some(spec) = spec.filter(|_| json && post) else {
                         let _ = tx.send(Ok(Bytes::from_static(b"expected a JSON POST\n")));
                         *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -522,8 +558,6 @@ pub async fn post_stream() -> String {
                     tokio::spawn(async move {
                         for i in 1..=n {
                             if cut.is_some_and(|k| i > k) {
-                                // Let the events before the cut go out first.
-                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                                 let _ = tx.send(Err(std::io::Error::other("cut")));
                                 return;
                             }

@@ -102,18 +102,22 @@ impl Proc {
         }
     }
 
-    /// Every stdout line that arrives within `period` (ends early at EOF).
-    pub fn lines_for(&self, period: Duration) -> Vec<String> {
-        let deadline = Instant::now() + period;
+    /// Every stdout line still to come, up to EOF (the child exited or
+    /// closed it); panics after `WAIT`.
+    pub fn rest(&self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
         let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return lines;
-            }
             match self.lines.recv_timeout(left) {
                 Ok(l) => lines.push(l),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return lines,
+                Err(RecvTimeoutError::Disconnected) => return lines,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "stdout still open after {WAIT:?}: {lines:?}; stderr:\n{}",
+                        self.stderr()
+                    )
+                }
             }
         }
     }

@@ -36,6 +36,17 @@ impl SilentServer {
     /// The n-th stream (from 1) carries `id: n` and the message `"event n"`
     /// (a JSON string, so channel clients take it too).
     pub fn start() -> SilentServer {
+        Self::start_with(None)
+    }
+
+    /// Like [`SilentServer::start`], but each stream, after `pause` of
+    /// silence, carries one more event (`"again n"`, id `n` too), then
+    /// falls silent for good: a test waits for that event, not for time.
+    pub fn start_speaking_after(pause: Duration) -> SilentServer {
+        Self::start_with(Some(pause))
+    }
+
+    fn start_with(again: Option<Duration>) -> SilentServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         std_listener.set_nonblocking(true).expect("nonblocking listener");
         let url = format!("http://{}/sse", std_listener.local_addr().expect("local addr"));
@@ -52,7 +63,7 @@ impl SilentServer {
                 let mut n = 0u64;
                 while let Ok((stream, _)) = listener.accept().await {
                     n += 1;
-                    tokio::spawn(serve_one(stream, n, log.clone()));
+                    tokio::spawn(serve_one(stream, n, again, log.clone()));
                 }
             })
         });
@@ -76,7 +87,12 @@ impl SilentServer {
     }
 }
 
-async fn serve_one(mut stream: TcpStream, n: u64, log: Arc<Mutex<Vec<Get>>>) {
+async fn serve_one(
+    mut stream: TcpStream,
+    n: u64,
+    again: Option<Duration>,
+    log: Arc<Mutex<Vec<Get>>>,
+) {
     let Some(get) = read_head(&mut stream).await else { return };
     log.lock().expect("lock").push(get);
     let response = format!(
@@ -85,6 +101,13 @@ async fn serve_one(mut stream: TcpStream, n: u64, log: Arc<Mutex<Vec<Get>>>) {
     );
     if stream.write_all(response.as_bytes()).await.is_err() || stream.flush().await.is_err() {
         return;
+    }
+    if let Some(pause) = again {
+        tokio::time::sleep(pause).await;
+        let more = format!("id: {n}\ndata: \"again {n}\"\n\n");
+        if stream.write_all(more.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
     }
     // Silence: hold the connection open for good without writing or closing.
     // Reading (and dropping) what the client may send keeps its side happy;

@@ -15,12 +15,37 @@ impl Cert {
     pub fn new() -> Cert {
         let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
         let c = rcgen::generate_simple_self_signed(names).expect("certificate");
+        Self::write(c.cert.pem(), c.signing_key.serialize_pem(), c.cert.der().to_vec())
+    }
+
+    /// What OpenSSL 3's `req -x509` makes without `-addext
+    /// basicConstraints=critical,CA:FALSE`: a certificate marked as a CA's
+    /// (CA:TRUE), which no server may present. Made by the real openssl.
+    pub fn openssl_ca_marked() -> Cert {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
-        std::fs::write(&cert, c.cert.pem()).unwrap();
-        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-        Cert { cert, key, der: c.cert.der().to_vec(), dir }
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (Debian's openssl package) runs");
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        Cert { cert, key, der: Vec::new(), dir }
+    }
+
+    fn write(cert_pem: String, key_pem: String, der: Vec<u8>) -> Cert {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        Cert { cert, key, der, dir }
     }
 
     pub fn args(&self) -> Vec<String> {

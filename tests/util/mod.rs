@@ -167,6 +167,8 @@ impl Serve {
 
     pub async fn spawn_with(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechan"))
+            // What it logs is what its flags say, whatever the caller's.
+            .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", listen])

@@ -5,7 +5,8 @@
 --
 -- ARGS[1] key prefix, ARGS[2] operation, ARGS[3] the calling instance,
 -- ARGS[4] the instance lease (ms), ARGS[5] how long a closed id's next
--- messageId is remembered (ms); the operation's own arguments follow.
+-- messageId is remembered (ms), ARGS[6] the caller's bounds (see
+-- `bounds`); the operation's own arguments follow.
 --
 -- Keys (P = prefix; a client id goes last, after a prefix of its own, so
 -- no id can name another id's key):
@@ -20,6 +21,17 @@
 --   P live            set: client ids open or suspended
 --   P serial          counter of channel serials (one per incarnation)
 --   P b, P bseq       stream and counter of broadcasts
+--   P held            bytes of out-of-order messages of open channels
+--                     (the weights of their qb), bounded by the incoming
+--                     total of the memory store (--max-incoming-total)
+--   P closed          sorted set: client ids remembered after their close,
+--                     by the time of the close (ms, Redis time)
+--   P closedw, P closedb  hash: what each remembered id weighs (its id,
+--                     its out-of-order messages, a fixed overhead), and the
+--                     sum, bounded by --max-closed-ids-bytes
+--
+-- Every change of a qb goes through held_by, every remembered id through
+-- remember/unremember: the budgets change in the same call as the data.
 --
 -- Channel fields: home (instance of its application), ser (serial), tok
 -- (token of the attached stream, '' none), hold (its instance), ph (o
@@ -38,12 +50,22 @@
 -- died), s lost by the store.
 
 -- Set by each call (redis.call is not there while the library loads).
-local call, P, ME, LEASE, MEM, INST, LIVE
+local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB
 -- Per call: Redis time, instances known, notices to write (by instance:
--- a list of notices, each a list of fields), the last notice of each.
+-- a list of notices, each a list of fields), the last notice of each, and
+-- out-of-order messages forgotten (evicted for room, dropped, expired).
 local NOW, lastseen, outbox, last_notice
--- Bounds a batch's requests share (see ops.batch).
-local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE
+local forgot = { e = 0, d = 0, x = 0 }
+-- The caller's bounds: re-order window and bytes, incoming messages and
+-- bytes per channel, replay events and bytes, events in an attach's reply,
+-- outgoing messages and bytes, out-of-order bytes over all channels,
+-- bytes and ids remembered of closed ids.
+local WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS
+-- Where an operation's own arguments begin.
+local H = 6
+-- Bounds as parsed, by their text: each instance sends the same text with
+-- every call, parsed once (kept while the library is loaded).
+local parsed_bounds = {}
 
 -- Messages carried by one notice at most (unpack's stack is bounded).
 local CHUNK = 1000
@@ -51,6 +73,8 @@ local CHUNK = 1000
 local ENTRY_OVERHEAD = __ENTRY_OVERHEAD__
 -- What keeping an event for replay costs besides its bytes (channel.rs).
 local REPLAY_OVERHEAD = __REPLAY_OVERHEAD__
+-- What remembering a closed id costs besides its id and messages (memory.rs).
+local CLOSED_OVERHEAD = __CLOSED_OVERHEAD__
 
 local function num(v) return tonumber(v) or 0 end
 local function str(x) return string.format('%d', x) end
@@ -150,6 +174,67 @@ local function detach(cid, m)
   end
 end
 
+-- Out-of-order bytes of open channels change by `d` (see P held).
+local function held_by(d)
+  if d ~= 0 then call('INCRBY', HELD, d) end
+end
+
+-- Forgets the budget entry of a remembered id (its keys stay).
+local function unremember(cid)
+  local w = call('HGET', CLOSEDW, cid)
+  if w then
+    call('HDEL', CLOSEDW, cid)
+    call('ZREM', CLOSED, cid)
+    call('DECRBY', CLOSEDB, w)
+  end
+end
+
+-- Forgets a remembered id altogether; counts its messages as `why`.
+local function forget(cid, why)
+  unremember(cid)
+  local k = mkey(cid)
+  -- Only a memory: an id that came back is live again (its keys are its own).
+  if call('HGET', k, 'ph') ~= '' then return end
+  forgot[why] = forgot[why] + call('HLEN', qkey(cid))
+  call('DEL', k, qkey(cid))
+end
+
+-- A closed id's next messageId and out-of-order messages, remembered
+-- within the budget of closed ids (the oldest forgotten first), else
+-- dropped. Their bytes leave P held either way.
+local function remember(cid, ni, qb)
+  held_by(-qb)
+  local k, q = mkey(cid), qkey(cid)
+  local weight = #cid + qb + CLOSED_OVERHEAD
+  if MEM <= 0 or weight > CLOSEDMAX then
+    forgot.d = forgot.d + call('HLEN', q)
+    call('DEL', q)
+    return
+  end
+  unremember(cid)
+  while num(call('GET', CLOSEDB)) + weight > CLOSEDMAX or call('ZCARD', CLOSED) >= CLOSEDIDS do
+    local oldest = call('ZRANGE', CLOSED, 0, 0)[1]
+    if not oldest then break end
+    forget(oldest, 'e')
+  end
+  call('HSET', k, 'ph', '', 'ni', ni, 'qb', str(qb))
+  call('ZADD', CLOSED, str(now()), cid)
+  call('HSET', CLOSEDW, cid, weight)
+  call('INCRBY', CLOSEDB, weight)
+  -- Swept by the instances' heartbeats (sweep); should none be left to
+  -- do it, the keys go by themselves a little later.
+  local backstop = MEM + LEASE + 60000
+  call('PEXPIRE', k, backstop)
+  call('PEXPIRE', q, backstop)
+end
+
+-- Forgets what has been remembered for the memory period, `batch` at most.
+local function sweep(batch)
+  if MEM <= 0 then return end
+  local due = call('ZRANGEBYSCORE', CLOSED, '-inf', '(' .. str(now() - MEM), 'LIMIT', 0, batch)
+  for _, cid in ipairs(due) do forget(cid, 'x') end
+end
+
 -- Closed: the home hears why and what never reached the client; the next
 -- messageId and out-of-order messages are remembered for a new incarnation.
 local function finish(cid, m, reason)
@@ -159,15 +244,8 @@ local function finish(cid, m, reason)
   call('DEL', okey(m.ser))
   call('SREM', LIVE, cid)
   call('SREM', hkey(m.home), cid)
-  local k = mkey(cid)
-  call('DEL', k)
-  if MEM > 0 then
-    call('HSET', k, 'ph', '', 'ni', m.ni, 'qb', m.qb)
-    call('PEXPIRE', k, MEM)
-    call('PEXPIRE', qkey(cid), MEM)
-  else
-    call('DEL', qkey(cid))
-  end
+  call('DEL', mkey(cid))
+  remember(cid, m.ni or '0', num(m.qb))
 end
 
 -- The stream went away: suspend under keep-alive, else close.
@@ -202,6 +280,8 @@ local function release(cid, m, first, msgs)
     bytes = bytes + #v
     nx = nx + 1
   end
+  qb = math.max(qb, 0)
+  held_by(qb - num(m.qb))
   for i = 1, #msgs, CHUNK do
     local f = { 't', 'm', 'c', cid, 's', m.ser, 'n', str(first + i - 1) }
     for j = i, math.min(i + CHUNK - 1, #msgs) do
@@ -210,7 +290,7 @@ local function release(cid, m, first, msgs)
     end
     notify(m.home, unpack(f))
   end
-  set(cid, m, 'ni', str(nx), 'qb', str(math.max(qb, 0)), 'fresh', '0', 'fw', '0',
+  set(cid, m, 'ni', str(nx), 'qb', str(qb), 'fresh', '0', 'fw', '0',
     'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes))
 end
 
@@ -349,6 +429,11 @@ ops['attach'] = function(A, b)
     ni, qb, fresh = m.ni or '0', m.qb or '0', '0'
     if m.ph == 'c' then call('PEXPIRE', okey(m.ser), 120000) end
   end
+  if not m or m.ph == '' then
+    -- A memory's messages count with the open channels again.
+    unremember(cid)
+    held_by(num(qb))
+  end
   local ser = str(call('INCR', P .. 'serial'))
   local k = mkey(cid)
   call('DEL', k)
@@ -366,7 +451,8 @@ end
 -- A POST's message: deduplicated, re-ordered, and handed to the home in
 -- order. Replies {'ok'}, {'dup'}, {'unknown'}, {'gone'} (the application
 -- left), {'dead'} (its home died), {'busy'} (the application is behind:
--- retry), {'far', next} or {'qfull', bytes held}.
+-- retry), {'far', next}, {'qfull', bytes held} or {'full', limit} (the
+-- out-of-order bytes of all channels reached the limit).
 ops['post'] = function(A, b)
   local cid, id, msg = A[b], tonumber(A[b + 1]), A[b + 2]
   local m = peek(cid, POST)
@@ -385,9 +471,12 @@ ops['post'] = function(A, b)
   if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
   if id - ni > WINDOW then return { 'far', str(ni) } end
   if not room then return { 'busy' } end
-  local qb = num(m.qb) + #msg + ENTRY_OVERHEAD
+  local w = #msg + ENTRY_OVERHEAD
+  local qb = num(m.qb) + w
   if qb > QMAX then return { 'qfull', m.qb } end
+  if num(call('GET', HELD)) + w > INTOT then return { 'full', str(INTOT) } end
   call('HSET', qkey(cid), str(id), msg)
+  held_by(w)
   set(cid, m, 'qb', str(qb))
   if m.fresh == '1' then
     set(cid, m, 'fresh', '0', 'fw', '1')
@@ -396,8 +485,7 @@ ops['post'] = function(A, b)
   return { 'ok' }
 end
 
--- What a home's application did, in order: ARGS[6] and [7] bound the
--- outgoing queue (messages, bytes), then five values per operation: kind,
+-- What a home's application did, in order: five values per operation: kind,
 -- client id, serial, sequence, argument. S send (the encoded data), C
 -- close (reason), D drop the stream, E keep-alive ran out (epoch), F the
 -- first-message wait ran out, G the application left, W the store did
@@ -406,9 +494,8 @@ end
 -- sent again after a timeout) is skipped by its sequence. Replies the
 -- client ids whose channel is no longer in the store.
 ops['ops'] = function(A)
-  local outmax, outbmax = tonumber(A[6]), tonumber(A[7])
   local missing = {}
-  local k = 8
+  local k = H + 1
   while k + 4 <= #A do
     local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
     k = k + 5
@@ -417,9 +504,11 @@ ops['ops'] = function(A)
       missing[#missing + 1] = cid
     elseif seq > num(m.hseq) then
       if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
+      -- A send that crossed the client's DELETE never reaches it: counted.
+      if kind == 'S' and m.ph == 'c' then call('HINCRBY', mkey(cid), 'lost', 1) end
       if kind == 'S' and is_live(m) then
         local ne, cum = num(m.ne), num(m.cum)
-        if ne - 1 - num(m.sent) >= outmax or cum - num(m.sentc) + #arg > outbmax then
+        if ne - 1 - num(m.sent) >= OUTMAX or cum - num(m.sentc) + #arg > OUTBMAX then
           m = load(cid)
           set(cid, m, 'hseq', str(seq), 'lost', str(num(m.lost) + 1))
           finish(cid, m, 'w')
@@ -464,7 +553,9 @@ ops['ops'] = function(A)
         if low then
           local v = call('HGET', qkey(cid), str(low))
           call('HDEL', qkey(cid), str(low))
-          set(cid, m, 'qb', str(num(m.qb) - #v - ENTRY_OVERHEAD))
+          local qb = num(m.qb) - #v - ENTRY_OVERHEAD
+          held_by(qb - num(m.qb))
+          set(cid, m, 'qb', str(qb))
           release(cid, m, low, { v })
         end
       elseif kind == 'W' and m.ph ~= '' then
@@ -524,9 +615,20 @@ end
 
 -- A DELETE: the client leaves for good.
 ops['cclose'] = function(A, b)
-  local m = load(A[b])
+  local cid = A[b]
+  local m = load(cid)
   if not is_live(m) then return 0 end
-  finish(A[b], m, 'l')
+  if m.ph == 'o' and m.tok ~= '' and alive(m.hold) then
+    -- Closed for everyone at once; its holder ends the stream without the
+    -- control event (nobody listens) and says what it wrote, so that the
+    -- close counts exactly what never reached the client ('ended').
+    set(cid, m, 'ph', 'c', 'rs', 'l')
+    call('SREM', LIVE, cid)
+    notify(m.hold, 't', 'f', 'c', cid, 's', m.ser, 'k', m.tok, 'i', str(num(m.ne) - 1),
+      'r', 'l', 'l', m.lost, 'h', m.home, 'q', '1')
+  else
+    finish(cid, m, 'l')
+  end
   return 1
 end
 
@@ -543,15 +645,13 @@ ops['lost'] = function(A, b)
   return 1
 end
 
--- What an instance has to say every so often: ARGS[6], [7] the replay
--- bounds, [8] its inbound stream read through this id ('' none), then
--- how many stream cursors (client id, serial, sent, bytes) follow, and
--- then how many messages its applications took (client id, serial,
--- count, bytes) follow.
+-- What an instance has to say every so often: its inbound stream read
+-- through this id ('' none), then how many stream cursors (client id,
+-- serial, sent, bytes) follow, and then how many messages its
+-- applications took (client id, serial, count, bytes) follow.
 ops['report'] = function(A)
-  REV, RBYTES = tonumber(A[6]), tonumber(A[7])
-  local read = A[8]
-  local k = 9
+  local read = A[H + 1]
+  local k = H + 2
   local n = tonumber(A[k])
   k = k + 1
   for _ = 1, n do
@@ -573,12 +673,14 @@ ops['report'] = function(A)
   return 1
 end
 
--- The lease: refreshed, and (reap = 1) the channels of instances whose
--- lease ran out are closed or suspended, `batch` at a time. Replies how
--- many channels were handled.
+-- The lease: refreshed, closed ids remembered for the memory period
+-- forgotten, and (reap = 1) the channels of instances whose lease ran out
+-- closed or suspended; `batch` at a time. Replies how many channels were
+-- handled.
 ops['beat'] = function(A)
-  local reap_now, batch = A[6], tonumber(A[7])
+  local reap_now, batch = A[H + 1], tonumber(A[H + 2])
   call('HSET', INST, ME, str(now()))
+  sweep(batch)
   local done = 0
   if reap_now == '1' then
     local all = call('HGETALL', INST)
@@ -597,28 +699,24 @@ end
 ops['leave'] = function(A)
   -- One batch per call (the caller repeats until 0): a script blocks
   -- every other client of Redis while it runs.
-  return reap(ME, tonumber(A[6]))
+  return reap(ME, tonumber(A[H + 1]))
 end
 
 -- A broadcast: every instance gives it to the channels homed there.
 -- Replies its sequence number and the channels open cluster-wide.
 ops['bcast'] = function(A)
   local seq = call('INCR', P .. 'bseq')
-  call('XADD', P .. 'b', 'MAXLEN', '~', A[7], '*', 'o', ME, 'q', str(seq), 'd', A[6])
+  call('XADD', P .. 'b', 'MAXLEN', '~', A[H + 2], '*', 'o', ME, 'q', str(seq), 'd', A[H + 1])
   return { seq, call('SCARD', LIVE) }
 end
 
--- An instance's requests, independent of each other, in one call: ARGS[6]
--- to [12] are the bounds they share (re-order window and bytes, incoming
--- messages and bytes, replay events and bytes, attach page), then each
--- request: its operation and its arguments (ARITY of them). Replies the
+-- An instance's requests, independent of each other, in one call: each
+-- request is its operation and its arguments (ARITY of them). Replies the
 -- requests' replies, in order.
 local ARITY = { attach = 5, post = 3, ended = 9, abandon = 3, cclose = 1, lost = 4 }
 ops['batch'] = function(A)
-  WINDOW, QMAX, INMAX, INBMAX = tonumber(A[6]), tonumber(A[7]), tonumber(A[8]), tonumber(A[9])
-  REV, RBYTES, PAGE = tonumber(A[10]), tonumber(A[11]), tonumber(A[12])
   local replies = {}
-  local k = 13
+  local k = H + 1
   while k <= #A do
     local name = A[k]
     local arity = ARITY[name]
@@ -629,15 +727,43 @@ ops['batch'] = function(A)
   return replies
 end
 
-redis.register_function('__LIBRARY__', function(_, A)
+-- The caller's bounds, twelve numbers separated by commas.
+local function bounds(text)
+  local b = parsed_bounds[text]
+  if not b then
+    b = {}
+    for v in string.gmatch(text, '%d+') do b[#b + 1] = tonumber(v) end
+    parsed_bounds[text] = b
+  end
+  WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS = unpack(b, 1, 12)
+end
+
+-- Out-of-order messages this call forgot, for the caller to log.
+local function tell_forgotten()
+  if forgot.e + forgot.d + forgot.x > 0 then
+    notify(ME, 't', 'o', 'e', str(forgot.e), 'd', str(forgot.d), 'x', str(forgot.x))
+  end
+end
+
+local function run(_, A)
   call, P, ME, LEASE, MEM = redis.call, A[1], A[3], tonumber(A[4]), tonumber(A[5])
-  INST, LIVE = P .. 'inst', P .. 'live'
+  INST, LIVE, HELD = P .. 'inst', P .. 'live', P .. 'held'
+  CLOSED, CLOSEDW, CLOSEDB = P .. 'closed', P .. 'closedw', P .. 'closedb'
   NOW, lastseen, outbox, last_notice = nil, {}, {}, {}
+  forgot.e, forgot.d, forgot.x = 0, 0, 0
+  bounds(A[6])
   local op = ops[A[2]]
   if not op or ARITY[A[2]] then
     return redis.error_reply('ssechan: unknown operation ' .. tostring(A[2]))
   end
   local r = op(A)
+  tell_forgotten()
   send_notices()
   return r
-end)
+end
+
+-- What may grow the store is refused while Redis is out of memory (a
+-- POST or a new stream gets 503, sends wait); what keeps the instances
+-- alive and frees memory (leases, reports that trim, leaving) is not.
+redis.register_function('__LIBRARY__', run)
+redis.register_function { function_name = '__LIBRARY___free', callback = run, flags = { 'allow-oom' } }

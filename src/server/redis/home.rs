@@ -1,68 +1,70 @@
 //! A channel's application side, on the instance that is its home (the one
-//! that got its first `GET`). The channel's state is in Redis; here is what
-//! the application has not read yet, and what it did that the store has
-//! not applied yet. Its sends, closes and drops go to the store in order
-//! through the instance's writer ([`super::ops`]); what the store decides
-//! (messages, suspensions, resumes, gaps, the close) comes back as notices.
+//! that got its first `GET`). The channel's state is in Redis; here is a
+//! [`HomeState`] behind a mutex: what the application has not read yet,
+//! and what it did that the store has not taken yet. Its sends, closes and
+//! drops reach the store in order through the writer ([`super::ops`]);
+//! what the store decides (messages, suspensions, resumes, gaps, the
+//! close) comes back as notices. Everything a transition asks for is done
+//! by [`Home::apply`], after the lock.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod state;
+
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+pub(crate) use state::{Due, HomeSettings};
+use state::{Effects, HomeState, Log};
+
 use super::notice::Notice;
-use super::ops::{Op, OpKind};
-use super::{Due, DueKind, Shared};
+use super::ops::{Op, OpSource, Writer};
+use super::report::{Reporter, TakenSource};
 use crate::server::app::{
     ChannelApp, CloseInfo, CloseReason, ConnectionEvent, RequestInfo, SendError,
 };
-use crate::server::channel::Inbox;
-use crate::server::channel::Phase;
-use crate::server::metrics::Counters;
+use crate::server::channel::{Phase, Timer};
+use crate::server::deadlines::Deadlines;
+use crate::server::machine::Machine;
+use crate::server::metrics::{Counters, hold, release};
 use crate::server::store::StoreFuture;
+use crate::server::wait;
 use crate::text::escape_controls;
+
+/// The deadlines of the homes, by serial.
+pub(crate) type Timers = Deadlines<(u64, Due), Weak<Home>>;
+
+/// Where a home that closed is forgotten (the owner of the homes).
+pub(crate) trait HomeExit: Send + Sync {
+    fn home_closed(&self, cid: &Arc<str>, ser: u64);
+}
+
+/// What every home of an instance uses.
+pub(crate) struct HomeEnv {
+    pub settings: HomeSettings,
+    pub writer: Writer,
+    pub timers: Arc<Timers>,
+    pub stats: Arc<Counters>,
+    pub reporter: Weak<Reporter>,
+    pub exit: Weak<dyn HomeExit>,
+}
+
+pub(crate) struct Slot {
+    state: HomeState,
+    waker: Option<Waker>,
+}
 
 pub(crate) struct Home {
     me: Weak<Home>,
     pub(crate) cid: Arc<str>,
     pub(crate) ser: u64,
     info: RequestInfo,
-    state: Mutex<HomeState>,
+    slot: Mutex<Slot>,
     closed: Notify,
-    store: Weak<Shared>,
-    /// In the reporter's list of homes whose application took messages.
-    listed: AtomicBool,
-}
-
-struct HomeState {
-    inbox: Inbox,
-    waker: Option<Waker>,
-    phase: Phase,
-    /// The messageId expected next.
-    next_message: u64,
-    /// Number of the last operation handed to the writer.
-    seq: u64,
-    /// Sends not yet applied by the store, and their bytes.
-    unflushed: usize,
-    unflushed_bytes: usize,
-    app_gone: bool,
-    /// Messages taken by the application since the last report.
-    taken: u64,
-    taken_bytes: u64,
-}
-
-/// What a notice did that is worth a log line (written after the lock).
-enum Log {
-    Skipped { start: u64 },
-    Dropped { count: usize },
-    Suspended { keep_alive: Duration },
-    Resumed,
-    Gap { first: u64, lost: u64 },
-    Closed(CloseInfo),
+    env: Arc<HomeEnv>,
 }
 
 impl Home {
@@ -71,251 +73,68 @@ impl Home {
         ser: u64,
         info: RequestInfo,
         next_message: u64,
-        store: Weak<Shared>,
+        env: Arc<HomeEnv>,
     ) -> Arc<Home> {
         Arc::new_cyclic(|me| Home {
             me: me.clone(),
             cid,
             ser,
             info,
-            state: Mutex::new(HomeState {
-                inbox: Inbox::default(),
+            slot: Mutex::new(Slot {
+                state: HomeState::new(env.settings, next_message),
                 waker: None,
-                phase: Phase::Open,
-                next_message,
-                seq: 0,
-                unflushed: 0,
-                unflushed_bytes: 0,
-                app_gone: false,
-                taken: 0,
-                taken_bytes: 0,
             }),
             closed: Notify::new(),
-            store,
-            listed: AtomicBool::new(false),
+            env,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HomeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn is_suspended(&self) -> bool {
-        matches!(self.lock().phase, Phase::Suspended { .. })
+        self.lock().state.phase().is_suspended()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock().phase == Phase::Closed
-    }
-
-    /// Hands an operation to the writer, numbered in order; called with
-    /// the lock held so that numbers follow the order of the queue.
-    fn submit(&self, st: &mut HomeState, kind: OpKind) {
-        let (Some(store), Some(home)) = (self.store.upgrade(), self.me.upgrade()) else { return };
-        st.seq += 1;
-        store.submit(Op { home, seq: st.seq, kind });
-    }
-
-    /// The writer's batch holding one of our sends was applied.
-    pub(crate) fn flushed(&self, bytes: usize) {
-        let mut st = self.lock();
-        st.unflushed = st.unflushed.saturating_sub(1);
-        st.unflushed_bytes = st.unflushed_bytes.saturating_sub(bytes);
-    }
-
-    /// Messages taken since the last report, and their bytes; reset.
-    pub(crate) fn take_taken(&self) -> (u64, u64) {
-        self.listed.store(false, Ordering::Release);
-        let mut st = self.lock();
-        (std::mem::take(&mut st.taken), std::mem::take(&mut st.taken_bytes))
-    }
-
-    /// A report that failed: counted again next time.
-    pub(crate) fn untake(&self, count: u64, bytes: u64) {
-        let mut st = self.lock();
-        st.taken += count;
-        st.taken_bytes += bytes;
-        drop(st);
-        self.list();
-    }
-
-    fn list(&self) {
-        if !self.listed.swap(true, Ordering::AcqRel)
-            && let (Some(store), Some(me)) = (self.store.upgrade(), self.me.upgrade())
-        {
-            store.list_taken(me);
-        }
-    }
-
-    fn deadline(&self, kind: DueKind, after: Option<Duration>) {
-        let Some(store) = self.store.upgrade() else { return };
-        store.arm(self.ser, kind, after.map(|a| (a, Due { home: self.me.clone(), kind })));
-    }
-
-    /// A deadline this home armed has come.
-    pub(crate) fn fire(&self, kind: DueKind) {
-        let mut st = self.lock();
-        match kind {
-            DueKind::KeepAlive(epoch) => {
-                if st.phase == (Phase::Suspended { epoch }) {
-                    self.submit(&mut st, OpKind::Expire(epoch));
-                }
-            }
-            DueKind::FirstMessage => self.submit(&mut st, OpKind::First),
-            DueKind::Watchdog => {
-                let reason = match st.phase {
-                    Phase::Closed => return,
-                    Phase::Closing(r) => r,
-                    _ => CloseReason::StoreLost,
-                };
-                drop(st);
-                warn!(client = %escape_controls(&self.cid), "the store never confirmed the close; closing here");
-                self.closed_notice(CloseInfo { reason, undelivered: 0 });
-            }
-        }
-    }
-
-    /// The store no longer has this channel (an operation found it gone):
-    /// its close notice should be on the way; if none comes, it is lost.
-    pub(crate) fn missing(&self) {
-        if !self.is_closed() {
-            self.watchdog();
-        }
-    }
-
-    fn watchdog(&self) {
-        let Some(store) = self.store.upgrade() else { return };
-        self.deadline(DueKind::Watchdog, Some(store.config.close_watchdog));
+        self.lock().state.phase() == Phase::Closed
     }
 
     /// Applies what the store decided.
     pub(crate) fn notice(&self, n: Notice) {
-        let Some(store) = self.store.upgrade() else { return };
-        let mut st = self.lock();
-        let mut wake = false;
-        let mut log = None;
-        match n {
-            Notice::Messages { first, messages, .. } => {
-                if st.app_gone || st.phase == Phase::Closed {
-                    log = Some(Log::Dropped { count: messages.len() });
-                } else {
-                    if first > st.next_message {
-                        log = Some(Log::Skipped { start: first });
-                    }
-                    let (mut bytes, mut count) = (0, 0);
-                    for (i, m) in messages.into_iter().enumerate() {
-                        if first + i as u64 >= st.next_message {
-                            bytes += m.len();
-                            count += 1;
-                            st.inbox.push(ConnectionEvent::Message(m));
-                            wake = true;
-                        }
-                        st.next_message = st.next_message.max(first + i as u64 + 1);
-                    }
-                    store.adjust_held(bytes as isize);
-                    Counters::add(&store.stats().messages_in, count);
-                }
-            }
-            Notice::Suspended { epoch, .. } => {
-                if st.phase == Phase::Open {
-                    st.phase = Phase::Suspended { epoch };
-                    wake = st.inbox.push_lifecycle(ConnectionEvent::Suspended);
-                    let keep_alive = store.config.settings.keep_alive.unwrap_or_default();
-                    self.deadline(DueKind::KeepAlive(epoch), Some(keep_alive));
-                    log = Some(Log::Suspended { keep_alive });
-                }
-            }
-            Notice::Resumed { .. } => {
-                if let Phase::Suspended { epoch } = st.phase {
-                    st.phase = Phase::Open;
-                    wake = st.inbox.push_lifecycle(ConnectionEvent::Resumed);
-                    self.deadline(DueKind::KeepAlive(epoch), None);
-                    log = Some(Log::Resumed);
-                }
-            }
-            Notice::Gap { lost, first, .. } => {
-                Counters::add(&store.stats().gap_events, lost);
-                if st.phase != Phase::Closed {
-                    st.inbox.push_gap(lost);
-                    wake = true;
-                    log = Some(Log::Gap { first, lost });
-                }
-            }
-            Notice::FirstWait { .. } => {
-                self.deadline(
-                    DueKind::FirstMessage,
-                    Some(store.config.settings.first_message_wait),
-                );
-            }
-            Notice::Closed { reason, undelivered, .. } => {
-                drop(st);
-                self.closed_notice(CloseInfo { reason, undelivered });
-                return;
-            }
-            Notice::Events { .. } | Notice::Detach { .. } | Notice::Final { .. } => {}
+        // Counted held before they are here, never after (admission reads
+        // the count): what the inbox does not keep is released.
+        if let Notice::Messages { messages, .. } = &n {
+            hold(&self.env.stats.held, messages.iter().map(String::len).sum());
         }
-        let waker = if wake { st.waker.take() } else { None };
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        if let Some(log) = log {
-            self.log(&log, &store);
-        }
+        self.update(|s| ((), s.notice(n)));
     }
 
-    /// The channel is closed: the application's last event.
-    pub(crate) fn closed_notice(&self, info: CloseInfo) {
-        let mut st = self.lock();
-        if st.phase == Phase::Closed {
-            return;
-        }
-        if let Phase::Suspended { epoch } = st.phase {
-            self.deadline(DueKind::KeepAlive(epoch), None);
-        }
-        st.phase = Phase::Closed;
-        st.inbox.push(ConnectionEvent::Closed(info));
-        let waker = st.waker.take();
-        drop(st);
-        self.deadline(DueKind::FirstMessage, None);
-        self.deadline(DueKind::Watchdog, None);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        self.closed.notify_waiters();
-        if let Some(store) = self.store.upgrade() {
-            if info.reason == CloseReason::SlowConsumer {
-                Counters::add(&store.stats().slow_consumers, 1);
-            }
-            store.home_closed(self);
-            self.log(&Log::Closed(info), &store);
-        }
+    /// A deadline this home armed has come.
+    pub(crate) fn fire(&self, due: Due) {
+        self.update(|s| ((), s.deadline(due)));
     }
 
     /// Shutdown: closes it in the store at once (its grace is over).
     pub(crate) fn force_close(&self) {
-        let mut st = self.lock();
-        if st.phase != Phase::Closed {
-            self.submit(&mut st, OpKind::ForceClose);
-        }
+        self.update(|s| ((), s.force_close()));
     }
 
     /// Shutdown begins: the control close, whatever the keep-alive.
     pub(crate) fn shutdown(&self) {
-        let mut st = self.lock();
-        if matches!(st.phase, Phase::Open | Phase::Suspended { .. }) {
-            st.phase = Phase::Closing(CloseReason::Shutdown);
-            self.submit(&mut st, OpKind::Close(CloseReason::Shutdown));
-        }
+        self.update(|s| ((), s.shutdown()));
     }
 
-    fn log(&self, log: &Log, store: &Shared) {
+    /// Closed here without the store's word (shutdown, when the store did
+    /// not confirm in time).
+    pub(crate) fn close_here(&self, info: CloseInfo) {
+        self.update(|s| ((), s.close_here(info)));
+    }
+
+    fn log(&self, log: &Log) {
         let client = escape_controls(&self.cid);
         match log {
             Log::Skipped { start } => warn!(
                 %client,
                 "messages before {start} never arrived in {:?} (a client that outlived a server restart?); starting from messageId {start}",
-                store.config.settings.first_message_wait
+                self.env.settings.first_message_wait
             ),
             Log::Dropped { count } => {
                 warn!(%client, count, "messages for a connection the application left were dropped")
@@ -334,7 +153,115 @@ impl Home {
                 warn!(%client, undelivered = c.undelivered, "closed ({}) with undelivered messages", c.reason)
             }
             Log::Closed(c) => info!(%client, "closed ({})", c.reason),
+            Log::SlowConsumer => warn!(
+                %client,
+                "slow consumer: outgoing messages not taken by the store, disconnecting"
+            ),
+            Log::Unconfirmed => {
+                warn!(%client, "the store never confirmed the close; closing here")
+            }
+            Log::StreamDropped => info!(%client, "stream dropped by server"),
+            Log::UnreadMessages { count } => warn!(
+                %client,
+                count, "the application dropped the connection with messages unread"
+            ),
         }
+    }
+}
+
+impl Machine for Home {
+    type Slot = Slot;
+    type State = HomeState;
+    type Effects = Effects;
+
+    fn slot(&self) -> &Mutex<Slot> {
+        &self.slot
+    }
+
+    fn state(slot: &mut Slot) -> &mut HomeState {
+        &mut slot.state
+    }
+
+    /// Everything a transition asked for, after the lock: the one place
+    /// where the application is woken, operations listed, deadlines armed,
+    /// held bytes lowered, counters bumped and transitions logged.
+    fn apply(&self, mut slot: MutexGuard<'_, Slot>, fx: Effects) {
+        let waker = if fx.wake_app { slot.waker.take() } else { None };
+        drop(slot);
+        let env = &*self.env;
+        // Gone from the homes here before the application hears it: its
+        // place is free by then.
+        if let Some(info) = fx.closed {
+            self.closed.notify_waiters();
+            if info.reason == CloseReason::SlowConsumer {
+                Counters::add(&env.stats.slow_consumers, 1);
+            }
+            if let Some(exit) = env.exit.upgrade() {
+                exit.home_closed(&self.cid, self.ser);
+            }
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if (fx.write || fx.report)
+            && let Some(me) = self.me.upgrade()
+        {
+            if fx.write {
+                env.writer.list(me.clone());
+            }
+            if fx.report
+                && let Some(reporter) = env.reporter.upgrade()
+            {
+                reporter.list_taken(me);
+            }
+        }
+        for (due, timer) in fx.timers {
+            match timer {
+                Timer::Arm(after) => {
+                    env.timers.arm((self.ser, due), Instant::now() + after, self.me.clone())
+                }
+                Timer::Cancel => env.timers.cancel(&(self.ser, due)),
+            }
+        }
+        release(&env.stats.held, fx.released);
+        Counters::add(&env.stats.messages_in, fx.delivered);
+        Counters::add(&env.stats.gap_events, fx.gap_events);
+        Counters::add(&env.stats.messages_out, fx.sent);
+        for log in &fx.logs {
+            self.log(log);
+        }
+    }
+}
+
+impl OpSource for Home {
+    fn target(&self) -> (&str, u64) {
+        (&self.cid, self.ser)
+    }
+
+    fn take_ops(&self, into: &mut Vec<Op>, max_ops: usize, max_bytes: usize) -> bool {
+        self.lock().state.take_ops(into, max_ops, max_bytes)
+    }
+
+    fn flushed(&self, bytes: usize) {
+        self.lock().state.flushed(bytes);
+    }
+
+    fn missing(&self) {
+        self.update(|s| ((), s.missing()));
+    }
+}
+
+impl TakenSource for Home {
+    fn target(&self) -> (&str, u64) {
+        (&self.cid, self.ser)
+    }
+
+    fn take_taken(&self) -> (u64, u64) {
+        self.lock().state.take_taken()
+    }
+
+    fn untake(&self, count: u64, bytes: u64) {
+        self.update(|s| ((), s.untake(count, bytes)));
     }
 }
 
@@ -348,111 +275,44 @@ impl ChannelApp for Home {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>> {
-        let mut st = self.lock();
-        let (ev, _) = st.inbox.recv();
+        let mut slot = self.lock();
+        let (ev, fx) = slot.state.recv();
         match ev {
             Some(ev) => {
-                if let ConnectionEvent::Message(m) = &ev {
-                    st.taken += 1;
-                    st.taken_bytes += m.len() as u64;
-                    let len = m.len();
-                    drop(st);
-                    if let Some(store) = self.store.upgrade() {
-                        store.adjust_held(-(len as isize));
-                    }
-                    self.list();
-                }
+                self.apply(slot, fx);
                 Poll::Ready(Some(ev))
             }
-            None if st.inbox.is_done() => Poll::Ready(None),
+            None if slot.state.is_done() => Poll::Ready(None),
             None => {
-                match &st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => st.waker = Some(cx.waker().clone()),
-                }
+                wait::register(&mut slot.waker, cx);
                 Poll::Pending
             }
         }
     }
 
     fn send_encoded(&self, data: Bytes) -> Result<(), SendError> {
-        let Some(store) = self.store.upgrade() else { return Err(SendError::Closed) };
-        let limits = store.config.settings.limits;
-        let mut st = self.lock();
-        if !matches!(st.phase, Phase::Open | Phase::Suspended { .. }) {
-            return Err(SendError::Closed);
-        }
-        // What the store has not taken yet is bounded here as the queue is
-        // there: a store that stays away makes a slow consumer.
-        if st.unflushed >= limits.outgoing_messages
-            || st.unflushed_bytes + data.len() > limits.outgoing_bytes
-        {
-            st.phase = Phase::Closing(CloseReason::SlowConsumer);
-            self.submit(&mut st, OpKind::SlowConsumer);
-            drop(st);
-            warn!(client = %escape_controls(&self.cid), "slow consumer: outgoing messages not taken by the store, disconnecting");
-            self.watchdog();
-            return Err(SendError::SlowConsumer);
-        }
-        st.unflushed += 1;
-        st.unflushed_bytes += data.len();
-        self.submit(&mut st, OpKind::Send(data));
-        drop(st);
-        Counters::add(&store.stats().messages_out, 1);
-        Ok(())
+        self.update(|s| s.send(data))
     }
 
     fn close(&self) {
-        let mut st = self.lock();
-        if matches!(st.phase, Phase::Open | Phase::Suspended { .. }) {
-            st.phase = Phase::Closing(CloseReason::Closed);
-            self.submit(&mut st, OpKind::Close(CloseReason::Closed));
-            drop(st);
-            self.watchdog();
-        }
+        self.update(|s| ((), s.close()))
     }
 
     fn drop_stream(&self) {
-        let mut st = self.lock();
-        if st.phase == Phase::Open {
-            self.submit(&mut st, OpKind::Drop);
-            drop(st);
-            info!(client = %escape_controls(&self.cid), "stream dropped by server");
-        }
+        self.update(|s| ((), s.drop_stream()))
     }
 
     fn is_live(&self) -> bool {
-        matches!(self.lock().phase, Phase::Open | Phase::Suspended { .. })
+        self.lock().state.phase().is_live()
     }
 
     fn app_gone(&self) {
-        let mut st = self.lock();
-        st.app_gone = true;
-        let bytes = st.inbox.bytes();
-        let unread = st.inbox.clear();
-        if st.phase != Phase::Closed {
-            self.submit(&mut st, OpKind::Gone);
-        }
-        drop(st);
-        if let Some(store) = self.store.upgrade() {
-            store.adjust_held(-(bytes as isize));
-        }
-        if unread > 0 {
-            warn!(client = %escape_controls(&self.cid), count = unread, "the application dropped the connection with messages unread");
-        }
+        self.update(|s| ((), s.app_dropped()))
     }
 
     fn closed(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            loop {
-                let closed = self.closed.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                if self.is_closed() {
-                    return;
-                }
-                closed.await;
-            }
+            wait::until(&self.closed, None, || self.is_closed()).await;
         })
     }
 }

@@ -22,7 +22,8 @@ fn library() -> (String, String) {
     // The weights the memory store counts, so that both bound alike.
     let text = LIBRARY
         .replace("__ENTRY_OVERHEAD__", &crate::protocol::reorder::ENTRY_OVERHEAD.to_string())
-        .replace("__REPLAY_OVERHEAD__", &crate::server::channel::REPLAY_OVERHEAD.to_string());
+        .replace("__REPLAY_OVERHEAD__", &crate::server::channel::REPLAY_OVERHEAD.to_string())
+        .replace("__CLOSED_OVERHEAD__", &crate::server::memory::CLOSED_ENTRY_OVERHEAD.to_string());
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     let hash = text
         .bytes()
@@ -43,6 +44,8 @@ pub(crate) const READ_BLOCK: Duration = Duration::from_secs(1);
 pub(crate) enum StoreError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("Redis is out of memory (its maxmemory is reached)")]
+    Full,
     #[error("Redis: {0}")]
     Redis(String),
     #[error("Redis gave an answer this version of ssechan does not understand")]
@@ -53,9 +56,18 @@ pub(crate) enum StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
+        if e.code() == Some("OOM") {
+            return StoreError::Full;
+        }
         StoreError::Redis(e.to_string())
     }
 }
+
+/// Operations called through the library's second function, which Redis
+/// runs even when it is out of memory: they keep the instances alive and
+/// free memory (a lease, a report that trims, leaving). Everything else is
+/// refused then, so a POST gets 503 instead of growing a full Redis.
+const WHEN_FULL: [&str; 3] = ["beat", "report", "leave"];
 
 /// What every script call carries first.
 #[derive(Debug, Clone)]
@@ -64,6 +76,31 @@ pub(crate) struct Header {
     pub me: String,
     pub lease_ms: u64,
     pub memory_ms: u64,
+    /// The bounds the library applies, as `channels.lua`'s `bounds` takes
+    /// them: one argument, parsed once by the library.
+    pub bounds: String,
+}
+
+impl Header {
+    /// The bounds of `limits`, in the library's order, as one argument.
+    pub(crate) fn bounds_of(limits: &crate::server::config::Limits, attach_page: usize) -> String {
+        let n = |v: usize| v as u64;
+        let all = [
+            limits.reorder_window,
+            n(limits.reorder_bytes),
+            n(limits.incoming_messages),
+            n(limits.incoming_bytes),
+            n(limits.replay_events),
+            n(limits.replay_bytes),
+            n(attach_page),
+            n(limits.outgoing_messages),
+            n(limits.outgoing_bytes),
+            n(limits.incoming_total),
+            n(limits.closed_id_bytes),
+            n(limits.max_clients),
+        ];
+        all.map(|v| v.to_string()).join(",")
+    }
 }
 
 /// A connected Redis and what is needed to call the library.
@@ -120,8 +157,13 @@ impl Link {
     ) -> Result<Value, StoreError> {
         let h = &self.header;
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&self.library.1).arg(0);
-        cmd.arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
+        if WHEN_FULL.contains(&op) {
+            cmd.arg(format!("{}_free", self.library.1));
+        } else {
+            cmd.arg(&self.library.1);
+        }
+        cmd.arg(0).arg(&h.prefix).arg(op).arg(&h.me).arg(h.lease_ms).arg(h.memory_ms);
+        cmd.arg(&h.bounds);
         args(&mut cmd);
         let mut conn = self.conn.clone();
         let started = Instant::now();
@@ -197,4 +239,31 @@ async fn load(conn: &mut impl redis::aio::ConnectionLike, code: &str) -> redis::
 /// to `max`, never giving up.
 pub(crate) fn retry(max: Duration) -> Backoff {
     Backoff::forever(Duration::from_millis(50), max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::Limits;
+
+    #[test]
+    fn bounds_go_in_the_order_the_library_reads_them() {
+        let limits = Limits {
+            reorder_window: 1,
+            reorder_bytes: 2,
+            incoming_messages: 3,
+            incoming_bytes: 4,
+            replay_events: 5,
+            replay_bytes: 6,
+            outgoing_messages: 8,
+            outgoing_bytes: 9,
+            incoming_total: 10,
+            closed_id_bytes: 11,
+            max_clients: 12,
+            ..Limits::default()
+        };
+        assert_eq!(Header::bounds_of(&limits, 7), "1,2,3,4,5,6,7,8,9,10,11,12");
+        let order = "WINDOW, QMAX, INMAX, INBMAX, REV, RBYTES, PAGE, OUTMAX, OUTBMAX, INTOT, CLOSEDMAX, CLOSEDIDS = unpack(b, 1, 12)";
+        assert!(LIBRARY.contains(order), "channels.lua reads them in this order");
+    }
 }

@@ -28,8 +28,14 @@ pub(crate) enum Notice {
     /// For a holder: its stream is no longer the channel's.
     Detach { tok: String },
     /// For a holder: write the events through `last`, then the control
-    /// close. `home`, `reason` and `lost` are for telling the home.
-    Final { tok: String, last: u64, reason: CloseReason, lost: u64, home: String },
+    /// close; or (`quiet`: the client left) end the stream at once. Either
+    /// way the store hears what it wrote. `home`, `reason` and `lost` are
+    /// for telling the home.
+    Final { tok: String, last: u64, reason: CloseReason, lost: u64, home: String, quiet: bool },
+    /// For the caller of a change: acknowledged out-of-order messages of
+    /// closed ids it forgot (evicted for room, dropped with their channel,
+    /// remembered for the whole memory period).
+    Forgotten { evicted: u64, dropped: u64, expired: u64 },
 }
 
 /// A broadcast from instance `origin`, number `seq`.
@@ -207,12 +213,18 @@ impl Notice {
                 data: f.data().cloned().collect(),
             },
             b"x" => Notice::Detach { tok: tok()? },
+            b"o" => Notice::Forgotten {
+                evicted: f.int("e")?,
+                dropped: f.int("d")?,
+                expired: f.int("x")?,
+            },
             b"f" => Notice::Final {
                 tok: tok()?,
                 last: f.int("i")?,
                 reason: reason_of(f.get("r")?)?,
                 lost: f.int("l")?,
                 home: f.text("h")?,
+                quiet: f.get("q").is_some_and(|q| q == "1"),
             },
             _ => return None,
         })
@@ -353,8 +365,16 @@ pub(crate) enum Posted {
     AppGone,
     HomeDead,
     Busy,
-    TooFarAhead { next: u64 },
-    ReorderFull { bytes: u64 },
+    TooFarAhead {
+        next: u64,
+    },
+    ReorderFull {
+        bytes: u64,
+    },
+    /// The out-of-order bytes of all channels reached `limit`.
+    Full {
+        limit: u64,
+    },
 }
 
 impl Posted {
@@ -370,6 +390,7 @@ impl Posted {
             b"busy" => Posted::Busy,
             b"far" => Posted::TooFarAhead { next: arg()? },
             b"qfull" => Posted::ReorderFull { bytes: arg()? },
+            b"full" => Posted::Full { limit: arg()? },
             _ => return None,
         })
     }
@@ -417,7 +438,8 @@ mod tests {
                 last: 9,
                 reason: CloseReason::SlowConsumer,
                 lost: 2,
-                home: "H".into()
+                home: "H".into(),
+                quiet: false,
             })
         );
         let two = fields(&[
@@ -435,6 +457,11 @@ mod tests {
         assert_eq!(
             Notice::parse(&c).and_then(|n| n.home_target().map(|(c, s)| (c.to_owned(), s))),
             Some(("x".into(), 2))
+        );
+        let o = fields(&["t", "o", "e", "3", "d", "0", "x", "7"]);
+        assert_eq!(
+            Notice::parse(&o),
+            Some(Notice::Forgotten { evicted: 3, dropped: 0, expired: 7 })
         );
         // Unknown kinds, missing fields and a bad reason are refused.
         assert_eq!(Notice::parse(&fields(&["t", "?"])), None);
@@ -524,6 +551,8 @@ mod tests {
         assert_eq!(Attached::parse(&new), Some(Attached::New { ser: 9, next_message: 0 }));
         let far = Value::Array(vec![bulk("far"), bulk("12")]);
         assert_eq!(Posted::parse(&far), Some(Posted::TooFarAhead { next: 12 }));
+        let full = Value::Array(vec![bulk("full"), bulk("1048576")]);
+        assert_eq!(Posted::parse(&full), Some(Posted::Full { limit: 1 << 20 }));
         assert_eq!(Posted::parse(&Value::Array(vec![bulk("what")])), None);
     }
 }

@@ -11,7 +11,6 @@ use redis::{Cmd, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::link::{Link, REQUEST_TIMEOUT, StoreError};
-use crate::server::config::Limits;
 
 /// Requests per call at most, and bytes of messages.
 const MAX_REQUESTS: usize = 512;
@@ -19,11 +18,30 @@ const MAX_BYTES: usize = 1 << 20;
 /// Calls in flight at once: one is being answered while the next fills.
 const IN_FLIGHT: usize = 2;
 
+/// What a holder tells the store when its stream ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    pub cid: Arc<str>,
+    pub ser: u64,
+    pub tok: Arc<str>,
+    /// What the stream handed to its socket: the last event id, and the
+    /// channel's data bytes through it.
+    pub sent: u64,
+    pub sent_cum: u64,
+    /// It wrote the control close.
+    pub flushed: bool,
+    /// For a closing channel: its home, the reason and what never reached
+    /// the client, for telling the home if the channel is gone meanwhile.
+    pub home: String,
+    pub reason: &'static str,
+    pub undelivered: u64,
+}
+
 /// One request, as `ops.batch` in `channels.lua` takes it.
 pub(crate) enum Request {
     Attach { cid: Arc<str>, tok: Arc<str>, last: i64, keep_alive: u64, may_create: bool },
     Post { cid: String, id: u64, message: String },
-    Ended(super::Ended),
+    Ended(Ended),
     Abandon { cid: Arc<str>, tok: Arc<str>, orphan: bool },
     ClientClosed { cid: String },
     Lost { cid: Arc<str>, ser: u64, first: u64, last: u64 },
@@ -77,14 +95,14 @@ pub(crate) struct Requests {
 
 impl Requests {
     /// Starts the batching tasks; they end with `stop`.
-    pub(crate) fn start(link: Link, limits: Limits, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn start(link: Link, stop: watch::Receiver<bool>) -> Self {
         // Bounded by its senders: one per HTTP request or stream in
         // progress, each given up after REQUEST_TIMEOUT (and not sent
         // once its caller has gone).
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..IN_FLIGHT {
-            tokio::spawn(run(link.clone(), limits, rx.clone(), stop.clone()));
+            tokio::spawn(run(link.clone(), rx.clone(), stop.clone()));
         }
         Self { tx }
     }
@@ -105,7 +123,6 @@ impl Requests {
 
 async fn run(
     link: Link,
-    limits: Limits,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Waiting>>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -136,9 +153,6 @@ async fn run(
         }
         let reply = link
             .call_within(REQUEST_TIMEOUT, "batch", |cmd| {
-                cmd.arg(limits.reorder_window).arg(limits.reorder_bytes);
-                cmd.arg(limits.incoming_messages).arg(limits.incoming_bytes);
-                cmd.arg(limits.replay_events).arg(limits.replay_bytes).arg(super::ATTACH_PAGE);
                 for w in &batch {
                     w.request.add_to(cmd);
                 }
