@@ -227,6 +227,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
             [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates to trust in addition to the built-in roots')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'URL is an MCP Streamable HTTP endpoint: run the MCP checks (docs/mcp.md)')
             [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the checks (after --raw, --only and --skip) instead of running them')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')

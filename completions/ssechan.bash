@@ -293,7 +293,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__check)
-            opts="-H -k -v -q -h -V --raw --list --only --skip --format --junit --wait --idle-probe --heartbeat-within --timeout --origin --streams --message-limit --header --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -v -q -h -V --raw --mcp --list --only --skip --format --junit --wait --idle-probe --heartbeat-within --timeout --origin --streams --message-limit --header --insecure --cacert --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -188,6 +188,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l message-limit 
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l cacert -d 'PEM file of certificates to trust in addition to the built-in roots' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l raw -d 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l mcp -d 'URL is an MCP Streamable HTTP endpoint: run the MCP checks (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l list -d 'List the checks (after --raw, --only and --skip) instead of running them'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s k -l insecure -d 'Accept any server certificate (like curl -k)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'

@@ -699,15 +699,22 @@ Examples:
   ssechan check URL --skip path.idle-timeout --junit check.xml
   # any plain SSE endpoint
   ssechan check --raw https://example.com/events
+  # an MCP server's Streamable HTTP endpoint
+  ssechan check --mcp http://127.0.0.1:8080/mcp
   # the checks and what each proves
   ssechan check --list")]
 pub struct CheckArgs {
-    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    /// Channel endpoint (or, with --raw, any SSE endpoint; with --mcp, an
+    /// MCP endpoint).
     #[arg(required_unless_present = "list")]
     pub url: Option<String>,
     /// URL is a plain SSE endpoint: run the raw and path checks, not the channel ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mcp")]
     pub raw: bool,
+    /// URL is an MCP Streamable HTTP endpoint: run the MCP checks
+    /// (docs/mcp.md).
+    #[arg(long)]
+    pub mcp: bool,
     /// List the checks (after --raw, --only and --skip) instead of running them.
     #[arg(long)]
     pub list: bool,
