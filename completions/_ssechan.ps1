@@ -139,6 +139,8 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         }
         'ssechan;bench' {
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'What to measure')
+            [CompletionResult]::new('--tool', '--tool', [CompletionResultType]::ParameterName, 'With --mcp: the tool to call (`echo` by default; its answer is then checked to be the message sent)')
+            [CompletionResult]::new('--args', '--args', [CompletionResultType]::ParameterName, 'With --mcp: the tool''s arguments, a JSON object (the default echo sends `{"message": …}` of --size bytes)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
             [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
             [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s')
@@ -177,6 +179,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--dashboard', '--dashboard', [CompletionResultType]::ParameterName, 'Serve a live view of the run at http://ADDR/ (same forms as serve --listen: a bare port is on loopback): the HTML report, updated once a second by an event stream')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep-alive of the embedded server (without URL)')
             [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'URL is an MCP Streamable HTTP endpoint: each client is a session calling a tool (docs/mcp.md)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Listen mode: URL is a plain SSE endpoint (no client id)')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')

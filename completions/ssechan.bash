@@ -73,7 +73,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --shard --start-at --connect-timeout --insecure --cacert --threads --dashboard --keep-alive --drain --verbose --quiet --help --version merge"
+            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --mcp --tool --args --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --shard --start-at --connect-timeout --insecure --cacert --threads --dashboard --keep-alive --drain --verbose --quiet --help --version merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -81,6 +81,14 @@ _ssechan() {
             case "${prev}" in
                 --mode)
                     COMPREPLY=($(compgen -W "echo listen" -- "${cur}"))
+                    return 0
+                    ;;
+                --tool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --args)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --clients)

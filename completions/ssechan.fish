@@ -120,6 +120,8 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l tool -d 'With --mcp: the tool to call (`echo` by default; its answer is then checked to be the message sent)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l args -d 'With --mcp: the tool\'s arguments, a JSON object (the default echo sends `{"message": …}` of --size bytes)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s c -l clients -d 'Concurrent clients (of all shards together)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s d -l duration -d 'Run for this long instead of a message count' -r
@@ -153,6 +155,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l dashboard -d 'Serve a live view of the run at http://ADDR/ (same forms as serve --listen: a bare port is on loopback): the HTML report, updated once a second by an event stream' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l mcp -d 'URL is an MCP Streamable HTTP endpoint: each client is a session calling a tool (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s k -l insecure -d 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'

@@ -507,6 +507,8 @@ Examples:
   ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem
   # a page with charts, and a live view while it runs
   ssechan bench URL -d 60s --html report.html --dashboard 8090
+  # MCP sessions calling the echo tool, their streams cut every 500 ms
+  ssechan bench --mcp http://127.0.0.1:8080/mcp -c 20 -d 10s --drop-every 500ms
 
 The reference: docs/bench.md"
 )]
@@ -519,6 +521,18 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
     pub mode: BenchMode,
+    /// URL is an MCP Streamable HTTP endpoint: each client is a session
+    /// calling a tool (docs/mcp.md).
+    #[arg(long, requires = "url", conflicts_with_all = ["raw", "scenario", "method", "data"])]
+    pub mcp: bool,
+    /// With --mcp: the tool to call (`echo` by default; its answer is
+    /// then checked to be the message sent).
+    #[arg(long, value_name = "NAME", requires = "mcp")]
+    pub tool: Option<String>,
+    /// With --mcp: the tool's arguments, a JSON object (the default echo
+    /// sends `{"message": …}` of --size bytes).
+    #[arg(long, value_name = "JSON", requires = "mcp")]
+    pub args: Option<String>,
     /// Concurrent clients (of all shards together).
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,

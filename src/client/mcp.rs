@@ -306,7 +306,8 @@ impl McpClient {
         let _ = owed.wait_for(|n| *n == 0).await;
     }
 
-    /// Cuts every open stream (as a network failure would); each resumes.
+    /// Cuts every open stream (as a network failure would), each once it
+    /// has given an id to resume from; each resumes.
     pub fn drop_streams(&self) {
         self.inner.drops.send_modify(|n| *n += 1);
     }
@@ -665,24 +666,43 @@ impl McpClient {
         };
         let mut drops = self.inner.drops.subscribe();
         drops.borrow_and_update();
+        // A cut asked for before the stream gave an id to resume from
+        // waits for one: a cut then would test nothing of the server.
+        let mut drop_asked = false;
         let fail = |why: String| Err((None, why));
         loop {
-            let step = tokio::select! {
-                step = driver.next() => step,
-                _ = drops.changed() => {
-                    if driver.drop_stream() {
-                        self.cut(name, "dropped on purpose".into()).await;
-                    }
-                    continue;
+            let now = if drop_asked && !driver.reader().last_event_id().is_empty() {
+                // What has arrived already is read first: a cut cannot take
+                // back what the network delivered.
+                tokio::time::timeout(Duration::ZERO, driver.next()).await.ok()
+            } else {
+                None
+            };
+            if drop_asked && now.is_none() && !driver.reader().last_event_id().is_empty() {
+                drop_asked = false;
+                if driver.drop_stream() {
+                    self.cut(name, "dropped on purpose".into()).await;
                 }
-                m = answered(&mut elsewhere) => {
-                    match m {
-                        Ok(m) => return Ok(Some(m)),
-                        Err(_) => elsewhere = None,
+                continue;
+            }
+            let step = if let Some(step) = now {
+                step
+            } else {
+                tokio::select! {
+                    step = driver.next() => step,
+                    _ = drops.changed() => {
+                        drop_asked = driver.is_open();
+                        continue;
                     }
-                    continue;
+                    m = answered(&mut elsewhere) => {
+                        match m {
+                            Ok(m) => return Ok(Some(m)),
+                            Err(_) => elsewhere = None,
+                        }
+                        continue;
+                    }
+                    _ = self.until_stopped() => return fail("the client stopped".into()),
                 }
-                _ = self.until_stopped() => return fail("the client stopped".into()),
             };
             if !matches!(step, Some(Step::Connecting { .. }))
                 && let Some(ready) = ready.take()
