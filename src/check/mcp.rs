@@ -10,6 +10,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use super::Ctx;
 use super::probe::{self, Item, Stream};
@@ -149,7 +150,7 @@ struct Seen {
     message: Option<Value>,
 }
 
-/// Events of `s` until the response to `id` (included), one `--wait`
+/// Events of `s` until the response to `id` (included), one `--timeout`
 /// at most between two; `Err` says what came instead.
 async fn until_response(
     cx: &Ctx,
@@ -158,11 +159,12 @@ async fn until_response(
     got: &mut Vec<Seen>,
 ) -> Result<(), String> {
     loop {
-        match s.next(cx.deadline()).await {
+        // `--timeout`, not `--wait`: a session's process may be starting.
+        match s.next(Instant::now() + cx.opts.timeout).await {
             None => {
                 return Err(format!(
                     "nothing for {} after {} events",
-                    humantime::format_duration(cx.opts.wait),
+                    humantime::format_duration(cx.opts.timeout),
                     got.len()
                 ));
             }
