@@ -2100,6 +2100,39 @@ async fn scenario_says_where_clients_diverged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn scenario_counts_refusals_as_plain_bench_does() {
+    // A server that answers the first POST of messageId 2 with 503 and
+    // takes it when sent again: every client matches the recording, and
+    // the refusals the retries hid still fail the run, unless allowed.
+    let good = bench_servers::faulty_echo(Fault::None).await;
+    let refusing = bench_servers::faulty_echo(Fault::RefuseOnce(3, 503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = record_session(dir.path(), &good, Duration::from_millis(10));
+    let file = file.to_str().unwrap();
+    let args = ["--scenario", file, &refusing, "-c", "4", "--json", "-"];
+    let r = bench(&args).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["refusals"], serde_json::json!({"503": 4}), "{v}");
+    assert_eq!(u(&v, "posts"), 16, "each refused POST answered twice: {v}");
+    assert_eq!((u(&v, "received"), v["scenario"]["matched"].as_u64()), (12, Some(4)), "{v}");
+    assert_eq!(failure_names(&v), ["refusals"], "{v}");
+    assert!(
+        r.stderr.contains("refusals    4 of 16 POSTs answered with an error status: 503 \u{d7}4"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("FAIL  refusals        4 POSTs (max 0 POSTs)"), "{}", r.stderr);
+    for (limit, code) in [("4", 0), ("3", 1), ("25%", 0), ("20%", 1)] {
+        let mut a = args.to_vec();
+        a.extend(["--max-refusals", limit]);
+        let r = bench(&a).await;
+        assert_eq!(r.code, code, "--max-refusals {limit}: {}", r.stderr);
+        assert_eq!(r.json()["refusals"]["503"], 4, "{limit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn scenario_speed_shortens_the_gaps() {
     let (_serve, url) = serve_echo(&[]).await;
     let dir = tempfile::tempdir().unwrap();

@@ -57,11 +57,6 @@ async fn say(s: &mut Serve, v: Value) {
     s.send_line(&v.to_string()).await;
 }
 
-async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
-    let body = ssechan::protocol::encode_message_body(msg);
-    post_raw(url, &channel_query(who, Some(id)), body).await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn posts_of_one_client_across_three_instances_arrive_in_order_once() {
     let redis = RedisServer::start();
@@ -124,6 +119,24 @@ async fn a_stream_dropped_on_one_instance_resumes_on_another_with_replay() {
     let got = b.msgs(4).await;
     let got: Vec<(u64, &str)> = got.iter().map(|m| (m.id, m.data.as_str())).collect();
     assert_eq!(got, [(3, "e3"), (4, "e4"), (5, "e5"), (6, "e6")]);
+}
+
+/// With a COMMAND, a channel's process runs on its home only: a resume on
+/// another instance starts none there. That instance's one process place
+/// is taken, so starting one for the resume would be refused with 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_on_another_instance_starts_no_process_there() {
+    let redis = RedisServer::start();
+    let args = ["--keep-alive", "30s", "--max-processes", "1", "--", "cat"];
+    let inst = instances(&redis, 2, &args).await;
+    let _x = open(&inst[1].url, "x", None).await;
+    let mut a = open(&inst[0].url, "c", None).await;
+    assert_eq!(post_text(&inst[0].url, "c", 0, "one").await.0, 200);
+    assert_eq!(a.next_msg().await.data, "one");
+    drop(a);
+    let mut b = open(&inst[1].url, "c", Some(1)).await;
+    assert_eq!(post_text(&inst[1].url, "c", 1, "two").await.0, 200);
+    assert_eq!(b.next_msg().await.data, "two");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -574,17 +587,28 @@ async fn metrics_show_the_channels_of_the_instance_and_its_round_trips_to_redis(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_stops_leaves_nothing_behind() {
     let redis = RedisServer::start();
-    let mut inst = instances(&redis, 2, &["--echo"]).await;
+    // A lease shorter than the wait below, for when leaving fails.
+    let mut inst = instances(&redis, 2, &["--echo", "--redis-lease", "5s"]).await;
     let a = inst.remove(0);
     // More channels than one batch of the leave script (256), for what
     // the closes leave to it.
     let ids: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
     let streams = join_all(ids.iter().map(|id| open(&a.url, id, None))).await;
     assert!(redis.command(&["SCARD", "ssechan:live"]).starts_with(":300"));
-    let _ = stop(a).await;
+    let (_, err) = stop(a).await;
     drop(streams);
-    assert_eq!(redis.command(&["SCARD", "ssechan:live"]), ":0\r\n");
-    assert_eq!(redis.command(&["HLEN", "ssechan:inst"]), ":1\r\n", "only the other instance");
+    let clean = || {
+        let live = redis.command(&["SCARD", "ssechan:live"]);
+        let inst = redis.command(&["HLEN", "ssechan:inst"]);
+        (live == ":0\r\n" && inst == ":1\r\n").then_some(())
+    };
+    if err.iter().any(|l| l.contains("could not leave the store cleanly")) {
+        // Redis did not answer in time (a busy machine): what is left goes
+        // with the lease, taken by the other instance.
+        eventually("the other instance to close what the leaver left", clean).await;
+    } else {
+        assert_eq!(clean(), Some(()), "nothing left but the other instance");
+    }
 }
 
 /// A resume on another instance from before what the store still keeps

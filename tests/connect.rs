@@ -1,6 +1,8 @@
 //! `ssechan connect` end to end: the real binary against the real `ssechan
 //! serve` (or a tiny plain SSE server for `--raw`), over real HTTP.
 
+#[path = "support/bench_servers.rs"]
+mod bench_servers;
 #[path = "support/closed_port.rs"]
 mod closed_port;
 #[path = "support/client_procs.rs"]
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bench_servers::Fault;
 use closed_port::ClosedPort;
 use procs::{PlainSse, Serve, SseServer, connect};
 use serde_json::{Value, json};
@@ -202,6 +205,90 @@ fn refused_message_exits_1() {
     assert_eq!(c.wait().code(), Some(1));
     let err = c.stderr();
     assert!(err.contains("message 0 not delivered: server answered 413"), "{err}");
+    // A final refusal is counted too.
+    assert!(
+        err.contains("\nrefusals: 1 of 1 POSTs answered with an error status: 413 \u{d7}1\n"),
+        "{err}"
+    );
+}
+
+/// bench's faulty echo server, on a runtime of its own that serves as long
+/// as it lives.
+fn faulty_echo(fault: Fault) -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(bench_servers::faulty_echo(fault));
+    (rt, url)
+}
+
+#[test]
+fn retried_refusals_are_counted_and_said_at_exit() {
+    // 503 to the first POST of messageIds 9, 19 and 29, taken when sent
+    // again: every line arrives, in order, and the exit line still says
+    // what the retries hid (33 POSTs answered, 3 of them refused).
+    let (_rt, url) = faulty_echo(Fault::RefuseOnce(10, 503));
+    let lines: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    let want: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+    for quiet in [false, true] {
+        let args = with(FAST, &["--wait", "100ms", &url]);
+        let args = if quiet { with(&["-q"], &args) } else { args };
+        let mut c = connect(&args);
+        c.write(&lines);
+        c.close_stdin();
+        assert_eq!(c.rest(), want);
+        assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+        let err = c.stderr();
+        let said: Vec<&str> = err.lines().filter(|l| l.starts_with("refusals")).collect();
+        let line = "refusals: 3 of 33 POSTs answered with an error status: 503 \u{d7}3";
+        // -q keeps stderr for errors.
+        let expected: &[&str] = if quiet { &[] } else { &[line] };
+        assert_eq!(said, expected, "{err}");
+    }
+}
+
+#[test]
+fn refusals_show_in_json_and_in_the_record() {
+    // 429 to the first POST of messageId 2.
+    let (_rt, url) = faulty_echo(Fault::RefuseOnce(3, 429));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let file = path.to_str().unwrap();
+    let args = with(FAST, &["--format", "json", "--record", file, "--wait", "100ms", &url]);
+    let mut c = connect(&args);
+    c.write("a\nb\nc\n");
+    c.close_stdin();
+    let lines: Vec<Value> = c.rest().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(c.wait().success(), "stderr:\n{}", c.stderr());
+    let of = |event: &str| -> Vec<Value> {
+        lines.iter().filter(|v| v["event"] == event).cloned().collect()
+    };
+    let refused = json!({
+        "event": "refused",
+        "message_id": 2,
+        "status": 429,
+        "reason": "server busy, try again",
+        "retried": true
+    });
+    assert_eq!(of("refused"), std::slice::from_ref(&refused), "{lines:?}");
+    let data: Vec<Value> = of("message").into_iter().map(|m| m["data"].clone()).collect();
+    assert_eq!(data, [json!("a"), json!("b"), json!("c")], "{lines:?}");
+    let err = c.stderr();
+    assert!(
+        err.contains("refusals: 1 of 4 POSTs answered with an error status: 429 \u{d7}1"),
+        "{err}"
+    );
+    let (_, steps) = ssechan::connect::record::read_file(&path).unwrap();
+    let recorded: Vec<Value> = steps
+        .iter()
+        .filter_map(|s| match &s.what {
+            ssechan::connect::record::Recorded::Other { event, line } if event == "refused" => {
+                let mut line = line.clone();
+                line.as_object_mut()?.remove("t_ms");
+                Some(line)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, [refused], "{steps:?}");
 }
 
 #[test]

@@ -239,6 +239,25 @@ async fn a_cut_call_resumes_with_last_event_id_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_counted_by_status_and_said_at_the_end() {
+    // One request in flight per session: of three long calls at once,
+    // the two after the first are refused 429.
+    let serve = bridge(&["--max-session-streams", "1"]).await;
+    let mut c = Connect::start(&serve.url, &[]);
+    c.stderr_with("connected to ").await;
+    for id in 1..=3 {
+        c.say(&long_call(id, &format!("p{id}"))).await;
+    }
+    c.end_input();
+    let line = c.stderr_with("refusals: ").await;
+    assert!(
+        line.contains("refusals: 2 of 3 POSTs answered with an error status: 429 \u{d7}2"),
+        "{line}"
+    );
+    assert_eq!(c.exit(WAIT).await, 1, "{:#?}", c.said);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn answers_still_owed_after_the_bound_are_named_and_fail_the_run() {
     // The reference server's own transport stores what a call sends after
     // a resume but never delivers it (its event store gives the SDK an

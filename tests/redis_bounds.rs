@@ -236,11 +236,6 @@ async fn get(client: &reqwest::Client, url: &str, who: String) -> reqwest::Respo
     client.get(url).header("accept", "text/event-stream").send().await.expect("get")
 }
 
-async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
-    let body = ssechan::protocol::encode_message_body(msg);
-    post_raw(url, &channel_query(who, Some(id)), body).await
-}
-
 /// New clients arriving at once are admitted against --max-clients in one
 /// step each: never more than the limit, the rest refused 503 with the
 /// reason; a client that leaves makes room for one more.

@@ -2,6 +2,8 @@
 //! `ssechan serve`: what a person at a keyboard sees and sends.
 #![cfg(unix)]
 
+#[path = "support/bench_servers.rs"]
+mod bench_servers;
 #[path = "support/mcp_peers.rs"]
 mod mcp_peers;
 #[path = "support/client_procs.rs"]
@@ -335,4 +337,36 @@ fn mcp_lists_and_calls_tools_with_their_names_completed() {
     s.expect("revision:      2025-11-25");
     s.enter_last("/quit");
     assert_eq!(s.exit_code(), 0);
+}
+
+#[test]
+fn status_and_the_exit_show_what_retries_hid() {
+    // bench's faulty echo server answers the first POST of messageId 1
+    // with 503 and takes it when sent again.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(bench_servers::faulty_echo(bench_servers::Fault::RefuseOnce(2, 503)));
+    let home = tempfile::tempdir().unwrap();
+    let args = ["--retry-initial", "20ms", "--retry-max", "50ms", "--client-id", "me", &url];
+    let mut s = Repl::start_with(&args, home.path(), false);
+    s.until_connected("me");
+    s.enter("zero");
+    s.enter("one");
+    s.expect("message 1: server answered 503: server busy, try again (retrying)");
+    for attempt in 0.. {
+        s.enter("/status");
+        s.expect("sent:          2 (acknowledged ");
+        let end = s.find(", refused 0)", s.pos);
+        let acked = String::from_utf8_lossy(&s.seen[s.pos..end]).into_owned();
+        s.pos = end;
+        if acked == "2" {
+            break;
+        }
+        assert!(attempt < 100, "the POSTs were never acknowledged");
+    }
+    s.expect("refusals:      1 of 3 POSTs answered with an error status: 503 \u{d7}1");
+    s.enter_last("/quit");
+    assert_eq!(s.exit_code(), 0);
+    let screen = String::from_utf8_lossy(&s.seen).into_owned();
+    let exit = "refusals: 1 of 3 POSTs answered with an error status: 503 \u{d7}1";
+    assert_eq!(screen.matches(exit).count(), 1, "{screen:?}");
 }

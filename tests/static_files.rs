@@ -247,3 +247,74 @@ async fn devconsole_answers_a_browser_and_leaves_clients_alone() {
     let refused = http().get(&plain.url).header("accept", "text/html").send().await.unwrap();
     assert_eq!(refused.status(), 406);
 }
+
+/// Reads an answer's head (to the blank line), and nothing after it.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut b)).await.unwrap().unwrap();
+        assert_eq!(n, 1, "the answer ended in its head: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A download larger than a chunk keeps its file open while it is sent: at
+/// most 64 at once, so that readers who stop reading cannot take every
+/// descriptor. Past it `503` with `Retry-After`; a small file (read at once,
+/// its file closed) is still served; a place comes back when a download ends.
+#[tokio::test]
+async fn slow_downloads_hold_a_bounded_number_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more than the socket buffers take: a reader who stops reading
+    // keeps the download, and its file, open.
+    let big = 16 << 20;
+    std::fs::write(dir.path().join("big.bin"), vec![7u8; big]).unwrap();
+    std::fs::write(dir.path().join("small.txt"), "small").unwrap();
+    let serve = serve_site(dir.path(), &[]).await;
+    let base = base(&serve);
+    let addr = base.trim_start_matches("http://").to_owned();
+    let get = format!("GET /big.bin HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(get.as_bytes()).await.unwrap();
+        let head = read_head(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        slow.push(tcp);
+    }
+    // A part larger than a chunk needs a place too.
+    let part = || async {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let req = format!(
+            "GET /big.bin HTTP/1.1\r\nHost: {addr}\r\nRange: bytes=0-99999\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, tcp.read_to_end(&mut out)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let refused = part().await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("too many files being sent at once"), "{refused}");
+    assert_eq!(raw_status(&base, "/small.txt").await, 200);
+    // One reader reads to the end: once the server is done with that
+    // download, its place is free again.
+    let mut done = slow.pop().unwrap();
+    let mut body = vec![0u8; big];
+    // A debug build on a busy machine sends it slowly.
+    let read = done.read_exact(&mut body);
+    tokio::time::timeout(WAIT * 6, read).await.unwrap().unwrap();
+    assert!(body.iter().all(|b| *b == 7));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = part().await;
+        if answer.starts_with("HTTP/1.1 206") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no place came back: {answer:.200}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -212,11 +212,9 @@ async fn session(
     s.drops = st.cuts.load(Ordering::Relaxed);
     s.resumes = st.resumes.load(Ordering::Relaxed);
     s.failed_resumes = st.failed_resumes.load(Ordering::Relaxed);
-    if let Ok(r) = st.refusals.lock() {
-        for (status, n) in r.iter() {
-            for _ in 0..*n {
-                plan.stats.refused(*status);
-            }
+    for (status, n) in st.refusals_by_status() {
+        for _ in 0..n {
+            plan.stats.refused(status);
         }
     }
     client.close().await;

@@ -150,7 +150,7 @@ pub struct Report {
     /// POST attempts that got no answer (each retried with the same
     /// messageId).
     pub post_errors: u64,
-    /// POSTs answered, whatever the status (echo mode).
+    /// POSTs answered, whatever the status (echo and scenario modes).
     pub posts: u64,
     /// POSTs answered with a status other than 2xx, by status, whether
     /// retried or not: a retry that then succeeds hides nothing.
@@ -394,14 +394,12 @@ pub struct Gates {
 impl Report {
     /// POSTs refused, all statuses.
     pub fn refused(&self) -> u64 {
-        self.refusals.values().fold(0u64, |a, n| a.saturating_add(*n))
+        crate::client::refused(&self.refusals)
     }
 
     /// `503 ×2, 429 ×1`: the statuses, most frequent first.
     pub fn refusals_by_status(&self) -> String {
-        let mut v: Vec<(&u16, &u64)> = self.refusals.iter().collect();
-        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        v.iter().map(|(s, n)| format!("{s} \u{d7}{n}")).collect::<Vec<_>>().join(", ")
+        crate::client::refusals_by_status(&self.refusals)
     }
 
     /// The refusals check: a count, or a share of the POSTs answered.
@@ -449,7 +447,7 @@ impl Report {
     /// Applies the gates: fills `checks`, `failures` and `passed`.
     pub fn judge(&mut self, g: &Gates) {
         if self.mode == Mode::Scenario {
-            return self.judge_scenario();
+            return self.judge_scenario(g.max_refusals);
         }
         let listen = self.mode == Mode::Listen;
         let unchecked = self.ids_unchecked();
@@ -596,9 +594,10 @@ impl Report {
             if units > 0 { self.bench_cpu_s * 1e6 / units as f64 } else { 0.0 };
     }
 
-    /// A replay has two checks: clients that diverged from the recording,
+    /// A replay has three checks: clients that diverged from the recording,
+    /// POSTs the server refused (each retried or given up, as in echo mode),
     /// and clients that failed.
-    fn judge_scenario(&mut self) {
+    fn judge_scenario(&mut self, max_refusals: RefusalLimit) {
         let sc = self.scenario.clone().unwrap_or_default();
         let mut diverged = Check::new("diverged", sc.diverged as f64, Bound::Max, 0.0, "clients");
         if sc.expect == Some(super::scenario::Expect::None) {
@@ -615,6 +614,10 @@ impl Report {
                 sc.diverged, self.clients
             ));
         }
+        let (refusals, failure) = self.refusals_check(max_refusals);
+        if !refusals.passed {
+            failures.push(failure);
+        }
         if !errors.passed {
             let first = self.error_samples.first().map_or("", String::as_str);
             failures.push(format!(
@@ -624,7 +627,7 @@ impl Report {
         }
         self.passed = failures.is_empty();
         self.failures = failures;
-        self.checks = vec![diverged, errors];
+        self.checks = vec![diverged, refusals, errors];
     }
 
     /// The report as JUnit XML: one test case per check.
@@ -832,17 +835,9 @@ impl Report {
                 self.post_connections
             );
         }
-        if matches!(self.mode, Mode::Echo | Mode::Mcp) {
-            let statuses = match self.refused() {
-                0 => String::new(),
-                _ => format!(": {}", self.refusals_by_status()),
-            };
-            let _ = writeln!(
-                s,
-                "  refusals    {} of {} POSTs answered with an error status{statuses}",
-                self.refused(),
-                self.posts
-            );
+        if matches!(self.mode, Mode::Echo | Mode::Scenario | Mode::Mcp) {
+            let refusals = crate::client::refusals_sentence(&self.refusals, self.posts);
+            let _ = writeln!(s, "  refusals    {refusals}");
         }
         if self.post_errors + self.timeouts > 0 {
             let _ = writeln!(

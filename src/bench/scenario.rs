@@ -169,6 +169,18 @@ pub struct Replayed {
     pub received: u64,
     pub kept: Vec<String>,
     pub error: Option<String>,
+    /// POSTs answered, and those refused by status (retries included).
+    pub posts: u64,
+    pub refusals: BTreeMap<u16, u64>,
+}
+
+impl Replayed {
+    /// Takes the client's counts of POST answers, once it is done.
+    fn tally(mut self, client: &ChannelClient) -> Self {
+        let s = client.status();
+        (self.posts, self.refusals) = (s.posts, s.refusals);
+        self
+    }
 }
 
 /// What every replaying client shares.
@@ -244,7 +256,7 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
         Err(_) => {
             out.error = Some(format!("connect: not open within {connect_timeout:?}"));
             client.stop();
-            return out;
+            return out.tally(&client);
         }
     }
     out.connected = true;
@@ -299,7 +311,7 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
     if halt.is_done() {
         // Interrupted: the sends still to come are not waited for.
         client.stop();
-        return out;
+        return out.tally(&client);
     }
     match tokio::time::timeout_at(end, sender).await {
         Ok(Ok((sent, err))) => {
@@ -312,9 +324,11 @@ async fn replay(index: usize, p: Arc<Replay>) -> Replayed {
             out.error.get_or_insert_with(|| "sending did not finish in time".into());
         }
     }
+    // Every POST answered (or the time is up), so that its answer counts.
+    let _ = tokio::time::timeout_at(end, client.wait_settled()).await;
     // Tell the server the channel is over (bounded: it may not know how).
     let _ = tokio::time::timeout(connect_timeout, client.close()).await;
-    out
+    out.tally(&client)
 }
 
 fn terminal(ev: &ClientEvent) -> String {
@@ -444,6 +458,11 @@ pub async fn run(
         r.connected += u64::from(c.connected);
         r.sent += c.sent;
         r.received += c.received;
+        r.posts = r.posts.saturating_add(c.posts);
+        for (status, n) in c.refusals {
+            let total = r.refusals.entry(status).or_default();
+            *total = total.saturating_add(n);
+        }
         if c.connected {
             hists.connect.record_us(c.connect_us);
         }

@@ -150,6 +150,8 @@ pub struct McpStats {
     pub resumes: AtomicU64,
     /// Attempts to re-open that failed.
     pub failed_resumes: AtomicU64,
+    /// POSTs answered (with any status).
+    pub posts: AtomicU64,
     /// POSTs answered with an error status, by status.
     pub refusals: Mutex<HashMap<u16, u64>>,
 }
@@ -159,6 +161,11 @@ impl McpStats {
         if let Ok(mut r) = self.refusals.lock() {
             *r.entry(status.as_u16()).or_default() += 1;
         }
+    }
+
+    /// The refusals so far, by status.
+    pub fn refusals_by_status(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.refusals.lock().map(|r| r.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
     }
 }
 
@@ -564,6 +571,7 @@ impl McpClient {
         answer: Option<oneshot::Receiver<Message>>,
     ) -> Result<Option<Message>, String> {
         let resp = self.post(msg, Phase::Ready).await.map_err(open_text)?;
+        self.inner.stats.posts.fetch_add(1, Ordering::Relaxed);
         let status = resp.status();
         let content_type = resp.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes);
         if status.is_success() && is_event_stream(content_type) {

@@ -11,10 +11,12 @@ pub mod config;
 pub mod driver;
 pub(crate) mod early;
 pub mod mcp;
+mod refusals;
 mod sender;
 mod stream;
 pub(crate) use stream::with_query;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +30,7 @@ pub use config::{
     ClientConfig, Mode, SUGGESTED_IDLE_TIMEOUT, SendHook, client_id, load_ca_certs, parse_header,
     parse_headers, parse_url, read_ca_file,
 };
+pub use refusals::{refusals_by_status, refusals_sentence, refused};
 
 /// The client's `User-Agent`.
 const USER_AGENT: &str = concat!("ssechan/", env!("CARGO_PKG_VERSION"));
@@ -99,6 +102,12 @@ pub enum ClientEvent {
     AttemptFailed { attempt: u32, reason: String },
     /// The next attempt starts after `delay`.
     Reconnecting { attempt: u32, delay: Duration },
+    /// A POST of the message was answered with a status other than 2xx:
+    /// `retried` (503, 429…, a 404 around a reconnect) or final (a
+    /// [`ClientEvent::SendFailed`] follows). Retries succeed quietly, so
+    /// this is how a server that refuses healthy traffic shows; the counts
+    /// are in [`Status::refusals`].
+    Refused { message_id: u64, status: u16, reason: String, retried: bool },
     /// The server refused a message for good (e.g. 413), or retries ran out.
     SendFailed { message_id: u64, reason: String },
     // Terminal events: nothing follows.
@@ -172,12 +181,24 @@ pub struct Status {
     pub last_event_id: String,
     /// Streams re-opened after the first.
     pub reconnects: u64,
+    /// POSTs answered, whatever the status: retries and `post_raw` too.
+    pub posts: u64,
+    /// Those answered with a status other than 2xx, by status, whether
+    /// retried or final: a retry that then succeeds hides nothing.
+    pub refusals: BTreeMap<u16, u64>,
 }
 
 /// One item for the sender task.
 enum Outgoing {
     Message { body: Vec<u8>, _permit: tokio::sync::OwnedSemaphorePermit },
     Raw { body: Vec<u8>, reply: oneshot::Sender<Result<PostOutcome, String>> },
+}
+
+/// The answers to POSTs, counted.
+#[derive(Default, Clone)]
+struct Answers {
+    posts: u64,
+    refusals: BTreeMap<u16, u64>,
 }
 
 /// State shared by the handle and both tasks.
@@ -196,6 +217,9 @@ struct Shared {
     failed: AtomicU64,
     received: AtomicU64,
     reconnects: AtomicU64,
+    /// POSTs answered, and those refused by status ([`Status`]): one lock,
+    /// so a snapshot never shows a refusal without its answer.
+    answers: Mutex<Answers>,
     last_event_id: Mutex<String>,
     /// Bytes of messages queued or in flight.
     queued_bytes: Arc<Semaphore>,
@@ -217,6 +241,20 @@ impl Shared {
     async fn until_stopped(&self) {
         let mut rx = self.stopped.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Counts a POST's answer; a status other than 2xx is a refusal.
+    fn answered(&self, status: u16) {
+        let mut a = self.answers();
+        a.posts = a.posts.saturating_add(1);
+        if !(200..300).contains(&status) {
+            let n = a.refusals.entry(status).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn settle(&self, acked: bool) {
@@ -251,6 +289,7 @@ impl ChannelClient {
             failed: AtomicU64::new(0),
             received: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            answers: Mutex::default(),
             last_event_id: Mutex::new(String::new()),
             queued_bytes: Arc::new(Semaphore::new(max_bytes)),
             hinted: std::sync::atomic::AtomicBool::new(false),
@@ -389,6 +428,7 @@ impl ChannelClient {
     /// Counts and state for `/status`.
     pub fn status(&self) -> Status {
         let s = &self.shared;
+        let answers = s.answers().clone();
         Status {
             url: s.config.url.to_string(),
             client_id: s.config.client_id().map(str::to_owned),
@@ -399,7 +439,15 @@ impl ChannelClient {
             received: s.received.load(Ordering::SeqCst),
             last_event_id: s.last_event_id.lock().map(|g| g.clone()).unwrap_or_default(),
             reconnects: s.reconnects.load(Ordering::SeqCst),
+            posts: answers.posts,
+            refusals: answers.refusals,
         }
+    }
+
+    /// POSTs answered with a status other than 2xx so far, by status,
+    /// retried or final (also in [`status`](Self::status)).
+    pub fn refusals(&self) -> BTreeMap<u16, u64> {
+        self.shared.answers().refusals.clone()
     }
 }
 

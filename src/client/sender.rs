@@ -66,9 +66,9 @@ pub(super) async fn run(
                         if let Some(hook) = &shared.config.on_send {
                             (hook.0)(id, &body);
                         }
-                        let shared = shared.clone();
+                        let (shared, events) = (shared.clone(), events.clone());
                         posts.spawn(async move {
-                            let r = post_with_retry(&shared, id, body).await;
+                            let r = post_with_retry(&shared, &events, id, body).await;
                             drop(_permit);
                             (id, r)
                         });
@@ -124,8 +124,14 @@ async fn settle(
 /// Waits while no stream is open: a server only knows open clients. The
 /// retry budget counts failures while one stream is open, so POSTs that
 /// raced a reconnect (404 from a server that already forgot the client)
-/// start afresh on the next stream rather than giving up.
-async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), String> {
+/// start afresh on the next stream rather than giving up. Every answer
+/// other than 2xx is a [`ClientEvent::Refused`], retried or not.
+async fn post_with_retry(
+    shared: &Shared,
+    events: &mpsc::Sender<ClientEvent>,
+    id: u64,
+    body: Vec<u8>,
+) -> Result<(), String> {
     let mut backoff = Backoff::new(shared.config.retry);
     let mut stream_generation = shared.reconnects.load(Ordering::SeqCst);
     let mut state = shared.state.subscribe();
@@ -135,12 +141,25 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
         {
             return Err("the client stopped".into());
         }
-        let reason = match post(shared, id, body.clone()).await {
+        let answer = post(shared, id, body.clone()).await;
+        let refused = |retried: bool| {
+            let ev = answer.as_ref().ok().map(|o| ClientEvent::Refused {
+                message_id: id,
+                status: o.status,
+                reason: o.reason.clone(),
+                retried,
+            });
+            tell(shared, events, ev)
+        };
+        let reason = match &answer {
             Ok(o) => {
                 let why = format!("server answered {}: {}", o.status, o.reason);
                 match verdict(o.status) {
                     Verdict::Accepted => return Ok(()),
-                    Verdict::Refused => return Err(why),
+                    Verdict::Refused => {
+                        refused(false).await;
+                        return Err(why);
+                    }
                     Verdict::Retry => why,
                     Verdict::UnknownClient => {
                         // The stream may have ended with the server's memory
@@ -155,6 +174,7 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
                                 .await
                                 .is_err()
                         {
+                            refused(false).await;
                             return Err(format!(
                                 "{why} (the server does not know this client id though its stream is open)"
                             ));
@@ -163,7 +183,7 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
                     }
                 }
             }
-            Err(e) => e,
+            Err(e) => e.clone(),
         };
         debug!(message_id = id, "POST failed, will retry: {reason}");
         let generation = shared.reconnects.load(Ordering::SeqCst);
@@ -173,9 +193,11 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
         }
         match backoff.failed(tokio::time::Instant::now().into_std()) {
             Next::GiveUp | Next::Fail => {
+                refused(false).await;
                 return Err(format!("gave up after {} attempts: {reason}", backoff.failures()));
             }
             Next::RetryIn(delay) => {
+                refused(true).await;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.until_stopped() => return Err("the client stopped".into()),
@@ -185,7 +207,18 @@ async fn post_with_retry(shared: &Shared, id: u64, body: Vec<u8>) -> Result<(), 
     }
 }
 
-/// One POST of message `id`; `Err` only for network trouble.
+/// Sends an event, unless the client stops first (nobody may read it).
+async fn tell(shared: &Shared, events: &mpsc::Sender<ClientEvent>, ev: Option<ClientEvent>) {
+    if let Some(ev) = ev {
+        tokio::select! {
+            _ = events.send(ev) => {}
+            _ = shared.until_stopped() => {}
+        }
+    }
+}
+
+/// One POST of message `id`, its answer counted; `Err` only for network
+/// trouble.
 async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, String> {
     let Mode::Channel { client_id } = &shared.config.mode else {
         return Err("a plain SSE reader sends no messages".into());
@@ -215,11 +248,13 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
             headers.insert(USER_AGENT, http::HeaderValue::from_static(super::USER_AGENT));
             let a = early::post_once(&url, &headers, body, timeout).await;
             let a = a.map_err(|why| format!("{} (asked again: {why})", describe(&e)))?;
+            shared.answered(a.status.as_u16());
             return Ok(PostOutcome { message_id: id, status: a.status.as_u16(), reason: a.reason });
         }
         Err(e) => return Err(e.describe()),
     };
     let status = resp.status().as_u16();
+    shared.answered(status);
     let reason = first_line(resp).await;
     Ok(PostOutcome { message_id: id, status, reason })
 }

@@ -30,6 +30,7 @@ use super::repl::{Commands, Editor, Input};
 use crate::cli::ConnectArgs;
 use crate::client::ClientEvent;
 use crate::client::mcp::{McpClient, McpError, McpEvent, McpOptions};
+use crate::client::{refusals_sentence, refused};
 use crate::exit::UsageError;
 use crate::mcp::client::{PER_REQUEST_REVISION, SESSION_REVISIONS, ServerInfo};
 use crate::mcp::message::{Kind, Message, RequestId};
@@ -73,15 +74,30 @@ pub(super) async fn run(args: &ConnectArgs, quiet: bool) -> anyhow::Result<ExitC
     let sent = Arc::new(Mutex::new(0u64));
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if interactive {
-        return repl(args, &view, client, events, &info, &hello, sent).await;
-    }
-    if !quiet {
-        for line in &hello {
-            eprintln!("{line}");
+    let counts = client.clone();
+    let result = if interactive {
+        repl(args, &view, client, events, &info, &hello, sent).await
+    } else {
+        if !quiet {
+            for line in &hello {
+                eprintln!("{line}");
+            }
         }
+        pipe(args, &view, client, events, sent).await
+    };
+    // A client that retries can hide a server's refusals: say them.
+    if let Some(line) = refusals_line(&counts).filter(|_| !quiet) {
+        eprintln!("{line}");
     }
-    pipe(args, &view, client, events, sent).await
+    result
+}
+
+/// The exit line when the server refused any POST.
+fn refusals_line(client: &McpClient) -> Option<String> {
+    let stats = client.stats();
+    let refusals = stats.refusals_by_status();
+    let posts = stats.posts.load(Ordering::Relaxed);
+    (refused(&refusals) > 0).then(|| format!("refusals: {}", refusals_sentence(&refusals, posts)))
 }
 
 /// `--record`: the header says `mcp`; sends and messages are JSON-RPC.
@@ -677,6 +693,9 @@ fn status_block(client: &McpClient) -> String {
     out.push_str(&format!("answers owed:  {}\n", client.owed()));
     out.push_str(&format!("streams cut:   {}\n", stats.cuts.load(Ordering::Relaxed)));
     out.push_str(&format!("resumed:       {}\n", stats.resumes.load(Ordering::Relaxed)));
+    let posts = stats.posts.load(Ordering::Relaxed);
+    let refusals = refusals_sentence(&stats.refusals_by_status(), posts);
+    out.push_str(&format!("refusals:      {refusals}\n"));
     out
 }
 

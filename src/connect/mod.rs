@@ -16,8 +16,8 @@ use tracing::warn;
 
 use crate::cli::{ConnectArgs, Format};
 use crate::client::{
-    ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, SendHook, client_id,
-    load_ca_certs, parse_headers,
+    ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, SendHook, Status,
+    client_id, load_ca_certs, parse_headers, refusals_sentence, refused,
 };
 use crate::exit::UsageError;
 use output::View;
@@ -69,11 +69,25 @@ pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         terminal,
     };
     let (client, events) = ChannelClient::start(config)?;
-    if interactive {
+    let counts = client.clone();
+    let result = if interactive {
         repl::run(&args, &view, client, events).await
     } else {
         pipe::run(&args, &view, client, events).await
+    };
+    // Retries hide a server that refuses healthy traffic: say it at the end.
+    if let Some(line) = refusals_line(&counts.status())
+        && !quiet
+    {
+        eprintln!("{line}");
     }
+    result
+}
+
+/// The exit line when the server refused any POST, retried or not.
+fn refusals_line(s: &Status) -> Option<String> {
+    (refused(&s.refusals) > 0)
+        .then(|| format!("refusals: {}", refusals_sentence(&s.refusals, s.posts)))
 }
 
 /// The client settings the flags describe; bad input is a usage error.

@@ -37,6 +37,12 @@ pub(super) enum JsonLine<'a> {
         attempt: u32,
         delay_ms: u64,
     },
+    Refused {
+        message_id: u64,
+        status: u16,
+        reason: &'a str,
+        retried: bool,
+    },
     SendFailed {
         message_id: u64,
         reason: &'a str,
@@ -81,6 +87,12 @@ pub(super) fn json_line(ev: &ClientEvent, client_id: Option<&str>) -> String {
             attempt: *attempt,
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         },
+        ClientEvent::Refused { message_id, status, reason, retried } => JsonLine::Refused {
+            message_id: *message_id,
+            status: *status,
+            reason,
+            retried: *retried,
+        },
         ClientEvent::SendFailed { message_id, reason } => {
             JsonLine::SendFailed { message_id: *message_id, reason }
         }
@@ -121,6 +133,10 @@ pub(super) fn status_line(ev: &ClientEvent, client_id: Option<&str>) -> Option<S
         ClientEvent::Reconnecting { delay, .. } if delay.is_zero() => "reconnecting now".into(),
         ClientEvent::Reconnecting { delay, .. } => {
             format!("reconnecting in {}", humantime::format_duration(*delay))
+        }
+        ClientEvent::Refused { message_id, status, reason, retried } => {
+            let then = if *retried { "retrying" } else { "not retried" };
+            format!("message {message_id}: server answered {status}: {reason} ({then})")
         }
         ClientEvent::SendFailed { message_id, reason } => {
             format!("message {message_id} not delivered: {reason}")
@@ -300,6 +316,20 @@ mod tests {
         );
         assert_eq!(r, r#"{"event":"reconnecting","attempt":2,"delay_ms":250}"#);
         assert_eq!(json_line(&ClientEvent::Open, Some("x")), r#"{"event":"open","client":"x"}"#);
+        let refused = ClientEvent::Refused {
+            message_id: 3,
+            status: 503,
+            reason: "busy".into(),
+            retried: true,
+        };
+        assert_eq!(
+            json_line(&refused, None),
+            r#"{"event":"refused","message_id":3,"status":503,"reason":"busy","retried":true}"#
+        );
+        assert_eq!(
+            status_line(&refused, None).as_deref(),
+            Some("message 3: server answered 503: busy (retrying)")
+        );
         assert_eq!(
             json_line(&ClientEvent::ClosedByServer, None),
             r#"{"event":"closed","by":"server"}"#

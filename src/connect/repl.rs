@@ -31,7 +31,7 @@ const PROMPT: &str = "> ";
 /// Slash commands, for `/help` and completion.
 const COMMANDS: &[(&str, &str)] = &[
     ("/help", "this list"),
-    ("/status", "client id, state, counts, last event id, reconnects"),
+    ("/status", "client id, state, counts, last event id, reconnects, refusals"),
     ("/drop", "end the stream on purpose; the client reconnects and resumes"),
     ("/json", "/json BODY: POST BODY verbatim (e.g. /json 42) and show the answer"),
     ("/close", "close the channel (the server is told) and leave at once"),
@@ -402,6 +402,10 @@ pub(super) fn status_text(s: &Status) -> String {
     let last = if s.last_event_id.is_empty() { "none" } else { &s.last_event_id };
     out.push_str(&format!("last event id: {last}\n"));
     out.push_str(&format!("reconnects:    {}\n", s.reconnects));
+    out.push_str(&format!(
+        "refusals:      {}\n",
+        crate::client::refusals_sentence(&s.refusals, s.posts)
+    ));
     out
 }
 
@@ -495,8 +499,14 @@ mod tests {
             received: 5,
             last_event_id: "5".into(),
             reconnects: 1,
+            posts: 5,
+            refusals: [(503, 2)].into(),
         };
         let t = status_text(&s);
+        assert!(
+            t.contains("refusals:      2 of 5 POSTs answered with an error status: 503 \u{d7}2\n"),
+            "{t}"
+        );
         assert!(t.contains("client id:     abc\n"), "{t}");
         assert!(t.contains("state:         open\n"), "{t}");
         assert!(t.contains("last event id: 5\n"), "{t}");

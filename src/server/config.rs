@@ -188,6 +188,11 @@ pub struct Limits {
 /// the listener, stdio, files, log output, and the refusals themselves.
 pub const FD_RESERVE: usize = 256;
 
+/// `--static` files open at once (within [`FD_RESERVE`]): a download larger
+/// than a chunk holds its file until it ends, so slow readers could
+/// otherwise take every descriptor. Past it: `503`, try again.
+pub const STATIC_FILES_OPEN: usize = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

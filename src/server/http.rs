@@ -88,7 +88,11 @@ async fn route(
         let (method, uri) = (req.method(), req.uri());
         let secret = shared.config.secret.as_deref();
         let path = site_path(secret, uri.path()).unwrap_or_default();
-        let site = static_files::Site { root, private: secret.is_some() };
+        let site = static_files::Site {
+            root,
+            private: secret.is_some(),
+            open_files: &shared.static_files,
+        };
         let files = static_files::serve(&site, method, path, uri.query(), req.headers());
         return Ok(web_response(files.await));
     }
@@ -250,9 +254,10 @@ pub(crate) async fn start_stream(
     let cors = admit(shared, ctx, headers, host, path)?;
     let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
     let mut info = request_info(ctx, headers, host, path, query);
-    // A new channel only: a resume or takeover has what it needs.
+    // A new channel only: a resume or takeover, here or on another
+    // instance, has what it needs.
     if let Some(admission) = &shared.config.admission
-        && shared.store.lookup(&client_id).is_none()
+        && !shared.store.is_open(&client_id).await
     {
         let admitted = admission.admit(&client_id, &info).await.map_err(Refusal::unavailable)?;
         info.admitted = Handoff::new(admitted);

@@ -914,6 +914,11 @@ impl ChannelStore for MemoryStore {
         Box::pin(std::future::ready(n))
     }
 
+    fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool> {
+        let open = self.lookup(client_id).is_some();
+        Box::pin(std::future::ready(open))
+    }
+
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle> {
         let conn = self.shared.lock_registry().get(client_id)?;
         Some(ConnectionHandle { chan: conn })

@@ -102,6 +102,8 @@ pub(crate) struct ServerShared {
     /// [`Open`] once the connection is closed. Never above the bound nor
     /// below what is open.
     open_connections: AtomicUsize,
+    /// Places for `--static` files open at once ([`config::STATIC_FILES_OPEN`]).
+    pub(crate) static_files: Arc<tokio::sync::Semaphore>,
 }
 
 /// Totals since the server started, for tests and reports.
@@ -187,6 +189,7 @@ impl Server {
             stop,
             shutting_down: AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
+            static_files: Arc::new(tokio::sync::Semaphore::new(config::STATIC_FILES_OPEN)),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
         Ok(Server { handle: ServerHandle { shared }, local_addr, accept_rx, accept_task })

@@ -158,8 +158,15 @@ pub(crate) trait ChannelStore: Send + Sync + 'static {
     /// Queues an encoded message for every channel; returns how many took it.
     fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize>;
 
-    /// The channel of `client_id`, if it is open or suspended.
+    /// The channel of `client_id`, if it is open or suspended here.
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle>;
+
+    /// Whether a channel of `client_id` is open or suspended on any
+    /// instance sharing the store: a `GET` for it resumes or takes over,
+    /// so the server starts nothing for it (`serve -- COMMAND`'s process).
+    /// A store that cannot tell says no: the channel's application then
+    /// ends what was started for nothing.
+    fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool>;
 
     fn counts(&self) -> Counts;
 

@@ -7,25 +7,41 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 
-const CHUNK: usize = 64 * 1024;
+/// What is read (and sent) at a time.
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// `len` bytes of a file from `start`.
 pub struct FileBody {
-    file: tokio::fs::File,
+    /// `None` once the whole part was read at once (a part of one chunk):
+    /// the file and its place are given back before the response is sent.
+    file: Option<(tokio::fs::File, OwnedSemaphorePermit)>,
     remaining: u64,
     buf: Vec<u8>,
 }
 
 impl FileBody {
-    /// From a file already opened (and checked).
-    pub async fn new(file: std::fs::File, start: u64, len: u64) -> io::Result<FileBody> {
+    /// From a file already opened (and checked). With a `place` (a
+    /// descriptor's), the file stays open while it is sent; without, the
+    /// part is read now and the file closed.
+    pub async fn new(
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+        place: Option<OwnedSemaphorePermit>,
+    ) -> io::Result<FileBody> {
         let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
             file.seek(SeekFrom::Start(start)).await?;
         }
-        Ok(FileBody { file, remaining: len, buf: Vec::new() })
+        if let Some(place) = place {
+            return Ok(FileBody { file: Some((file, place)), remaining: len, buf: Vec::new() });
+        }
+        let mut buf = vec![0; len as usize];
+        file.read_exact(&mut buf).await?;
+        Ok(FileBody { file: None, remaining: len, buf })
     }
 }
 
@@ -41,10 +57,14 @@ impl Body for FileBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
+        let Some((file, _)) = &mut this.file else {
+            this.remaining = 0;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(std::mem::take(&mut this.buf))))));
+        };
         let want = this.remaining.min(CHUNK as u64) as usize;
         this.buf.resize(want, 0);
         let mut rb = ReadBuf::new(&mut this.buf);
-        ready!(Pin::new(&mut this.file).poll_read(cx, &mut rb))?;
+        ready!(Pin::new(file).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
         if n == 0 {
             // The file shrank under us: end the response as broken rather

@@ -17,6 +17,7 @@
 //! with the whole file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,7 +25,9 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{Either, Full};
 
-use super::file_body::FileBody;
+use tokio::sync::Semaphore;
+
+use super::file_body::{CHUNK, FileBody};
 
 /// A response of the web module: small bodies in memory, files streamed.
 pub type WebBody = Either<Full<Bytes>, FileBody>;
@@ -222,6 +225,9 @@ pub struct Site<'a> {
     pub root: &'a Path,
     /// The URLs hold a secret: pages must not send them on as `Referer`.
     pub private: bool,
+    /// A place per file open; a download that would hold one without a
+    /// place is refused (`503`) rather than take a descriptor.
+    pub open_files: &'a Arc<Semaphore>,
 }
 
 /// Answers a request for a path other than the channel's from the site
@@ -303,7 +309,21 @@ pub async fn serve(
     if method == Method::HEAD {
         return with(status, h, Either::Left(Full::new(Bytes::new())));
     }
-    match FileBody::new(opened, start, end - start).await {
+    // A part of one chunk is read at once and its file closed; a larger
+    // one keeps its file open while it is sent, in a place of its own.
+    let place = match end - start > CHUNK as u64 {
+        false => None,
+        true => match site.open_files.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                let mut r =
+                    small(StatusCode::SERVICE_UNAVAILABLE, "too many files being sent at once\n");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        },
+    };
+    match FileBody::new(opened, start, end - start, place).await {
         Ok(body) => with(status, h, Either::Right(body)),
         Err(_) => not_found(),
     }

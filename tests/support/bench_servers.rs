@@ -1,6 +1,7 @@
-//! Test servers for `tests/bench.rs`: a deliberately faulty channel echo
-//! server and a plain SSE server that sends a known stream, both real hyper
-//! servers on 127.0.0.1:0.
+//! Test servers for `tests/bench.rs` (the faulty echo server serves
+//! `connect`'s tests too): a deliberately faulty channel echo server and a
+//! plain SSE server that sends a known stream, both real hyper servers on
+//! 127.0.0.1:0.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

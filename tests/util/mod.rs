@@ -33,6 +33,13 @@ pub async fn post_raw(url: &str, query: &str, body: impl Into<reqwest::Body>) ->
     (status, r.text().await.unwrap_or_default())
 }
 
+/// Posts message `id` of `who` as package:sse does; returns status and
+/// body text (the reason of a refusal).
+pub async fn post_text(url: &str, who: &str, id: u64, msg: &str) -> (u16, String) {
+    let body = ssechan::protocol::encode_message_body(msg);
+    post_raw(url, &channel_query(who, Some(id)), body).await
+}
+
 /// Posts message `id` of `client` as package:sse does.
 pub async fn post(client: &reqwest::Client, url: &str, who: &str, id: u64, msg: &str) -> u16 {
     let body = ssechan::protocol::encode_message_body(msg);

@@ -69,7 +69,9 @@ pub(crate) async fn heartbeat(
 }
 
 /// Leaves the store: a batch per call (a script blocks every other client
-/// of Redis while it runs), all within the time one call may take.
+/// of Redis while it runs), each call within its own timeout and all of
+/// them within a few (a busy Redis delays shutdown by seconds, not more;
+/// what is not left in time goes with the lease).
 pub(crate) async fn leave(link: &Link) {
     let left = async {
         loop {
@@ -81,8 +83,9 @@ pub(crate) async fn leave(link: &Link) {
             }
         }
     };
-    let left = tokio::time::timeout(REQUEST_TIMEOUT, left).await;
-    if let Err(e) = left.map_err(|_| StoreError::Timeout(REQUEST_TIMEOUT)).and_then(|r| r) {
+    let bound = REQUEST_TIMEOUT * 4;
+    let left = tokio::time::timeout(bound, left).await;
+    if let Err(e) = left.map_err(|_| StoreError::Timeout(bound)).and_then(|r| r) {
         warn!(
             "could not leave the store cleanly ({e}): the others will close what is left after the lease"
         );

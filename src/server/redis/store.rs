@@ -317,6 +317,22 @@ impl ChannelStore for RedisStore {
         Some(ConnectionHandle { chan: home })
     }
 
+    fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.lookup(client_id).is_some() {
+                return true;
+            }
+            let link = &self.parts.link;
+            let live = format!("{}live", link.header.prefix);
+            let mut cmd = redis::cmd("SISMEMBER");
+            cmd.arg(live).arg(client_id);
+            match link.command(&cmd).await {
+                Ok(redis::Value::Int(n)) => n == 1,
+                Ok(_) | Err(_) => false,
+            }
+        })
+    }
+
     fn counts(&self) -> Counts {
         let p = &self.parts;
         let homes = p.registry.live_homes();
