@@ -5,6 +5,7 @@
 //! session checks need the session era and are skipped in the other.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method, StatusCode};
@@ -33,7 +34,9 @@ const SECONDS: u64 = 5;
 /// The server's era, found once (by `reach`, or the first check).
 #[derive(Debug, Clone)]
 pub struct Era {
-    pub per_request: bool,
+    /// `initialize` opens sessions (a server of the per-request era may
+    /// serve the session era on the same URL too).
+    pub sessions: bool,
     /// What the probe saw, for people.
     pub seen: String,
 }
@@ -200,13 +203,8 @@ async fn discover(cx: &Ctx) -> Result<Era, String> {
         req = req.header(name, value);
     }
     let s = probe::open(req, cx.opts.timeout, &cx.controls).await?;
-    if s.status == StatusCode::NOT_FOUND {
-        return Err(format!(
-            "POST answered 404 (Content-Type {}): wrong path?",
-            s.header("content-type")
-        ));
-    }
     let status = s.status.as_u16();
+    let content_type = s.header("content-type");
     let answer = if is_json(&s) {
         json_answer(s, cx).await.ok().and_then(|v| v.into_iter().next())
     } else if s.is_event_stream() {
@@ -218,26 +216,47 @@ async fn discover(cx: &Ctx) -> Result<Era, String> {
         None
     };
     let answer = answer.and_then(|v| Message::from_value(v).ok());
+    // A 404 with a JSON-RPC answer is the server's word on the method.
+    if status == 404 && answer.is_none() {
+        return Err(format!("POST answered 404 (Content-Type {content_type}): wrong path?"));
+    }
     Ok(match pure::judge_probe(status, "ssechan-check-discover", answer.as_ref()) {
-        Probe::PerRequest { .. } => Era {
-            per_request: true,
-            seen: format!(
-                "server/discover answered: the per-request era ({})",
-                pure::PER_REQUEST_REVISION
-            ),
-        },
+        Probe::PerRequest { .. } => {
+            let sessions = serves_sessions(cx).await;
+            let also = if sessions { ", and initialize opens sessions too" } else { "" };
+            Era {
+                sessions,
+                seen: format!(
+                    "server/discover answered: the per-request era ({}){also}",
+                    pure::PER_REQUEST_REVISION
+                ),
+            }
+        }
         Probe::Initialize { supported } => Era {
-            per_request: false,
+            sessions: true,
             seen: format!(
                 "server/discover refused with the revisions it serves ({}): the session era",
                 supported.join(", ")
             ),
         },
         Probe::Legacy { seen } => Era {
-            per_request: false,
+            sessions: true,
             seen: format!("server/discover answered {seen}: the session era"),
         },
     })
+}
+
+/// Whether `initialize` opens a session (then ended again).
+async fn serves_sessions(cx: &Ctx) -> bool {
+    let init = pure::initialize_request("ssechan-check-init", SESSION_REVISIONS[0], &client_info());
+    let Ok(s) = post(cx, None, &init.value, BOTH, &[]).await else { return false };
+    match initialized(cx, s).await {
+        Ok((session, _)) => {
+            end(cx, &session).await;
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A new session: `initialize` (the newest revision), then
@@ -245,7 +264,7 @@ async fn discover(cx: &Ctx) -> Result<Era, String> {
 /// per-request era, which has no sessions.
 async fn open_session(cx: &Ctx) -> Result<(Session, StatusCode), Verdict> {
     let era = era_of(cx).await.map_err(Verdict::broken)?;
-    if era.per_request {
+    if !era.sessions {
         return Err(Verdict::skip(era.seen, "a check of sessions; the per-request era has none"));
     }
     let init = pure::initialize_request("ssechan-check-init", SESSION_REVISIONS[0], &client_info());
@@ -314,7 +333,7 @@ pub async fn era(cx: &Ctx) -> Checked {
 
 pub async fn initialize(cx: &Ctx) -> Checked {
     let era = era_of(cx).await.map_err(Verdict::broken)?;
-    if era.per_request {
+    if !era.sessions {
         return Ok(Verdict::skip(era.seen, "the per-request era has no initialize"));
     }
     let init = pure::initialize_request("ssechan-check-init", SESSION_REVISIONS[0], &client_info());
@@ -546,7 +565,8 @@ fn progress(events: &[Seen], token: &str) -> Vec<u64> {
 }
 
 /// A long call's stream, read until `progress_events` progress events of
-/// `token` came, then cut; what it delivered.
+/// `token` came, then cut; what it delivered, once the server's `retry`
+/// has passed.
 async fn cut_after(
     cx: &Ctx,
     mut s: Stream,
@@ -575,7 +595,11 @@ async fn cut_after(
             }
         }
     }
+    // As a client does: the server's `retry` before resuming (within
+    // `--wait`), which also gives it time to notice the cut.
+    let retry = s.retry.map_or(Duration::ZERO, Duration::from_millis).min(cx.opts.wait);
     drop(s);
+    tokio::time::sleep(retry).await;
     Ok(got)
 }
 
@@ -826,7 +850,7 @@ pub async fn version_header(cx: &Ctx) -> Checked {
 
 pub async fn origin(cx: &Ctx) -> Checked {
     let era = era_of(cx).await.map_err(Verdict::broken)?;
-    let init = if era.per_request {
+    let init = if !era.sessions {
         pure::per_request(
             &pure::discover_request("ssechan-check-origin", &client_info()),
             &client_info(),
@@ -836,7 +860,7 @@ pub async fn origin(cx: &Ctx) -> Checked {
         pure::initialize_request("ssechan-check-origin", SESSION_REVISIONS[0], &client_info()).value
     };
     let version: &str =
-        if era.per_request { pure::PER_REQUEST_REVISION } else { SESSION_REVISIONS[0] };
+        if !era.sessions { pure::PER_REQUEST_REVISION } else { SESSION_REVISIONS[0] };
     let foreign = cx.opts.origin.as_str();
     let port = cx.opts.url.port_or_known_default().unwrap_or(80);
     let evil_host = format!("rebind.ssechan.invalid:{port}");
