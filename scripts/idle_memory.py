@@ -3,12 +3,15 @@
 direct path) and HTTPS (hyper over rustls: HTTP/1.1 with one connection per
 stream, and h2 with the streams multiplexed on few connections).
 
-Usage: scripts/idle_memory.py [BINARY] [STREAMS] [--redis URL]   (run by
-scripts/perf.sh tls and cluster). With --redis: plain HTTP on a `serve
---redis` instance, and Redis's own memory per channel (INFO memory).
+Usage: scripts/idle_memory.py [BINARY] [STREAMS] [--redis URL | --only KIND]
+(run by scripts/perf.sh tls, cluster and compare). With --redis: plain HTTP
+on a `serve --redis` instance, and Redis's own memory per channel (INFO
+memory). With --only: one of plain, https, h2. Each result line ends with
+the bytes per stream.
 """
 import asyncio
 import os
+import resource
 import ssl
 import subprocess
 import sys
@@ -18,6 +21,10 @@ import time
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/ssechan"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 REDIS = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--redis" else None
+ONLY = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--only" else None
+# A socket per stream here, and one in the server.
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 H2_STREAMS = min(N, 300)
 
 
@@ -70,7 +77,7 @@ def measure(name, args, open_streams, n=None):
     time.sleep(2)
     after = rss_kib(server.pid)
     print(f"{name:<24} idle {before:>7} KiB, with {n} streams {after:>7} KiB: "
-          f"{(after - before) / n:.1f} KiB per stream", flush=True)
+          f"{(after - before) / n:.1f} KiB per stream, {(after - before) * 1024 // n} B", flush=True)
     if REDIS:
         grown = redis_used_memory() - redis_before
         print(f"{'redis-server':<24} used_memory grew {grown // 1024} KiB: "
@@ -121,9 +128,12 @@ def main():
                         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
                        check=True, capture_output=True)
         tls = ["--tls-cert", cert, "--tls-key", key]
-        measure("http, HTTP/1.1", [], with_asyncio(False))
-        measure("https, HTTP/1.1", tls, with_asyncio(True))
-        measure("https, h2 (curl -Z)", tls, with_curl_h2, H2_STREAMS)
+        if ONLY in (None, "plain"):
+            measure("http, HTTP/1.1", [], with_asyncio(False))
+        if ONLY in (None, "https"):
+            measure("https, HTTP/1.1", tls, with_asyncio(True))
+        if ONLY in (None, "h2"):
+            measure("https, h2 (curl -Z)", tls, with_curl_h2, H2_STREAMS)
 
 
 main()

@@ -16,9 +16,20 @@
 # SSECHAN_SERVE / SSECHAN_BENCH run other binaries as the server or the
 # load (a build from before a change, for figures side by side); without
 # them the release build of this tree does both.
+#
+# scripts/perf.sh compare OLD_BIN NEW_BIN [ROW ...]: the issue's table side
+# by side (docs/performance.md): every row for the bare-hyper ceiling where
+# it has one (examples/ceiling.rs), OLD and NEW, interleaved, ROUNDS rounds
+# (default 3), then a table of medians and ratios measured in the same
+# round. Rows: post fanout idle tls fanmem latency echo (default: all).
+# The load (bench, wrk, the counter) is the same for both; SSECHAN_BENCH
+# names the bench binary (default NEW_BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=target/release/ssechan
+if [ "${1:-}" = compare ]; then
+  exec bash scripts/perf_compare.sh "${@:2}"
+fi
 if [ -z "${SSECHAN_SERVE:-}${SSECHAN_BENCH:-}" ]; then cargo build --release --quiet; fi
 SERVE=${SSECHAN_SERVE:-$B}
 BENCH=${SSECHAN_BENCH:-$B}
@@ -95,16 +106,7 @@ if want fanout; then
   # stdin fed at 2,000 lines/s: every line goes to each of 1,000 clients.
   SERVER_ARGS="(stdin at 2000 lines/s)"
   port=$((port + 1))
-  python3 -c '
-import sys, time
-t0 = time.time(); n = 0
-while time.time() - t0 < 60:
-    due = int((time.time() - t0) * 2000)
-    if due > n:
-        sys.stdout.write("".join("fan-out message %08d ....................\n" % i for i in range(n, due)))
-        sys.stdout.flush(); n = due
-    time.sleep(0.005)
-' | "$SERVE" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
+  python3 scripts/paced_lines.py 2000 60 | "$SERVE" serve --listen "127.0.0.1:$port" -q 2>/dev/null &
   sleep 0.5
   PID=$(pgrep -f "ssechan serve --listen 127.0.0.1:$port")
   URL="http://127.0.0.1:$port/sse"

@@ -43,6 +43,28 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     if !any {
         return Ok(None);
     }
+    Ok(Some(finish(buf, total, max)))
+}
+
+/// The next line if the reader's buffer already holds all of it (no
+/// read): a caller takes what a pipe delivered at once as one batch.
+pub fn buffered_line<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut tokio::io::BufReader<R>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Option<Line> {
+    let chunk = reader.buffer();
+    let take = chunk.iter().position(|&b| b == b'\n')? + 1;
+    buf.clear();
+    if take <= max + 2 {
+        buf.extend_from_slice(&chunk[..take]);
+    }
+    std::pin::Pin::new(&mut *reader).consume(take);
+    Some(finish(buf, take, max))
+}
+
+/// `buf` (at most `max` + 2 of the line's `total` bytes) as a [`Line`].
+fn finish(buf: &mut Vec<u8>, total: usize, max: usize) -> Line {
     if buf.last() == Some(&b'\n') {
         buf.pop();
         if buf.last() == Some(&b'\r') {
@@ -51,14 +73,28 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     }
     let len = if total > max + 2 { total } else { buf.len() };
     if len > max {
-        return Ok(Some(Line::TooLong(len)));
+        return Line::TooLong(len);
     }
-    Ok(Some(Line::Text(String::from_utf8_lossy(buf).into_owned())))
+    Line::Text(String::from_utf8_lossy(buf).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buffered_lines_are_taken_without_a_read() {
+        let input: &[u8] = b"a\r\n0123456789abc\nbb\npartial";
+        let mut r = tokio::io::BufReader::new(input);
+        let mut buf = Vec::new();
+        assert_eq!(buffered_line(&mut r, &mut buf, 10), None, "nothing read yet");
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Some(Line::Text("a".into())));
+        assert_eq!(buffered_line(&mut r, &mut buf, 10), Some(Line::TooLong(14)));
+        assert_eq!(buffered_line(&mut r, &mut buf, 10), Some(Line::Text("bb".into())));
+        assert_eq!(buffered_line(&mut r, &mut buf, 10), None, "no complete line left");
+        let last = read_line(&mut r, &mut buf, 10).await.unwrap();
+        assert_eq!(last, Some(Line::Text("partial".into())));
+    }
 
     #[tokio::test]
     async fn lines_and_bounds() {

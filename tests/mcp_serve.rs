@@ -737,3 +737,48 @@ async fn sessions_count_against_the_process_cap() {
     assert_eq!(serve_sessions(&serve), 0);
     raw.open().await;
 }
+
+/// Messages tied to no request while no `GET` stream is open are kept like
+/// a replay (here 2) and the oldest dropped past it: said once on stderr
+/// until a `GET` stream opens, not a line per message (as a server that
+/// keeps sending a cancelled request's progress would cause).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overflowing_backlog_is_said_once_until_a_get_stream_opens() {
+    let mut serve = Serve::spawn(&["--mcp", "--replay", "2"]).await;
+    assert_eq!(serve.out_json().await["event"], "listening");
+    let raw = Raw::new(&serve.url);
+    let r = raw.post(None, INIT).await;
+    assert_eq!(r.status(), 200);
+    let session = header(&r, "mcp-session-id");
+    let mut init = Stream::new(r);
+    assert_eq!(serve.out_json().await["event"], "connect");
+    assert_eq!(serve.out_json().await["event"], "message");
+    let say = |v: Value| json!({"client": session, "data": v.to_string()}).to_string();
+    let result = json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25",
+        "capabilities":{},"serverInfo":{"name":"stdin","version":"1"}}});
+    serve.send_line(&say(result)).await;
+    assert_eq!(messages_until_end(&mut init).await.len(), 1);
+    let note = |i: u32| json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":i}});
+    for i in 0..10 {
+        serve.send_line(&say(note(i))).await;
+    }
+    // Stdin is read in order: once this answer to nothing is refused, the
+    // ten are in the backlog.
+    serve.send_line(&say(json!({"jsonrpc":"2.0","id":999,"result":{}}))).await;
+    let mut said = 0;
+    loop {
+        let line = tokio::time::timeout(WAIT, serve.stderr.recv()).await.expect("in time");
+        let line = line.expect("stderr open");
+        said += usize::from(line.contains("dropped (oldest first) past the replay bounds"));
+        if line.contains("a response to no request in flight") {
+            break;
+        }
+    }
+    assert_eq!(said, 1, "said once for 8 messages dropped");
+    // What was kept: the last two, in order.
+    let mut get = Stream::new(raw.get(&session, None).await);
+    for i in 8..10 {
+        let e = next_message(&mut get).await.expect("a kept message");
+        assert_eq!(json_of(&e), note(i));
+    }
+}

@@ -41,6 +41,32 @@ async fn text_mode_pipes_both_ways_in_order() {
     }
 }
 
+/// A burst of stdin lines, written at once, is broadcast in batches: every
+/// line arrives in order with consecutive ids, a too-long line in the
+/// middle is reported by its number and skipped, and the next burst goes on.
+#[tokio::test]
+async fn a_stdin_burst_arrives_whole_and_in_order() {
+    let mut serve = Serve::spawn(&["--max-message-size", "100"]).await;
+    let mut s = open(&serve.url, "b1", None).await;
+    let mut burst = String::new();
+    for i in 0..5000 {
+        burst.push_str(&format!("burst {i}\r\n"));
+        if i == 2500 {
+            burst.push_str(&"x".repeat(200));
+            burst.push('\n');
+        }
+    }
+    let stdin = serve.stdin.as_mut().expect("stdin open");
+    tokio::io::AsyncWriteExt::write_all(stdin, burst.as_bytes()).await.expect("write stdin");
+    for i in 0..5000u64 {
+        assert_eq!(s.next_msg().await, Msg { id: i + 1, data: format!("burst {i}") });
+    }
+    let err = serve.err_line_with("stdin line 2502").await;
+    assert!(err.contains("201 bytes is over the message limit of 100"), "{err}");
+    serve.send_line("after").await;
+    assert_eq!(s.next_msg().await, Msg { id: 5001, data: "after".into() });
+}
+
 #[tokio::test]
 async fn json_mode_events_and_commands() {
     let mut serve = Serve::spawn(&["--format", "json", "--keep-alive", "10s"]).await;

@@ -722,3 +722,106 @@ impl RawEvents {
         out
     }
 }
+
+/// Counts its calls; refuses the ids that start with `no`.
+#[derive(Debug, Default)]
+struct CountingAdmission(std::sync::atomic::AtomicUsize);
+
+impl ssechan::server::Admission for CountingAdmission {
+    fn admit<'a>(
+        &'a self,
+        client_id: &'a str,
+        _request: &'a ssechan::server::RequestInfo,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<ssechan::server::Admitted, String>> + Send + 'a>,
+    > {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let refused = client_id.starts_with("no");
+        Box::pin(
+            async move { if refused { Err("not today".into()) } else { Ok(Box::new(()) as _) } },
+        )
+    }
+}
+
+/// A stream refused on the direct path (its first request on a fresh
+/// connection) is answered by hyper with the refusal decided there: the
+/// admission (with `serve --exec`, a process started) runs once, whether
+/// it refuses or the store refuses after it.
+#[tokio::test]
+async fn a_refused_direct_get_runs_admission_once() {
+    let admission = std::sync::Arc::new(CountingAdmission::default());
+    let mut server = server(ServerConfig {
+        admission: Some(admission.clone()),
+        limits: Limits { max_clients: 1, ..Limits::default() },
+        ..ServerConfig::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let get = |id: &str| {
+        format!(
+            "GET /sse?sseClientId={id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
+    };
+    let calls = || admission.0.load(std::sync::atomic::Ordering::SeqCst);
+    let answer = exchange(addr, get("no1").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("not today"), "{answer}");
+    assert_eq!(calls(), 1, "the admission's refusal is not asked again");
+    let _a = open(&server.url(), "a", None).await;
+    let _ = server.accept().await;
+    assert_eq!(calls(), 2);
+    let answer = exchange(addr, get("b").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many clients"), "{answer}");
+    assert_eq!(calls(), 3, "admitted once, refused by the store once");
+}
+
+/// Reads from `tcp` until `out` holds `needle` (after `from`); the index
+/// just past it.
+async fn read_until(tcp: &mut TcpStream, out: &mut Vec<u8>, from: usize, needle: &[u8]) -> usize {
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(i) = out[from..].windows(needle.len()).position(|w| w == needle) {
+            return from + i + needle.len();
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "closed; read so far: {:?}", String::from_utf8_lossy(&out[from..]));
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A kept-alive HTTP/1 connection whose event stream has ended carries its
+/// next answer whole: the ended stream's detach guard no longer fails that
+/// answer's writes when the socket is full (a client receive buffer of 4
+/// KiB fills it many times over for a 4 MiB file).
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_guard_of_its_ended_stream() {
+    const SIZE: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![b'x'; SIZE]).unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let mut server =
+        server(ServerConfig { static_dir: Some(root), ..ServerConfig::default() }).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.local_addr()).await.unwrap();
+    let mut out = Vec::new();
+    // A HEAD first: the connection goes to hyper, not the direct path.
+    tcp.write_all(b"HEAD /sse?sseClientId=k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut at = read_until(&mut tcp, &mut out, 0, b"\r\n\r\n").await;
+    tcp.write_all(b"GET /sse?sseClientId=k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let conn = tokio::time::timeout(WAIT, server.accept()).await.unwrap().expect("connection");
+    conn.close();
+    // The control close, then the chunked body's end: the stream is over.
+    at = read_until(&mut tcp, &mut out, at, b"\r\n0\r\n\r\n").await;
+    tcp.write_all(b"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let body = read_until(&mut tcp, &mut out, at, b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&out[at..body]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut buf = vec![0u8; 65536];
+    while out.len() - body < SIZE {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("in time").unwrap();
+        assert!(n > 0, "the answer was cut after {} of {SIZE} bytes", out.len() - body);
+        out.extend_from_slice(&buf[..n]);
+    }
+}

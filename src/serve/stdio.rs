@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cli::Format;
-use crate::lines::{Line, read_line};
+use crate::lines::{Line, buffered_line, read_line};
 use crate::server::{Connection, ConnectionEvent, ServerHandle};
 use crate::text::escape_controls;
 
@@ -92,9 +92,11 @@ struct Command {
 /// Reads stdin until EOF (which does not stop the server) and sends what
 /// it says. Bad lines get a one-line error on stderr.
 pub(super) async fn read_stdin(server: ServerHandle, format: Format, max: usize) {
-    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut stdin = BufReader::with_capacity(STDIN_BUFFER, tokio::io::stdin());
     let mut buf = Vec::new();
     let mut n = 0u64;
+    // Text lines the pipe delivered together, broadcast as one batch.
+    let mut batch: Vec<String> = Vec::new();
     loop {
         let line = match read_line(&mut stdin, &mut buf, max).await {
             Ok(Some(l)) => l,
@@ -104,26 +106,43 @@ pub(super) async fn read_stdin(server: ServerHandle, format: Format, max: usize)
                 break;
             }
         };
-        n += 1;
-        let line = match line {
-            Line::Text(t) => t,
-            Line::TooLong(len) => {
-                eprintln!(
+        let mut next = Some(line);
+        while let Some(line) = next.take() {
+            n += 1;
+            match line {
+                Line::TooLong(len) => eprintln!(
                     "ssechan: stdin line {n}: {len} bytes is over the message limit of {max}; not sent"
-                );
-                continue;
+                ),
+                Line::Text(t) if format == Format::Text => batch.push(t),
+                Line::Text(t) => {
+                    if let Err(e) = json_command(&server, &t).await {
+                        eprintln!("ssechan: stdin line {n}: {e}");
+                    }
+                    break;
+                }
             }
-        };
-        let result = match format {
-            Format::Text => broadcast(&server, &line).await,
-            Format::Json => json_command(&server, &line).await,
-        };
-        if let Err(e) = result {
-            eprintln!("ssechan: stdin line {n}: {e}");
+            if batch.len() < MAX_BATCH {
+                next = buffered_line(&mut stdin, &mut buf, max);
+            }
+        }
+        if !batch.is_empty() {
+            let lines: Vec<&str> = batch.iter().map(String::as_str).collect();
+            if server.broadcast_all(&lines).await == 0 {
+                let first = n + 1 - batch.len() as u64;
+                let which =
+                    if first == n { format!("line {n}") } else { format!("lines {first}-{n}") };
+                eprintln!("ssechan: stdin {which}: no client connected; message dropped");
+            }
+            batch.clear();
         }
     }
     info!("stdin closed; still serving");
 }
+
+/// The stdin buffer: what a pipe delivers at once (64 KiB on Linux).
+const STDIN_BUFFER: usize = 64 << 10;
+/// Lines broadcast at most as one batch.
+const MAX_BATCH: usize = 1024;
 
 /// Echo mode has no use for stdin: says so once when something is typed,
 /// then discards the rest, so a pipe writer is not blocked either.
@@ -153,7 +172,7 @@ pub(super) async fn ignore_stdin() {
     info!("stdin closed; still serving");
 }
 
-async fn broadcast(server: &ServerHandle, message: &str) -> Result<(), String> {
+async fn broadcast_one(server: &ServerHandle, message: &str) -> Result<(), String> {
     match server.broadcast(message).await {
         0 => Err("no client connected; message dropped".into()),
         _ => Ok(()),
@@ -174,7 +193,7 @@ async fn json_command(server: &ServerHandle, line: &str) -> Result<(), String> {
     }
     let Some(client) = cmd.client else {
         return match cmd.data {
-            Some(data) => broadcast(server, &data).await,
+            Some(data) => broadcast_one(server, &data).await,
             None => Err("\"close\" and \"drop\" need a \"client\"".into()),
         };
     };

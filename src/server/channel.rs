@@ -440,6 +440,22 @@ impl Channel {
 
     /// Queues an encoded `data:` tail for the client. Past the queue's
     /// bounds the client is a slow consumer and is disconnected.
+    /// [`Channel::send`] for each of `batch` in order, with one set of
+    /// effects (one wake-up); stops at the first refusal. Returns how many
+    /// were queued.
+    pub(crate) fn send_all(&mut self, batch: &[Bytes]) -> (usize, Effects) {
+        let mut wake = false;
+        for (i, data) in batch.iter().enumerate() {
+            let (sent, mut fx) = self.send(data.clone());
+            if sent.is_err() {
+                fx.wake_stream |= wake;
+                return (i, fx);
+            }
+            wake |= fx.wake_stream;
+        }
+        (batch.len(), Effects { wake_stream: wake, ..Effects::default() })
+    }
+
     pub(crate) fn send(&mut self, data: Bytes) -> (Result<(), SendError>, Effects) {
         let mut fx = Effects::default();
         if !self.is_live() {
@@ -711,7 +727,15 @@ pub(crate) fn encode_batch(
     max_frame: usize,
     mut moved: impl FnMut(u64, Bytes),
 ) -> (Bytes, u64) {
-    let want: usize = queue.iter().map(|(_, d)| d.len() + ID_LINE_MAX).sum();
+    // Sized by what one frame takes, not by the whole queue: a long queue
+    // (a fast broadcast to a slow reader) is not walked on every batch.
+    let mut want = 0;
+    for (_, d) in queue.iter() {
+        want += d.len() + ID_LINE_MAX;
+        if want >= max_frame {
+            break;
+        }
+    }
     let mut buf = BytesMut::with_capacity(want.min(max_frame));
     let mut batched = 0u64;
     while let Some((_, data)) = queue.front() {

@@ -23,9 +23,10 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::ServerShared;
-use super::http::{ConnCtx, StreamStart, start_stream};
+use super::http::{ConnCtx, Decided, StreamAsk, StreamStart, admit, start_stream};
 use super::linger;
 use super::stream::{GuardSlot, GuardedIo, close_delimited_head};
+use crate::web::devconsole;
 
 /// Longest request head read here; a longer one goes to hyper, which
 /// answers it properly.
@@ -39,8 +40,10 @@ const FINAL_WRITE: Duration = Duration::from_secs(2);
 pub(crate) enum Routed {
     /// Served here, and now finished.
     Done,
-    /// For hyper: the socket with the bytes read so far.
-    Hyper(Rewind),
+    /// For hyper: the socket with the bytes read so far, and the answer to
+    /// its first request when it was decided here (a refused stream: its
+    /// checks, admission and store are not run a second time).
+    Hyper(Rewind, Option<Decided>),
 }
 
 /// Reads the first request head and serves it here if it opens a stream.
@@ -59,18 +62,45 @@ pub(crate) async fn route(
     };
     // Only package:sse's streams are written here (MCP's go through hyper).
     let sse = matches!(shared.config.protocol, super::config::Protocol::Sse);
-    let start = match parse_stream_request(&head[..complete], &shared.config.path) {
+    let asked = match parse_stream_request(&head[..complete], &shared.config.path) {
         Some((headers, query)) if sse && complete == head.len() => {
-            start_stream(shared, ctx, &headers, &shared.config.path, query.as_deref()).await.ok()
+            // A browser navigating here gets the console page from hyper.
+            let console = shared.config.devconsole && devconsole::wants_console(&headers);
+            (!console).then_some((headers, query))
         }
         _ => None,
     };
-    let Some(start) = start else {
-        return Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: tcp }));
+    let decided = match asked {
+        Some((headers, query)) => decide(shared, ctx, &headers, query.as_deref()).await,
+        None => Err(None),
     };
-    drop(head);
-    write_stream(tcp, start, shared.config.write_timeout).await;
-    Some(Routed::Done)
+    match decided {
+        Ok(start) => {
+            drop(head);
+            write_stream(tcp, start, shared.config.write_timeout).await;
+            Some(Routed::Done)
+        }
+        Err(decided) => Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: tcp }, decided)),
+    }
+}
+
+/// The one pass of a channel `GET`'s checks: the stream to write, or its
+/// refusal for hyper to send.
+async fn decide(
+    shared: &Arc<ServerShared>,
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<StreamStart, Option<Decided>> {
+    let path = &shared.config.path;
+    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+    let cors = admit(shared, ctx, headers, host, path)
+        .map_err(|refusal| Some(Decided { refusal, cors: None }))?;
+    let ask = StreamAsk { headers, host, path, query, cors: cors.as_ref() };
+    match start_stream(shared, ctx, ask).await {
+        Ok(start) => Ok(start),
+        Err(refusal) => Err(Some(Decided { refusal, cors })),
+    }
 }
 
 /// Reads until the end of the first head (as httparse sees it: `\r\n\r\n`

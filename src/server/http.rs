@@ -42,17 +42,32 @@ pub(crate) struct ConnCtx {
     pub multiplexed: bool,
 }
 
+/// A request's refusal decided before hyper saw it (by the direct stream
+/// path), with the CORS origin if it had passed the Host and Origin checks.
+pub(crate) struct Decided {
+    pub refusal: Refusal,
+    pub cors: Option<HeaderValue>,
+}
+
+/// Answers one request; `decided`: its refusal, already decided.
 pub(crate) async fn handle(
     shared: Arc<ServerShared>,
     ctx: ConnCtx,
     req: Request<Incoming>,
+    decided: Option<Decided>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let method = req.method().clone();
     let http1 = req.version() < ::http::Version::HTTP_2;
     // Set once the request has passed the Host and Origin checks: only
     // then do refusals carry the CORS headers.
     let mut cors = None;
-    let res = route(&shared, &ctx, req, &mut cors).await;
+    let res = match decided {
+        Some(d) => {
+            cors = d.cors;
+            Err(d.refusal)
+        }
+        None => route(&shared, &ctx, req, &mut cors).await,
+    };
     Ok(res.unwrap_or_else(|r| {
         let remote = ctx.remote;
         info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
@@ -79,8 +94,8 @@ async fn route(
     req: Request<Incoming>,
     cors: &mut Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
-    let host = request_host(&req);
-    *cors = admit(shared, ctx, req.headers(), host.as_deref(), req.uri().path())?;
+    let host = request_host(req.headers(), req.uri());
+    *cors = admit(shared, ctx, req.headers(), host, req.uri().path())?;
     if req.uri().path() != shared.config.path {
         let Some(root) = &shared.config.static_dir else {
             return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
@@ -101,7 +116,7 @@ async fn route(
         return super::mcp::route(shared, ctx, req, cors).await;
     }
     match *req.method() {
-        Method::GET => open_stream(shared, ctx, &req).await,
+        Method::GET => open_stream(shared, ctx, &req, cors).await,
         Method::HEAD => stream_head(shared, &req, cors),
         Method::POST => post_message(shared, req, cors).await,
         Method::DELETE => client_close(shared, &req, cors).await,
@@ -111,16 +126,16 @@ async fn route(
 }
 
 /// `Host`, or the `:authority` of an HTTP/2 request.
-pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
-    match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok().map(str::to_owned),
-        None => req.uri().authority().map(|a| a.as_str().to_owned()),
+pub(crate) fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    match headers.get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()),
     }
 }
 
 /// The secret, Host and Origin checks every request passes; `Ok` with the
 /// value for `Access-Control-Allow-Origin`.
-fn admit(
+pub(crate) fn admit(
     shared: &ServerShared,
     ctx: &ConnCtx,
     headers: &HeaderMap,
@@ -240,18 +255,25 @@ pub(crate) fn request_info(
     }
 }
 
+/// What [`start_stream`] needs of a channel `GET` that passed [`admit`]
+/// (the caller's one pass over Host and Origin).
+pub(crate) struct StreamAsk<'a> {
+    pub headers: &'a HeaderMap,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub cors: Option<&'a HeaderValue>,
+}
+
 /// Decides on a `GET` of the channel path, for both stream paths, and
 /// attaches (resume, takeover) or opens the channel. No side effect unless
 /// it returns `Ok`.
 pub(crate) async fn start_stream(
     shared: &Arc<ServerShared>,
     ctx: &ConnCtx,
-    headers: &HeaderMap,
-    path: &str,
-    query: Option<&str>,
+    ask: StreamAsk<'_>,
 ) -> Result<StreamStart, Refusal> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let cors = admit(shared, ctx, headers, host, path)?;
+    let StreamAsk { headers, host, path, query, cors } = ask;
     let (client_id, last_event_id) = check_stream_request(shared, headers, query)?;
     let mut info = request_info(ctx, headers, host, path, query);
     // A new channel only: a resume or takeover, here or on another
@@ -271,25 +293,22 @@ pub(crate) async fn start_stream(
         retry_event(shared.config.retry.as_millis() as u64),
         shared.config.heartbeat,
     );
-    Ok(StreamStart { body, headers: stream_headers(cors.as_ref()) })
+    Ok(StreamStart { body, headers: stream_headers(cors) })
 }
 
 async fn open_stream(
     shared: &Arc<ServerShared>,
     ctx: &ConnCtx,
     req: &Request<Incoming>,
+    cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     if shared.config.devconsole && devconsole::wants_console(req.headers()) {
         return Ok(web_response(devconsole::page()));
     }
-    let mut headers = req.headers().clone();
-    // HTTP/2 names the host in `:authority`: one place to look for both.
-    let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    if let (false, Some(a)) = (headers.contains_key(header::HOST), authority) {
-        headers.insert(header::HOST, a);
-    }
-    let StreamStart { body, headers } =
-        start_stream(shared, ctx, &headers, req.uri().path(), req.uri().query()).await?;
+    let (headers, uri) = (req.headers(), req.uri());
+    let host = request_host(headers, uri);
+    let ask = StreamAsk { headers, host, path: uri.path(), query: uri.query(), cors };
+    let StreamStart { body, headers } = start_stream(shared, ctx, ask).await?;
     if !ctx.multiplexed {
         ctx.guard.set(body.probe());
     }
@@ -328,8 +347,9 @@ async fn post_message(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let query = req.uri().query().map(str::to_owned);
-    let mut body = Some(req.into_body());
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let mut body = Some(body);
     // Refused before its body was read: drain a small one, else close.
     let refuse = async |r: Refusal, body: &mut Option<Incoming>| -> Refusal {
         let Some(b) = body.take() else { return r };
@@ -341,7 +361,7 @@ async fn post_message(
         };
         if drained { r } else { r.body_unread() }
     };
-    let q = match ChannelQuery::parse(query.as_deref(), limits.max_client_id_len) {
+    let q = match ChannelQuery::parse(query, limits.max_client_id_len) {
         Ok(q) => q,
         Err(e) => return Err(refuse(bad_request(e), &mut body).await),
     };

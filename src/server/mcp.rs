@@ -332,6 +332,10 @@ struct State {
     /// Messages tied to no request while no `GET` stream is open.
     backlog: VecDeque<Bytes>,
     backlog_bytes: usize,
+    /// The backlog's overflow was logged: once until a `GET` stream opens
+    /// (a server that keeps sending progress of a cancelled request would
+    /// otherwise log a line per message).
+    overflow_said: bool,
     /// Messages of the application that never reached the client.
     lost: u64,
     /// The revision the session negotiated (from the InitializeResult).
@@ -358,6 +362,7 @@ impl State {
             serials: 0,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            overflow_said: false,
             lost: 0,
             version: version::DEFAULT.to_owned(),
             init_id: None,
@@ -549,6 +554,7 @@ impl Session {
             }
         }
         st.standalone = Some((serial, handle));
+        st.overflow_said = false;
         st.last_active = Instant::now();
         drop(st);
         self.watch(STANDALONE, serial, conn);
@@ -635,7 +641,12 @@ impl Session {
         }
         if dropped > 0 {
             st.lost += dropped;
-            warn!(session = %self.id, dropped, lost = st.lost, "no GET stream open: messages tied to no request dropped (oldest first) past the replay bounds");
+            if st.overflow_said {
+                debug!(session = %self.id, dropped, lost = st.lost, "no GET stream open: dropped");
+            } else {
+                st.overflow_said = true;
+                warn!(session = %self.id, lost = st.lost, "no GET stream open: messages tied to no request dropped (oldest first) past the replay bounds; said once until a GET stream opens, counted in the session's undelivered messages");
+            }
         }
     }
 
@@ -953,8 +964,8 @@ async fn post(
         .body_unread());
     };
     check_declared_length(headers, limits.max_message_bytes)?;
-    let host = request_host(&req);
     let (parts, body) = req.into_parts();
+    let host = request_host(&parts.headers, &parts.uri);
     let body = read_body(body, limits.max_message_bytes, timeout).await?;
     let msg = Message::parse(&body).map_err(|e| bad_request(format!("{e}")))?;
     let headers = &parts.headers;
@@ -970,7 +981,7 @@ async fn post(
         match version::opening(header_text(headers, &PROTOCOL_VERSION), &msg) {
             version::Opening::Initialize => {
                 let path = parts.uri.path();
-                let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
+                let info = request_info(ctx, headers, host, path, parts.uri.query());
                 sessions.create(info, false).await?
             }
             version::Opening::PerRequest(v) => {
@@ -979,7 +990,7 @@ async fn post(
                     _ => None,
                 };
                 let path = parts.uri.path();
-                let info = request_info(ctx, headers, host.as_deref(), path, parts.uri.query());
+                let info = request_info(ctx, headers, host, path, parts.uri.query());
                 match sessions.per_request(info, &v, timeout).await? {
                     PerRequest::Shared(session) => {
                         let mirrored = version::Mirrored {
@@ -1179,8 +1190,8 @@ async fn get(
             ))
         })?),
     };
-    let host = request_host(req);
-    let info = request_info(ctx, headers, host.as_deref(), req.uri().path(), req.uri().query());
+    let host = request_host(req.headers(), req.uri());
+    let info = request_info(ctx, headers, host, req.uri().path(), req.uri().query());
     let (stream, last_event_id) = match last {
         Some((id, stream)) => (stream, Some(id)),
         None => (STANDALONE, None),

@@ -867,27 +867,28 @@ impl ChannelStore for MemoryStore {
             let conn = s.lock_registry().get(client_id);
             let Some(conn) = conn else { return Err(Refusal::unknown_client(client_id)) };
             let total = s.config.settings.limits.incoming_total;
-            let deadline = Instant::now() + s.config.post_wait;
-            for attempt in 0.. {
-                let room = conn.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                let reserved = conn.lock().reserve(bytes, total);
-                match reserved {
-                    Ok(true) => break,
-                    Ok(false) if attempt == 0 => {
-                        debug!(client = %escape_controls(client_id), "application queue full; POST waits");
+            let reserve = || match conn.lock().reserve(bytes, total) {
+                Ok(room) => Ok(room),
+                Err(NoRoom::Busy) => Err(Refusal::unavailable(format!(
+                    "server busy: incoming messages held reached the limit of {total} bytes"
+                ))),
+                Err(NoRoom::Refused(e)) => Err(inbound_refusal(e, client_id, 0)),
+            };
+            // The common case takes one lock: no waiter, no clock.
+            if !reserve()? {
+                debug!(client = %escape_controls(client_id), "application queue full; POST waits");
+                let deadline = Instant::now() + s.config.post_wait;
+                loop {
+                    // Registered before the check: room freed in between wakes it.
+                    let room = conn.room.notified();
+                    tokio::pin!(room);
+                    room.as_mut().enable();
+                    if reserve()? {
+                        break;
                     }
-                    Ok(false) => {}
-                    Err(NoRoom::Busy) => {
-                        return Err(Refusal::unavailable(format!(
-                            "server busy: incoming messages held reached the limit of {total} bytes"
-                        )));
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(Refusal::app_behind(s.config.post_wait));
                     }
-                    Err(NoRoom::Refused(e)) => return Err(inbound_refusal(e, client_id, 0)),
-                }
-                if tokio::time::timeout_at(deadline, room).await.is_err() {
-                    return Err(Refusal::app_behind(s.config.post_wait));
                 }
             }
             let slot: Box<dyn PostSlot> = Box::new(MemoryPost { conn, bytes, delivered: false });
@@ -907,11 +908,16 @@ impl ChannelStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
-    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
+    fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
         let conns = self.shared.all_conns();
-        let n = conns.iter().filter(|c| c.update(|ch| ch.send(data.clone())).is_ok()).count();
-        Counters::add(&self.shared.stats.messages_out, n as u64);
-        Box::pin(std::future::ready(n))
+        let (mut took, mut sent) = (0, 0);
+        for c in &conns {
+            let n = c.update(|ch| ch.send_all(&batch));
+            took += usize::from(n > 0);
+            sent += n as u64;
+        }
+        Counters::add(&self.shared.stats.messages_out, sent);
+        Box::pin(std::future::ready(took))
     }
 
     fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool> {

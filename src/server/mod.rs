@@ -288,11 +288,18 @@ impl ServerHandle {
 
     /// Queues `message` for every live connection; returns how many took it.
     pub async fn broadcast(&self, message: &str) -> usize {
+        self.broadcast_all(&[message]).await
+    }
+
+    /// Queues `messages`, in order, for every live connection; returns how
+    /// many took them. Each message is encoded once for all connections,
+    /// and each connection is locked and woken once for the batch.
+    pub async fn broadcast_all(&self, messages: &[&str]) -> usize {
         if let Some(m) = &self.shared.mcp {
-            return m.broadcast(message);
+            return messages.iter().map(|msg| m.broadcast(msg)).max().unwrap_or(0);
         }
-        let data = crate::protocol::event::encode_data(message);
-        self.shared.store.broadcast(data).await
+        let batch = messages.iter().map(|m| crate::protocol::event::encode_data(m)).collect();
+        self.shared.store.broadcast(batch).await
     }
 
     /// The live connection of `client_id` (MCP: session), if any.
@@ -435,8 +442,8 @@ async fn serve_plain(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, false);
-    if let Some(direct::Routed::Hyper(io)) = direct::route(tcp, &ctx, &shared).await {
-        Box::pin(serve_hyper(io, ctx, shared, builder, watcher)).await;
+    if let Some(direct::Routed::Hyper(io, decided)) = direct::route(tcp, &ctx, &shared).await {
+        Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
     }
 }
 
@@ -451,13 +458,15 @@ async fn serve_tls(
 ) {
     let ctx = conn_ctx(&tcp, remote, true);
     if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-        serve_hyper(io, ctx, shared, builder, watcher).await;
+        serve_hyper(io, None, ctx, shared, builder, watcher).await;
     }
 }
 
-/// Serves one connection with hyper until it ends (or shutdown ends it).
+/// Serves one connection with hyper until it ends (or shutdown ends it);
+/// `decided`: the answer to its first request, decided already.
 async fn serve_hyper<IO>(
     io: IO,
+    decided: Option<http::Decided>,
     ctx: http::ConnCtx,
     shared: Arc<ServerShared>,
     builder: &auto::Builder<TokioExecutor>,
@@ -472,11 +481,16 @@ async fn serve_hyper<IO>(
     // hyper shuts a connection down when done with it, maybe with a body
     // unread: a lingering close lets the client read the answer.
     let io = Lingering::new(io, linger::budget(shared.config.limits.max_message_bytes));
+    let decided = std::sync::Mutex::new(decided);
     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
         started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
         ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
-        http::handle(shared.clone(), ctx, req)
+        if !ctx.multiplexed {
+            ctx.guard.clear();
+        }
+        let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).take();
+        http::handle(shared.clone(), ctx, req, decided)
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     tokio::pin!(conn);

@@ -155,8 +155,10 @@ pub(crate) trait ChannelStore: Send + Sync + 'static {
     /// The client says it is leaving for good (`DELETE`).
     fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>>;
 
-    /// Queues an encoded message for every channel; returns how many took it.
-    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize>;
+    /// Queues encoded messages, in order, for every channel; returns how
+    /// many channels took them. A batch costs each channel one lock and one
+    /// wake-up, not one per message.
+    fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize>;
 
     /// The channel of `client_id`, if it is open or suspended here.
     fn lookup(&self, client_id: &str) -> Option<ConnectionHandle>;

@@ -170,6 +170,15 @@ impl GuardSlot {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
     }
 
+    /// A new request on an HTTP/1 connection: an earlier request's stream
+    /// has ended and guards nothing (else the next answer's first full
+    /// socket fails as "stream detached"). Not cleared when that stream's
+    /// body ends: hyper may still be flushing it, and a detached stream's
+    /// stuck flush must fail.
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     fn detached(&self, cx: &mut Context<'_>) -> bool {
         let probe = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         probe.is_some_and(|p| p(cx))

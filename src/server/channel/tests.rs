@@ -89,6 +89,31 @@ fn sends_wake_the_attached_stream_and_leave_in_one_batch() {
 }
 
 #[test]
+fn a_broadcast_batch_queues_every_message_in_order_with_one_wake() {
+    let (mut ch, g) = open(None);
+    let msgs: Vec<_> = ["a", "b", "c"].iter().map(|m| encode_data(m)).collect();
+    let (sent, fx) = ch.send_all(&msgs);
+    assert_eq!(sent, 3);
+    assert_eq!(fx, Effects { wake_stream: true, ..Effects::default() });
+    let got: Vec<_> = batch(&mut ch, g).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    assert_eq!(ch.send_all(&msgs).0, 3, "ids go on: 4, 5, 6");
+    assert_eq!(ids(&batch(&mut ch, g)), [4, 5, 6]);
+}
+
+#[test]
+fn a_broadcast_batch_stops_at_the_slow_consumer_limit() {
+    let limits = Limits { outgoing_messages: 2, ..limits() };
+    let (mut ch, _) = open_with(None, limits);
+    let msgs: Vec<_> = ["a", "b", "c", "d"].iter().map(|m| encode_data(m)).collect();
+    let (sent, fx) = ch.send_all(&msgs);
+    assert_eq!(sent, 2, "two fit, the third closes the channel");
+    assert!(fx.wake_stream && fx.retire);
+    assert!(fx.logs.iter().any(|l| matches!(l, Log::SlowConsumer { queued: 2, .. })));
+    assert_eq!(ch.send_all(&msgs).0, 0, "closed: nothing more is queued");
+}
+
+#[test]
 fn batches_are_bounded_by_the_frame_size() {
     let mut ch = Channel::new(Settings { max_frame: 100, ..settings(None, limits()) }, None);
     let g = ch.attach(None).0.unwrap();

@@ -277,34 +277,13 @@ impl ChannelStore for RedisStore {
         })
     }
 
-    fn broadcast(&self, data: Bytes) -> StoreFuture<'_, usize> {
+    fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
         Box::pin(async move {
-            let p = &self.parts;
-            // Channels homed here first, in order with what this
-            // application sends them; the others through the store.
-            let here = p.registry.broadcast_here(&data);
-            let r = p
-                .link
-                .call("bcast", |inv| {
-                    inv.arg(data.as_ref()).arg(BROADCASTS_KEPT);
-                })
-                .await;
-            match r
-                .as_ref()
-                .ok()
-                .and_then(notice::array)
-                .and_then(|a| a.get(1).and_then(notice::int))
-            {
-                Some(live) => (live as usize).max(here),
-                None => {
-                    let why =
-                        r.err().map_or_else(|| "a reply not understood".into(), |e| e.to_string());
-                    warn!(
-                        "broadcast reached only the {here} channels homed on this instance: {why}"
-                    );
-                    here
-                }
+            let mut took = 0;
+            for data in batch {
+                took = took.max(self.broadcast_one(data).await);
             }
+            took
         })
     }
 
@@ -389,6 +368,28 @@ impl ChannelStore for RedisStore {
 }
 
 impl RedisStore {
+    /// One broadcast message: to the channels homed here first, in order
+    /// with what this application sends them; the others through the store.
+    async fn broadcast_one(&self, data: Bytes) -> usize {
+        let p = &self.parts;
+        let here = p.registry.broadcast_here(&data);
+        let r = p
+            .link
+            .call("bcast", |inv| {
+                inv.arg(data.as_ref()).arg(BROADCASTS_KEPT);
+            })
+            .await;
+        match r.as_ref().ok().and_then(notice::array).and_then(|a| a.get(1).and_then(notice::int)) {
+            Some(live) => (live as usize).max(here),
+            None => {
+                let why =
+                    r.err().map_or_else(|| "a reply not understood".into(), |e| e.to_string());
+                warn!("broadcast reached only the {here} channels homed on this instance: {why}");
+                here
+            }
+        }
+    }
+
     async fn open(&self, req: StreamRequest) -> Result<Box<dyn StreamSource>, Refusal> {
         let p = &self.parts;
         if p.shutting_down.load(Ordering::SeqCst) {
