@@ -588,6 +588,7 @@ const MCP_CHECKS: &[&str] = &[
     "mcp.delete",
     "mcp.version-header",
     "mcp.origin",
+    "mcp.idle-timeout",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -595,7 +596,8 @@ async fn every_mcp_check_passes_through_serve_mcp() {
     let args = mcp_peers::bridge_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let serve = Serve::spawn(&args).await;
-    let run = check(&["--mcp", "--format", "json", "--wait", "5s", &serve.url]).await;
+    let args = ["--mcp", "--format", "json", "--wait", "5s", "--idle-probe", "2s", &serve.url];
+    let run = check(&args).await;
     assert_verdicts(&run, MCP_CHECKS, &[]);
     assert_eq!(run.code, 0);
     let resumed = run.check("mcp.resume")["seen"].as_str().unwrap();
@@ -612,7 +614,8 @@ async fn every_mcp_check_passes_through_serve_mcp() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mcp_checks_fail_the_reference_server_where_it_departs_from_the_spec() {
     let reference = mcp_peers::Reference::start().await;
-    let run = check(&["--mcp", "--format", "json", "--wait", "5s", &reference.url]).await;
+    let args = ["--mcp", "--format", "json", "--wait", "5s", "--idle-probe", "2s", &reference.url];
+    let run = check(&args).await;
     let departs = [
         ("mcp.resume", "fail"),
         ("mcp.resume-scoped", "fail"),
@@ -627,4 +630,32 @@ async fn the_mcp_checks_fail_the_reference_server_where_it_departs_from_the_spec
     // which of the two comes first depends on when B's events fall.
     let scoped = run.check("mcp.resume-scoped")["reason"].as_str().unwrap();
     assert!(scoped.contains("another request's") || scoped.contains("never came"), "{scoped}");
+}
+
+/// The proxy path's read timeout, on an MCP session's quiet `GET` stream:
+/// nginx cutting streams quiet for 3 s fails `mcp.idle-timeout` with the
+/// fix; with heartbeats more often than that, the stream stays open.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_get_stream_cut_by_a_proxy_read_timeout_is_caught() {
+    let location = "proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+                    proxy_buffering off; proxy_read_timeout 3s;";
+    for (heartbeat, cut) in [("1h", true), ("1s", false)] {
+        let args = mcp_peers::bridge_args(&["--heartbeat", heartbeat]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let serve = Serve::spawn(&args).await;
+        let nginx = Nginx::start(serve.url.trim_end_matches("/mcp"), "", "", location).await;
+        let url = nginx.url.replace("/sse", "/mcp");
+        let args =
+            ["--mcp", "--format", "json", "--idle-probe", "6s", "--only", "mcp.idle-timeout"];
+        let run = check(&[&args[..], &[url.as_str()]].concat()).await;
+        let idle = run.check("mcp.idle-timeout");
+        if cut {
+            assert_eq!(idle["status"], "fail", "{idle}");
+            assert!(idle["fix"].as_str().unwrap().contains("proxy_read_timeout"), "{idle}");
+            assert_eq!(run.code, 1);
+        } else {
+            assert_eq!(idle["status"], "pass", "{idle}");
+            assert_eq!(run.code, 0, "{}", run.stdout);
+        }
+    }
 }

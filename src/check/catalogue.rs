@@ -458,6 +458,15 @@ pub static CHECKS: &[Check] = &[
         background: true,
         run: run!(path::idle_timeout),
     },
+    Check {
+        id: "mcp.idle-timeout",
+        group: Group::Mcp,
+        title: "idle stream survives",
+        proves: "a quiet `GET` stream stays open for `--idle-probe` (no proxy read timeout cuts it; heartbeats keep it)",
+        needs_echo: false,
+        background: true,
+        run: run!(mcp::idle_timeout),
+    },
 ];
 
 /// The width of the longest id, for aligned output.

@@ -793,6 +793,29 @@ pub async fn get_stream(cx: &Ctx) -> Checked {
     })
 }
 
+/// The path's read timeout, on the session's `GET` stream: the one an MCP
+/// client holds open longest with nothing on it.
+pub async fn idle_timeout(cx: &Ctx) -> Checked {
+    let probe = cx.opts.idle_probe;
+    if probe.is_zero() {
+        return Ok(Verdict::skip("--idle-probe 0", "the idle probe is off"));
+    }
+    let (session, _) = open_session(cx).await?;
+    let mut s = get(cx, &session, None).await?;
+    let verdict = if s.status == StatusCode::METHOD_NOT_ALLOWED {
+        Verdict::skip("GET answered 405", "the server has no stream to hold open")
+    } else if s.status != StatusCode::OK || !s.is_event_stream() {
+        Verdict::skip(
+            format!("GET answered {}", s.status),
+            "no event stream to hold open (see mcp.get-stream)",
+        )
+    } else {
+        super::path::judge_idle(&mut s, probe).await
+    };
+    end(cx, &session).await;
+    Ok(verdict)
+}
+
 pub async fn delete(cx: &Ctx) -> Checked {
     let (session, _) = open_session(cx).await?;
     let req = with_session(cx.http.request(Method::DELETE, cx.opts.url.clone()), Some(&session));
