@@ -93,6 +93,8 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             break
         }
         'ssechan;connect' {
+            [CompletionResult]::new('--protocol-version', '--protocol-version', [CompletionResultType]::ParameterName, 'With --mcp: the protocol revision to speak (2025-11-25, 2025-06-18, 2025-03-26 or 2026-07-28); by default the server''s era is probed and the newest revision both speak is used')
+            [CompletionResult]::new('--answer-timeout', '--answer-timeout', [CompletionResultType]::ParameterName, 'With --mcp: after stdin ends, how long the answers still owed may take; past it the run fails, naming them')
             [CompletionResult]::new('--client-id', '--client-id', [CompletionResultType]::ParameterName, 'Client id to use instead of a random UUID')
             [CompletionResult]::new('--debug-key', '--debug-key', [CompletionResultType]::ParameterName, 'Use the client id KEY-<uuid>, as package:sse''s debugKey does')
             [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
@@ -115,6 +117,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--last-event-id', '--last-event-id', [CompletionResultType]::ParameterName, 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID')
             [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'Print only events of this type (repeatable; channel messages are `message`)')
             [CompletionResult]::new('--record', '--record', [CompletionResultType]::ParameterName, 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'Speak MCP''s Streamable HTTP: initialize (either era), then a REPL on a terminal, or one JSON-RPC message per stdin and stdout line; cut streams resume with Last-Event-ID (docs/mcp.md)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Read URL as a plain SSE endpoint: no client id, no POSTs')
             [CompletionResult]::new('--retry-first', '--retry-first', [CompletionResultType]::ParameterName, 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
@@ -136,6 +139,8 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
         }
         'ssechan;bench' {
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'What to measure')
+            [CompletionResult]::new('--tool', '--tool', [CompletionResultType]::ParameterName, 'With --mcp: the tool to call (`echo` by default; its answer is then checked to be the message sent)')
+            [CompletionResult]::new('--args', '--args', [CompletionResultType]::ParameterName, 'With --mcp: the tool''s arguments, a JSON object (the default echo sends `{"message": …}` of --size bytes)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
             [CompletionResult]::new('--clients', '--clients', [CompletionResultType]::ParameterName, 'Concurrent clients (of all shards together)')
             [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s')
@@ -174,6 +179,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--dashboard', '--dashboard', [CompletionResultType]::ParameterName, 'Serve a live view of the run at http://ADDR/ (same forms as serve --listen: a bare port is on loopback): the HTML report, updated once a second by an event stream')
             [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Keep-alive of the embedded server (without URL)')
             [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream''s next event (at least 10ms)')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'URL is an MCP Streamable HTTP endpoint: each client is a session calling a tool (docs/mcp.md)')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'Listen mode: URL is a plain SSE endpoint (no client id)')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only')
@@ -224,6 +230,7 @@ Register-ArgumentCompleter -Native -CommandName 'ssechan' -ScriptBlock {
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Extra request header (repeatable), e.g. -H ''Authorization: Bearer x''')
             [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of certificates to trust in addition to the built-in roots')
             [CompletionResult]::new('--raw', '--raw', [CompletionResultType]::ParameterName, 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones')
+            [CompletionResult]::new('--mcp', '--mcp', [CompletionResultType]::ParameterName, 'URL is an MCP Streamable HTTP endpoint: run the MCP checks (docs/mcp.md)')
             [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the checks (after --raw, --only and --skip) instead of running them')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Accept any server certificate (like curl -k)')

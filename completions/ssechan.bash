@@ -73,7 +73,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__bench)
-            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --shard --start-at --connect-timeout --insecure --cacert --threads --dashboard --keep-alive --drain --verbose --quiet --help --version merge"
+            opts="-c -m -d -r -s -X -H -k -v -q -h -V --mode --mcp --tool --args --clients --messages --duration --rate --window --size --drop-every --raw --request --data --scenario --speed --expect --streams --header --max-lost --max-duplicated --max-refusals --max-p99 --min-throughput --min-events --json --junit --html --shard --start-at --connect-timeout --insecure --cacert --threads --dashboard --keep-alive --drain --verbose --quiet --help --version merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -81,6 +81,14 @@ _ssechan() {
             case "${prev}" in
                 --mode)
                     COMPREPLY=($(compgen -W "echo listen" -- "${cur}"))
+                    return 0
+                    ;;
+                --tool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --args)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --clients)
@@ -293,7 +301,7 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__check)
-            opts="-H -k -v -q -h -V --raw --list --only --skip --format --junit --wait --idle-probe --heartbeat-within --timeout --origin --streams --message-limit --header --insecure --cacert --verbose --quiet --help --version"
+            opts="-H -k -v -q -h -V --raw --mcp --list --only --skip --format --junit --wait --idle-probe --heartbeat-within --timeout --origin --streams --message-limit --header --insecure --cacert --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,12 +371,20 @@ _ssechan() {
             return 0
             ;;
         ssechan__subcmd__connect)
-            opts="-H -k -L -X -d -v -q -h -V --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --location --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
+            opts="-H -k -L -X -d -v -q -h -V --mcp --protocol-version --answer-timeout --client-id --debug-key --header --format --send --count --wait --raw --retry-initial --retry-max --max-retries --retry-first --in-flight --timeout --idle-timeout --insecure --cacert --location-trusted --location --method --data --last-event-id --show-comments --timestamps --event --record --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --protocol-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --answer-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --client-id)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

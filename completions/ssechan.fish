@@ -84,6 +84,8 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s v -l verbose -
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ssechan -n "__fish_ssechan_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l protocol-version -d 'With --mcp: the protocol revision to speak (2025-11-25, 2025-06-18, 2025-03-26 or 2026-07-28); by default the server\'s era is probed and the newest revision both speak is used' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l answer-timeout -d 'With --mcp: after stdin ends, how long the answers still owed may take; past it the run fails, naming them' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l client-id -d 'Client id to use instead of a random UUID' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l debug-key -d 'Use the client id KEY-<uuid>, as package:sse\'s debugKey does' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
@@ -104,6 +106,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s d -l data -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l last-event-id -d 'Start as if the stream had sent this id: the first GET carries it as Last-Event-ID' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l event -d 'Print only events of this type (repeatable; channel messages are `message`)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l record -d 'Write every event, send and state change to FILE as timestamped JSON lines (the format `bench --scenario` replays)' -r -F
+complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l mcp -d 'Speak MCP\'s Streamable HTTP: initialize (either era), then a REPL on a terminal, or one JSON-RPC message per stdin and stdout line; cut streams resume with Last-Event-ID (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l raw -d 'Read URL as a plain SSE endpoint: no client id, no POSTs'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -l retry-first -d 'Retry the first connection too (by default a refused port, an unknown host or a timeout on the first connection fails at once)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s k -l insecure -d 'Accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
@@ -117,6 +120,8 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s h -l help -d
 complete -c ssechan -n "__fish_ssechan_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l mode -d 'What to measure' -r -f -a "echo\t'Send messages and verify every echo'
 listen\t'Only read streams; count events, rate and id gaps'"
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l tool -d 'With --mcp: the tool to call (`echo` by default; its answer is then checked to be the message sent)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l args -d 'With --mcp: the tool\'s arguments, a JSON object (the default echo sends `{"message": …}` of --size bytes)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s c -l clients -d 'Concurrent clients (of all shards together)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s m -l messages -d 'Messages per client (listen mode: events per stream, default 1000); without it and without --duration, echo mode runs for 10s' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s d -l duration -d 'Run for this long instead of a message count' -r
@@ -150,6 +155,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_se
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l dashboard -d 'Serve a live view of the run at http://ADDR/ (same forms as serve --listen: a bare port is on loopback): the HTML report, updated once a second by an event stream' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l keep-alive -d 'Keep-alive of the embedded server (without URL)' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l drain -d 'How long to wait for an echo (closed loop: before giving a message up; at the end: before counting it lost; at start: before saying the server does not echo) and, in listen mode without --duration, for a stream\'s next event (at least 10ms)' -r
+complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l mcp -d 'URL is an MCP Streamable HTTP endpoint: each client is a session calling a tool (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -l raw -d 'Listen mode: URL is a plain SSE endpoint (no client id)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s k -l insecure -d 'https: accept any server certificate (like curl -k): encrypted but not authenticated, for test servers only'
 complete -c ssechan -n "__fish_ssechan_using_subcommand bench; and not __fish_seen_subcommand_from merge" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
@@ -185,6 +191,7 @@ complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l message-limit 
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s H -l header -d 'Extra request header (repeatable), e.g. -H \'Authorization: Bearer x\'' -r
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l cacert -d 'PEM file of certificates to trust in addition to the built-in roots' -r -F
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l raw -d 'URL is a plain SSE endpoint: run the raw and path checks, not the channel ones'
+complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l mcp -d 'URL is an MCP Streamable HTTP endpoint: run the MCP checks (docs/mcp.md)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -l list -d 'List the checks (after --raw, --only and --skip) instead of running them'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s k -l insecure -d 'Accept any server certificate (like curl -k)'
 complete -c ssechan -n "__fish_ssechan_using_subcommand check" -s v -l verbose -d 'More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'

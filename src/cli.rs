@@ -351,10 +351,27 @@ Examples:
   # pipe: stdin lines out, messages to stdout
   echo hi | ssechan connect http://localhost:8080/sse
   # read any plain SSE endpoint
-  ssechan connect --raw https://example.com/events")]
+  ssechan connect --raw https://example.com/events
+  # an MCP server: a REPL (/tools, /call NAME {json}), or JSON-RPC lines in a pipe
+  ssechan connect --mcp http://127.0.0.1:8080/mcp")]
 pub struct ConnectArgs {
-    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    /// Channel endpoint (or, with --raw, any SSE endpoint; with --mcp, an
+    /// MCP endpoint).
     pub url: String,
+    /// Speak MCP's Streamable HTTP: initialize (either era), then a REPL
+    /// on a terminal, or one JSON-RPC message per stdin and stdout line;
+    /// cut streams resume with Last-Event-ID (docs/mcp.md).
+    #[arg(long, conflicts_with_all = ["raw", "client_id", "debug_key", "method", "data", "last_event_id", "events", "show_comments"])]
+    pub mcp: bool,
+    /// With --mcp: the protocol revision to speak (2025-11-25, 2025-06-18,
+    /// 2025-03-26 or 2026-07-28); by default the server's era is probed
+    /// and the newest revision both speak is used.
+    #[arg(long, value_name = "REVISION", requires = "mcp")]
+    pub protocol_version: Option<String>,
+    /// With --mcp: after stdin ends, how long the answers still owed may
+    /// take; past it the run fails, naming them.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION", requires = "mcp")]
+    pub answer_timeout: Duration,
     /// Client id to use instead of a random UUID.
     #[arg(long, conflicts_with = "debug_key")]
     pub client_id: Option<String>,
@@ -490,6 +507,8 @@ Examples:
   ssechan bench https://127.0.0.1:8443/sse --cacert cert.pem
   # a page with charts, and a live view while it runs
   ssechan bench URL -d 60s --html report.html --dashboard 8090
+  # MCP sessions calling the echo tool, their streams cut every 500 ms
+  ssechan bench --mcp http://127.0.0.1:8080/mcp -c 20 -d 10s --drop-every 500ms
 
 The reference: docs/bench.md"
 )]
@@ -502,6 +521,18 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
     pub mode: BenchMode,
+    /// URL is an MCP Streamable HTTP endpoint: each client is a session
+    /// calling a tool (docs/mcp.md).
+    #[arg(long, requires = "url", conflicts_with_all = ["raw", "scenario", "method", "data"])]
+    pub mcp: bool,
+    /// With --mcp: the tool to call (`echo` by default; its answer is
+    /// then checked to be the message sent).
+    #[arg(long, value_name = "NAME", requires = "mcp")]
+    pub tool: Option<String>,
+    /// With --mcp: the tool's arguments, a JSON object (the default echo
+    /// sends `{"message": …}` of --size bytes).
+    #[arg(long, value_name = "JSON", requires = "mcp")]
+    pub args: Option<String>,
     /// Concurrent clients (of all shards together).
     #[arg(short, long, default_value_t = 50, value_name = "N")]
     pub clients: usize,
@@ -682,15 +713,22 @@ Examples:
   ssechan check URL --skip path.idle-timeout --junit check.xml
   # any plain SSE endpoint
   ssechan check --raw https://example.com/events
+  # an MCP server's Streamable HTTP endpoint
+  ssechan check --mcp http://127.0.0.1:8080/mcp
   # the checks and what each proves
   ssechan check --list")]
 pub struct CheckArgs {
-    /// Channel endpoint (or, with --raw, any SSE endpoint).
+    /// Channel endpoint (or, with --raw, any SSE endpoint; with --mcp, an
+    /// MCP endpoint).
     #[arg(required_unless_present = "list")]
     pub url: Option<String>,
     /// URL is a plain SSE endpoint: run the raw and path checks, not the channel ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mcp")]
     pub raw: bool,
+    /// URL is an MCP Streamable HTTP endpoint: run the MCP checks
+    /// (docs/mcp.md).
+    #[arg(long)]
+    pub mcp: bool,
     /// List the checks (after --raw, --only and --skip) instead of running them.
     #[arg(long)]
     pub list: bool,
@@ -767,19 +805,20 @@ pub(crate) fn request_body(data: &str) -> anyhow::Result<bytes::Bytes> {
         std::fs::File::open(source).and_then(|f| f.take(MAX_DATA + 1).read_to_end(&mut body))
     };
     let what = if source == "-" { "stdin".to_owned() } else { source.to_owned() };
-    read.map_err(|e| crate::UsageError(format!("cannot read --data @{source}: {e}")))?;
+    read.map_err(|e| crate::exit::UsageError(format!("cannot read --data @{source}: {e}")))?;
     if body.len() as u64 > MAX_DATA {
-        return Err(
-            crate::UsageError(format!("--data from {what} is over {MAX_DATA} bytes")).into()
-        );
+        return Err(crate::exit::UsageError(format!(
+            "--data from {what} is over {MAX_DATA} bytes"
+        ))
+        .into());
     }
     Ok(body.into())
 }
 
 /// `-X`: a method name, any case.
-pub(crate) fn http_method(m: &str) -> Result<http::Method, crate::UsageError> {
+pub(crate) fn http_method(m: &str) -> Result<http::Method, crate::exit::UsageError> {
     http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-        .map_err(|_| crate::UsageError(format!("-X {m:?} is not an HTTP method")))
+        .map_err(|_| crate::exit::UsageError(format!("-X {m:?} is not an HTTP method")))
 }
 
 #[cfg(test)]

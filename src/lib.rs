@@ -44,11 +44,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod client;
 pub mod connect;
+pub mod exit;
 pub mod generate;
 pub mod junit;
 pub mod lines;
@@ -63,11 +65,6 @@ pub mod text;
 pub mod web;
 
 use std::process::ExitCode;
-
-/// A usage error found after parsing: exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Runs a parsed command line; the exit status follows the documented codes
 /// (0 fine, 1 failed, 2 usage error or unreachable target).

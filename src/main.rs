@@ -24,8 +24,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ssechan: {e:#}");
-            let usage = e.downcast_ref::<ssechan::UsageError>().is_some();
-            ExitCode::from(if usage { 2 } else { 1 })
+            ssechan::exit::code_of(&e)
         }
     }
 }

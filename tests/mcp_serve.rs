@@ -274,6 +274,31 @@ async fn a_resume_replays_from_its_own_stream_only() {
     assert_eq!(refusal(r).await, (400, -32000));
 }
 
+/// A stream's channel closes once its answer is written; a client whose
+/// connection was cut before that write reached it (the server learns of
+/// a cut only when a later write fails) resumes from the last id it has
+/// and still gets the answer, kept after the stream closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answered_stream_is_resumed_from_before_its_answer() {
+    let serve = bridge(&[]).await;
+    let raw = Raw::new(&serve.url);
+    let session = raw.open().await;
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"kept"}}}"#;
+    let mut s = Stream::new(raw.post(Some(&session), call).await);
+    let events = s.until_end().await;
+    let (priming, answer) = (&events[0], events.last().expect("the answer"));
+    assert!(priming.data.is_empty(), "a priming event first: {events:?}");
+    assert_eq!(json_of(answer)["id"], 7);
+    // As if only the priming event had arrived.
+    let r = raw.get(&session, Some(&priming.last_event_id)).await;
+    assert_eq!(r.status(), 200);
+    let resumed = messages_until_end(&mut Stream::new(r)).await;
+    assert_eq!(resumed, events[1..], "what followed the priming event, the answer last");
+    // After the answer itself there is nothing: refused, as before.
+    let r = raw.get(&session, Some(&answer.last_event_id)).await;
+    assert_eq!(refusal(r).await, (400, -32000));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_ends_the_session_then_404() {
     let serve = bridge(&[]).await;

@@ -4,10 +4,13 @@
 
 #[path = "support/bench_servers.rs"]
 mod bench_servers;
+#[path = "support/mcp_peers.rs"]
+mod mcp_peers;
 #[path = "support/client_procs.rs"]
 mod procs;
 #[path = "support/client_silent.rs"]
 mod silent;
+mod util;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -306,6 +309,34 @@ fn giving_up_is_said_once() {
     assert_eq!(s.exit_code(), 1);
     let screen = String::from_utf8_lossy(&s.seen).into_owned();
     assert_eq!(screen.matches("gave up after").count(), 1, "{screen:?}");
+}
+
+#[test]
+fn mcp_lists_and_calls_tools_with_their_names_completed() {
+    let home = tempfile::tempdir().unwrap();
+    let bridge = mcp_peers::bridge_args(&[]);
+    let bridge: Vec<&str> = bridge.iter().map(String::as_str).collect();
+    let serve = Serve::start(&bridge);
+    let mut s = Repl::start_with(&["--mcp", &serve.url], home.path(), false);
+    s.expect("connected to mcp-servers/everything");
+    s.expect("capabilities: tools");
+    s.find(READING, 0);
+    s.enter("/tools");
+    s.expect("  echo  ");
+    s.expect("  get-sum  ");
+    // The tool's name completes from what /tools listed.
+    s.type_text("/call ec");
+    s.send_key("\t");
+    s.expect("/call echo ");
+    s.enter(r#"{"message": "from the pty"}"#);
+    s.expect("Echo: from the pty");
+    // A raw JSON-RPC line: its answer shows as JSON.
+    s.enter(r#"{"jsonrpc":"2.0","id":"raw","method":"tools/call","params":{"name":"get-sum","arguments":{"a":1,"b":2}}}"#);
+    s.expect(r#""id":"raw""#);
+    s.enter("/status");
+    s.expect("revision:      2025-11-25");
+    s.enter_last("/quit");
+    assert_eq!(s.exit_code(), 0);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use crate::client::driver::{Chunks, Driver, DriverConfig, OpenError};
 use crate::client::early::EarlyAnswer;
 use crate::protocol::query::channel_query;
 use crate::reader::{Refusal, check_response};
@@ -54,11 +56,6 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The server said 204: stop reconnecting (WHATWG).
-    pub fn is_no_content(&self) -> bool {
-        matches!(self, ConnectError::Refused(Refusal::NoContent))
-    }
-
     /// An answer (or a handshake) that trying again will not change: not
     /// an event stream, 204, a status other than the ones that say "later"
     /// (408, 429, 502, 503, 504), or a certificate that is not trusted.
@@ -330,8 +327,64 @@ impl Dialer {
 
 /// An open event stream: the connection to poll and the body to read.
 pub struct OpenStream {
-    pub conn: StreamConn,
+    /// `None` once it ended: the body still yields what it delivered.
+    pub conn: Option<StreamConn>,
     pub body: Incoming,
+}
+
+/// The one driver reads an open stream by polling its connection (this
+/// task drives it: no task per connection) and then its body.
+impl Chunks for OpenStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        if let Some(c) = &mut self.conn
+            && Pin::new(c).poll(cx).is_ready()
+        {
+            // Dropping the connection tells the body at once.
+            self.conn = None;
+        }
+        use hyper::body::Body as _;
+        loop {
+            return match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(e.to_string()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue,
+                },
+            };
+        }
+    }
+}
+
+/// A future re-opening a stream.
+pub type Reopening = Pin<Box<dyn Future<Output = Result<OpenStream, OpenError>> + Send>>;
+/// What re-opens a stream, given its `Last-Event-ID`.
+pub type Reopen = Box<dyn FnMut(&str) -> Reopening + Send>;
+/// The one driver over a bench stream.
+pub type StreamDriver = Driver<Reopen, OpenStream, Reopening>;
+
+/// The driver of stream `first` (opened and timed by the caller), which
+/// re-opens it at `uri` with `Last-Event-ID`. A resume that fails is
+/// retried as the policy says, whatever the answer (a server restarting
+/// or overloaded answers 503 for a while), but for 204: stop.
+pub fn stream_driver(
+    plan: Arc<super::Plan>,
+    uri: Uri,
+    config: DriverConfig,
+    first: OpenStream,
+) -> StreamDriver {
+    let reopen: Reopen = Box::new(move |last: &str| {
+        let (plan, uri, last) = (plan.clone(), uri.clone(), last.to_owned());
+        Box::pin(async move {
+            let timeout = plan.connect_timeout;
+            let opened = open_stream(&plan.target, &plan.dialer, uri, Some(&last), timeout).await;
+            opened.map_err(|e| match e {
+                ConnectError::Refused(Refusal::NoContent) => Refusal::NoContent.into(),
+                e => OpenError::Network(e.to_string()),
+            })
+        })
+    });
+    Driver::with_open_stream(config, reopen, first)
 }
 
 /// Connects and sends the stream GET (with `Last-Event-ID` when resuming);
@@ -370,7 +423,7 @@ pub async fn open_with(
         };
         let content_type = resp.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
         check_response(resp.status(), content_type)?;
-        Ok(OpenStream { conn, body: resp.into_body() })
+        Ok(OpenStream { conn: Some(conn), body: resp.into_body() })
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ConnectError::Timeout(timeout))?
 }

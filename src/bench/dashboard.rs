@@ -56,9 +56,9 @@ impl Dashboard {
     /// Binds `addr` and serves; `first` is the state shown until the run
     /// sends another.
     pub async fn start(addr: SocketAddr, first: String) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| crate::UsageError(format!("--dashboard {addr}: cannot listen: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::exit::UsageError(format!("--dashboard {addr}: cannot listen: {e}"))
+        })?;
         let local = listener.local_addr().context("dashboard address")?;
         if !local.ip().is_loopback() {
             warn!(

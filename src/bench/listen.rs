@@ -2,24 +2,22 @@
 //! plain SSE), counting events, time to first event and gaps in `id:`
 //! sequences. One task per stream, polling its own connection.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::Plan;
-use super::conn::{OpenStream, StreamConn, open_stream};
+use super::conn::{open_stream, stream_driver};
 use super::halt::{self, Halt};
 use super::ids::IdTracker;
+use crate::client::driver::{DriverConfig, OpenError, Resume, Step};
 use crate::protocol::parser::{EventStreamParser, Parsed};
-use crate::reader::{Next, Reader, RetryPolicy};
+use crate::reader::{Reader, RetryPolicy};
 
 /// What one stream saw.
 #[derive(Debug, Default)]
@@ -76,8 +74,8 @@ pub async fn run(
             return r;
         }
     };
-    let mut stream = match first {
-        Ok(s) => Some(s),
+    let first = match first {
+        Ok(s) => s,
         Err(e) => {
             if e.is_permanent() {
                 // Every stream would get the same: the run ends now.
@@ -89,145 +87,128 @@ pub async fn run(
     };
     r.connected = true;
     let mut quiet = Quiet::new(plan.duration.is_none().then_some(plan.drain));
-    let mut reader = Reader::new(retry_policy(&plan), EventStreamParser::DEFAULT_MAX);
-    reader.opened(now());
+    let config = DriverConfig {
+        retry: retry_policy(&plan),
+        max_event_bytes: EventStreamParser::DEFAULT_MAX,
+        idle_timeout: None,
+        resume: Resume::Plain,
+    };
+    let mut driver = stream_driver(plan.clone(), uri, config, first);
     let mut ids = IdTracker::default();
     // Clock µs of the last stream end, until the first event after it.
     let mut ended_at: Option<u64> = None;
-    'run: loop {
-        let Some(OpenStream { conn, body }) = stream.take() else { break };
-        let mut conn: Option<StreamConn> = Some(conn);
-        let mut body: Incoming = body;
-        // Read until the stream ends, the deadline passes or enough came.
-        let ended = loop {
-            let next = poll_fn(|cx| {
-                if let Some(c) = &mut conn
-                    && Pin::new(c).poll(cx).is_ready()
-                {
-                    conn = None;
-                }
-                if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
-                    return Poll::Ready(Some(f));
-                }
-                Poll::Pending
-            });
-            let Some(frame) = until(quiet.limit(deadline), &mut halt, next).await else {
-                finish(&quiet, &reader, &mut r, plan.messages);
-                break 'run;
-            };
-            let chunk = match frame {
-                Some(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
-                Some(Some(Err(e))) => break Some(e.to_string()),
-                Some(None) | None => break None,
-            };
-            // A stream that is always ready never lets the timeout fire.
-            if quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
-                finish(&quiet, &reader, &mut r, plan.messages);
-                break 'run;
-            }
-            quiet.bytes += chunk.len() as u64;
-            let now = plan.clock.now_us();
-            reader.feed(&chunk);
-            let mut new = 0;
-            let done = loop {
-                match reader.next_item() {
-                    Ok(Some(Parsed::Event(ev))) => {
-                        if ev.event == crate::protocol::CONTROL_EVENT
-                            && ev.data == crate::protocol::CONTROL_CLOSE_DATA
-                        {
-                            break true;
-                        }
-                        // Before this stream's first `id:`, the id is the
-                        // one an earlier stream left: the event had none.
-                        ids.observe(if reader.stream_had_id() { &ev.last_event_id } else { "" });
-                        quiet.event();
-                        new += 1;
-                        r.events += 1;
-                        if r.first_event_us.is_none() {
-                            r.first_event_us = Some(now);
-                            plan.stats.local().first_event.record_us(now - opened_at);
-                        }
-                        if let Some(at) = ended_at.take() {
-                            plan.stats.local().recovery.record_us(now.saturating_sub(at));
-                        }
-                        r.last_event_us = now;
-                        if plan.duration.is_none() && r.events >= plan.messages {
-                            break true;
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break false,
-                    Err(e) => {
-                        r.error.get_or_insert_with(|| format!("event stream: {e}"));
-                        break true;
-                    }
-                }
-            };
-            plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
-            if done {
-                break 'run;
-            }
+    // Why re-opening failed last, since the last stream opened.
+    let mut last_error: Option<String> = None;
+    loop {
+        let Some(step) = until(quiet.limit(deadline), &mut halt, driver.next()).await else {
+            quiet.bytes = driver.bytes_read();
+            finish(&quiet, driver.reader(), &mut r, plan.messages);
+            break;
         };
-        // No control close came: the server ended the stream (this is how
-        // a server disconnects a slow consumer) or the connection broke.
-        debug!(stream = index, ?ended, "stream ended");
-        drop(body);
-        r.stream_ends += 1;
-        ended_at = Some(plan.clock.now_us());
-        ids.reopen();
-        // Reconnect as EventSource does: after the server's `retry:` (or
-        // backing off when streams end at once), resuming after the last id.
-        let mut next = reader.stream_ended(now());
-        let mut last_error = None;
-        loop {
-            let wait = match next {
-                Next::RetryIn(wait) => wait,
-                Next::GiveUp | Next::Fail => {
-                    let took = reader.backoff().policy().give_up_after.unwrap_or_default();
-                    r.error = Some(match last_error {
-                        Some(e) => format!("reconnect failed for over {took:?}: {e}"),
-                        None => ended_at_once(&reader),
-                    });
-                    break 'run;
-                }
-            };
-            if until(quiet.limit(deadline), &mut halt, tokio::time::sleep(wait)).await.is_none() {
-                finish(&quiet, &reader, &mut r, plan.messages);
-                break 'run;
-            }
-            plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
-            let last_id = reader.last_event_id().to_owned();
-            let res = open_stream(
-                &plan.target,
-                &plan.dialer,
-                uri.clone(),
-                Some(&last_id),
-                plan.connect_timeout,
-            );
-            let Some(res) = until(quiet.limit(deadline), &mut halt, res).await else {
-                finish(&quiet, &reader, &mut r, plan.messages);
-                break 'run;
-            };
-            match res {
-                Ok(s) => {
-                    r.resumes += 1;
-                    if let Some(at) = ended_at {
-                        plan.stats.local().resume.record_us(plan.clock.now_us().saturating_sub(at));
+        let Some(step) = step else { break };
+        match step {
+            Step::Item(Parsed::Event(ev)) => {
+                // A chunk's events in one turn: one clock read and one
+                // shared count per chunk, as the hot path wants.
+                let now = plan.clock.now_us();
+                let mut new = 0;
+                let mut next = Some(Step::Item(Parsed::Event(ev)));
+                let mut done = false;
+                while let Some(step) = next.take() {
+                    match step {
+                        Step::Item(Parsed::Event(ev)) => {
+                            if ev.is_control_close() {
+                                done = true;
+                                break;
+                            }
+                            // Before this stream's first `id:`, the id is the
+                            // one an earlier stream left: the event had none.
+                            let had_id = driver.reader().stream_had_id();
+                            ids.observe(if had_id { &ev.last_event_id } else { "" });
+                            quiet.event(driver.bytes_read());
+                            new += 1;
+                            r.events += 1;
+                            if r.first_event_us.is_none() {
+                                r.first_event_us = Some(now);
+                                plan.stats.local().first_event.record_us(now - opened_at);
+                            }
+                            if let Some(at) = ended_at.take() {
+                                plan.stats.local().recovery.record_us(now.saturating_sub(at));
+                            }
+                            r.last_event_us = now;
+                            if plan.duration.is_none() && r.events >= plan.messages {
+                                done = true;
+                                break;
+                            }
+                        }
+                        Step::Broken { reason } => {
+                            r.error.get_or_insert_with(|| format!("event stream: {reason}"));
+                            done = true;
+                            break;
+                        }
+                        _ => {}
                     }
-                    reader.opened(now());
-                    stream = Some(s);
-                    continue 'run;
+                    next = driver.next_buffered();
                 }
-                // 204: the server says this stream is over.
-                Err(e) if e.is_no_content() => break 'run,
-                Err(e) => {
-                    r.failed_resumes += 1;
-                    next = reader.connect_failed(now());
-                    last_error = Some(e);
+                plan.stats.counters().received.fetch_add(new, Ordering::Relaxed);
+                // A stream that is always ready never lets the timeout fire.
+                if !done && quiet.limit(deadline).is_some_and(|d| Instant::now() >= d) {
+                    quiet.bytes = driver.bytes_read();
+                    finish(&quiet, driver.reader(), &mut r, plan.messages);
+                    done = true;
                 }
+                if done {
+                    break;
+                }
+            }
+            Step::Item(_) | Step::Waiting { .. } => {}
+            Step::Broken { reason } => {
+                r.error.get_or_insert_with(|| format!("event stream: {reason}"));
+                break;
+            }
+            // No control close came: the server ended the stream (this is
+            // how a server disconnects a slow consumer) or the connection
+            // broke. It is re-opened as EventSource does: after the
+            // server's `retry:` (or backing off when streams end at once),
+            // resuming after the last id.
+            Step::Lost { reason } => {
+                debug!(stream = index, reason, "stream ended");
+                r.stream_ends += 1;
+                ended_at = Some(plan.clock.now_us());
+                ids.reopen();
+            }
+            Step::Connecting { .. } => {
+                plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            Step::Open { .. } => {
+                r.resumes += 1;
+                last_error = None;
+                if let Some(at) = ended_at {
+                    plan.stats.local().resume.record_us(plan.clock.now_us().saturating_sub(at));
+                }
+            }
+            Step::OpenFailed { reason, .. } => {
+                r.failed_resumes += 1;
+                last_error = Some(reason);
+            }
+            // 204: the server says this stream is over.
+            Step::NoContent => break,
+            Step::Refused { refusal, body } => {
+                r.error = Some(OpenError::Refused { refusal, body }.to_string());
+                break;
+            }
+            Step::Failed { reason } => {
+                r.error = Some(reason);
+                break;
+            }
+            Step::GaveUp { .. } => {
+                let reader = driver.reader();
+                let took = reader.backoff().policy().give_up_after.unwrap_or_default();
+                r.error = Some(match last_error {
+                    Some(e) => format!("reconnect failed for over {took:?}: {e}"),
+                    None => ended_at_once(reader),
+                });
+                break;
             }
         }
     }
@@ -243,18 +224,20 @@ struct Quiet {
     limit: Option<Duration>,
     /// The last event, or the stream's opening before the first.
     since: Instant,
-    /// Bytes read since then.
+    /// Bytes read by then (all streams), and by the time it ran out.
+    at_event: u64,
     bytes: u64,
 }
 
 impl Quiet {
     fn new(limit: Option<Duration>) -> Self {
-        Self { limit, since: Instant::now(), bytes: 0 }
+        Self { limit, since: Instant::now(), at_event: 0, bytes: 0 }
     }
 
-    fn event(&mut self) {
+    /// An event came; `read`: the bytes read so far.
+    fn event(&mut self, read: u64) {
         self.since = Instant::now();
-        self.bytes = 0;
+        self.at_event = read;
     }
 
     /// The earlier of `deadline` and the end of the allowed quiet.
@@ -274,7 +257,7 @@ impl Quiet {
             return;
         }
         r.idle = true;
-        let what = match self.bytes {
+        let what = match self.bytes.saturating_sub(self.at_event) {
             0 => "nothing at all".to_string(),
             n => format!("{n} bytes but no event"),
         };
@@ -304,10 +287,6 @@ fn retry_policy(plan: &Plan) -> RetryPolicy {
         give_up_after: Some(plan.drain.max(plan.connect_timeout)),
         retry_first: false,
     }
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }
 
 fn ended_at_once(reader: &Reader) -> String {

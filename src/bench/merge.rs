@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use super::report::{Report, ShardRun, StreamRates, number};
 use super::stats::Histograms;
-use crate::UsageError;
 use crate::cli::MergeArgs;
+use crate::exit::UsageError;
 
 /// Why reports cannot be merged.
 #[derive(Debug, thiserror::Error, PartialEq)]

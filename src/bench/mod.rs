@@ -12,6 +12,7 @@ mod html;
 mod ids;
 mod lanes;
 mod listen;
+mod mcp;
 pub mod merge;
 pub mod payload;
 mod progress;
@@ -39,8 +40,8 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
-use crate::UsageError;
 use crate::cli::{BenchArgs, BenchCommand, BenchMode, GateArgs, ReportArgs};
+use crate::exit::UsageError;
 use crate::server::{Server, ServerConfig};
 use conn::{Dialer, Target};
 use halt::Halting;
@@ -141,7 +142,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let halting = Arc::new(Halting::default());
     // What every report says of its run, whatever the mode.
     let about = Report {
-        mode: if args.scenario.is_some() {
+        mode: if args.mcp {
+            Mode::Mcp
+        } else if args.scenario.is_some() {
             Mode::Scenario
         } else if args.mode == BenchMode::Listen {
             Mode::Listen
@@ -228,6 +231,10 @@ async fn run_mode(
         }));
     }
     let clients = local.len();
+    if args.mcp {
+        crate::sys::raise_open_file_limit(clients as u64 * 4 + SPARE_FILES);
+        return run_mcp(args, setup, local, halting, about).await;
+    }
     let files = crate::sys::raise_open_file_limit(FileBudget::new(args, clients as u64).own());
     let (url, embedded) = match &args.url {
         Some(u) => (u.clone(), None),
@@ -242,6 +249,49 @@ async fn run_mode(
         s.stop().await;
     }
     result
+}
+
+/// `--mcp`: sessions calling a tool; `None` when none could open (said
+/// on stderr).
+async fn run_mcp(
+    args: &BenchArgs,
+    setup: &Setup,
+    local: Range<usize>,
+    halting: &Arc<Halting>,
+    about: &Report,
+) -> anyhow::Result<Option<Report>> {
+    let url = args.url.clone().unwrap_or_default();
+    let (tool, tool_args) = mcp::tool_of(args)?;
+    let plan = Arc::new(mcp::McpPlan {
+        config: mcp::config(args, &url)?,
+        tool,
+        args: tool_args,
+        size: args.size,
+        run_id: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        clients: args.clients,
+        calls: setup.messages,
+        duration: setup.duration,
+        rate_per_client: args.rate.map(|r| r / args.clients as f64),
+        window: args.window,
+        drop_every: args.drop_every,
+        connect_timeout: args.connect_timeout,
+        drain: args.drain,
+        clock: Clock::new(),
+        stats: Stats::new(),
+        halting: halting.clone(),
+    });
+    let mut report = mcp::run(plan, local.len()).await;
+    if report.connected == 0 && !halting.interrupted() {
+        let why =
+            report.error_samples.first().cloned().unwrap_or_else(|| "no session opened".into());
+        eprintln!("ssechan: cannot reach {url}: {why}");
+        return Ok(None);
+    }
+    report.url = url;
+    report.shards = setup.shard.map(|s| vec![s.to_string()]).unwrap_or_default();
+    note_short_run(&mut report);
+    let _ = about;
+    Ok(Some(report))
 }
 
 pub(crate) fn gates(g: &GateArgs) -> Gates {
@@ -261,6 +311,9 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 fn validate(a: &BenchArgs) -> anyhow::Result<Setup> {
     let listen = a.mode == BenchMode::Listen;
+    if a.mcp && listen {
+        return Err(usage("--mcp calls a tool in each session: --mode listen does not apply"));
+    }
     if a.raw && !listen {
         return Err(usage("--raw needs --mode listen (echo mode speaks the channel protocol)"));
     }
@@ -860,12 +913,12 @@ fn note_short_run(r: &mut Report) {
         return;
     }
     let samples = match r.mode {
-        Mode::Echo | Mode::Scenario => r.received,
+        Mode::Echo | Mode::Scenario | Mode::Mcp => r.received,
         Mode::Listen => r.events,
     };
     let secs = STABLE_DURATION.as_secs_f64();
     if r.duration_s < secs || samples < STABLE_SAMPLES {
-        let unit = if r.mode == Mode::Echo { "round trips" } else { "events" };
+        let unit = if matches!(r.mode, Mode::Echo | Mode::Mcp) { "round trips" } else { "events" };
         r.warnings.push(format!(
             "short run ({:.2} s, {samples} {unit}): figures vary from run to run below \
              {secs:.0} s and {STABLE_SAMPLES} {unit}; use a longer --duration",

@@ -37,6 +37,8 @@ pub enum Mode {
     Echo,
     Listen,
     Scenario,
+    /// MCP sessions calling a tool (`--mcp`).
+    Mcp,
 }
 
 impl Mode {
@@ -45,6 +47,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Listen => "listen",
             Mode::Scenario => "scenario",
+            Mode::Mcp => "mcp",
         }
     }
 }
@@ -576,7 +579,7 @@ impl Report {
         let per_second =
             |n: u64| if self.duration_s > 0.0 { n as f64 / self.duration_s } else { 0.0 };
         let units = match self.mode {
-            Mode::Echo | Mode::Scenario => {
+            Mode::Echo | Mode::Scenario | Mode::Mcp => {
                 self.throughput_msgs_per_s = per_second(self.received);
                 self.received
             }
@@ -832,7 +835,7 @@ impl Report {
                 self.post_connections
             );
         }
-        if matches!(self.mode, Mode::Echo | Mode::Scenario) {
+        if matches!(self.mode, Mode::Echo | Mode::Scenario | Mode::Mcp) {
             let refusals = crate::client::refusals_sentence(&self.refusals, self.posts);
             let _ = writeln!(s, "  refusals    {refusals}");
         }

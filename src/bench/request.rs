@@ -8,21 +8,20 @@
 //! is timed from when it was due.
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::Body;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::Plan;
-use super::conn::{ConnectError, OpenStream, open_with, retry_later};
+use super::conn::{ConnectError, open_with, retry_later};
 use super::halt::{self, Halt};
 use super::ids::IdTracker;
 use super::listen::until;
+use crate::client::driver::Chunks as _;
 use crate::protocol::parser::{EventStreamParser, Parsed};
 use crate::reader::Refusal;
 
@@ -126,7 +125,7 @@ async fn one(
         let req = plan.target.request_with_body(&spec.method, &spec.body);
         open_with(&plan.dialer, req, plan.connect_timeout).await
     };
-    let OpenStream { conn, mut body } = match until(deadline, halt, opened).await {
+    let mut stream = match until(deadline, halt, opened).await {
         None => return Outcome::Cut,
         Some(Ok(s)) => s,
         // An answer, if not a stream: the target is there, the request failed.
@@ -155,20 +154,12 @@ async fn one(
         plan.accepted.store(true, Ordering::Relaxed);
     }
     plan.stats.local().connect.record_us(sent.elapsed().as_micros() as u64);
-    let mut conn = Some(conn);
     let mut parser = EventStreamParser::new();
     let mut ids = IdTracker::default();
     let (mut events, mut first, mut last) = (0u64, None::<u64>, 0u64);
     let mut quiet_since = Instant::now();
     let outcome = 'read: loop {
-        let next = poll_fn(|cx| {
-            if let Some(c) = &mut conn
-                && Pin::new(c).poll(cx).is_ready()
-            {
-                conn = None;
-            }
-            Pin::new(&mut body).poll_frame(cx)
-        });
+        let next = poll_fn(|cx| stream.poll_chunk(cx));
         // Silent for --drain (before the first event too): failed.
         let limit = quiet_since + plan.drain;
         let limit = deadline.map_or(limit, |d| d.min(limit));
@@ -188,10 +179,7 @@ async fn one(
             Some(Err(e)) => {
                 break Outcome::Failed(format!("stream broken after {events} events: {e}"));
             }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(d) => d,
-                Err(_) => continue,
-            },
+            Some(Ok(d)) => d,
         };
         r.bytes += chunk.len() as u64;
         parser.feed(&chunk);

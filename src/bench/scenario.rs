@@ -66,6 +66,11 @@ pub enum ScenarioError {
 impl Scenario {
     pub fn read(path: &Path) -> Result<Scenario, ScenarioError> {
         let (header, steps) = record::read_file(path)?;
+        if header.mode == RecordMode::Mcp {
+            return Err(ScenarioError::Record(record::RecordError::Header(
+                "a record of `connect --mcp`: --scenario replays channel and raw records".into(),
+            )));
+        }
         // Every time is checked before any is computed with: 1e308 would
         // panic in a Duration, 1e20 would sleep for ever.
         for (i, s) in steps.iter().enumerate() {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{StatusCode, Uri};
-use hyper::body::{Body, Incoming};
 
 use super::lanes::{PostOutcome, read_response};
 use tokio::sync::{Semaphore, watch};
@@ -22,14 +21,17 @@ use tracing::{debug, warn};
 
 use super::Plan;
 use super::conn::{
-    ConnectError, OpenStream, PostConn, PostSender, StreamConn, open_post, open_stream, retry_later,
+    ConnectError, PostConn, PostSender, StreamDriver, open_post, open_stream, retry_later,
+    stream_driver,
 };
 use super::halt::{self, Halt};
 use super::payload::{self, Header};
 use super::timer::{Timer, poll_slot};
 use super::verify::{Arrival, Verifier};
+use crate::client::driver::{DriverConfig, OpenError, Resume, Step};
+use crate::protocol::Event;
 use crate::protocol::parser::{EventStreamParser, Parsed};
-use crate::reader::{Backoff, Next, Reader, RetryPolicy};
+use crate::reader::{Backoff, Next, RetryPolicy};
 
 /// First wait before retrying a failed resume or POST: short, since a
 /// chaos drop is resumed at once and its recovery time is measured.
@@ -164,20 +166,21 @@ pub async fn run(
     };
     let mut client = Client {
         index,
-        plan,
-        stream_uri,
+        plan: plan.clone(),
         post_prefix,
         start_us,
         result,
-        reader: {
-            let mut r = Reader::new(retry_policy(give_up), EventStreamParser::DEFAULT_MAX);
-            r.opened(now_std());
-            r
+        stream: {
+            let config = DriverConfig {
+                retry: retry_policy(give_up),
+                max_event_bytes: EventStreamParser::DEFAULT_MAX,
+                idle_timeout: None,
+                resume: Resume::Channel,
+            };
+            stream_driver(plan.clone(), stream_uri, config, stream)
         },
+        last_resume_error: None,
         verifier: Verifier::new(),
-        stream_conn: Some(stream.conn),
-        body: Some(stream.body),
-        resuming: None,
         recovering_since: None,
         sender,
         post_conn,
@@ -199,7 +202,6 @@ pub async fn run(
         send_timer: Timer::default(),
         drop_timer: Timer::default(),
         post_retry: Timer::default(),
-        resume_retry: Timer::default(),
         stall_timer: Timer::default(),
         drain_timer: Timer::default(),
         post_timer: Timer::default(),
@@ -216,17 +218,14 @@ pub async fn run(
 struct Client {
     index: usize,
     plan: Arc<Plan>,
-    stream_uri: Uri,
     post_prefix: String,
     start_us: u64,
     result: ClientResult,
-    /// The event stream's parser and reconnect schedule.
-    reader: Reader,
+    /// The event stream, re-opened with `Last-Event-ID` when it ends.
+    stream: StreamDriver,
+    /// Why re-opening it failed last, since it last opened.
+    last_resume_error: Option<String>,
     verifier: Verifier,
-    stream_conn: Option<StreamConn>,
-    /// The event stream's body; `None` while it is down.
-    body: Option<Incoming>,
-    resuming: Option<Boxed<Result<OpenStream, ConnectError>>>,
     /// Clock µs of the drop or stream end a resume is recovering from.
     recovering_since: Option<u64>,
     sender: Option<PostSender>,
@@ -258,7 +257,6 @@ struct Client {
     send_timer: Timer,
     drop_timer: Timer,
     post_retry: Timer,
-    resume_retry: Timer,
     stall_timer: Timer,
     drain_timer: Timer,
     /// Watches the POST in flight: a server that never answers must not
@@ -278,16 +276,14 @@ struct Client {
 }
 
 enum Wake {
-    Data(Bytes),
-    StreamEnd(Option<hyper::Error>),
-    Resumed(Result<OpenStream, ConnectError>),
+    Stream(Step),
     PostDone(PostOutcome),
-    PostConnected(Result<(PostSender, PostConn), ConnectError>),
+    /// Boxed: the connection is large and comes once per client.
+    PostConnected(Box<Result<(PostSender, PostConn), ConnectError>>),
     /// Something may now be sendable: the connection is ready or lost, a
     /// send time, retry time or stall timeout came.
     Send,
     Drop,
-    Resume,
     Stall,
     Drain,
     PostTimeout,
@@ -302,14 +298,11 @@ impl Client {
         while !self.finished {
             let wake = poll_fn(|cx| self.poll_wake(cx)).await;
             match wake {
-                Wake::Data(chunk) => self.on_data(&chunk),
-                Wake::StreamEnd(err) => self.on_stream_end(err),
-                Wake::Resumed(r) => self.on_resumed(r),
+                Wake::Stream(step) => self.on_stream(step),
                 Wake::PostDone(r) => self.on_post_done(r),
-                Wake::PostConnected(r) => self.on_post_connected(r),
+                Wake::PostConnected(r) => self.on_post_connected(*r),
                 Wake::Send => {}
                 Wake::Drop => self.on_drop(),
-                Wake::Resume => self.start_resume(),
                 Wake::Stall => self.on_stall(),
                 Wake::Drain => self.finished = true,
                 Wake::PostTimeout => self.on_post_timer(),
@@ -349,39 +342,22 @@ impl Client {
         self.poll_rest(cx, None)
     }
 
-    /// The event stream: its connection, then what it delivered.
+    /// The event stream: what it delivered, or what happened to it.
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if let Some(c) = &mut self.stream_conn
-            && Pin::new(c).poll(cx).is_ready()
-        {
-            // The body still yields what the connection delivered, then
-            // ends: dropping the connection tells it at once.
-            self.stream_conn = None;
-        }
-        if let Some(body) = &mut self.body {
-            loop {
-                match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.data_streak += 1;
-                            return Poll::Ready(Wake::Data(data));
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Wake::StreamEnd(Some(e))),
-                    Poll::Ready(None) => return Poll::Ready(Wake::StreamEnd(None)),
-                    Poll::Pending => break,
+        match self.stream.poll_next(cx) {
+            Poll::Ready(Some(step)) => {
+                if matches!(step, Step::Item(_)) {
+                    self.data_streak += 1;
                 }
+                Poll::Ready(Wake::Stream(step))
             }
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 
-    /// Everything but the event stream: resumes, POSTs, timers (with
-    /// `now`, also those past by the clock: see [`Timer::poll_fired`]).
+    /// Everything but the event stream: POSTs, timers (with `now`, also
+    /// those past by the clock: see [`Timer::poll_fired`]).
     fn poll_rest(&mut self, cx: &mut Context<'_>, now: Option<Instant>) -> Poll<Wake> {
-        if let Poll::Ready(r) = poll_slot(&mut self.resuming, cx) {
-            return Poll::Ready(Wake::Resumed(r));
-        }
         if let Some(c) = &mut self.post_conn
             && Pin::new(c).poll(cx).is_ready()
         {
@@ -395,7 +371,7 @@ impl Client {
             return Poll::Ready(Wake::PostDone(r));
         }
         if let Poll::Ready(r) = poll_slot(&mut self.connecting_post, cx) {
-            return Poll::Ready(Wake::PostConnected(r));
+            return Poll::Ready(Wake::PostConnected(Box::new(r)));
         }
         if self.want_ready
             && let Some(s) = &mut self.sender
@@ -409,9 +385,6 @@ impl Client {
         }
         if self.drop_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::Drop);
-        }
-        if self.resume_retry.poll_fired(cx, now) {
-            return Poll::Ready(Wake::Resume);
         }
         if self.stall_timer.poll_fired(cx, now) {
             return Poll::Ready(Wake::Stall);
@@ -441,41 +414,110 @@ impl Client {
 
     // ----- receiving
 
-    fn on_data(&mut self, chunk: &[u8]) {
-        let now = self.now_us();
-        self.reader.feed(chunk);
-        loop {
-            match self.reader.next_item() {
-                Ok(Some(Parsed::Event(ev))) => {
-                    if let Some(since) = self.recovering_since.take() {
-                        self.plan.stats.local().recovery.record_us(now.saturating_sub(since));
-                    }
-                    if ev.event == crate::protocol::CONTROL_EVENT {
-                        if ev.data == crate::protocol::CONTROL_CLOSE_DATA {
-                            debug!(client = self.index, "closed by the server");
-                            self.result.closed_early = self.more_to_do(now);
-                            self.finished = true;
-                            return;
+    fn on_stream(&mut self, step: Step) {
+        match step {
+            Step::Item(Parsed::Event(ev)) => {
+                // A chunk's events in one turn, with one clock read.
+                let now = self.now_us();
+                let mut next = Some(Step::Item(Parsed::Event(ev)));
+                while let Some(step) = next.take() {
+                    match step {
+                        Step::Item(Parsed::Event(ev)) => {
+                            if !self.on_event(&ev, now) {
+                                return;
+                            }
                         }
-                        continue;
+                        Step::Item(_) => {}
+                        other => return self.on_stream(other),
                     }
-                    self.on_message(&ev.data, now);
+                    next = self.stream.next_buffered();
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(client = self.index, "event stream: {e}");
-                    self.result.error.get_or_insert_with(|| format!("event stream: {e}"));
-                    self.drop_stream();
-                    self.reader.dropped();
-                    self.start_resume();
-                    break;
+                if self.sending_done && self.outstanding() == 0 {
+                    self.finished = true;
                 }
             }
+            Step::Item(_) | Step::Waiting { .. } => {}
+            Step::Broken { reason } => {
+                // Ended by the driver, which re-opens it.
+                warn!(client = self.index, "event stream: {reason}");
+                self.result.error.get_or_insert_with(|| format!("event stream: {reason}"));
+                self.drop_timer.disarm();
+            }
+            // As EventSource does: re-opened after the server's `retry:`,
+            // backing off when streams end at once.
+            Step::Lost { reason } => {
+                debug!(client = self.index, reason, "stream ended");
+                self.drop_timer.disarm();
+                self.result.stream_ends += 1;
+                self.recovering_since.get_or_insert(self.now_us());
+            }
+            Step::Connecting { .. } => {
+                self.plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            Step::Open { .. } => {
+                self.result.resumes += 1;
+                self.last_resume_error = None;
+                if let Some(since) = self.recovering_since {
+                    let took = self.now_us().saturating_sub(since);
+                    self.plan.stats.local().resume.record_us(took);
+                }
+                self.arm_drop();
+            }
+            Step::OpenFailed { reason, .. } => {
+                debug!(client = self.index, "resume failed: {reason}");
+                self.result.failed_resumes += 1;
+                self.last_resume_error = Some(reason);
+            }
+            Step::NoContent => {
+                self.result.failed_resumes += 1;
+                self.result.error.get_or_insert_with(|| "resume: server answered 204".into());
+                self.finished = true;
+            }
+            Step::Refused { refusal, body } => {
+                self.result.failed_resumes += 1;
+                let why = OpenError::Refused { refusal, body };
+                self.fail(format!("resume: {why}"));
+                self.finished = true;
+            }
+            Step::Failed { reason } => {
+                self.fail(format!("resume: {reason}"));
+                self.finished = true;
+            }
+            Step::GaveUp { .. } => {
+                let reader = self.stream.reader();
+                let why = match self.last_resume_error.take() {
+                    Some(e) => {
+                        let budget = reader.backoff().policy().give_up_after.unwrap_or_default();
+                        format!("resume failed for over {budget:?}: {e}")
+                    }
+                    None => {
+                        let n = reader.quick_ends();
+                        format!("the server ended the stream {n} times in a row at once")
+                    }
+                };
+                self.fail(why);
+                self.finished = true;
+            }
         }
-        if self.sending_done && self.outstanding() == 0 {
-            self.finished = true;
+    }
+
+    /// One event at `now`; `false` when it ended the client (a control
+    /// close).
+    fn on_event(&mut self, ev: &Event, now: u64) -> bool {
+        if let Some(since) = self.recovering_since.take() {
+            self.plan.stats.local().recovery.record_us(now.saturating_sub(since));
         }
+        if ev.event == crate::protocol::CONTROL_EVENT {
+            if ev.is_control_close() {
+                debug!(client = self.index, "closed by the server");
+                self.result.closed_early = self.more_to_do(now);
+                self.finished = true;
+                return false;
+            }
+            return true;
+        }
+        self.on_message(&ev.data, now);
+        true
     }
 
     fn on_message(&mut self, data: &str, now: u64) {
@@ -509,91 +551,16 @@ impl Client {
         self.last_progress_us = now;
     }
 
-    fn on_stream_end(&mut self, err: Option<hyper::Error>) {
-        debug!(client = self.index, ?err, "stream ended");
-        self.drop_stream();
-        if self.finished {
-            return;
-        }
-        self.result.stream_ends += 1;
-        self.recovering_since.get_or_insert(self.now_us());
-        // As EventSource does: after the server's `retry:`, backing off
-        // when streams end at once.
-        match self.reader.stream_ended(now_std()) {
-            Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
-            Next::GiveUp | Next::Fail => {
-                let n = self.reader.quick_ends();
-                self.fail(format!("the server ended the stream {n} times in a row at once"));
-                self.finished = true;
-            }
-        }
-    }
-
-    fn drop_stream(&mut self) {
-        self.stream_conn = None;
-        self.body = None;
-        self.drop_timer.disarm();
-    }
-
-    /// Chaos: cut the stream as a network failure would, then resume.
+    /// Chaos: cut the stream as a network failure would; it resumes.
     fn on_drop(&mut self) {
-        if self.body.is_none() || self.sending_done {
+        if !self.stream.is_open() || self.sending_done {
             return;
         }
         self.result.drops += 1;
         self.plan.stats.counters().drops.fetch_add(1, Ordering::Relaxed);
-        self.drop_stream();
-        self.reader.dropped();
+        self.drop_timer.disarm();
+        self.stream.drop_stream();
         self.recovering_since = Some(self.now_us());
-        self.start_resume();
-    }
-
-    fn start_resume(&mut self) {
-        if self.resuming.is_some() || self.body.is_some() || self.finished {
-            return;
-        }
-        self.plan.stats.counters().reconnects.fetch_add(1, Ordering::Relaxed);
-        let plan = self.plan.clone();
-        let uri = self.stream_uri.clone();
-        let last = self.reader.channel_last_event_id().to_string();
-        self.resuming = Some(Box::pin(async move {
-            open_stream(&plan.target, &plan.dialer, uri, Some(&last), plan.connect_timeout).await
-        }));
-    }
-
-    fn on_resumed(&mut self, r: Result<OpenStream, ConnectError>) {
-        match r {
-            Ok(s) => {
-                self.result.resumes += 1;
-                if let Some(since) = self.recovering_since {
-                    let took = self.now_us().saturating_sub(since);
-                    self.plan.stats.local().resume.record_us(took);
-                }
-                self.reader.opened(now_std());
-                self.stream_conn = Some(s.conn);
-                self.body = Some(s.body);
-                self.arm_drop();
-            }
-            Err(e) if e.is_no_content() => {
-                self.result.failed_resumes += 1;
-                self.result.error.get_or_insert_with(|| "resume: server answered 204".into());
-                self.finished = true;
-            }
-            Err(e) => {
-                debug!(client = self.index, "resume failed: {e}");
-                self.result.failed_resumes += 1;
-                let now = now_std();
-                match self.reader.connect_failed(now) {
-                    Next::RetryIn(wait) => self.resume_retry.arm(Instant::now() + wait),
-                    Next::GiveUp | Next::Fail => {
-                        let budget =
-                            self.reader.backoff().policy().give_up_after.unwrap_or_default();
-                        self.fail(format!("resume failed for over {budget:?}: {e}"));
-                        self.finished = true;
-                    }
-                }
-            }
-        }
     }
 
     fn arm_drop(&mut self) {
@@ -921,9 +888,7 @@ impl Client {
     }
 
     fn finish(&mut self) {
-        self.stream_conn = None;
-        self.body = None;
-        self.resuming = None;
+        self.stream.stop();
         self.inflight = None;
         self.close_post();
         let r = &mut self.result;

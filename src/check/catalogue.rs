@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::verdict::Verdict;
-use super::{Ctx, channel, path, raw};
+use super::{Ctx, channel, mcp, path, raw};
 
 /// Which endpoints a check applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +16,37 @@ pub enum Group {
     Channel,
     /// Plain SSE endpoints (`--raw`).
     Raw,
-    /// Any endpoint: what the network path between does.
+    /// Any channel or plain SSE endpoint: what the network path between
+    /// does.
     Path,
+    /// MCP Streamable HTTP endpoints (`--mcp`).
+    Mcp,
+}
+
+/// What kind of endpoint a run checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Channel,
+    Raw,
+    Mcp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Channel => "channel",
+            Mode::Raw => "raw",
+            Mode::Mcp => "mcp",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::Channel => "without --raw or --mcp",
+            Mode::Raw => "with --raw",
+            Mode::Mcp => "with --mcp",
+        }
+    }
 }
 
 impl Group {
@@ -26,15 +55,18 @@ impl Group {
             Group::Channel => "channel",
             Group::Raw => "raw",
             Group::Path => "path",
+            Group::Mcp => "mcp",
         }
     }
 
-    /// Whether checks of this group run in the given mode.
-    pub fn runs_in(self, raw: bool) -> bool {
+    /// Whether checks of this group run in the given mode. The path
+    /// checks read channel or plain streams; an MCP endpoint has neither.
+    pub fn runs_in(self, mode: Mode) -> bool {
         match self {
-            Group::Channel => !raw,
-            Group::Raw => raw,
-            Group::Path => true,
+            Group::Channel => mode == Mode::Channel,
+            Group::Raw => mode == Mode::Raw,
+            Group::Path => mode != Mode::Mcp,
+            Group::Mcp => mode == Mode::Mcp,
         }
     }
 }
@@ -265,6 +297,114 @@ pub static CHECKS: &[Check] = &[
         run: run!(raw::no_content),
     },
     Check {
+        id: "mcp.era",
+        group: Group::Mcp,
+        title: "era",
+        proves: "which era the server speaks: 2026-07-28's `server/discover` answered (per-request) or refused (sessions), as its Backward Compatibility says",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::era),
+    },
+    Check {
+        id: "mcp.initialize",
+        group: Group::Mcp,
+        title: "initialize and session id",
+        proves: "`initialize` is answered with a `protocolVersion`, and `Mcp-Session-Id` is visible ASCII",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::initialize),
+    },
+    Check {
+        id: "mcp.accept",
+        group: Group::Mcp,
+        title: "Accept handling",
+        proves: "a POST whose `Accept` takes neither JSON nor an event stream gets 406, not an answer the client cannot read",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::accept),
+    },
+    Check {
+        id: "mcp.notification",
+        group: Group::Mcp,
+        title: "202 for notifications",
+        proves: "a notification POSTed gets 202 Accepted with no body",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::notification),
+    },
+    Check {
+        id: "mcp.answers",
+        group: Group::Mcp,
+        title: "JSON or SSE answers",
+        proves: "a request is answered as `application/json` or `text/event-stream` carrying its response; a client taking only JSON gets JSON or 406",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::answers),
+    },
+    Check {
+        id: "mcp.event-ids",
+        group: Group::Mcp,
+        title: "event ids",
+        proves: "every event of a request's stream has an `id:`, unique across the session's streams, so a cut stream can be resumed",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::event_ids),
+    },
+    Check {
+        id: "mcp.resume",
+        group: Group::Mcp,
+        title: "resume after a cut",
+        proves: "a long call's stream cut after two progress events and resumed with `Last-Event-ID` brings every progress once, in order, then the result",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::resume),
+    },
+    Check {
+        id: "mcp.resume-scoped",
+        group: Group::Mcp,
+        title: "resume scoped to its stream",
+        proves: "a resume replays only the cut stream's messages, never another request's",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::resume_scoped),
+    },
+    Check {
+        id: "mcp.get-stream",
+        group: Group::Mcp,
+        title: "GET stream or 405",
+        proves: "a GET with the session opens a `text/event-stream` or is answered 405",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::get_stream),
+    },
+    Check {
+        id: "mcp.delete",
+        group: Group::Mcp,
+        title: "DELETE then 404",
+        proves: "`DELETE` ends the session, after which its requests get 404 (the client's cue to start a new one)",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::delete),
+    },
+    Check {
+        id: "mcp.version-header",
+        group: Group::Mcp,
+        title: "protocol version header",
+        proves: "a request with an unsupported `MCP-Protocol-Version` gets 400",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::version_header),
+    },
+    Check {
+        id: "mcp.origin",
+        group: Group::Mcp,
+        title: "Origin refused",
+        proves: "a request from a foreign `Origin` gets 403, and one shaped as a DNS rebinding (foreign `Host` too) is refused",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::origin),
+    },
+    Check {
         id: "path.buffering",
         group: Group::Path,
         title: "no buffering",
@@ -318,6 +458,15 @@ pub static CHECKS: &[Check] = &[
         background: true,
         run: run!(path::idle_timeout),
     },
+    Check {
+        id: "mcp.idle-timeout",
+        group: Group::Mcp,
+        title: "idle stream survives",
+        proves: "a quiet `GET` stream stays open for `--idle-probe` (no proxy read timeout cuts it; heartbeats keep it)",
+        needs_echo: false,
+        background: true,
+        run: run!(mcp::idle_timeout),
+    },
 ];
 
 /// The width of the longest id, for aligned output.
@@ -345,7 +494,7 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 /// The checks to run: those of the mode, kept by `only` (when given) and
 /// not dropped by `skip`. A pattern that names no check at all is an error,
 /// as is a selection that leaves nothing.
-pub fn select(raw: bool, only: &[String], skip: &[String]) -> Result<Vec<&'static Check>, String> {
+pub fn select(mode: Mode, only: &[String], skip: &[String]) -> Result<Vec<&'static Check>, String> {
     for p in only.iter().chain(skip) {
         if !CHECKS.iter().any(|c| matches(p, c.id)) {
             return Err(format!("no check matches {p:?} (see --list)"));
@@ -353,13 +502,12 @@ pub fn select(raw: bool, only: &[String], skip: &[String]) -> Result<Vec<&'stati
     }
     let selected: Vec<_> = CHECKS
         .iter()
-        .filter(|c| c.group.runs_in(raw))
+        .filter(|c| c.group.runs_in(mode))
         .filter(|c| only.is_empty() || only.iter().any(|p| matches(p, c.id)))
         .filter(|c| !skip.iter().any(|p| matches(p, c.id)))
         .collect();
     if selected.is_empty() {
-        let mode = if raw { "with --raw" } else { "without --raw" };
-        return Err(format!("no check left to run {mode} (see --list)"));
+        return Err(format!("no check left to run {} (see --list)", mode.flag()));
     }
     Ok(selected)
 }
@@ -406,14 +554,20 @@ mod tests {
     #[test]
     fn selection() {
         let ids = |v: Vec<&Check>| v.iter().map(|c| c.id).collect::<Vec<_>>();
-        let all = select(false, &[], &[]).unwrap();
+        let all = select(Mode::Channel, &[], &[]).unwrap();
         assert!(all.iter().all(|c| c.group != Group::Raw));
         assert!(all.iter().any(|c| c.group == Group::Path));
-        let raw = select(true, &[], &[]).unwrap();
+        let raw = select(Mode::Raw, &[], &[]).unwrap();
         assert!(raw.iter().all(|c| c.group != Group::Channel));
-        let only = select(false, &["resume".into(), "path.h2".into()], &["resume.replay".into()]);
+        let mcp = select(Mode::Mcp, &[], &[]).unwrap();
+        assert!(mcp.iter().all(|c| c.group == Group::Mcp));
+        let only =
+            select(Mode::Channel, &["resume".into(), "path.h2".into()], &["resume.replay".into()]);
         assert_eq!(ids(only.unwrap()), ["resume.keep-alive", "resume.takeover", "path.h2"]);
-        assert!(select(false, &["nope".into()], &[]).unwrap_err().contains("no check matches"));
-        assert!(select(false, &["raw.*".into()], &[]).unwrap_err().contains("without --raw"));
+        let none = select(Mode::Channel, &["nope".into()], &[]).unwrap_err();
+        assert!(none.contains("no check matches"));
+        let raw = select(Mode::Channel, &["raw.*".into()], &[]).unwrap_err();
+        assert!(raw.contains("without --raw"));
+        assert!(select(Mode::Raw, &["mcp.*".into()], &[]).unwrap_err().contains("with --raw"));
     }
 }

@@ -2,8 +2,9 @@
 //! WARN, FAIL or SKIP with what was seen, why it matters and the usual fix.
 //!
 //! The checks are data (`catalogue.rs`) plus an async function each
-//! (`channel.rs` for package:sse channels, `raw.rs` for plain SSE, `path.rs`
-//! for what proxies and CDNs do to any stream); `verdict.rs` prints them.
+//! (`channel.rs` for package:sse channels, `raw.rs` for plain SSE, `mcp.rs`
+//! for MCP's Streamable HTTP, `path.rs` for what proxies and CDNs do to
+//! any stream); `verdict.rs` prints them.
 //! Every check uses its own client ids, so checks never share server state,
 //! and every wait is bounded by `--wait`, `--timeout`, `--heartbeat-within`
 //! or `--idle-probe`. Checks run one after the other (timings stay clean),
@@ -11,6 +12,7 @@
 
 pub mod catalogue;
 mod channel;
+mod mcp;
 mod path;
 pub mod probe;
 mod raw;
@@ -27,17 +29,18 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::time::Instant;
 
-use self::catalogue::Check;
+use self::catalogue::{Check, Mode};
 use self::probe::{Channel, Flavour, Posted, Stream};
 use self::verdict::{Outcome, Printer, Tally, Verdict};
-use crate::UsageError;
 use crate::cli::{CheckArgs, Format};
+use crate::exit::UsageError;
 
 /// Everything the checks are told, validated.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub url: Url,
     pub raw: bool,
+    pub mcp: bool,
     /// Longest wait for one expected echo, event or stream end.
     pub wait: Duration,
     /// Zero: no idle probe.
@@ -81,6 +84,7 @@ impl Options {
         Ok(Options {
             url,
             raw: a.raw,
+            mcp: a.mcp,
             wait: a.wait,
             idle_probe: a.idle_probe,
             heartbeat_within: a.heartbeat_within,
@@ -126,6 +130,8 @@ pub struct Ctx {
     echo: OnceCell<Echo>,
     /// Whether h2 works (`path.h2`, `path.streams`).
     h2_found: OnceCell<Result<(), String>>,
+    /// What the MCP checks learnt (the server's era).
+    mcp: mcp::Known,
 }
 
 impl Ctx {
@@ -140,6 +146,7 @@ impl Ctx {
             held: None,
             echo: OnceCell::new(),
             h2_found: OnceCell::new(),
+            mcp: mcp::Known::default(),
             opts,
         })
     }
@@ -244,7 +251,12 @@ impl Ctx {
 /// Runs `check`; exit 0 nothing failed, 1 a check failed, 2 usage error or
 /// unreachable target.
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let selected = catalogue::select(args.raw, &args.only, &args.skip).map_err(UsageError)?;
+    let mode = match (args.raw, args.mcp) {
+        (_, true) => Mode::Mcp,
+        (true, false) => Mode::Raw,
+        (false, false) => Mode::Channel,
+    };
+    let selected = catalogue::select(mode, &args.only, &args.skip).map_err(UsageError)?;
     let json = args.format == Format::Json;
     let printer = Printer {
         json,
@@ -260,7 +272,6 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let opts = Options::from_args(&args)?;
     let url = opts.url.to_string();
-    let mode = if opts.raw { "raw" } else { "channel" };
     let mut cx = Ctx::new(opts)?;
     match reach(&cx).await {
         Ok(held) => cx.held = held,
@@ -283,7 +294,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         outcomes.push(o);
     }
     let elapsed = t0.elapsed();
-    println!("{}", printer.summary(&tally, &url, mode, elapsed));
+    println!("{}", printer.summary(&tally, &url, mode.as_str(), elapsed));
     if let Some(path) = &args.junit {
         let xml = verdict::junit(&outcomes, started, elapsed);
         std::fs::write(path, xml)
@@ -297,6 +308,10 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 /// echo's padding (channel mode): a path that only lets them through then
 /// buffers, and is reported as such.
 async fn reach(cx: &Ctx) -> Result<Option<channel::Burst>, String> {
+    if cx.opts.mcp {
+        // The era probe: a POST, as every MCP request is.
+        return mcp::era_of(cx).await.map(|_| None);
+    }
     let ch = cx.channel("reach");
     let url = if cx.opts.raw { cx.opts.url.clone() } else { ch.stream_url() };
     let req = probe::stream_request(&cx.http, url, None, None);

@@ -287,9 +287,15 @@ pub async fn idle_timeout(cx: &Ctx) -> Checked {
     // when the stream is cut: wait for them as long as the probe lasts.
     let req = probe::stream_request(&cx.http, stream_url(cx, "path.idle-timeout"), None, None);
     let mut s = cx.send_get(req, probe + cx.opts.timeout).await?.expect_event_stream().await?;
+    Ok(judge_idle(&mut s, probe).await)
+}
+
+/// Holds `s` open for `probe`, reading what comes: passes if nothing cut
+/// it (channel, plain and MCP streams alike).
+pub(super) async fn judge_idle(s: &mut Stream, probe: Duration) -> Verdict {
     let deadline = s.requested + probe;
     let shown = humantime::format_duration(probe);
-    Ok(match s.until_end(deadline).await {
+    match s.until_end(deadline).await {
         None => Verdict::pass(format!(
             "a quiet stream stayed open for {shown} ({} bytes came)",
             s.bytes
@@ -311,7 +317,7 @@ pub async fn idle_timeout(cx: &Ctx) -> Checked {
                  more often than it (ssechan serve --heartbeat 15s)",
             )
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,23 @@ impl Stream {
         }
     }
 
+    /// The whole body, at most `max` bytes, within `within`.
+    pub async fn body(mut self, max: usize, within: Duration) -> Result<Vec<u8>, String> {
+        let read = async {
+            let mut out = Vec::new();
+            while let Some(chunk) = self.resp.chunk().await.map_err(|e| describe(&e))? {
+                if out.len() + chunk.len() > max {
+                    return Err(format!("the body is over {max} bytes"));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .map_err(|_| format!("the body took over {}", humantime::format_duration(within)))?
+    }
+
     /// The first line of the body (bounded), for an error answer.
     pub async fn reason(self) -> String {
         let line = crate::client::first_line(self.resp);

@@ -8,7 +8,9 @@
 //! the receiving end of the (bounded) event channel.
 
 pub mod config;
+pub mod driver;
 pub(crate) mod early;
+pub mod mcp;
 mod refusals;
 mod sender;
 mod stream;
@@ -274,24 +276,7 @@ impl ChannelClient {
     /// with [`ClientEvent::Connecting`], arrive on the returned receiver,
     /// which ends after a terminal event.
     pub fn start(config: ClientConfig) -> Result<(Self, mpsc::Receiver<ClientEvent>), ClientError> {
-        let mut http = reqwest::Client::builder()
-            // Redirects are followed by `Shared::request`, which decides
-            // where the user's headers may go; reqwest would send them to
-            // any host, with a Referer carrying the client id.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeout)
-            // A second line of defence after `idle_timeout`: the OS probes an
-            // idle connection and drops it when the peer is gone, so a POST
-            // or a stream without an idle timeout does not hang forever.
-            .tcp_keepalive(config::TCP_KEEPALIVE)
-            .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
-            .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
-            .user_agent(USER_AGENT)
-            .danger_accept_invalid_certs(config.insecure);
-        for cert in &config.ca_certs {
-            http = http.add_root_certificate(cert.clone());
-        }
-        let http = http.build()?;
+        let http = http_client(&config)?;
         let max_bytes = max_permits(&config);
         let shared = Arc::new(Shared {
             http,
@@ -394,7 +379,9 @@ impl ChannelClient {
                     &crate::protocol::query::channel_query(client_id, None),
                 );
                 let timeout = self.shared.config.timeout;
-                let sent = self.shared.request(
+                let sent = request(
+                    &self.shared.http,
+                    &self.shared.config,
                     http::Method::DELETE,
                     url,
                     http::HeaderMap::new(),
@@ -493,75 +480,97 @@ impl SendError {
     }
 }
 
-impl Shared {
-    /// Sends a request and follows redirects itself. The user's `-H`
-    /// headers go to the URL's own origin only, unless `location_trusted`
-    /// (stricter than curl, which keeps all but `Authorization` and
-    /// `Cookie`): an API key must not leak to wherever a server points.
-    /// No `Referer` is sent, so the client id in the URL stays put too.
-    /// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
-    /// A POST is redirected to another origin only with `location` (`-L`,
-    /// as curl): a server must not be able to send it, body and all, to
-    /// any host, internal ones included.
-    async fn request(
-        &self,
-        method: http::Method,
-        url: reqwest::Url,
-        headers: http::HeaderMap,
-        body: Option<bytes::Bytes>,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<reqwest::Response, SendError> {
-        let home = self.config.url.origin();
-        let (mut method, mut url, mut body) = (method, url, body);
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
-            if self.config.location_trusted || url.origin() == home {
-                req = req.headers(self.config.headers.clone());
-            }
-            if let Some(b) = &body {
-                req = req.body(b.clone());
-            }
-            if let Some(t) = timeout {
-                req = req.timeout(t);
-            }
-            let resp = req.send().await.map_err(SendError::Http)?;
-            let status = resp.status().as_u16();
-            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-                return Ok(resp);
-            }
-            let Some(location) = resp.headers().get(http::header::LOCATION) else {
-                return Ok(resp);
-            };
-            let next = location
-                .to_str()
-                .ok()
-                .and_then(|l| url.join(l).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| {
-                    SendError::Redirect(format!(
-                        "redirect {status} to a bad location {:?}",
-                        escape_controls(&String::from_utf8_lossy(location.as_bytes()))
-                    ))
-                })?;
-            let posting = method != http::Method::GET && method != http::Method::HEAD;
-            if posting && next.origin() != home && !self.config.location {
-                return Err(SendError::Redirect(format!(
-                    "redirect {status} of a {method} to another origin ({}) not followed (-L follows it)",
-                    escape_controls(next.as_str())
-                )));
-            }
-            tracing::debug!(%status, to = %next, "following redirect");
-            if matches!(status, 301..=303)
-                && method != http::Method::GET
-                && method != http::Method::HEAD
-            {
-                method = http::Method::GET;
-                body = None;
-            }
-            url = next;
-        }
-        Err(SendError::Redirect(format!("more than {MAX_REDIRECTS} redirects")))
+/// The HTTP client of a [`ClientConfig`]: its TLS trust, timeouts and TCP
+/// keepalive, and no redirects of its own ([`request`] follows them).
+pub(crate) fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ClientError> {
+    let mut http = reqwest::Client::builder()
+        // Redirects are followed by `request`, which decides
+        // where the user's headers may go; reqwest would send them to
+        // any host, with a Referer carrying the client id.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.timeout)
+        // A second line of defence after `idle_timeout`: the OS probes an
+        // idle connection and drops it when the peer is gone, so a POST
+        // or a stream without an idle timeout does not hang forever.
+        .tcp_keepalive(config::TCP_KEEPALIVE)
+        .tcp_keepalive_interval(config::TCP_KEEPALIVE_INTERVAL)
+        .tcp_keepalive_retries(config::TCP_KEEPALIVE_RETRIES)
+        .user_agent(USER_AGENT)
+        .danger_accept_invalid_certs(config.insecure);
+    for cert in &config.ca_certs {
+        http = http.add_root_certificate(cert.clone());
     }
+    Ok(http.build()?)
+}
+
+/// Sends a request and follows redirects itself. The user's `-H`
+/// headers go to the URL's own origin only, unless `location_trusted`
+/// (stricter than curl, which keeps all but `Authorization` and
+/// `Cookie`): an API key must not leak to wherever a server points.
+/// No `Referer` is sent, so the client id in the URL stays put too.
+/// 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+/// A POST is redirected to another origin only with `location` (`-L`,
+/// as curl): a server must not be able to send it, body and all, to
+/// any host, internal ones included.
+pub(crate) async fn request(
+    client: &reqwest::Client,
+    config: &ClientConfig,
+    method: http::Method,
+    url: reqwest::Url,
+    headers: http::HeaderMap,
+    body: Option<bytes::Bytes>,
+    timeout: Option<std::time::Duration>,
+) -> Result<reqwest::Response, SendError> {
+    let home = config.url.origin();
+    let (mut method, mut url, mut body) = (method, url, body);
+    for _ in 0..=MAX_REDIRECTS {
+        let mut req = client.request(method.clone(), url.clone()).headers(headers.clone());
+        if config.location_trusted || url.origin() == home {
+            req = req.headers(config.headers.clone());
+        }
+        if let Some(b) = &body {
+            req = req.body(b.clone());
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(SendError::Http)?;
+        let status = resp.status().as_u16();
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(resp);
+        }
+        let Some(location) = resp.headers().get(http::header::LOCATION) else {
+            return Ok(resp);
+        };
+        let next = location
+            .to_str()
+            .ok()
+            .and_then(|l| url.join(l).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                SendError::Redirect(format!(
+                    "redirect {status} to a bad location {:?}",
+                    escape_controls(&String::from_utf8_lossy(location.as_bytes()))
+                ))
+            })?;
+        let posting = method != http::Method::GET && method != http::Method::HEAD;
+        if posting && next.origin() != home && !config.location {
+            return Err(SendError::Redirect(format!(
+                "redirect {status} of a {method} to another origin ({}) not followed (-L follows it)",
+                escape_controls(next.as_str())
+            )));
+        }
+        tracing::debug!(%status, to = %next, "following redirect");
+        if matches!(status, 301..=303)
+            && method != http::Method::GET
+            && method != http::Method::HEAD
+        {
+            method = http::Method::GET;
+            body = None;
+        }
+        url = next;
+    }
+    Err(SendError::Redirect(format!("more than {MAX_REDIRECTS} redirects")))
 }
 
 /// A reqwest error with its innermost cause, e.g. "cannot connect:

@@ -229,7 +229,9 @@ async fn post(shared: &Shared, id: u64, body: Vec<u8>) -> Result<PostOutcome, St
     headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain;charset=UTF-8"));
     let timeout = shared.config.timeout;
     let body = bytes::Bytes::from(body);
-    let sent = shared.request(
+    let sent = super::request(
+        &shared.http,
+        &shared.config,
         http::Method::POST,
         url.clone(),
         headers.clone(),

@@ -1,46 +1,24 @@
-//! The server→client side: one GET at a time, fed through the event-stream
-//! parser, re-opened with `Last-Event-ID` until the client stops.
+//! The server→client side: one GET at a time, re-opened with
+//! `Last-Event-ID` until the client stops, by the one [`Driver`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{ClientEvent, Mode, Shared, State, describe, first_line};
+use super::driver::{Chunks, Driver, DriverConfig, OpenError, Resume, Step};
+use super::{ClientConfig, ClientEvent, Mode, Shared, State, describe, first_line};
 use crate::protocol::parser::Parsed;
-use crate::protocol::{CONTROL_CLOSE_DATA, CONTROL_EVENT, decode_message_body, query};
-use crate::reader::{Next, Reader, Refusal};
+use crate::protocol::{decode_message_body, query};
+use crate::reader::check_response;
 use crate::text::escape_controls;
-
-/// Why opening a stream did not give an open response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum OpenError {
-    /// Not worth a retry (a TLS handshake that failed).
-    Fatal(String),
-    /// Network trouble: the reader decides.
-    Network(String),
-}
-
-/// How an open stream ended.
-#[derive(Debug)]
-enum End {
-    /// EOF or a read error: reconnect after the reconnection time.
-    Lost(String),
-    /// `drop_stream`: reconnect at once.
-    Dropped,
-    /// `event: control` / `data: close`.
-    ControlClose,
-    /// The client was closed by its owner.
-    Stopped,
-    /// The stream broke a parser bound: retrying would only repeat it.
-    Broken(String),
-}
 
 /// The GET URL: the given URL, plus `sseClientId` in channel mode (kept
 /// after any query the URL already has).
@@ -60,18 +38,18 @@ pub(crate) fn with_query(url: &Url, extra: &str) -> Url {
     u
 }
 
-/// Sends the stream request (a GET, or in raw mode `-X`/`-d`); the
-/// response is judged by the reader.
-async fn open(
+/// Sends the stream request (a GET, or in raw mode `-X`/`-d`) and judges
+/// the answer as EventSource does.
+pub(super) async fn open(
     shared: &Shared,
     url: &Url,
-    last_event_id: &str,
-) -> Result<reqwest::Response, OpenError> {
+    last_event_id: String,
+) -> Result<ReqwestBody, OpenError> {
     let mut headers = http::HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if !last_event_id.is_empty() {
-        match HeaderValue::from_str(last_event_id) {
+        match HeaderValue::from_str(&last_event_id) {
             Ok(v) => {
                 headers.insert("last-event-id", v);
             }
@@ -83,9 +61,26 @@ async fn open(
         // As curl -d does.
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     }
+    let sent = super::request(
+        &shared.http,
+        config,
+        config.method.clone(),
+        url.clone(),
+        headers,
+        config.body.clone(),
+        None,
+    );
+    let resp = sent_within(config, sent).await?;
+    judge(resp).await
+}
+
+/// The answer of `sent`, within the config's timeout: a TLS failure is
+/// fatal (with a hint that fits it), any other failure network trouble.
+pub(super) async fn sent_within(
+    config: &ClientConfig,
+    sent: impl Future<Output = Result<reqwest::Response, super::SendError>>,
+) -> Result<reqwest::Response, OpenError> {
     let timeout = config.timeout;
-    let sent =
-        shared.request(config.method.clone(), url.clone(), headers, config.body.clone(), None);
     match tokio::time::timeout(timeout, sent).await {
         Err(_) => Err(OpenError::Network(format!(
             "no response within {}",
@@ -103,6 +98,48 @@ async fn open(
     }
 }
 
+/// An answer as an event stream, or why it is none (with the first line
+/// of an error's body).
+pub(super) async fn judge(resp: reqwest::Response) -> Result<ReqwestBody, OpenError> {
+    let content_type = resp.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+    match check_response(resp.status(), content_type) {
+        Ok(()) => Ok(ReqwestBody::new(resp)),
+        Err(refusal) => {
+            let body = if resp.status() == StatusCode::OK {
+                String::new()
+            } else {
+                first_line(resp).await
+            };
+            Err(OpenError::Refused { refusal, body })
+        }
+    }
+}
+
+/// A reqwest body, chunk by chunk, its errors described.
+pub struct ReqwestBody(reqwest::Body);
+
+impl ReqwestBody {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self(reqwest::Body::from(resp))
+    }
+}
+
+impl Chunks for ReqwestBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        use http_body::Body as _;
+        loop {
+            return match std::task::ready!(std::pin::Pin::new(&mut self.0).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(describe(&e)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue,
+                },
+            };
+        }
+    }
+}
+
 /// The stream task: runs until a terminal event, then stops the client.
 pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<ClientEvent>) {
     let terminal = drive(&shared, &events).await;
@@ -110,215 +147,100 @@ pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<ClientEvent>) 
     let _ = events.send(terminal).await;
 }
 
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
-
-/// Opens, reads and re-opens streams; returns the terminal event.
+/// Reads and re-opens streams; returns the terminal event.
 async fn drive(shared: &Shared, events: &mpsc::Sender<ClientEvent>) -> ClientEvent {
     let url = stream_url(&shared.config.url, &shared.config.mode);
-    let mut reader = Reader::new(shared.config.retry, shared.config.max_event_bytes);
+    let config = DriverConfig {
+        retry: shared.config.retry,
+        max_event_bytes: shared.config.max_event_bytes,
+        idle_timeout: shared.config.idle_timeout,
+        resume: match shared.config.mode {
+            Mode::Channel { .. } => Resume::Channel,
+            Mode::Raw => Resume::Plain,
+        },
+    };
+    let mut driver = Driver::new(config, |id: &str| open(shared, &url, id.to_owned()));
     if let Some(id) = &shared.config.last_event_id {
-        reader.set_last_event_id(id);
+        driver.set_last_event_id(id);
     }
     let mut drops = shared.drop_requests.subscribe();
     loop {
-        if shared.is_stopped() {
-            return ClientEvent::Closed;
-        }
-        let attempt = reader.attempt();
-        let _ = events.send(ClientEvent::Connecting { attempt }).await;
-        let opened = tokio::select! {
-            r = open(shared, &url, match shared.config.mode {
-                Mode::Channel { .. } => reader.channel_last_event_id(),
-                Mode::Raw => reader.last_event_id(),
-            }) => r,
+        let step = tokio::select! {
+            step = driver.next() => step,
             _ = shared.until_stopped() => return ClientEvent::Closed,
-        };
-        let resp = match opened {
-            Ok(r) => r,
-            Err(OpenError::Fatal(reason)) => return ClientEvent::Failed { reason },
-            Err(OpenError::Network(reason)) => {
-                let delay = match reader.connect_failed(now()) {
-                    Next::Fail => return ClientEvent::Failed { reason },
-                    Next::GiveUp => {
-                        let _ = events
-                            .send(ClientEvent::AttemptFailed { attempt, reason: reason.clone() })
-                            .await;
-                        let attempts = reader.backoff().failures();
-                        return ClientEvent::GaveUp { attempts, reason };
-                    }
-                    Next::RetryIn(delay) => delay,
-                };
-                let _ = events.send(ClientEvent::AttemptFailed { attempt, reason }).await;
-                shared.state.send_replace(State::Reconnecting);
-                let attempt = reader.attempt();
-                let _ = events.send(ClientEvent::Reconnecting { attempt, delay }).await;
-                if !sleep_unless_stopped(shared, delay).await {
-                    return ClientEvent::Closed;
+            _ = drops.changed() => {
+                // A drop asked for while no stream is open does not count.
+                if driver.drop_stream() {
+                    shared.state.send_replace(State::Reconnecting);
+                    let reason = "stream dropped on purpose".to_owned();
+                    let _ = events.send(ClientEvent::Disconnected { reason }).await;
+                    let attempt = driver.reader().attempt();
+                    let _ = events.send(ClientEvent::Reconnecting { attempt, delay: Duration::ZERO }).await;
                 }
                 continue;
             }
         };
-        let content_type = resp.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes);
-        match reader.response(resp.status(), content_type, now()) {
-            Ok(()) => {}
-            Err(Refusal::NoContent) => return ClientEvent::NoContent,
-            Err(refusal) => {
-                let why = refusal.to_string();
-                let body = if resp.status() == StatusCode::OK {
-                    String::new()
+        let event = match step {
+            None => return ClientEvent::Closed,
+            Some(Step::Connecting { attempt }) => ClientEvent::Connecting { attempt },
+            Some(Step::Open { resumed, last_event_id }) => {
+                shared.state.send_replace(State::Open);
+                if resumed {
+                    shared.reconnects.fetch_add(1, Ordering::SeqCst);
+                    ClientEvent::Resumed { last_event_id }
                 } else {
-                    first_line(resp).await
-                };
-                let reason = if body.is_empty() { why } else { format!("{why}: {body}") };
+                    ClientEvent::Open
+                }
+            }
+            Some(Step::Item(Parsed::Retry(ms))) => {
+                debug!("server retry: {ms} ms");
+                continue;
+            }
+            Some(Step::Item(Parsed::Comment(c))) => ClientEvent::Comment(c),
+            Some(Step::Item(Parsed::Event(ev))) => {
+                if let Ok(mut id) = shared.last_event_id.lock() {
+                    id.clone_from(&ev.last_event_id);
+                }
+                match dispatch(shared, ev, events).await {
+                    Some(terminal) => return terminal,
+                    None => continue,
+                }
+            }
+            Some(Step::Lost { reason }) => {
+                shared.state.send_replace(State::Reconnecting);
+                ClientEvent::Disconnected { reason }
+            }
+            Some(Step::OpenFailed { attempt, reason }) => {
+                shared.state.send_replace(State::Reconnecting);
+                ClientEvent::AttemptFailed { attempt, reason }
+            }
+            Some(Step::Waiting { attempt, delay }) => ClientEvent::Reconnecting { attempt, delay },
+            Some(Step::Broken { reason } | Step::Failed { reason }) => {
                 return ClientEvent::Failed { reason };
             }
-        }
-        let opened_event = if reader.opens() > 1 {
-            shared.reconnects.fetch_add(1, Ordering::SeqCst);
-            let id = reader.last_event_id();
-            ClientEvent::Resumed { last_event_id: (!id.is_empty()).then(|| id.to_owned()) }
-        } else {
-            ClientEvent::Open
-        };
-        shared.state.send_replace(State::Open);
-        let _ = events.send(opened_event).await;
-        // A drop asked for while no stream was open does not count.
-        drops.borrow_and_update();
-        let end = read(shared, resp, &mut reader, &mut drops, events).await;
-        let delay = match end {
-            End::ControlClose => return ClientEvent::ClosedByServer,
-            End::Stopped => return ClientEvent::Closed,
-            End::Broken(reason) => return ClientEvent::Failed { reason },
-            End::Dropped => {
-                reader.dropped();
-                let reason = "stream dropped on purpose".to_owned();
-                shared.state.send_replace(State::Reconnecting);
-                let _ = events.send(ClientEvent::Disconnected { reason }).await;
-                Duration::ZERO
+            Some(Step::Refused { refusal, body }) => {
+                let reason = OpenError::Refused { refusal, body }.to_string();
+                return ClientEvent::Failed { reason };
             }
-            End::Lost(reason) => {
-                shared.state.send_replace(State::Reconnecting);
-                let next = reader.stream_ended(now());
-                let reason = if reader.quick_ends() > 0 {
-                    format!("{reason} before any event")
-                } else {
-                    reason
-                };
-                let _ = events.send(ClientEvent::Disconnected { reason: reason.clone() }).await;
-                match next {
-                    Next::RetryIn(delay) => delay,
-                    Next::GiveUp | Next::Fail => {
-                        let attempts = reader.backoff().failures();
-                        return ClientEvent::GaveUp { attempts, reason };
-                    }
-                }
+            Some(Step::NoContent) => return ClientEvent::NoContent,
+            Some(Step::GaveUp { attempts, reason }) => {
+                return ClientEvent::GaveUp { attempts, reason };
             }
         };
-        let attempt = reader.attempt();
-        let _ = events.send(ClientEvent::Reconnecting { attempt, delay }).await;
-        if !sleep_unless_stopped(shared, delay).await {
-            return ClientEvent::Closed;
-        }
+        let _ = events.send(event).await;
     }
 }
 
-/// Sleeps `delay`; false if the client stopped meanwhile.
-async fn sleep_unless_stopped(shared: &Shared, delay: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = shared.until_stopped() => false,
-    }
-}
-
-/// Reads one open stream to its end.
-async fn read(
-    shared: &Shared,
-    mut resp: reqwest::Response,
-    reader: &mut Reader,
-    drops: &mut tokio::sync::watch::Receiver<u64>,
-    events: &mpsc::Sender<ClientEvent>,
-) -> End {
-    let idle = shared.config.idle_timeout;
-    // The idle timer: armed once, re-armed only when it fires early. Each
-    // chunk only stores the time it was handled (after its events were
-    // handed on, so a caller slow to take them does not count as silence).
-    let mut last_data = Instant::now();
-    let timer = tokio::time::sleep(idle.unwrap_or(Duration::ZERO));
-    tokio::pin!(timer);
-    loop {
-        let chunk = tokio::select! {
-            c = resp.chunk() => c,
-            _ = drops.changed() => return End::Dropped,
-            _ = shared.until_stopped() => return End::Stopped,
-            () = &mut timer, if idle.is_some() => {
-                let idle = idle.unwrap_or_default();
-                if let Some(end) = idle_end(last_data, idle, timer.as_mut()) {
-                    return end;
-                }
-                continue;
-            }
-        };
-        match chunk {
-            Ok(Some(bytes)) => reader.feed(&bytes),
-            Ok(None) => return End::Lost("the server ended the stream".into()),
-            Err(e) => return End::Lost(describe(&e)),
-        }
-        loop {
-            let item = match reader.next_item() {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(e) => return End::Broken(e.to_string()),
-            };
-            match item {
-                Parsed::Retry(ms) => debug!("server retry: {ms} ms"),
-                Parsed::Comment(c) => {
-                    let _ = events.send(ClientEvent::Comment(c)).await;
-                }
-                Parsed::Event(ev) => {
-                    if let Ok(mut id) = shared.last_event_id.lock() {
-                        id.clone_from(&ev.last_event_id);
-                    }
-                    if let Some(end) = dispatch(shared, ev, events).await {
-                        return end;
-                    }
-                }
-            }
-        }
-        if idle.is_some() {
-            last_data = Instant::now();
-        }
-    }
-}
-
-/// The idle timer fired: the stream is lost when nothing came for `idle`
-/// since `last_data`; otherwise the timer is re-armed for `idle` after it.
-fn idle_end(
-    last_data: Instant,
-    idle: Duration,
-    timer: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Option<End> {
-    let silent = last_data.elapsed();
-    if silent >= idle {
-        return Some(End::Lost(format!("no data for {}", humantime::format_duration(idle))));
-    }
-    timer.reset(last_data + idle);
-    None
-}
-
-/// Hands one event to the caller; `Some` when it ends the stream.
+/// Hands one event to the caller; `Some`: the terminal event it means.
 async fn dispatch(
     shared: &Shared,
     ev: crate::protocol::Event,
     events: &mpsc::Sender<ClientEvent>,
-) -> Option<End> {
+) -> Option<ClientEvent> {
     let out = match &shared.config.mode {
         Mode::Raw => ClientEvent::Event(ev),
-        Mode::Channel { .. } if ev.event == CONTROL_EVENT => {
-            if ev.data == CONTROL_CLOSE_DATA {
-                return Some(End::ControlClose);
-            }
+        Mode::Channel { .. } if ev.is_control_close() => return Some(ClientEvent::ClosedByServer),
+        Mode::Channel { .. } if ev.event == crate::protocol::CONTROL_EVENT => {
             // package:sse clients throw here; a probe should say and go on.
             warn!("ignoring unknown control event {:?}", ev.data);
             return None;
@@ -359,22 +281,6 @@ async fn hint(shared: &Shared, events: &mpsc::Sender<ClientEvent>, seen: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn idle_timer_fires_only_after_silence() {
-        let idle = Duration::from_secs(45);
-        let timer = tokio::time::sleep(idle);
-        tokio::pin!(timer);
-        // Data came 10 s ago: not idle yet, re-armed for 35 s from now.
-        let last = Instant::now() - Duration::from_secs(10);
-        assert!(idle_end(last, idle, timer.as_mut()).is_none());
-        assert_eq!(timer.deadline(), last + idle);
-        let last = Instant::now() - Duration::from_secs(46);
-        match idle_end(last, idle, timer.as_mut()) {
-            Some(End::Lost(why)) => assert_eq!(why, "no data for 45s"),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn urls_keep_their_query() {

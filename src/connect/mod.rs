@@ -1,5 +1,6 @@
 //! `ssechan connect`: REPL on a terminal, pipe client otherwise, plain SSE reader.
 
+mod mcp;
 mod output;
 mod pipe;
 pub mod record;
@@ -13,12 +14,12 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use tracing::warn;
 
-use crate::UsageError;
 use crate::cli::{ConnectArgs, Format};
 use crate::client::{
     ChannelClient, ClientConfig, ClientError, ClientEvent, Mode, RetryPolicy, SendHook, Status,
     client_id, load_ca_certs, parse_headers, refusals_sentence, refused,
 };
+use crate::exit::UsageError;
 use output::View;
 use record::{Header, RecordMode, Recorder};
 
@@ -28,6 +29,9 @@ const MAX_LINE: usize = 16 << 20;
 /// Runs `connect`; exit 0 done or closed by the server, 1 failed or gave
 /// up. `quiet` (`-q`) silences the status lines of pipe mode.
 pub async fn run(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if args.mcp {
+        return mcp::run(&args, quiet).await;
+    }
     let mut config = config(&args)?;
     let recorder = match &args.record {
         Some(path) => {

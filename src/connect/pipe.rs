@@ -112,13 +112,13 @@ pub(super) async fn close(client: &ChannelClient, view: &View) {
 /// SIGUSR1: end the stream on purpose, so a script can watch a resume
 /// (what `/drop` does in the REPL). Never fires where there is no such
 /// signal, or if it cannot be watched.
-struct DropSignal {
+pub(super) struct DropSignal {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl DropSignal {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         #[cfg(unix)]
         {
             let kind = tokio::signal::unix::SignalKind::user_defined1();
@@ -131,7 +131,7 @@ impl DropSignal {
         Self {}
     }
 
-    async fn recv(&mut self) {
+    pub(super) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some(s) = &mut self.signal {
             s.recv().await;
@@ -143,7 +143,7 @@ impl DropSignal {
 
 /// Writes one line; `false` when stdout is gone (a closed pipe ends the
 /// run quietly, as `head` expects).
-async fn write_line(out: &mut BufWriter<Stdout>, line: &str) -> anyhow::Result<bool> {
+pub(super) async fn write_line(out: &mut BufWriter<Stdout>, line: &str) -> anyhow::Result<bool> {
     let r = async {
         out.write_all(line.as_bytes()).await?;
         out.write_all(b"\n").await
@@ -156,7 +156,7 @@ async fn write_line(out: &mut BufWriter<Stdout>, line: &str) -> anyhow::Result<b
     }
 }
 
-async fn flush(out: &mut BufWriter<Stdout>) -> anyhow::Result<()> {
+pub(super) async fn flush(out: &mut BufWriter<Stdout>) -> anyhow::Result<()> {
     match out.flush().await {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
@@ -170,30 +170,57 @@ async fn feed(client: ChannelClient, first: Vec<String>, eof: oneshot::Sender<()
             return;
         }
     }
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut buf = Vec::new();
-    let mut n = 0u64;
-    loop {
-        n += 1;
-        match read_line(&mut stdin, &mut buf, MAX_LINE).await {
-            Ok(Some(Line::Text(line))) => {
-                if !send(&client, &line).await {
-                    return;
+    let mut stdin = StdinLines::new();
+    while let Some((_, line)) = stdin.next(|| client.is_stopped()).await {
+        if !send(&client, &line).await {
+            return;
+        }
+    }
+    if stdin.ended {
+        let _ = eof.send(());
+    }
+}
+
+/// stdin, line by line: a line over [`MAX_LINE`] is said and skipped.
+pub(super) struct StdinLines {
+    stdin: BufReader<tokio::io::Stdin>,
+    buf: Vec<u8>,
+    /// The number of the line last read, from 1.
+    n: u64,
+    /// stdin ended (or could not be read): no more lines.
+    pub ended: bool,
+}
+
+impl StdinLines {
+    pub(super) fn new() -> Self {
+        Self { stdin: BufReader::new(tokio::io::stdin()), buf: Vec::new(), n: 0, ended: false }
+    }
+
+    /// The next line and its number; `None` at the end, or when reading
+    /// failed because the client has `stopped` (the runtime cancels a
+    /// blocked read at exit).
+    pub(super) async fn next(&mut self, stopped: impl Fn() -> bool) -> Option<(u64, String)> {
+        loop {
+            self.n += 1;
+            let n = self.n;
+            match read_line(&mut self.stdin, &mut self.buf, MAX_LINE).await {
+                Ok(Some(Line::Text(line))) => return Some((n, line)),
+                Ok(Some(Line::TooLong(len))) => {
+                    warn!("stdin line {n}: {len} bytes is over the limit of {MAX_LINE}; not sent");
                 }
-            }
-            Ok(Some(Line::TooLong(len))) => {
-                warn!("stdin line {n}: {len} bytes is over the limit of {MAX_LINE}; not sent");
-            }
-            Ok(None) => break,
-            // At exit the runtime cancels the blocked read: not worth a word.
-            Err(_) if client.is_stopped() => return,
-            Err(e) => {
-                warn!("cannot read stdin: {e}");
-                break;
+                Ok(None) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(_) if stopped() => return None,
+                Err(e) => {
+                    warn!("cannot read stdin: {e}");
+                    self.ended = true;
+                    return None;
+                }
             }
         }
     }
-    let _ = eof.send(());
 }
 
 /// Queues one message; `false` once the client has stopped.

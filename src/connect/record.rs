@@ -2,7 +2,7 @@
 //! --scenario FILE` replays. One implementation for both sides.
 //!
 //! JSON lines. The first is a header:
-//! `{"event":"record","version":1,"url":"…","client":"<id>"|null,"mode":"channel"|"raw","started":"<RFC 3339 UTC>"}`.
+//! `{"event":"record","version":1,"url":"…","client":"<id>"|null,"mode":"channel"|"raw"|"mcp","started":"<RFC 3339 UTC>"}`.
 //! Every other line is exactly the object `connect --format json` prints
 //! for an event (`event` first), plus `"t_ms"`: milliseconds since the run
 //! started, with microsecond precision. What the client sent is a line
@@ -25,12 +25,15 @@ pub const VERSION: u64 = 1;
 /// Longest line a reader accepts: a message is at most 16 MiB, escaped.
 pub const MAX_LINE: usize = 64 << 20;
 
-/// Whether the recorded run spoke the channel protocol or read plain SSE.
+/// Whether the recorded run spoke the channel protocol, read plain SSE or
+/// spoke MCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordMode {
     Channel,
     Raw,
+    /// `connect --mcp`: sends and messages are JSON-RPC messages.
+    Mcp,
 }
 
 /// The first line of a record.

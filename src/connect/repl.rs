@@ -1,10 +1,13 @@
 //! The interactive REPL: rustyline on its own thread, the client on the
 //! runtime. Incoming messages and state changes reach the screen through
 //! rustyline's external printer, which redraws the line being typed below
-//! them instead of cutting through it.
+//! them instead of cutting through it. The line editor ([`Editor`]) serves
+//! the channel REPL here and MCP's (`connect/mcp.rs`) alike: each has its
+//! own commands and completion, and reads the typed lines on the runtime.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,7 +17,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
-use rustyline::{Editor, ExternalPrinter, Helper};
+use rustyline::{ExternalPrinter, Helper};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -74,8 +77,35 @@ pub(super) fn parse(line: &str) -> Command {
     }
 }
 
+/// A REPL's commands, for `/help` and completion.
+#[derive(Clone)]
+pub(super) struct Commands {
+    /// The help's first line.
+    pub header: &'static str,
+    /// Each command and what it does.
+    pub list: &'static [(&'static str, &'static str)],
+    /// Commands that take an argument (completed with a space after).
+    pub with_argument: &'static [&'static str],
+    /// A command whose first argument completes from a list that the
+    /// runtime fills (`/call` and the server's tool names).
+    pub named: Option<(&'static str, Arc<Mutex<Vec<String>>>)>,
+    /// The help's last line.
+    pub footer: &'static str,
+}
+
+/// The channel REPL's commands.
+fn channel_commands() -> Commands {
+    Commands {
+        header: "Type a line to send it. Commands:",
+        list: COMMANDS,
+        with_argument: &["/json"],
+        named: None,
+        footer: "  A line starting with // sends it with one / removed. Ctrl-C clears the line.",
+    }
+}
+
 /// Completes slash commands at the start of the line.
-struct ReplHelper;
+struct ReplHelper(Commands);
 
 impl Completer for ReplHelper {
     type Candidate = String;
@@ -86,20 +116,40 @@ impl Completer for ReplHelper {
         pos: usize,
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
-        Ok((0, complete(&line[..pos.min(line.len())])))
+        let prefix = &line[..pos.min(line.len())];
+        if let Some((command, names)) = &self.0.named
+            && let Some(rest) = prefix.strip_prefix(command).and_then(|r| r.strip_prefix(' '))
+            && !rest.contains(' ')
+        {
+            let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+            let start = prefix.len() - rest.len();
+            return Ok((start, complete_name(rest, &names)));
+        }
+        Ok((0, complete(&self.0, prefix)))
     }
 }
 
-/// Candidates for the typed prefix; `/json` keeps a space for its body.
-pub(super) fn complete(prefix: &str) -> Vec<String> {
+/// Candidates for the typed prefix; a command that takes an argument
+/// keeps a space for it.
+pub(super) fn complete(commands: &Commands, prefix: &str) -> Vec<String> {
     if !prefix.starts_with('/') || prefix.contains(' ') {
         return Vec::new();
     }
-    COMMANDS
+    commands
+        .list
         .iter()
         .filter(|(c, _)| c.starts_with(prefix))
-        .map(|(c, _)| if *c == "/json" { format!("{c} ") } else { (*c).to_owned() })
+        .map(|(c, _)| {
+            let takes = commands.with_argument.contains(c)
+                || commands.named.as_ref().is_some_and(|(n, _)| n == c);
+            if takes { format!("{c} ") } else { (*c).to_owned() }
+        })
         .collect()
+}
+
+/// The names that start with `prefix`, each followed by a space.
+fn complete_name(prefix: &str, names: &[String]) -> Vec<String> {
+    names.iter().filter(|n| n.starts_with(prefix)).map(|n| format!("{n} ")).collect()
 }
 
 impl Hinter for ReplHelper {
@@ -109,25 +159,96 @@ impl Highlighter for ReplHelper {}
 impl Validator for ReplHelper {}
 impl Helper for ReplHelper {}
 
-/// What the line editor thread asks of the runtime.
-enum Input {
-    Send(String),
-    Json(String),
-    Close,
-    Quit,
+/// What the line editor thread hands the runtime.
+pub(super) enum Input {
+    /// A typed line (not empty).
+    Line(String),
+    /// Ctrl-D, or the terminal is gone.
+    Eof,
 }
 
 /// Screen styling: dim status lines unless colour is off.
 #[derive(Clone, Copy)]
-struct Style {
+pub(super) struct Style {
     color: bool,
 }
 
 impl Style {
-    fn dim(self, text: &str) -> String {
+    pub(super) fn dim(self, text: &str) -> String {
         if self.color { format!("\x1b[2m{text}\x1b[0m\n") } else { format!("{text}\n") }
     }
 }
+
+/// The line editor on its own thread, and the ways to it.
+pub(super) struct Editor {
+    /// Text for the screen, printed above the line being typed.
+    pub print: mpsc::Sender<String>,
+    pub input: mpsc::Receiver<Input>,
+    pub style: Style,
+    pub commands: Commands,
+    /// Saved before rustyline's raw mode, to restore if we leave while it
+    /// is still reading (the server closed, the client gave up).
+    saved: terminal::Saved,
+}
+
+impl Editor {
+    /// Starts the editor thread, with its history.
+    pub(super) fn start(commands: Commands) -> anyhow::Result<Editor> {
+        let style = Style { color: crate::logging::use_color(&std::io::stdout()) };
+        let config = rustyline::Config::builder()
+            .auto_add_history(false)
+            .completion_type(rustyline::CompletionType::List)
+            .build();
+        let mut editor: LineEditor =
+            rustyline::Editor::with_config(config).context("cannot start the line editor")?;
+        editor.set_helper(Some(ReplHelper(commands.clone())));
+        let history = history_path();
+        if let Some(path) = &history
+            && path.exists()
+            && let Err(e) = editor.load_history(path)
+        {
+            warn!("cannot read history {}: {e}", path.display());
+        }
+        let printer = editor.create_external_printer().context("cannot print above the prompt")?;
+        let (print, print_rx) = mpsc::channel::<String>(256);
+        std::thread::spawn(move || print_loop(printer, print_rx));
+        let saved = terminal::save();
+        let (input_tx, input) = mpsc::channel::<Input>(16);
+        std::thread::spawn(move || edit_loop(editor, input_tx, history));
+        Ok(Editor { print, input, style, commands, saved })
+    }
+
+    /// Prints `text` above the prompt.
+    pub(super) async fn say(&self, text: String) {
+        let _ = self.print.send(text).await;
+    }
+
+    /// A status line, dim.
+    pub(super) async fn status(&self, text: &str) {
+        self.say(self.style.dim(text)).await;
+    }
+
+    /// The `/help` text.
+    pub(super) fn help(&self) -> String {
+        let mut s = format!("{}\n", self.commands.header);
+        for (c, what) in self.commands.list {
+            s.push_str(&format!("  {c:<8} {what}\n"));
+        }
+        s.push_str(&self.style.dim(self.commands.footer));
+        s
+    }
+
+    /// Leaving while the editor thread still reads: lets the printer
+    /// finish, then gives the terminal back in the state we found it.
+    pub(super) async fn finish(self) {
+        drop(self.print);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        terminal::restore(self.saved);
+        println!();
+    }
+}
+
+type LineEditor = rustyline::Editor<ReplHelper, FileHistory>;
 
 pub(super) async fn run(
     args: &ConnectArgs,
@@ -135,33 +256,11 @@ pub(super) async fn run(
     client: ChannelClient,
     mut events: mpsc::Receiver<ClientEvent>,
 ) -> anyhow::Result<ExitCode> {
-    let style = Style { color: crate::logging::use_color(&std::io::stdout()) };
-    let config = rustyline::Config::builder()
-        .auto_add_history(false)
-        .completion_type(rustyline::CompletionType::List)
-        .build();
-    let mut editor: Editor<ReplHelper, FileHistory> =
-        Editor::with_config(config).context("cannot start the line editor")?;
-    editor.set_helper(Some(ReplHelper));
-    let history = history_path();
-    if let Some(path) = &history
-        && path.exists()
-        && let Err(e) = editor.load_history(path)
-    {
-        warn!("cannot read history {}: {e}", path.display());
-    }
-    let printer = editor.create_external_printer().context("cannot print above the prompt")?;
-    let (print_tx, print_rx) = mpsc::channel::<String>(256);
-    std::thread::spawn(move || print_loop(printer, print_rx));
-    // Saved before rustyline's raw mode, to restore if we leave while it
-    // is still reading (the server closed, the client gave up).
-    let saved = terminal::save();
-    let (input_tx, mut input_rx) = mpsc::channel::<Input>(16);
-    let editor_client = client.clone();
-    std::thread::spawn(move || edit_loop(editor, editor_client, input_tx, history, style));
+    let mut editor = Editor::start(channel_commands())?;
+    let style = editor.style;
     for m in &args.send {
         if let Err(e) = client.send(m).await {
-            let _ = print_tx.send(style.dim(&format!("not sent: {e}"))).await;
+            editor.status(&format!("not sent: {e}")).await;
         }
     }
     let result = loop {
@@ -185,49 +284,57 @@ pub(super) async fn run(
                         None => continue,
                     },
                 };
-                let _ = print_tx.send(text).await;
+                editor.say(text).await;
                 if ev.is_terminal() {
                     break exit_status(&ev);
                 }
             }
-            input = input_rx.recv() => match input {
-                Some(Input::Send(text)) => {
-                    if let Err(e) = client.send(&text).await {
-                        let _ = print_tx.send(style.dim(&format!("not sent: {e}"))).await;
+            input = editor.input.recv() => {
+                let line = match input {
+                    Some(Input::Line(line)) => line,
+                    Some(Input::Eof) | None => String::from("/quit"),
+                };
+                match parse(&line) {
+                    Command::Nothing => {}
+                    Command::Send(text) => {
+                        if let Err(e) = client.send(&text).await {
+                            editor.status(&format!("not sent: {e}")).await;
+                        }
+                    }
+                    Command::Json(body) => {
+                        let (client, print) = (client.clone(), editor.print.clone());
+                        tokio::spawn(async move {
+                            let line = match client.post_raw(body.into_bytes()).await {
+                                Ok(o) if o.status == 0 => format!("POST failed: {}", o.reason),
+                                Ok(o) => format!("POST messageId={} → {} {}", o.message_id, o.status, o.reason),
+                                Err(e) => format!("POST failed: {e}"),
+                            };
+                            let _ = print.send(style.dim(&line)).await;
+                        });
+                    }
+                    Command::Help => editor.say(editor.help()).await,
+                    Command::Status => editor.say(status_text(&client.status())).await,
+                    Command::Drop => client.drop_stream(),
+                    Command::Unknown(name) => {
+                        editor.status(&format!("unknown command {name}; /help lists them")).await;
+                    }
+                    Command::Quit => {
+                        let grace = args.timeout;
+                        if tokio::time::timeout(grace, client.wait_settled()).await.is_err() {
+                            warn!("leaving with messages not yet acknowledged");
+                        }
+                        super::pipe::close(&client, view).await;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Command::Close => {
+                        super::pipe::close(&client, view).await;
+                        return Ok(ExitCode::SUCCESS);
                     }
                 }
-                Some(Input::Json(body)) => {
-                    let (client, print_tx) = (client.clone(), print_tx.clone());
-                    tokio::spawn(async move {
-                        let line = match client.post_raw(body.into_bytes()).await {
-                            Ok(o) if o.status == 0 => format!("POST failed: {}", o.reason),
-                            Ok(o) => format!("POST messageId={} → {} {}", o.message_id, o.status, o.reason),
-                            Err(e) => format!("POST failed: {e}"),
-                        };
-                        let _ = print_tx.send(style.dim(&line)).await;
-                    });
-                }
-                Some(Input::Quit) | None => {
-                    let grace = args.timeout;
-                    if tokio::time::timeout(grace, client.wait_settled()).await.is_err() {
-                        warn!("leaving with messages not yet acknowledged");
-                    }
-                    super::pipe::close(&client, view).await;
-                    return Ok(ExitCode::SUCCESS);
-                }
-                Some(Input::Close) => {
-                    super::pipe::close(&client, view).await;
-                    return Ok(ExitCode::SUCCESS);
-                }
-            },
+            }
         }
     };
-    // Leaving while the editor thread still reads: let the printer finish,
-    // then give the terminal back in the state we found it.
-    drop(print_tx);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    terminal::restore(saved);
-    println!();
+    editor.finish().await;
     result
 }
 
@@ -242,14 +349,9 @@ fn print_loop(mut printer: impl ExternalPrinter, mut rx: mpsc::Receiver<String>)
     }
 }
 
-/// The editor thread: reads lines until /quit, /close, Ctrl-D or an error.
-fn edit_loop(
-    mut editor: Editor<ReplHelper, FileHistory>,
-    client: ChannelClient,
-    tx: mpsc::Sender<Input>,
-    history: Option<PathBuf>,
-    style: Style,
-) {
+/// The editor thread: hands over each typed line until Ctrl-D, an error,
+/// or the runtime stops taking them.
+fn edit_loop(mut editor: LineEditor, tx: mpsc::Sender<Input>, history: Option<PathBuf>) {
     let mut history_warned = false;
     loop {
         let line = match editor.readline(PROMPT) {
@@ -257,65 +359,31 @@ fn edit_loop(
             // Ctrl-C: the line is gone, the REPL stays.
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => {
-                let _ = tx.blocking_send(Input::Quit);
+                let _ = tx.blocking_send(Input::Eof);
                 return;
             }
             Err(e) => {
                 warn!("cannot read the terminal: {e}");
-                let _ = tx.blocking_send(Input::Quit);
+                let _ = tx.blocking_send(Input::Eof);
                 return;
             }
         };
-        if !line.trim().is_empty() {
-            let _ = editor.add_history_entry(line.as_str());
-            if let Some(path) = &history
-                && let Err(e) = editor.save_history(path)
-                && !history_warned
-            {
-                history_warned = true;
-                warn!("cannot save history to {}: {e}", path.display());
-            }
+        if line.trim().is_empty() {
+            continue;
         }
-        let input = match parse(&line) {
-            Command::Nothing => continue,
-            Command::Send(text) => Input::Send(text),
-            Command::Json(body) => Input::Json(body),
-            Command::Close => Input::Close,
-            Command::Quit => Input::Quit,
-            Command::Help => {
-                print!("{}", help(style));
-                continue;
-            }
-            Command::Status => {
-                print!("{}", status_text(&client.status()));
-                continue;
-            }
-            Command::Drop => {
-                client.drop_stream();
-                continue;
-            }
-            Command::Unknown(name) => {
-                print!("{}", style.dim(&format!("unknown command {name}; /help lists them")));
-                continue;
-            }
-        };
-        let last = matches!(input, Input::Close | Input::Quit);
-        if tx.blocking_send(input).is_err() || last {
+        let _ = editor.add_history_entry(line.as_str());
+        if let Some(path) = &history
+            && let Err(e) = editor.save_history(path)
+            && !history_warned
+        {
+            history_warned = true;
+            warn!("cannot save history to {}: {e}", path.display());
+        }
+        let last = matches!(line.trim_end(), "/quit" | "/exit" | "/close");
+        if tx.blocking_send(Input::Line(line)).is_err() || last {
             return;
         }
     }
-}
-
-fn help(style: Style) -> String {
-    let mut s = String::from("Type a line to send it. Commands:\n");
-    for (c, what) in COMMANDS {
-        s.push_str(&format!("  {c:<8} {what}\n"));
-    }
-    s.push_str(
-        &style
-            .dim("  A line starting with // sends it with one / removed. Ctrl-C clears the line."),
-    );
-    s
 }
 
 /// The `/status` block.
@@ -402,17 +470,21 @@ mod tests {
 
     #[test]
     fn completion() {
-        assert_eq!(complete("/q"), ["/quit"]);
-        assert_eq!(complete("/j"), ["/json "]);
+        let c = channel_commands();
+        assert_eq!(complete(&c, "/q"), ["/quit"]);
+        assert_eq!(complete(&c, "/j"), ["/json "]);
         assert_eq!(
-            complete("/"),
+            complete(&c, "/"),
             COMMANDS
                 .iter()
                 .map(|(c, _)| if *c == "/json" { "/json " } else { c })
                 .collect::<Vec<_>>()
         );
-        assert!(complete("hello").is_empty());
-        assert!(complete("/json x").is_empty());
+        assert!(complete(&c, "hello").is_empty());
+        assert!(complete(&c, "/json x").is_empty());
+        let names = ["echo".to_string(), "get-sum".into(), "get-env".into()];
+        assert_eq!(complete_name("get", &names), ["get-sum ", "get-env "]);
+        assert!(complete_name("x", &names).is_empty());
     }
 
     #[test]

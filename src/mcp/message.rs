@@ -19,6 +19,16 @@ impl RequestId {
         }
     }
 
+    /// The id of string `s`.
+    pub fn of_str(s: &str) -> Self {
+        Self(Value::from(s).to_string())
+    }
+
+    /// The id of number `n`.
+    pub fn of_number(n: u64) -> Self {
+        Self(n.to_string())
+    }
+
     /// The id as JSON text.
     pub fn as_json(&self) -> &str {
         &self.0

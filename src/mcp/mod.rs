@@ -1,10 +1,13 @@
 //! MCP's Streamable HTTP transport as plain values, without I/O: what a
 //! JSON-RPC message is ([`message`]), which revision of the protocol a
 //! request speaks ([`version`]), event ids that name their stream
-//! ([`event_id`]), and which stream each message of a session's server
-//! belongs on ([`route`]). [`crate::server`] maps them onto its channels
+//! ([`event_id`]), which stream each message of a session's server
+//! belongs on ([`route`]), and the answered streams kept for a late
+//! resume ([`answered`]). [`crate::server`] maps them onto its channels
 //! (docs/mcp.md: "How ssechan maps MCP onto its channels").
 
+pub mod answered;
+pub mod client;
 pub mod event_id;
 pub mod message;
 pub mod route;

@@ -26,6 +26,14 @@ pub struct Event {
     pub last_event_id: String,
 }
 
+impl Event {
+    /// package:sse's `event: control` / `data: close`: the server closed
+    /// the channel for good (no reconnect).
+    pub fn is_control_close(&self) -> bool {
+        self.event == super::CONTROL_EVENT && self.data == super::CONTROL_CLOSE_DATA
+    }
+}
+
 /// What the parser produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {

@@ -1,19 +1,20 @@
-//! The reconnecting event-stream reader of `connect` and `bench`: the
-//! WHATWG EventSource model without I/O.
+//! The reconnecting event-stream reader of every client: the WHATWG
+//! EventSource model without I/O.
 //!
 //! [`Reader`] holds the parser, the last event id and the retry schedule,
-//! and decides; its drivers do the I/O: `client/stream.rs` over reqwest
-//! (for `connect` and the library client), `bench/listen.rs` and
-//! `bench/worker.rs` over hyper connections of their own. A driver:
+//! and decides; the one driver, [`crate::client::driver::Driver`], does
+//! the I/O around it for `connect`, the library client, `bench` and the
+//! MCP client:
 //!
-//! 1. sends the GET with [`Reader::last_event_id`] as `Last-Event-ID`;
-//! 2. hands the answer to [`Reader::response`] (status and content type:
-//!    [`response::check_response`]) or a network error to
+//! 1. it opens a stream with [`Reader::last_event_id`] as `Last-Event-ID`;
+//! 2. an answer judged by [`response::check_response`] (status and
+//!    content type) is [`Reader::opened`]; a network error goes to
 //!    [`Reader::connect_failed`];
-//! 3. feeds the body to [`Reader::feed`] and takes events from
+//! 3. it feeds the body to [`Reader::feed`] and takes events from
 //!    [`Reader::next_item`], which also applies `retry:`;
-//! 4. at the end of the body asks [`Reader::stream_ended`] how long to wait
-//!    (or [`Reader::dropped`] after ending it on purpose), and goes to 1.
+//! 4. at the end of the body it asks [`Reader::stream_ended`] how long to
+//!    wait (or [`Reader::dropped`] after ending it on purpose), and goes
+//!    to 1.
 //!
 //! Beyond WHATWG, for a tool that must not spin or hang: the server's
 //! `retry:` has a floor ([`SERVER_RETRY_FLOOR`]), and a stream that ends
@@ -21,12 +22,11 @@
 //! attempt, so `retry: 0` plus an instant close backs off and gives up
 //! like a refused connection instead of looping forever.
 
-pub mod backoff;
 pub mod response;
 
 use std::time::{Duration, Instant};
 
-pub use backoff::{Backoff, Next, RetryPolicy, SERVER_RETRY_FLOOR};
+pub use crate::backoff::{Backoff, Next, RetryPolicy, SERVER_RETRY_FLOOR};
 pub use response::{Refusal, check_response, is_event_stream};
 
 use crate::protocol::parser::{EventStreamParser, ParseError, Parsed};
@@ -114,21 +114,7 @@ impl Reader {
         &self.backoff
     }
 
-    /// The answer to a GET. `Ok`: the stream is open, feed its body.
-    /// `Err`: no retry (WHATWG); [`Refusal::NoContent`] means stop quietly.
-    pub fn response(
-        &mut self,
-        status: http::StatusCode,
-        content_type: Option<&[u8]>,
-        now: Instant,
-    ) -> Result<(), Refusal> {
-        check_response(status, content_type)?;
-        self.opened(now);
-        Ok(())
-    }
-
-    /// A stream is open, its response already judged by [`check_response`]
-    /// (a driver that checks it where it connects).
+    /// A stream is open, its answer judged by [`check_response`].
     pub fn opened(&mut self, now: Instant) {
         self.parser.reset_stream();
         self.open_since = Some(now);
@@ -213,6 +199,18 @@ mod tests {
         Reader::new(policy, 1 << 20)
     }
 
+    /// The answer to a GET, judged, then the stream opened.
+    fn answer(
+        r: &mut Reader,
+        status: StatusCode,
+        content_type: Option<&[u8]>,
+        t: Instant,
+    ) -> Result<(), Refusal> {
+        check_response(status, content_type)?;
+        r.opened(t);
+        Ok(())
+    }
+
     fn events(r: &mut Reader, bytes: &[u8]) -> Vec<Parsed> {
         r.feed(bytes);
         std::iter::from_fn(|| r.next_item().unwrap()).collect()
@@ -233,10 +231,10 @@ mod tests {
         let t = Instant::now();
         let mut r = reader(3);
         assert_eq!(r.channel_last_event_id(), "", "a new channel sends none");
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         r.dropped();
         assert_eq!((r.last_event_id(), r.channel_last_event_id()), ("", "0"));
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         events(&mut r, b"id: 3\ndata: x\n\n");
         assert_eq!(r.channel_last_event_id(), "3");
     }
@@ -247,7 +245,7 @@ mod tests {
         let mut r = reader(3);
         r.set_last_event_id("41");
         assert_eq!(r.last_event_id(), "41");
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         assert!(r.is_open());
         let got = events(&mut r, b"retry: 700\n\nid: 42\ndata: x\n\n");
         assert_eq!(got.len(), 2, "{got:?}");
@@ -267,7 +265,7 @@ mod tests {
         let mut r = reader(3);
         let mut waits = Vec::new();
         loop {
-            r.response(StatusCode::OK, ES, t).unwrap();
+            answer(&mut r, StatusCode::OK, ES, t).unwrap();
             events(&mut r, b"retry: 0\n\n: nothing else\n\n");
             match r.stream_ended(t + ms(5)) {
                 Next::RetryIn(d) => waits.push(d),
@@ -287,7 +285,7 @@ mod tests {
         let mut r = reader(1);
         for n in 0..5 {
             let opened = t + Duration::from_secs(10 * n);
-            r.response(StatusCode::OK, ES, opened).unwrap();
+            answer(&mut r, StatusCode::OK, ES, opened).unwrap();
             events(&mut r, b": ping\n\n");
             assert_eq!(r.stream_ended(opened + QUICK_END), Next::RetryIn(ms(250)));
         }
@@ -298,10 +296,10 @@ mod tests {
     fn an_event_resets_the_failures() {
         let t = Instant::now();
         let mut r = reader(2);
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         assert!(matches!(r.stream_ended(t), Next::RetryIn(_)));
         assert_eq!(r.attempt(), 2);
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         events(&mut r, b"data: x\n\n");
         assert_eq!(r.attempt(), 1);
         assert_eq!(r.stream_ended(t), Next::RetryIn(ms(250)));
@@ -311,19 +309,19 @@ mod tests {
     fn refusals_and_drops() {
         let t = Instant::now();
         let mut r = reader(3);
-        assert_eq!(r.response(StatusCode::NO_CONTENT, None, t), Err(Refusal::NoContent));
+        assert_eq!(answer(&mut r, StatusCode::NO_CONTENT, None, t), Err(Refusal::NoContent));
         assert!(matches!(
-            r.response(StatusCode::OK, Some(b"text/event-streamx"), t),
+            answer(&mut r, StatusCode::OK, Some(b"text/event-streamx"), t),
             Err(Refusal::ContentType(_))
         ));
         assert!(!r.is_open());
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         // Half an event, then a drop: it is forgotten, the id is kept.
         events(&mut r, b"id: 1\ndata: a\n\nid: 2\ndata: b");
         r.dropped();
         assert!(!r.is_open());
         assert_eq!(r.last_event_id(), "1");
-        r.response(StatusCode::OK, ES, t).unwrap();
+        answer(&mut r, StatusCode::OK, ES, t).unwrap();
         assert!(events(&mut r, b"\n\n").is_empty());
         assert_eq!(r.opens(), 2);
     }
@@ -373,7 +371,7 @@ mod tests {
             for input in inputs {
                 let next = match input {
                     Input::Stream { retry, events: n, lasts_ms } => {
-                        r.response(StatusCode::OK, ES, t).unwrap();
+                        answer(&mut r, StatusCode::OK, ES, t).unwrap();
                         if let Some(ms) = retry {
                             events(&mut r, format!("retry: {ms}\n\n").as_bytes());
                             hinted = true;

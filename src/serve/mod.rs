@@ -95,7 +95,7 @@ impl ServeArgs {
 
     /// Refuses a COMMAND that anyone on the network could run, with the
     /// one-line way to open it.
-    fn check_exposure(&self) -> Result<(), crate::UsageError> {
+    fn check_exposure(&self) -> Result<(), crate::exit::UsageError> {
         if self.command.is_empty()
             || self.listen.ip().is_loopback()
             || self.secret.is_some()
@@ -103,7 +103,7 @@ impl ServeArgs {
         {
             return Ok(());
         }
-        Err(crate::UsageError(format!(
+        Err(crate::exit::UsageError(format!(
             "a COMMAND on {} would run for anyone who can reach that address: add --secret to \
              require the secret URL printed at start (or --insecure-no-secret to let anyone run it)",
             self.listen
@@ -150,7 +150,7 @@ const MCP_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The secret of `--secret`: the one given, or a random one (122 bits
 /// from the system's generator). `Err` when a given one is weak or would
 /// need escaping in a URL.
-fn secret(given: &str) -> Result<String, crate::UsageError> {
+fn secret(given: &str) -> Result<String, crate::exit::UsageError> {
     // `--secret` alone outranks the variable for clap; the variable still
     // names the secret.
     let from_env = std::env::var("SSECHAN_SECRET").ok().filter(|s| !s.is_empty());
@@ -163,7 +163,7 @@ fn secret(given: &str) -> Result<String, crate::UsageError> {
     if ok {
         Ok(given.to_owned())
     } else {
-        Err(crate::UsageError(
+        Err(crate::exit::UsageError(
             "--secret (or SSECHAN_SECRET) must be at least 16 characters of A-Z, a-z, 0-9, - and _ (or give --secret alone for a random one)".into(),
         ))
     }
@@ -181,7 +181,7 @@ async fn connect_redis(args: &ServeArgs, url: &str) -> anyhow::Result<crate::ser
         prefix: args.redis_prefix.clone(),
     };
     let redis = Redis::connect_waiting(options, args.redis_wait).await.map_err(|e| match e {
-        RedisError::BadUrl { .. } => anyhow::Error::from(crate::UsageError(e.to_string())),
+        RedisError::BadUrl { .. } => anyhow::Error::from(crate::exit::UsageError(e.to_string())),
         RedisError::Unreachable { .. } if args.redis_wait.is_zero() => {
             anyhow::anyhow!("{e} (is redis-server running? --redis-wait 30s waits for it)")
         }
@@ -200,7 +200,7 @@ pub const FDS_PER_PROCESS: usize = 5;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let usage = |m: String| anyhow::Error::from(crate::UsageError(m));
+    let usage = |m: String| anyhow::Error::from(crate::exit::UsageError(m));
     if !args.path.starts_with('/') {
         return Err(usage(format!("--path must start with '/', got {:?}", args.path)));
     }
@@ -224,7 +224,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 args.kill_grace,
                 args.max_message_size,
             )
-            .map_err(crate::UsageError)?,
+            .map_err(crate::exit::UsageError)?,
         ),
     };
     let signalled = shutdown_signal().context("cannot listen for signals")?;
@@ -250,11 +250,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     if let Some(dir) = &args.static_dir {
         config.static_dir =
-            Some(crate::web::static_files::check_root(dir).map_err(crate::UsageError)?);
+            Some(crate::web::static_files::check_root(dir).map_err(crate::exit::UsageError)?);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let tls = crate::server::TlsConfig::from_pem_files(cert, key)
-            .map_err(|e| crate::UsageError(e.to_string()))?;
+            .map_err(|e| crate::exit::UsageError(e.to_string()))?;
         config.tls = Some(tls);
     }
     if let Some(url) = &args.redis {

@@ -46,6 +46,7 @@ use super::http::{
 use super::metrics::{Counters, hold_within};
 use super::store::{LayerOpen, NewChannel, Refusal, StreamRequest};
 use super::stream::{EventStreamBody, stream_headers};
+use crate::mcp::answered::Answered;
 use crate::mcp::message::{Kind, Message, Renamed, RequestId};
 use crate::mcp::route::{Route, Router};
 use crate::mcp::{self, AnswerFormat, codes, event_id, version};
@@ -214,7 +215,7 @@ impl Sessions {
             settings: self.settings,
             stats: self.stats.clone(),
             shared,
-            state: Mutex::new(State::new(shared)),
+            state: Mutex::new(State::new(shared, self.settings.limits.replay_bytes)),
             room: Notify::new(),
             closed: Notify::new(),
         });
@@ -343,10 +344,13 @@ struct State {
     closed: Option<CloseInfo>,
     app_gone: bool,
     last_active: Instant,
+    /// Each request stream's events, kept after its answer for a client
+    /// whose cut came just before it (bounded like a channel's replay).
+    answered: Answered,
 }
 
 impl State {
-    fn new(shared: bool) -> Self {
+    fn new(shared: bool, replay_bytes: usize) -> Self {
         Self {
             inbox: Inbox::default(),
             app_waker: None,
@@ -365,6 +369,7 @@ impl State {
             closed: None,
             app_gone: false,
             last_active: Instant::now(),
+            answered: Answered::new(replay_bytes),
         }
     }
 }
@@ -490,11 +495,15 @@ impl Session {
         {
             st.init_id = Some(id.clone());
         }
-        if let Target::Stream(h) = &target
-            && version::primes(&st.version)
-        {
-            // The client has an id to resume from before any answer.
-            let _ = h.send_encoded(Bytes::from_static(mcp::PRIMING));
+        if let Target::Stream(h) = &target {
+            st.answered.opened(stream, event_id::first_id(stream));
+            if version::primes(&st.version) {
+                // The client has an id to resume from before any answer.
+                let priming = Bytes::from_static(mcp::PRIMING);
+                if h.send_encoded(priming.clone()).is_ok() {
+                    st.answered.sent(stream, &priming);
+                }
+            }
         }
         st.targets.insert(stream, target);
         st.last_active = Instant::now();
@@ -506,6 +515,7 @@ impl Session {
     fn abandon(&self, stream: u32, msg: &Message) {
         let mut st = self.lock();
         st.renamed.remove(&stream);
+        st.answered.forget(stream);
         if let Kind::Request { id, .. } = &msg.kind {
             st.router.finish(id);
         }
@@ -523,6 +533,7 @@ impl Session {
             if let Some(Target::Stream(h)) = st.targets.remove(&stream) {
                 h.close_when_delivered();
             }
+            st.answered.forget(stream);
         }
     }
 
@@ -585,6 +596,7 @@ impl Session {
             st.targets.remove(&stream);
         }
         st.renamed.remove(&stream);
+        st.answered.forget(stream);
         let orphans = st.router.stream_gone(stream);
         if orphans.is_empty() || st.closed.is_some() {
             return;
@@ -760,10 +772,17 @@ impl ChannelApp for Session {
         match route {
             Route::Stream { stream, last } => match st.targets.get(&stream) {
                 Some(Target::Stream(h)) => {
-                    let sent = h.send_encoded(mcp::encode_event(&json));
+                    let data = mcp::encode_event(&json);
+                    let sent = h.send_encoded(data.clone());
                     if last {
                         h.close_when_delivered();
                         st.targets.remove(&stream);
+                    }
+                    if sent.is_ok() {
+                        st.answered.sent(stream, &data);
+                    }
+                    if last {
+                        st.answered.answered(stream);
                     }
                     if sent.is_err() {
                         st.lost += 1;
@@ -1181,7 +1200,7 @@ async fn get(
     // A request's stream is only resumed; the GET stream may open.
     let create = (stream == STANDALONE)
         .then(|| NewChannel { first_event_id: event_id::first_id(STANDALONE), app: tx });
-    let source = shared
+    let opened = shared
         .store
         .open_stream(StreamRequest {
             client_id: session.key(stream),
@@ -1189,13 +1208,27 @@ async fn get(
             info,
             layer: Some(LayerOpen { create }),
         })
-        .await
-        .map_err(|r| match r.status {
-            StatusCode::NOT_FOUND => bad_request(format!(
-                "stream {stream} of this session has ended (answered, or not resumed within the keep-alive): nothing to resume"
-            )),
-            _ => r,
-        })?;
+        .await;
+    let source = match opened {
+        Ok(source) => source,
+        Err(r) if r.status == StatusCode::NOT_FOUND => {
+            // Answered and closed: what followed the id, if still kept.
+            let kept = last_event_id.and_then(|id| session.lock().answered.after(stream, id));
+            let Some(tail) = kept else {
+                return Err(bad_request(format!(
+                    "stream {stream} of this session has ended (answered, or not resumed within the keep-alive): nothing to resume"
+                )));
+            };
+            debug!(session = %session.id, stream, "an answered stream resumed from what was kept");
+            let mut resp = Response::new(Either::Left(http_body_util::Full::new(tail)));
+            *resp.headers_mut() = stream_headers(cors);
+            if let Ok(v) = HeaderValue::from_str(&session.id) {
+                resp.headers_mut().insert(SESSION_ID, v);
+            }
+            return Ok(resp);
+        }
+        Err(r) => return Err(r),
+    };
     if let Ok(conn) = rx.await {
         session.standalone_opened(conn);
     }

@@ -1,8 +1,10 @@
 //! The real MCP peers of the tests, from tests/mcp (installed by `npm ci`
 //! there, as .ci/run does): Node 22, the reference server
 //! (`@modelcontextprotocol/server-everything`), the conformance suite and
-//! the TypeScript SDK (tests/mcp/sdk_client.mjs). Missing, a test fails
-//! with how to install them.
+//! the TypeScript SDK (tests/mcp/sdk_client.mjs); and the Python SDK
+//! (tests/mcp/requirements.txt, in tests/mcp/.venv), the one server of the
+//! per-request era (2026-07-28) there is. Missing, a test fails with how to
+//! install them.
 
 #![allow(dead_code)]
 
@@ -36,6 +38,23 @@ pub fn node() -> String {
     installed("node_modules/.bin/node")
 }
 
+/// The Python SDK's interpreter (tests/mcp/.venv, from
+/// tests/mcp/requirements.txt).
+pub fn python() -> String {
+    let p = npm_dir().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `python3 -m venv tests/mcp/.venv && tests/mcp/.venv/bin/pip install -r tests/mcp/requirements.txt` (.ci/run does it)",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+/// The conformance suite's entry point.
+pub fn conformance_js() -> String {
+    installed("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
 /// The reference server's entry point.
 pub fn everything() -> String {
     installed("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
@@ -48,50 +67,68 @@ pub fn bridge_args(flags: &[&str]) -> Vec<String> {
     args
 }
 
-/// The reference server's own Streamable HTTP transport, on a free port.
+/// A server of the tests on a free port: its process and its endpoint.
 pub struct Reference {
     pub child: Child,
     pub url: String,
 }
 
 impl Reference {
+    /// The reference server's own Streamable HTTP transport (session era).
     pub async fn start() -> Reference {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = Command::new(node())
-            .arg(everything())
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
+        let port = free_port();
+        let mut cmd = Command::new(node());
+        cmd.arg(everything()).arg("streamableHttp").env("PORT", port.to_string());
+        Self::spawn(cmd, port, "listening on port", "server-everything streamableHttp").await
+    }
+
+    /// The Python SDK's MCPServer (tests/mcp/py_server.py): both eras on
+    /// one endpoint, 2026-07-28's per-request one and sessions.
+    pub async fn start_dual_era() -> Reference {
+        let port = free_port();
+        let mut cmd = Command::new(python());
+        cmd.arg(npm_dir().join("py_server.py")).arg(port.to_string());
+        Self::spawn(cmd, port, "Uvicorn running on", "the Python SDK's server").await
+    }
+
+    /// Starts `cmd` and waits for `ready` on its stderr.
+    async fn spawn(mut cmd: Command, port: u16, ready: &str, what: &str) -> Reference {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start server-everything streamableHttp");
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let listening = async {
             while let Ok(Some(line)) = err.next_line().await {
-                if line.contains("listening on port") {
+                if line.contains(ready) {
                     return true;
                 }
             }
             false
         };
         let ok = tokio::time::timeout(Duration::from_secs(30), listening).await;
-        assert!(matches!(ok, Ok(true)), "server-everything streamableHttp did not start");
+        assert!(matches!(ok, Ok(true)), "{what} did not start");
         // Keep draining its stderr so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
         Reference { child, url: format!("http://127.0.0.1:{port}/mcp") }
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The conformance suite's server scenarios against `url`: each
 /// scenario's (checks passed, checks failed).
 pub async fn conformance(url: &str) -> BTreeMap<String, (u32, u32)> {
     let out = Command::new(node())
-        .arg(installed("node_modules/@modelcontextprotocol/conformance/dist/index.js"))
+        .arg(conformance_js())
         .args(["server", "--url", url])
         .stdin(Stdio::null())
         .kill_on_drop(true)

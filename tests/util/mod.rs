@@ -235,15 +235,21 @@ impl Serve {
     }
 
     pub fn signal(&self, sig: i32) {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: kill(2) with a pid we own and a valid signal number.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+        signal(&self.child, sig);
     }
 }
 
-fn lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+/// Sends signal `sig` to a child of the test.
+pub fn signal(child: &Child, sig: i32) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Each line of `r`, as it comes.
+pub fn lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     r: R,
 ) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();

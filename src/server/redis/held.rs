@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use state::{Effects, Fill, HeldState, page_gaps};
 
-use super::link::{Link, Retry};
+use super::link::{self, Link};
 use super::notice::{self, Notice, StoredEvent};
 use super::owed::Owed;
 use super::report::{CursorSource, Reporter};
@@ -113,7 +113,7 @@ impl Held {
         let link = &self.env.link;
         let key = link.key(&format!("o:{ser}"));
         let mut at = from;
-        let mut retry = Retry::new(Duration::from_secs(1));
+        let mut retry = link::retry(Duration::from_secs(1));
         let mut lost = Vec::new();
         while at <= to {
             if self.lock().state.is_detached() {
@@ -135,7 +135,7 @@ impl Held {
                     continue;
                 }
             };
-            retry.reset();
+            retry.succeeded();
             let full = events.len() == FILL_PAGE;
             let (next, gaps) = page_gaps(at, to, events.iter().map(|e| e.0), full);
             (at, lost) = (next, [lost, gaps].concat());

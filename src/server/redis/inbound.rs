@@ -11,7 +11,7 @@ use redis::Value;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::link::{self, Link, Retry};
+use super::link::{self, Link};
 use super::notice::{self, Broadcast, Notice};
 use super::registry::{Registry, Route};
 use super::report::Reporter;
@@ -31,7 +31,7 @@ pub(crate) async fn read_loop(
     let mut last_b: Option<String> = None;
     let mut last_seq: Option<u64> = None;
     let mut conn = None;
-    let mut retry = Retry::new(Duration::from_secs(1));
+    let mut retry = link::retry(Duration::from_secs(1));
     loop {
         let mut c = match conn.take() {
             Some(c) => c,
@@ -83,7 +83,7 @@ pub(crate) async fn read_loop(
                 }
             }
         };
-        retry.reset();
+        retry.succeeded();
         conn = Some(c);
         let mut read_in = false;
         for (key, entries) in streams {

@@ -10,6 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 use thiserror::Error;
 
+use crate::backoff::Backoff;
+
 /// The function library every change of a channel goes through; its
 /// `__LIBRARY__` is replaced by a name that changes with its text, so that
 /// instances of different versions sharing a Redis each call their own.
@@ -233,34 +235,10 @@ async fn load(conn: &mut impl redis::aio::ConnectionLike, code: &str) -> redis::
     Ok(())
 }
 
-/// The wait schedule of everything retried against Redis: the client's
-/// backoff (50 ms doubling to `max`), never giving up.
-pub(crate) struct Retry(crate::reader::backoff::Backoff);
-
-impl Retry {
-    pub(crate) fn new(max: Duration) -> Self {
-        use crate::reader::backoff::{Backoff, RetryPolicy};
-        Self(Backoff::new(RetryPolicy {
-            initial: Duration::from_millis(50),
-            max,
-            max_retries: None,
-            give_up_after: None,
-            retry_first: true,
-        }))
-    }
-
-    /// The wait before the next attempt.
-    pub(crate) fn wait(&mut self) -> Duration {
-        use crate::reader::backoff::Next;
-        match self.0.failed(Instant::now()) {
-            Next::RetryIn(d) => d,
-            Next::GiveUp | Next::Fail => self.0.policy().max,
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0.succeeded();
-    }
+/// The wait schedule of everything retried against Redis: 50 ms doubling
+/// to `max`, never giving up.
+pub(crate) fn retry(max: Duration) -> Backoff {
+    Backoff::forever(Duration::from_millis(50), max)
 }
 
 #[cfg(test)]

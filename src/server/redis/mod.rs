@@ -57,7 +57,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::channel::Settings;
-use link::{Header, Link, Retry};
+use link::{Header, Link};
 pub use metrics::{LATENCY_BOUNDS, RedisMetrics};
 pub(crate) use store::RedisStore;
 
@@ -146,7 +146,7 @@ impl Redis {
             bounds: String::new(),
         };
         let give_up = Instant::now() + wait;
-        let mut retry = Retry::new(Duration::from_secs(2));
+        let mut retry = link::retry(Duration::from_secs(2));
         loop {
             match Link::connect(client.clone(), header.clone(), Duration::from_secs(2)).await {
                 Ok(link) => return Ok(Redis { link, shown }),

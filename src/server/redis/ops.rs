@@ -17,7 +17,7 @@ use redis::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::link::{Link, Retry, StoreError};
+use super::link::{self, Link, StoreError};
 use super::notice::{self, reason_code};
 use crate::server::app::CloseReason;
 
@@ -118,7 +118,7 @@ async fn run(
 ) {
     let mut listed: VecDeque<Arc<dyn OpSource>> = VecDeque::new();
     let mut batch: Batch = Vec::new();
-    let mut retry = Retry::new(Duration::from_secs(1));
+    let mut retry = link::retry(Duration::from_secs(1));
     let mut failing = false;
     loop {
         if batch.is_empty() {
@@ -145,7 +145,7 @@ async fn run(
                     failing = false;
                     info!("the store takes the applications' messages again");
                 }
-                retry.reset();
+                retry.succeeded();
                 for (source, op) in batch.drain(..) {
                     if let OpKind::Send(d) = &op.kind {
                         source.flushed(d.len());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::link::Retry;
+use super::link;
 use super::requests::{Request, Requests};
 
 pub(crate) struct Owed {
@@ -55,7 +55,7 @@ impl Owed {
         request: impl Fn() -> Request,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let mut retry = Retry::new(Duration::from_secs(1));
+        let mut retry = link::retry(Duration::from_secs(1));
         loop {
             match self.requests.call(request()).await {
                 Ok(_) => return,

@@ -1,6 +1,7 @@
 //! When to try again, and when to stop: one schedule for re-opening event
-//! streams and for re-sending POSTs, in `connect` and `bench` alike. Pure:
-//! the caller passes the time in, so the schedule is tested with values.
+//! streams and re-sending POSTs (`connect`, `bench`, the MCP client) and
+//! for the server's retries against Redis. Pure: the caller passes the
+//! time in, so the schedule is tested with values.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,18 @@ impl Backoff {
         Self { policy, server_retry: None, failures: 0, retries: 0, failing_since: None }
     }
 
+    /// A schedule that never gives up: `initial` doubling up to `max`. For
+    /// work that must outlast any outage (the server's calls to its store).
+    pub fn forever(initial: Duration, max: Duration) -> Self {
+        Self::new(RetryPolicy {
+            initial,
+            max,
+            max_retries: None,
+            give_up_after: None,
+            retry_first: true,
+        })
+    }
+
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
@@ -105,6 +118,13 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         self.failing_since.get_or_insert(now);
         self.retry(now)
+    }
+
+    /// The wait after one more failure of a schedule that cannot give up
+    /// ([`Backoff::forever`]): no time budget runs, so it needs no clock.
+    pub fn wait(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.delay(self.failures)
     }
 
     /// Something that worked is gone (a stream that delivered ended): a
@@ -242,6 +262,16 @@ mod tests {
         b.succeeded();
         assert_eq!(b.failing_for(t0 + ms(70)), Duration::ZERO);
         assert_eq!(b.failed(t0 + ms(70)), Next::RetryIn(ms(300)));
+    }
+
+    #[test]
+    fn forever_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = Backoff::forever(ms(50), ms(300));
+        let waits: Vec<Duration> = (0..6).map(|_| b.wait()).collect();
+        assert_eq!(waits, [ms(50), ms(100), ms(200), ms(300), ms(300), ms(300)]);
+        b.succeeded();
+        assert_eq!(b.wait(), ms(50));
+        assert_eq!(b.failed(Instant::now()), Next::RetryIn(ms(100)), "and it never gives up");
     }
 
     #[test]
