@@ -59,6 +59,33 @@ async fn https_speaks_h2_and_http1_with_the_same_channel() {
     assert!(reqwest::get(format!("{plain}?sseClientId=x")).await.is_err());
 }
 
+/// A fresh HTTPS/1.1 stream is written straight from its queue as over
+/// plain TCP (close-delimited, no hyper buffers: issue 18's memory row),
+/// and a POST on a kept-alive HTTPS/1.1 connection still goes to hyper.
+#[tokio::test]
+async fn an_https1_stream_is_close_delimited_and_posts_still_work() {
+    let cert = Cert::new();
+    let serve = serve_tls(&cert, &["--echo"]).await;
+    let client = cert.client(true);
+    let r = client
+        .get(format!("{}?{}", serve.url, channel_query("direct", None)))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), Version::HTTP_11);
+    assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    assert!(r.headers().get("transfer-encoding").is_none(), "{:?}", r.headers());
+    let mut s = Stream::new(r);
+    for i in 0..20 {
+        assert_eq!(post(&client, &serve.url, "direct", i, &format!("m{i}")).await, 200);
+    }
+    for i in 0..20u64 {
+        assert_eq!(s.next_msg().await, Msg { id: i + 1, data: format!("m{i}") });
+    }
+}
+
 #[tokio::test]
 async fn bad_certificate_files_are_one_clear_error_and_exit_2() {
     let cert = Cert::new();

@@ -19,7 +19,6 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::ServerShared;
@@ -36,25 +35,26 @@ const MAX_HEADERS: usize = 64;
 /// Time the control close event may take to go out.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
-/// What became of a new connection.
-pub(crate) enum Routed {
-    /// Served here, and now finished.
-    Done,
+/// What became of a new connection (`IO`: TCP, or TLS over it).
+pub(crate) enum Routed<IO> {
+    /// A stream to write here with [`write_stream`].
+    Stream(IO, StreamStart),
     /// For hyper: the socket with the bytes read so far, and the answer to
     /// its first request when it was decided here (a refused stream: its
     /// checks, admission and store are not run a second time).
-    Hyper(Rewind, Option<Decided>),
+    Hyper(Rewind<IO>, Option<Decided>),
 }
 
-/// Reads the first request head and serves it here if it opens a stream.
-pub(crate) async fn route(
-    mut tcp: TcpStream,
+/// Reads the first request head; a stream it opens is for the caller to
+/// write (split as suits `IO`), anything else for hyper.
+pub(crate) async fn route<IO: AsyncRead + Unpin>(
+    mut io: IO,
     ctx: &ConnCtx,
     shared: &Arc<ServerShared>,
-) -> Option<Routed> {
+) -> Option<Routed<IO>> {
     let mut head = Vec::with_capacity(1024);
     let read =
-        tokio::time::timeout(shared.config.request_timeout, read_head(&mut tcp, &mut head)).await;
+        tokio::time::timeout(shared.config.request_timeout, read_head(&mut io, &mut head)).await;
     let complete = match read {
         Err(_) | Ok(Err(_)) => return None,
         Ok(Ok(0)) => return None, // closed before sending anything
@@ -75,12 +75,8 @@ pub(crate) async fn route(
         None => Err(None),
     };
     match decided {
-        Ok(start) => {
-            drop(head);
-            write_stream(tcp, start, shared.config.write_timeout).await;
-            Some(Routed::Done)
-        }
-        Err(decided) => Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: tcp }, decided)),
+        Ok(start) => Some(Routed::Stream(io, start)),
+        Err(decided) => Some(Routed::Hyper(Rewind { pre: Bytes::from(head), inner: io }, decided)),
     }
 }
 
@@ -107,12 +103,12 @@ async fn decide(
 /// or bare `\n\n`), EOF, or [`MAX_HEAD`]. Returns the head's length, or the
 /// bytes read when there is no complete head (then everything goes to
 /// hyper, which answers at once).
-async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len().min(MAX_HEAD - buf.len()).max(1));
         }
-        let n = tcp.read_buf(buf).await?;
+        let n = io.read_buf(buf).await?;
         if n == 0 {
             return Ok(buf.len());
         }
@@ -161,12 +157,20 @@ fn parse_stream_request(head: &[u8], path: &str) -> Option<(HeaderMap, Option<St
 }
 
 /// Writes the stream until it ends (closed, dropped, taken over) or the
-/// client goes away, which the read side tells at once.
-async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Duration) {
+/// client goes away, which the read side (`rd`, the other half of `wr`'s
+/// connection) tells at once.
+pub(crate) async fn write_stream<R, W>(
+    mut rd: R,
+    wr: W,
+    start: StreamStart,
+    write_timeout: Duration,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let StreamStart { mut body, headers } = start;
     let head = close_delimited_head(&headers);
     drop(headers); // not kept for the life of the stream
-    let (mut rd, wr) = tcp.split();
     let guard = GuardSlot::default();
     guard.set(body.probe());
     let mut wr = GuardedIo::new(wr, write_timeout, guard);
@@ -211,12 +215,12 @@ async fn write_stream(mut tcp: TcpStream, start: StreamStart, write_timeout: Dur
 }
 
 /// A socket with bytes already read put back in front, for hyper.
-pub(crate) struct Rewind {
+pub(crate) struct Rewind<IO> {
     pre: Bytes,
-    inner: TcpStream,
+    inner: IO,
 }
 
-impl AsyncRead for Rewind {
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -232,7 +236,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

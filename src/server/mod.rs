@@ -442,12 +442,20 @@ async fn serve_plain(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, false);
-    if let Some(direct::Routed::Hyper(io, decided)) = direct::route(tcp, &ctx, &shared).await {
-        Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+    match direct::route(tcp, &ctx, &shared).await {
+        Some(direct::Routed::Stream(mut tcp, start)) => {
+            let (rd, wr) = tcp.split();
+            direct::write_stream(rd, wr, start, shared.config.write_timeout).await;
+        }
+        Some(direct::Routed::Hyper(io, decided)) => {
+            Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+        }
+        None => {}
     }
 }
 
-/// HTTPS: hyper only (h2 or HTTP/1.1), see tls.rs.
+/// HTTPS: h2 goes to hyper; HTTP/1.1 as plain TCP does (a fresh stream
+/// written here, the rest hyper), see tls.rs.
 async fn serve_tls(
     tls: TlsConfig,
     tcp: TcpStream,
@@ -457,9 +465,47 @@ async fn serve_tls(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let ctx = conn_ctx(&tcp, remote, true);
-    if let Some(io) = tls.accept(tcp, shared.config.request_timeout).await {
-        serve_hyper(io, None, ctx, shared, builder, watcher).await;
+    // Boxed, and every TLS state past it in a box or the stream's halves:
+    // the task lives as long as the stream, and a slot for the TLS state
+    // (1.2 KB) kept in it across an await would be paid by every stream.
+    let next = Box::pin(async {
+        let mut io = tls.accept(tcp, shared.config.request_timeout).await?;
+        if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+            return Some(TlsNext::H2(Box::new(io)));
+        }
+        // What rustls may hold past the kernel for a stalled client.
+        io.get_mut().1.set_buffer_limit(Some(tls::STREAM_BUFFER));
+        Some(match direct::route(io, &ctx, &shared).await? {
+            direct::Routed::Stream(io, start) => {
+                let (rd, wr) = tokio::io::split(io);
+                TlsNext::Stream(rd, wr, start)
+            }
+            direct::Routed::Hyper(io, decided) => TlsNext::Hyper(Box::new(io), decided),
+        })
+    })
+    .await;
+    match next {
+        Some(TlsNext::Stream(rd, wr, start)) => {
+            direct::write_stream(rd, wr, start, shared.config.write_timeout).await;
+        }
+        Some(TlsNext::Hyper(io, decided)) => {
+            Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
+        }
+        Some(TlsNext::H2(io)) => {
+            Box::pin(serve_hyper(io, None, ctx, shared, builder, watcher)).await
+        }
+        None => {}
     }
+}
+
+type TlsIo = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A TLS connection after its handshake (and first head, for HTTP/1.1),
+/// small enough to be held by the task: see [`serve_tls`].
+enum TlsNext {
+    Stream(tokio::io::ReadHalf<TlsIo>, tokio::io::WriteHalf<TlsIo>, http::StreamStart),
+    Hyper(Box<direct::Rewind<TlsIo>>, Option<http::Decided>),
+    H2(Box<TlsIo>),
 }
 
 /// Serves one connection with hyper until it ends (or shutdown ends it);

