@@ -578,16 +578,24 @@ async fn without_command_sessions_are_json_lines_and_unrelated_messages_wait_for
     }
 }
 
+/// An `initialize` to `serve --mcp` without COMMAND: the session's id and
+/// the POST's answer, once stdout said `connect` and passed the request on.
+async fn stdin_session(serve: &mut Serve, raw: &Raw) -> (String, reqwest::Response) {
+    let r = raw.post(None, INIT).await;
+    assert_eq!(r.status(), 200);
+    let session = header(&r, "mcp-session-id");
+    assert_eq!(serve.out_json().await["event"], "connect");
+    assert_eq!(serve.out_json().await["event"], "message");
+    (session, r)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_not_resumed_within_the_keep_alive_cancels_its_request() {
     let mut serve = Serve::spawn(&["--mcp", "--keep-alive", "300ms"]).await;
     assert_eq!(serve.out_json().await["event"], "listening");
     let raw = Raw::new(&serve.url);
     // (The initialize's stream stays open: only the call below is cut.)
-    let init = raw.post(None, INIT).await;
-    let session = header(&init, "mcp-session-id");
-    assert_eq!(serve.out_json().await["event"], "connect");
-    assert_eq!(serve.out_json().await["event"], "message");
+    let (session, _init) = stdin_session(&mut serve, &raw).await;
     // A request whose stream is cut and never resumed.
     let call = raw.call(&session, json!({"jsonrpc":"2.0","id":"c1","method":"tools/list"})).await;
     let asked = serve.out_json().await;
@@ -747,12 +755,8 @@ async fn an_overflowing_backlog_is_said_once_until_a_get_stream_opens() {
     let mut serve = Serve::spawn(&["--mcp", "--replay", "2"]).await;
     assert_eq!(serve.out_json().await["event"], "listening");
     let raw = Raw::new(&serve.url);
-    let r = raw.post(None, INIT).await;
-    assert_eq!(r.status(), 200);
-    let session = header(&r, "mcp-session-id");
+    let (session, r) = stdin_session(&mut serve, &raw).await;
     let mut init = Stream::new(r);
-    assert_eq!(serve.out_json().await["event"], "connect");
-    assert_eq!(serve.out_json().await["event"], "message");
     let say = |v: Value| json!({"client": session, "data": v.to_string()}).to_string();
     let result = json!({"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25",
         "capabilities":{},"serverInfo":{"name":"stdin","version":"1"}}});

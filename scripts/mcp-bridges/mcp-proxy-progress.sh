@@ -1,14 +1,6 @@
 # mcp-proxy --debug: does the last progress reach mcp-proxy, and does it reach the client?
 #   unshare -rn bash mcp-proxy-progress.sh; grep -n "progress\|result" $LOGS/dbg.out
-set -eu
-ip link set lo up
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-NODE=$ROOT/tests/mcp/node_modules/.bin/node
-EVERY=$ROOT/tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-SSECHAN=${SSECHAN:-$ROOT/target/release/ssechan}
-LOGS=${LOGS:-/tmp/mcp-bridges-logs}
-mkdir -p "$LOGS"
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 "$NODE" $HERE/node_modules/mcp-proxy/dist/bin/mcp-proxy.mjs --debug --host 127.0.0.1 --port 8102 --server stream -- "$NODE" "$EVERY" stdio >$LOGS/dbg.out 2>&1 </dev/null &
 P=$!
 until (exec 3<>/dev/tcp/127.0.0.1/8102) 2>/dev/null; do sleep 0.1; done

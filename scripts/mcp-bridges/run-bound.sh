@@ -2,16 +2,8 @@
 # ssechan's bound on a cut stream, made small enough for 3000 progress events
 # (~0.5 MB) to pass it: once with a small replay log, once with a small queue.
 #   unshare -rn bash run-bound.sh
-set -eu
-ip link set lo up
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 D=$(cd "$(dirname "$0")" && pwd)
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-NODE=$ROOT/tests/mcp/node_modules/.bin/node
-EVERY=$ROOT/tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-SSECHAN=${SSECHAN:-$ROOT/target/release/ssechan}
-LOGS=${LOGS:-/tmp/mcp-bridges-logs}
-mkdir -p "$LOGS"
 run() { # PORT FLAGS...
   local port=$1; shift
   "$SSECHAN" serve --mcp --listen 127.0.0.1:$port "$@" -- "$NODE" "$EVERY" stdio \

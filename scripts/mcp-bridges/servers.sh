@@ -4,15 +4,7 @@
 # Starts the four endpoints in front of server-everything, each on a fixed port:
 #   8101 ssechan serve --mcp   8102 mcp-proxy   8103 supergateway --stateful
 #   8104 server-everything's own streamableHttp (no bridge)
-set -eu
-ip link set lo up
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-NODE=$ROOT/tests/mcp/node_modules/.bin/node
-EVERY=$ROOT/tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-SSECHAN=${SSECHAN:-$ROOT/target/release/ssechan}
-LOGS=${LOGS:-/tmp/mcp-bridges-logs}
-mkdir -p "$LOGS"
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 B=$HERE
 
 "$SSECHAN" serve --mcp --listen 127.0.0.1:8101 -- "$NODE" "$EVERY" stdio \
