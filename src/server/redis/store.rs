@@ -307,7 +307,14 @@ impl ChannelStore for RedisStore {
             cmd.arg(live).arg(client_id);
             match link.command(&cmd).await {
                 Ok(redis::Value::Int(n)) => n == 1,
-                Ok(_) | Err(_) => false,
+                Ok(other) => {
+                    debug!(?other, "SISMEMBER answered no integer: taken as a new channel");
+                    false
+                }
+                Err(e) => {
+                    debug!("cannot tell whether the channel is open elsewhere ({e}): taken as new");
+                    false
+                }
             }
         })
     }
