@@ -13,6 +13,13 @@
 //!                             the first N requests are answered together once
 //!                             all N have come (streams that started first
 //!                             would otherwise starve the connects of the rest)
+//! ceiling echo ADDR           the channel protocol's echo with nothing else:
+//!                             a GET with `sseClientId=X` is X's stream, a
+//!                             POST for X is answered 200 and its body written
+//!                             to X's stream as an event at once (no re-order,
+//!                             no replay, no keep-alive); what `ssechan bench`
+//!                             measures against a server that does no more
+//!                             than hyper, the kernel and the bench itself
 //! ceiling count URL N SECS    N raw-socket streams of URL (`sseClientId=fI`
 //!                             added), events counted for SECS once all are
 //!                             open (said on stderr: `open N`); prints one
@@ -57,12 +64,18 @@ fn main() -> anyhow::Result<()> {
             }));
             runtime()?.block_on(serve(addr.parse()?, move |req| fanout(req, gate)))
         }
+        ["echo", addr] => {
+            let streams: &'static Streams = Box::leak(Box::default());
+            runtime()?.block_on(serve(addr.parse()?, move |req| echo(req, streams)))
+        }
         ["count", url, n, secs] => {
             // One thread: the counter's own cost stays at most one core.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(count(url, n.parse()?, Duration::from_secs_f64(secs.parse()?)))
         }
-        _ => anyhow::bail!("usage: ceiling post ADDR | fanout ADDR N | count URL N SECS"),
+        _ => {
+            anyhow::bail!("usage: ceiling post ADDR | fanout ADDR N | echo ADDR | count URL N SECS")
+        }
     }
 }
 
@@ -85,11 +98,94 @@ where
     }
 }
 
-type BoxBody = http_body_util::Either<Full<Bytes>, Events>;
+type BoxBody = http_body_util::Either<Full<Bytes>, http_body_util::Either<Events, Echoes>>;
+
+fn full(status: u16) -> Response<BoxBody> {
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    r
+}
+
+fn event_stream(body: http_body_util::Either<Events, Echoes>) -> Response<BoxBody> {
+    let mut r = Response::new(http_body_util::Either::Right(body));
+    let h = r.headers_mut();
+    h.insert("content-type", "text/event-stream".parse().expect("a header value"));
+    h.insert("cache-control", "no-cache".parse().expect("a header value"));
+    r
+}
 
 async fn post(req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
     let _ = req.into_body().collect().await;
-    Ok(Response::new(http_body_util::Either::Left(Full::new(Bytes::new()))))
+    Ok(full(200))
+}
+
+/// Each client id's stream: where its echoes go.
+type Streams = std::sync::Mutex<std::collections::HashMap<String, Echo>>;
+
+/// One stream's sender and the id its next event gets.
+struct Echo {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    next_id: u64,
+}
+
+/// Events a stream may have waiting: a reader this far behind gets 503s.
+const ECHO_QUEUE: usize = 4096;
+
+fn client_id(req: &Request<Incoming>) -> Option<String> {
+    let q = req.uri().query()?;
+    q.split('&').find_map(|kv| kv.strip_prefix("sseClientId=")).map(str::to_owned)
+}
+
+async fn echo(req: Request<Incoming>, streams: &Streams) -> Result<Response<BoxBody>, Infallible> {
+    let Some(id) = client_id(&req) else { return Ok(full(400)) };
+    let lock = || streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if req.method() == hyper::Method::GET {
+        let (tx, rx) = tokio::sync::mpsc::channel(ECHO_QUEUE);
+        lock().insert(id, Echo { tx, next_id: 1 });
+        return Ok(event_stream(http_body_util::Either::Right(Echoes(rx))));
+    }
+    let Ok(body) = req.into_body().collect().await else { return Ok(full(400)) };
+    let body = body.to_bytes();
+    let mut streams = lock();
+    let Some(stream) = streams.get_mut(&id) else { return Ok(full(404)) };
+    let mut event = BytesMut::with_capacity(body.len() + 32);
+    ssechan::protocol::event::put_id_line(&mut event, stream.next_id);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    Ok(match stream.tx.try_send(event.freeze()) {
+        Ok(()) => {
+            stream.next_id += 1;
+            full(200)
+        }
+        Err(_) => full(503),
+    })
+}
+
+/// A client's echoes, every event waiting taken into one frame.
+struct Echoes(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for Echoes {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let first = match self.0.poll_recv(cx) {
+            Poll::Ready(Some(b)) => b,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let Ok(more) = self.0.try_recv() else { return Poll::Ready(Some(Ok(Frame::data(first)))) };
+        let mut buf = BytesMut::from(&first[..]);
+        buf.extend_from_slice(&more);
+        while let Ok(b) = self.0.try_recv() {
+            buf.extend_from_slice(&b);
+        }
+        Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
+    }
 }
 
 /// The first N requests wait for each other.
@@ -108,12 +204,7 @@ async fn fanout(_req: Request<Incoming>, gate: &Gate) -> Result<Response<BoxBody
         Err(_) => {}
     }
     let data = Bytes::from(format!("data: \"{LINE}\"\n\n"));
-    let body = Events { next_id: 1, data };
-    let mut r = Response::new(http_body_util::Either::Right(body));
-    let h = r.headers_mut();
-    h.insert("content-type", "text/event-stream".parse().expect("a header value"));
-    h.insert("cache-control", "no-cache".parse().expect("a header value"));
-    Ok(r)
+    Ok(event_stream(http_body_util::Either::Left(Events { next_id: 1, data })))
 }
 
 /// An endless event stream: [`BATCH`] events per frame, each its own

@@ -15,8 +15,12 @@
 #   idle     resident memory per idle stream, 10,000 plain streams
 #   tls      the same over HTTPS/1.1, 1,000 streams (NEW only: OLD has no TLS)
 #   fanmem   resident memory after 20 s of 1,000 listeners at 2,000 lines/s
-#   latency  p99 of `bench --clients 100 --rate 5000 --duration ${LAT_SECS}s`
-#   echo     `bench --clients 100 --duration ${ECHO_SECS}s`, closed loop
+#   latency  p99 of `bench --clients 100 --rate 5000 --duration ${LAT_SECS}s`;
+#            ceiling: `ceiling echo` (bare hyper writing each POST's body
+#            to its client's stream), so p99 - ceiling's p99 is the
+#            server's share of the tail
+#   echo     `bench --clients 100 --duration ${ECHO_SECS}s`, closed loop;
+#            ceiling: `ceiling echo`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # table RESULTS ROUNDS: the medians and ratios of a results file.
@@ -87,7 +91,7 @@ LAT_SECS=${LAT_SECS:-10}
 ECHO_SECS=${ECHO_SECS:-10}
 BENCH=${SSECHAN_BENCH:-$NEW}
 CEIL=target/release/examples/ceiling
-[ -x "$CEIL" ] || cargo build --release --quiet --example ceiling
+cargo build --release --quiet --example ceiling
 LINE="fan-out message ................................."
 out=$(mktemp -d)
 results=$out/results
@@ -199,7 +203,7 @@ row_fanmem() {
 row_bench() {
   local side=$1 name=$2
   shift 2
-  server "$side" --echo --keep-alive 30s
+  if [ "$side" = ceil ]; then server ceil echo; else server "$side" --echo --keep-alive 30s; fi
   "$BENCH" bench "$URL" "$@" --json "$out/bench.json" -q >/dev/null 2>&1 || true
   stop "$PID"
   python3 - "$out/bench.json" "$name" "$side" >>"$results" <<'PY'
@@ -222,9 +226,11 @@ for round in $(seq "$ROUNDS"); do
       tls) row_idle new https 1000 tls ;;
       fanmem) row_fanmem old; row_fanmem new ;;
       latency)
+        row_bench ceil latency --clients 100 --rate 5000 --duration "${LAT_SECS}s"
         row_bench old latency --clients 100 --rate 5000 --duration "${LAT_SECS}s"
         row_bench new latency --clients 100 --rate 5000 --duration "${LAT_SECS}s" ;;
       echo)
+        row_bench ceil echo --clients 100 --duration "${ECHO_SECS}s"
         row_bench old echo --clients 100 --duration "${ECHO_SECS}s"
         row_bench new echo --clients 100 --duration "${ECHO_SECS}s" ;;
       *) echo "unknown row $row" >&2; exit 2 ;;
