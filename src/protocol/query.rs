@@ -38,7 +38,8 @@ impl ChannelQuery {
             if k == CLIENT_ID_PARAM && client_id.is_none() {
                 client_id = Some(v.into_owned());
             } else if k == MESSAGE_ID_PARAM && message_id.is_none() {
-                message_id = Some(v.into_owned());
+                // Borrowed unless percent-encoded: no allocation per POST.
+                message_id = Some(v);
             }
         }
         let client_id = client_id.ok_or(QueryError::MissingClientId)?;
@@ -53,12 +54,17 @@ impl ChannelQuery {
         }
         // They would reach logs, terminals and process environments, and
         // bidi overrides would show there an id other than the real one.
-        if client_id.chars().any(crate::text::is_hidden_or_control) {
+        let hidden = if client_id.is_ascii() {
+            client_id.bytes().any(|b| b.is_ascii_control())
+        } else {
+            client_id.chars().any(crate::text::is_hidden_or_control)
+        };
+        if hidden {
             return Err(QueryError::ControlCharacters);
         }
         let message_id = match message_id {
             None => 0,
-            Some(s) => parse_u64(&s).ok_or(QueryError::BadMessageId(s))?,
+            Some(s) => parse_u64(&s).ok_or_else(|| QueryError::BadMessageId(s.into_owned()))?,
         };
         Ok(Self { client_id, message_id })
     }

@@ -158,7 +158,19 @@ pub(crate) fn admit(
             debug!(origin = %escape_controls(&shown), "{why}");
             forbidden(why)
         })?;
-    Ok(allowed.and_then(|v| HeaderValue::from_bytes(v).ok()))
+    Ok(allowed.and_then(|v| allowed_origin(headers, v)))
+}
+
+/// The `Access-Control-Allow-Origin` value: the request's own `Origin` or
+/// `Host` header when it is one of them, shared with the request's buffer,
+/// so that neither this nor each clone of it for the response allocates.
+fn allowed_origin(headers: &HeaderMap, value: &[u8]) -> Option<HeaderValue> {
+    [header::ORIGIN, header::HOST]
+        .into_iter()
+        .filter_map(|name| headers.get(name))
+        .find(|h| std::ptr::eq(h.as_bytes(), value))
+        .cloned()
+        .or_else(|| HeaderValue::from_bytes(value).ok())
 }
 
 pub(crate) fn text(
