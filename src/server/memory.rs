@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
+use super::channel::broadcast::{self, BroadcastLog};
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
 use super::deadlines::Deadlines;
 use super::metrics::{Counters, hold_within};
@@ -70,6 +71,10 @@ pub(crate) struct MemoryStore {
 struct Shared {
     config: MemoryConfig,
     registry: Mutex<Registry>,
+    /// The broadcast events channels may replay, held once for all. Locked
+    /// last: after the registry, or a channel (a resume reads it), never
+    /// before either.
+    broadcasts: Mutex<BroadcastLog>,
     deadlines: Arc<Deadlines<DueKey, Due>>,
     serials: AtomicU64,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
@@ -88,9 +93,11 @@ impl MemoryStore {
         accept: mpsc::Sender<Connection>,
         stats: Arc<Counters>,
     ) -> Self {
+        let broadcasts = Mutex::new(BroadcastLog::for_limits(&config.settings.limits));
         let shared = Arc::new(Shared {
             config,
             registry: Mutex::new(Registry::default()),
+            broadcasts,
             deadlines: Arc::new(Deadlines::new()),
             serials: AtomicU64::new(1),
             accept: Mutex::new(Some(accept)),
@@ -130,6 +137,10 @@ impl Drop for MemoryStore {
 impl Shared {
     fn lock_registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_broadcasts(&self) -> MutexGuard<'_, BroadcastLog> {
+        self.broadcasts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn settings(&self) -> Settings {
@@ -806,7 +817,7 @@ impl MemoryStore {
         };
         let remembered = reg.take_remembered(&req.client_id);
         let mut chan = Channel::new(s.settings(), remembered).starting_at(first_event_id);
-        let (generation, fx) = chan.attach(None);
+        let (generation, fx) = chan.attach(None, &broadcast::EMPTY);
         debug_assert!(fx == Effects::default());
         let generation = generation.unwrap_or(1);
         let conn = Arc::new_cyclic(|me| Conn {
@@ -909,10 +920,21 @@ impl ChannelStore for MemoryStore {
     }
 
     fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
-        let conns = self.shared.all_conns();
+        let s = &self.shared;
+        let conns = s.all_conns();
+        if conns.is_empty() {
+            // No channel refers to the log (checked under the registry
+            // lock, which a new channel takes): a later one starts afresh.
+            let reg = s.lock_registry();
+            if reg.live.is_empty() {
+                s.lock_broadcasts().clear();
+            }
+            return Box::pin(std::future::ready(0));
+        }
+        let first_seq = s.lock_broadcasts().append(&batch);
         let (mut took, mut sent) = (0, 0);
         for c in &conns {
-            let n = c.update(|ch| ch.send_all(&batch));
+            let n = c.update(|ch| ch.send_all(&batch, first_seq));
             took += usize::from(n > 0);
             sent += n as u64;
         }
@@ -990,7 +1012,12 @@ impl MemoryStore {
         let mut reg = s.lock_registry();
         if let Some(conn) = reg.get(&req.client_id) {
             let mut slot = conn.lock();
-            let (generation, fx) = slot.chan.attach(req.last_event_id);
+            let (generation, fx) = match req.last_event_id {
+                // The log after the channel: a broadcast never holds it
+                // while it locks a channel.
+                Some(_) => slot.chan.attach(req.last_event_id, &s.lock_broadcasts()),
+                None => slot.chan.attach(None, &broadcast::EMPTY),
+            };
             if let Some(generation) = generation {
                 drop(reg);
                 conn.apply(slot, fx);
@@ -1095,7 +1122,7 @@ mod tests {
                 let slots = (0..channels)
                     .map(|_| {
                         let mut chan = Channel::new(settings(), None);
-                        let _ = chan.attach(None);
+                        let _ = chan.attach(None, &broadcast::EMPTY);
                         Mutex::new(Slot::new(chan, &total))
                     })
                     .collect();
