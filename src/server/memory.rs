@@ -1311,6 +1311,59 @@ mod tests {
         }
     }
 
+    /// A broadcast is held once, in the store's log, its bytes shared
+    /// with every channel's queue; the log empties once no channel is left.
+    #[tokio::test]
+    async fn the_broadcast_log_holds_a_broadcast_once_and_empties_with_the_last_channel() {
+        let settings = Settings {
+            limits: crate::server::Limits { max_clients: 10, ..Default::default() },
+            keep_alive: None,
+            first_message_wait: Duration::from_secs(5),
+            max_frame: 1 << 16,
+        };
+        let config = MemoryConfig {
+            settings,
+            closed_id_memory: Duration::ZERO,
+            post_wait: Duration::from_secs(1),
+        };
+        let (tx, _accepted) = mpsc::channel(8);
+        let store = MemoryStore::new(config, tx, Arc::new(Counters::default()));
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let info = RequestInfo {
+            remote: addr,
+            local: addr,
+            host: None,
+            path: "/sse".into(),
+            query: None,
+            origin: None,
+            user_agent: None,
+            admitted: Default::default(),
+        };
+        let mut streams = Vec::new();
+        for id in ["a", "b"] {
+            let req = StreamRequest {
+                client_id: id.into(),
+                last_event_id: None,
+                info: info.clone(),
+                layer: None,
+            };
+            streams.push(store.open_stream(req).await.expect("opened"));
+        }
+        let batch: Vec<Bytes> =
+            ["x", "y"].iter().map(|m| crate::protocol::event::encode_data(m)).collect();
+        assert_eq!(store.broadcast(batch.clone()).await, 2);
+        {
+            let log = store.shared.lock_broadcasts();
+            assert_eq!(log.len(), 2);
+            assert_eq!(log.get(1).map(|b| b.as_ptr()), Some(batch[0].as_ptr()));
+        }
+        // Without keep-alive a stream's end closes and retires its channel.
+        drop(streams);
+        assert!(store.shared.lock_registry().live.is_empty());
+        assert_eq!(store.broadcast(batch).await, 0);
+        assert_eq!(store.shared.lock_broadcasts().len(), 0);
+    }
+
     #[test]
     fn an_id_closing_and_coming_back_in_a_loop_keeps_the_closed_ids_bounded() {
         let mut reg = Registry::default();
