@@ -244,7 +244,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16_384, value_name = "EVENTS")]
     pub replay: usize,
     /// Bytes of recent events kept per client for replay (each event counts
-    /// 48 bytes more); the kernel send buffer is an eighth of it.
+    /// 48 bytes more; broadcasts are kept once, for all clients); the
+    /// kernel send buffer is an eighth of it.
     #[arg(long, value_parser = parse_size, default_value = "256K", value_name = "BYTES")]
     pub replay_bytes: usize,
     /// Clients at once (suspended ones count); more get 503. Default: what

@@ -574,13 +574,25 @@ async fn a_kept_alive_stream_write_that_makes_no_progress_times_out() {
 /// events were lost this way.)
 #[tokio::test]
 async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
+    slow_reader_cut_over_and_over(false).await;
+}
+
+/// The same with broadcast events, which the memory store keeps once for
+/// every channel in its broadcast log: a reader this far behind the
+/// broadcasts still finds what its cut connection swallowed.
+#[tokio::test]
+async fn a_slow_reader_of_broadcasts_cut_over_and_over_loses_nothing_with_the_defaults() {
+    slow_reader_cut_over_and_over(true).await;
+}
+
+async fn slow_reader_cut_over_and_over(broadcast: bool) {
     let config =
         ServerConfig { keep_alive: Some(Duration::from_secs(30)), ..ServerConfig::default() };
     let mut server = server(config).await;
     let addr = server.local_addr();
     let total = 10_000u64;
     let mut last = 0u64;
-    let mut conn = None;
+    let (mut conn, mut other) = (None, None);
     let mut cuts = 0;
     while last < total {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -591,8 +603,18 @@ async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
         if conn.is_none() {
             let c = server.accept().await.unwrap();
             let line = "e".repeat(100);
-            for _ in 0..total {
-                c.send(&line).unwrap();
+            if broadcast {
+                // Another client takes them too, and reads none.
+                let stream = open(&server.url(), "other", None).await;
+                other = Some((stream, server.accept().await.unwrap()));
+                let batch = vec![line.as_str(); 100];
+                for _ in 0..total / 100 {
+                    assert_eq!(server.handle().broadcast_all(&batch).await, 2);
+                }
+            } else {
+                for _ in 0..total {
+                    c.send(&line).unwrap();
+                }
             }
             conn = Some(c);
         }
@@ -621,6 +643,7 @@ async fn a_slow_reader_cut_over_and_over_loses_nothing_with_the_defaults() {
         cuts += 1;
     }
     assert!(cuts > 5, "the test must cut the stream: {cuts}");
+    assert_eq!(other.is_some(), broadcast);
     let mut conn = conn.unwrap();
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), conn.recv()).await {
         assert!(!matches!(ev, ConnectionEvent::Gap { .. }), "{ev:?}");

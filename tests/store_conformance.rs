@@ -492,6 +492,83 @@ async fn a_broadcast_reaches_every_channel_once(on: On) {
     );
 }
 
+/// Broadcasts and a channel's own events interleaved; one of two streams
+/// is cut after reading part of them and resumes with `Last-Event-ID`
+/// while more are broadcast: it gets exactly what it missed, in order (the
+/// memory store keeps a broadcast once, in its log, for every channel).
+async fn a_cut_stream_resumes_with_exactly_the_broadcasts_it_missed(on: On) {
+    let (mut server, t) = on.serve(keep_alive()).await;
+    let url = server.url();
+    let mut a = t.open(&url, "a", None).await;
+    let mut ca = server.accept().await.unwrap();
+    let mut b = t.open(&url, "b", None).await;
+    let _cb = server.accept().await.unwrap();
+    let handle = server.handle();
+    // What `a` is owed, in order, with its ids.
+    let mut owed_a = Vec::new();
+    let mut all = Vec::new();
+    let mut broadcast = async |from: u64, to: u64, owed_a: &mut Vec<String>| {
+        let batch: Vec<String> = (from..=to).map(|i| format!("all {i}")).collect();
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        assert_eq!(handle.broadcast_all(&refs).await, 2);
+        owed_a.extend(batch.iter().cloned());
+        all.extend(batch);
+    };
+    for round in 0..10u64 {
+        broadcast(round * 30 + 1, round * 30 + 30, &mut owed_a).await;
+        ca.send(&format!("own {round}")).unwrap();
+        owed_a.push(format!("own {round}"));
+    }
+    let seen = a.msgs(100).await;
+    assert_eq!(seen.iter().map(|m| m.data.as_str()).collect::<Vec<_>>(), owed_a[..100]);
+    drop(a);
+    assert_eq!(next_event(&mut ca).await, ConnectionEvent::Suspended);
+    broadcast(301, 350, &mut owed_a).await;
+    ca.send("own while away").unwrap();
+    owed_a.push("own while away".into());
+    let mut a = t.open(&url, "a", Some(100)).await;
+    let rest = a.msgs(owed_a.len() - 100).await;
+    let want: Vec<Msg> =
+        owed_a[100..].iter().zip(101..).map(|(data, id)| Msg { id, data: data.clone() }).collect();
+    assert_eq!(rest, want);
+    assert_eq!(next_event(&mut ca).await, ConnectionEvent::Resumed);
+    // Nothing was lost, so nothing is reported: the next event is the
+    // client's POST.
+    assert_eq!(t.post(&url, "a", 0, "up").await, 200);
+    assert_eq!(next_event(&mut ca).await, ConnectionEvent::Message("up".into()));
+    // The other stream, never cut, got every broadcast once.
+    let got = b.msgs(all.len()).await;
+    assert_eq!(got.iter().map(|m| m.data.as_str()).collect::<Vec<_>>(), all);
+    assert_eq!(ids(&got), (1..=all.len() as u64).collect::<Vec<_>>());
+}
+
+/// A resume older than what is kept of the broadcasts is a gap, reported
+/// to the application once, however often the client asks again.
+async fn a_resume_past_the_kept_broadcasts_is_a_gap_reported_once(on: On) {
+    let limits = Limits { replay_events: 2, ..Limits::default() };
+    let (mut server, t) = on.serve(ServerConfig { limits, ..keep_alive() }).await;
+    let url = server.url();
+    let mut s = t.open(&url, "g", None).await;
+    let mut conn = server.accept().await.unwrap();
+    let msgs = ["0", "1", "2", "3", "4", "5"];
+    assert_eq!(server.handle().broadcast_all(&msgs).await, 1);
+    s.msgs(6).await;
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    let mut s = t.open(&url, "g", Some(1)).await;
+    let got = s.msgs(2).await;
+    assert_eq!(got, [Msg { id: 5, data: "4".into() }, Msg { id: 6, data: "5".into() }]);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Resumed);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Gap { lost: 3 });
+    // Asked for again: the same two, no second report.
+    let mut again = t.open(&url, "g", Some(1)).await;
+    assert!(s.until_end().await.is_empty(), "taken over");
+    assert_eq!(ids(&again.msgs(2).await), [5, 6]);
+    conn.close();
+    again.until_end().await;
+    assert_eq!(next_event(&mut conn).await, closed(CloseReason::Closed, 3));
+}
+
 // --- the model: exact delivery under any interleaving ------------------------------
 
 /// One step of a client and its application, as [`exact_delivery`] plays
@@ -825,6 +902,8 @@ conformance! {
         acknowledged_out_of_order_messages_survive_a_close,
         a_suspended_channel_past_its_queue_bound_is_closed,
         a_broadcast_reaches_every_channel_once,
+        a_cut_stream_resumes_with_exactly_the_broadcasts_it_missed,
+        a_resume_past_the_kept_broadcasts_is_a_gap_reported_once,
     ],
     model: [exact_delivery],
 }

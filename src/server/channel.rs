@@ -16,11 +16,14 @@ use super::app::{CloseInfo, CloseReason, ConnectionEvent, SendError};
 use super::config::Limits;
 use crate::protocol::event::{self, ID_LINE_MAX};
 use crate::protocol::reorder::{Offer, ReorderBuffer, ReorderLimits};
+pub(crate) use broadcast::BroadcastLog;
 
 /// What keeping one event for replay costs besides its bytes (the queue
 /// entry and the shared buffer's header): many tiny events weigh what
 /// they take.
 pub(crate) const REPLAY_OVERHEAD: usize = 48;
+
+pub(crate) mod broadcast;
 
 /// How a channel behaves; the same for every channel of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,9 +178,16 @@ pub(crate) struct Channel {
     next_event_id: u64,
     queue: VecDeque<(u64, Bytes)>,
     queue_bytes: usize,
-    /// Events handed to a stream, kept for `Last-Event-ID` replay.
-    replay: VecDeque<(u64, Bytes)>,
-    /// Weight of `replay`, [`REPLAY_OVERHEAD`] per event included.
+    /// Which queued events are broadcasts, with their numbers in the
+    /// [`BroadcastLog`]: what they become in the replay.
+    queued_runs: VecDeque<Run>,
+    /// Events handed to a stream, kept for `Last-Event-ID` replay: the
+    /// channel's own with their bytes, broadcasts as runs of the log.
+    replay: VecDeque<Kept>,
+    /// Events in `replay`, those of runs included.
+    replay_events: usize,
+    /// Weight of `replay`: each own event's bytes and [`REPLAY_OVERHEAD`]
+    /// per entry (a run's bytes are the log's, counted there once).
     replay_weight: usize,
     generations: u64,
     attached: Option<u64>,
@@ -222,7 +232,9 @@ impl Channel {
             next_event_id: 1,
             queue: VecDeque::new(),
             queue_bytes: 0,
+            queued_runs: VecDeque::new(),
             replay: VecDeque::new(),
+            replay_events: 0,
             replay_weight: 0,
             generations: 0,
             attached: None,
@@ -296,8 +308,12 @@ impl Channel {
     /// A `GET` attaches a new stream; returns its generation, or `None`
     /// when the channel is closing (the caller starts a new channel).
     /// With `last_event_id`, a resumed or taken-over channel first re-sends
-    /// what the replay log holds after it.
-    pub(crate) fn attach(&mut self, last_event_id: Option<u64>) -> (Option<u64>, Effects) {
+    /// what the replay log holds after it, broadcasts from `log`.
+    pub(crate) fn attach(
+        &mut self,
+        last_event_id: Option<u64>,
+        log: &BroadcastLog,
+    ) -> (Option<u64>, Effects) {
         let mut fx = Effects::default();
         let continued = match self.phase {
             Phase::Closing(_) | Phase::Closed => return (None, fx),
@@ -318,7 +334,7 @@ impl Channel {
         self.attached = Some(self.generations);
         self.phase = Phase::Open;
         if let (Some(last), true) = (last_event_id, continued) {
-            self.requeue_after(last, &mut fx);
+            self.requeue_after(last, log, &mut fx);
         }
         if let Some(reason) = self.close_on_resume.take() {
             // What was queued (and replayed) goes out first, then the end.
@@ -331,7 +347,7 @@ impl Channel {
 
     /// Moves replayable events with id > `last` back to the front of the
     /// queue; what the replay log no longer has is a gap, reported.
-    fn requeue_after(&mut self, last: u64, fx: &mut Effects) {
+    fn requeue_after(&mut self, last: u64, log: &BroadcastLog, fx: &mut Effects) {
         let sent_up_to = self.queue.front().map_or(self.next_event_id, |(id, _)| *id) - 1;
         if last >= sent_up_to {
             if last > sent_up_to {
@@ -339,7 +355,8 @@ impl Channel {
             }
             return;
         }
-        let oldest = self.replay.front().map_or(sent_up_to + 1, |(id, _)| *id);
+        self.forget_before_dropped(log);
+        let oldest = self.replay.front().map_or(sent_up_to + 1, Kept::first_id);
         // Each lost event is reported once, however often a client asks
         // for it again.
         let first = (last + 1).max(self.gap_reported_through + 1);
@@ -351,13 +368,108 @@ impl Channel {
             self.inbox.push_gap(lost);
             fx.wake_app = true;
         }
-        while self.replay.back().is_some_and(|(id, _)| *id > last) {
-            if let Some((id, data)) = self.replay.pop_back() {
-                self.replay_weight -= data.len() + REPLAY_OVERHEAD;
-                self.queue_bytes += data.len();
-                self.queue.push_front((id, data));
-                fx.replayed += 1;
+        loop {
+            match self.replay.back_mut() {
+                Some(Kept::Own(id, _)) if *id > last => {
+                    if let Some(Kept::Own(id, data)) = self.replay.pop_back() {
+                        self.replay_events -= 1;
+                        self.replay_weight -= data.len() + REPLAY_OVERHEAD;
+                        self.queue_bytes += data.len();
+                        self.queue.push_front((id, data));
+                        fx.replayed += 1;
+                    }
+                }
+                Some(Kept::Broadcast(run)) if run.last_id() > last => {
+                    // Its events after `last`, from the log.
+                    let n = (run.last_id() - last).min(run.count);
+                    run.count -= n;
+                    let tail = Run {
+                        first_id: run.first_id + run.count,
+                        first_seq: run.first_seq + run.count,
+                        count: n,
+                    };
+                    if run.count == 0 {
+                        self.replay.pop_back();
+                        self.replay_weight -= REPLAY_OVERHEAD;
+                    }
+                    self.replay_events -= n as usize;
+                    self.requeue_run(tail, log);
+                    fx.replayed += n;
+                }
+                _ => break,
             }
+        }
+    }
+
+    /// Puts broadcast events `run` back at the front of the queue, their
+    /// bytes from `log` (which has them all: see
+    /// [`Channel::forget_before_dropped`]).
+    fn requeue_run(&mut self, run: Run, log: &BroadcastLog) {
+        for i in (0..run.count).rev() {
+            let Some(data) = log.get(run.first_seq + i) else {
+                debug_assert!(false, "a dropped broadcast in the replay");
+                continue;
+            };
+            self.queue_bytes += data.len();
+            self.queue.push_front((run.first_id + i, data.clone()));
+        }
+        match self.queued_runs.front_mut() {
+            Some(next) if run.follows_with(next.first_id, next.first_seq) => {
+                next.first_id = run.first_id;
+                next.first_seq = run.first_seq;
+                next.count += run.count;
+            }
+            _ => self.queued_runs.push_front(run),
+        }
+    }
+
+    /// Forgets what the replay holds up to the newest broadcast event the
+    /// log has dropped: a resume gets an unbroken run of events or a gap
+    /// before them, never a hole in the middle (so that a gap reported
+    /// once is all that is lost before it). With the log's bounds
+    /// ([`BroadcastLog::for_limits`]) this drops nothing but under
+    /// concurrent broadcasts or a channel replay longer in bytes than the
+    /// log.
+    fn forget_before_dropped(&mut self, log: &BroadcastLog) {
+        let oldest = log.oldest();
+        let dropped_through = self
+            .replay
+            .iter()
+            .filter_map(|k| match k {
+                Kept::Broadcast(r) if r.first_seq < oldest => {
+                    Some(r.first_id + (oldest - r.first_seq).min(r.count) - 1)
+                }
+                _ => None,
+            })
+            .max();
+        if let Some(through) = dropped_through {
+            self.trim_replay_through(through);
+        }
+    }
+
+    /// Drops the replay's events with ids up to `through`.
+    fn trim_replay_through(&mut self, through: u64) {
+        while let Some(front) = self.replay.front_mut() {
+            if front.first_id() > through {
+                break;
+            }
+            if let Kept::Broadcast(run) = front
+                && run.last_id() > through
+            {
+                let k = through + 1 - run.first_id;
+                run.drop_front(k);
+                self.replay_events -= k as usize;
+                break;
+            }
+            self.pop_replay_front();
+        }
+    }
+
+    /// Drops the oldest entry of the replay.
+    fn pop_replay_front(&mut self) {
+        if let Some(kept) = self.replay.pop_front() {
+            self.replay_events -= kept.events();
+            self.replay_weight -= kept.weight();
         }
     }
 
@@ -382,14 +494,48 @@ impl Channel {
     fn drain_batch(&mut self) -> (Bytes, u64) {
         let (buf, batched) = encode_batch(&mut self.queue, self.settings.max_frame, |id, data| {
             self.queue_bytes -= data.len();
-            self.replay_weight += data.len() + REPLAY_OVERHEAD;
-            self.replay.push_back((id, data));
+            self.replay_events += 1;
+            match self.queued_runs.front_mut() {
+                Some(run) if run.first_id == id => {
+                    // A broadcast: the replay keeps its number, not its bytes.
+                    let seq = run.first_seq;
+                    run.drop_front(1);
+                    if run.count == 0 {
+                        self.queued_runs.pop_front();
+                    }
+                    match self.replay.back_mut() {
+                        Some(Kept::Broadcast(last)) if last.follows_with(id, seq) => {
+                            last.count += 1
+                        }
+                        _ => {
+                            self.replay_weight += REPLAY_OVERHEAD;
+                            let run = Run { first_id: id, first_seq: seq, count: 1 };
+                            self.replay.push_back(Kept::Broadcast(run));
+                        }
+                    }
+                }
+                _ => {
+                    self.replay_weight += data.len() + REPLAY_OVERHEAD;
+                    self.replay.push_back(Kept::Own(id, data));
+                }
+            }
         });
         let limits = self.settings.limits;
-        while self.replay.len() > limits.replay_events || self.replay_weight > limits.replay_bytes {
-            match self.replay.pop_front() {
-                Some((_, d)) => self.replay_weight -= d.len() + REPLAY_OVERHEAD,
+        while self.replay_events > limits.replay_events || self.replay_weight > limits.replay_bytes
+        {
+            match self.replay.front_mut() {
                 None => break,
+                // Only the count is over: drop just enough of the run.
+                Some(Kept::Broadcast(run)) if self.replay_weight <= limits.replay_bytes => {
+                    let over = (self.replay_events - limits.replay_events) as u64;
+                    if over < run.count {
+                        run.drop_front(over);
+                        self.replay_events -= over as usize;
+                        break;
+                    }
+                    self.pop_replay_front();
+                }
+                Some(_) => self.pop_replay_front(),
             }
         }
         (buf, batched)
@@ -438,24 +584,31 @@ impl Channel {
 
     // --- the application's side -------------------------------------------
 
-    /// Queues an encoded `data:` tail for the client. Past the queue's
-    /// bounds the client is a slow consumer and is disconnected.
-    /// [`Channel::send`] for each of `batch` in order, with one set of
-    /// effects (one wake-up); stops at the first refusal. Returns how many
-    /// were queued.
-    pub(crate) fn send_all(&mut self, batch: &[Bytes]) -> (usize, Effects) {
+    /// Queues broadcast events `batch`, numbered from `first_seq` in the
+    /// store's [`BroadcastLog`]: [`Channel::send`] for each in order, with
+    /// one set of effects (one wake-up); stops at the first refusal.
+    /// Returns how many were queued.
+    pub(crate) fn send_all(&mut self, batch: &[Bytes], first_seq: u64) -> (usize, Effects) {
         let mut wake = false;
         for (i, data) in batch.iter().enumerate() {
+            let id = self.next_event_id;
             let (sent, mut fx) = self.send(data.clone());
             if sent.is_err() {
                 fx.wake_stream |= wake;
                 return (i, fx);
+            }
+            let seq = first_seq + i as u64;
+            match self.queued_runs.back_mut() {
+                Some(run) if run.follows_with(id, seq) => run.count += 1,
+                _ => self.queued_runs.push_back(Run { first_id: id, first_seq: seq, count: 1 }),
             }
             wake |= fx.wake_stream;
         }
         (batch.len(), Effects { wake_stream: wake, ..Effects::default() })
     }
 
+    /// Queues an encoded `data:` tail for the client. Past the queue's
+    /// bounds the client is a slow consumer and is disconnected.
     pub(crate) fn send(&mut self, data: Bytes) -> (Result<(), SendError>, Effects) {
         let mut fx = Effects::default();
         if !self.is_live() {
@@ -578,7 +731,9 @@ impl Channel {
         let info = CloseInfo { reason, undelivered: self.queue.len() as u64 + self.lost };
         self.queue.clear();
         self.queue_bytes = 0;
+        self.queued_runs.clear();
         self.replay.clear();
+        self.replay_events = 0;
         self.replay_weight = 0;
         self.inbox.push(ConnectionEvent::Closed(info));
         fx.wake_app = true;
@@ -715,6 +870,65 @@ impl Channel {
             self.inbox.push(ConnectionEvent::Message(m));
             fx.wake_app = true;
             fx.delivered += 1;
+        }
+    }
+}
+
+/// Broadcast events with consecutive ids and consecutive numbers in the
+/// [`BroadcastLog`]: a channel that only broadcasts keeps one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    first_id: u64,
+    first_seq: u64,
+    count: u64,
+}
+
+impl Run {
+    fn last_id(&self) -> u64 {
+        self.first_id + self.count - 1
+    }
+
+    /// Whether event `id`, numbered `seq`, comes right after this run.
+    fn follows_with(&self, id: u64, seq: u64) -> bool {
+        self.first_id + self.count == id && self.first_seq + self.count == seq
+    }
+
+    fn drop_front(&mut self, n: u64) {
+        self.first_id += n;
+        self.first_seq += n;
+        self.count -= n;
+    }
+}
+
+/// One entry of a channel's replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// An event of this channel's own, with its bytes.
+    Own(u64, Bytes),
+    /// Broadcast events, whose bytes the log holds.
+    Broadcast(Run),
+}
+
+impl Kept {
+    fn first_id(&self) -> u64 {
+        match self {
+            Kept::Own(id, _) => *id,
+            Kept::Broadcast(r) => r.first_id,
+        }
+    }
+
+    fn events(&self) -> usize {
+        match self {
+            Kept::Own(..) => 1,
+            Kept::Broadcast(r) => r.count as usize,
+        }
+    }
+
+    /// What it counts against `--replay-bytes`.
+    fn weight(&self) -> usize {
+        match self {
+            Kept::Own(_, data) => data.len() + REPLAY_OVERHEAD,
+            Kept::Broadcast(_) => REPLAY_OVERHEAD,
         }
     }
 }

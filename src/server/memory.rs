@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::app::{
     ChannelApp, CloseReason, Connection, ConnectionEvent, ConnectionHandle, RequestInfo, SendError,
 };
+use super::channel::broadcast::{self, BroadcastLog};
 use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Settings, Timer};
 use super::deadlines::Deadlines;
 use super::metrics::{Counters, hold_within};
@@ -70,6 +71,10 @@ pub(crate) struct MemoryStore {
 struct Shared {
     config: MemoryConfig,
     registry: Mutex<Registry>,
+    /// The broadcast events channels may replay, held once for all. Locked
+    /// last: after the registry, or a channel (a resume reads it), never
+    /// before either.
+    broadcasts: Mutex<BroadcastLog>,
     deadlines: Arc<Deadlines<DueKey, Due>>,
     serials: AtomicU64,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
@@ -88,9 +93,11 @@ impl MemoryStore {
         accept: mpsc::Sender<Connection>,
         stats: Arc<Counters>,
     ) -> Self {
+        let broadcasts = Mutex::new(BroadcastLog::for_limits(&config.settings.limits));
         let shared = Arc::new(Shared {
             config,
             registry: Mutex::new(Registry::default()),
+            broadcasts,
             deadlines: Arc::new(Deadlines::new()),
             serials: AtomicU64::new(1),
             accept: Mutex::new(Some(accept)),
@@ -130,6 +137,10 @@ impl Drop for MemoryStore {
 impl Shared {
     fn lock_registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_broadcasts(&self) -> MutexGuard<'_, BroadcastLog> {
+        self.broadcasts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn settings(&self) -> Settings {
@@ -806,7 +817,7 @@ impl MemoryStore {
         };
         let remembered = reg.take_remembered(&req.client_id);
         let mut chan = Channel::new(s.settings(), remembered).starting_at(first_event_id);
-        let (generation, fx) = chan.attach(None);
+        let (generation, fx) = chan.attach(None, &broadcast::EMPTY);
         debug_assert!(fx == Effects::default());
         let generation = generation.unwrap_or(1);
         let conn = Arc::new_cyclic(|me| Conn {
@@ -909,10 +920,21 @@ impl ChannelStore for MemoryStore {
     }
 
     fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
-        let conns = self.shared.all_conns();
+        let s = &self.shared;
+        let conns = s.all_conns();
+        if conns.is_empty() {
+            // No channel refers to the log (checked under the registry
+            // lock, which a new channel takes): a later one starts afresh.
+            let reg = s.lock_registry();
+            if reg.live.is_empty() {
+                s.lock_broadcasts().clear();
+            }
+            return Box::pin(std::future::ready(0));
+        }
+        let first_seq = s.lock_broadcasts().append(&batch);
         let (mut took, mut sent) = (0, 0);
         for c in &conns {
-            let n = c.update(|ch| ch.send_all(&batch));
+            let n = c.update(|ch| ch.send_all(&batch, first_seq));
             took += usize::from(n > 0);
             sent += n as u64;
         }
@@ -990,7 +1012,12 @@ impl MemoryStore {
         let mut reg = s.lock_registry();
         if let Some(conn) = reg.get(&req.client_id) {
             let mut slot = conn.lock();
-            let (generation, fx) = slot.chan.attach(req.last_event_id);
+            let (generation, fx) = match req.last_event_id {
+                // The log after the channel: a broadcast never holds it
+                // while it locks a channel.
+                Some(_) => slot.chan.attach(req.last_event_id, &s.lock_broadcasts()),
+                None => slot.chan.attach(None, &broadcast::EMPTY),
+            };
             if let Some(generation) = generation {
                 drop(reg);
                 conn.apply(slot, fx);
@@ -1095,7 +1122,7 @@ mod tests {
                 let slots = (0..channels)
                     .map(|_| {
                         let mut chan = Channel::new(settings(), None);
-                        let _ = chan.attach(None);
+                        let _ = chan.attach(None, &broadcast::EMPTY);
                         Mutex::new(Slot::new(chan, &total))
                     })
                     .collect();
@@ -1282,6 +1309,59 @@ mod tests {
             assert_eq!(runs, 70);
             assert!(wrapped, "no interleaving wrapped the total");
         }
+    }
+
+    /// A broadcast is held once, in the store's log, its bytes shared
+    /// with every channel's queue; the log empties once no channel is left.
+    #[tokio::test]
+    async fn the_broadcast_log_holds_a_broadcast_once_and_empties_with_the_last_channel() {
+        let settings = Settings {
+            limits: crate::server::Limits { max_clients: 10, ..Default::default() },
+            keep_alive: None,
+            first_message_wait: Duration::from_secs(5),
+            max_frame: 1 << 16,
+        };
+        let config = MemoryConfig {
+            settings,
+            closed_id_memory: Duration::ZERO,
+            post_wait: Duration::from_secs(1),
+        };
+        let (tx, _accepted) = mpsc::channel(8);
+        let store = MemoryStore::new(config, tx, Arc::new(Counters::default()));
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let info = RequestInfo {
+            remote: addr,
+            local: addr,
+            host: None,
+            path: "/sse".into(),
+            query: None,
+            origin: None,
+            user_agent: None,
+            admitted: Default::default(),
+        };
+        let mut streams = Vec::new();
+        for id in ["a", "b"] {
+            let req = StreamRequest {
+                client_id: id.into(),
+                last_event_id: None,
+                info: info.clone(),
+                layer: None,
+            };
+            streams.push(store.open_stream(req).await.expect("opened"));
+        }
+        let batch: Vec<Bytes> =
+            ["x", "y"].iter().map(|m| crate::protocol::event::encode_data(m)).collect();
+        assert_eq!(store.broadcast(batch.clone()).await, 2);
+        {
+            let log = store.shared.lock_broadcasts();
+            assert_eq!(log.len(), 2);
+            assert_eq!(log.get(1).map(|b| b.as_ptr()), Some(batch[0].as_ptr()));
+        }
+        // Without keep-alive a stream's end closes and retires its channel.
+        drop(streams);
+        assert!(store.shared.lock_registry().live.is_empty());
+        assert_eq!(store.broadcast(batch).await, 0);
+        assert_eq!(store.shared.lock_broadcasts().len(), 0);
     }
 
     #[test]

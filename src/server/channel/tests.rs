@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use super::broadcast::{BroadcastLog, EMPTY};
 use super::*;
 use crate::protocol::event::encode_data;
 use crate::protocol::parser::{EventStreamParser, Parsed};
@@ -27,7 +28,7 @@ fn open(keep_alive: Option<Duration>) -> (Channel, u64) {
 
 fn open_with(keep_alive: Option<Duration>, limits: Limits) -> (Channel, u64) {
     let mut ch = Channel::new(settings(keep_alive, limits), None);
-    let (g, fx) = ch.attach(None);
+    let (g, fx) = ch.attach(None, &EMPTY);
     assert_eq!(fx, Effects::default(), "a new channel's first stream needs nothing");
     (ch, g.expect("open"))
 }
@@ -92,12 +93,12 @@ fn sends_wake_the_attached_stream_and_leave_in_one_batch() {
 fn a_broadcast_batch_queues_every_message_in_order_with_one_wake() {
     let (mut ch, g) = open(None);
     let msgs: Vec<_> = ["a", "b", "c"].iter().map(|m| encode_data(m)).collect();
-    let (sent, fx) = ch.send_all(&msgs);
+    let (sent, fx) = ch.send_all(&msgs, 1);
     assert_eq!(sent, 3);
     assert_eq!(fx, Effects { wake_stream: true, ..Effects::default() });
     let got: Vec<_> = batch(&mut ch, g).into_iter().map(|(_, m)| m).collect();
     assert_eq!(got, ["a", "b", "c"]);
-    assert_eq!(ch.send_all(&msgs).0, 3, "ids go on: 4, 5, 6");
+    assert_eq!(ch.send_all(&msgs, 1).0, 3, "ids go on: 4, 5, 6");
     assert_eq!(ids(&batch(&mut ch, g)), [4, 5, 6]);
 }
 
@@ -106,17 +107,17 @@ fn a_broadcast_batch_stops_at_the_slow_consumer_limit() {
     let limits = Limits { outgoing_messages: 2, ..limits() };
     let (mut ch, _) = open_with(None, limits);
     let msgs: Vec<_> = ["a", "b", "c", "d"].iter().map(|m| encode_data(m)).collect();
-    let (sent, fx) = ch.send_all(&msgs);
+    let (sent, fx) = ch.send_all(&msgs, 1);
     assert_eq!(sent, 2, "two fit, the third closes the channel");
     assert!(fx.wake_stream && fx.retire);
     assert!(fx.logs.iter().any(|l| matches!(l, Log::SlowConsumer { queued: 2, .. })));
-    assert_eq!(ch.send_all(&msgs).0, 0, "closed: nothing more is queued");
+    assert_eq!(ch.send_all(&msgs, 1).0, 0, "closed: nothing more is queued");
 }
 
 #[test]
 fn batches_are_bounded_by_the_frame_size() {
     let mut ch = Channel::new(Settings { max_frame: 100, ..settings(None, limits()) }, None);
-    let g = ch.attach(None).0.unwrap();
+    let g = ch.attach(None, &EMPTY).0.unwrap();
     for _ in 0..10 {
         let _ = send(&mut ch, &"x".repeat(30));
     }
@@ -134,7 +135,7 @@ fn sends_while_suspended_wait_for_the_resume() {
     let _ = ch.stream_ended(g);
     let fx = send(&mut ch, "queued");
     assert!(!fx.wake_stream, "no stream to wake");
-    let (g2, _) = ch.attach(None);
+    let (g2, _) = ch.attach(None, &EMPTY);
     assert_eq!(batch(&mut ch, g2.unwrap()), [(1, "queued".to_string())]);
 }
 
@@ -166,14 +167,14 @@ fn a_lost_stream_closes_at_once_without_keep_alive() {
 fn a_resume_the_application_did_not_see_cancels_the_suspension() {
     let (mut ch, g) = open(Some(KEEP));
     let _ = ch.stream_ended(g);
-    let (g2, fx) = ch.attach(None);
+    let (g2, fx) = ch.attach(None, &EMPTY);
     assert_eq!(fx.keep_alive, Some((1, Timer::Cancel)));
     assert_eq!(fx.logs, [Log::Resumed]);
     assert!(inbox(&mut ch).is_empty(), "suspend + resume unread: nothing happened");
     // Read in between, both are seen.
     let _ = ch.stream_ended(g2.unwrap());
     assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
-    let (_, fx) = ch.attach(None);
+    let (_, fx) = ch.attach(None, &EMPTY);
     assert!(fx.wake_app);
     assert_eq!(inbox(&mut ch), [ConnectionEvent::Resumed]);
 }
@@ -183,7 +184,7 @@ fn reconnect_storms_do_not_grow_the_inbox() {
     let (mut ch, mut g) = open(Some(KEEP));
     for _ in 0..10_000 {
         let _ = ch.stream_ended(g);
-        g = ch.attach(None).0.unwrap();
+        g = ch.attach(None, &EMPTY).0.unwrap();
     }
     assert!(inbox(&mut ch).is_empty());
 }
@@ -197,7 +198,7 @@ fn resume_with_last_event_id_replays_what_followed() {
     assert_eq!(ids(&batch(&mut ch, g)), [1, 2, 3]);
     let _ = send(&mut ch, "d"); // queued, not yet written
     let _ = ch.stream_ended(g);
-    let (g2, fx) = ch.attach(Some(1));
+    let (g2, fx) = ch.attach(Some(1), &EMPTY);
     assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })));
     assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [2, 3, 4]);
 }
@@ -209,7 +210,7 @@ fn resume_without_last_event_id_continues_with_the_queue() {
     let _ = batch(&mut ch, g);
     let _ = send(&mut ch, "b");
     let _ = ch.stream_ended(g);
-    let g2 = ch.attach(None).0.unwrap();
+    let g2 = ch.attach(None, &EMPTY).0.unwrap();
     assert_eq!(ids(&batch(&mut ch, g2)), [2]);
 }
 
@@ -220,19 +221,19 @@ fn last_event_id_ahead_of_what_was_sent_is_ignored() {
     let _ = batch(&mut ch, g);
     let _ = send(&mut ch, "b");
     let _ = ch.stream_ended(g);
-    let (g2, fx) = ch.attach(Some(9));
+    let (g2, fx) = ch.attach(Some(9), &EMPTY);
     assert!(fx.logs.contains(&Log::LastEventIdAhead { last: 9, sent_up_to: 1 }));
     assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [2]);
     // Exactly what was sent: nothing to replay, nothing logged.
     let _ = ch.stream_ended(g2.unwrap());
-    let (_, fx) = ch.attach(Some(2));
+    let (_, fx) = ch.attach(Some(2), &EMPTY);
     assert!(fx.logs.iter().all(|l| !matches!(l, Log::LastEventIdAhead { .. })), "{fx:?}");
 }
 
 #[test]
 fn last_event_id_on_a_new_channel_is_ignored() {
     let mut ch = Channel::new(settings(Some(KEEP), limits()), None);
-    let (g, fx) = ch.attach(Some(40));
+    let (g, fx) = ch.attach(Some(40), &EMPTY);
     assert_eq!(fx, Effects::default());
     let _ = send(&mut ch, "a");
     assert_eq!(ids(&batch(&mut ch, g.unwrap())), [1]);
@@ -247,7 +248,7 @@ fn replay_is_bounded_by_events_and_by_bytes_with_overhead() {
     }
     let _ = batch(&mut ch, g);
     let _ = ch.stream_ended(g);
-    let (g2, fx) = ch.attach(Some(0));
+    let (g2, fx) = ch.attach(Some(0), &EMPTY);
     assert!(fx.logs.contains(&Log::Gap { first: 1, last: 2 }), "{fx:?}");
     assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [3, 4, 5]);
 
@@ -260,7 +261,7 @@ fn replay_is_bounded_by_events_and_by_bytes_with_overhead() {
     }
     let _ = batch(&mut ch, g);
     let _ = ch.stream_ended(g);
-    let g2 = ch.attach(Some(0)).0.unwrap();
+    let g2 = ch.attach(Some(0), &EMPTY).0.unwrap();
     assert_eq!(ids(&batch(&mut ch, g2)), [4, 5]);
 }
 
@@ -274,7 +275,7 @@ fn a_resume_older_than_the_replay_is_a_reported_gap() {
     let _ = batch(&mut ch, g);
     let _ = ch.stream_ended(g);
     assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
-    let (g2, fx) = ch.attach(Some(1));
+    let (g2, fx) = ch.attach(Some(1), &EMPTY);
     assert!(fx.wake_app);
     assert_eq!(fx.logs, [Log::Resumed, Log::Gap { first: 2, last: 4 }]);
     assert_eq!(inbox(&mut ch), [ConnectionEvent::Resumed, ConnectionEvent::Gap { lost: 3 }]);
@@ -295,10 +296,10 @@ fn a_gap_asked_for_twice_is_reported_once() {
     }
     let _ = batch(&mut ch, g);
     let _ = ch.stream_ended(g);
-    let (g2, fx) = ch.attach(Some(0));
+    let (g2, fx) = ch.attach(Some(0), &EMPTY);
     assert!(fx.logs.contains(&Log::Gap { first: 1, last: 3 }), "{fx:?}");
     // The client saw nothing of the replay either and asks again.
-    let (g3, fx) = ch.attach(Some(0));
+    let (g3, fx) = ch.attach(Some(0), &EMPTY);
     assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })), "{fx:?}");
     assert!(!ch.is_attached(g2.unwrap()));
     assert_eq!(ids(&batch(&mut ch, g3.unwrap())), [4]);
@@ -307,12 +308,199 @@ fn a_gap_asked_for_twice_is_reported_once() {
     assert_eq!(gaps, [ConnectionEvent::Gap { lost: 3 }]);
 }
 
+// --- broadcasts: kept once, in the store's log ----------------------------------
+
+/// Broadcasts `msgs` as the store does: into `log`, then to each channel.
+fn broadcast(log: &mut BroadcastLog, chans: &mut [&mut Channel], msgs: &[&str]) {
+    let batch: Vec<Bytes> = msgs.iter().map(|m| encode_data(m)).collect();
+    let seq = log.append(&batch);
+    for ch in chans {
+        assert_eq!(ch.send_all(&batch, seq).0, batch.len());
+    }
+}
+
+/// What a channel's replay holds, and its counts agree with it.
+fn kept(ch: &Channel) -> Vec<Kept> {
+    let events: usize = ch.replay.iter().map(Kept::events).sum();
+    let weight: usize = ch.replay.iter().map(Kept::weight).sum();
+    assert_eq!((ch.replay_events, ch.replay_weight), (events, weight), "{:?}", ch.replay);
+    ch.replay.iter().cloned().collect()
+}
+
+fn run(first_id: u64, first_seq: u64, count: u64) -> Kept {
+    Kept::Broadcast(Run { first_id, first_seq, count })
+}
+
+fn ample_log() -> BroadcastLog {
+    BroadcastLog::for_limits(&limits())
+}
+
+#[test]
+fn a_channel_that_only_broadcasts_keeps_one_run_of_the_log() {
+    let mut log = ample_log();
+    // `a` takes a few events a batch, `b` all.
+    let mut a = Channel::new(Settings { max_frame: 100, ..settings(Some(KEEP), limits()) }, None);
+    let ga = a.attach(None, &EMPTY).0.unwrap();
+    let (mut b, gb) = open(Some(KEEP));
+    for round in 0..50 {
+        let msgs: Vec<String> = (0..20).map(|i| format!("{round}.{i}")).collect();
+        let msgs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+        broadcast(&mut log, &mut [&mut a, &mut b], &msgs);
+        let _ = batch(&mut a, ga);
+        let _ = batch(&mut b, gb);
+    }
+    // 1,000 events: one entry, weighing one overhead; the bytes are the log's.
+    assert_eq!(kept(&b), [run(1, 1, 1000)]);
+    assert_eq!(b.replay_weight, REPLAY_OVERHEAD);
+    assert_eq!(log.len(), 1000);
+    // `a` sent only a batch a round: what it sent is consecutive in ids
+    // and in the log, so one run too, and so is what it has queued.
+    let sent = a.replay_events as u64;
+    assert!(sent < 1000);
+    assert_eq!(kept(&a), [run(1, 1, sent)]);
+    let queued = Run { first_id: sent + 1, first_seq: sent + 1, count: 1000 - sent };
+    assert_eq!(a.queued_runs, [queued]);
+    assert_eq!(a.queue.len() as u64, 1000 - sent);
+}
+
+#[test]
+fn own_and_broadcast_events_resume_in_order_with_their_bytes() {
+    let mut log = ample_log();
+    let (mut a, ga) = open(Some(KEEP));
+    let (mut b, _) = open(Some(KEEP));
+    let _ = send(&mut a, "own 1");
+    broadcast(&mut log, &mut [&mut a, &mut b], &["all 2", "all 3"]);
+    let _ = send(&mut a, "own 4");
+    broadcast(&mut log, &mut [&mut a, &mut b], &["all 5"]);
+    broadcast(&mut log, &mut [&mut a, &mut b], &["all 6"]);
+    let sent: Vec<(u64, String)> = batch(&mut a, ga);
+    let want: Vec<(u64, String)> = ["own 1", "all 2", "all 3", "own 4", "all 5", "all 6"]
+        .iter()
+        .zip(1..)
+        .map(|(m, id)| (id, m.to_string()))
+        .collect();
+    assert_eq!(sent, want);
+    // 2..3 and 5..6 are runs of the log (seqs 1..2 and 3..4).
+    let own = |id: u64, m: &str| Kept::Own(id, encode_data(m));
+    assert_eq!(kept(&a), [own(1, "own 1"), run(2, 1, 2), own(4, "own 4"), run(5, 3, 2)]);
+    // Queued meanwhile: after the replay, in order.
+    let _ = send(&mut a, "own 7");
+    let _ = a.stream_ended(ga);
+    let (g2, fx) = a.attach(Some(2), &log);
+    assert_eq!(fx.replayed, 4);
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })), "{fx:?}");
+    let mut want = want[2..].to_vec();
+    want.push((7, "own 7".into()));
+    assert_eq!(batch(&mut a, g2.unwrap()), want);
+    // Sent again, the broadcasts are runs again, and the event kept
+    // before `Last-Event-ID` is still there.
+    assert_eq!(
+        kept(&a),
+        [own(1, "own 1"), run(2, 1, 2), own(4, "own 4"), run(5, 3, 2), own(7, "own 7")]
+    );
+}
+
+#[test]
+fn a_resume_past_what_the_log_dropped_is_a_gap_reported_once() {
+    // The log keeps 3 broadcasts; the channel's own replay would keep all.
+    let mut log = BroadcastLog::new(3, 1 << 20);
+    let (mut ch, g) = open(Some(KEEP));
+    let _ = send(&mut ch, "own 1");
+    broadcast(&mut log, &mut [&mut ch], &["b2", "b3", "b4"]);
+    let _ = send(&mut ch, "own 5");
+    broadcast(&mut log, &mut [&mut ch], &["b6", "b7"]);
+    assert_eq!(ids(&batch(&mut ch, g)), [1, 2, 3, 4, 5, 6, 7]);
+    let _ = ch.stream_ended(g);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Suspended]);
+    // The log dropped b2 and b3: the resume from 0 gets an unbroken run
+    // after them, and 1..=3 as one gap (own 1 included: a hole in the
+    // middle would be reported as lost only once it were the oldest).
+    let (g2, fx) = ch.attach(Some(0), &log);
+    assert_eq!(fx.logs, [Log::Resumed, Log::Gap { first: 1, last: 3 }]);
+    assert_eq!(fx.replayed, 4);
+    assert_eq!(inbox(&mut ch), [ConnectionEvent::Resumed, ConnectionEvent::Gap { lost: 3 }]);
+    let got = batch(&mut ch, g2.unwrap());
+    assert_eq!(ids(&got), [4, 5, 6, 7]);
+    assert_eq!(got[0].1, "b4");
+    // Asked for again, it is not reported again.
+    let (g3, fx) = ch.attach(Some(0), &log);
+    assert!(fx.logs.iter().all(|l| !matches!(l, Log::Gap { .. })), "{fx:?}");
+    assert_eq!(ids(&batch(&mut ch, g3.unwrap())), [4, 5, 6, 7]);
+    // And the close counts it, once.
+    let _ = ch.close(CloseReason::Closed);
+    let _ = ch.next_batch(g3.unwrap());
+    assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 3)]);
+}
+
+#[test]
+fn replay_bounds_with_broadcasts() {
+    // Events: broadcasts count one each, and a run is cut to fit.
+    let l = Limits { replay_events: 4, ..limits() };
+    let mut log = ample_log();
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    let _ = send(&mut ch, "own 1");
+    broadcast(&mut log, &mut [&mut ch], &["2", "3", "4", "5", "6"]);
+    let _ = batch(&mut ch, g);
+    assert_eq!(kept(&ch), [run(3, 2, 4)]);
+    let _ = ch.stream_ended(g);
+    let (g2, fx) = ch.attach(Some(0), &log);
+    assert!(fx.logs.contains(&Log::Gap { first: 1, last: 2 }), "{fx:?}");
+    assert_eq!(ids(&batch(&mut ch, g2.unwrap())), [3, 4, 5, 6]);
+
+    // Bytes: a channel's own events weigh their bytes, a run one overhead:
+    // broadcasts do not push its own events out of the replay.
+    let own = encode_data("own").len() + REPLAY_OVERHEAD;
+    let l = Limits { replay_bytes: 2 * own + REPLAY_OVERHEAD, ..limits() };
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    let _ = send(&mut ch, "own");
+    broadcast(&mut log, &mut [&mut ch], &["b"; 100]);
+    let _ = send(&mut ch, "own");
+    let _ = batch(&mut ch, g);
+    assert_eq!(ch.replay_weight, 2 * own + REPLAY_OVERHEAD);
+    assert_eq!(ch.replay_events, 102);
+    // A third own event is one too many: the oldest entry goes first (the
+    // first own event), then the run before the others.
+    let _ = send(&mut ch, "own");
+    let _ = batch(&mut ch, g);
+    assert_eq!(ch.replay_events, 102);
+    let _ = send(&mut ch, "own");
+    let _ = batch(&mut ch, g);
+    assert_eq!(kept(&ch).iter().map(Kept::first_id).collect::<Vec<_>>(), [103, 104]);
+}
+
+#[test]
+fn the_broadcast_log_is_bounded_in_events_and_in_bytes() {
+    let x = encode_data("x");
+    let w = x.len() + REPLAY_OVERHEAD;
+    let mut log = BroadcastLog::new(3, 100 * w);
+    assert_eq!(log.append(&[x.clone(), x.clone()]), 1);
+    assert_eq!(log.append(&[x.clone(), x.clone()]), 3);
+    assert_eq!((log.len(), log.weight(), log.oldest()), (3, 3 * w, 2));
+    assert!(log.get(1).is_none() && log.get(4).is_some() && log.get(5).is_none());
+    // Shared, not copied.
+    assert_eq!(log.get(4).map(|b| b.as_ptr()), Some(x.as_ptr()));
+    let mut log = BroadcastLog::new(100, 2 * w);
+    assert_eq!(log.append(&[x.clone(), x.clone(), x.clone()]), 1);
+    assert_eq!((log.len(), log.weight(), log.oldest()), (2, 2 * w, 2));
+    log.clear();
+    assert_eq!((log.len(), log.weight()), (0, 0));
+    assert_eq!(log.append(std::slice::from_ref(&x)), 4, "the numbers go on");
+    // The store's log covers a channel's queue and its replay window.
+    let l = limits();
+    let log = BroadcastLog::for_limits(&l);
+    assert_eq!(log.max_events, l.replay_events + l.outgoing_messages);
+    assert_eq!(
+        log.max_weight,
+        l.replay_bytes + l.outgoing_bytes + l.outgoing_messages * REPLAY_OVERHEAD
+    );
+}
+
 #[test]
 fn a_second_stream_takes_over() {
     let (mut ch, g) = open(Some(KEEP));
     let _ = send(&mut ch, "a");
     let _ = batch(&mut ch, g);
-    let (g2, fx) = ch.attach(Some(0));
+    let (g2, fx) = ch.attach(Some(0), &EMPTY);
     let g2 = g2.unwrap();
     assert!(fx.wake_stream, "the old stream must notice");
     assert_eq!(fx.logs, [Log::TookOver]);
@@ -339,7 +527,7 @@ fn control_close_flushes_then_ends_with_the_close_event() {
     assert_eq!(fx.logs, [Log::Closed(CloseInfo { reason: CloseReason::Closed, undelivered: 0 })]);
     assert_eq!(inbox(&mut ch), [closed(CloseReason::Closed, 0)]);
     assert!(matches!(ch.next_batch(g), (Batch::End, _)));
-    assert_eq!(ch.attach(None).0, None, "a closing channel takes no stream");
+    assert_eq!(ch.attach(None, &EMPTY).0, None, "a closing channel takes no stream");
 }
 
 #[test]
@@ -373,7 +561,7 @@ fn close_when_delivered_while_suspended_waits_for_the_resume_and_replays() {
     let fx = ch.close_when_delivered(CloseReason::Closed);
     assert_eq!(fx, Effects::default(), "nothing happens until the client comes back");
     assert!(ch.is_live());
-    let (g2, fx) = ch.attach(Some(0));
+    let (g2, fx) = ch.attach(Some(0), &EMPTY);
     let g2 = g2.expect("a resume is still taken");
     assert!(fx.retire && fx.logs.contains(&Log::Closing(CloseReason::Closed)));
     assert_eq!(batch(&mut ch, g2), [(1, "progress".into()), (2, "answer".into())]);
@@ -407,13 +595,13 @@ fn close_when_delivered_with_a_stream_is_a_close_and_keep_alive_still_bounds_it(
 fn a_channel_may_number_its_events_from_elsewhere() {
     let first = (7u64 << 32) + 1;
     let mut ch = Channel::new(settings(Some(KEEP), limits()), None).starting_at(first);
-    let (g, _) = ch.attach(None);
+    let (g, _) = ch.attach(None, &EMPTY);
     let g = g.expect("open");
     let _ = send(&mut ch, "a");
     let _ = send(&mut ch, "b");
     assert_eq!(ids(&batch(&mut ch, g)), [first, first + 1]);
     let _ = ch.stream_ended(g);
-    let (g, fx) = ch.attach(Some(first));
+    let (g, fx) = ch.attach(Some(first), &EMPTY);
     assert!(!fx.logs.iter().any(|l| matches!(l, Log::Gap { .. })), "{:?}", fx.logs);
     assert_eq!(ids(&batch(&mut ch, g.expect("resumed"))), [first + 1]);
 }
@@ -454,7 +642,7 @@ fn a_full_queue_disconnects_a_slow_consumer() {
 fn keep_alive_expiry_matches_its_epoch() {
     let (mut ch, g) = open(Some(KEEP));
     let _ = ch.stream_ended(g);
-    let g2 = ch.attach(None).0.unwrap();
+    let g2 = ch.attach(None, &EMPTY).0.unwrap();
     let _ = ch.stream_ended(g2);
     let _ = send(&mut ch, "a");
     let _ = inbox(&mut ch);
@@ -591,7 +779,7 @@ fn a_remembered_id_keeps_counting_without_a_first_wait() {
     let _ = post(&mut old, 2, "c");
     let remembered = old.take_inbound();
     let mut ch = Channel::new(settings(None, limits()), Some(remembered));
-    let _ = ch.attach(None);
+    let _ = ch.attach(None, &EMPTY);
     let (r, fx) = post(&mut ch, 3, "d");
     assert_eq!(r, Ok(Offer::Buffered));
     assert_eq!(fx.first_message, None);
@@ -636,6 +824,11 @@ enum Op {
     /// The stream writes its next batch; the connection dies after the
     /// client read only `k` of its events.
     Cut(u8),
+    /// A broadcast of this many events (logged, then queued).
+    Broadcast(u8),
+    /// Two broadcasts whose batches reach the channel in the other order
+    /// than they were logged in (two callers racing).
+    RacingBroadcasts,
     /// The client reconnects with the last id it saw.
     Resume,
     /// A second stream while the first still looks open.
@@ -647,7 +840,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => Just(Op::Send),
+        4 => Just(Op::Send),
+        3 => (1u8..4).prop_map(Op::Broadcast),
+        1 => Just(Op::RacingBroadcasts),
         3 => Just(Op::Poll),
         2 => any::<u8>().prop_map(Op::Cut),
         3 => Just(Op::Resume),
@@ -661,6 +856,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// The client and what it was told.
 struct Model {
     ch: Channel,
+    /// The store's broadcast log.
+    log: BroadcastLog,
     stream: Option<u64>,
     received: Vec<u64>,
     sent: u64,
@@ -724,9 +921,22 @@ impl Model {
                 let id = self.ch.next_event_id;
                 let (r, fx) = self.ch.send(encode_data(&format!("m{id}")));
                 self.fx(fx);
-                if r.is_ok() {
+                // The event that finds the queue full counts undelivered.
+                if matches!(r, Ok(()) | Err(SendError::SlowConsumer)) {
                     self.sent += 1;
                 }
+            }
+            Op::Broadcast(n) => {
+                let batch = self.numbered(self.ch.next_event_id, *n);
+                let seq = self.log.append(&batch);
+                self.broadcast(&batch, seq);
+            }
+            Op::RacingBroadcasts => {
+                let next = self.ch.next_event_id;
+                let (first, second) = (self.numbered(next + 2, 1), self.numbered(next, 2));
+                let (seq1, seq2) = (self.log.append(&first), self.log.append(&second));
+                self.broadcast(&second, seq2);
+                self.broadcast(&first, seq1);
             }
             Op::Poll => self.next(None),
             Op::Cut(k) => self.next(Some(*k as usize % 4)),
@@ -751,6 +961,26 @@ impl Model {
             }
         }
         self.take_inbox();
+        // The bounds hold after every step; the counts are right.
+        let l = self.ch.settings.limits;
+        let _ = kept(&self.ch);
+        assert!(self.ch.replay_events <= l.replay_events, "{:?}", self.ch.replay);
+        assert!(self.ch.replay_weight <= l.replay_bytes, "{:?}", self.ch.replay);
+        let queued_broadcasts: u64 = self.ch.queued_runs.iter().map(|r| r.count).sum();
+        assert!(queued_broadcasts <= self.ch.queue.len() as u64, "{:?}", self.ch.queued_runs);
+        assert!(self.log.len() <= self.log.max_events && self.log.weight() <= self.log.max_weight);
+    }
+
+    /// `n` events whose text is the id each will get from `first` on.
+    fn numbered(&self, first: u64, n: u8) -> Vec<Bytes> {
+        (first..first + u64::from(n)).map(|id| encode_data(&format!("m{id}"))).collect()
+    }
+
+    fn broadcast(&mut self, batch: &[Bytes], first_seq: u64) {
+        let (n, fx) = self.ch.send_all(batch, first_seq);
+        let refused = fx.logs.iter().any(|l| matches!(l, Log::SlowConsumer { .. }));
+        self.fx(fx);
+        self.sent += n as u64 + u64::from(refused);
     }
 
     /// Reconnects with the last id seen, or 0 before any (as ssechan's
@@ -758,7 +988,7 @@ impl Model {
     /// what a package:sse client gets).
     fn attach(&mut self) {
         let last = self.received.last().copied().unwrap_or(0);
-        let (g, fx) = self.ch.attach(Some(last));
+        let (g, fx) = self.ch.attach(Some(last), &self.log);
         self.fx(fx);
         if g.is_some() {
             self.stream = g;
@@ -770,14 +1000,22 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Whatever happens, the client sees events in order, each once and
-    /// intact; and while the channel lives, every event sent either
-    /// reaches it or is reported lost in a gap — nothing vanishes.
+    /// intact; and while the channel lives, every event sent, its own or
+    /// broadcast, either reaches it or is reported lost in a gap — nothing
+    /// vanishes, whether the channel's replay or the broadcast log (each
+    /// bounded in events and in bytes, from tiny to ample) dropped it.
     #[test]
-    fn delivery_is_exact_or_reported(ops in proptest::collection::vec(op(), 1..120), replay in 1usize..6) {
-        let l = Limits { replay_events: replay, outgoing_messages: 40, ..limits() };
+    fn delivery_is_exact_or_reported(
+        ops in proptest::collection::vec(op(), 1..120),
+        replay in 1usize..6,
+        replay_bytes in prop_oneof![Just(256 << 10), 60usize..400],
+        log_bounds in (1usize..12, 60usize..1000),
+    ) {
+        let l = Limits { replay_events: replay, replay_bytes, outgoing_messages: 40, ..limits() };
         let mut ch = Channel::new(Settings { max_frame: 64, ..settings(Some(KEEP), l) }, None);
-        let stream = ch.attach(None).0;
-        let mut m = Model { ch, stream, received: vec![], sent: 0, gap_lost: 0, epoch: None, close: None };
+        let stream = ch.attach(None, &EMPTY).0;
+        let log = BroadcastLog::new(log_bounds.0, log_bounds.1);
+        let mut m = Model { ch, log, stream, received: vec![], sent: 0, gap_lost: 0, epoch: None, close: None };
         for op in &ops {
             m.apply(op);
         }
@@ -828,5 +1066,6 @@ fn bytes_are_shared_not_copied_into_replay() {
     let data = Bytes::from_static(b"data: \"x\"\n\n");
     let _ = ch.send(data.clone());
     let _ = batch(&mut ch, g);
-    assert_eq!(ch.replay.back().map(|(_, b)| b.as_ptr()), Some(data.as_ptr()));
+    let Some(Kept::Own(1, kept)) = ch.replay.back() else { panic!("{:?}", ch.replay) };
+    assert_eq!(kept.as_ptr(), data.as_ptr());
 }
