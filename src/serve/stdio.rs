@@ -13,15 +13,17 @@ use crate::text::escape_controls;
 
 /// Forwards one connection's events to the stdout writer.
 pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sender<String>) {
-    let id = conn.id().to_owned();
+    // The id is the connection's, not a copy: this task lives as long as
+    // its stream, idle ones included.
     if format == Format::Json {
         let remote = conn.remote_addr().to_string();
-        let line = json!({"event": "connect", "client": id, "remote": remote}).to_string();
+        let line = json!({"event": "connect", "client": conn.id(), "remote": remote}).to_string();
         if out.send(line).await.is_err() {
             return;
         }
     }
     while let Some(ev) = conn.recv().await {
+        let id = conn.id();
         let line = match (format, ev) {
             (Format::Text, ConnectionEvent::Message(m)) => m,
             (Format::Text, _) => continue,
