@@ -18,7 +18,7 @@ pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sen
     if format == Format::Json {
         let remote = conn.remote_addr().to_string();
         let line = json!({"event": "connect", "client": conn.id(), "remote": remote}).to_string();
-        if out.send(line).await.is_err() {
+        if put(&out, line).await.is_err() {
             return;
         }
     }
@@ -47,10 +47,22 @@ pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sen
             })
             .to_string(),
         };
-        if out.send(line).await.is_err() {
+        if put(&out, line).await.is_err() {
             warn!(client = %id, "stdout is gone; message not written");
             return;
         }
+    }
+}
+
+/// Queues `line` for the stdout writer, waiting while its queue is full.
+/// The wait is boxed: [`forward`]'s task lives as long as its stream, and
+/// a send's state (a semaphore waiter) kept in it would be paid by every
+/// idle stream.
+async fn put(out: &mpsc::Sender<String>, line: String) -> Result<(), ()> {
+    match out.try_send(line) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(line)) => Box::pin(out.send(line)).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::debug;
 use super::ServerShared;
 use super::http::{ConnCtx, Decided, StreamAsk, StreamStart, admit, start_stream};
 use super::linger;
-use super::stream::{EventStreamBody, GuardSlot, GuardedIo, close_delimited_head};
+use super::stream::{DetachProbe, EventStreamBody, GuardedIo, close_delimited_head};
 use crate::web::devconsole;
 
 /// Longest request head read here; a longer one goes to hyper, which
@@ -179,7 +179,7 @@ enum State<IO> {
 }
 
 struct Writer<IO> {
-    io: GuardedIo<IO>,
+    io: GuardedIo<IO, DetachProbe>,
     body: EventStreamBody,
     /// What is being written (the response head first), from where the
     /// write is.
@@ -205,20 +205,11 @@ impl<IO, H> DirectStream<IO, H>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// `guard`: the connection's slot, guarding the write with this
-    /// stream's detach.
-    pub(crate) fn new(
-        io: IO,
-        start: StreamStart,
-        guard: GuardSlot,
-        write_timeout: Duration,
-        held: H,
-    ) -> Self {
+    pub(crate) fn new(io: IO, start: StreamStart, write_timeout: Duration, held: H) -> Self {
         let StreamStart { body, headers } = start;
-        guard.set(body.probe());
         // The head is written first; the headers are not kept.
         let pending = Bytes::from(close_delimited_head(&headers));
-        let io = GuardedIo::new(io, write_timeout, guard);
+        let io = GuardedIo::new(io, write_timeout, body.probe());
         let writer = Writer { io, body, pending, unflushed: false };
         Self { state: State::Writing(writer), _held: held }
     }

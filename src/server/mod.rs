@@ -443,7 +443,7 @@ async fn serve_plain(
 ) {
     let ctx = conn_ctx(&tcp, remote, false);
     match direct::route(tcp, &ctx, &shared).await {
-        Some(direct::Routed::Stream(tcp, start)) => spawn_stream(tcp, start, ctx, open),
+        Some(direct::Routed::Stream(tcp, start)) => spawn_stream(tcp, start, open),
         Some(direct::Routed::Hyper(io, decided)) => {
             Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
         }
@@ -456,12 +456,12 @@ async fn serve_plain(
 /// bytes), while the task that read and decided its request (its head,
 /// timers, the decision's state) ends here. Every idle stream pays for its
 /// task: 1,664 B for the routing task, 384 B for this one (plain TCP).
-fn spawn_stream<IO>(io: IO, start: http::StreamStart, ctx: http::ConnCtx, open: Open)
+fn spawn_stream<IO>(io: IO, start: http::StreamStart, open: Open)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = open.0.config.write_timeout;
-    tokio::spawn(direct::DirectStream::new(io, start, ctx.guard, timeout, open));
+    tokio::spawn(direct::DirectStream::new(io, start, timeout, open));
 }
 
 /// HTTPS: h2 goes to hyper; HTTP/1.1 as plain TCP does (a fresh stream
@@ -496,7 +496,7 @@ async fn serve_tls(
     match next {
         Some(TlsNext::Stream(stream)) => {
             let (io, start) = *stream;
-            spawn_stream(io, start, ctx, open);
+            spawn_stream(io, start, open);
         }
         Some(TlsNext::Hyper(io, decided)) => {
             Box::pin(serve_hyper(io, decided, ctx, shared, builder, watcher)).await;
