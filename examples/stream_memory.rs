@@ -90,7 +90,10 @@ fn main() -> anyhow::Result<()> {
     ssechan::sys::raise_open_file_limit(2 * n as u64 + 100);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let mut server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+        // The first sockets wait for their turn to send a head while the
+        // rest connect: on a busy machine longer than the default 10 s.
+        let config = ServerConfig { request_timeout: Duration::from_secs(120), ..Default::default() };
+        let mut server = Server::bind("127.0.0.1:0", config).await?;
         let addr = server.local_addr();
         let handle = server.handle();
         let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -124,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             let mut got = Vec::new();
             while !got.windows(2).any(|w| w == b"\n\n") {
                 let k = s.read(&mut buf)?;
-                anyhow::ensure!(k > 0, "closed before the stream started");
+                anyhow::ensure!(k > 0, "closed before the stream started: {:?}", String::from_utf8_lossy(&got));
                 got.extend_from_slice(&buf[..k]);
             }
         }

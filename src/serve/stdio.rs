@@ -13,15 +13,17 @@ use crate::text::escape_controls;
 
 /// Forwards one connection's events to the stdout writer.
 pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sender<String>) {
-    let id = conn.id().to_owned();
+    // The id is the connection's, not a copy: this task lives as long as
+    // its stream, idle ones included.
     if format == Format::Json {
         let remote = conn.remote_addr().to_string();
-        let line = json!({"event": "connect", "client": id, "remote": remote}).to_string();
-        if out.send(line).await.is_err() {
+        let line = json!({"event": "connect", "client": conn.id(), "remote": remote}).to_string();
+        if put(&out, line).await.is_err() {
             return;
         }
     }
     while let Some(ev) = conn.recv().await {
+        let id = conn.id();
         let line = match (format, ev) {
             (Format::Text, ConnectionEvent::Message(m)) => m,
             (Format::Text, _) => continue,
@@ -45,10 +47,22 @@ pub(super) async fn forward(mut conn: Connection, format: Format, out: mpsc::Sen
             })
             .to_string(),
         };
-        if out.send(line).await.is_err() {
+        if put(&out, line).await.is_err() {
             warn!(client = %id, "stdout is gone; message not written");
             return;
         }
+    }
+}
+
+/// Queues `line` for the stdout writer, waiting while its queue is full.
+/// The wait is boxed: [`forward`]'s task lives as long as its stream, and
+/// a send's state (a semaphore waiter) kept in it would be paid by every
+/// idle stream.
+async fn put(out: &mpsc::Sender<String>, line: String) -> Result<(), ()> {
+    match out.try_send(line) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(line)) => Box::pin(out.send(line)).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
     }
 }
 

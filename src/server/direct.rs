@@ -9,10 +9,11 @@
 //! read put back in front. Both paths share the decisions
 //! ([`super::http::start_stream`]) and the stream policy ([`super::stream`]).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -24,7 +25,7 @@ use tracing::debug;
 use super::ServerShared;
 use super::http::{ConnCtx, Decided, StreamAsk, StreamStart, admit, start_stream};
 use super::linger;
-use super::stream::{GuardSlot, GuardedIo, close_delimited_head};
+use super::stream::{DetachProbe, EventStreamBody, GuardedIo, close_delimited_head};
 use crate::web::devconsole;
 
 /// Longest request head read here; a longer one goes to hyper, which
@@ -37,7 +38,7 @@ const FINAL_WRITE: Duration = Duration::from_secs(2);
 
 /// What became of a new connection (`IO`: TCP, or TLS over it).
 pub(crate) enum Routed<IO> {
-    /// A stream to write here with [`write_stream`].
+    /// A stream to write here with [`DirectStream`].
     Stream(IO, StreamStart),
     /// For hyper: the socket with the bytes read so far, and the answer to
     /// its first request when it was decided here (a refused stream: its
@@ -46,7 +47,7 @@ pub(crate) enum Routed<IO> {
 }
 
 /// Reads the first request head; a stream it opens is for the caller to
-/// write (split as suits `IO`), anything else for hyper.
+/// write ([`DirectStream`]), anything else for hyper.
 pub(crate) async fn route<IO: AsyncRead + Unpin>(
     mut io: IO,
     ctx: &ConnCtx,
@@ -156,62 +157,160 @@ fn parse_stream_request(head: &[u8], path: &str) -> Option<(HeaderMap, Option<St
     Some((headers, query))
 }
 
-/// Writes the stream until it ends (closed, dropped, taken over) or the
-/// client goes away, which the read side (`rd`, the other half of `wr`'s
-/// connection) tells at once.
-pub(crate) async fn write_stream<R, W>(
-    mut rd: R,
-    wr: W,
-    start: StreamStart,
-    write_timeout: Duration,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+/// One stream written on its connection until it ends (closed, dropped,
+/// taken over) or the client goes away, which reading tells at once.
+///
+/// A future of its own, spawned as the connection's task once the stream
+/// is open: every idle stream keeps it for its whole life, so it holds only
+/// the socket, the body and the bytes being written (the routing that led
+/// here, and the rare ends, live elsewhere). `H` lives as long as the
+/// connection (its count), dropped after the socket.
+pub(crate) struct DirectStream<IO, H> {
+    state: State<IO>,
+    _held: H,
+}
+
+enum State<IO> {
+    Writing(Writer<IO>),
+    /// The control close's last write and the lingering close, boxed:
+    /// only a stream's end pays for them.
+    Ending(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Done,
+}
+
+struct Writer<IO> {
+    io: GuardedIo<IO, DetachProbe>,
+    body: EventStreamBody,
+    /// What is being written (the response head first), from where the
+    /// write is.
+    pending: Bytes,
+    /// Written since the last flush (TLS holds bytes until flushed).
+    unflushed: bool,
+}
+
+/// How a stream's writing ended.
+enum End {
+    /// A write failed: the connection is dropped at once.
+    Failed,
+    /// The client left (or sent its end of stream).
+    Gone,
+    /// The body ended with nothing more to send.
+    Over,
+    /// The control close, to write past the guard (the stream is already
+    /// detached).
+    Final(Bytes),
+}
+
+impl<IO, H> DirectStream<IO, H>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let StreamStart { mut body, headers } = start;
-    let head = close_delimited_head(&headers);
-    drop(headers); // not kept for the life of the stream
-    let guard = GuardSlot::default();
-    guard.set(body.probe());
-    let mut wr = GuardedIo::new(wr, write_timeout, guard);
-    let mut scratch = [0u8; 64];
-    let wrote = wr.write_all(&head).await;
-    drop(head);
-    if wrote.is_err() {
-        return;
+    pub(crate) fn new(io: IO, start: StreamStart, write_timeout: Duration, held: H) -> Self {
+        let StreamStart { body, headers } = start;
+        // The head is written first; the headers are not kept.
+        let pending = Bytes::from(close_delimited_head(&headers));
+        let io = GuardedIo::new(io, write_timeout, body.probe());
+        let writer = Writer { io, body, pending, unflushed: false };
+        Self { state: State::Writing(writer), _held: held }
     }
-    loop {
-        let frame = tokio::select! {
-            f = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => f,
-            r = rd.read(&mut scratch) => match r {
-                Ok(0) | Err(_) => break, // the client is gone
-                Ok(_) => continue,       // nothing is expected: discard
-            },
-        };
-        let Some(Ok(frame)) = frame else { break };
-        let Ok(mut data) = frame.into_data() else { continue };
-        if body.is_ended() {
-            // The control close: the stream is already detached, so write it
-            // past the guard, but not forever.
-            let final_write = wr.get_mut().write_all_buf(&mut data);
-            let _ = tokio::time::timeout(FINAL_WRITE, final_write).await;
-            break;
-        }
-        // Bytes from the client while a write waits are discarded, and the
-        // write goes on where it was (write_all_buf keeps its place).
-        while data.has_remaining() {
-            tokio::select! {
-                r = wr.write_all_buf(&mut data) => if r.is_err() { return },
-                r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return },
+}
+
+impl<IO, H: Unpin> Future for DirectStream<IO, H>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.state {
+                State::Writing(w) => {
+                    let end = ready!(w.poll_write_stream(cx));
+                    let State::Writing(w) = std::mem::replace(&mut self.state, State::Done) else {
+                        unreachable!("the state was Writing")
+                    };
+                    if matches!(end, End::Failed) {
+                        return Poll::Ready(());
+                    }
+                    self.state = State::Ending(Box::pin(finish(w, end)));
+                }
+                State::Ending(f) => {
+                    ready!(f.as_mut().poll(cx));
+                    self.state = State::Done;
+                    debug!("direct stream ended");
+                    return Poll::Ready(());
+                }
+                State::Done => return Poll::Ready(()),
             }
         }
     }
-    // A lingering close: what the client still sends must not reset the
-    // connection under the end of the stream.
-    if wr.shutdown().await.is_ok() {
-        linger::discard(&mut rd, linger::budget(0), linger::LINGER_TIME).await;
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Writer<IO> {
+    /// Writes what the body yields; `Ready` once the stream ends.
+    fn poll_write_stream(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        // Nothing is expected from the client: what it sends is discarded,
+        // and its end of stream or an error ends the stream. (Reads and
+        // writes share the runtime's budget: a flood yields.)
+        let mut scratch = [0u8; 256];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => return Poll::Ready(End::Gone),
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            // A write waiting for room goes on where it was.
+            while !self.pending.is_empty() {
+                match ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending)) {
+                    Ok(0) | Err(_) => return Poll::Ready(End::Failed),
+                    Ok(n) if n < self.pending.len() => self.pending.advance(n),
+                    // Written: the buffer is let go now, not at the next
+                    // event (an idle stream's may not come for hours).
+                    Ok(_) => self.pending = Bytes::new(),
+                }
+                self.unflushed = true;
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if self.body.is_ended() {
+                        return Poll::Ready(End::Final(data));
+                    }
+                    self.pending = data;
+                }
+                Poll::Ready(None) => return Poll::Ready(End::Over),
+                Poll::Pending => {
+                    if self.unflushed {
+                        match Pin::new(&mut self.io).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(_)) => return Poll::Ready(End::Failed),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
-    debug!("direct stream ended");
+}
+
+/// The end of a stream that did not fail: the control close's write, then
+/// a lingering close, so that what the client still sends does not reset
+/// the connection under the end of the stream.
+async fn finish<IO: AsyncRead + AsyncWrite + Unpin>(w: Writer<IO>, end: End) {
+    let Writer { mut io, body, .. } = w;
+    if let End::Final(mut data) = end {
+        // Past the guard (it would fail at once), but not forever.
+        let final_write = io.get_mut().write_all_buf(&mut data);
+        let _ = tokio::time::timeout(FINAL_WRITE, final_write).await;
+    }
+    if io.shutdown().await.is_ok() {
+        linger::discard(&mut io, linger::budget(0), linger::LINGER_TIME).await;
+    }
+    drop(body);
 }
 
 /// A socket with bytes already read put back in front, for hyper.

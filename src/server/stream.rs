@@ -178,10 +178,27 @@ impl GuardSlot {
     pub(crate) fn clear(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+}
 
+/// Tells a [`GuardedIo`] whether the stream it carries is detached (and
+/// when not, registers the task to be woken when it is).
+pub(crate) trait Detached {
+    fn detached(&self, cx: &mut Context<'_>) -> bool;
+}
+
+/// A connection whose requests come and go (hyper's).
+impl Detached for GuardSlot {
     fn detached(&self, cx: &mut Context<'_>) -> bool {
         let probe = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         probe.is_some_and(|p| p(cx))
+    }
+}
+
+/// A connection that carries one stream for its life (a direct stream's:
+/// no slot to allocate).
+impl Detached for DetachProbe {
+    fn detached(&self, cx: &mut Context<'_>) -> bool {
+        self(cx)
     }
 }
 
@@ -189,15 +206,15 @@ impl GuardSlot {
 /// `write_timeout` fails, and so does a blocked write once the stream it
 /// carries has been detached (taken over, dropped, closed), so a peer that
 /// stopped reading holds no descriptor for long. Used on every connection.
-pub(crate) struct GuardedIo<T> {
+pub(crate) struct GuardedIo<T, G = GuardSlot> {
     inner: T,
     write_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
-    guard: GuardSlot,
+    guard: G,
 }
 
-impl<T> GuardedIo<T> {
-    pub(crate) fn new(inner: T, write_timeout: Duration, guard: GuardSlot) -> Self {
+impl<T, G: Detached> GuardedIo<T, G> {
+    pub(crate) fn new(inner: T, write_timeout: Duration, guard: G) -> Self {
         Self { inner, write_timeout, stalled: None, guard }
     }
 
@@ -235,7 +252,7 @@ impl<T> GuardedIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
+impl<T: AsyncRead + Unpin, G: Unpin> AsyncRead for GuardedIo<T, G> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -245,7 +262,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+impl<T: AsyncWrite + Unpin, G: Detached + Unpin> AsyncWrite for GuardedIo<T, G> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
