@@ -180,6 +180,9 @@ local function peek_taken(cid)
   return { ser = v[1], pin = v[2], pinb = v[3] }
 end
 
+-- The commonest replies, made once.
+local OK, DUP = { 'ok' }, { 'dup' }
+
 local function is_live(m) return m ~= nil and (m.ph == 'o' or m.ph == 's') end
 
 local function set(cid, m, ...)
@@ -318,7 +321,7 @@ local function release(cid, m, first, msgs)
   if qb ~= num(m.qb) then kv[#kv + 1] = 'qb'; kv[#kv + 1] = str(qb) end
   if m.fresh ~= '0' then kv[#kv + 1] = 'fresh'; kv[#kv + 1] = '0' end
   if m.fw ~= '0' then kv[#kv + 1] = 'fw'; kv[#kv + 1] = '0' end
-  set(cid, m, unpack(kv))
+  call('HSET', mkey(cid), unpack(kv))
 end
 
 -- A holder has handed events through `sent` (bytes `sentc`) to its
@@ -489,15 +492,15 @@ ops['post'] = function(A, b)
   if m.gone == '1' then return { 'gone' } end
   if not alive(m.home) then return { 'dead' } end
   local ni = num(m.ni)
-  if id < ni then return { 'dup' } end
+  if id < ni then return DUP end
   local pin, pinb = num(m.pin), num(m.pinb)
   local room = pin == 0 or (pin < INMAX and pinb + #msg <= INBMAX)
   if id == ni then
     if not room then return { 'busy' } end
     release(cid, m, id, { msg })
-    return { 'ok' }
+    return OK
   end
-  if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
+  if call('HEXISTS', qkey(cid), str(id)) == 1 then return DUP end
   if id - ni > WINDOW then return { 'far', str(ni) } end
   if not room then return { 'busy' } end
   local w = #msg + ENTRY_OVERHEAD
@@ -511,7 +514,7 @@ ops['post'] = function(A, b)
     set(cid, m, 'fresh', '0', 'fw', '1')
     notify(m.home, 't', 'W', 'c', cid, 's', m.ser)
   end
-  return { 'ok' }
+  return OK
 end
 
 -- What a home's application did, in order: five values per operation: kind,
@@ -543,17 +546,18 @@ ops['ops'] = function(A)
           finish(cid, m, 'w')
         else
           cum = cum + #arg
-          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', str(cum))
-          set(cid, m, 'hseq', str(seq), 'ne', str(ne + 1), 'cum', str(cum))
+          local c = str(cum)
+          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', c)
+          call('HSET', mkey(cid), 'hseq', str(seq), 'ne', str(ne + 1), 'cum', c)
           if m.tok ~= '' then
             -- Consecutive sends to one stream go out as one notice.
             local n = last_notice[m.hold]
             if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
               n[#n + 1] = 'd'
               n[#n + 1] = arg
-              n[12] = str(cum)
+              n[12] = c
             else
-              n = notify(m.hold, 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', str(cum), 'd', arg)
+              n = notify(m.hold, 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', c, 'd', arg)
             end
             if n then n.next = ne + 1 end
           end
