@@ -36,7 +36,7 @@ def resp(*args):
 def workload(rounds):
     head = ["FCALL", "lib", 0, "ssechan:"]
     cids = [f"bench-5b277eec9c33-{i}" for i in range(N)]
-    setup = [resp("HSET", "ssechan:inst", ME, "99999999999999")]
+    setup = [resp("HSET", "ssechan:inst", ME, "99999999999999"), resp("SADD", "ssechan:pk", ME)]
     for i, c in enumerate(cids):
         setup.append(resp(*head, "batch", ME, 10**10, 0, BOUNDS, "attach", c, f"tok{i}", -1, 30000, 1))
     event = f'id: 1\ndata: "{MSG}"\n\n'

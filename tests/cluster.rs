@@ -699,3 +699,47 @@ async fn many_clients_messages_in_one_script_call_arrive_once_in_order() {
     let again: Vec<&String> = out.iter().filter(|l| l.contains("\"message\"")).collect();
     assert!(again.is_empty(), "delivered again: {again:?}");
 }
+
+/// Notices go packed only to instances that read them so (each says it with
+/// its lease): to one of an older version sharing the Redis, here a home
+/// that never said so, a message goes field by field, as that version
+/// reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_to_an_instance_that_does_not_read_them_packed_go_field_by_field() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 1, &["--format", "json", "--keep-alive", "30s"]).await;
+    let _stream = open(&inst[0].url, "c", None).await;
+    event_of(&mut inst[0], "connect", "c").await;
+    let list = redis.command(&["FUNCTION", "LIST"]);
+    let at = list.find("ssechan_").expect("the library is loaded");
+    let library = &list[at..at + "ssechan_".len() + 16];
+    // The channel's home becomes an instance that is alive and has never
+    // said it reads packed notices.
+    redis.command(&["HSET", "ssechan:inst", "older", "99999999999999"]);
+    redis.command(&["HSET", "ssechan:m:c", "home", "older"]);
+    let bounds =
+        "4096,16777216,4096,16777216,16384,262144,128,65536,16777216,268435456,67108864,1000";
+    let reply = redis.command(&[
+        "FCALL", library, "0", "ssechan:", "batch", "test", "10000", "0", bounds, "post", "c", "0",
+        "hello",
+    ]);
+    assert!(reply.contains("ok"), "{reply}");
+    let entries = redis.command(&["XRANGE", "ssechan:i:older", "-", "+"]);
+    let fields: Vec<&str> = entries.split("\r\n").filter(|l| !l.starts_with(['*', '$'])).collect();
+    assert_eq!(
+        fields[1..],
+        ["t", "m", "c", "c", "s", "1", "n", "0", "d", "hello", ""],
+        "{entries}"
+    );
+    // The instance itself reads them packed.
+    let packed = redis.command(&["SISMEMBER", "ssechan:pk", &inst_name(&redis)]);
+    assert_eq!(packed, ":1\r\n");
+}
+
+/// The one instance's name among the instances.
+fn inst_name(redis: &RedisServer) -> String {
+    let keys = redis.command(&["HKEYS", "ssechan:inst"]);
+    let names: Vec<&str> =
+        keys.split("\r\n").filter(|l| !l.starts_with(['*', '$']) && *l != "older").collect();
+    names.first().expect("an instance").to_string()
+}

@@ -19,6 +19,8 @@
 --   P s:<instance>    set: client ids whose stream is attached there
 --   P inst            hash: instance -> last lease refresh (ms, Redis time)
 --   P live            set: client ids open or suspended
+--   P pk              set: instances that read their notices packed (see
+--                     send_notices)
 --   P serial          counter of channel serials (one per incarnation)
 --   P b, P bseq       stream and counter of broadcasts
 --   P held            bytes of out-of-order messages of open channels
@@ -50,11 +52,11 @@
 -- died), s lost by the store.
 
 -- Set by each call (redis.call is not there while the library loads).
-local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB
+local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB, PK
 -- Per call: Redis time, instances known, notices to write (by instance:
 -- a list of notices, each a list of fields), the last notice of each, and
 -- out-of-order messages forgotten (evicted for room, dropped, expired).
-local NOW, lastseen, outbox, last_notice
+local NOW, lastseen, outbox, last_notice, packs
 local forgot = { e = 0, d = 0, x = 0 }
 -- The caller's bounds: re-order window and bytes, incoming messages and
 -- bytes per channel, replay events and bytes, events in an attach's reply,
@@ -121,11 +123,6 @@ local function notify(iid, ...)
   return n
 end
 
--- Writes the notices of this call: each instance's as one stream entry of
--- one field, `p`, their fields packed as `<length>:<bytes>` each (notice.rs
--- unpacks them). One value instead of a dozen per notice: fewer arguments
--- to XADD, and fewer values for Redis to store and reply and for the
--- reader to parse.
 -- `<length>:` of the short values (most of them), made once.
 local prefixes = {}
 local function prefix(len)
@@ -137,16 +134,45 @@ local function prefix(len)
   return p
 end
 
+-- Whether instance `iid` reads its notices packed (it says so with each
+-- lease refresh); one of an older version sharing the Redis does not.
+local function reads_packed(iid)
+  local p = packs[iid]
+  if p == nil then
+    p = call('SISMEMBER', PK, iid) == 1
+    packs[iid] = p
+  end
+  return p
+end
+
+-- Writes the notices of this call: each instance's as one stream entry of
+-- one field, `p`, their fields packed as `<length>:<bytes>` each (notice.rs
+-- unpacks them). One value instead of a dozen per notice: fewer arguments
+-- to XADD, and fewer values for Redis to store and reply and for the
+-- reader to parse. An instance that does not read them packed gets the
+-- fields as they are, a few entries for many.
 local function send_notices()
   for iid, box in pairs(outbox) do
-    local parts, k = {}, 0
-    for _, n in ipairs(box) do
-      for _, v in ipairs(n) do
-        parts[k + 1], parts[k + 2] = prefix(#v), v
-        k = k + 2
+    if reads_packed(iid) then
+      local parts, k = {}, 0
+      for _, n in ipairs(box) do
+        for _, v in ipairs(n) do
+          parts[k + 1], parts[k + 2] = prefix(#v), v
+          k = k + 2
+        end
       end
+      call('XADD', ikey(iid), '*', 'p', table.concat(parts))
+    else
+      local f, limit = {}, 4 * CHUNK
+      for _, n in ipairs(box) do
+        if #f > 0 and #f + #n > limit then
+          call('XADD', ikey(iid), '*', unpack(f))
+          f = {}
+        end
+        for _, v in ipairs(n) do f[#f + 1] = v end
+      end
+      if #f > 0 then call('XADD', ikey(iid), '*', unpack(f)) end
     end
-    call('XADD', ikey(iid), '*', 'p', table.concat(parts))
   end
 end
 
@@ -394,6 +420,7 @@ local function reap(dead, batch)
   if #homed == 0 and #held == 0 then
     call('DEL', ikey(dead), hkey(dead), skey(dead))
     call('HDEL', INST, dead)
+    call('SREM', PK, dead)
     return 0
   end
   return #homed + #held
@@ -713,6 +740,7 @@ end
 ops['beat'] = function(A)
   local reap_now, batch = A[H + 1], tonumber(A[H + 2])
   call('HSET', INST, ME, str(now()))
+  call('SADD', PK, ME)
   sweep(batch)
   local done = 0
   if reap_now == '1' then
@@ -782,10 +810,10 @@ local function run(_, A)
   call, ME, LEASE, MEM = redis.call, A[3], tonumber(A[4]), tonumber(A[5])
   if A[1] ~= P then
     P = A[1]
-    INST, LIVE, HELD = P .. 'inst', P .. 'live', P .. 'held'
+    INST, LIVE, HELD, PK = P .. 'inst', P .. 'live', P .. 'held', P .. 'pk'
     CLOSED, CLOSEDW, CLOSEDB = P .. 'closed', P .. 'closedw', P .. 'closedb'
   end
-  NOW, lastseen, outbox, last_notice = nil, {}, {}, {}
+  NOW, lastseen, outbox, last_notice, packs = nil, {}, {}, {}, {}
   forgot.e, forgot.d, forgot.x = 0, 0, 0
   bounds(A[6])
   local op = ops[A[2]]
