@@ -657,17 +657,8 @@ async fn many_clients_messages_in_one_script_call_arrive_once_in_order() {
         streams.push(open(&url, c, None).await);
         event_of(&mut inst[0], "connect", c).await;
     }
-    // The library as the instance loaded it, and the instance's name.
-    let list = redis.command(&["FUNCTION", "LIST"]);
-    let at = list.find("ssechan_").expect("the library is loaded");
-    let library = &list[at..at + "ssechan_".len() + 16];
-    let inst_keys = redis.command(&["HKEYS", "ssechan:inst"]);
-    let me = inst_keys.split("\r\n").nth(2).expect("one instance");
-    // Window, bytes and counts far above what the call holds (the order
-    // channels.lua's `bounds` reads them in).
-    let bounds =
-        "4096,16777216,4096,16777216,16384,262144,128,65536,16777216,268435456,67108864,1000";
-    let mut args = vec!["FCALL", library, "0", "ssechan:", "batch", me, "10000", "0", bounds];
+    let (library, me) = (library(&redis), inst_name(&redis));
+    let mut args = vec!["FCALL", &library, "0", "ssechan:", "batch", &me, "10000", "0", BOUNDS];
     let msgs: Vec<(String, String, String)> = (0..3)
         .flat_map(|id| {
             clients.iter().map(move |c| (c.clone(), id.to_string(), format!("{c}-m{id}")))
@@ -710,18 +701,14 @@ async fn notices_to_an_instance_that_does_not_read_them_packed_go_field_by_field
     let mut inst = instances(&redis, 1, &["--format", "json", "--keep-alive", "30s"]).await;
     let _stream = open(&inst[0].url, "c", None).await;
     event_of(&mut inst[0], "connect", "c").await;
-    let list = redis.command(&["FUNCTION", "LIST"]);
-    let at = list.find("ssechan_").expect("the library is loaded");
-    let library = &list[at..at + "ssechan_".len() + 16];
+    let library = library(&redis);
     // The channel's home becomes an instance that is alive and has never
     // said it reads packed notices.
     redis.command(&["HSET", "ssechan:inst", "older", "99999999999999"]);
     redis.command(&["HSET", "ssechan:m:c", "home", "older"]);
-    let bounds =
-        "4096,16777216,4096,16777216,16384,262144,128,65536,16777216,268435456,67108864,1000";
     let reply = redis.command(&[
-        "FCALL", library, "0", "ssechan:", "batch", "test", "10000", "0", bounds, "post", "c", "0",
-        "hello",
+        "FCALL", &library, "0", "ssechan:", "batch", "test", "10000", "0", BOUNDS, "post", "c",
+        "0", "hello",
     ]);
     assert!(reply.contains("ok"), "{reply}");
     let entries = redis.command(&["XRANGE", "ssechan:i:older", "-", "+"]);
@@ -735,6 +722,18 @@ async fn notices_to_an_instance_that_does_not_read_them_packed_go_field_by_field
     let packed = redis.command(&["SISMEMBER", "ssechan:pk", &inst_name(&redis)]);
     assert_eq!(packed, ":1\r\n");
 }
+
+/// The script library as the instances loaded it.
+fn library(redis: &RedisServer) -> String {
+    let list = redis.command(&["FUNCTION", "LIST"]);
+    let at = list.find("ssechan_").expect("the library is loaded");
+    list[at..at + "ssechan_".len() + 16].to_owned()
+}
+
+/// Bounds for a script call made by a test: window, bytes and counts far
+/// above what it holds (in the order channels.lua's `bounds` reads them).
+const BOUNDS: &str =
+    "4096,16777216,4096,16777216,16384,262144,128,65536,16777216,268435456,67108864,1000";
 
 /// The one instance's name among the instances.
 fn inst_name(redis: &RedisServer) -> String {
