@@ -21,7 +21,7 @@
 # by side (docs/performance.md): every row for the bare-hyper ceiling where
 # it has one (examples/ceiling.rs), OLD and NEW, interleaved, ROUNDS rounds
 # (default 3), then a table of medians and ratios measured in the same
-# round. Rows: post fanout idle tls fanmem latency echo (default: all).
+# round. Rows: post fanout idle tls fanmem latency echo redis (default: all).
 # The load (bench, wrk, the counter) is the same for both; SSECHAN_BENCH
 # names the bench binary (default NEW_BIN).
 set -euo pipefail

@@ -21,6 +21,13 @@
 #            server's share of the tail
 #   echo     `bench --clients 100 --duration ${ECHO_SECS}s`, closed loop;
 #            ceiling: `ceiling echo`
+#   redis    CPU per verified round trip of `serve --echo --redis` (serve +
+#            redis-server, started fresh on free ports in a temp dir) over
+#            that of `serve --echo` alone (its own run just before), both
+#            `bench --clients 50 --duration ${REDIS_SECS}s`; also Redis
+#            commands (INFO commandstats) and syscalls (perf stat
+#            raw_syscalls:sys_enter) per round trip. For OLD only if it has
+#            --redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # table RESULTS ROUNDS: the medians and ratios of a results file.
@@ -43,17 +50,17 @@ fmt = {
     "post": lambda v: f"{v:,.0f} req/s", "fanout": lambda v: f"{v / 1e6:.2f} M events/s",
     "idle": lambda v: f"{v:,.0f} B", "tls": lambda v: f"{v:,.0f} B",
     "fanmem": lambda v: f"{v / 1e6:.0f} MB", "latency": lambda v: f"{v:.3f} ms",
-    "echo": lambda v: f"{v:,.0f}/s",
+    "echo": lambda v: f"{v:,.0f}/s", "redis": lambda v: f"{v:.2f}×",
 }
 goal = {
     "post": "≥ 0.85 of ceiling, all 2xx", "fanout": "≥ 0.85 of ceiling and ≥ old",
     "idle": "≤ 4,096 B", "tls": "≤ 12,288 B", "fanmem": "≤ 100 MB",
-    "latency": "≤ 1.0 ms", "echo": "≥ old",
+    "latency": "≤ 1.0 ms", "echo": "≥ old", "redis": "≤ 2.5× one instance",
 }
 print(f"\n{rounds} rounds; medians, and in brackets every round\n")
 print("| row | ceiling | old | new | new/ceiling | new/old | goal | met |")
 print("|---|---|---|---|---|---|---|---|")
-for row in ["post", "fanout", "idle", "tls", "fanmem", "latency", "echo"]:
+for row in ["post", "fanout", "idle", "tls", "fanmem", "latency", "echo", "redis"]:
     if not any(k[0] == row for k in vals):
         continue
     f = fmt[row]
@@ -68,9 +75,17 @@ for row in ["post", "fanout", "idle", "tls", "fanmem", "latency", "echo"]:
         "fanout": rc and ro and med(rc) >= 0.85 and med(ro) >= 1.0,
         "idle": new is not None and new <= 4096, "tls": new is not None and new <= 12288,
         "fanmem": new is not None and new <= 100e6, "latency": new is not None and new <= 1.0,
-        "echo": ro and med(ro) >= 1.0,
+        "echo": ro and med(ro) >= 1.0, "redis": new is not None and new <= 2.5,
     }[row]
     print(f"| {row} | {cell('ceil')} | {cell('old')} | {cell('new')} | {rc_s} | {ro_s} | {goal[row]} | {'yes' if met else 'NO'} |")
+# The redis row's parts: medians of each figure over the rounds.
+for side in ["old", "new"]:
+    runs = [dict(kv.split("=", 1) for kv in e.split()) for e in extra.get(("redis", side), [])]
+    if not runs:
+        continue
+    keys = [k for k in runs[0] if all(k in r for r in runs)]
+    parts = ", ".join(f"{k} {med([float(r[k]) for r in runs]):g}" for k in keys)
+    print(f"\nredis, {side} (medians; µs and counts per verified round trip): {parts}")
 PY
 }
 # scripts/perf.sh compare --table RESULTS ROUNDS: the table of a former
@@ -83,12 +98,13 @@ fi
 OLD=$(realpath "$1")
 NEW=$(realpath "$2")
 shift 2
-ROWS="${*:-post fanout idle tls fanmem latency echo}"
+ROWS="${*:-post fanout idle tls fanmem latency echo redis}"
 ROUNDS=${ROUNDS:-3}
 POST_SECS=${POST_SECS:-5}
 FAN_SECS=${FAN_SECS:-5}
 LAT_SECS=${LAT_SECS:-10}
 ECHO_SECS=${ECHO_SECS:-10}
+REDIS_SECS=${REDIS_SECS:-10}
 BENCH=${SSECHAN_BENCH:-$NEW}
 CEIL=target/release/examples/ceiling
 cargo build --release --quiet --example ceiling
@@ -216,6 +232,75 @@ PY
   echo "   $(tail -1 "$results")"
 }
 
+# cpu_ticks PID: its user + system time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# syscalls_of PID FILE: counts PID's system calls into FILE until killed.
+syscalls_of() {
+  perf stat -e raw_syscalls:sys_enter -x, -p "$1" -o "$2" 2>/dev/null &
+  pids+=("$!")
+  SYSPID=$!
+}
+syscalls_in() { awk -F, '/raw_syscalls/ {print $1 + 0}' "$1" 2>/dev/null || echo 0; }
+
+# bench_cpu PIDS...: runs the row's bench against $URL; sets RT (verified
+# round trips), CPU (ticks of each PID over the run) and SYS (syscalls).
+bench_cpu() {
+  local p c0=() i=0 spids=()
+  for p in "$@"; do
+    c0+=("$(cpu_ticks "$p")")
+    syscalls_of "$p" "$out/sys.$p"
+    spids+=("$SYSPID")
+  done
+  "$BENCH" bench "$URL" --clients 50 --duration "${REDIS_SECS}s" --json "$out/bench.json" -q >/dev/null 2>&1 || true
+  for p in "${spids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  CPU=()
+  SYS=()
+  for p in "$@"; do
+    CPU+=("$(($(cpu_ticks "$p") - c0[i]))")
+    SYS+=("$(syscalls_in "$out/sys.$p")")
+    i=$((i + 1))
+  done
+  RT=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["received"] if r["lost"] == 0 and r["errors"] == 0 else 0)' "$out/bench.json" 2>/dev/null || echo 0)
+}
+
+row_redis() {
+  local side=$1 bin rport rdir rpid
+  bin=$(bin_of "$side")
+  "$bin" serve --help 2>/dev/null | grep -q -- --redis || return 0
+  server "$side" --echo --keep-alive 30s
+  bench_cpu "$PID"
+  stop "$PID"
+  local rt1=$RT cpu1=${CPU[0]} sys1=${SYS[0]}
+  rdir=$(mktemp -d -p "$out")
+  port=$((port + 1))
+  rport=$port
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$rdir" \
+    --daemonize no >/dev/null &
+  rpid=$!
+  pids+=("$rpid")
+  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  server "$side" --echo --keep-alive 30s --redis "redis://127.0.0.1:$rport/0"
+  redis-cli -p "$rport" config resetstat >/dev/null
+  bench_cpu "$PID" "$rpid"
+  redis-cli -p "$rport" info commandstats >"$out/cmds"
+  stop "$PID"
+  stop "$rpid"
+  python3 - "$side" "$(getconf CLK_TCK)" "$rt1" "$cpu1" "$sys1" "$RT" "${CPU[@]}" "${SYS[@]}" "$out/cmds" >>"$results" <<'PY'
+import re, sys
+side, hz, rt1, cpu1, sys1, rt2, cs, cr, ss, sr, cmds = sys.argv[1:]
+hz, rt1, rt2 = int(hz), int(rt1) or 1, int(rt2) or 1
+us = lambda ticks, n: int(ticks) / hz / n * 1e6
+one, serve, rserver = us(cpu1, rt1), us(cs, rt2), us(cr, rt2)
+calls = {m[1]: int(m[2]) for m in re.finditer(r"^cmdstat_([a-z|]+):calls=(\d+)", open(cmds).read(), re.M)}
+calls.pop("config|resetstat", None)
+top = " ".join(f"{k}={v / rt2:.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v / rt2 >= 0.01)
+print(f"redis {side} {(serve + rserver) / one:.3f} one={one:.1f} serve={serve:.1f} redis={rserver:.1f}"
+      f" rt_one={rt1} rt_redis={rt2} sys_one={int(sys1) / rt1:.2f} sys_serve={int(ss) / rt2:.2f}"
+      f" sys_redis={int(sr) / rt2:.2f} cmds={sum(calls.values()) / rt2:.2f} {top}")
+PY
+  echo "   $(tail -1 "$results")"
+}
+
 for round in $(seq "$ROUNDS"); do
   for row in $ROWS; do
     echo "== round $round: $row"
@@ -233,6 +318,7 @@ for round in $(seq "$ROUNDS"); do
         row_bench ceil echo --clients 100 --duration "${ECHO_SECS}s"
         row_bench old echo --clients 100 --duration "${ECHO_SECS}s"
         row_bench new echo --clients 100 --duration "${ECHO_SECS}s" ;;
+      redis) row_redis old; row_redis new ;;
       *) echo "unknown row $row" >&2; exit 2 ;;
     esac
   done

@@ -641,3 +641,104 @@ async fn a_resume_older_than_the_kept_events_is_a_gap_across_instances() {
     let gap = event_of(&mut inst[0], "gap", "g").await;
     assert_eq!(gap["lost"], 3, "{gap}");
 }
+
+/// Many clients' messages in one script call, the shape an instance's
+/// batching gives concurrent POSTs, reach their home as one packed inbound
+/// entry: every message once, each client's in order. The call is made here,
+/// straight to Redis, so that it carries them all by construction.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_clients_messages_in_one_script_call_arrive_once_in_order() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 1, &["--format", "json", "--keep-alive", "30s"]).await;
+    let url = inst[0].url.clone();
+    let clients: Vec<String> = (0..20).map(|k| format!("c{k}")).collect();
+    let mut streams = Vec::new();
+    for c in &clients {
+        streams.push(open(&url, c, None).await);
+        event_of(&mut inst[0], "connect", c).await;
+    }
+    let (library, me) = (library(&redis), inst_name(&redis));
+    let mut args = vec!["FCALL", &library, "0", "ssechan:", "batch", &me, "10000", "0", BOUNDS];
+    let msgs: Vec<(String, String, String)> = (0..3)
+        .flat_map(|id| {
+            clients.iter().map(move |c| (c.clone(), id.to_string(), format!("{c}-m{id}")))
+        })
+        .collect();
+    for (c, id, m) in &msgs {
+        args.extend(["post", c, id, m]);
+    }
+    // One message again, in the same call: a duplicate.
+    args.extend(["post", &msgs[0].0, &msgs[0].1, &msgs[0].2]);
+    let reply = redis.command(&args);
+    assert_eq!(reply.matches("ok").count(), msgs.len(), "{reply}");
+    assert_eq!(reply.matches("dup").count(), 1, "{reply}");
+    let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut n = 0;
+    while n < msgs.len() {
+        let v = inst[0].out_json().await;
+        if v["event"] == "message" {
+            n += 1;
+            let who = v["client"].as_str().expect("client").to_owned();
+            got.entry(who).or_default().push(v["data"].as_str().expect("data").to_owned());
+        }
+    }
+    for c in &clients {
+        let want: Vec<String> = (0..3).map(|id| format!("{c}-m{id}")).collect();
+        assert_eq!(got.get(c), Some(&want), "{c}: every message once, in order");
+    }
+    let (out, _) = stop(inst.remove(0)).await;
+    let again: Vec<&String> = out.iter().filter(|l| l.contains("\"message\"")).collect();
+    assert!(again.is_empty(), "delivered again: {again:?}");
+}
+
+/// Notices go packed only to instances that read them so (each says it with
+/// its lease): to one of an older version sharing the Redis, here a home
+/// that never said so, a message goes field by field, as that version
+/// reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_to_an_instance_that_does_not_read_them_packed_go_field_by_field() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 1, &["--format", "json", "--keep-alive", "30s"]).await;
+    let _stream = open(&inst[0].url, "c", None).await;
+    event_of(&mut inst[0], "connect", "c").await;
+    let library = library(&redis);
+    // The channel's home becomes an instance that is alive and has never
+    // said it reads packed notices.
+    redis.command(&["HSET", "ssechan:inst", "older", "99999999999999"]);
+    redis.command(&["HSET", "ssechan:m:c", "home", "older"]);
+    let reply = redis.command(&[
+        "FCALL", &library, "0", "ssechan:", "batch", "test", "10000", "0", BOUNDS, "post", "c",
+        "0", "hello",
+    ]);
+    assert!(reply.contains("ok"), "{reply}");
+    let entries = redis.command(&["XRANGE", "ssechan:i:older", "-", "+"]);
+    let fields: Vec<&str> = entries.split("\r\n").filter(|l| !l.starts_with(['*', '$'])).collect();
+    assert_eq!(
+        fields[1..],
+        ["t", "m", "c", "c", "s", "1", "n", "0", "d", "hello", ""],
+        "{entries}"
+    );
+    // The instance itself reads them packed.
+    let packed = redis.command(&["SISMEMBER", "ssechan:pk", &inst_name(&redis)]);
+    assert_eq!(packed, ":1\r\n");
+}
+
+/// The script library as the instances loaded it.
+fn library(redis: &RedisServer) -> String {
+    let list = redis.command(&["FUNCTION", "LIST"]);
+    let at = list.find("ssechan_").expect("the library is loaded");
+    list[at..at + "ssechan_".len() + 16].to_owned()
+}
+
+/// Bounds for a script call made by a test: window, bytes and counts far
+/// above what it holds (in the order channels.lua's `bounds` reads them).
+const BOUNDS: &str =
+    "4096,16777216,4096,16777216,16384,262144,128,65536,16777216,268435456,67108864,1000";
+
+/// The one instance's name among the instances.
+fn inst_name(redis: &RedisServer) -> String {
+    let keys = redis.command(&["HKEYS", "ssechan:inst"]);
+    let names: Vec<&str> =
+        keys.split("\r\n").filter(|l| !l.starts_with(['*', '$']) && *l != "older").collect();
+    names.first().expect("an instance").to_string()
+}

@@ -19,6 +19,8 @@
 --   P s:<instance>    set: client ids whose stream is attached there
 --   P inst            hash: instance -> last lease refresh (ms, Redis time)
 --   P live            set: client ids open or suspended
+--   P pk              set: instances that read their notices packed (see
+--                     send_notices)
 --   P serial          counter of channel serials (one per incarnation)
 --   P b, P bseq       stream and counter of broadcasts
 --   P held            bytes of out-of-order messages of open channels
@@ -50,11 +52,11 @@
 -- died), s lost by the store.
 
 -- Set by each call (redis.call is not there while the library loads).
-local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB
+local call, P, ME, LEASE, MEM, INST, LIVE, HELD, CLOSED, CLOSEDW, CLOSEDB, PK
 -- Per call: Redis time, instances known, notices to write (by instance:
 -- a list of notices, each a list of fields), the last notice of each, and
 -- out-of-order messages forgotten (evicted for room, dropped, expired).
-local NOW, lastseen, outbox, last_notice
+local NOW, lastseen, outbox, last_notice, packs
 local forgot = { e = 0, d = 0, x = 0 }
 -- The caller's bounds: re-order window and bytes, incoming messages and
 -- bytes per channel, replay events and bytes, events in an attach's reply,
@@ -121,19 +123,56 @@ local function notify(iid, ...)
   return n
 end
 
--- Writes the notices of this call.
+-- `<length>:` of the short values (most of them), made once.
+local prefixes = {}
+local function prefix(len)
+  local p = prefixes[len]
+  if not p then
+    p = string.format('%d:', len)
+    if len < 1024 then prefixes[len] = p end
+  end
+  return p
+end
+
+-- Whether instance `iid` reads its notices packed (it says so with each
+-- lease refresh); one of an older version sharing the Redis does not.
+local function reads_packed(iid)
+  local p = packs[iid]
+  if p == nil then
+    p = call('SISMEMBER', PK, iid) == 1
+    packs[iid] = p
+  end
+  return p
+end
+
+-- Writes the notices of this call: each instance's as one stream entry of
+-- one field, `p`, their fields packed as `<length>:<bytes>` each (notice.rs
+-- unpacks them). One value instead of a dozen per notice: fewer arguments
+-- to XADD, and fewer values for Redis to store and reply and for the
+-- reader to parse. An instance that does not read them packed gets the
+-- fields as they are, a few entries for many.
 local function send_notices()
-  local limit = 4 * CHUNK
   for iid, box in pairs(outbox) do
-    local f = {}
-    for _, n in ipairs(box) do
-      if #f > 0 and #f + #n > limit then
-        call('XADD', ikey(iid), '*', unpack(f))
-        f = {}
+    if reads_packed(iid) then
+      local parts, k = {}, 0
+      for _, n in ipairs(box) do
+        for _, v in ipairs(n) do
+          parts[k + 1], parts[k + 2] = prefix(#v), v
+          k = k + 2
+        end
       end
-      for _, v in ipairs(n) do f[#f + 1] = v end
+      call('XADD', ikey(iid), '*', 'p', table.concat(parts))
+    else
+      local f, limit = {}, 4 * CHUNK
+      for _, n in ipairs(box) do
+        if #f > 0 and #f + #n > limit then
+          call('XADD', ikey(iid), '*', unpack(f))
+          f = {}
+        end
+        for _, v in ipairs(n) do f[#f + 1] = v end
+      end
+      if #f > 0 then call('XADD', ikey(iid), '*', unpack(f)) end
     end
-    if #f > 0 then call('XADD', ikey(iid), '*', unpack(f)) end
   end
 end
 
@@ -146,16 +185,29 @@ local function load(cid)
 end
 
 -- Only the fields a hot path reads; `ser` is false when there is no channel.
-local function peek(cid, fields)
-  local v = call('HMGET', mkey(cid), unpack(fields))
-  local m = {}
-  for i, f in ipairs(fields) do m[f] = v[i] end
-  return m
+-- One function each, so that the table is made at its size at once (a
+-- table grown field by field is rebuilt four times on the way to nine).
+local function peek_post(cid)
+  local v = call('HMGET', mkey(cid), 'ser', 'ph', 'ni', 'pin', 'pinb', 'qb', 'fresh', 'fw', 'gone', 'home')
+  return { ser = v[1], ph = v[2], ni = v[3], pin = v[4], pinb = v[5], qb = v[6], fresh = v[7],
+    fw = v[8], gone = v[9], home = v[10] }
 end
-local SEND = { 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold' }
-local POST = { 'ser', 'ph', 'gone', 'home', 'ni', 'pin', 'pinb', 'qb', 'fresh' }
-local CURSOR = { 'ser', 'sent', 'fid', 'fcb' }
-local TAKEN = { 'ser', 'pin', 'pinb' }
+local function peek_send(cid)
+  local v = call('HMGET', mkey(cid), 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold')
+  return { ser = v[1], ph = v[2], hseq = v[3], ne = v[4], cum = v[5], sent = v[6], sentc = v[7],
+    tok = v[8], hold = v[9] }
+end
+local function peek_cursor(cid)
+  local v = call('HMGET', mkey(cid), 'ser', 'sent', 'fid', 'fcb')
+  return { ser = v[1], sent = v[2], fid = v[3], fcb = v[4] }
+end
+local function peek_taken(cid)
+  local v = call('HMGET', mkey(cid), 'ser', 'pin', 'pinb')
+  return { ser = v[1], pin = v[2], pinb = v[3] }
+end
+
+-- The commonest replies, made once.
+local OK, DUP = { 'ok' }, { 'dup' }
 
 local function is_live(m) return m ~= nil and (m.ph == 'o' or m.ph == 's') end
 
@@ -290,8 +342,12 @@ local function release(cid, m, first, msgs)
     end
     notify(m.home, unpack(f))
   end
-  set(cid, m, 'ni', str(nx), 'qb', str(qb), 'fresh', '0', 'fw', '0',
-    'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes))
+  -- Only what changes: each field written is a search of the hash.
+  local kv = { 'ni', str(nx), 'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes) }
+  if qb ~= num(m.qb) then kv[#kv + 1] = 'qb'; kv[#kv + 1] = str(qb) end
+  if m.fresh ~= '0' then kv[#kv + 1] = 'fresh'; kv[#kv + 1] = '0' end
+  if m.fw ~= '0' then kv[#kv + 1] = 'fw'; kv[#kv + 1] = '0' end
+  call('HSET', mkey(cid), unpack(kv))
 end
 
 -- A holder has handed events through `sent` (bytes `sentc`) to its
@@ -364,6 +420,7 @@ local function reap(dead, batch)
   if #homed == 0 and #held == 0 then
     call('DEL', ikey(dead), hkey(dead), skey(dead))
     call('HDEL', INST, dead)
+    call('SREM', PK, dead)
     return 0
   end
   return #homed + #held
@@ -437,10 +494,12 @@ ops['attach'] = function(A, b)
   local ser = str(call('INCR', P .. 'serial'))
   local k = mkey(cid)
   call('DEL', k)
-  call('HSET', k, 'home', ME, 'ser', ser, 'tok', tok, 'hold', ME, 'ph', 'o', 'ep', '0',
-    'rs', '', 'ne', '1', 'cum', '0', 'sent', '0', 'sentc', '0', 'lost', '0', 'gapr', '0',
-    'fid', '1', 'fcb', '0', 'ni', ni, 'qb', qb, 'fresh', fresh, 'fw', '0', 'pin', '0', 'pinb', '0', 'gone', '0',
-    'hseq', '0', 'ka', ka)
+  -- The fields the hot paths (peek_*) read first: a small hash is a list
+  -- that each field's read or write searches from its start.
+  call('HSET', k, 'ser', ser, 'ph', 'o', 'ni', ni, 'pin', '0', 'pinb', '0', 'qb', qb,
+    'ne', '1', 'cum', '0', 'hseq', '0', 'sent', '0', 'sentc', '0', 'tok', tok, 'hold', ME,
+    'fresh', fresh, 'fw', '0', 'gone', '0', 'home', ME, 'fid', '1', 'fcb', '0', 'ep', '0',
+    'rs', '', 'lost', '0', 'gapr', '0', 'ka', ka)
   call('PERSIST', qkey(cid))
   call('SADD', LIVE, cid)
   call('SADD', hkey(ME), cid)
@@ -455,20 +514,20 @@ end
 -- out-of-order bytes of all channels reached the limit).
 ops['post'] = function(A, b)
   local cid, id, msg = A[b], tonumber(A[b + 1]), A[b + 2]
-  local m = peek(cid, POST)
+  local m = peek_post(cid)
   if not is_live(m) then return { 'unknown' } end
   if m.gone == '1' then return { 'gone' } end
   if not alive(m.home) then return { 'dead' } end
   local ni = num(m.ni)
-  if id < ni then return { 'dup' } end
+  if id < ni then return DUP end
   local pin, pinb = num(m.pin), num(m.pinb)
   local room = pin == 0 or (pin < INMAX and pinb + #msg <= INBMAX)
   if id == ni then
     if not room then return { 'busy' } end
     release(cid, m, id, { msg })
-    return { 'ok' }
+    return OK
   end
-  if call('HEXISTS', qkey(cid), str(id)) == 1 then return { 'dup' } end
+  if call('HEXISTS', qkey(cid), str(id)) == 1 then return DUP end
   if id - ni > WINDOW then return { 'far', str(ni) } end
   if not room then return { 'busy' } end
   local w = #msg + ENTRY_OVERHEAD
@@ -482,7 +541,7 @@ ops['post'] = function(A, b)
     set(cid, m, 'fresh', '0', 'fw', '1')
     notify(m.home, 't', 'W', 'c', cid, 's', m.ser)
   end
-  return { 'ok' }
+  return OK
 end
 
 -- What a home's application did, in order: five values per operation: kind,
@@ -499,7 +558,7 @@ ops['ops'] = function(A)
   while k + 4 <= #A do
     local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
     k = k + 5
-    local m = (kind == 'S') and peek(cid, SEND) or load(cid)
+    local m = (kind == 'S') and peek_send(cid) or load(cid)
     if not m or m.ser ~= ser then
       missing[#missing + 1] = cid
     elseif seq > num(m.hseq) then
@@ -514,17 +573,18 @@ ops['ops'] = function(A)
           finish(cid, m, 'w')
         else
           cum = cum + #arg
-          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', str(cum))
-          set(cid, m, 'hseq', str(seq), 'ne', str(ne + 1), 'cum', str(cum))
+          local c = str(cum)
+          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', c)
+          call('HSET', mkey(cid), 'hseq', str(seq), 'ne', str(ne + 1), 'cum', c)
           if m.tok ~= '' then
             -- Consecutive sends to one stream go out as one notice.
             local n = last_notice[m.hold]
             if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
               n[#n + 1] = 'd'
               n[#n + 1] = arg
-              n[12] = str(cum)
+              n[12] = c
             else
-              n = notify(m.hold, 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', str(cum), 'd', arg)
+              n = notify(m.hold, 't', 'e', 'c', cid, 's', ser, 'k', m.tok, 'i', str(ne), 'x', c, 'd', arg)
             end
             if n then n.next = ne + 1 end
           end
@@ -655,14 +715,14 @@ ops['report'] = function(A)
   local n = tonumber(A[k])
   k = k + 1
   for _ = 1, n do
-    local m = peek(A[k], CURSOR)
+    local m = peek_cursor(A[k])
     if m.ser == A[k + 1] then cursor(A[k], m, tonumber(A[k + 2]), tonumber(A[k + 3])) end
     k = k + 4
   end
   n = tonumber(A[k])
   k = k + 1
   for _ = 1, n do
-    local m = peek(A[k], TAKEN)
+    local m = peek_taken(A[k])
     if m.ser == A[k + 1] then
       set(A[k], m, 'pin', str(math.max(num(m.pin) - tonumber(A[k + 2]), 0)),
         'pinb', str(math.max(num(m.pinb) - tonumber(A[k + 3]), 0)))
@@ -680,6 +740,7 @@ end
 ops['beat'] = function(A)
   local reap_now, batch = A[H + 1], tonumber(A[H + 2])
   call('HSET', INST, ME, str(now()))
+  call('SADD', PK, ME)
   sweep(batch)
   local done = 0
   if reap_now == '1' then
@@ -746,10 +807,13 @@ local function tell_forgotten()
 end
 
 local function run(_, A)
-  call, P, ME, LEASE, MEM = redis.call, A[1], A[3], tonumber(A[4]), tonumber(A[5])
-  INST, LIVE, HELD = P .. 'inst', P .. 'live', P .. 'held'
-  CLOSED, CLOSEDW, CLOSEDB = P .. 'closed', P .. 'closedw', P .. 'closedb'
-  NOW, lastseen, outbox, last_notice = nil, {}, {}, {}
+  call, ME, LEASE, MEM = redis.call, A[3], tonumber(A[4]), tonumber(A[5])
+  if A[1] ~= P then
+    P = A[1]
+    INST, LIVE, HELD, PK = P .. 'inst', P .. 'live', P .. 'held', P .. 'pk'
+    CLOSED, CLOSEDW, CLOSEDB = P .. 'closed', P .. 'closedw', P .. 'closedb'
+  end
+  NOW, lastseen, outbox, last_notice, packs = nil, {}, {}, {}, {}
   forgot.e, forgot.d, forgot.x = 0, 0, 0
   bounds(A[6])
   local op = ops[A[2]]

@@ -89,6 +89,12 @@ pub(crate) async fn read_loop(
         for (key, entries) in streams {
             for (id, fields) in entries {
                 if key == in_key {
+                    let Some(fields) = notice::unpack(fields) else {
+                        warn!("ignored an inbound entry this version cannot unpack ({id})");
+                        last_in = id;
+                        read_in = true;
+                        continue;
+                    };
                     for n in Notice::parse_all(&fields) {
                         match n {
                             Some(n) => dispatch(&registry, n),

@@ -133,6 +133,31 @@ pub(crate) fn entries(v: &Value) -> Option<Vec<Entry>> {
     array(v)?.iter().map(entry).collect()
 }
 
+/// An inbound entry's fields: `channels.lua` packs them into one field,
+/// `p`, as `<length>:<bytes>` for each name and value in turn (one value
+/// for Redis to store and reply and for the reader to parse, instead of a
+/// dozen per notice); an entry of any other shape is taken as it is.
+/// `None` when the packing is broken.
+pub(crate) fn unpack(fields: Vec<(Bytes, Bytes)>) -> Option<Vec<(Bytes, Bytes)>> {
+    let packed = match fields.as_slice() {
+        [(k, packed)] if k == "p" => packed.clone(),
+        _ => return Some(fields),
+    };
+    let (mut out, mut rest, mut name) = (Vec::new(), packed, None);
+    while !rest.is_empty() {
+        let colon = rest.iter().take(20).position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        let end = (colon + 1).checked_add(len).filter(|&e| e <= rest.len())?;
+        let value = rest.slice(colon + 1..end);
+        rest = rest.slice(end..);
+        match name.take() {
+            None => name = Some(value),
+            Some(n) => out.push((n, value)),
+        }
+    }
+    name.is_none().then_some(out)
+}
+
 /// The sequence part of a stream id `MS-SEQ` (our event ids are `0-N`).
 pub(crate) fn id_seq(id: &str) -> Option<u64> {
     id.split_once('-')?.1.parse().ok()
@@ -410,6 +435,32 @@ mod tests {
                 (Bytes::copy_from_slice(p[0].as_bytes()), Bytes::copy_from_slice(p[1].as_bytes()))
             })
             .collect()
+    }
+
+    #[test]
+    fn packed_entries_unpack_into_their_fields() {
+        // As channels.lua's send_notices writes two notices: a value may
+        // hold the separator, be empty, or run to many digits of length.
+        let data = "a:b\n9:x".repeat(2);
+        let packed = format!("1:t1:m1:c2:c11:s1:71:n1:01:d{}:{data}1:t1:x1:k0:", data.len());
+        let got = unpack(vec![(Bytes::from("p"), Bytes::from(packed))]).expect("unpacks");
+        let want = ["t", "m", "c", "c1", "s", "7", "n", "0", "d", &data, "t", "x", "k", ""];
+        let want: Vec<(Bytes, Bytes)> = want
+            .chunks_exact(2)
+            .map(|p| (Bytes::from(p[0].to_owned()), Bytes::from(p[1].to_owned())))
+            .collect();
+        assert_eq!(got, want);
+        let all = Notice::parse_all(&got);
+        assert!(matches!(&all[0], Some(Notice::Messages { messages, .. }) if messages == &[data]));
+        assert_eq!(all[1], Some(Notice::Detach { tok: String::new() }));
+        // Unpacked fields (an older writer) are taken as they are.
+        let plain = fields(&["t", "x", "k", "t1"]);
+        assert_eq!(unpack(plain.clone()), Some(plain));
+        // Broken packing: a length past the end, no colon, a name without
+        // its value, a length that is not a number.
+        for bad in ["5:ab", "ab", "1:t", "x:t1:m", "1:t1:m3:ab"] {
+            assert_eq!(unpack(vec![(Bytes::from("p"), Bytes::from(bad))]), None, "{bad}");
+        }
     }
 
     #[test]
