@@ -130,6 +130,9 @@ struct Echo {
 
 /// Events a stream may have waiting: a reader this far behind gets 503s.
 const ECHO_QUEUE: usize = 4096;
+/// Client ids at once, and the largest POST body (as `serve`'s default).
+const ECHO_STREAMS: usize = 65_536;
+const ECHO_BODY: usize = 64 * 1024;
 
 fn client_id(req: &Request<Incoming>) -> Option<String> {
     let q = req.uri().query()?;
@@ -140,11 +143,20 @@ async fn echo(req: Request<Incoming>, streams: &Streams) -> Result<Response<BoxB
     let Some(id) = client_id(&req) else { return Ok(full(400)) };
     let lock = || streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if req.method() == hyper::Method::GET {
+        let mut streams = lock();
+        if streams.len() >= ECHO_STREAMS {
+            // Ids whose stream ended leave first; past that, refused.
+            streams.retain(|_, e| !e.tx.is_closed());
+            if streams.len() >= ECHO_STREAMS {
+                return Ok(full(503));
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(ECHO_QUEUE);
-        lock().insert(id, Echo { tx, next_id: 1 });
+        streams.insert(id, Echo { tx, next_id: 1 });
         return Ok(event_stream(http_body_util::Either::Right(Echoes(rx))));
     }
-    let Ok(body) = req.into_body().collect().await else { return Ok(full(400)) };
+    let limited = http_body_util::Limited::new(req.into_body(), ECHO_BODY);
+    let Ok(body) = limited.collect().await else { return Ok(full(413)) };
     let body = body.to_bytes();
     let mut streams = lock();
     let Some(stream) = streams.get_mut(&id) else { return Ok(full(404)) };
