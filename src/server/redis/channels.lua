@@ -550,18 +550,31 @@ end
 -- first-message wait ran out, G the application left, W the store did
 -- not take the sends in time (slow consumer), X close now (shutdown's
 -- grace is over). An operation already applied (a batch
--- sent again after a timeout) is skipped by its sequence. Replies the
--- client ids whose channel is no longer in the store.
+-- sent again after a timeout) is skipped by its sequence. Replies {the
+-- client ids whose channel is no longer in the store, the sends to streams
+-- held by the caller}: a send whose stream the caller holds (the writer's
+-- instance is the holder: one instance, or sticky routing) goes back in
+-- the reply instead of a notice, as four values: the operation's place in
+-- the call (from 0), the stream's token, the event id and the channel's
+-- data bytes through it; the caller has the data. A send skipped as
+-- already applied tells such a stream the events the store has (place
+-- -1, the last event id, -1): what the lost reply carried is read back
+-- from the event stream.
 ops['ops'] = function(A)
-  local missing = {}
-  local k = H + 1
+  local missing, here = {}, {}
+  local k, at = H + 1, -1
   while k + 4 <= #A do
     local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
-    k = k + 5
+    k, at = k + 5, at + 1
     local m = (kind == 'S') and peek_send(cid) or load(cid)
     if not m or m.ser ~= ser then
       missing[#missing + 1] = cid
-    elseif seq > num(m.hseq) then
+    elseif seq <= num(m.hseq) then
+      if kind == 'S' and m.tok ~= '' and m.hold == ME then
+        local h = #here
+        here[h + 1], here[h + 2], here[h + 3], here[h + 4] = -1, m.tok, num(m.ne) - 1, -1
+      end
+    else
       if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
       -- A send that crossed the client's DELETE never reaches it: counted.
       if kind == 'S' and m.ph == 'c' then call('HINCRBY', mkey(cid), 'lost', 1) end
@@ -576,7 +589,10 @@ ops['ops'] = function(A)
           local c = str(cum)
           call('XADD', okey(ser), eid(ne), 'd', arg, 'c', c)
           call('HSET', mkey(cid), 'hseq', str(seq), 'ne', str(ne + 1), 'cum', c)
-          if m.tok ~= '' then
+          if m.tok ~= '' and m.hold == ME then
+            local h = #here
+            here[h + 1], here[h + 2], here[h + 3], here[h + 4] = at, m.tok, ne, cum
+          elseif m.tok ~= '' then
             -- Consecutive sends to one stream go out as one notice.
             local n = last_notice[m.hold]
             if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
@@ -630,7 +646,7 @@ ops['ops'] = function(A)
       end
     end
   end
-  return missing
+  return { missing, here }
 end
 
 -- A holder's stream ended: the client went away, a write failed, or it
