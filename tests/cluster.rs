@@ -723,6 +723,43 @@ async fn notices_to_an_instance_that_does_not_read_them_packed_go_field_by_field
     assert_eq!(packed, ":1\r\n");
 }
 
+/// A send to a stream held by the writer's own instance (one instance, or
+/// sticky routing) comes back in the writer's reply, not as a notice through
+/// the inbound stream: the call is made here as that instance's writer, so
+/// the reply is the test's to read. The event is in the event stream all
+/// the same (what a resume anywhere replays), and the same batch sent again
+/// (its reply lost) tells the stream how far the store has events.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_to_a_stream_held_by_the_writer_comes_back_in_its_reply() {
+    let redis = RedisServer::start();
+    let mut inst = instances(&redis, 1, &["--format", "json", "--keep-alive", "30s"]).await;
+    let _stream = open(&inst[0].url, "c", None).await;
+    event_of(&mut inst[0], "connect", "c").await;
+    let (library, me) = (library(&redis), inst_name(&redis));
+    let tok = redis.command(&["HGET", "ssechan:m:c", "tok"]);
+    let tok = tok.lines().nth(1).expect("the stream's token");
+    assert!(tok.starts_with(&me), "the stream is held by {me}: {tok}");
+    let data = "data: e1\n\n";
+    let ops = ["FCALL", &library, "0", "ssechan:", "ops", &me, "10000", "0", BOUNDS];
+    let call = [&ops[..], &["S", "c", "1", "1000", data]].concat();
+    let reply = redis.command(&call);
+    let cum = data.len();
+    assert_eq!(
+        reply,
+        format!("*2\r\n*0\r\n*4\r\n:0\r\n${}\r\n{tok}\r\n:1\r\n:{cum}\r\n", tok.len()),
+        "the send's event id and bytes, for the stream held by the caller"
+    );
+    let inbound = format!("ssechan:i:{me}");
+    assert_eq!(redis.command(&["EXISTS", &inbound]), ":0\r\n", "no notice was written");
+    let stored = redis.command(&["XRANGE", "ssechan:o:1", "-", "+"]);
+    assert!(stored.contains("0-1") && stored.contains(data), "in the event stream: {stored}");
+    // Sent again, as after a lost reply: skipped, and the stream hears how
+    // far the store has events.
+    let again = redis.command(&call);
+    assert_eq!(again, format!("*2\r\n*0\r\n*4\r\n:-1\r\n${}\r\n{tok}\r\n:1\r\n:-1\r\n", tok.len()));
+    assert_eq!(redis.command(&["HGET", "ssechan:m:c", "ne"]), "$1\r\n2\r\n", "applied once");
+}
+
 /// The script library as the instances loaded it.
 fn library(redis: &RedisServer) -> String {
     let list = redis.command(&["FUNCTION", "LIST"]);

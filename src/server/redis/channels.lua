@@ -102,7 +102,10 @@ local function last_refresh(iid)
   return lastseen[iid]
 end
 
+-- Whether instance `iid`'s lease runs. The caller's does: it is calling
+-- (no HGET and no TIME for it, on the hot paths of one instance).
 local function alive(iid)
+  if iid == ME then return true end
   local last = last_refresh(iid)
   return last ~= false and now() - tonumber(last) <= LEASE
 end
@@ -111,7 +114,7 @@ end
 -- notices of a call go out together, one stream entry per instance (or a
 -- few, for many), after everything else: the call is atomic anyway.
 local function notify(iid, ...)
-  if not iid or iid == '' or last_refresh(iid) == false then return nil end
+  if not iid or iid == '' or (iid ~= ME and last_refresh(iid) == false) then return nil end
   local n = { ... }
   local box = outbox[iid]
   if not box then
@@ -135,8 +138,10 @@ local function prefix(len)
 end
 
 -- Whether instance `iid` reads its notices packed (it says so with each
--- lease refresh); one of an older version sharing the Redis does not.
+-- lease refresh; the caller, of this version, does); one of an older
+-- version sharing the Redis does not.
 local function reads_packed(iid)
+  if iid == ME then return true end
   local p = packs[iid]
   if p == nil then
     p = call('SISMEMBER', PK, iid) == 1
@@ -156,9 +161,14 @@ local function send_notices()
     if reads_packed(iid) then
       local parts, k = {}, 0
       for _, n in ipairs(box) do
-        for _, v in ipairs(n) do
-          parts[k + 1], parts[k + 2] = prefix(#v), v
-          k = k + 2
+        if type(n) == 'string' then
+          k = k + 1
+          parts[k] = n
+        else
+          for _, v in ipairs(n) do
+            parts[k + 1], parts[k + 2] = prefix(#v), v
+            k = k + 2
+          end
         end
       end
       call('XADD', ikey(iid), '*', 'p', table.concat(parts))
@@ -176,6 +186,41 @@ local function send_notices()
   end
 end
 
+-- Messages `msgs[i..j]` of channel `cid` (serial `ser`) from messageId
+-- `first`, for its home `iid`: packed as they are made for a home that
+-- reads them so (one concatenation instead of a value at a time).
+local function notify_messages(iid, cid, ser, first, msgs, i, j)
+  if not iid or iid == '' or (iid ~= ME and last_refresh(iid) == false) then return end
+  local n = str(first)
+  if not reads_packed(iid) then
+    local f = { 't', 'm', 'c', cid, 's', ser, 'n', n }
+    for x = i, j do
+      f[#f + 1] = 'd'
+      f[#f + 1] = msgs[x]
+    end
+    notify(iid, unpack(f))
+    return
+  end
+  local p = '1:t1:m1:c' .. prefix(#cid) .. cid .. '1:s' .. prefix(#ser) .. ser .. '1:n' .. prefix(#n) .. n
+  if i == j then
+    p = p .. '1:d' .. prefix(#msgs[i]) .. msgs[i]
+  else
+    local parts = { p }
+    for x = i, j do
+      local d = msgs[x]
+      parts[#parts + 1] = '1:d' .. prefix(#d) .. d
+    end
+    p = table.concat(parts)
+  end
+  local box = outbox[iid]
+  if not box then
+    box = {}
+    outbox[iid] = box
+  end
+  box[#box + 1] = p
+  last_notice[iid] = p
+end
+
 local function load(cid)
   local raw = call('HGETALL', mkey(cid))
   if #raw == 0 then return nil end
@@ -185,17 +230,24 @@ local function load(cid)
 end
 
 -- Only the fields a hot path reads; `ser` is false when there is no channel.
--- One function each, so that the table is made at its size at once (a
--- table grown field by field is rebuilt four times on the way to nine).
+-- One function each, each filling a table of its own that lives as long as
+-- the library: the hot paths make no table per request (what a request's
+-- table holds is used before the next request reads into it).
+local PP = { ser = false, ph = false, ni = false, pin = false, pinb = false, qb = false,
+  fresh = false, fw = false, gone = false, home = false }
 local function peek_post(cid)
-  local v = call('HMGET', mkey(cid), 'ser', 'ph', 'ni', 'pin', 'pinb', 'qb', 'fresh', 'fw', 'gone', 'home')
-  return { ser = v[1], ph = v[2], ni = v[3], pin = v[4], pinb = v[5], qb = v[6], fresh = v[7],
-    fw = v[8], gone = v[9], home = v[10] }
+  local v, m = call('HMGET', mkey(cid), 'ser', 'ph', 'ni', 'pin', 'pinb', 'qb', 'fresh', 'fw', 'gone', 'home'), PP
+  m.ser, m.ph, m.ni, m.pin, m.pinb, m.qb, m.fresh, m.fw, m.gone, m.home =
+    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+  return m
 end
+local PS = { ser = false, ph = false, hseq = false, ne = false, cum = false, sent = false,
+  sentc = false, tok = false, hold = false }
 local function peek_send(cid)
-  local v = call('HMGET', mkey(cid), 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold')
-  return { ser = v[1], ph = v[2], hseq = v[3], ne = v[4], cum = v[5], sent = v[6], sentc = v[7],
-    tok = v[8], hold = v[9] }
+  local v, m = call('HMGET', mkey(cid), 'ser', 'ph', 'hseq', 'ne', 'cum', 'sent', 'sentc', 'tok', 'hold'), PS
+  m.ser, m.ph, m.hseq, m.ne, m.cum, m.sent, m.sentc, m.tok, m.hold =
+    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+  return m
 end
 local function peek_cursor(cid)
   local v = call('HMGET', mkey(cid), 'ser', 'sent', 'fid', 'fcb')
@@ -318,33 +370,35 @@ end
 -- Hands messages from messageId `first` on to the home, with the
 -- contiguous successors waiting out of order; returns count and bytes.
 local function release(cid, m, first, msgs)
-  local q = qkey(cid)
-  local qb = num(m.qb)
-  local bytes = 0
+  local qb0 = num(m.qb)
+  local qb, nx, bytes = qb0, first + #msgs, 0
   for _, v in ipairs(msgs) do bytes = bytes + #v end
-  local nx = first + #msgs
-  while qb > 0 do
-    local v = call('HGET', q, str(nx))
-    if not v then break end
-    call('HDEL', q, str(nx))
-    qb = qb - #v - ENTRY_OVERHEAD
-    msgs[#msgs + 1] = v
-    bytes = bytes + #v
-    nx = nx + 1
-  end
-  qb = math.max(qb, 0)
-  held_by(qb - num(m.qb))
-  for i = 1, #msgs, CHUNK do
-    local f = { 't', 'm', 'c', cid, 's', m.ser, 'n', str(first + i - 1) }
-    for j = i, math.min(i + CHUNK - 1, #msgs) do
-      f[#f + 1] = 'd'
-      f[#f + 1] = msgs[j]
+  if qb > 0 then
+    local q = qkey(cid)
+    while qb > 0 do
+      local v = call('HGET', q, str(nx))
+      if not v then break end
+      call('HDEL', q, str(nx))
+      qb = qb - #v - ENTRY_OVERHEAD
+      msgs[#msgs + 1] = v
+      bytes = bytes + #v
+      nx = nx + 1
     end
-    notify(m.home, unpack(f))
+    qb = math.max(qb, 0)
+    held_by(qb - qb0)
   end
-  -- Only what changes: each field written is a search of the hash.
-  local kv = { 'ni', str(nx), 'pin', str(num(m.pin) + #msgs), 'pinb', str(num(m.pinb) + bytes) }
-  if qb ~= num(m.qb) then kv[#kv + 1] = 'qb'; kv[#kv + 1] = str(qb) end
+  for i = 1, #msgs, CHUNK do
+    notify_messages(m.home, cid, m.ser, first + i - 1, msgs, i, math.min(i + CHUNK - 1, #msgs))
+  end
+  -- Only what changes: each field written is a search of the hash. Numbers
+  -- go to Redis as they are: it writes an integer's digits itself.
+  local pin, pinb = num(m.pin) + #msgs, num(m.pinb) + bytes
+  if qb == qb0 and m.fresh == '0' and m.fw == '0' then
+    call('HSET', mkey(cid), 'ni', nx, 'pin', pin, 'pinb', pinb)
+    return
+  end
+  local kv = { 'ni', nx, 'pin', pin, 'pinb', pinb }
+  if qb ~= qb0 then kv[#kv + 1] = 'qb'; kv[#kv + 1] = qb end
   if m.fresh ~= '0' then kv[#kv + 1] = 'fresh'; kv[#kv + 1] = '0' end
   if m.fw ~= '0' then kv[#kv + 1] = 'fw'; kv[#kv + 1] = '0' end
   call('HSET', mkey(cid), unpack(kv))
@@ -550,18 +604,32 @@ end
 -- first-message wait ran out, G the application left, W the store did
 -- not take the sends in time (slow consumer), X close now (shutdown's
 -- grace is over). An operation already applied (a batch
--- sent again after a timeout) is skipped by its sequence. Replies the
--- client ids whose channel is no longer in the store.
+-- sent again after a timeout) is skipped by its sequence. Replies {the
+-- client ids whose channel is no longer in the store, the sends to streams
+-- held by the caller}: a send whose stream the caller holds (the writer's
+-- instance is the holder: one instance, or sticky routing) goes back in
+-- the reply instead of a notice, as four values: the operation's place in
+-- the call (from 0), the stream's token, the event id and the channel's
+-- data bytes through it; the caller has the data. A send skipped as
+-- already applied tells such a stream the events the store has (place
+-- -1, the last event id, -1): what the lost reply carried is read back
+-- from the event stream.
 ops['ops'] = function(A)
-  local missing = {}
-  local k = H + 1
+  local missing, here = {}, {}
+  local k, at = H + 1, -1
   while k + 4 <= #A do
-    local kind, cid, ser, seq, arg = A[k], A[k + 1], A[k + 2], tonumber(A[k + 3]), A[k + 4]
-    k = k + 5
+    local kind, cid, ser, seqs, arg = A[k], A[k + 1], A[k + 2], A[k + 3], A[k + 4]
+    local seq = tonumber(seqs)
+    k, at = k + 5, at + 1
     local m = (kind == 'S') and peek_send(cid) or load(cid)
     if not m or m.ser ~= ser then
       missing[#missing + 1] = cid
-    elseif seq > num(m.hseq) then
+    elseif seq <= num(m.hseq) then
+      if kind == 'S' and m.tok ~= '' and m.hold == ME then
+        local h = #here
+        here[h + 1], here[h + 2], here[h + 3], here[h + 4] = -1, m.tok, num(m.ne) - 1, -1
+      end
+    else
       if kind ~= 'S' or not is_live(m) then set(cid, m, 'hseq', str(seq)) end
       -- A send that crossed the client's DELETE never reaches it: counted.
       if kind == 'S' and m.ph == 'c' then call('HINCRBY', mkey(cid), 'lost', 1) end
@@ -573,13 +641,16 @@ ops['ops'] = function(A)
           finish(cid, m, 'w')
         else
           cum = cum + #arg
-          local c = str(cum)
-          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', c)
-          call('HSET', mkey(cid), 'hseq', str(seq), 'ne', str(ne + 1), 'cum', c)
-          if m.tok ~= '' then
+          call('XADD', okey(ser), eid(ne), 'd', arg, 'c', cum)
+          call('HSET', mkey(cid), 'hseq', seqs, 'ne', ne + 1, 'cum', cum)
+          if m.tok ~= '' and m.hold == ME then
+            local h = #here
+            here[h + 1], here[h + 2], here[h + 3], here[h + 4] = at, m.tok, ne, cum
+          elseif m.tok ~= '' then
             -- Consecutive sends to one stream go out as one notice.
+            local c = str(cum)
             local n = last_notice[m.hold]
-            if n and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
+            if type(n) == 'table' and n[2] == 'e' and n[8] == m.tok and n.next == ne and #n < 2 * CHUNK then
               n[#n + 1] = 'd'
               n[#n + 1] = arg
               n[12] = c
@@ -630,7 +701,7 @@ ops['ops'] = function(A)
       end
     end
   end
-  return missing
+  return { missing, here }
 end
 
 -- A holder's stream ended: the client went away, a write failed, or it

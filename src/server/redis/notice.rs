@@ -27,6 +27,11 @@ pub(crate) enum Notice {
     Events { tok: String, first: u64, cum: u64, data: Vec<Bytes> },
     /// For a holder: its stream is no longer the channel's.
     Detach { tok: String },
+    /// For a holder, from the writer here (never in an inbound stream): the
+    /// store has the channel's events through `last`. A batch whose reply
+    /// was lost is applied again, and the events it had made are read back
+    /// from the event stream.
+    Stored { tok: String, last: u64 },
     /// For a holder: write the events through `last`, then the control
     /// close; or (`quiet`: the client left) end the stream at once. Either
     /// way the store hears what it wrote. `home`, `reason` and `lost` are
@@ -271,9 +276,10 @@ impl Notice {
     /// The stream token of a notice for a holder.
     pub(crate) fn held_target(&self) -> Option<&str> {
         match self {
-            Notice::Events { tok, .. } | Notice::Detach { tok } | Notice::Final { tok, .. } => {
-                Some(tok)
-            }
+            Notice::Events { tok, .. }
+            | Notice::Detach { tok }
+            | Notice::Final { tok, .. }
+            | Notice::Stored { tok, .. } => Some(tok),
             _ => None,
         }
     }

@@ -7,9 +7,16 @@
 //! sent again, whole and first, until the store takes it; the store skips
 //! what it had already applied (by each home's numbers), so nothing is
 //! applied twice and nothing overtakes.
+//!
+//! A send to a stream held on this instance (one instance, or sticky
+//! routing) comes back in the call's reply (its event id) instead of as a
+//! notice read back through the inbound stream: the writer hands the event
+//! to the stream itself ([`Holders`]). The event is in the channel's event
+//! stream either way, so a resume anywhere replays it, and the stream
+//! orders what it gets by id and fills a gap from the store.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::link::{self, Link, StoreError};
-use super::notice::{self, reason_code};
+use super::notice::{self, Notice, reason_code};
 use crate::server::app::CloseReason;
 
 /// Operations per batch at most, and bytes of sent data.
@@ -88,6 +95,13 @@ pub(crate) trait OpSource: Send + Sync {
     fn missing(&self);
 }
 
+/// The streams held here, as the writer sees them: where the events of
+/// sends to them go.
+pub(crate) trait Holders: Send + Sync {
+    /// A notice for a stream held here (`Events`, `Stored`).
+    fn to_held(&self, n: Notice);
+}
+
 /// Where homes say they have operations waiting.
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -97,9 +111,13 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer; it runs until `stop`.
-    pub(crate) fn start(link: Link, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn start(
+        link: Link,
+        holders: Weak<dyn Holders>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(link, rx, stop));
+        tokio::spawn(run(link, holders, rx, stop));
         Self { tx }
     }
 
@@ -113,6 +131,7 @@ type Batch = Vec<(Arc<dyn OpSource>, Op)>;
 
 async fn run(
     link: Link,
+    holders: Weak<dyn Holders>,
     mut rx: mpsc::UnboundedReceiver<Arc<dyn OpSource>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -140,12 +159,17 @@ async fn run(
             }
         }
         match apply(&link, &batch).await {
-            Ok(missing) => {
+            Ok(Applied { missing, here }) => {
                 if failing {
                     failing = false;
                     info!("the store takes the applications' messages again");
                 }
                 retry.succeeded();
+                if let Some(holders) = holders.upgrade() {
+                    for n in to_held(&batch, here) {
+                        holders.to_held(n);
+                    }
+                }
                 for (source, op) in batch.drain(..) {
                     if let OpKind::Send(d) = &op.kind {
                         source.flushed(d.len());
@@ -191,9 +215,28 @@ fn fill(batch: &mut Batch, listed: &mut VecDeque<Arc<dyn OpSource>>) {
     }
 }
 
-/// One batch in one script call; returns the client ids the store no
-/// longer has.
-async fn apply(link: &Link, batch: &Batch) -> Result<HashSet<String>, StoreError> {
+/// What the store said of a batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Applied {
+    /// Client ids whose channel the store no longer has.
+    missing: HashSet<String>,
+    /// Sends to streams held here, in the batch's order.
+    here: Vec<Here>,
+}
+
+/// A send to a stream held here, as the reply gives it.
+#[derive(Debug, PartialEq, Eq)]
+enum Here {
+    /// The send at `at` in the batch is event `id` of stream `tok`, the
+    /// channel's data bytes through it `cum`.
+    Event { at: usize, tok: String, id: u64, cum: u64 },
+    /// A send already applied (a batch sent again): the store has the
+    /// stream's events through `last`.
+    Stored { tok: String, last: u64 },
+}
+
+/// One batch in one script call.
+async fn apply(link: &Link, batch: &Batch) -> Result<Applied, StoreError> {
     let reply = link
         .call_within(BATCH_TIMEOUT, "ops", |inv| {
             for (source, op) in batch {
@@ -203,11 +246,57 @@ async fn apply(link: &Link, batch: &Batch) -> Result<HashSet<String>, StoreError
             }
         })
         .await?;
-    let missing = match &reply {
-        Value::Nil => Vec::new(),
-        v => notice::array(v).ok_or(StoreError::Reply)?.iter().filter_map(notice::text).collect(),
-    };
-    Ok(missing.into_iter().collect())
+    parse_applied(&reply).ok_or(StoreError::Reply)
+}
+
+/// `{missing client ids, {place, token, event id, bytes through it}...}`
+/// (`channels.lua`'s `ops`).
+fn parse_applied(v: &Value) -> Option<Applied> {
+    let [missing, here] = notice::array(v)? else { return None };
+    let missing = notice::array(missing)?.iter().filter_map(notice::text).collect();
+    let here = notice::array(here)?
+        .chunks_exact(4)
+        .map(|e| {
+            let tok = notice::text(&e[1])?;
+            Some(match &e[0] {
+                Value::Int(-1) => Here::Stored { tok, last: notice::int(&e[2])? },
+                at => Here::Event {
+                    at: usize::try_from(notice::int(at)?).ok()?,
+                    tok,
+                    id: notice::int(&e[2])?,
+                    cum: notice::int(&e[3])?,
+                },
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Applied { missing, here })
+}
+
+/// The notices for the streams held here: consecutive events of one
+/// stream as one `Events`, their data from the batch.
+fn to_held(batch: &Batch, here: Vec<Here>) -> Vec<Notice> {
+    let mut out: Vec<Notice> = Vec::new();
+    for h in here {
+        match h {
+            Here::Event { at, tok, id, cum } => {
+                let Some((_, Op { kind: OpKind::Send(d), .. })) = batch.get(at) else {
+                    warn!(at, "the store's reply names a send the batch does not have");
+                    continue;
+                };
+                if let Some(Notice::Events { tok: t, first, cum: c, data }) = out.last_mut()
+                    && *t == tok
+                    && *first + data.len() as u64 == id
+                {
+                    data.push(d.clone());
+                    *c = cum;
+                    continue;
+                }
+                out.push(Notice::Events { tok, first: id, cum, data: vec![d.clone()] });
+            }
+            Here::Stored { tok, last } => out.push(Notice::Stored { tok, last }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -249,6 +338,68 @@ mod tests {
         let mut v: Vec<&str> = batch.iter().map(|(s, _)| s.target().0).collect();
         v.dedup();
         v
+    }
+
+    fn sends(cid: &'static str, data: &[&'static str]) -> Batch {
+        let source: Arc<dyn OpSource> = Arc::new(Source(cid, Mutex::default()));
+        let op = |(i, d): (usize, &&'static str)| Op {
+            seq: i as u64 + 1,
+            kind: OpKind::Send(Bytes::from_static(d.as_bytes())),
+        };
+        data.iter().enumerate().map(|(i, d)| (source.clone(), op((i, d)))).collect()
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_reply_names_the_missing_channels_and_the_sends_held_here() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![bulk("gone")]),
+            Value::Array(vec![
+                Value::Int(0),
+                bulk("me/1"),
+                Value::Int(7),
+                Value::Int(30),
+                Value::Int(-1),
+                bulk("me/2"),
+                Value::Int(4),
+                Value::Int(-1),
+            ]),
+        ]);
+        let applied = parse_applied(&reply).expect("understood");
+        assert_eq!(applied.missing, HashSet::from(["gone".to_owned()]));
+        assert_eq!(
+            applied.here,
+            [
+                Here::Event { at: 0, tok: "me/1".into(), id: 7, cum: 30 },
+                Here::Stored { tok: "me/2".into(), last: 4 },
+            ]
+        );
+        assert_eq!(parse_applied(&Value::Array(vec![bulk("gone")])), None, "not this shape");
+    }
+
+    #[test]
+    fn consecutive_sends_to_one_stream_reach_it_as_one_notice_with_their_data() {
+        let mut batch = sends("a", &["x1", "x22"]);
+        batch.extend(sends("b", &["y1"]));
+        let ev = |at: usize, tok: &str, id, cum| Here::Event { at, tok: tok.into(), id, cum };
+        let here = vec![ev(0, "t/a", 5, 12), ev(1, "t/a", 6, 15), ev(2, "t/b", 1, 2)];
+        let data =
+            |d: &[&'static str]| d.iter().map(|d| Bytes::from_static(d.as_bytes())).collect();
+        assert_eq!(
+            to_held(&batch, here),
+            [
+                Notice::Events { tok: "t/a".into(), first: 5, cum: 15, data: data(&["x1", "x22"]) },
+                Notice::Events { tok: "t/b".into(), first: 1, cum: 2, data: data(&["y1"]) },
+            ]
+        );
+        // Not consecutive (a send in between went elsewhere): two notices.
+        let here = vec![ev(0, "t/a", 5, 12), ev(1, "t/a", 7, 15)];
+        assert_eq!(to_held(&batch, here).len(), 2);
+        // A place the batch does not have is skipped, not a panic.
+        assert!(to_held(&batch, vec![ev(9, "t/a", 5, 12)]).is_empty());
     }
 
     #[test]

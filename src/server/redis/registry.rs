@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::held::{Held, HeldExit};
 use super::home::{Home, HomeExit};
 use super::notice::Notice;
+use super::ops::Holders;
 use crate::server::app::ChannelApp;
 use crate::server::metrics::{hold_within, release};
 
@@ -170,6 +171,14 @@ impl HeldExit for Registry {
         let mut maps = self.lock();
         if maps.held.get(&held.tok).is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), held)) {
             maps.held.remove(&held.tok);
+        }
+    }
+}
+
+impl Holders for Registry {
+    fn to_held(&self, n: Notice) {
+        if let Route::Held(held, n) = self.route(n) {
+            held.notice(n);
         }
     }
 }

@@ -19,7 +19,7 @@ use super::held::{Held, HeldEnv, HeldExit, HeldStream};
 use super::home::{Home, HomeEnv, HomeExit, HomeSettings, Timers};
 use super::link::{Header, Link, REQUEST_TIMEOUT, StoreError};
 use super::notice::{self, Attached, How, Posted};
-use super::ops::Writer;
+use super::ops::{Holders, Writer};
 use super::owed::Owed;
 use super::registry::Registry;
 use super::report::Reporter;
@@ -100,6 +100,7 @@ impl RedisStore {
         let timers: Arc<Timers> = Arc::new(Deadlines::new());
         let home_exit: Weak<dyn HomeExit> = Arc::downgrade(&registry) as _;
         let held_exit: Weak<dyn HeldExit> = Arc::downgrade(&registry) as _;
+        let holders: Weak<dyn Holders> = Arc::downgrade(&registry) as _;
         let home_env = Arc::new(HomeEnv {
             settings: HomeSettings {
                 keep_alive: settings.keep_alive,
@@ -108,7 +109,7 @@ impl RedisStore {
                 outgoing_messages: limits.outgoing_messages,
                 outgoing_bytes: limits.outgoing_bytes,
             },
-            writer: Writer::start(link.clone(), stop_rx.clone()),
+            writer: Writer::start(link.clone(), holders, stop_rx.clone()),
             timers: timers.clone(),
             stats: stats.clone(),
             reporter: Arc::downgrade(&reporter),

@@ -155,6 +155,7 @@ impl HeldState {
                     }
                 }
             }
+            Notice::Stored { last, .. } => self.known = self.known.max(last),
             Notice::Detach { .. } => self.detached = true,
             Notice::Final { last, reason, lost, home, quiet, .. } => {
                 self.known = self.known.max(last);

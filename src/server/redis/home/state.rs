@@ -205,6 +205,7 @@ impl HomeState {
             }
             Notice::Events { .. }
             | Notice::Detach { .. }
+            | Notice::Stored { .. }
             | Notice::Final { .. }
             | Notice::Forgotten { .. } => {}
         }

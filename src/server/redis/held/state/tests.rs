@@ -107,6 +107,24 @@ fn a_gap_is_filled_from_the_store() {
 }
 
 #[test]
+fn events_the_writer_here_lost_the_reply_of_are_read_from_the_store() {
+    let mut h = held();
+    let _ = h.start(7, "H".into(), 1, 0, Vec::new());
+    let _ = h.notice(events(1, 1));
+    assert_eq!(written(&mut h), [1]);
+    // The batch of sends 2 and 3 was applied, its reply lost, and the
+    // batch sent again tells how far the store has events.
+    let fx = h.notice(Notice::Stored { tok: "t".into(), last: 3 });
+    assert_eq!(fx.fill, Some(Fill { ser: 7, from: 2, to: 3 }));
+    h.filled(stored(2..=3));
+    let _ = h.fill_done(&[]);
+    assert_eq!(written(&mut h), [2, 3]);
+    // What the stream has already written asks nothing of the store.
+    let fx = h.notice(Notice::Stored { tok: "t".into(), last: 3 });
+    assert_eq!(fx.fill, None);
+}
+
+#[test]
 fn events_a_fill_found_missing_are_skipped_after_being_reported() {
     let mut h = held();
     let fx = h.start(7, "H".into(), 1, 4, Vec::new());
