@@ -588,9 +588,9 @@ const MCP_CHECKS: &[&str] = &[
     "mcp.delete",
     "mcp.version-header",
     "mcp.origin",
-    "mcp.buffering",
     "mcp.headers",
     "mcp.h2",
+    "mcp.buffering",
     "mcp.idle-timeout",
 ];
 

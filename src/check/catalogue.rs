@@ -405,15 +405,6 @@ pub static CHECKS: &[Check] = &[
         run: run!(mcp::origin),
     },
     Check {
-        id: "mcp.buffering",
-        group: Group::Mcp,
-        title: "no buffering",
-        proves: "a long call's progress events, written over seconds, arrive as they are written, not held until the call ends",
-        needs_echo: false,
-        background: false,
-        run: run!(mcp::buffering),
-    },
-    Check {
         id: "mcp.headers",
         group: Group::Mcp,
         title: "headers not mangled",
@@ -484,6 +475,16 @@ pub static CHECKS: &[Check] = &[
         needs_echo: false,
         background: true,
         run: run!(path::idle_timeout),
+    },
+    Check {
+        id: "mcp.buffering",
+        group: Group::Mcp,
+        title: "no buffering",
+        proves: "a long call's progress events, written over seconds, arrive as they are written, not held until the call ends",
+        needs_echo: false,
+        // Its call lasts seconds: beside the others, in a session of its own.
+        background: true,
+        run: run!(mcp::buffering),
     },
     Check {
         id: "mcp.idle-timeout",
