@@ -588,6 +588,9 @@ const MCP_CHECKS: &[&str] = &[
     "mcp.delete",
     "mcp.version-header",
     "mcp.origin",
+    "mcp.headers",
+    "mcp.h2",
+    "mcp.buffering",
     "mcp.idle-timeout",
 ];
 
@@ -621,6 +624,8 @@ async fn the_mcp_checks_fail_the_reference_server_where_it_departs_from_the_spec
         ("mcp.resume-scoped", "fail"),
         ("mcp.delete", "fail"),
         ("mcp.origin", "fail"),
+        // Not a departure: node's http speaks no h2c.
+        ("mcp.h2", "warn"),
     ];
     assert_verdicts(&run, MCP_CHECKS, &departs);
     assert_eq!(run.code, 1);
@@ -655,6 +660,42 @@ async fn an_mcp_get_stream_cut_by_a_proxy_read_timeout_is_caught() {
             assert_eq!(run.code, 1);
         } else {
             assert_eq!(idle["status"], "pass", "{idle}");
+            assert_eq!(run.code, 0, "{}", run.stdout);
+        }
+    }
+}
+
+/// The path's checks on MCP streams, through nginx: buffering that holds a
+/// long call's progress until the call ends fails `mcp.buffering` with the
+/// fix; nginx configured for event streams passes it and `mcp.headers`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_stream_buffered_by_a_proxy_is_caught() {
+    let args = mcp_peers::bridge_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let serve = Serve::spawn(&args).await;
+    let upstream = serve.url.trim_end_matches("/mcp");
+    let http11 = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
+    for (buffers, location) in [
+        (true, "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;".to_string()),
+        (false, format!("{http11} proxy_buffering off;")),
+    ] {
+        let nginx = Nginx::start(upstream, "", "", &location).await;
+        let url = nginx.url.replace("/sse", "/mcp");
+        let args =
+            ["--mcp", "--format", "json", "--only", "mcp.buffering", "--only", "mcp.headers"];
+        let run = check(&[&args[..], &[url.as_str()]].concat()).await;
+        let buffering = run.check("mcp.buffering");
+        if buffers {
+            assert_eq!(buffering["status"], "fail", "{buffering}");
+            let seen = buffering["seen"].as_str().unwrap();
+            assert!(seen.contains("10 progress events of a 5 s call came over 0."), "{seen}");
+            assert!(
+                buffering["fix"].as_str().unwrap().contains("proxy_buffering off"),
+                "{buffering}"
+            );
+            assert_eq!(run.code, 1);
+        } else {
+            assert_verdicts(&run, &["mcp.buffering", "mcp.headers"], &[]);
             assert_eq!(run.code, 0, "{}", run.stdout);
         }
     }

@@ -99,3 +99,34 @@ async fn bad_tool_arguments_are_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--args must be a JSON object"));
 }
+
+/// A server whose echo is wrong for every 5th call and answered twice for
+/// every 7th (again on the next call's stream: tests/support/faulty_mcp.py),
+/// through the real binary: each is counted where it belongs, and the
+/// verdict fails naming both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_faulty_server_s_corrupted_and_duplicated_answers_are_counted() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/faulty_mcp.py");
+    let mut server = Command::new("python3")
+        .args([script, "5", "7"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs tests/support/faulty_mcp.py");
+    let mut out = lines(server.stdout.take().expect("stdout"));
+    let line = tokio::time::timeout(WAIT, out.recv())
+        .await
+        .expect("the faulty server listens in time")
+        .expect("its listening line");
+    let port = line.strip_prefix("listening on ").expect("listening on PORT");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (code, v, stderr) = bench(&url, &["-c", "1", "-m", "68", "--window", "1"]).await;
+    assert_eq!(code, 1, "{stderr}\n{v}");
+    // Calls 1..=68: 5, 10, … 65 corrupted (13); 7, 14, … 63 answered
+    // twice (9; 63's second time on call 64's stream).
+    assert_eq!((u(&v, "sent"), u(&v, "received"), u(&v, "lost")), (68, 68, 0), "{v}");
+    assert_eq!(u(&v, "corrupted"), 13, "{v}");
+    assert_eq!(u(&v, "duplicated"), 9, "{v}");
+    let failures = v["failures"].to_string();
+    assert!(failures.contains("corrupted") && failures.contains("duplicated"), "{v}");
+}

@@ -183,7 +183,15 @@ async fn twenty_sdk_sessions_each_have_their_own_process_gone_after_delete() {
     let distinct: BTreeSet<i32> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len());
     sdk.say("delete").await;
-    assert_eq!(sdk.next(Duration::from_secs(30)).await["deleted"], 20);
+    let deleted = sdk.next(Duration::from_secs(30)).await;
+    assert_eq!(deleted["deleted"], 20);
+    // A DELETE is answered once the session's streams have ended: the SDK,
+    // which closes its transport when answered, finds none still open
+    // (it would abort each and report an AbortError).
+    let gets = &deleted["get_streams"];
+    assert_eq!(gets["aborted"], 0, "GET streams still open when answered: {deleted}");
+    assert!(gets["ended"].as_u64().expect("ended") > 0, "GET streams were followed: {deleted}");
+    assert_eq!(deleted["errors"], json!([]), "what the SDK's transports reported");
     sdk.succeeds().await;
     // None left 2 s after the DELETEs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -784,5 +792,53 @@ async fn an_overflowing_backlog_is_said_once_until_a_get_stream_opens() {
     for i in 8..10 {
         let e = next_message(&mut get).await.expect("a kept message");
         assert_eq!(json_of(&e), note(i));
+    }
+}
+
+/// `DELETE` is answered once the session's streams have ended: when its
+/// answer has come, the end of the session's `GET` stream is already there
+/// to read (a client that closes its transport when answered, as the
+/// TypeScript SDK does, otherwise aborts streams whose end is on the way).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_is_answered_after_the_sessions_streams_ended() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serve = bridge(&[]).await;
+    let raw = Raw::new(&serve.url);
+    let url = reqwest::Url::parse(&serve.url).expect("URL");
+    let authority = format!("127.0.0.1:{}", url.port().expect("port"));
+    for _ in 0..3 {
+        let session = raw.open().await;
+        // The GET stream on a socket of its own, read by hand.
+        let mut get = tokio::net::TcpStream::connect(&authority).await.expect("connect");
+        let head = format!(
+            "GET {} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
+             mcp-session-id: {session}\r\nmcp-protocol-version: 2025-11-25\r\n\r\n",
+            url.path()
+        );
+        get.write_all(head.as_bytes()).await.expect("GET");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n =
+                tokio::time::timeout(WAIT, get.read(&mut buf)).await.expect("head").expect("read");
+            assert!(n > 0, "closed before the head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        assert_eq!(raw.delete(&session).await, 204);
+        // Whatever the stream wrote before the answer is in the socket now.
+        loop {
+            match get.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.ends_with("\r\n0\r\n\r\n"),
+            "the GET stream's end came after the DELETE's answer: {text:?}"
+        );
     }
 }

@@ -405,6 +405,24 @@ pub static CHECKS: &[Check] = &[
         run: run!(mcp::origin),
     },
     Check {
+        id: "mcp.headers",
+        group: Group::Mcp,
+        title: "headers not mangled",
+        proves: "no `Content-Length`, no compression and an unchanged `Content-Type` reach the client on a POST's answer stream and the GET stream",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::headers),
+    },
+    Check {
+        id: "mcp.h2",
+        group: Group::Mcp,
+        title: "HTTP/2",
+        proves: "the endpoint speaks HTTP/2 (ALPN on https, prior knowledge on http)",
+        needs_echo: false,
+        background: false,
+        run: run!(mcp::h2),
+    },
+    Check {
         id: "path.buffering",
         group: Group::Path,
         title: "no buffering",
@@ -457,6 +475,16 @@ pub static CHECKS: &[Check] = &[
         needs_echo: false,
         background: true,
         run: run!(path::idle_timeout),
+    },
+    Check {
+        id: "mcp.buffering",
+        group: Group::Mcp,
+        title: "no buffering",
+        proves: "a long call's progress events, written over seconds, arrive as they are written, not held until the call ends",
+        needs_echo: false,
+        // Its call lasts seconds: beside the others, in a session of its own.
+        background: true,
+        run: run!(mcp::buffering),
     },
     Check {
         id: "mcp.idle-timeout",

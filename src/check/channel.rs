@@ -52,8 +52,7 @@ impl Burst {
                 }
             ),
             "a proxy buffers the stream",
-            "nginx: `proxy_buffering off` (or send `X-Accel-Buffering: no`); \
-             other proxies: turn response buffering off for text/event-stream",
+            super::path::BUFFERING_FIX,
         )
     }
 }

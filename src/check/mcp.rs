@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -816,6 +816,152 @@ pub async fn idle_timeout(cx: &Ctx) -> Checked {
     Ok(verdict)
 }
 
+// ----- the path's checks on MCP streams: a session's GET stream and a
+// POST answered as an event stream cross the same proxies as a channel's.
+
+/// `path.buffering` on an MCP stream: a long call's progress events,
+/// written every half second, must come as they are written.
+pub async fn buffering(cx: &Ctx) -> Checked {
+    let (session, tool) = with_long_tool(cx).await?;
+    let result = buffering_in(cx, &session, &tool).await;
+    end(cx, &session).await;
+    result
+}
+
+async fn buffering_in(cx: &Ctx, session: &Session, tool: &str) -> Checked {
+    let (id, token) = ("ssechan-check-pace", "ssechan-check-pace");
+    let mut s = start_long(cx, session, id, tool, token).await?;
+    let posted = s.requested;
+    let mut got = Vec::new();
+    let mut arrivals = Vec::new();
+    // A buffered call's events all come at its end: wait that long too.
+    let each = cx.opts.timeout + Duration::from_secs(SECONDS);
+    loop {
+        match s.next(Instant::now() + each).await {
+            Some((Item::Event(ev), at)) => {
+                let message = serde_json::from_str::<Value>(&ev.data).ok();
+                let done = message.as_ref().is_some_and(|m| is_response_to(m, id));
+                got.push(Seen { id: ev.last_event_id.clone(), message });
+                if progress(&got, token).len() > arrivals.len() {
+                    arrivals.push(at.saturating_duration_since(posted));
+                }
+                if done {
+                    break;
+                }
+            }
+            Some((Item::End(why), _)) => {
+                return Err(Verdict::broken(format!("the call's stream: {why} before its result")));
+            }
+            Some(_) => {}
+            None => {
+                return Err(Verdict::broken(format!(
+                    "the call's stream: nothing for {} after {} events",
+                    humantime::format_duration(each),
+                    got.len()
+                )));
+            }
+        }
+    }
+    Ok(judge_pace(&arrivals))
+}
+
+/// Judges a long call's progress events (one every `SECONDS / STEPS`) by
+/// when they came after the POST: all within a moment of each other, they
+/// were held on the way and let go together.
+pub fn judge_pace(arrivals: &[Duration]) -> Verdict {
+    let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) else {
+        return Verdict::skip("no progress events", "the call reported no progress to time");
+    };
+    if arrivals.len() < 3 {
+        return Verdict::skip(format!("{} progress events", arrivals.len()), "too few to tell");
+    }
+    let spread = last.saturating_sub(*first);
+    let seen = format!(
+        "{} progress events of a {SECONDS} s call came over {:.1} s, the first {:.1} s after the POST",
+        arrivals.len(),
+        spread.as_secs_f64(),
+        first.as_secs_f64()
+    );
+    if spread < Duration::from_secs(SECONDS) / 2 {
+        return Verdict::fail(
+            seen,
+            "events written over seconds arrived together: a proxy buffers the stream",
+            super::path::BUFFERING_FIX,
+        );
+    }
+    Verdict::pass(seen)
+}
+
+/// `path.headers` on the MCP streams there are: a POST answered as an
+/// event stream, and the session's GET stream.
+pub async fn headers(cx: &Ctx) -> Checked {
+    let (session, _) = open_session(cx).await?;
+    let result = headers_in(cx, &session).await;
+    end(cx, &session).await;
+    result
+}
+
+async fn headers_in(cx: &Ctx, session: &Session) -> Checked {
+    const COMPRESSED: &str = "gzip, deflate, br";
+    let list = request("ssechan-check-headers", "tools/list", json!({}));
+    let extra = [(ACCEPT_ENCODING, COMPRESSED)];
+    let answer = post(cx, Some(session), &list, BOTH, &extra).await?;
+    let get = with_session(cx.http.get(cx.opts.url.clone()), Some(session))
+        .header(ACCEPT, "text/event-stream")
+        .header(ACCEPT_ENCODING, COMPRESSED);
+    let get = probe::open(get, cx.opts.timeout, &cx.controls)
+        .await
+        .map_err(|e| Verdict::broken(format!("GET failed: {e}")))?;
+    let mut looked = Vec::new();
+    let mut passed = None;
+    for (what, s) in [("a POST's answer stream", &answer), ("the GET stream", &get)] {
+        if s.status != StatusCode::OK || !s.is_event_stream() {
+            continue;
+        }
+        let v = super::path::judge_mangling(s);
+        if v.status != super::verdict::Status::Pass {
+            return Ok(Verdict { seen: format!("{what}: {}", v.seen), ..v });
+        }
+        looked.push(what);
+        passed.get_or_insert(v.seen);
+    }
+    let Some(seen) = passed else {
+        return Ok(Verdict::skip(
+            format!(
+                "tools/list answered with Content-Type {}, GET with {}",
+                answer.header("content-type"),
+                get.status
+            ),
+            "no event stream to look at (answers as JSON, no GET stream)",
+        ));
+    };
+    Ok(Verdict::pass(format!("{}: {seen}", looked.join(" and "))))
+}
+
+/// `path.h2` for an MCP endpoint: its era's probe (no session) over h2,
+/// ALPN's choice on https, prior knowledge on http.
+pub async fn h2(cx: &Ctx) -> Checked {
+    let tls = super::path::tls(cx);
+    let client = if tls { &cx.http } else { &cx.h2 };
+    let msg = pure::discover_request("ssechan-check-h2", &client_info());
+    let req = client
+        .post(cx.opts.url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, BOTH)
+        .body(msg.to_line());
+    // A server that does not speak h2c may just wait for more bytes.
+    let found = match tokio::time::timeout(cx.opts.wait, req.send()).await {
+        Err(_) => Err(format!("no answer within {}", humantime::format_duration(cx.opts.wait))),
+        Ok(Err(e)) => Err(crate::text::escape_controls(&e.to_string()).into_owned()),
+        Ok(Ok(r)) if r.version() != http::Version::HTTP_2 => {
+            Err(format!("ALPN chose {:?}", r.version()))
+        }
+        Ok(Ok(r)) if r.status().is_server_error() => Err(format!("h2 answered {}", r.status())),
+        Ok(Ok(_)) => Ok(()),
+    };
+    Ok(super::path::h2_verdict(found, tls))
+}
+
 pub async fn delete(cx: &Ctx) -> Checked {
     let (session, _) = open_session(cx).await?;
     let req = with_session(cx.http.request(Method::DELETE, cx.opts.url.clone()), Some(&session));
@@ -922,4 +1068,23 @@ pub async fn origin(cx: &Ctx) -> Checked {
             "answer 403 to a request whose Origin (or Host) is not the server's own",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::verdict::Status;
+
+    #[test]
+    fn progress_held_until_the_end_fails_and_spread_progress_passes() {
+        let at = |ms: &[u64]| ms.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        let paced: Vec<u64> = (1..=10).map(|n| n * 500).collect();
+        assert_eq!(judge_pace(&at(&paced)).status, Status::Pass);
+        let burst: Vec<u64> = (0..10).map(|n| 5000 + n).collect();
+        let v = judge_pace(&at(&burst));
+        assert_eq!(v.status, Status::Fail, "{v:?}");
+        assert!(v.seen.contains("came over 0.0 s, the first 5.0 s"), "{}", v.seen);
+        assert_eq!(judge_pace(&at(&[500, 1000])).status, Status::Skip);
+        assert_eq!(judge_pace(&[]).status, Status::Skip);
+    }
 }

@@ -22,6 +22,9 @@ const ECHOES: u64 = 5;
 const SLOW_ECHO: Duration = Duration::from_millis(250);
 /// Events a plain stream is read for, at most, to judge buffering.
 const RAW_EVENTS: usize = 20;
+/// What turns a proxy's buffering of event streams off.
+pub(super) const BUFFERING_FIX: &str = "nginx: `proxy_buffering off` (or send \
+    `X-Accel-Buffering: no`); other proxies: turn response buffering off for text/event-stream";
 
 /// The stream URL of this mode: a fresh channel's, or the URL as given.
 fn stream_url(cx: &Ctx, check: &str) -> Url {
@@ -97,8 +100,7 @@ async fn buffering_raw(cx: &Ctx) -> Checked {
 /// times in milliseconds tell each event's delay; otherwise many events
 /// per read in large reads look like a buffer flushing.
 pub fn judge_raw(reads: &[Read], stamped: &[(String, SystemTime)]) -> Verdict {
-    let fix = "nginx: `proxy_buffering off` (or send `X-Accel-Buffering: no`); other proxies: \
-               turn response buffering off for text/event-stream";
+    let fix = BUFFERING_FIX;
     let delays: Option<Vec<f64>> = stamped.iter().map(|(id, at)| delay_ms(id, *at)).collect();
     if let Some(mut d) = delays.filter(|d| d.len() >= 2) {
         d.sort_by(f64::total_cmp);
@@ -191,7 +193,7 @@ pub fn judge_mangling(s: &Stream) -> Verdict {
 }
 
 /// Whether the URL is https (ALPN) rather than http (prior knowledge).
-fn tls(cx: &Ctx) -> bool {
+pub(super) fn tls(cx: &Ctx) -> bool {
     cx.opts.url.scheme() == "https"
 }
 
@@ -216,12 +218,19 @@ async fn h2_client(cx: &Ctx) -> Result<&reqwest::Client, String> {
 }
 
 pub async fn h2(cx: &Ctx) -> Checked {
+    let found = h2_client(cx).await.map(|_| ());
+    Ok(h2_verdict(found, tls(cx)))
+}
+
+/// Whether the endpoint speaks h2 (`found`: why not, when it does not),
+/// judged alike for channel, plain and MCP endpoints.
+pub(super) fn h2_verdict(found: Result<(), String>, tls: bool) -> Verdict {
     let limit = "browsers hold at most 6 streams per origin over HTTP/1.1, shared by all tabs: \
                  the 7th stream, and every POST behind it, waits";
     let fix = "serve over https with HTTP/2 where TLS ends (nginx: `listen 443 ssl http2;`)";
-    Ok(match (h2_client(cx).await, tls(cx)) {
-        (Ok(_), true) => Verdict::pass("h2 via ALPN"),
-        (Ok(_), false) => {
+    match (found, tls) {
+        (Ok(()), true) => Verdict::pass("h2 via ALPN"),
+        (Ok(()), false) => {
             Verdict::pass("h2c with prior knowledge (browsers use h2 only over https)")
         }
         (Err(why), true) => Verdict::warn(format!("HTTP/1.1 only: {why}"), limit, fix),
@@ -230,7 +239,7 @@ pub async fn h2(cx: &Ctx) -> Checked {
             limit,
             fix,
         ),
-    })
+    }
 }
 
 /// Opens streams one after another while holding the earlier ones open;

@@ -284,6 +284,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listener) = metrics {
         if let Ok(addr) = listener.local_addr() {
             eprintln!("ssechan: metrics on http://{addr}/metrics");
+            if !addr.ip().is_loopback() {
+                warn!(
+                    "--metrics {addr} is a network address: anyone who reaches it reads the server's counts (no client ids, no messages)"
+                );
+            }
         }
         server.handle().serve_metrics(listener);
     }

@@ -18,7 +18,7 @@
 //! for the `GET` stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -218,6 +218,7 @@ impl Sessions {
             state: Mutex::new(State::new(shared, self.settings.limits.replay_bytes)),
             room: Notify::new(),
             closed: Notify::new(),
+            writing: Arc::default(),
         });
         map.insert(id, session.clone());
         drop(map);
@@ -389,6 +390,71 @@ pub(crate) struct Session {
     /// Room was made in the inbox.
     room: Notify,
     closed: Notify,
+    /// Its streams still being written.
+    writing: Arc<Writing>,
+}
+
+/// How long `DELETE` waits for the session's streams to end before it
+/// answers anyway (a stream whose client does not read ends by the write
+/// timeout).
+const DELETE_WAIT: Duration = Duration::from_secs(1);
+
+/// A session's event streams still being written: each counts itself
+/// until hyper drops its body, which it does once the stream's end is
+/// written. `DELETE` answers after its streams ended, as the SDK's own
+/// server does: a client that closes its transport once answered (the
+/// TypeScript SDK) would otherwise abort streams whose end is still on the
+/// way, and report an `AbortError` for each.
+#[derive(Default)]
+struct Writing {
+    open: AtomicUsize,
+    ended: Notify,
+}
+
+impl Writing {
+    /// Until no stream of the session is being written.
+    async fn ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// A stream's source, counted in its session's [`Writing`] while it lives.
+struct Counted {
+    source: Box<dyn super::store::StreamSource>,
+    writing: Arc<Writing>,
+}
+
+impl Counted {
+    fn new(source: Box<dyn super::store::StreamSource>, writing: &Arc<Writing>) -> Self {
+        writing.open.fetch_add(1, Ordering::AcqRel);
+        Counted { source, writing: writing.clone() }
+    }
+}
+
+impl super::store::StreamSource for Counted {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<super::store::StreamItem> {
+        self.source.poll_next(cx)
+    }
+
+    fn probe(&self) -> super::stream::DetachProbe {
+        self.source.probe()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.writing.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.writing.ended.notify_waiters();
+        }
+    }
 }
 
 impl Session {
@@ -895,7 +961,7 @@ pub(crate) async fn route(
     let mut resp = match *req.method() {
         Method::POST => post(shared, &sessions, ctx, req, cors).await?,
         Method::GET => get(shared, &sessions, ctx, &req, cors).await?,
-        Method::DELETE => delete(&sessions, &req, cors)?,
+        Method::DELETE => delete(&sessions, &req, cors).await?,
         Method::OPTIONS => preflight(&req, cors),
         _ => {
             return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
@@ -1108,7 +1174,7 @@ async fn answer(
                 session.abandon(stream, &msg);
                 return Err(r);
             }
-            Ok(stream_response(shared, source, cors))
+            Ok(stream_response(shared, session, source, cors))
         }
         AnswerFormat::Json => {
             let (tx, rx) = oneshot::channel();
@@ -1145,11 +1211,12 @@ async fn answer(
 
 fn stream_response(
     shared: &ServerShared,
+    session: &Session,
     source: Box<dyn super::store::StreamSource>,
     cors: Option<&HeaderValue>,
 ) -> Response<ResponseBody> {
     let body = EventStreamBody::new(
-        source,
+        Box::new(Counted::new(source, &session.writing)),
         retry_event(shared.config.retry.as_millis() as u64),
         shared.config.heartbeat,
     )
@@ -1233,21 +1300,25 @@ async fn get(
         session.standalone_opened(conn);
     }
     session.lock().last_active = Instant::now();
-    let mut resp = stream_response(shared, source, cors);
+    let mut resp = stream_response(shared, &session, source, cors);
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert(SESSION_ID, v);
     }
     Ok(resp)
 }
 
-/// `DELETE`: the client ends its session (and so its process).
-fn delete(
+/// `DELETE`: the client ends its session (and so its process), answered
+/// once the session's streams have ended ([`Writing`]).
+async fn delete(
     sessions: &Sessions,
     req: &Request<Incoming>,
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let session = session_of(sessions, req.headers())?;
     session.end(CloseReason::ClosedByClient);
+    if tokio::time::timeout(DELETE_WAIT, session.writing.ended()).await.is_err() {
+        debug!(session = %session.id, "DELETE answered with a stream still being written");
+    }
     let mut r = text(StatusCode::NO_CONTENT, String::new(), cors);
     r.headers_mut().remove(header::CONTENT_TYPE);
     Ok(r)

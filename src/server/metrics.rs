@@ -225,9 +225,16 @@ impl Counters {
     }
 }
 
+/// Connections the metrics listener serves at once; one more is closed as
+/// soon as it is accepted (a scraper makes one at a time).
+pub(crate) const METRICS_CONNECTIONS: usize = 16;
+
 /// Serves `GET /metrics` on `listener` until the server shuts down: the
 /// exposition of `handle`'s server, on an address of its own so that it
-/// can be firewalled apart from the channel. The same `Host` rules apply.
+/// can be firewalled apart from the channel. The listener rules of every
+/// listener hold: the same `Host` rules, at most [`METRICS_CONNECTIONS`]
+/// connections, one request each, and each connection ends within the
+/// request timeout (its head read, the counts written).
 pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::ServerHandle) {
     use http_body_util::Full;
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -235,6 +242,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::Serv
     let local = listener.local_addr().ok();
     let hosts =
         local.map(|a| super::policy::HostPolicy::new(a, &handle.shared.config.allowed_hosts));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     let mut stop = handle.shared.stop.subscribe();
     loop {
         let tcp = tokio::select! {
@@ -246,6 +254,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::Serv
                 }
             },
             _ = stop.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {METRICS_CONNECTIONS} connections open; one more closed");
+            continue;
         };
         let (handle, hosts) = (handle.clone(), hosts.clone());
         let timeout = handle.shared.config.request_timeout;
@@ -279,8 +291,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handle: super::Serv
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(tcp), svc);
-            let _ = conn.await;
+            let _ = tokio::time::timeout(timeout, conn).await;
+            drop(slot);
         });
     }
 }

@@ -5,7 +5,11 @@
 //   node sdk_client.mjs sessions URL N
 //     N concurrent sessions, each calling `echo` and `get-sum`; prints
 //     {"sessions":[{session,echo,sum},...]}, waits for a line on stdin,
-//     deletes every session (DELETE), prints {"deleted":N}.
+//     deletes every session (DELETE), closes the transports, and once every
+//     GET stream has ended or failed prints {"deleted":N,"get_streams":
+//     {"ended":E,"aborted":A},"errors":[...]}: a GET stream still open
+//     when its transport closed is aborted (the SDK reports an AbortError);
+//     errors are what the transports reported.
 //   node sdk_client.mjs long URL
 //     one `trigger-long-running-operation` (6 steps over 3 s) whose POST
 //     stream this script cuts after two progress events; the SDK resumes
@@ -19,17 +23,54 @@ import { createInterface } from 'node:readline';
 const [mode, url, arg] = process.argv.slice(2);
 const print = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 
-async function connect(fetchFn) {
+async function connect(fetchFn, errors) {
   const transport = new StreamableHTTPClientTransport(new URL(url), fetchFn ? { fetch: fetchFn } : {});
+  // Set before connect: the client chains its own handler after it.
+  if (errors) transport.onerror = (e) => errors.push(String(e?.message ?? e));
   const client = new Client({ name: 'ssechan-test', version: '1.0.0' });
   await client.connect(transport);
   return { client, transport };
 }
 
+// A fetch that follows each GET stream's body: `settled` holds a promise
+// per stream, resolved with 'ended' or 'aborted' (any error).
+function followingGets(settled) {
+  return async (input, init = {}) => {
+    const res = await fetch(input, init);
+    if ((init.method ?? 'GET').toUpperCase() !== 'GET' || !res.ok || !res.body) return res;
+    const reader = res.body.getReader();
+    let settle;
+    settled.push(new Promise((resolve) => (settle = resolve)));
+    const body = new ReadableStream({
+      async pull(controller) {
+        try {
+          const { value, done } = await reader.read();
+          if (done) {
+            settle('ended');
+            controller.close();
+          } else {
+            controller.enqueue(value);
+          }
+        } catch (e) {
+          settle('aborted');
+          controller.error(e);
+        }
+      },
+      cancel(reason) {
+        settle('aborted');
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+}
+
 async function sessions(n) {
+  const errors = [];
+  const settled = [];
   const all = await Promise.all(
     Array.from({ length: n }, async (_, i) => {
-      const { client, transport } = await connect();
+      const { client, transport } = await connect(followingGets(settled), errors);
       const echo = await client.callTool({ name: 'echo', arguments: { message: `hello ${i}` } });
       const sum = await client.callTool({ name: 'get-sum', arguments: { a: i, b: 1000 } });
       return { i, client, transport, echo: echo.content[0].text, sum: sum.content[0].text };
@@ -42,7 +83,11 @@ async function sessions(n) {
   for await (const _ of lines) break;
   await Promise.all(all.map(({ transport }) => transport.terminateSession()));
   await Promise.all(all.map(({ client }) => client.close()));
-  print({ deleted: all.length });
+  const ends = await Promise.all(settled);
+  const count = (what) => ends.filter((e) => e === what).length;
+  // The SDK reports an aborted stream after the abort reached it.
+  await new Promise((resolve) => setImmediate(resolve));
+  print({ deleted: all.length, get_streams: { ended: count('ended'), aborted: count('aborted') }, errors });
 }
 
 // Passes whole events through until the n-th progress event, then cuts the
