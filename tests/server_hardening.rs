@@ -407,6 +407,48 @@ async fn slow_bodies_and_silent_connections_are_cut() {
     }
 }
 
+/// Reads `tcp` until the server closes it (or resets it); fails if that
+/// takes longer than WAIT.
+async fn read_until_closed(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("closed in time");
+        match n {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_gets_a_request_timeout_for_each_next_head() {
+    let config =
+        ServerConfig { request_timeout: Duration::from_millis(300), ..ServerConfig::default() };
+    let mut server = server(config).await;
+    let _s = open(&server.url(), "ka", None).await;
+    let _conn = server.accept().await.unwrap();
+    let addr = server.local_addr();
+    let post = |id: u32| {
+        format!(
+            "POST /sse?sseClientId=ka&messageId={id} HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Length: 4\r\n\r\n\"m{id}\""
+        )
+    };
+    // After an answer: a head that never ends, then nothing at all. Each
+    // connection is answered, then closed by the server.
+    for (first, then) in
+        [(0, &b"POST /sse?sseClientId=ka&messageId=9 HTTP/1.1\r\nHost: l"[..]), (1, b"")]
+    {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(post(first).as_bytes()).await.unwrap();
+        tcp.write_all(then).await.unwrap();
+        let got = read_until_closed(&mut tcp).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got}");
+    }
+}
+
 #[tokio::test]
 async fn past_the_connection_limit_new_connections_get_503_at_once() {
     let config = ServerConfig {

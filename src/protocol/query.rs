@@ -1,5 +1,7 @@
 //! The query string of channel requests: `sseClientId` and `messageId`.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use super::{CLIENT_ID_PARAM, MESSAGE_ID_PARAM};
@@ -32,13 +34,32 @@ impl ChannelQuery {
     /// Parses `query` (the part after `?`, without it). The first occurrence
     /// of each parameter wins.
     pub fn parse(query: Option<&str>, max_client_id_len: usize) -> Result<Self, QueryError> {
+        let q = ChannelQueryRef::parse(query, max_client_id_len)?;
+        Ok(Self { client_id: q.client_id.into_owned(), message_id: q.message_id })
+    }
+}
+
+/// [`ChannelQuery`] borrowing its client id from the query unless it is
+/// percent-encoded: a POST needs the id only while it is handled, so it
+/// costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChannelQueryRef<'a> {
+    pub client_id: Cow<'a, str>,
+    pub message_id: u64,
+}
+
+impl<'a> ChannelQueryRef<'a> {
+    /// See [`ChannelQuery::parse`].
+    pub(crate) fn parse(
+        query: Option<&'a str>,
+        max_client_id_len: usize,
+    ) -> Result<Self, QueryError> {
         let mut client_id = None;
         let mut message_id = None;
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        for (k, v) in pairs(query.unwrap_or("")) {
             if k == CLIENT_ID_PARAM && client_id.is_none() {
-                client_id = Some(v.into_owned());
+                client_id = Some(v);
             } else if k == MESSAGE_ID_PARAM && message_id.is_none() {
-                // Borrowed unless percent-encoded: no allocation per POST.
                 message_id = Some(v);
             }
         }
@@ -68,6 +89,23 @@ impl ChannelQuery {
         };
         Ok(Self { client_id, message_id })
     }
+}
+
+/// The `application/x-www-form-urlencoded` pairs of `query`, as
+/// `form_urlencoded::parse` yields them. Without `%` or `+` decoding
+/// changes nothing, and splitting is all there is to do: ~15 times fewer
+/// instructions than the general parser for package:sse's
+/// `sseClientId=...&messageId=N`, which every POST carries.
+fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let plain = !query.bytes().any(|b| b == b'%' || b == b'+');
+    let split = plain.then(|| {
+        query.split('&').filter(|p| !p.is_empty()).map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (Cow::Borrowed(k), Cow::Borrowed(v))
+        })
+    });
+    let general = (!plain).then(|| form_urlencoded::parse(query.as_bytes()));
+    split.into_iter().flatten().chain(general.into_iter().flatten())
 }
 
 /// Digits only: `u64::from_str` would also take a leading `+`.
@@ -130,6 +168,38 @@ mod tests {
             let q = format!("sseClientId=a&messageId={bad}");
             assert!(matches!(ChannelQuery::parse(Some(&q), 256), Err(QueryError::BadMessageId(_))));
         }
+    }
+
+    #[test]
+    fn plain_queries_split_as_the_general_parser_does() {
+        for q in [
+            "",
+            "&",
+            "&&a=1&&",
+            "a",
+            "=",
+            "a=",
+            "=b",
+            "a==b",
+            "a=1&a=2&b",
+            "sseClientId=c0&messageId=7",
+            "x=y&sseClientId=\u{e9}t\u{e9}",
+            "a=1;b=2",
+            "a%20b=c+d",
+            "a=%zz&+=+",
+        ] {
+            let general: Vec<_> = form_urlencoded::parse(q.as_bytes()).collect();
+            assert_eq!(pairs(q).collect::<Vec<_>>(), general, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_client_id_is_borrowed_an_encoded_one_decoded() {
+        let q = ChannelQueryRef::parse(Some("sseClientId=c0&messageId=12"), 256).unwrap();
+        assert!(matches!(q.client_id, Cow::Borrowed("c0")));
+        assert_eq!(q.message_id, 12);
+        let q = ChannelQueryRef::parse(Some("sseClientId=a%20b"), 256).unwrap();
+        assert!(matches!(q.client_id, Cow::Owned(ref id) if id == "a b"));
     }
 
     #[test]

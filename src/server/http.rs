@@ -11,18 +11,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::{debug, info};
 
 use super::ServerShared;
 use super::app::{Handoff, RequestInfo};
 use super::config::Protocol;
+use super::idle::{InFlight, Tracked};
 use super::policy::{check_fetch_metadata, check_message, check_origin, site_path};
 use super::store::{Refusal, StreamRequest};
 use super::stream::{EventStreamBody, GuardSlot, stream_headers, with_cors};
 use crate::protocol::event::{decode_message_body, retry_event};
-use crate::protocol::query::ChannelQuery;
+use crate::protocol::query::{ChannelQuery, ChannelQueryRef};
 use crate::text::escape_controls;
 use crate::web::{FileBody, devconsole, static_files};
 
@@ -49,13 +50,15 @@ pub(crate) struct Decided {
     pub cors: Option<HeaderValue>,
 }
 
-/// Answers one request; `decided`: its refusal, already decided.
+/// Answers one request; `decided`: its refusal, already decided; `flight`:
+/// the exchange, which lasts as long as the response body.
 pub(crate) async fn handle(
     shared: Arc<ServerShared>,
     ctx: ConnCtx,
     req: Request<Incoming>,
     decided: Option<Decided>,
-) -> Result<Response<ResponseBody>, Infallible> {
+    flight: InFlight,
+) -> Result<Response<Tracked<ResponseBody>>, Infallible> {
     let method = req.method().clone();
     let http1 = req.version() < ::http::Version::HTTP_2;
     // Set once the request has passed the Host and Origin checks: only
@@ -68,24 +71,26 @@ pub(crate) async fn handle(
         }
         None => route(&shared, &ctx, req, &mut cors).await,
     };
-    Ok(res.unwrap_or_else(|r| {
-        let remote = ctx.remote;
-        info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
-        shared.stats.refused(r.status);
-        let mut resp = match shared.config.protocol {
-            Protocol::Sse => text(r.status, format!("{}\n", r.reason), cors.as_ref()),
-            Protocol::Mcp(_) => super::mcp::refusal(&r, cors.as_ref()),
-        };
-        if r.status == StatusCode::METHOD_NOT_ALLOWED {
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-        }
-        if r.body_unread && http1 {
-            // hyper closes such a connection after the answer; a client
-            // that pools connections must not send another request on it.
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
-    }))
+    Ok(res
+        .unwrap_or_else(|r| {
+            let remote = ctx.remote;
+            info!(%remote, %method, "rejected: {} {}", r.status.as_u16(), r.reason);
+            shared.stats.refused(r.status);
+            let mut resp = match shared.config.protocol {
+                Protocol::Sse => text(r.status, format!("{}\n", r.reason), cors.as_ref()),
+                Protocol::Mcp(_) => super::mcp::refusal(&r, cors.as_ref()),
+            };
+            if r.status == StatusCode::METHOD_NOT_ALLOWED {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            }
+            if r.body_unread && http1 {
+                // hyper closes such a connection after the answer; a client
+                // that pools connections must not send another request on it.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        })
+        .map(|body| Tracked::new(body, flight)))
 }
 
 async fn route(
@@ -373,7 +378,7 @@ async fn post_message(
         };
         if drained { r } else { r.body_unread() }
     };
-    let q = match ChannelQuery::parse(query, limits.max_client_id_len) {
+    let q = match ChannelQueryRef::parse(query, limits.max_client_id_len) {
         Ok(q) => q,
         Err(e) => return Err(refuse(bad_request(e), &mut body).await),
     };
@@ -421,18 +426,47 @@ pub(crate) async fn read_body(
     max: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Refusal> {
-    let read = Limited::new(body, max).collect();
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(too_large(max).body_unread())
+    let mut read = std::pin::pin!(collect_within(body, max));
+    // A small body has come with its head (hyper hands it over before the
+    // handler runs): no clock read and no timer for it.
+    let now = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+    match now {
+        std::task::Poll::Ready(read) => read,
+        std::task::Poll::Pending => match tokio::time::timeout(timeout, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                let why = format!("body not received within {timeout:?}");
+                Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread())
+            }
+        },
+    }
+}
+
+/// The body's data, refused past `max` bytes. A body of one frame (a small
+/// one) is the `Bytes` hyper read it into, with no copy and no list.
+async fn collect_within(mut body: Incoming, max: usize) -> Result<Bytes, Refusal> {
+    let mut whole = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| bad_request(format!("failed to read body: {e}")).body_unread())?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers
+        let len = joined.as_ref().map_or(whole.len(), |j| j.len());
+        if data.len() > max - len {
+            return Err(too_large(max).body_unread());
         }
-        Ok(Err(e)) => Err(bad_request(format!("failed to read body: {e}")).body_unread()),
-        Err(_) => {
-            let why = format!("body not received within {timeout:?}");
-            Err(Refusal::new(StatusCode::REQUEST_TIMEOUT, why).body_unread())
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut j = bytes::BytesMut::with_capacity(whole.len() + data.len());
+                j.extend_from_slice(&whole);
+                j.extend_from_slice(&data);
+                joined = Some(j);
+            }
         }
     }
+    Ok(joined.map_or(whole, bytes::BytesMut::freeze))
 }
 
 /// `DELETE`: the client leaves for good (an ssechan extension; package:sse
@@ -442,7 +476,7 @@ async fn client_close(
     req: &Request<Incoming>,
     cors: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Refusal> {
-    let q = ChannelQuery::parse(req.uri().query(), shared.config.limits.max_client_id_len)
+    let q = ChannelQueryRef::parse(req.uri().query(), shared.config.limits.max_client_id_len)
         .map_err(bad_request)?;
     shared.store.client_closed(&q.client_id).await?;
     let mut r = text(StatusCode::NO_CONTENT, String::new(), cors);

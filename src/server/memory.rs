@@ -23,7 +23,8 @@ use super::channel::{Batch, Channel, Deadline, Effects, InboundError, Log, Setti
 use super::deadlines::Deadlines;
 use super::metrics::{Counters, hold_within};
 use super::store::{
-    ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamItem, StreamRequest, StreamSource,
+    ChannelStore, Counts, PostSlot, PostStep, Refusal, StoreFuture, StreamItem, StreamRequest,
+    StreamSource,
 };
 use super::wait;
 use crate::protocol::reorder::ReorderBuffer;
@@ -751,15 +752,14 @@ impl PostSlot for MemoryPost {
         mut self: Box<Self>,
         message_id: u64,
         message: String,
-    ) -> StoreFuture<'static, Result<(), Refusal>> {
+    ) -> PostStep<'static, Result<(), Refusal>> {
         self.delivered = true;
         let bytes = self.bytes;
         let result = self.conn.update(|c| c.offer(message_id, message, bytes));
-        let refusal = match result {
-            Ok(_) => None,
-            Err(e) => Some(inbound_refusal(e, &self.conn.id, message_id)),
-        };
-        Box::pin(std::future::ready(refusal.map_or(Ok(()), Err)))
+        PostStep::ready(match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(inbound_refusal(e, &self.conn.id, message_id)),
+        })
     }
 }
 
@@ -872,38 +872,46 @@ impl ChannelStore for MemoryStore {
         &'a self,
         client_id: &'a str,
         bytes: usize,
-    ) -> StoreFuture<'a, Result<Box<dyn PostSlot>, Refusal>> {
-        Box::pin(async move {
-            let s = &self.shared;
-            let conn = s.lock_registry().get(client_id);
-            let Some(conn) = conn else { return Err(Refusal::unknown_client(client_id)) };
-            let total = s.config.settings.limits.incoming_total;
-            let reserve = || match conn.lock().reserve(bytes, total) {
-                Ok(room) => Ok(room),
-                Err(NoRoom::Busy) => Err(Refusal::unavailable(format!(
-                    "server busy: incoming messages held reached the limit of {total} bytes"
-                ))),
-                Err(NoRoom::Refused(e)) => Err(inbound_refusal(e, client_id, 0)),
-            };
-            // The common case takes one lock: no waiter, no clock.
-            if !reserve()? {
-                debug!(client = %escape_controls(client_id), "application queue full; POST waits");
-                let deadline = Instant::now() + s.config.post_wait;
-                loop {
-                    // Registered before the check: room freed in between wakes it.
-                    let room = conn.room.notified();
-                    tokio::pin!(room);
-                    room.as_mut().enable();
-                    if reserve()? {
-                        break;
-                    }
-                    if tokio::time::timeout_at(deadline, room).await.is_err() {
-                        return Err(Refusal::app_behind(s.config.post_wait));
-                    }
+    ) -> PostStep<'a, Result<Box<dyn PostSlot>, Refusal>> {
+        let s = &self.shared;
+        let conn = s.lock_registry().get(client_id);
+        let Some(conn) = conn else {
+            return PostStep::ready(Err(Refusal::unknown_client(client_id)));
+        };
+        let total = s.config.settings.limits.incoming_total;
+        let reserve = move |conn: &Conn| match conn.lock().reserve(bytes, total) {
+            Ok(room) => Ok(room),
+            Err(NoRoom::Busy) => Err(Refusal::unavailable(format!(
+                "server busy: incoming messages held reached the limit of {total} bytes"
+            ))),
+            Err(NoRoom::Refused(e)) => Err(inbound_refusal(e, client_id, 0)),
+        };
+        let post = move |conn| -> Box<dyn PostSlot> {
+            Box::new(MemoryPost { conn, bytes, delivered: false })
+        };
+        // The common case takes one lock and decides at once: no waiter,
+        // no clock, no boxed future.
+        match reserve(&conn) {
+            Ok(true) => return PostStep::ready(Ok(post(conn))),
+            Err(r) => return PostStep::ready(Err(r)),
+            Ok(false) => {}
+        }
+        PostStep::waits(async move {
+            debug!(client = %escape_controls(client_id), "application queue full; POST waits");
+            let deadline = Instant::now() + s.config.post_wait;
+            loop {
+                // Registered before the check: room freed in between wakes it.
+                let room = conn.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if reserve(&conn)? {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, room).await.is_err() {
+                    return Err(Refusal::app_behind(s.config.post_wait));
                 }
             }
-            let slot: Box<dyn PostSlot> = Box::new(MemoryPost { conn, bytes, delivered: false });
-            Ok(slot)
+            Ok(post(conn))
         })
     }
 

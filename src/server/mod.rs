@@ -20,6 +20,7 @@ mod config;
 mod deadlines;
 mod direct;
 mod http;
+mod idle;
 mod linger;
 mod machine;
 mod mcp;
@@ -370,7 +371,8 @@ async fn accept_loop(
 ) {
     let timeout = shared.config.request_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+    // The head deadline is the connection's own (idle.rs), not hyper's.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -531,37 +533,28 @@ async fn serve_hyper<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (remote, timeout) = (ctx.remote, shared.config.request_timeout);
-    let first = Arc::new(AtomicBool::new(false));
-    let started = first.clone();
+    let clock = idle::HeadClock::new();
+    let heads = clock.clone();
     let io = GuardedIo::new(io, shared.config.write_timeout, ctx.guard.clone());
     // hyper shuts a connection down when done with it, maybe with a body
     // unread: a lingering close lets the client read the answer.
     let io = Lingering::new(io, linger::budget(shared.config.limits.max_message_bytes));
     let decided = std::sync::Mutex::new(decided);
     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-        started.store(true, Ordering::Relaxed);
         let mut ctx = ctx.clone();
         ctx.multiplexed = req.version() == ::http::Version::HTTP_2;
+        let flight = heads.begin(ctx.multiplexed);
         if !ctx.multiplexed {
             ctx.guard.clear();
         }
         let decided = decided.lock().unwrap_or_else(|e| e.into_inner()).take();
-        http::handle(shared.clone(), ctx, req, decided)
+        http::handle(shared.clone(), ctx, req, decided, flight)
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     tokio::pin!(conn);
-    // A connection that never makes a request (a silent h2c preface) is
-    // closed after the request timeout.
-    let idle = async {
-        tokio::time::sleep(timeout).await;
-        if !first.load(Ordering::Relaxed) {
-            return;
-        }
-        std::future::pending::<()>().await
-    };
     tokio::select! {
         r = &mut conn => if let Err(e) = r { debug!(%remote, "connection ended: {e}") },
-        _ = idle => debug!(%remote, "no request within {timeout:?}: closing"),
+        _ = clock.cut(timeout) => debug!(%remote, "no request head within {timeout:?}: closing"),
     }
 }
 

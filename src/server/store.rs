@@ -19,6 +19,42 @@ use super::app::{ConnectionHandle, RequestInfo};
 
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A step of a POST ([`ChannelStore::reserve`], [`PostSlot::deliver`]): the
+/// memory store decides both at once in the common case, and a boxed
+/// future for each would be two of the allocations every POST makes; a
+/// store that waits (for room, or on the network) boxes its future.
+pub(crate) enum PostStep<'a, T> {
+    Ready(Option<T>),
+    Waits(StoreFuture<'a, T>),
+}
+
+impl<'a, T> PostStep<'a, T> {
+    pub(crate) fn ready(value: T) -> Self {
+        Self::Ready(Some(value))
+    }
+
+    pub(crate) fn waits(f: impl Future<Output = T> + Send + 'a) -> Self {
+        Self::Waits(Box::pin(f))
+    }
+}
+
+// Neither variant is pinned in place: the value is moved out, the boxed
+// future is pinned in its box.
+impl<T> Unpin for PostStep<'_, T> {}
+
+impl<T> Future for PostStep<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Self::Ready(value) => {
+                Poll::Ready(value.take().expect("PostStep polled after completion"))
+            }
+            Self::Waits(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Why a request was refused: its status and a one-line reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
@@ -114,7 +150,7 @@ pub(crate) trait PostSlot: Send {
         self: Box<Self>,
         message_id: u64,
         message: String,
-    ) -> StoreFuture<'static, Result<(), Refusal>>;
+    ) -> PostStep<'static, Result<(), Refusal>>;
 }
 
 /// How many channels there are, and what they hold.
@@ -150,7 +186,7 @@ pub(crate) trait ChannelStore: Send + Sync + 'static {
         &'a self,
         client_id: &'a str,
         bytes: usize,
-    ) -> StoreFuture<'a, Result<Box<dyn PostSlot>, Refusal>>;
+    ) -> PostStep<'a, Result<Box<dyn PostSlot>, Refusal>>;
 
     /// The client says it is leaving for good (`DELETE`).
     fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>>;

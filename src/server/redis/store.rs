@@ -32,7 +32,7 @@ use crate::server::deadlines::Deadlines;
 use crate::server::memory::inbound_refusal;
 use crate::server::metrics::{Counters, hold_within, release};
 use crate::server::store::{
-    ChannelStore, Counts, PostSlot, Refusal, StoreFuture, StreamRequest, StreamSource,
+    ChannelStore, Counts, PostSlot, PostStep, Refusal, StoreFuture, StreamRequest, StreamSource,
 };
 use crate::server::wait;
 use crate::text::escape_controls;
@@ -186,8 +186,8 @@ impl PostSlot for RedisPost {
         self: Box<Self>,
         message_id: u64,
         message: String,
-    ) -> StoreFuture<'static, Result<(), Refusal>> {
-        Box::pin(async move {
+    ) -> PostStep<'static, Result<(), Refusal>> {
+        PostStep::waits(async move {
             let p = &self.parts;
             let window = p.limits.reorder_window;
             if message_id > MAX_MESSAGE_ID {
@@ -250,7 +250,7 @@ impl ChannelStore for RedisStore {
         &'a self,
         client_id: &'a str,
         bytes: usize,
-    ) -> StoreFuture<'a, Result<Box<dyn PostSlot>, Refusal>> {
+    ) -> PostStep<'a, Result<Box<dyn PostSlot>, Refusal>> {
         let p = &self.parts;
         let total = p.limits.incoming_total;
         let result = if p.shutting_down.load(Ordering::SeqCst) {
@@ -264,7 +264,7 @@ impl ChannelStore for RedisStore {
                 Box::new(RedisPost { parts: p.clone(), cid: client_id.to_owned(), bytes });
             Ok(slot)
         };
-        Box::pin(std::future::ready(result))
+        PostStep::ready(result)
     }
 
     fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>> {
