@@ -40,6 +40,24 @@ pub fn put_id_line(buf: &mut BytesMut, id: u64) {
 /// Upper bound of the bytes [`put_id_line`] writes.
 pub const ID_LINE_MAX: usize = 4 + 20 + 1;
 
+/// The bytes [`put_id_line`] writes for `id`.
+pub fn id_line_len(id: u64) -> usize {
+    4 + id.checked_ilog10().map_or(1, |d| d as usize + 1) + 1
+}
+
+/// The bytes [`put_id_line`] writes for ids `first..first + count`.
+pub fn id_lines_len(first: u64, count: u64) -> usize {
+    // Digit by digit count: the ids below each power of ten.
+    let (mut total, mut id, end) = (0u64, first, first.saturating_add(count));
+    while id < end {
+        let digits = id.checked_ilog10().map_or(1, |d| d + 1);
+        let next_power = 10u64.checked_pow(digits).unwrap_or(u64::MAX).min(end);
+        total += (next_power - id) * (5 + u64::from(digits));
+        id = next_power;
+    }
+    total as usize
+}
+
 /// Encodes a client→server message as the POST body: one JSON string.
 pub fn encode_message_body(message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 2);
@@ -96,6 +114,29 @@ mod tests {
         put_id_line(&mut b, u64::MAX);
         assert_eq!(&b[..], b"id: 0\nid: 18446744073709551615\n");
         assert!(b.len() - 6 <= ID_LINE_MAX);
+    }
+
+    #[test]
+    fn id_line_lengths_are_exact() {
+        let written = |ids: std::ops::Range<u64>| {
+            let mut b = BytesMut::new();
+            ids.for_each(|id| put_id_line(&mut b, id));
+            b.len()
+        };
+        for id in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 2, u64::MAX] {
+            let mut b = BytesMut::new();
+            put_id_line(&mut b, id);
+            assert_eq!(id_line_len(id), b.len(), "{id}");
+        }
+        for (first, count) in [(0, 0), (0, 1), (1, 9), (1, 10), (5, 200), (95, 1010), (999_990, 20)]
+        {
+            assert_eq!(
+                id_lines_len(first, count),
+                written(first..first + count),
+                "{first}+{count}"
+            );
+        }
+        assert_eq!(id_lines_len(u64::MAX - 1, 1), 25);
     }
 
     #[test]
