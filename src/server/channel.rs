@@ -73,6 +73,12 @@ pub(crate) struct Effects {
     pub retire: bool,
     /// The channel has just closed: whoever waits for that may go on.
     pub closed: bool,
+    /// The attached stream lags: its queue has just passed half its
+    /// bounds ([`Channel::send_all`]); broadcasts wait for it a while.
+    pub backlogged: bool,
+    /// A lagging stream caught up (its queue is down to a quarter of its
+    /// bounds) or went away.
+    pub caught_up: bool,
     /// Messages moved into the application's inbox (for the counters).
     pub delivered: u64,
     /// Events queued again for a replay (for the counters).
@@ -208,6 +214,9 @@ pub(crate) struct Channel {
     lost: u64,
     /// The highest event id reported lost in a gap.
     gap_reported_through: u64,
+    /// The attached stream's queue passed half its bounds and has not come
+    /// down to a quarter since ([`Effects::backlogged`]).
+    backlogged: bool,
     /// Close once a stream has taken the queue ([`Channel::close_when_delivered`]
     /// while suspended).
     close_on_resume: Option<CloseReason>,
@@ -251,6 +260,7 @@ impl Channel {
             lost: 0,
             gap_reported_through: 0,
             close_on_resume: None,
+            backlogged: false,
         }
     }
 
@@ -487,6 +497,12 @@ impl Channel {
         }
         if !self.queue.is_empty() {
             let (bytes, n) = self.drain_batch();
+            let l = self.settings.limits;
+            if self.queue_events * 4 <= l.outgoing_messages
+                && self.queue_bytes * 4 <= l.outgoing_bytes
+            {
+                self.caught_up(&mut fx);
+            }
             return (Batch::Data(bytes, n), fx);
         }
         if let Phase::Closing(reason) = self.phase {
@@ -605,6 +621,7 @@ impl Channel {
 
     /// The attached stream is gone: suspend under keep-alive, else close.
     fn lose_stream(&mut self, fx: &mut Effects) {
+        self.caught_up(fx);
         match (self.phase, self.settings.keep_alive) {
             (Phase::Open, Some(period)) => {
                 self.suspensions += 1;
@@ -660,6 +677,15 @@ impl Channel {
             self.queue_events += n;
             self.queue_bytes += events.span(0, n).len();
             fx.wake_stream = self.attached.is_some();
+            let l = limits;
+            if self.attached.is_some()
+                && !self.backlogged
+                && (self.queue_events * 2 > l.outgoing_messages
+                    || self.queue_bytes * 2 > l.outgoing_bytes)
+            {
+                self.backlogged = true;
+                fx.backlogged = true;
+            }
         }
         if n < all {
             self.slow_consumer(&mut fx);
@@ -782,8 +808,18 @@ impl Channel {
         fx
     }
 
+    /// The stream no longer lags (caught up, or gone: a channel without a
+    /// stream holds no broadcast up).
+    fn caught_up(&mut self, fx: &mut Effects) {
+        if self.backlogged {
+            self.backlogged = false;
+            fx.caught_up = true;
+        }
+    }
+
     /// Marks the channel closed and tells the application.
     fn finish(&mut self, reason: CloseReason, fx: &mut Effects) {
+        self.caught_up(fx);
         if let Some(epoch) = self.suspended_epoch() {
             fx.keep_alive = Some((epoch, Timer::Cancel));
         }

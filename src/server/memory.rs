@@ -29,6 +29,9 @@ use super::wait;
 use crate::protocol::reorder::ReorderBuffer;
 use crate::text::escape_controls;
 
+/// The longest a broadcast waits for lagging streams to catch up.
+const BROADCAST_WAIT: Duration = Duration::from_millis(50);
+
 /// What remembering one closed id costs besides its key and held messages.
 pub(crate) const CLOSED_ENTRY_OVERHEAD: usize = 128;
 
@@ -79,6 +82,10 @@ struct Shared {
     /// channel has its batch: channels get batches in the log's order.
     /// Taken before the registry and the log.
     broadcasting: Mutex<()>,
+    /// Channels whose stream lags behind the broadcasts
+    /// ([`Effects::backlogged`]), and their catching up.
+    backlogged: AtomicUsize,
+    caught_up: Notify,
     deadlines: Arc<Deadlines<DueKey, Due>>,
     serials: AtomicU64,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
@@ -103,6 +110,8 @@ impl MemoryStore {
             registry: Mutex::new(Registry::default()),
             broadcasts,
             broadcasting: Mutex::new(()),
+            backlogged: AtomicUsize::new(0),
+            caught_up: Notify::new(),
             deadlines: Arc::new(Deadlines::new()),
             serials: AtomicU64::new(1),
             accept: Mutex::new(Some(accept)),
@@ -580,7 +589,21 @@ impl Conn {
     /// and transitions logged.
     fn apply(&self, mut slot: Locked<'_>, fx: Effects) {
         let Taken { stream, app, inbound } = slot.take_for(&fx);
+        // Counted before the unlock: its catching up, counted after some
+        // later unlock, cannot come first.
+        let store = (fx.backlogged || fx.caught_up).then(|| self.store.upgrade()).flatten();
+        if let Some(s) = &store
+            && fx.backlogged
+        {
+            s.backlogged.fetch_add(1, Ordering::SeqCst);
+        }
         drop(slot);
+        if let Some(s) = store
+            && fx.caught_up
+        {
+            s.backlogged.fetch_sub(1, Ordering::SeqCst);
+            s.caught_up.notify_waiters();
+        }
         if let Some(w) = stream {
             w.wake();
         }
@@ -963,8 +986,23 @@ impl ChannelStore for MemoryStore {
     }
 
     fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
-        let took = self.shared.broadcast(&batch, || {}, || {});
-        Box::pin(std::future::ready(took))
+        let s = &self.shared;
+        let took = s.broadcast(&batch, || {}, || {});
+        Box::pin(async move {
+            // A source faster than the streams (a pipe on stdin) waits
+            // for them, a while: the streams are not made slow consumers
+            // by the server's own pace, and one slow reader holds
+            // broadcasts up for at most this long each until its queue is
+            // full and it is disconnected.
+            if s.backlogged.load(Ordering::SeqCst) > 0 {
+                let deadline = Instant::now() + BROADCAST_WAIT;
+                wait::until(&s.caught_up, Some(deadline), || {
+                    s.backlogged.load(Ordering::SeqCst) == 0
+                })
+                .await;
+            }
+            took
+        })
     }
 
     fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool> {
@@ -1340,8 +1378,17 @@ mod tests {
     /// with every channel's queue; the log empties once no channel is left.
     /// A store, and its accept queue (kept: new channels need one).
     fn test_store() -> (MemoryStore, mpsc::Receiver<Connection>) {
+        test_store_with(crate::server::Limits::default().outgoing_messages)
+    }
+
+    /// A store whose queues hold `queue` events.
+    fn test_store_with(queue: usize) -> (MemoryStore, mpsc::Receiver<Connection>) {
         let settings = Settings {
-            limits: crate::server::Limits { max_clients: 10, ..Default::default() },
+            limits: crate::server::Limits {
+                max_clients: 10,
+                outgoing_messages: queue,
+                ..Default::default()
+            },
             keep_alive: None,
             first_message_wait: Duration::from_secs(5),
             max_frame: 1 << 16,
@@ -1406,6 +1453,36 @@ mod tests {
         assert!(store.shared.lock_registry().live.is_empty());
         assert_eq!(store.broadcast(batch).await, 0);
         assert_eq!(store.shared.lock_broadcasts().len(), 0);
+    }
+
+    /// A broadcast that leaves a stream past half its queue waits until
+    /// the stream catches up, or for [`BROADCAST_WAIT`] at most.
+    #[tokio::test(start_paused = true)]
+    async fn a_broadcast_waits_for_a_lagging_stream_a_while() {
+        let (store, _accepted) = test_store_with(8);
+        let mut streams = open_streams(&store, &["a"]).await;
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // 4 of 8 queued: no wait.
+        let start = Instant::now();
+        assert_eq!(store.broadcast(encoded(&["1", "2", "3", "4"])).await, 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // 8 of 8: it waits, until the stream has taken them.
+        let mut waiting = store.broadcast(encoded(&["5", "6", "7", "8"]));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(streams[0].poll_next(&mut cx), Poll::Ready(StreamItem::Data(_))));
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // A stream that does not read holds it up for the wait at most.
+        let start = Instant::now();
+        assert_eq!(store.broadcast(encoded(&["1", "2", "3", "4", "5"])).await, 1);
+        assert_eq!(start.elapsed(), BROADCAST_WAIT);
+        // One that goes away, not at all.
+        let mut waiting = store.broadcast(encoded(&["6"]));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        drop(streams);
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert_eq!(store.shared.backlogged.load(Ordering::SeqCst), 0);
     }
 
     /// Two broadcasts at once reach every channel in the log's order: the

@@ -127,6 +127,41 @@ fn a_broadcast_batch_stops_at_the_slow_consumer_limit() {
 }
 
 #[test]
+fn a_stream_lagging_behind_broadcasts_is_flagged_until_it_catches_up_or_goes() {
+    let l = Limits { outgoing_messages: 8, ..limits() };
+    let msgs: Vec<_> = (0..4).map(|i| encode_data(&i.to_string())).collect();
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    // 4 of 8: not past half.
+    assert!(!ch.send_all(&events(&msgs)).1.backlogged);
+    // 8 of 8: past half, said once.
+    assert!(ch.send_all(&events(&msgs)).1.backlogged);
+    assert!(!ch.send_all(&events(&[])).1.backlogged);
+    // A frame of 3 leaves 5 (more than a quarter); then all go.
+    let mut ch3 = Channel::new(Settings { max_frame: 40, ..ch.settings }, None);
+    let g3 = ch3.attach(None, &EMPTY).0.unwrap();
+    assert!(ch3.send_all(&events(&[msgs.clone(), msgs.clone()].concat())).1.backlogged);
+    let (b, fx) = ch3.next_batch(g3);
+    assert!(matches!(b, Batch::Data(_, n) if n < 6) && !fx.caught_up, "{fx:?}");
+    while let (Batch::Data(..), fx) = ch3.next_batch(g3) {
+        if fx.caught_up {
+            assert!(ch3.queue_events * 4 <= 8);
+            break;
+        }
+    }
+    assert!(!ch3.backlogged);
+    // A stream that goes away holds nothing up; a suspended channel is
+    // not flagged.
+    assert!(ch.stream_ended(g).caught_up);
+    assert!(!ch.send_all(&events(&msgs)).1.backlogged);
+    // Nor is a closed one.
+    let (mut ch, _) = open_with(Some(KEEP), l);
+    assert!(ch.send_all(&events(&[msgs.clone(), msgs.clone()].concat())).1.backlogged);
+    assert!(!ch.close(CloseReason::Closed).caught_up, "closing: still flushing");
+    let fx = ch.force_close();
+    assert!(fx.caught_up);
+}
+
+#[test]
 fn batches_are_bounded_by_the_frame_size() {
     let mut ch = Channel::new(Settings { max_frame: 100, ..settings(None, limits()) }, None);
     let g = ch.attach(None, &EMPTY).0.unwrap();
