@@ -577,9 +577,11 @@ impl Channel {
                 return n as u64;
             }
             Queued::Broadcast { first_id, events, from, to } => {
-                for i in 0..n {
-                    event::put_id_line(buf, *first_id + i as u64);
-                    buf.extend_from_slice(events.event(*from + i));
+                let mut id = event::IdLines::starting_at(*first_id);
+                for i in *from..*from + n {
+                    buf.extend_from_slice(id.line());
+                    buf.extend_from_slice(events.event(i));
+                    id.advance();
                 }
                 self.queue_bytes -= events.span(*from, *from + n).len();
                 let run = Run {
