@@ -292,8 +292,10 @@ impl ServerHandle {
     }
 
     /// Queues `messages`, in order, for every live connection; returns how
-    /// many took them. Each message is encoded once for all connections,
-    /// and each connection is locked and woken once for the batch.
+    /// many took them. The batch is encoded once and shared by every
+    /// connection's queue; each connection is locked and woken once for
+    /// it. With the memory store, returns once no stream lags past half
+    /// its queue, or after 50 ms: a fast source goes at the streams' pace.
     pub async fn broadcast_all(&self, messages: &[&str]) -> usize {
         if let Some(m) = &self.shared.mcp {
             return messages.iter().map(|msg| m.broadcast(msg)).max().unwrap_or(0);
