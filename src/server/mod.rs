@@ -71,8 +71,11 @@ use stream::{GuardSlot, GuardedIo};
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Then how long hyper's connections get to finish.
 const HYPER_GRACE: Duration = Duration::from_millis(300);
-/// Largest batch of events handed to a stream at once.
-const MAX_FRAME: usize = 256 * 1024;
+/// Largest batch of events handed to a stream at once: about what the
+/// kernel's send buffer takes in one write (see `--replay-bytes`), so a
+/// frame is written while its bytes are still in the cache, and 1,000
+/// lagging streams hold 32 MB of frames, not 256 MB.
+const MAX_FRAME: usize = 32 * 1024;
 
 /// A running channel server.
 pub struct Server {
