@@ -40,6 +40,69 @@ pub fn put_id_line(buf: &mut BytesMut, id: u64) {
 /// Upper bound of the bytes [`put_id_line`] writes.
 pub const ID_LINE_MAX: usize = 4 + 20 + 1;
 
+/// The `id: N` lines of consecutive ids, each made from the one before by
+/// adding one to its digits: a batch of events is not formatted id by id.
+pub struct IdLines {
+    id: u64,
+    line: [u8; ID_LINE_MAX],
+    len: usize,
+}
+
+impl IdLines {
+    pub fn starting_at(id: u64) -> Self {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(id).as_bytes();
+        let mut line = [0; ID_LINE_MAX];
+        line[..4].copy_from_slice(b"id: ");
+        line[4..4 + digits.len()].copy_from_slice(digits);
+        line[4 + digits.len()] = b'\n';
+        Self { id, line, len: digits.len() + 5 }
+    }
+
+    /// The current id's line.
+    pub fn line(&self) -> &[u8] {
+        &self.line[..self.len]
+    }
+
+    /// On to the next id (`u64::MAX` stays: no stream gets that far).
+    pub fn advance(&mut self) {
+        if self.id == u64::MAX {
+            return;
+        }
+        self.id += 1;
+        for i in (4..self.len - 1).rev() {
+            if self.line[i] < b'9' {
+                self.line[i] += 1;
+                return;
+            }
+            self.line[i] = b'0';
+        }
+        // All nines: one digit more, a 1 and zeros.
+        self.line[4] = b'1';
+        self.line[self.len - 1] = b'0';
+        self.line[self.len] = b'\n';
+        self.len += 1;
+    }
+}
+
+/// The bytes [`put_id_line`] writes for `id`.
+pub fn id_line_len(id: u64) -> usize {
+    4 + id.checked_ilog10().map_or(1, |d| d as usize + 1) + 1
+}
+
+/// The bytes [`put_id_line`] writes for ids `first..first + count`.
+pub fn id_lines_len(first: u64, count: u64) -> usize {
+    // Digit by digit count: the ids below each power of ten.
+    let (mut total, mut id, end) = (0u64, first, first.saturating_add(count));
+    while id < end {
+        let digits = id.checked_ilog10().map_or(1, |d| d + 1);
+        let next_power = 10u64.checked_pow(digits).unwrap_or(u64::MAX).min(end);
+        total += (next_power - id) * (5 + u64::from(digits));
+        id = next_power;
+    }
+    total as usize
+}
+
 /// Encodes a client→server message as the POST body: one JSON string.
 pub fn encode_message_body(message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 2);
@@ -122,6 +185,45 @@ mod tests {
         put_id_line(&mut b, u64::MAX);
         assert_eq!(&b[..], b"id: 0\nid: 18446744073709551615\n");
         assert!(b.len() - 6 <= ID_LINE_MAX);
+    }
+
+    #[test]
+    fn id_lines_count_up_as_put_id_line_writes_them() {
+        for first in [0, 1, 8, 95, 998, 99_990, u64::MAX - 3] {
+            let mut lines = IdLines::starting_at(first);
+            for id in first..first.saturating_add(20) {
+                let mut b = BytesMut::new();
+                put_id_line(&mut b, id);
+                assert_eq!(lines.line(), &b[..], "{id}");
+                lines.advance();
+            }
+        }
+        let mut last = IdLines::starting_at(u64::MAX);
+        last.advance();
+        assert_eq!(last.line(), b"id: 18446744073709551615\n");
+    }
+
+    #[test]
+    fn id_line_lengths_are_exact() {
+        let written = |ids: std::ops::Range<u64>| {
+            let mut b = BytesMut::new();
+            ids.for_each(|id| put_id_line(&mut b, id));
+            b.len()
+        };
+        for id in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 2, u64::MAX] {
+            let mut b = BytesMut::new();
+            put_id_line(&mut b, id);
+            assert_eq!(id_line_len(id), b.len(), "{id}");
+        }
+        for (first, count) in [(0, 0), (0, 1), (1, 9), (1, 10), (5, 200), (95, 1010), (999_990, 20)]
+        {
+            assert_eq!(
+                id_lines_len(first, count),
+                written(first..first + count),
+                "{first}+{count}"
+            );
+        }
+        assert_eq!(id_lines_len(u64::MAX - 1, 1), 25);
     }
 
     #[test]

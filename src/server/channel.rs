@@ -8,15 +8,16 @@
 //! values, and the memory store wraps it in a mutex.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use super::app::{CloseInfo, CloseReason, ConnectionEvent, SendError};
 use super::config::Limits;
-use crate::protocol::event::{self, ID_LINE_MAX};
+use crate::protocol::event;
 use crate::protocol::reorder::{Offer, ReorderBuffer, ReorderLimits};
-pub(crate) use broadcast::BroadcastLog;
+pub(crate) use broadcast::{BroadcastLog, Events};
 
 /// What keeping one event for replay costs besides its bytes (the queue
 /// entry and the shared buffer's header): many tiny events weigh what
@@ -72,6 +73,12 @@ pub(crate) struct Effects {
     pub retire: bool,
     /// The channel has just closed: whoever waits for that may go on.
     pub closed: bool,
+    /// The attached stream lags: its queue has just passed half its
+    /// bounds ([`Channel::send_all`]); broadcasts wait for it a while.
+    pub backlogged: bool,
+    /// A lagging stream caught up (its queue is down to a quarter of its
+    /// bounds) or went away.
+    pub caught_up: bool,
     /// Messages moved into the application's inbox (for the counters).
     pub delivered: u64,
     /// Events queued again for a replay (for the counters).
@@ -176,11 +183,11 @@ pub(crate) struct Channel {
     phase: Phase,
     /// The id the next queued event gets; ids start at 1.
     next_event_id: u64,
-    queue: VecDeque<(u64, Bytes)>,
+    /// Events not handed to a stream yet: a broadcast batch is one entry.
+    queue: VecDeque<Queued>,
+    /// Events in `queue`, and their bytes (`id:` lines not counted).
+    queue_events: usize,
     queue_bytes: usize,
-    /// Which queued events are broadcasts, with their numbers in the
-    /// [`BroadcastLog`]: what they become in the replay.
-    queued_runs: VecDeque<Run>,
     /// Events handed to a stream, kept for `Last-Event-ID` replay: the
     /// channel's own with their bytes, broadcasts as runs of the log.
     replay: VecDeque<Kept>,
@@ -207,6 +214,9 @@ pub(crate) struct Channel {
     lost: u64,
     /// The highest event id reported lost in a gap.
     gap_reported_through: u64,
+    /// The attached stream's queue passed half its bounds and has not come
+    /// down to a quarter since ([`Effects::backlogged`]).
+    backlogged: bool,
     /// Close once a stream has taken the queue ([`Channel::close_when_delivered`]
     /// while suspended).
     close_on_resume: Option<CloseReason>,
@@ -231,8 +241,8 @@ impl Channel {
             phase: Phase::Open,
             next_event_id: 1,
             queue: VecDeque::new(),
+            queue_events: 0,
             queue_bytes: 0,
-            queued_runs: VecDeque::new(),
             replay: VecDeque::new(),
             replay_events: 0,
             replay_weight: 0,
@@ -250,6 +260,7 @@ impl Channel {
             lost: 0,
             gap_reported_through: 0,
             close_on_resume: None,
+            backlogged: false,
         }
     }
 
@@ -348,7 +359,7 @@ impl Channel {
     /// Moves replayable events with id > `last` back to the front of the
     /// queue; what the replay log no longer has is a gap, reported.
     fn requeue_after(&mut self, last: u64, log: &BroadcastLog, fx: &mut Effects) {
-        let sent_up_to = self.queue.front().map_or(self.next_event_id, |(id, _)| *id) - 1;
+        let sent_up_to = self.queue.front().map_or(self.next_event_id, Queued::first_id) - 1;
         if last >= sent_up_to {
             if last > sent_up_to {
                 fx.logs.push(Log::LastEventIdAhead { last, sent_up_to });
@@ -374,8 +385,9 @@ impl Channel {
                     if let Some(Kept::Own(id, data)) = self.replay.pop_back() {
                         self.replay_events -= 1;
                         self.replay_weight -= data.len() + REPLAY_OVERHEAD;
+                        self.queue_events += 1;
                         self.queue_bytes += data.len();
-                        self.queue.push_front((id, data));
+                        self.queue.push_front(Queued::Own(id, data));
                         fx.replayed += 1;
                     }
                 }
@@ -403,23 +415,27 @@ impl Channel {
 
     /// Puts broadcast events `run` back at the front of the queue, their
     /// bytes from `log` (which has them all: see
-    /// [`Channel::forget_before_dropped`]).
+    /// [`Channel::forget_before_dropped`]), one entry per batch of the log.
     fn requeue_run(&mut self, run: Run, log: &BroadcastLog) {
-        for i in (0..run.count).rev() {
-            let Some(data) = log.get(run.first_seq + i) else {
+        // From the last event back, a batch of the log at a time.
+        let mut left = run.count;
+        while left > 0 {
+            let seq = run.first_seq + left - 1;
+            let Some((events, last)) = log.get(seq) else {
                 debug_assert!(false, "a dropped broadcast in the replay");
-                continue;
+                return;
             };
-            self.queue_bytes += data.len();
-            self.queue.push_front((run.first_id + i, data.clone()));
-        }
-        match self.queued_runs.front_mut() {
-            Some(next) if run.follows_with(next.first_id, next.first_seq) => {
-                next.first_id = run.first_id;
-                next.first_seq = run.first_seq;
-                next.count += run.count;
-            }
-            _ => self.queued_runs.push_front(run),
+            let n = (last as u64 + 1).min(left);
+            let from = last + 1 - n as usize;
+            left -= n;
+            self.queue_events += n as usize;
+            self.queue_bytes += events.span(from, last + 1).len();
+            self.queue.push_front(Queued::Broadcast {
+                first_id: run.first_id + left,
+                events: events.clone(),
+                from,
+                to: last + 1,
+            });
         }
     }
 
@@ -481,6 +497,12 @@ impl Channel {
         }
         if !self.queue.is_empty() {
             let (bytes, n) = self.drain_batch();
+            let l = self.settings.limits;
+            if self.queue_events * 4 <= l.outgoing_messages
+                && self.queue_bytes * 4 <= l.outgoing_bytes
+            {
+                self.caught_up(&mut fx);
+            }
             return (Batch::Data(bytes, n), fx);
         }
         if let Phase::Closing(reason) = self.phase {
@@ -492,34 +514,30 @@ impl Channel {
     }
 
     fn drain_batch(&mut self) -> (Bytes, u64) {
-        let (buf, batched) = encode_batch(&mut self.queue, self.settings.max_frame, |id, data| {
-            self.queue_bytes -= data.len();
-            self.replay_events += 1;
-            match self.queued_runs.front_mut() {
-                Some(run) if run.first_id == id => {
-                    // A broadcast: the replay keeps its number, not its bytes.
-                    let seq = run.first_seq;
-                    run.drop_front(1);
-                    if run.count == 0 {
-                        self.queued_runs.pop_front();
-                    }
-                    match self.replay.back_mut() {
-                        Some(Kept::Broadcast(last)) if last.follows_with(id, seq) => {
-                            last.count += 1
-                        }
-                        _ => {
-                            self.replay_weight += REPLAY_OVERHEAD;
-                            let run = Run { first_id: id, first_seq: seq, count: 1 };
-                            self.replay.push_back(Kept::Broadcast(run));
-                        }
-                    }
-                }
-                _ => {
-                    self.replay_weight += data.len() + REPLAY_OVERHEAD;
-                    self.replay.push_back(Kept::Own(id, data));
-                }
+        // Sized exactly first (a frame whose buffer is full freezes
+        // without a header of its own), then written: the entries taken
+        // whole, then part of the next.
+        let max_frame = self.settings.max_frame;
+        let (mut len, mut whole, mut part) = (0, 0, 0);
+        for q in &self.queue {
+            let (n, bytes) = q.fitting(max_frame.saturating_sub(len), len == 0);
+            len += bytes;
+            if n < q.events() {
+                part = n;
+                break;
             }
-        });
+            whole += 1;
+        }
+        let mut buf = BytesMut::with_capacity(len);
+        let mut batched = 0;
+        for _ in 0..whole {
+            let n = self.queue.front().map_or(0, Queued::events);
+            batched += self.take_front(n, &mut buf);
+        }
+        if part > 0 {
+            batched += self.take_front(part, &mut buf);
+        }
+        debug_assert_eq!(buf.len(), buf.capacity());
         let limits = self.settings.limits;
         while self.replay_events > limits.replay_events || self.replay_weight > limits.replay_bytes
         {
@@ -538,7 +556,58 @@ impl Channel {
                 Some(_) => self.pop_replay_front(),
             }
         }
-        (buf, batched)
+        (buf.freeze(), batched)
+    }
+
+    /// Writes the first `n` events of the queue's front entry into `buf`
+    /// and moves them to the replay; returns `n`.
+    fn take_front(&mut self, n: usize, buf: &mut BytesMut) -> u64 {
+        let Some(front) = self.queue.front_mut() else { return 0 };
+        self.queue_events -= n;
+        self.replay_events += n;
+        let run = match front {
+            Queued::Own(id, data) => {
+                event::put_id_line(buf, *id);
+                buf.extend_from_slice(data);
+                self.queue_bytes -= data.len();
+                if let Some(Queued::Own(id, data)) = self.queue.pop_front() {
+                    self.replay_weight += data.len() + REPLAY_OVERHEAD;
+                    self.replay.push_back(Kept::Own(id, data));
+                }
+                return n as u64;
+            }
+            Queued::Broadcast { first_id, events, from, to } => {
+                let mut id = event::IdLines::starting_at(*first_id);
+                for i in *from..*from + n {
+                    buf.extend_from_slice(id.line());
+                    buf.extend_from_slice(events.event(i));
+                    id.advance();
+                }
+                self.queue_bytes -= events.span(*from, *from + n).len();
+                let run = Run {
+                    first_id: *first_id,
+                    first_seq: events.first_seq() + *from as u64,
+                    count: n as u64,
+                };
+                *first_id += n as u64;
+                *from += n;
+                if *from == *to {
+                    self.queue.pop_front();
+                }
+                run
+            }
+        };
+        // A broadcast: the replay keeps its numbers, not its bytes.
+        match self.replay.back_mut() {
+            Some(Kept::Broadcast(last)) if last.follows_with(run.first_id, run.first_seq) => {
+                last.count += run.count
+            }
+            _ => {
+                self.replay_weight += REPLAY_OVERHEAD;
+                self.replay.push_back(Kept::Broadcast(run));
+            }
+        }
+        n as u64
     }
 
     /// Stream `generation` went away (client gone, write failed, taken
@@ -554,6 +623,7 @@ impl Channel {
 
     /// The attached stream is gone: suspend under keep-alive, else close.
     fn lose_stream(&mut self, fx: &mut Effects) {
+        self.caught_up(fx);
         match (self.phase, self.settings.keep_alive) {
             (Phase::Open, Some(period)) => {
                 self.suspensions += 1;
@@ -584,27 +654,45 @@ impl Channel {
 
     // --- the application's side -------------------------------------------
 
-    /// Queues broadcast events `batch`, numbered from `first_seq` in the
-    /// store's [`BroadcastLog`]: [`Channel::send`] for each in order, with
-    /// one set of effects (one wake-up); stops at the first refusal.
-    /// Returns how many were queued.
-    pub(crate) fn send_all(&mut self, batch: &[Bytes], first_seq: u64) -> (usize, Effects) {
-        let mut wake = false;
-        for (i, data) in batch.iter().enumerate() {
-            let id = self.next_event_id;
-            let (sent, mut fx) = self.send(data.clone());
-            if sent.is_err() {
-                fx.wake_stream |= wake;
-                return (i, fx);
-            }
-            let seq = first_seq + i as u64;
-            match self.queued_runs.back_mut() {
-                Some(run) if run.follows_with(id, seq) => run.count += 1,
-                _ => self.queued_runs.push_back(Run { first_id: id, first_seq: seq, count: 1 }),
-            }
-            wake |= fx.wake_stream;
+    /// Queues broadcast batch `events` (appended to the store's
+    /// [`BroadcastLog`]) as one entry, with one wake-up: as many as fit,
+    /// like [`Channel::send`] for each in order, the first that does not
+    /// fit closing the channel as a slow consumer. Returns how many were
+    /// queued.
+    pub(crate) fn send_all(&mut self, events: &Arc<Events>) -> (usize, Effects) {
+        let mut fx = Effects::default();
+        if !self.is_live() {
+            return (0, fx);
         }
-        (batch.len(), Effects { wake_stream: wake, ..Effects::default() })
+        let limits = self.settings.limits;
+        let all = events.len();
+        let room = limits.outgoing_messages.saturating_sub(self.queue_events).min(all);
+        let n = events.fitting(0, room, limits.outgoing_bytes.saturating_sub(self.queue_bytes));
+        if n > 0 {
+            self.queue.push_back(Queued::Broadcast {
+                first_id: self.next_event_id,
+                events: events.clone(),
+                from: 0,
+                to: n,
+            });
+            self.next_event_id += n as u64;
+            self.queue_events += n;
+            self.queue_bytes += events.span(0, n).len();
+            fx.wake_stream = self.attached.is_some();
+            let l = limits;
+            if self.attached.is_some()
+                && !self.backlogged
+                && (self.queue_events * 2 > l.outgoing_messages
+                    || self.queue_bytes * 2 > l.outgoing_bytes)
+            {
+                self.backlogged = true;
+                fx.backlogged = true;
+            }
+        }
+        if n < all {
+            self.slow_consumer(&mut fx);
+        }
+        (n, fx)
     }
 
     /// Queues an encoded `data:` tail for the client. Past the queue's
@@ -615,24 +703,28 @@ impl Channel {
             return (Err(SendError::Closed), fx);
         }
         let limits = self.settings.limits;
-        if self.queue.len() >= limits.outgoing_messages
+        if self.queue_events >= limits.outgoing_messages
             || self.queue_bytes + data.len() > limits.outgoing_bytes
         {
-            fx.logs.push(Log::SlowConsumer {
-                queued: self.queue.len(),
-                queued_bytes: self.queue_bytes,
-            });
-            fx.wake_stream = self.attached.take().is_some();
-            self.lost += 1; // this message is not delivered either
-            self.finish(CloseReason::SlowConsumer, &mut fx);
+            self.slow_consumer(&mut fx);
             return (Err(SendError::SlowConsumer), fx);
         }
         let id = self.next_event_id;
         self.next_event_id += 1;
+        self.queue_events += 1;
         self.queue_bytes += data.len();
-        self.queue.push_back((id, data));
+        self.queue.push_back(Queued::Own(id, data));
         fx.wake_stream = self.attached.is_some();
         (Ok(()), fx)
+    }
+
+    /// An event found the queue full: the client is disconnected.
+    fn slow_consumer(&mut self, fx: &mut Effects) {
+        fx.logs
+            .push(Log::SlowConsumer { queued: self.queue_events, queued_bytes: self.queue_bytes });
+        fx.wake_stream |= self.attached.take().is_some();
+        self.lost += 1; // this message is not delivered either
+        self.finish(CloseReason::SlowConsumer, fx);
     }
 
     /// Control close: flush the queue, send the close event, end the
@@ -718,8 +810,18 @@ impl Channel {
         fx
     }
 
+    /// The stream no longer lags (caught up, or gone: a channel without a
+    /// stream holds no broadcast up).
+    fn caught_up(&mut self, fx: &mut Effects) {
+        if self.backlogged {
+            self.backlogged = false;
+            fx.caught_up = true;
+        }
+    }
+
     /// Marks the channel closed and tells the application.
     fn finish(&mut self, reason: CloseReason, fx: &mut Effects) {
+        self.caught_up(fx);
         if let Some(epoch) = self.suspended_epoch() {
             fx.keep_alive = Some((epoch, Timer::Cancel));
         }
@@ -728,10 +830,10 @@ impl Channel {
             fx.first_message = Some(Timer::Cancel);
         }
         self.phase = Phase::Closed;
-        let info = CloseInfo { reason, undelivered: self.queue.len() as u64 + self.lost };
+        let info = CloseInfo { reason, undelivered: self.queue_events as u64 + self.lost };
         self.queue.clear();
+        self.queue_events = 0;
         self.queue_bytes = 0;
-        self.queued_runs.clear();
         self.replay.clear();
         self.replay_events = 0;
         self.replay_weight = 0;
@@ -900,6 +1002,59 @@ impl Run {
     }
 }
 
+/// One entry of a channel's queue.
+#[derive(Debug)]
+enum Queued {
+    /// An event of this channel's own: its id and bytes.
+    Own(u64, Bytes),
+    /// Events `from..to` of a broadcast batch, the first with id `first_id`.
+    Broadcast { first_id: u64, events: Arc<Events>, from: usize, to: usize },
+}
+
+impl Queued {
+    fn first_id(&self) -> u64 {
+        match self {
+            Queued::Own(id, _) | Queued::Broadcast { first_id: id, .. } => *id,
+        }
+    }
+
+    fn events(&self) -> usize {
+        match self {
+            Queued::Own(..) => 1,
+            Queued::Broadcast { from, to, .. } => to - from,
+        }
+    }
+
+    /// How many of its events, from the first, fit in `budget` bytes once
+    /// encoded (at least one if `first`: a frame holds at least one
+    /// event), and their encoded bytes.
+    fn fitting(&self, budget: usize, first: bool) -> (usize, usize) {
+        match self {
+            Queued::Own(id, data) => {
+                let len = event::id_line_len(*id) + data.len();
+                if first || len <= budget { (1, len) } else { (0, 0) }
+            }
+            Queued::Broadcast { first_id, events, from, to } => {
+                let all = event::id_lines_len(*first_id, (to - from) as u64)
+                    + events.span(*from, *to).len();
+                if all <= budget {
+                    return (to - from, all);
+                }
+                let (mut n, mut len) = (0, 0);
+                for i in *from..*to {
+                    let one = event::id_line_len(*first_id + n as u64) + events.event(i).len();
+                    if len + one > budget && !(first && n == 0) {
+                        break;
+                    }
+                    len += one;
+                    n += 1;
+                }
+                (n, len)
+            }
+        }
+    }
+}
+
 /// One entry of a channel's replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kept {
@@ -941,28 +1096,26 @@ pub(crate) fn encode_batch(
     max_frame: usize,
     mut moved: impl FnMut(u64, Bytes),
 ) -> (Bytes, u64) {
-    // Sized by what one frame takes, not by the whole queue: a long queue
-    // (a fast broadcast to a slow reader) is not walked on every batch.
-    let mut want = 0;
-    for (_, d) in queue.iter() {
-        want += d.len() + ID_LINE_MAX;
-        if want >= max_frame {
+    // Sized exactly by what one frame takes (a full buffer freezes without
+    // a header of its own), not by the whole queue: a long queue (a fast
+    // broadcast to a slow reader) is not walked on every batch.
+    let (mut len, mut count) = (0, 0);
+    for (id, d) in queue.iter() {
+        let one = event::id_line_len(*id) + d.len();
+        if count > 0 && len + one > max_frame {
             break;
         }
+        len += one;
+        count += 1;
     }
-    let mut buf = BytesMut::with_capacity(want.min(max_frame));
-    let mut batched = 0u64;
-    while let Some((_, data)) = queue.front() {
-        if !buf.is_empty() && buf.len() + data.len() + ID_LINE_MAX > max_frame {
-            break;
-        }
+    let mut buf = BytesMut::with_capacity(len);
+    for _ in 0..count {
         let Some((id, data)) = queue.pop_front() else { break };
         event::put_id_line(&mut buf, id);
         buf.extend_from_slice(&data);
         moved(id, data);
-        batched += 1;
     }
-    (buf.freeze(), batched)
+    (buf.freeze(), count as u64)
 }
 
 /// What the application has not taken yet: messages in order, lifecycle

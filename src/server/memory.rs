@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ use super::store::{
 use super::wait;
 use crate::protocol::reorder::ReorderBuffer;
 use crate::text::escape_controls;
+
+/// The longest a broadcast waits for lagging streams to catch up.
+const BROADCAST_WAIT: Duration = Duration::from_millis(50);
 
 /// What remembering one closed id costs besides its key and held messages.
 pub(crate) const CLOSED_ENTRY_OVERHEAD: usize = 128;
@@ -76,6 +79,14 @@ struct Shared {
     /// last: after the registry, or a channel (a resume reads it), never
     /// before either.
     broadcasts: Mutex<BroadcastLog>,
+    /// Held by a broadcast from before its append to the log until every
+    /// channel has its batch: channels get batches in the log's order.
+    /// Taken before the registry and the log.
+    broadcasting: Mutex<()>,
+    /// Channels whose stream lags behind the broadcasts
+    /// ([`Effects::backlogged`]), and their catching up.
+    backlogged: AtomicUsize,
+    caught_up: Notify,
     deadlines: Arc<Deadlines<DueKey, Due>>,
     serials: AtomicU64,
     accept: Mutex<Option<mpsc::Sender<Connection>>>,
@@ -99,6 +110,9 @@ impl MemoryStore {
             config,
             registry: Mutex::new(Registry::default()),
             broadcasts,
+            broadcasting: Mutex::new(()),
+            backlogged: AtomicUsize::new(0),
+            caught_up: Notify::new(),
             deadlines: Arc::new(Deadlines::new()),
             serials: AtomicU64::new(1),
             accept: Mutex::new(Some(accept)),
@@ -220,6 +234,44 @@ impl Shared {
 
     fn all_conns(&self) -> Vec<Arc<Conn>> {
         self.lock_registry().live.values().cloned().collect()
+    }
+
+    /// Appends `batch` to the log and queues it, one entry, in every live
+    /// channel; returns how many channels took some of it. One broadcast
+    /// at a time, so that two at once cannot reach a channel in the other
+    /// order than the log's (its replay would map ids to the log out of
+    /// order, and a gap could be reported early). `appended` runs between
+    /// the append and the hand-off, `blocked` when another broadcast holds
+    /// the turn: tests hold a broadcast there.
+    fn broadcast(&self, batch: &[Bytes], appended: impl FnOnce(), blocked: impl FnOnce()) -> usize {
+        let _turn = match self.broadcasting.try_lock() {
+            Ok(turn) => turn,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                blocked();
+                self.broadcasting.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
+        let conns = self.all_conns();
+        if conns.is_empty() {
+            // No channel refers to the log (checked under the registry
+            // lock, which a new channel takes): a later one starts afresh.
+            let reg = self.lock_registry();
+            if reg.live.is_empty() {
+                self.lock_broadcasts().clear();
+            }
+            return 0;
+        }
+        let events = self.lock_broadcasts().append(batch);
+        appended();
+        let (mut took, mut sent) = (0, 0);
+        for c in &conns {
+            let n = c.update(|ch| ch.send_all(&events));
+            took += usize::from(n > 0);
+            sent += n as u64;
+        }
+        Counters::add(&self.stats.messages_out, sent);
+        took
     }
 }
 
@@ -538,7 +590,21 @@ impl Conn {
     /// and transitions logged.
     fn apply(&self, mut slot: Locked<'_>, fx: Effects) {
         let Taken { stream, app, inbound } = slot.take_for(&fx);
+        // Counted before the unlock: its catching up, counted after some
+        // later unlock, cannot come first.
+        let store = (fx.backlogged || fx.caught_up).then(|| self.store.upgrade()).flatten();
+        if let Some(s) = &store
+            && fx.backlogged
+        {
+            s.backlogged.fetch_add(1, Ordering::SeqCst);
+        }
         drop(slot);
+        if let Some(s) = store
+            && fx.caught_up
+        {
+            s.backlogged.fetch_sub(1, Ordering::SeqCst);
+            s.caught_up.notify_waiters();
+        }
         if let Some(w) = stream {
             w.wake();
         }
@@ -929,25 +995,22 @@ impl ChannelStore for MemoryStore {
 
     fn broadcast(&self, batch: Vec<Bytes>) -> StoreFuture<'_, usize> {
         let s = &self.shared;
-        let conns = s.all_conns();
-        if conns.is_empty() {
-            // No channel refers to the log (checked under the registry
-            // lock, which a new channel takes): a later one starts afresh.
-            let reg = s.lock_registry();
-            if reg.live.is_empty() {
-                s.lock_broadcasts().clear();
+        let took = s.broadcast(&batch, || {}, || {});
+        Box::pin(async move {
+            // A source faster than the streams (a pipe on stdin) waits
+            // for them, a while: the streams are not made slow consumers
+            // by the server's own pace, and one slow reader holds
+            // broadcasts up for at most this long each until its queue is
+            // full and it is disconnected.
+            if s.backlogged.load(Ordering::SeqCst) > 0 {
+                let deadline = Instant::now() + BROADCAST_WAIT;
+                wait::until(&s.caught_up, Some(deadline), || {
+                    s.backlogged.load(Ordering::SeqCst) == 0
+                })
+                .await;
             }
-            return Box::pin(std::future::ready(0));
-        }
-        let first_seq = s.lock_broadcasts().append(&batch);
-        let (mut took, mut sent) = (0, 0);
-        for c in &conns {
-            let n = c.update(|ch| ch.send_all(&batch, first_seq));
-            took += usize::from(n > 0);
-            sent += n as u64;
-        }
-        Counters::add(&self.shared.stats.messages_out, sent);
-        Box::pin(std::future::ready(took))
+            took
+        })
     }
 
     fn is_open<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, bool> {
@@ -1321,10 +1384,19 @@ mod tests {
 
     /// A broadcast is held once, in the store's log, its bytes shared
     /// with every channel's queue; the log empties once no channel is left.
-    #[tokio::test]
-    async fn the_broadcast_log_holds_a_broadcast_once_and_empties_with_the_last_channel() {
+    /// A store, and its accept queue (kept: new channels need one).
+    fn test_store() -> (MemoryStore, mpsc::Receiver<Connection>) {
+        test_store_with(crate::server::Limits::default().outgoing_messages)
+    }
+
+    /// A store whose queues hold `queue` events.
+    fn test_store_with(queue: usize) -> (MemoryStore, mpsc::Receiver<Connection>) {
         let settings = Settings {
-            limits: crate::server::Limits { max_clients: 10, ..Default::default() },
+            limits: crate::server::Limits {
+                max_clients: 10,
+                outgoing_messages: queue,
+                ..Default::default()
+            },
             keep_alive: None,
             first_message_wait: Duration::from_secs(5),
             max_frame: 1 << 16,
@@ -1334,8 +1406,12 @@ mod tests {
             closed_id_memory: Duration::ZERO,
             post_wait: Duration::from_secs(1),
         };
-        let (tx, _accepted) = mpsc::channel(8);
-        let store = MemoryStore::new(config, tx, Arc::new(Counters::default()));
+        let (tx, accepted) = mpsc::channel(8);
+        (MemoryStore::new(config, tx, Arc::new(Counters::default())), accepted)
+    }
+
+    /// Opens a stream for each of `ids`.
+    async fn open_streams(store: &MemoryStore, ids: &[&str]) -> Vec<Box<dyn StreamSource>> {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
         let info = RequestInfo {
             remote: addr,
@@ -1348,28 +1424,123 @@ mod tests {
             admitted: Default::default(),
         };
         let mut streams = Vec::new();
-        for id in ["a", "b"] {
+        for id in ids {
             let req = StreamRequest {
-                client_id: id.into(),
+                client_id: (*id).into(),
                 last_event_id: None,
                 info: info.clone(),
                 layer: None,
             };
             streams.push(store.open_stream(req).await.expect("opened"));
         }
-        let batch: Vec<Bytes> =
-            ["x", "y"].iter().map(|m| crate::protocol::event::encode_data(m)).collect();
+        streams
+    }
+
+    fn encoded(msgs: &[&str]) -> Vec<Bytes> {
+        msgs.iter().map(|m| crate::protocol::event::encode_data(m)).collect()
+    }
+
+    /// A broadcast is held once, in the store's log, and every channel's
+    /// queue shares it (one reference per channel, not per event); the
+    /// log empties once no channel is left.
+    #[tokio::test]
+    async fn the_broadcast_log_holds_a_broadcast_once_and_empties_with_the_last_channel() {
+        let (store, _accepted) = test_store();
+        let streams = open_streams(&store, &["a", "b"]).await;
+        let batch = encoded(&["x", "y"]);
         assert_eq!(store.broadcast(batch.clone()).await, 2);
         {
             let log = store.shared.lock_broadcasts();
             assert_eq!(log.len(), 2);
-            assert_eq!(log.get(1).map(|b| b.as_ptr()), Some(batch[0].as_ptr()));
+            let (events, _) = log.get(1).expect("held");
+            assert_eq!(events.event(1), &batch[1][..]);
+            assert_eq!(Arc::strong_count(events), 3, "the log's and one per channel");
         }
         // Without keep-alive a stream's end closes and retires its channel.
         drop(streams);
         assert!(store.shared.lock_registry().live.is_empty());
         assert_eq!(store.broadcast(batch).await, 0);
         assert_eq!(store.shared.lock_broadcasts().len(), 0);
+    }
+
+    /// A broadcast that leaves a stream past half its queue waits until
+    /// the stream catches up, or for [`BROADCAST_WAIT`] at most.
+    #[tokio::test(start_paused = true)]
+    async fn a_broadcast_waits_for_a_lagging_stream_a_while() {
+        let (store, _accepted) = test_store_with(8);
+        let mut streams = open_streams(&store, &["a"]).await;
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // 4 of 8 queued: no wait.
+        let start = Instant::now();
+        assert_eq!(store.broadcast(encoded(&["1", "2", "3", "4"])).await, 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // 8 of 8: it waits, until the stream has taken them.
+        let mut waiting = store.broadcast(encoded(&["5", "6", "7", "8"]));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(streams[0].poll_next(&mut cx), Poll::Ready(StreamItem::Data(_))));
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // A stream that does not read holds it up for the wait at most.
+        let start = Instant::now();
+        assert_eq!(store.broadcast(encoded(&["1", "2", "3", "4", "5"])).await, 1);
+        assert_eq!(start.elapsed(), BROADCAST_WAIT);
+        // One that goes away, not at all.
+        let mut waiting = store.broadcast(encoded(&["6"]));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        drop(streams);
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert_eq!(store.shared.backlogged.load(Ordering::SeqCst), 0);
+    }
+
+    /// Two broadcasts at once reach every channel in the log's order: the
+    /// second waits while the first, appended, has not handed its batch
+    /// to the channels yet.
+    #[tokio::test]
+    async fn concurrent_broadcasts_reach_channels_in_the_order_of_the_log() {
+        use std::sync::mpsc::channel;
+        let (store, _accepted) = test_store();
+        let mut streams = open_streams(&store, &["a", "b"]).await;
+        let shared = store.shared.clone();
+        let (appended_tx, appended) = channel();
+        let (go, go_rx) = channel::<()>();
+        let first = std::thread::spawn(move || {
+            let hold = || {
+                let _ = appended_tx.send(());
+                let _ = go_rx.recv();
+            };
+            shared.broadcast(&encoded(&["1", "2"]), hold, || {})
+        });
+        appended.recv().expect("the first broadcast appended");
+        // The second, while the first holds between its append and its
+        // hand-off: it either waits its turn or (unordered) runs through.
+        let (shared, (said, heard)) = (store.shared.clone(), channel());
+        let blocked = said.clone();
+        let second = std::thread::spawn(move || {
+            let n = shared.broadcast(
+                &encoded(&["3"]),
+                || {},
+                || {
+                    let _ = blocked.send("waits its turn");
+                },
+            );
+            let _ = said.send("ran ahead");
+            n
+        });
+        assert_eq!(heard.recv().expect("the second broadcast"), "waits its turn");
+        go.send(()).expect("the first broadcast goes on");
+        assert_eq!((first.join().expect("first"), second.join().expect("second")), (2, 2));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for stream in &mut streams {
+            let Poll::Ready(StreamItem::Data(bytes)) = stream.poll_next(&mut cx) else {
+                panic!("no data")
+            };
+            assert_eq!(
+                &bytes[..],
+                b"id: 1\ndata: \"1\"\n\nid: 2\ndata: \"2\"\n\nid: 3\ndata: \"3\"\n\n"
+            );
+        }
     }
 
     #[test]

@@ -72,8 +72,11 @@ use stream::{GuardSlot, GuardedIo};
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Then how long hyper's connections get to finish.
 const HYPER_GRACE: Duration = Duration::from_millis(300);
-/// Largest batch of events handed to a stream at once.
-const MAX_FRAME: usize = 256 * 1024;
+/// Largest batch of events handed to a stream at once: about what the
+/// kernel's send buffer takes in one write (see `--replay-bytes`), so a
+/// frame is written while its bytes are still in the cache, and 1,000
+/// lagging streams hold 32 MB of frames, not 256 MB.
+const MAX_FRAME: usize = 32 * 1024;
 
 /// A running channel server.
 pub struct Server {
@@ -293,8 +296,10 @@ impl ServerHandle {
     }
 
     /// Queues `messages`, in order, for every live connection; returns how
-    /// many took them. Each message is encoded once for all connections,
-    /// and each connection is locked and woken once for the batch.
+    /// many took them. The batch is encoded once and shared by every
+    /// connection's queue; each connection is locked and woken once for
+    /// it. With the memory store, returns once no stream lags past half
+    /// its queue, or after 50 ms: a fast source goes at the streams' pace.
     pub async fn broadcast_all(&self, messages: &[&str]) -> usize {
         if let Some(m) = &self.shared.mcp {
             return messages.iter().map(|msg| m.broadcast(msg)).max().unwrap_or(0);

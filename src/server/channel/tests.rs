@@ -65,6 +65,11 @@ fn parse(bytes: &[u8]) -> Vec<(u64, String)> {
     out
 }
 
+/// `msgs` as a broadcast batch (numbered from 1).
+fn events(msgs: &[Bytes]) -> Arc<Events> {
+    BroadcastLog::new(usize::MAX, usize::MAX).append(msgs)
+}
+
 fn inbox(ch: &mut Channel) -> Vec<ConnectionEvent> {
     std::iter::from_fn(|| ch.recv().0).collect()
 }
@@ -93,25 +98,67 @@ fn sends_wake_the_attached_stream_and_leave_in_one_batch() {
 fn a_broadcast_batch_queues_every_message_in_order_with_one_wake() {
     let (mut ch, g) = open(None);
     let msgs: Vec<_> = ["a", "b", "c"].iter().map(|m| encode_data(m)).collect();
-    let (sent, fx) = ch.send_all(&msgs, 1);
+    let (sent, fx) = ch.send_all(&events(&msgs));
     assert_eq!(sent, 3);
+    assert_eq!(ch.queue.len(), 1, "one entry for the batch");
     assert_eq!(fx, Effects { wake_stream: true, ..Effects::default() });
     let got: Vec<_> = batch(&mut ch, g).into_iter().map(|(_, m)| m).collect();
     assert_eq!(got, ["a", "b", "c"]);
-    assert_eq!(ch.send_all(&msgs, 1).0, 3, "ids go on: 4, 5, 6");
+    assert_eq!(ch.send_all(&events(&msgs)).0, 3, "ids go on: 4, 5, 6");
     assert_eq!(ids(&batch(&mut ch, g)), [4, 5, 6]);
 }
 
 #[test]
 fn a_broadcast_batch_stops_at_the_slow_consumer_limit() {
-    let limits = Limits { outgoing_messages: 2, ..limits() };
-    let (mut ch, _) = open_with(None, limits);
+    let (mut ch, _) = open_with(None, Limits { outgoing_messages: 2, ..limits() });
     let msgs: Vec<_> = ["a", "b", "c", "d"].iter().map(|m| encode_data(m)).collect();
-    let (sent, fx) = ch.send_all(&msgs, 1);
+    let (sent, fx) = ch.send_all(&events(&msgs));
     assert_eq!(sent, 2, "two fit, the third closes the channel");
     assert!(fx.wake_stream && fx.retire);
     assert!(fx.logs.iter().any(|l| matches!(l, Log::SlowConsumer { queued: 2, .. })));
-    assert_eq!(ch.send_all(&msgs, 1).0, 0, "closed: nothing more is queued");
+    assert_eq!(ch.send_all(&events(&msgs)).0, 0, "closed: nothing more is queued");
+    // The two queued and the one refused are undelivered.
+    assert!(inbox(&mut ch).contains(&closed(CloseReason::SlowConsumer, 3)));
+    // In bytes too: the third does not fit.
+    let one = encode_data("a").len();
+    let (mut ch, _) = open_with(None, Limits { outgoing_bytes: 2 * one + 1, ..limits() });
+    assert_eq!(ch.send_all(&events(&msgs)).0, 2);
+    assert!(!ch.is_live());
+}
+
+#[test]
+fn a_stream_lagging_behind_broadcasts_is_flagged_until_it_catches_up_or_goes() {
+    let l = Limits { outgoing_messages: 8, ..limits() };
+    let msgs: Vec<_> = (0..4).map(|i| encode_data(&i.to_string())).collect();
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    // 4 of 8: not past half.
+    assert!(!ch.send_all(&events(&msgs)).1.backlogged);
+    // 8 of 8: past half, said once.
+    assert!(ch.send_all(&events(&msgs)).1.backlogged);
+    assert!(!ch.send_all(&events(&[])).1.backlogged);
+    // A frame of 3 leaves 5 (more than a quarter); then all go.
+    let mut ch3 = Channel::new(Settings { max_frame: 40, ..ch.settings }, None);
+    let g3 = ch3.attach(None, &EMPTY).0.unwrap();
+    assert!(ch3.send_all(&events(&[msgs.clone(), msgs.clone()].concat())).1.backlogged);
+    let (b, fx) = ch3.next_batch(g3);
+    assert!(matches!(b, Batch::Data(_, n) if n < 6) && !fx.caught_up, "{fx:?}");
+    while let (Batch::Data(..), fx) = ch3.next_batch(g3) {
+        if fx.caught_up {
+            assert!(ch3.queue_events * 4 <= 8);
+            break;
+        }
+    }
+    assert!(!ch3.backlogged);
+    // A stream that goes away holds nothing up; a suspended channel is
+    // not flagged.
+    assert!(ch.stream_ended(g).caught_up);
+    assert!(!ch.send_all(&events(&msgs)).1.backlogged);
+    // Nor is a closed one.
+    let (mut ch, _) = open_with(Some(KEEP), l);
+    assert!(ch.send_all(&events(&[msgs.clone(), msgs.clone()].concat())).1.backlogged);
+    assert!(!ch.close(CloseReason::Closed).caught_up, "closing: still flushing");
+    let fx = ch.force_close();
+    assert!(fx.caught_up);
 }
 
 #[test]
@@ -313,9 +360,9 @@ fn a_gap_asked_for_twice_is_reported_once() {
 /// Broadcasts `msgs` as the store does: into `log`, then to each channel.
 fn broadcast(log: &mut BroadcastLog, chans: &mut [&mut Channel], msgs: &[&str]) {
     let batch: Vec<Bytes> = msgs.iter().map(|m| encode_data(m)).collect();
-    let seq = log.append(&batch);
+    let events = log.append(&batch);
     for ch in chans {
-        assert_eq!(ch.send_all(&batch, seq).0, batch.len());
+        assert_eq!(ch.send_all(&events).0, batch.len());
     }
 }
 
@@ -358,9 +405,15 @@ fn a_channel_that_only_broadcasts_keeps_one_run_of_the_log() {
     let sent = a.replay_events as u64;
     assert!(sent < 1000);
     assert_eq!(kept(&a), [run(1, 1, sent)]);
-    let queued = Run { first_id: sent + 1, first_seq: sent + 1, count: 1000 - sent };
-    assert_eq!(a.queued_runs, [queued]);
-    assert_eq!(a.queue.len() as u64, 1000 - sent);
+    // Queued: at most one entry per batch, each sharing the log's bytes.
+    assert_eq!(a.queue_events as u64, 1000 - sent);
+    assert!(a.queue.len() <= 50, "{}", a.queue.len());
+    assert_eq!(a.queue.front().map(Queued::first_id), Some(sent + 1));
+    for q in &a.queue {
+        let Queued::Broadcast { first_id, events, from, .. } = q else { panic!("{q:?}") };
+        let (held, i) = log.get(events.first_seq() + *from as u64).expect("in the log");
+        assert!(Arc::ptr_eq(held, events) && i == *from && *first_id > sent);
+    }
 }
 
 #[test]
@@ -473,18 +526,26 @@ fn the_broadcast_log_is_bounded_in_events_and_in_bytes() {
     let x = encode_data("x");
     let w = x.len() + REPLAY_OVERHEAD;
     let mut log = BroadcastLog::new(3, 100 * w);
-    assert_eq!(log.append(&[x.clone(), x.clone()]), 1);
-    assert_eq!(log.append(&[x.clone(), x.clone()]), 3);
+    assert_eq!(log.append(&[x.clone(), x.clone()]).first_seq(), 1);
+    let second = log.append(&[x.clone(), x.clone()]);
+    assert_eq!(second.first_seq(), 3);
     assert_eq!((log.len(), log.weight(), log.oldest()), (3, 3 * w, 2));
     assert!(log.get(1).is_none() && log.get(4).is_some() && log.get(5).is_none());
-    // Shared, not copied.
-    assert_eq!(log.get(4).map(|b| b.as_ptr()), Some(x.as_ptr()));
+    // The batch encoded once: what the log holds is what channels queue.
+    let (held, i) = log.get(4).expect("held");
+    assert!(Arc::ptr_eq(held, &second) && i == 1 && held.event(i) == &x[..]);
+    assert_eq!(log.get(2).map(|(b, i)| (b.first_seq(), i)), Some((1, 1)), "the oldest in part");
     let mut log = BroadcastLog::new(100, 2 * w);
-    assert_eq!(log.append(&[x.clone(), x.clone(), x.clone()]), 1);
+    assert_eq!(log.append(&[x.clone(), x.clone(), x.clone()]).first_seq(), 1);
     assert_eq!((log.len(), log.weight(), log.oldest()), (2, 2 * w, 2));
+    // A batch larger than the log keeps only what fits; an empty one
+    // takes no number.
+    assert_eq!(log.append(&vec![x.clone(); 5]).first_seq(), 4);
+    assert_eq!((log.len(), log.weight(), log.oldest()), (2, 2 * w, 7));
+    assert_eq!(log.append(&[]).len(), 0);
     log.clear();
     assert_eq!((log.len(), log.weight()), (0, 0));
-    assert_eq!(log.append(std::slice::from_ref(&x)), 4, "the numbers go on");
+    assert_eq!(log.append(std::slice::from_ref(&x)).first_seq(), 9, "the numbers go on");
     // The store's log covers a channel's queue and its replay window.
     let l = limits();
     let log = BroadcastLog::for_limits(&l);
@@ -928,15 +989,15 @@ impl Model {
             }
             Op::Broadcast(n) => {
                 let batch = self.numbered(self.ch.next_event_id, *n);
-                let seq = self.log.append(&batch);
-                self.broadcast(&batch, seq);
+                let events = self.log.append(&batch);
+                self.broadcast(&events);
             }
             Op::RacingBroadcasts => {
                 let next = self.ch.next_event_id;
                 let (first, second) = (self.numbered(next + 2, 1), self.numbered(next, 2));
-                let (seq1, seq2) = (self.log.append(&first), self.log.append(&second));
-                self.broadcast(&second, seq2);
-                self.broadcast(&first, seq1);
+                let (first, second) = (self.log.append(&first), self.log.append(&second));
+                self.broadcast(&second);
+                self.broadcast(&first);
             }
             Op::Poll => self.next(None),
             Op::Cut(k) => self.next(Some(*k as usize % 4)),
@@ -966,8 +1027,13 @@ impl Model {
         let _ = kept(&self.ch);
         assert!(self.ch.replay_events <= l.replay_events, "{:?}", self.ch.replay);
         assert!(self.ch.replay_weight <= l.replay_bytes, "{:?}", self.ch.replay);
-        let queued_broadcasts: u64 = self.ch.queued_runs.iter().map(|r| r.count).sum();
-        assert!(queued_broadcasts <= self.ch.queue.len() as u64, "{:?}", self.ch.queued_runs);
+        let queued: usize = self.ch.queue.iter().map(Queued::events).sum();
+        assert_eq!(queued, self.ch.queue_events, "{:?}", self.ch.queue);
+        assert!(
+            self.ch.queue_events <= l.outgoing_messages + l.replay_events,
+            "{:?}",
+            self.ch.queue
+        );
         assert!(self.log.len() <= self.log.max_events && self.log.weight() <= self.log.max_weight);
     }
 
@@ -976,8 +1042,8 @@ impl Model {
         (first..first + u64::from(n)).map(|id| encode_data(&format!("m{id}"))).collect()
     }
 
-    fn broadcast(&mut self, batch: &[Bytes], first_seq: u64) {
-        let (n, fx) = self.ch.send_all(batch, first_seq);
+    fn broadcast(&mut self, events: &Arc<Events>) {
+        let (n, fx) = self.ch.send_all(events);
         let refused = fx.logs.iter().any(|l| matches!(l, Log::SlowConsumer { .. }));
         self.fx(fx);
         self.sent += n as u64 + u64::from(refused);
