@@ -176,6 +176,26 @@ impl Phase {
     }
 }
 
+/// How many broadcasts in a row a lagging stream may hold up
+/// ([`Effects::backlogged`]): with the store's wait of 50 ms each, about a
+/// second. Then it is waited for no more until it is down to a quarter of
+/// its queue, so one slow (or hostile) reader cannot pace every other
+/// stream; if it stays behind, its full queue disconnects it.
+pub(crate) const LAG_BROADCASTS: u32 = 20;
+
+/// A stream's place behind the broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lag {
+    /// Keeping up (or no stream).
+    None,
+    /// Past half its queue, counted by the store's broadcasts: each
+    /// broadcast it is sent while behind may wait for it.
+    Behind { held_up: u32 },
+    /// Held up [`LAG_BROADCASTS`] broadcasts without catching up: no longer
+    /// waited for until it does.
+    Excused,
+}
+
 /// One channel's state. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Channel {
@@ -214,9 +234,9 @@ pub(crate) struct Channel {
     lost: u64,
     /// The highest event id reported lost in a gap.
     gap_reported_through: u64,
-    /// The attached stream's queue passed half its bounds and has not come
-    /// down to a quarter since ([`Effects::backlogged`]).
-    backlogged: bool,
+    /// Whether the attached stream lags behind the broadcasts
+    /// ([`Effects::backlogged`]).
+    lag: Lag,
     /// Close once a stream has taken the queue ([`Channel::close_when_delivered`]
     /// while suspended).
     close_on_resume: Option<CloseReason>,
@@ -260,7 +280,7 @@ impl Channel {
             lost: 0,
             gap_reported_through: 0,
             close_on_resume: None,
-            backlogged: false,
+            lag: Lag::None,
         }
     }
 
@@ -680,13 +700,21 @@ impl Channel {
             self.queue_bytes += events.span(0, n).len();
             fx.wake_stream = self.attached.is_some();
             let l = limits;
-            if self.attached.is_some()
-                && !self.backlogged
-                && (self.queue_events * 2 > l.outgoing_messages
-                    || self.queue_bytes * 2 > l.outgoing_bytes)
-            {
-                self.backlogged = true;
-                fx.backlogged = true;
+            match self.lag {
+                Lag::None
+                    if self.attached.is_some()
+                        && (self.queue_events * 2 > l.outgoing_messages
+                            || self.queue_bytes * 2 > l.outgoing_bytes) =>
+                {
+                    self.lag = Lag::Behind { held_up: 0 };
+                    fx.backlogged = true;
+                }
+                Lag::Behind { held_up } if held_up + 1 >= LAG_BROADCASTS => {
+                    self.lag = Lag::Excused;
+                    fx.caught_up = true;
+                }
+                Lag::Behind { held_up } => self.lag = Lag::Behind { held_up: held_up + 1 },
+                _ => {}
             }
         }
         if n < all {
@@ -813,10 +841,10 @@ impl Channel {
     /// The stream no longer lags (caught up, or gone: a channel without a
     /// stream holds no broadcast up).
     fn caught_up(&mut self, fx: &mut Effects) {
-        if self.backlogged {
-            self.backlogged = false;
+        if let Lag::Behind { .. } = self.lag {
             fx.caught_up = true;
         }
+        self.lag = Lag::None;
     }
 
     /// Marks the channel closed and tells the application.

@@ -999,9 +999,9 @@ impl ChannelStore for MemoryStore {
         Box::pin(async move {
             // A source faster than the streams (a pipe on stdin) waits
             // for them, a while: the streams are not made slow consumers
-            // by the server's own pace, and one slow reader holds
-            // broadcasts up for at most this long each until its queue is
-            // full and it is disconnected.
+            // by the server's own pace. One slow reader holds up
+            // `LAG_BROADCASTS` broadcasts in a row at most, this long each
+            // (channel::Lag), then fills its queue and is disconnected.
             if s.backlogged.load(Ordering::SeqCst) > 0 {
                 let deadline = Instant::now() + BROADCAST_WAIT;
                 wait::until(&s.caught_up, Some(deadline), || {
@@ -1490,6 +1490,22 @@ mod tests {
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         drop(streams);
         assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert_eq!(store.shared.backlogged.load(Ordering::SeqCst), 0);
+    }
+
+    /// A stream that never reads holds broadcasts up for
+    /// [`LAG_BROADCASTS`] waits at most, not for as long as its queue
+    /// has room: one reader cannot pace every other stream.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_never_reads_holds_broadcasts_up_a_bounded_while() {
+        use crate::server::channel::LAG_BROADCASTS;
+        let (store, _accepted) = test_store_with(1000);
+        let _streams = open_streams(&store, &["a"]).await;
+        let start = Instant::now();
+        for i in 0..900 {
+            assert_eq!(store.broadcast(encoded(&[&i.to_string()])).await, 1);
+        }
+        assert_eq!(start.elapsed(), BROADCAST_WAIT * LAG_BROADCASTS);
         assert_eq!(store.shared.backlogged.load(Ordering::SeqCst), 0);
     }
 

@@ -299,7 +299,8 @@ impl ServerHandle {
     /// many took them. The batch is encoded once and shared by every
     /// connection's queue; each connection is locked and woken once for
     /// it. With the memory store, returns once no stream lags past half
-    /// its queue, or after 50 ms: a fast source goes at the streams' pace.
+    /// its queue, or after 50 ms: a fast source goes at the streams' pace
+    /// (a stream behind for 20 broadcasts in a row is waited for no more).
     pub async fn broadcast_all(&self, messages: &[&str]) -> usize {
         if let Some(m) = &self.shared.mcp {
             return messages.iter().map(|msg| m.broadcast(msg)).max().unwrap_or(0);

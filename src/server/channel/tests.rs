@@ -148,7 +148,7 @@ fn a_stream_lagging_behind_broadcasts_is_flagged_until_it_catches_up_or_goes() {
             break;
         }
     }
-    assert!(!ch3.backlogged);
+    assert_eq!(ch3.lag, Lag::None);
     // A stream that goes away holds nothing up; a suspended channel is
     // not flagged.
     assert!(ch.stream_ended(g).caught_up);
@@ -159,6 +159,34 @@ fn a_stream_lagging_behind_broadcasts_is_flagged_until_it_catches_up_or_goes() {
     assert!(!ch.close(CloseReason::Closed).caught_up, "closing: still flushing");
     let fx = ch.force_close();
     assert!(fx.caught_up);
+}
+
+/// A stream that stays behind is waited for during [`LAG_BROADCASTS`]
+/// broadcasts, then no more until it is down to a quarter of its queue.
+#[test]
+fn a_stream_that_stays_behind_holds_up_a_bounded_number_of_broadcasts() {
+    let l = Limits { outgoing_messages: 1000, ..limits() };
+    let one = events(&[encode_data("x")]);
+    let (mut ch, g) = open_with(Some(KEEP), l);
+    let behind = |ch: &mut Channel| (1..=600).find(|_| ch.send_all(&one).1.backlogged);
+    assert_eq!(behind(&mut ch), Some(501), "flagged past half its queue");
+    // The broadcasts after the one that flagged it, until the budget is spent.
+    for _ in 1..LAG_BROADCASTS {
+        let fx = ch.send_all(&one).1;
+        assert!(!fx.caught_up && !fx.backlogged);
+    }
+    assert!(ch.send_all(&one).1.caught_up, "excused after {LAG_BROADCASTS}");
+    for _ in 0..100 {
+        let fx = ch.send_all(&one).1;
+        assert!(!fx.caught_up && !fx.backlogged, "excused until it catches up");
+    }
+    // Down to a quarter: it may be waited for again once it lags again.
+    while ch.queue_events * 4 > 1000 {
+        let (b, fx) = ch.next_batch(g);
+        assert!(matches!(b, Batch::Data(..)) && !fx.caught_up, "excused: nothing to count down");
+    }
+    assert_eq!(ch.lag, Lag::None);
+    assert!(behind(&mut ch).is_some(), "flagged again");
 }
 
 #[test]
