@@ -498,9 +498,7 @@ async fn bench(
     // First contact, before any client: a refused connection, a TLS
     // failure or (echo mode) a POST refused for good ends the run now.
     let probe = (!listen).then(|| format!("{run_id}-probe"));
-    let contact =
-        first_contact(&target, &dialer, probe.as_deref(), args.connect_timeout, args.drain);
-    match contact.await {
+    match first_contact(&target, &dialer, probe.as_deref(), args.connect_timeout).await {
         Ok(()) => {}
         Err(FirstContact::Unreachable(why)) => return unreachable(why),
         Err(FirstContact::Refused(status, why)) => {
@@ -626,21 +624,17 @@ enum FirstContact {
     Refused(http::StatusCode, String),
 }
 
-/// Connects once (TLS included) and, with a `probe` client id, opens its
-/// stream and POSTs one message for it: a server without POST (405, 501)
-/// or one that refuses the run (401, 403…) says so before a single client
-/// connects. An answer that may change (404, 408, 429, 5xx "later") or
-/// none within the timeout lets the run go on: the clients will see. The
-/// probe is a client as any other (its stream open, its message answered
-/// 200 and its echo awaited before the stream is let go), so the server counts
-/// no refusal for it; a server that does not open its stream gets the POST
-/// alone (404 there: unknown client).
+/// Connects once (TLS included) and, with a `probe` client id, POSTs one
+/// message for it: that id has no stream, so a channel server answers 404
+/// (unknown client) and keeps nothing, while a server without POST (405,
+/// 501) or one that refuses the run (401, 403…) says so before a single
+/// client connects. An answer that may change (404, 408, 429, 5xx "later")
+/// or none within the timeout lets the run go on: the clients will see.
 async fn first_contact(
     target: &Target,
     dialer: &Dialer,
     probe: Option<&str>,
     timeout: Duration,
-    drain: Duration,
 ) -> Result<(), FirstContact> {
     let io = match tokio::time::timeout(timeout, dialer.connect()).await {
         Ok(Ok(io)) => io,
@@ -653,25 +647,14 @@ async fn first_contact(
         }
     };
     let Some(id) = probe else { return Ok(()) };
-    let stream = conn::open_stream(target, dialer, target.stream_uri(Some(id)), None, timeout);
-    let stream = stream.await.ok();
     let post = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
         tokio::spawn(conn);
         let uri = format!("{}0", target.post_prefix(id)).parse().ok()?;
-        let body = bytes::Bytes::from(format!("\"{PROBE_MESSAGE}\""));
-        let req = target.post_request(uri, body);
+        let req = target.post_request(uri, bytes::Bytes::from_static(b"\"ssechan bench probe\""));
         lanes::read_response(sender.send_request(req)).await.ok()
     };
-    let answer = tokio::time::timeout(timeout, post).await;
-    if let (Some(mut stream), Ok(Some((status, _)))) = (stream, &answer)
-        && status.is_success()
-    {
-        // Its echo is read (within --drain, as the clients' are), so that the
-        // stream let go leaves nothing undelivered on the server.
-        let _ = tokio::time::timeout(drain, echo_of(&mut stream, PROBE_MESSAGE)).await;
-    }
-    match answer {
+    match tokio::time::timeout(timeout, post).await {
         Ok(Some((status, body)))
             if !status.is_success()
                 && status != http::StatusCode::NOT_FOUND
@@ -682,24 +665,6 @@ async fn first_contact(
             Err(FirstContact::Refused(status, why))
         }
         _ => Ok(()),
-    }
-}
-
-/// The first contact's message.
-const PROBE_MESSAGE: &str = "ssechan bench probe";
-
-/// Reads `stream` until `text` has come in it (or it ends).
-async fn echo_of(stream: &mut conn::OpenStream, text: &str) {
-    use crate::client::driver::Chunks as _;
-    let mut seen = Vec::new();
-    while let Some(Ok(chunk)) = std::future::poll_fn(|cx| stream.poll_chunk(cx)).await {
-        seen.extend_from_slice(&chunk);
-        if seen.windows(text.len()).any(|w| w == text.as_bytes()) {
-            return;
-        }
-        // Only the tail can still start the text.
-        let keep = seen.len().saturating_sub(text.len());
-        seen.drain(..keep);
     }
 }
 
