@@ -343,6 +343,29 @@ async fn keep_alive_expiry_reports_undelivered(on: On) {
     assert_eq!(t.post(&url, "gone", 0, "late").await, 404);
 }
 
+/// Messages the application sent before a client's `DELETE` are all
+/// counted among the undelivered, even when the store applies sends apart
+/// from the `DELETE` (Redis: the writer's batches, the close a call of
+/// its own).
+async fn a_delete_counts_every_message_sent_before_it(on: On) {
+    let (mut server, t) = on.serve(keep_alive()).await;
+    let url = server.url();
+    let s = t.open(&url, "many", None).await;
+    let mut conn = server.accept().await.unwrap();
+    drop(s);
+    assert_eq!(next_event(&mut conn).await, ConnectionEvent::Suspended);
+    // 6 MB: several of the Redis writer's batches (1 MiB each), one
+    // after the other, so the `DELETE` comes while some are still to go.
+    const SENT: u64 = 300;
+    let text = "x".repeat(20_000);
+    for _ in 0..SENT {
+        conn.send(&text).unwrap();
+    }
+    let status = t.http().delete(channel_url(&url, "many")).send().await.expect("delete").status();
+    assert_eq!(status.as_u16(), 204);
+    assert_eq!(next_event(&mut conn).await, closed(CloseReason::ClosedByClient, SENT));
+}
+
 /// `DELETE`: the client leaves for good, streaming or suspended.
 async fn a_client_delete_closes_the_channel(on: On) {
     let (mut server, t) = on.serve(keep_alive()).await;
@@ -896,6 +919,7 @@ conformance! {
         a_post_too_far_ahead_is_refused_with_429,
         keep_alive_expiry_reports_undelivered,
         a_client_delete_closes_the_channel,
+        a_delete_counts_every_message_sent_before_it,
         shutdown_closes_every_channel,
         without_keep_alive_a_lost_stream_closes_at_once,
         a_returning_client_id_keeps_counting,

@@ -64,6 +64,8 @@ pub(crate) struct Home {
     info: RequestInfo,
     slot: Mutex<Slot>,
     closed: Notify,
+    /// The store has applied every send made so far ([`Home::sends_applied`]).
+    applied: Notify,
     env: Arc<HomeEnv>,
 }
 
@@ -85,8 +87,17 @@ impl Home {
                 waker: None,
             }),
             closed: Notify::new(),
+            applied: Notify::new(),
             env,
         })
+    }
+
+    /// Until the store has applied every send the application made so far
+    /// (or `deadline`): a client's `DELETE`, decided by another call, then
+    /// counts them among the undelivered instead of finding them after the
+    /// channel is gone.
+    pub(crate) async fn sends_applied(&self, deadline: Instant) -> bool {
+        wait::until(&self.applied, Some(deadline), || self.lock().state.unflushed() == 0).await
     }
 
     pub(crate) fn is_suspended(&self) -> bool {
@@ -243,7 +254,14 @@ impl OpSource for Home {
     }
 
     fn flushed(&self, bytes: usize) {
-        self.lock().state.flushed(bytes);
+        let all = {
+            let mut slot = self.lock();
+            slot.state.flushed(bytes);
+            slot.state.unflushed() == 0
+        };
+        if all {
+            self.applied.notify_waiters();
+        }
     }
 
     fn missing(&self) {

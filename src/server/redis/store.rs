@@ -269,6 +269,10 @@ impl ChannelStore for RedisStore {
 
     fn client_closed<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, Result<(), Refusal>> {
         Box::pin(async move {
+            // Sends made here before the DELETE reach the store first.
+            if let Some(home) = self.parts.registry.lookup(client_id) {
+                home.sends_applied(Instant::now() + REQUEST_TIMEOUT).await;
+            }
             let close = Request::ClientClosed { cid: client_id.to_owned() };
             let v = self.parts.requests.call(close).await.map_err(|e| unavailable(&e))?;
             match notice::int(&v) {

@@ -415,6 +415,11 @@ impl HomeState {
         self.write_listed
     }
 
+    /// Sends not yet applied by the store (queued or in flight).
+    pub(crate) fn unflushed(&self) -> usize {
+        self.unflushed
+    }
+
     /// The store applied one of our sends.
     pub(crate) fn flushed(&mut self, bytes: usize) {
         self.unflushed = self.unflushed.saturating_sub(1);
