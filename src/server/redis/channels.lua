@@ -110,12 +110,8 @@ local function alive(iid)
   return last ~= false and now() - tonumber(last) <= LEASE
 end
 
--- A notice for instance `iid`, unless it has left (or been reaped). The
--- notices of a call go out together, one stream entry per instance (or a
--- few, for many), after everything else: the call is atomic anyway.
-local function notify(iid, ...)
-  if not iid or iid == '' or (iid ~= ME and last_refresh(iid) == false) then return nil end
-  local n = { ... }
+-- Queues notice `n` (fields, or one packed string) for instance `iid`.
+local function post_notice(iid, n)
   local box = outbox[iid]
   if not box then
     box = {}
@@ -124,6 +120,14 @@ local function notify(iid, ...)
   box[#box + 1] = n
   last_notice[iid] = n
   return n
+end
+
+-- A notice for instance `iid`, unless it has left (or been reaped). The
+-- notices of a call go out together, one stream entry per instance (or a
+-- few, for many), after everything else: the call is atomic anyway.
+local function notify(iid, ...)
+  if not iid or iid == '' or (iid ~= ME and last_refresh(iid) == false) then return nil end
+  return post_notice(iid, { ... })
 end
 
 -- `<length>:` of the short values (most of them), made once.
@@ -212,13 +216,7 @@ local function notify_messages(iid, cid, ser, first, msgs, i, j)
     end
     p = table.concat(parts)
   end
-  local box = outbox[iid]
-  if not box then
-    box = {}
-    outbox[iid] = box
-  end
-  box[#box + 1] = p
-  last_notice[iid] = p
+  post_notice(iid, p)
 end
 
 local function load(cid)
